@@ -1,0 +1,98 @@
+"""Typed hyperparameter schema shared by models and the trainer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ParamKind = Literal["int", "float", "bool", "choice", "str"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class HyperParam:
+    """One hyperparameter: its name, type, default and the values it allows.
+
+    ``low``/``high`` bound ``int`` and ``float`` values (inclusive); ``choices`` lists the
+    values of a ``choice`` parameter.
+    """
+
+    name: str
+    kind: ParamKind
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"choice parameter {self.name!r} needs choices")
+        self.validate(self.default)
+
+    @property
+    def type_name(self) -> str:
+        if self.kind == "choice":
+            return "|".join(str(c) for c in self.choices or ())
+        return self.kind
+
+    def parse(self, text: str) -> Any:
+        """Convert command-line text to a typed, validated value (``ValueError`` if it can't)."""
+        raw = text.strip()
+        try:
+            if self.kind == "int":
+                as_float = float(raw)
+                if not as_float.is_integer():
+                    raise ValueError
+                value: Any = int(as_float)
+            elif self.kind == "float":
+                value = float(raw)
+            elif self.kind == "str":
+                value = raw
+            elif self.kind == "bool":
+                lowered = raw.lower()
+                if lowered not in _TRUE | _FALSE:
+                    raise ValueError
+                value = lowered in _TRUE
+            else:
+                matches = [c for c in self.choices or () if str(c) == raw]
+                if not matches:
+                    raise ValueError
+                value = matches[0]
+        except ValueError:
+            raise ValueError(
+                f"{self.name}: {raw!r} is not a valid {self.kind}"
+                + (f" (choose from {', '.join(map(str, self.choices or ()))})" if self.kind == "choice" else "")
+            ) from None
+        return self.validate(value)
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` if it is allowed, else raise ``ValueError`` saying why."""
+        if self.kind == "choice":
+            if value not in (self.choices or ()):
+                raise ValueError(
+                    f"{self.name}: {value!r} is not one of {', '.join(map(str, self.choices or ()))}"
+                )
+            return value
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise ValueError(f"{self.name}: {value!r} is not a string")
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name}: {value!r} is not a bool")
+            return value
+        if self.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{self.name}: {value!r} is not an int")
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{self.name}: {value!r} is not a finite float")
+            value = float(value)
+        if self.low is not None and value < self.low:
+            raise ValueError(f"{self.name}: {value} is below the minimum {self.low:g}")
+        if self.high is not None and value > self.high:
+            raise ValueError(f"{self.name}: {value} is above the maximum {self.high:g}")
+        return value

@@ -1,0 +1,186 @@
+"""``StudySpec``: everything that defines a search, checked before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpsearch.models import ModelSpec, build_model, get_model
+from hpsearch.search.errors import UsageError
+from hpsearch.search.sweep import Sweep, parse_sweep
+from hpsearch.storage.urls import StorageURLError, parse_storage_url
+from hpsearch.trainers.config import TRAINER_PARAMS, TrainConfig
+from hpsearch.trainers.tasks import Task, build_task, get_task
+
+SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "percentile", "hyperband", "sha", "wilcoxon", "none")
+DEFAULT_N_TRIALS = 20
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A search as the user described it.
+
+    ``train`` holds fixed ``TrainConfig`` settings and ``task_options`` the task's options;
+    ``sweep`` keeps the sweep items as written, so the spec stores and reloads as JSON.
+    """
+
+    models: tuple[str, ...]
+    sweep: tuple[str, ...] = ()
+    task: str = "synthetic_tokens"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    study_name: str | None = None
+    sampler: str | None = None
+    pruner: str = "median"
+    metric: str = "val_loss"
+    direction: str | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    output_dir: str = "."
+    storage: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The study name: ``--study-name``, else derived from the models and the task."""
+        return self.study_name or f"{'+'.join(self.models)}-{self.task}"
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a re-run to resume a study rather than start another."""
+        return {"models": list(self.models), "sweep": list(self.sweep), "task": self.task, "task_options": self.task_options}
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("storage")  # a URL may carry a password; the study never stores it
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySpec":
+        data = json.loads(text)
+        data["models"] = tuple(data["models"])
+        data["sweep"] = tuple(data["sweep"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A checked ``StudySpec`` with its parts built: models, sweep, task and trainer config."""
+
+    spec: StudySpec
+    model_specs: tuple[ModelSpec, ...]
+    sweep: Sweep
+    task: Task
+    train_config: TrainConfig
+    sampler: str
+    direction: str
+    n_trials: int | None
+
+
+def resolve(spec: StudySpec) -> ResolvedSpec:
+    """Check every part of ``spec`` and build what the search needs; ``UsageError`` if wrong."""
+    if not spec.models:
+        raise UsageError("name at least one model with --models")
+    try:
+        model_specs = tuple(get_model(m) for m in dict.fromkeys(spec.models))
+    except KeyError as error:
+        raise UsageError(str(error.args[0])) from None
+    sweep = parse_sweep(spec.sweep, model_specs)
+
+    try:
+        task_spec = get_task(spec.task)
+        task = build_task(spec.task, spec.task_options)
+    except (KeyError, ValueError) as error:
+        raise UsageError(str(error.args[0])) from None
+    for model in model_specs:
+        if model.input_kind != task.data.kind:
+            raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives {task.data.kind}")
+
+    try:
+        train_config = TrainConfig().with_overrides(spec.train)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if train_config.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1 (got {train_config.epochs})")
+    for name in spec.train:
+        if any(p.name == name for p in sweep.params):
+            raise UsageError(f"{name} is both fixed by --{name.replace('_', '-')} and swept; drop one of them")
+    _check_settings(train_config)
+
+    sampler = spec.sampler or ("grid" if sweep.is_grid else "tpe")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if sampler == "grid" and not sweep.is_grid:
+        ranges = ", ".join(p.name for p in sweep.params if p.is_range)
+        raise UsageError(f"the grid sampler needs value lists, but {ranges} is a range; use --sampler tpe")
+    if spec.pruner not in PRUNERS:
+        raise UsageError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}")
+    if spec.n_trials is not None and spec.n_trials < 1:
+        raise UsageError(f"--n-trials must be at least 1 (got {spec.n_trials})")
+    if spec.timeout is not None and spec.timeout <= 0:
+        raise UsageError(f"--timeout must be positive (got {spec.timeout})")
+    n_trials = spec.n_trials
+    if sampler != "grid" and n_trials is None:
+        n_trials = DEFAULT_N_TRIALS
+
+    metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.metric_directions}
+    if spec.metric not in metrics:
+        raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
+    direction = spec.direction or metrics[spec.metric]
+    if direction not in ("minimize", "maximize"):
+        raise UsageError(f"--direction must be minimize or maximize (got {direction!r})")
+
+    _check_storage(spec)
+    _check_output_dir(Path(spec.output_dir))
+    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, direction, n_trials)
+    _check_models_build(resolved)
+    return resolved
+
+
+def _check_settings(config: TrainConfig) -> None:
+    for param in TRAINER_PARAMS:
+        try:
+            param.validate(getattr(config, param.name))
+        except ValueError as error:
+            raise UsageError(f"--{param.name.replace('_', '-')}: {error}") from None
+
+
+def _check_storage(spec: StudySpec) -> None:
+    if spec.storage is None:
+        return
+    try:
+        parse_storage_url(spec.storage)
+    except StorageURLError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_output_dir(path: Path) -> None:
+    """The output directory must exist and be writable, or be creatable."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"output directory {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {path} is not writable; choose another with --output-dir")
+
+
+def _check_models_build(resolved: ResolvedSpec) -> None:
+    """Build every grid point (or each model's defaults) on the meta device: no memory, no time."""
+    sweep, data = resolved.sweep, resolved.task.data
+    points = sweep.grid_points() if sweep.is_grid else [{"model": m} for m in sweep.models]
+    for point in points:
+        model = get_model(point["model"])
+        hparams = {k: v for k, v in point.items() if model.param(k) is not None}
+        try:
+            with torch.device("meta"):
+                build_model(point["model"], hparams, data)
+        except (ValueError, TypeError) as error:
+            shown = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise UsageError(f"{shown} cannot be built: {error}") from None

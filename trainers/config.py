@@ -1,0 +1,50 @@
+"""The trainer's settings and the schema of those a sweep may change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from hpsearch.models import HyperParam
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the trainer needs besides the model and the task."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    log_every_epoch: bool = True
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+        """A copy with ``overrides`` applied; unknown names are an error."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"the trainer has no setting {', '.join(unknown)}")
+        return replace(self, **dict(overrides))
+
+
+# The trainer settings a sweep may search over; the defaults mirror TrainConfig's.
+TRAINER_PARAMS: tuple[HyperParam, ...] = (
+    HyperParam("lr", "float", TrainConfig.lr, "peak learning rate of AdamW", low=0.0),
+    HyperParam("weight_decay", "float", TrainConfig.weight_decay, "AdamW weight decay", low=0.0),
+    HyperParam("batch_size", "int", TrainConfig.batch_size, "examples per step", low=1),
+    HyperParam("warmup_epochs", "float", TrainConfig.warmup_epochs, "linear warmup length in epochs", low=0.0),
+    HyperParam("min_lr", "float", TrainConfig.min_lr, "learning rate at the end of the cosine decay", low=0.0),
+    HyperParam("grad_clip", "float", TrainConfig.grad_clip, "max gradient norm; 0 turns clipping off", low=0.0),
+    HyperParam("label_smoothing", "float", TrainConfig.label_smoothing, "cross-entropy label smoothing", low=0.0, high=1.0),
+)
+
+
+def trainer_param(name: str) -> HyperParam | None:
+    """The sweepable trainer setting called ``name``, if there is one."""
+    return next((p for p in TRAINER_PARAMS if p.name == name), None)
