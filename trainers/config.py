@@ -10,7 +10,14 @@ from hpsearch.models import HyperParam
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything the trainer needs besides the model and the task."""
+    """Everything the trainer needs besides the model and the task.
+
+    ``early_stopping_patience`` > 0 stops after that many epochs without improvement of
+    ``monitor``. ``divergence_factor`` > 0 treats a loss above that multiple of the best
+    smoothed loss (after warmup) as divergence; ``on_divergence`` is ``"prune"`` (stop) or
+    ``"reduce-lr"`` (restore the last good epoch, halve the LR, at most
+    ``max_lr_reductions`` times). ``checkpoint_dir`` keeps ``last.pt`` and ``best.pt``.
+    """
 
     epochs: int = 5
     batch_size: int = 64
@@ -22,7 +29,16 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "cpu"
-    log_every_epoch: bool = True
+    precision: str = "fp32"
+    grad_accum_steps: int = 1
+    early_stopping_patience: int = 0
+    monitor: str = "val_loss"
+    divergence_factor: float = 10.0
+    on_divergence: str = "prune"
+    max_lr_reductions: int = 3
+    compile: bool = False
+    deterministic: bool = False
+    checkpoint_dir: str | None = None
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``overrides`` applied; unknown names are an error."""
@@ -42,6 +58,7 @@ TRAINER_PARAMS: tuple[HyperParam, ...] = (
     HyperParam("min_lr", "float", TrainConfig.min_lr, "learning rate at the end of the cosine decay", low=0.0),
     HyperParam("grad_clip", "float", TrainConfig.grad_clip, "max gradient norm; 0 turns clipping off", low=0.0),
     HyperParam("label_smoothing", "float", TrainConfig.label_smoothing, "cross-entropy label smoothing", low=0.0, high=1.0),
+    HyperParam("grad_accum_steps", "int", TrainConfig.grad_accum_steps, "micro-batches per optimizer step", low=1),
 )
 
 

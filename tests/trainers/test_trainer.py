@@ -17,7 +17,7 @@ class PositionalBag(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.position = nn.Parameter(torch.randn(seq_len, dim) * 0.5)
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, classes))
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(0.1), nn.Linear(dim, classes))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.embed(tokens)
@@ -99,7 +99,7 @@ def test_a_raising_callback_stops_training(task):
 def test_nonfinite_loss_stops_with_where_it_happened(task):
     model = PositionalBag()
     with torch.no_grad():
-        model.head[2].bias.fill_(float("nan"))
+        model.head[3].bias.fill_(float("nan"))
     with pytest.raises(DivergenceError, match=r"diverged: loss=nan at epoch 1 step 1"):
         Trainer(model, task, TrainConfig(epochs=2)).fit()
 
@@ -107,3 +107,72 @@ def test_nonfinite_loss_stops_with_where_it_happened(task):
 def test_epoch_line_matches_the_seed_format():
     record = EpochRecord(epoch=1, lr=0.001, train_loss=0.70251, val_loss=0.69138, metrics={"val_acc": 0.53125})
     assert format_epoch_line(record) == "Epoch 01 | Train Loss: 0.7025 | Val Loss: 0.6914 | Val Acc: 0.5312 | LR: 0.001000"
+
+
+def losses(records):
+    return [(r.epoch, r.lr, r.train_loss, r.val_loss, r.metrics) for r in records]
+
+
+def test_resumed_run_matches_the_uninterrupted_one_exactly(task, tmp_path):
+    config = TrainConfig(epochs=4, checkpoint_dir=str(tmp_path / "whole"))
+    whole = fit(task, config)
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt_after_two(record):
+        if record.epoch == 2:
+            raise Interrupt
+
+    interrupted = TrainConfig(epochs=4, checkpoint_dir=str(tmp_path / "parts"))
+    with pytest.raises(Interrupt):
+        fit(task, interrupted, [interrupt_after_two])
+    seen = []
+    # A fresh process would build the model from another seed; the checkpoint must win.
+    seed_everything(123)
+    trainer = Trainer(PositionalBag(), task, interrupted, [seen.append])
+    resumed = trainer.fit(resume_from=tmp_path / "parts" / "last.pt")
+    assert [r.epoch for r in seen] == [3, 4]
+    assert losses(resumed.records) == losses(whole.records)
+    assert resumed.checkpoint == str(tmp_path / "parts" / "last.pt")
+
+
+def test_reduce_lr_restores_the_last_good_state_and_halves_the_lr(task):
+    config = TrainConfig(epochs=2, lr=1.0, grad_clip=0, warmup_epochs=0, divergence_factor=3)
+    with pytest.raises(DivergenceError, match="at epoch 1 step"):
+        fit(task, config)
+    result = fit(task, config.with_overrides({"on_divergence": "reduce-lr", "max_lr_reductions": 5}))
+    reductions = len(result.lr_reductions)
+    assert result.epochs_run == 2 and 1 <= reductions <= 5
+    assert all(r.startswith("diverged: loss=") and r.endswith("lr halved") for r in result.lr_reductions)
+    # Halvings compound: the epoch-1 LR is the cosine value at the end of epoch 1 times 0.5**reductions.
+    steps = math.ceil(800 / 64)
+    cosine_end_of_epoch_1 = 0.5 * (1 + math.cos(math.pi * (steps - 1) / (2 * steps)))
+    assert result.records[0].lr == pytest.approx(0.5**reductions * cosine_end_of_epoch_1)
+
+
+def test_reduce_lr_gives_up_after_the_set_number_of_reductions(task):
+    config = TrainConfig(epochs=2, lr=10.0, grad_clip=0, warmup_epochs=0, divergence_factor=3, on_divergence="reduce-lr", max_lr_reductions=2)
+    with pytest.raises(DivergenceError, match=r"\(after 2 LR reductions\)"):
+        fit(task, config)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(task):
+    # A zero learning rate never improves after the first epoch.
+    result = fit(task, TrainConfig(epochs=10, lr=0.0, early_stopping_patience=2))
+    assert result.stopped_early and result.epochs_run == 3
+
+
+def test_gradient_accumulation_matches_the_large_batch_step(task):
+    big = fit(task, TrainConfig(epochs=1, batch_size=200, grad_clip=0))
+    small = fit(task, TrainConfig(epochs=1, batch_size=100, grad_accum_steps=2, grad_clip=0))
+    assert small.records[0].lr == big.records[0].lr
+    assert small.records[0].val_loss == pytest.approx(big.records[0].val_loss, rel=0.05)
+
+
+def test_bf16_final_loss_is_close_to_fp32(task):
+    # bf16 keeps 8 bits of mantissa; after 3 epochs the validation loss stays within 5%.
+    fp32 = fit(task, TrainConfig(epochs=3, precision="fp32"))
+    bf16 = fit(task, TrainConfig(epochs=3, precision="bf16"))
+    assert bf16.precision == "bf16"
+    assert bf16.records[-1].val_loss == pytest.approx(fp32.records[-1].val_loss, rel=0.05)

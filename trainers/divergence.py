@@ -1,0 +1,41 @@
+"""The divergence guard: stop at the first non-finite value or an exploding loss."""
+
+from __future__ import annotations
+
+import math
+
+
+class DivergenceGuard:
+    """Watches every step's loss and gradient norm.
+
+    ``check`` returns a reason such as ``"diverged: loss=nan at epoch 3 step 41"`` when the
+    loss or the gradient norm is not finite, or when, after ``warmup_steps``, the loss is
+    above ``factor`` times the lowest smoothed loss seen so far; otherwise None.
+    """
+
+    def __init__(self, factor: float = 10.0, warmup_steps: int = 0, smoothing: float = 0.9) -> None:
+        self.factor = factor
+        self.warmup_steps = warmup_steps
+        self.smoothing = smoothing
+        self.smoothed: float | None = None
+        self.best = math.inf
+
+    def check(self, loss: float, grad_norm: float | None, epoch: int, step: int) -> str | None:
+        where = f"at epoch {epoch} step {step}"
+        if not math.isfinite(loss):
+            return f"diverged: loss={loss} {where}"
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            return f"diverged: grad_norm={grad_norm} {where}"
+        if self.factor > 0 and step > self.warmup_steps and loss > self.factor * self.best:
+            return f"diverged: loss={loss:.4g} above {self.factor:g}x the best smoothed loss {self.best:.4g} {where}"
+        self.smoothed = loss if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * loss
+        if step > self.warmup_steps:
+            self.best = min(self.best, self.smoothed)
+        return None
+
+    def state_dict(self) -> dict[str, float | None]:
+        return {"smoothed": self.smoothed, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        self.smoothed = state["smoothed"]
+        self.best = float(state["best"])
