@@ -1,0 +1,113 @@
+"""The LR range test: raise the LR exponentially for a few steps and watch the loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hpsearch.trainers.config import TrainConfig
+from hpsearch.trainers.hardware import autocast, choose_precision, resolve_device
+from hpsearch.trainers.tasks import Task
+
+
+@dataclass(frozen=True)
+class LRFinderResult:
+    """The LRs tried, the smoothed loss at each, and the suggestion.
+
+    ``suggested`` is the LR where the smoothed loss falls fastest (steepest negative slope
+    against log LR), as fastai suggests. ``diverged`` says the test stopped early because
+    the smoothed loss exceeded ``diverge_factor`` times its best.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    suggested: float
+    diverged: bool
+
+
+def find_lr(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_iter: int = 100,
+    smoothing: float = 0.98,
+    diverge_factor: float = 4.0,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> LRFinderResult:
+    """Run the range test on ``model``; its weights (and ``optimizer``'s state) are restored after."""
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"the LR range needs 0 < start_lr < end_lr (got {start_lr:g}..{end_lr:g})")
+    if num_iter < 5:
+        raise ValueError(f"num_iter must be at least 5 (got {num_iter})")
+    device = resolve_device(config.device)
+    precision = choose_precision(config.precision, device)
+    model_state = copy.deepcopy(model.state_dict())
+    own_optimizer = optimizer is None
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=start_lr, weight_decay=config.weight_decay)
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    rng_state = torch.get_rng_state()
+
+    x, y = (t.to(device) for t in task.train)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    batches = iter(())
+    ratio = (end_lr / start_lr) ** (1 / (num_iter - 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    average, best, diverged = 0.0, math.inf, False
+    model.train()
+    try:
+        for i in range(num_iter):
+            lr = start_lr * ratio**i
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(batches, None)
+            if batch is None:
+                batches = iter(torch.randperm(len(x), generator=shuffle).split(config.batch_size))
+                batch = next(batches)
+            with autocast(precision, device):
+                loss = task.loss(model(x[batch]), y[batch], config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+
+            value = loss.item()
+            average = smoothing * average + (1 - smoothing) * value
+            smoothed = average / (1 - smoothing ** (i + 1))  # bias correction for the zero start
+            if not math.isfinite(smoothed) or smoothed > diverge_factor * best:
+                diverged = True
+                break
+            best = min(best, smoothed)
+            lrs.append(lr)
+            losses.append(smoothed)
+    finally:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        if own_optimizer:
+            optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng_state)
+    return LRFinderResult(lrs, losses, steepest_descent(lrs, losses), diverged)
+
+
+def steepest_descent(lrs: list[float], losses: list[float]) -> float:
+    """The LR at which the loss falls fastest against log LR (the first LR if too few points).
+
+    Slopes span a window of 5% of the points on each side: one lucky batch near the end
+    would otherwise win with a two-point slope.
+    """
+    width = max(1, len(lrs) // 20)
+    if len(lrs) < 2 * width + 1:
+        return lrs[0] if lrs else math.nan
+    centres = range(width, len(lrs) - width)
+    slope = {
+        i: (losses[i + width] - losses[i - width]) / (math.log(lrs[i + width]) - math.log(lrs[i - width])) for i in centres
+    }
+    return lrs[min(slope, key=slope.__getitem__)]
