@@ -15,6 +15,7 @@ from hpsearch.search.errors import UsageError
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.storage.urls import StorageURLError, parse_storage_url
 from hpsearch.trainers.config import TRAINER_PARAMS, TrainConfig
+from hpsearch.trainers.hardware import choose_precision, resolve_device
 from hpsearch.trainers.tasks import Task, build_task, get_task
 
 SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
@@ -35,6 +36,7 @@ class StudySpec:
     task: str = "synthetic_tokens"
     task_options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    lr_finder: bool = False
     study_name: str | None = None
     sampler: str | None = None
     pruner: str = "median"
@@ -106,9 +108,16 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(str(error)) from None
     if train_config.epochs < 1:
         raise UsageError(f"--epochs must be at least 1 (got {train_config.epochs})")
-    for name in spec.train:
+    for name in [*spec.train, *(["lr"] if spec.lr_finder else [])]:
         if any(p.name == name for p in sweep.params):
             raise UsageError(f"{name} is both fixed by --{name.replace('_', '-')} and swept; drop one of them")
+    try:
+        device = resolve_device(train_config.device)
+        choose_precision(train_config.precision, device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if train_config.on_divergence not in ("prune", "reduce-lr"):
+        raise UsageError(f"--on-divergence must be prune or reduce-lr (got {train_config.on_divergence!r})")
     _check_settings(train_config)
 
     sampler = spec.sampler or ("grid" if sweep.is_grid else "tpe")

@@ -9,11 +9,13 @@ class DivergenceGuard:
     """Watches every step's loss and gradient norm.
 
     ``check`` returns a reason such as ``"diverged: loss=nan at epoch 3 step 41"`` when the
-    loss or the gradient norm is not finite, or when, after ``warmup_steps``, the loss is
-    above ``factor`` times the lowest smoothed loss seen so far; otherwise None.
+    loss or the gradient norm is not finite, or when, after the guard's first
+    ``warmup_steps``, the loss is above ``factor`` times the lowest smoothed loss seen so far;
+    otherwise None. The guard's warmup is two steps, not the LR warmup: a run with lr=10
+    must stop within its first epoch, which is often all LR warmup.
     """
 
-    def __init__(self, factor: float = 10.0, warmup_steps: int = 0, smoothing: float = 0.9) -> None:
+    def __init__(self, factor: float = 10.0, warmup_steps: int = 2, smoothing: float = 0.9) -> None:
         self.factor = factor
         self.warmup_steps = warmup_steps
         self.smoothing = smoothing
@@ -29,8 +31,7 @@ class DivergenceGuard:
         if self.factor > 0 and step > self.warmup_steps and loss > self.factor * self.best:
             return f"diverged: loss={loss:.4g} above {self.factor:g}x the best smoothed loss {self.best:.4g} {where}"
         self.smoothed = loss if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * loss
-        if step > self.warmup_steps:
-            self.best = min(self.best, self.smoothed)
+        self.best = min(self.best, self.smoothed)
         return None
 
     def state_dict(self) -> dict[str, float | None]:

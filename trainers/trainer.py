@@ -129,7 +129,6 @@ class Trainer:
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
             min_lr=cfg.min_lr,
         )
-        self.guard.warmup_steps = schedule.warmup_steps
         progress = self._restore(load_checkpoint(resume_from)) if resume_from else _Progress()
         last_good = copy.deepcopy(self._state(progress)) if cfg.on_divergence == "reduce-lr" else None
         result = FitResult(precision=self.precision)

@@ -1,0 +1,50 @@
+"""Sampler and pruner choice, by the names the CLI accepts."""
+
+from __future__ import annotations
+
+import optuna
+
+from hpsearch.search.errors import UsageError
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name``.
+
+    ``grid`` runs enqueued grid points (the orchestrator enqueues them, which, unlike
+    ``GridSampler``, handles parameters that only some models have); its sampler only fills
+    in trials started beyond the grid, which the orchestrator avoids.
+    """
+    if name in ("grid", "random"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise UsageError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    raise UsageError(f"unknown sampler {name!r}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The Optuna pruner called ``name``, sized for ``epochs`` reports per trial.
+
+    ``median`` (the default) waits for 4 finished trials and 1 epoch before it prunes, so a
+    small grid is never judged on one or two runs.
+    """
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UsageError(f"unknown pruner {name!r}")

@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Small enough that a trial takes a second or two on two cores.
+TINY = ["--epochs", "2", "--dataset-size", "200", "--no-progress"]
+
+
+def hpsearch_command() -> list[str]:
+    """The installed console script next to this interpreter, else the module."""
+    script = Path(sys.executable).with_name("hpsearch")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hpsearch.search.cli"]
+
+
+@pytest.fixture
+def run_hpsearch(tmp_path):
+    """Run ``hpsearch ARGS`` in ``tmp_path`` as a user would; returns the CompletedProcess."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300):
+        environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+        environment.update(env or {})
+        return subprocess.run(
+            [*hpsearch_command(), *args],
+            cwd=cwd or tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

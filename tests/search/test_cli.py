@@ -1,0 +1,185 @@
+"""The ``hpsearch`` command end to end, in real subprocesses on a real SQLite file."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.search.conftest import TINY
+
+SEED = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:64,128", "kernel_type:rbf,compact"]
+
+READ_STUDY = """
+import json, sys, optuna
+study = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
+print(json.dumps([
+    {"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+     "steps": sorted(t.intermediate_values), "attrs": t.user_attrs}
+    for t in study.trials
+]))
+"""
+
+
+def load_trials(db, study_name):
+    """Read the study from a separate Python process, as another tool would."""
+    out = subprocess.run(
+        [sys.executable, "-c", READ_STUDY, f"sqlite:///{db}", study_name], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_seed_command_runs_the_grid_and_resumes_without_repeating(tmp_path, run_hpsearch):
+    first = run_hpsearch(*SEED, *TINY)
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "hpsearch.db"
+    assert db.exists()
+
+    trials = load_trials(db, "tfn_classifier-synthetic_tokens")
+    assert len(trials) == 4
+    assert {(t["params"]["embed_dim"], t["params"]["kernel_type"]) for t in trials} == {
+        (64, "rbf"), (64, "compact"), (128, "rbf"), (128, "compact")
+    }
+    for trial in trials:
+        assert trial["state"] == "COMPLETE"
+        attrs = trial["attrs"]
+        assert attrs["epochs_run"] == 2
+        assert trial["steps"] == [1, 2]
+        assert len(attrs["lr_history"]) == 2 and all(lr > 0 for lr in attrs["lr_history"])
+        assert attrs["params.count"] > 0
+        assert attrs["flops.total"] > 0 and attrs["flops.forward_passes"] > 0
+
+    # Swept values really reach the model: the four points build four different models.
+    assert len({t["attrs"]["params.count"] for t in trials if t["params"]["kernel_type"] == "rbf"}) == 2
+    assert len({t["value"] for t in trials}) == 4
+
+    out = first.stdout
+    assert "Epoch 01 | Train Loss:" in out and "| Val Acc:" in out and "| LR:" in out
+    assert f"optuna-dashboard sqlite:///{db}" in out
+    table = out[out.index("number") :]
+    best = min(trials, key=lambda t: t["value"])
+    assert table.splitlines()[1].split()[0] == str(best["number"])  # best trial first
+
+    again = run_hpsearch(*SEED, *TINY)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stdout
+    assert len(load_trials(db, "tfn_classifier-synthetic_tokens")) == 4
+
+
+def test_quoted_sweep_and_two_models_in_one_study(tmp_path, run_hpsearch):
+    result = run_hpsearch(
+        "--models", "tfn_classifier", "transformer_classifier",
+        "--param-sweep", "embed_dim:16,32 kernel_type:rbf,compact",
+        "--output-dir", "out", *TINY,
+    )
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "out" / "hpsearch.db"
+    trials = load_trials(db, "tfn_classifier+transformer_classifier-synthetic_tokens")
+    points = sorted((t["params"]["model"], t["params"]["embed_dim"], t["params"].get("kernel_type")) for t in trials)
+    assert points == [
+        ("tfn_classifier", 16, "compact"), ("tfn_classifier", 16, "rbf"),
+        ("tfn_classifier", 32, "compact"), ("tfn_classifier", 32, "rbf"),
+        ("transformer_classifier", 16, None), ("transformer_classifier", 32, None),
+    ]
+    assert all(t["state"] == "COMPLETE" for t in trials)
+
+
+def test_ranges_run_tpe_for_n_trials_and_storage_flag_is_used(tmp_path, run_hpsearch):
+    db = tmp_path / "custom.db"
+    result = run_hpsearch(
+        "--models", "tfn_classifier", "--param_sweep", "lr:1e-4..1e-2:log", "num_layers:1..2",
+        "--n-trials", "3", "--storage", f"sqlite:///{db}", "--study-name", "ranges", *TINY,
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(db, "ranges")
+    assert len(trials) == 3
+    assert all(1e-4 <= t["params"]["lr"] <= 1e-2 and t["params"]["num_layers"] in (1, 2) for t in trials)
+    assert not (tmp_path / "hpsearch.db").exists()
+
+
+def test_storage_comes_from_the_environment(tmp_path, run_hpsearch):
+    db = tmp_path / "from_env.db"
+    result = run_hpsearch("--models", "tfn_classifier", *TINY, env={"HPSEARCH_STORAGE": f"sqlite:///{db}"})
+    assert result.returncode == 0, result.stderr
+    assert len(load_trials(db, "tfn_classifier-synthetic_tokens")) == 1
+
+
+def test_a_different_sweep_under_the_same_study_name_is_refused(tmp_path, run_hpsearch):
+    assert run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:16", *TINY).returncode == 0
+    result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:32", *TINY)
+    assert result.returncode == 2
+    assert "already holds a different search" in result.stderr and "--study-name" in result.stderr
+
+
+BAD_INPUTS = {
+    "unknown model": (["--models", "tfn_classifierr"], "unknown model 'tfn_classifierr'"),
+    "unknown parameter": (["--models", "tfn_classifier", "--param_sweep", "embed_dimm:64"], "did you mean embed_dim"),
+    "mistyped value": (["--models", "tfn_classifier", "--param_sweep", "embed_dim:sixty"], "not a valid int"),
+    "bad choice": (["--models", "tfn_classifier", "--param_sweep", "kernel_type:gauss"], "choose from"),
+    "malformed sweep": (["--models", "tfn_classifier", "--param_sweep", "embed_dim=64"], "malformed sweep item"),
+    "empty value list": (["--models", "tfn_classifier", "--param_sweep", "embed_dim:"], "empty value"),
+    "zero epochs": (["--models", "tfn_classifier", "--epochs", "0"], "--epochs must be at least 1"),
+    "negative epochs": (["--models", "tfn_classifier", "--epochs", "-3"], "--epochs must be at least 1"),
+    "unwritable output dir": (["--models", "tfn_classifier", "--output-dir", "/proc/hpsearch"], "not writable"),
+    "malformed storage URL": (["--models", "tfn_classifier", "--storage", "sqlite//nope"], "malformed storage URL"),
+    "unknown storage scheme": (["--models", "tfn_classifier", "--storage", "mysql://u@h/db"], "unsupported storage URL"),
+    "unbuildable point": (["--models", "transformer_classifier", "--param_sweep", "embed_dim:30", "num_heads:4"], "cannot be built"),
+    "grid with a range": (["--models", "tfn_classifier", "--param_sweep", "lr:1e-4..1e-2", "--sampler", "grid"], "needs value lists"),
+    "unknown flag": (["--models", "tfn_classifier", "--epoch", "3"], "unrecognized arguments"),
+    "no models": (["--param_sweep", "embed_dim:64"], "--models"),
+    "unknown task": (["--models", "tfn_classifier", "--task", "nope"], "unknown task"),
+    "unknown metric": (["--models", "tfn_classifier", "--metric", "val_f1"], "unknown metric"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, run_hpsearch):
+    args, message = BAD_INPUTS[case]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run_hpsearch(*args, *TINY, cwd=workdir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hpsearch: error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert list(workdir.iterdir()) == []
+
+
+def test_password_in_a_bad_url_is_masked(run_hpsearch):
+    result = run_hpsearch("--models", "tfn_classifier", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db", *TINY)
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_explains_the_grammar_and_the_subcommands(run_hpsearch):
+    result = run_hpsearch("--help")
+    assert result.returncode == 0
+    for text in ("--param-sweep", "--param_sweep", "name:low..high", "hpsearch export", "exit codes"):
+        assert text in result.stdout
+
+
+def test_models_lists_every_hyperparameter(run_hpsearch):
+    result = run_hpsearch("models")
+    assert result.returncode == 0
+    for text in ("tfn_classifier", "transformer_classifier", "kernel_type", "evolution_type", "num_heads"):
+        assert text in result.stdout
+
+
+def test_diverging_trials_are_pruned_in_their_first_epoch_and_the_rest_complete(tmp_path, run_hpsearch):
+    result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "lr:10,1e-3", "embed_dim:16,32", *TINY)
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path / "hpsearch.db", "tfn_classifier-synthetic_tokens")
+    assert len(trials) == 4
+    for trial in trials:
+        attrs = trial["attrs"]
+        if trial["params"]["lr"] == 10:
+            assert trial["state"] == "PRUNED"
+            assert attrs["prune_reason"].startswith("diverged: ") and " at epoch 1 step " in attrs["prune_reason"]
+            assert attrs["epochs_run"] == 0 and trial["steps"] == []
+        else:
+            assert trial["state"] == "COMPLETE" and "prune_reason" not in attrs
+            checkpoint = tmp_path / "checkpoints" / "tfn_classifier-synthetic_tokens" / f"trial-{trial['number']}" / "last.pt"
+            assert attrs["checkpoint"] == str(checkpoint) and checkpoint.exists()
+        assert attrs["precision"] == "fp32"
