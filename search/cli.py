@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Callable, Sequence
 
 import optuna
 
-from hpsearch.search import tables_cli
+from hpsearch.search import lr_find_cli, tables_cli
+from hpsearch.search.arguments import ArgumentParser, add_task_arguments, add_training_arguments, flags, task_options, training_settings
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec, resolve
 from hpsearch.storage.urls import mask_password
-from hpsearch.trainers.config import TrainConfig
-from hpsearch.trainers.hardware import DEVICES, PRECISIONS
 
 EXAMPLES = """\
 examples:
@@ -31,76 +30,10 @@ other commands (each has --help):
   hpsearch studies             every study in the storage, with trial counts
   hpsearch trials --study S    a study's trials as a table, best first
   hpsearch export --study S    trials and per-epoch metrics to csv, parquet or json
+  hpsearch lr-find --models M  the LR range test for one configuration, with a plot
 
 exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written).
 """
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one ``UsageError`` line, not usage + message."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def _lr_value(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
-
-
-# (TrainConfig field, argparse keyword arguments, help); the default shown is TrainConfig's.
-TRAIN_OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("epochs", {"type": int}, "epochs per trial"),
-    ("batch_size", {"type": int}, "examples per micro-batch"),
-    ("lr", {"type": _lr_value}, "peak learning rate, or 'auto' to run the LR range test per trial"),
-    ("weight_decay", {"type": float}, "AdamW weight decay"),
-    ("warmup_epochs", {"type": float}, "linear warmup, in epochs"),
-    ("min_lr", {"type": float}, "LR at the end of the cosine decay"),
-    ("grad_clip", {"type": float}, "max gradient norm, 0 for none"),
-    ("label_smoothing", {"type": float}, "cross-entropy label smoothing"),
-    ("grad_accum_steps", {"type": int}, "micro-batches per optimizer step"),
-    ("early_stopping_patience", {"type": int}, "stop a trial after this many epochs without improvement, 0 for never"),
-    ("precision", {"choices": PRECISIONS}, "auto: bf16 where the hardware runs it fast, else fp32"),
-    ("device", {"choices": DEVICES}, "auto: CUDA, then MPS, then the CPU"),
-    ("on_divergence", {"choices": ("prune", "reduce-lr")}, "prune the trial, or restore the last good epoch and halve the LR"),
-    ("divergence_factor", {"type": float}, "a loss above this multiple of the best smoothed loss is divergence, 0 for off"),
-    ("max_lr_reductions", {"type": int}, "how often reduce-lr may halve the LR in one trial"),
-    ("compile", {"action": "store_true", "default": None}, "torch.compile the model"),
-    ("deterministic", {"action": "store_true", "default": None}, "torch deterministic algorithms"),
-    ("seed", {"type": int}, "seed for model init, data order and samplers"),
-)
-TASK_OPTIONS: tuple[tuple[str, type, str], ...] = (
-    ("dataset_size", int, "examples in a synthetic task (default 4000, 20%% for validation)"),
-    ("seq_len", int, "tokens per example (default 32)"),
-    ("vocab_size", int, "token ids (default 32)"),
-    ("num_classes", int, "labels (default 4)"),
-)
-# The CLI's own defaults where they differ from TrainConfig's library defaults.
-CLI_TRAIN_DEFAULTS = {"precision": "fp32", "device": "auto"}
-
-
-def _flags(name: str) -> list[str]:
-    """``--dashed-name``, plus ``--underscored_name`` where it differs (the seed's spelling)."""
-    dashed, underscored = f"--{name.replace('_', '-')}", f"--{name}"
-    return [dashed] if dashed == underscored else [dashed, underscored]
-
-
-def add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("task")
-    group.add_argument("--task", default="synthetic_tokens", help="task: data, loss and metric (default: %(default)s)")
-    for name, kind, text in TASK_OPTIONS:
-        group.add_argument(*_flags(name), dest=name, type=kind, help=text)
-
-
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training (fixed for every trial unless swept)")
-    for name, kwargs, text in TRAIN_OPTIONS:
-        default = CLI_TRAIN_DEFAULTS.get(name, getattr(TrainConfig, name))
-        group.add_argument(*_flags(name), dest=name, help=f"{text} (default: {default})", **kwargs)
 
 
 def build_search_parser() -> ArgumentParser:
@@ -114,40 +47,32 @@ def build_search_parser() -> ArgumentParser:
     )
     what = parser.add_argument_group("what to search")
     what.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
-    what.add_argument(*_flags("param_sweep"), dest="param_sweep", nargs="+", default=[], metavar="ITEM", help="sweep items, as separate arguments or one quoted string")
+    what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", default=[], metavar="ITEM", help="sweep items, as separate arguments or one quoted string")
     add_task_arguments(parser)
     add_training_arguments(parser)
 
     study = parser.add_argument_group("study")
-    study.add_argument(*_flags("study_name"), dest="study_name", help="default: MODELS-TASK, e.g. tfn_classifier-synthetic_tokens")
+    study.add_argument(*flags("study_name"), dest="study_name", help="default: MODELS-TASK, e.g. tfn_classifier-synthetic_tokens")
     study.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
-    study.add_argument(*_flags("output_dir"), dest="output_dir", default=".", help="where the default database and the checkpoints go (default: the working directory)")
+    study.add_argument(*flags("output_dir"), dest="output_dir", default=".", help="where the default database and the checkpoints go (default: the working directory)")
     study.add_argument("--sampler", choices=SAMPLERS, help="default: grid when every sweep item is a list, else tpe")
     study.add_argument("--pruner", choices=PRUNERS, default="median", help="performance pruner (default: %(default)s); the divergence guard is always on")
     study.add_argument("--metric", default="val_loss", help="the monitored value, reported every epoch (default: %(default)s)")
     study.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize for losses, maximize for accuracy")
-    study.add_argument(*_flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
+    study.add_argument(*flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
     study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    """The options among ``names`` that the user set (argparse left the others None)."""
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-
-
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """The ``StudySpec`` the parsed flags describe; only flags the user gave are kept."""
-    train = {**CLI_TRAIN_DEFAULTS, **given(args, [name for name, _, _ in TRAIN_OPTIONS])}
-    lr_finder = train.get("lr") == "auto"
-    if lr_finder:
-        del train["lr"]
+    train, lr_finder = training_settings(args)
     return StudySpec(
         models=tuple(m for arg in args.models for m in arg.split(",") if m),
         sweep=tuple(args.param_sweep),
         task=args.task,
-        task_options=given(args, [name for name, _, _ in TASK_OPTIONS]),
+        task_options=task_options(args),
         train=train,
         lr_finder=lr_finder,
         study_name=args.study_name,
@@ -199,6 +124,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "studies": tables_cli.studies_main,
     "trials": tables_cli.trials_main,
     "export": tables_cli.export_main,
+    "lr-find": lr_find_cli.lr_find_main,
 }
 
 

@@ -1,0 +1,96 @@
+"""Command-line arguments that several ``hpsearch`` commands share."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn, Sequence
+
+from hpsearch.search.errors import UsageError
+from hpsearch.trainers.config import TrainConfig
+from hpsearch.trainers.hardware import DEVICES, PRECISIONS
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one ``UsageError`` line, not usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _lr_value(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
+# (TrainConfig field, argparse keyword arguments, help); the default shown is TrainConfig's.
+TRAIN_OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("epochs", {"type": int}, "epochs per trial"),
+    ("batch_size", {"type": int}, "examples per micro-batch"),
+    ("lr", {"type": _lr_value}, "peak learning rate, or 'auto' to run the LR range test per trial"),
+    ("weight_decay", {"type": float}, "AdamW weight decay"),
+    ("warmup_epochs", {"type": float}, "linear warmup, in epochs"),
+    ("min_lr", {"type": float}, "LR at the end of the cosine decay"),
+    ("grad_clip", {"type": float}, "max gradient norm, 0 for none"),
+    ("label_smoothing", {"type": float}, "cross-entropy label smoothing"),
+    ("grad_accum_steps", {"type": int}, "micro-batches per optimizer step"),
+    ("early_stopping_patience", {"type": int}, "stop a trial after this many epochs without improvement, 0 for never"),
+    ("precision", {"choices": PRECISIONS}, "auto: bf16 where the hardware runs it fast, else fp32"),
+    ("device", {"choices": DEVICES}, "auto: CUDA, then MPS, then the CPU"),
+    ("on_divergence", {"choices": ("prune", "reduce-lr")}, "prune the trial, or restore the last good epoch and halve the LR"),
+    ("divergence_factor", {"type": float}, "a loss above this multiple of the best smoothed loss is divergence, 0 for off"),
+    ("max_lr_reductions", {"type": int}, "how often reduce-lr may halve the LR in one trial"),
+    ("compile", {"action": "store_true", "default": None}, "torch.compile the model"),
+    ("deterministic", {"action": "store_true", "default": None}, "torch deterministic algorithms"),
+    ("seed", {"type": int}, "seed for model init, data order and samplers"),
+)
+TASK_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("dataset_size", int, "examples in a synthetic task (default 4000, 20%% for validation)"),
+    ("seq_len", int, "tokens per example (default 32)"),
+    ("vocab_size", int, "token ids (default 32)"),
+    ("num_classes", int, "labels (default 4)"),
+)
+# The CLI's own defaults where they differ from TrainConfig's library defaults.
+CLI_TRAIN_DEFAULTS = {"precision": "fp32", "device": "auto"}
+
+
+def flags(name: str) -> list[str]:
+    """``--dashed-name``, plus ``--underscored_name`` where it differs (the seed's spelling)."""
+    dashed, underscored = f"--{name.replace('_', '-')}", f"--{name}"
+    return [dashed] if dashed == underscored else [dashed, underscored]
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("task")
+    group.add_argument("--task", default="synthetic_tokens", help="task: data, loss and metric (default: %(default)s)")
+    for name, kind, text in TASK_OPTIONS:
+        group.add_argument(*flags(name), dest=name, type=kind, help=text)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (fixed for every trial unless swept)")
+    for name, kwargs, text in TRAIN_OPTIONS:
+        default = CLI_TRAIN_DEFAULTS.get(name, getattr(TrainConfig, name))
+        group.add_argument(*flags(name), dest=name, help=f"{text} (default: {default})", **kwargs)
+
+
+def given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The options among ``names`` that the user set (argparse left the others None)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def training_settings(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """The ``TrainConfig`` settings the user gave (over the CLI's defaults), and whether ``--lr auto``."""
+    train = {**CLI_TRAIN_DEFAULTS, **given(args, [name for name, _, _ in TRAIN_OPTIONS])}
+    lr_auto = train.get("lr") == "auto"
+    if lr_auto:
+        del train["lr"]
+    return train, lr_auto
+
+
+def task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The task options the user gave."""
+    return given(args, [name for name, _, _ in TASK_OPTIONS])

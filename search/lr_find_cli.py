@@ -1,0 +1,76 @@
+"""``hpsearch lr-find``: the LR range test for one model configuration, with a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+from hpsearch.models import build_model
+from hpsearch.search.arguments import ArgumentParser, add_task_arguments, add_training_arguments, task_options, training_settings
+from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.search.spec import StudySpec, resolve
+from hpsearch.trainers.lr_finder import LRFinderResult, find_lr
+from hpsearch.trainers.trainer import seed_everything
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="hpsearch lr-find",
+        description="Run the LR range test (fastai's LR finder) on one model: raise the LR exponentially "
+        "from --start-lr to --end-lr over --num-iter steps, stop early when the loss diverges, print "
+        "the LR where the smoothed loss falls fastest and write the curve as an HTML plot.",
+        epilog="example: hpsearch lr-find --models tfn_classifier embed_dim:64 kernel_type:compact --num-iter 100",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--models", nargs=1, required=True, metavar="MODEL", help="the model to test")
+    parser.add_argument("hyperparameters", nargs="*", metavar="NAME:VALUE", help="the model's hyperparameters (others keep their defaults)")
+    parser.add_argument("--start-lr", type=float, default=1e-7, help="default: %(default)g")
+    parser.add_argument("--end-lr", type=float, default=10.0, help="default: %(default)g")
+    parser.add_argument("--num-iter", type=int, default=100, help="default: %(default)s")
+    parser.add_argument("--out", default="lr_find.html", help="the plot's HTML file (default: %(default)s)")
+    add_task_arguments(parser)
+    add_training_arguments(parser)
+    return parser
+
+
+def lr_find_main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if any("," in item or ".." in item for item in args.hyperparameters):
+        raise UsageError("lr-find takes one value per hyperparameter (NAME:VALUE), not a list or a range")
+    if not 0 < args.start_lr < args.end_lr:
+        raise UsageError(f"--start-lr must be positive and below --end-lr (got {args.start_lr:g} and {args.end_lr:g})")
+    if args.num_iter < 5:
+        raise UsageError(f"--num-iter must be at least 5 (got {args.num_iter})")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the directory {out.parent} does not exist")
+    spec = StudySpec(
+        models=tuple(args.models),
+        sweep=tuple(args.hyperparameters),
+        task=args.task,
+        task_options=task_options(args),
+        train=training_settings(args)[0],
+    )
+    resolved = resolve(spec)
+    point = resolved.sweep.grid_points()[0]
+    model_spec = resolved.model_specs[0]
+    hparams = {k: v for k, v in point.items() if model_spec.param(k) is not None}
+    config = resolved.train_config.with_overrides({k: v for k, v in point.items() if k not in hparams and k != "model"})
+    seed_everything(config.seed)
+    model = build_model(model_spec.name, hparams, resolved.task.data)
+    result = find_lr(model, resolved.task, config, args.start_lr, args.end_lr, args.num_iter)
+    write_plot(result, out, title=f"LR range test: {model_spec.name} {' '.join(args.hyperparameters)}".strip())
+    stop = "stopped early at divergence" if result.diverged else "ran every step"
+    print(f"Suggested LR: {result.suggested:.3g} (steepest descent of the smoothed loss; {len(result.lrs)} steps, {stop})")
+    print(f"Plot: {out.resolve()}")
+    return EXIT_OK
+
+
+def write_plot(result: LRFinderResult, path: Path, title: str) -> None:
+    """The smoothed loss against the LR on a log axis, the suggestion marked; one HTML file."""
+    figure = go.Figure(go.Scatter(x=result.lrs, y=result.losses, mode="lines", name="smoothed loss"))
+    figure.add_vline(x=result.suggested, line_dash="dash", annotation_text=f"suggested {result.suggested:.3g}")
+    figure.update_layout(title=title, xaxis_title="learning rate", yaxis_title="smoothed training loss", xaxis_type="log")
+    figure.write_html(path, include_plotlyjs=True, full_html=True)
