@@ -11,7 +11,15 @@ from hpsearch.trainers.hardware import DEVICES, PRECISIONS
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one ``UsageError`` line, not usage + message."""
+    """An argparse parser whose errors are one ``UsageError`` line, not usage + message.
+
+    Abbreviated flags are off (``--epoch`` must not silently mean ``--epochs``), and
+    descriptions keep their line breaks.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")

@@ -42,8 +42,6 @@ def build_search_parser() -> ArgumentParser:
         description="Search hyperparameters of PyTorch models with Optuna. Every trial trains through one "
         "shared trainer; results go to one study database (SQLite by default).",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
     )
     what = parser.add_argument_group("what to search")
     what.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")

@@ -22,7 +22,6 @@ def build_parser() -> ArgumentParser:
         "from --start-lr to --end-lr over --num-iter steps, stop early when the loss diverges, print "
         "the LR where the smoothed loss falls fastest and write the curve as an HTML plot.",
         epilog="example: hpsearch lr-find --models tfn_classifier embed_dim:64 kernel_type:compact --num-iter 100",
-        allow_abbrev=False,
     )
     parser.add_argument("--models", nargs=1, required=True, metavar="MODEL", help="the model to test")
     parser.add_argument("hyperparameters", nargs="*", metavar="NAME:VALUE", help="the model's hyperparameters (others keep their defaults)")

@@ -1,6 +1,32 @@
 """Storage URLs and engines, the per-epoch metrics table, and export to pandas."""
 
 from hpsearch.storage.engine import create_engine, open_optuna_storage
+from hpsearch.storage.epoch_metrics import EpochMetricsTable, delete_study
+from hpsearch.storage.export import (
+    ExportError,
+    StorageReadError,
+    UnknownStudyError,
+    epochs_frame,
+    export_study,
+    study_summaries,
+    trials_frame,
+)
 from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url, resolve_storage_url
 
-__all__ = ["StorageURLError", "create_engine", "mask_password", "open_optuna_storage", "parse_storage_url", "resolve_storage_url"]
+__all__ = [
+    "EpochMetricsTable",
+    "ExportError",
+    "StorageReadError",
+    "StorageURLError",
+    "UnknownStudyError",
+    "create_engine",
+    "delete_study",
+    "epochs_frame",
+    "export_study",
+    "mask_password",
+    "open_optuna_storage",
+    "parse_storage_url",
+    "resolve_storage_url",
+    "study_summaries",
+    "trials_frame",
+]

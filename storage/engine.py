@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import optuna
@@ -27,14 +28,25 @@ def engine_options(url: str) -> tuple[str, dict[str, Any]]:
 def prepare_sqlite(url: str) -> None:
     """Switch a SQLite database to WAL, which lets readers run while one worker writes.
 
-    WAL is a property of the file, so setting it once here covers every later connection.
+    WAL is a property of the file, so setting it once covers every later connection. The
+    switch needs a moment alone with the file and does not wait out the busy timeout, so
+    workers starting together on a new file retry it.
     """
     parsed = parse_storage_url(url)
     if parsed.get_backend_name() != "sqlite":
         return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
     connection = sqlite3.connect(parsed.database, timeout=SQLITE_BUSY_TIMEOUT_S)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        while True:
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
     finally:
         connection.close()
 

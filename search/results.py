@@ -1,0 +1,77 @@
+"""The results table printed at the end of a search and by ``hpsearch trials``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+MISSING = "-"
+
+
+def _format(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _objective_names(study: optuna.Study, metric_name: str | None) -> list[str]:
+    """Column names of the objectives: ``metric_name``, else Optuna's metric names, else value(s)."""
+    n_objectives = len(study.directions)
+    if n_objectives == 1:
+        return [metric_name or (study.metric_names or ["value"])[0]]
+    names = study.metric_names
+    if metric_name and not names:
+        names = [metric_name] + [f"value_{i}" for i in range(1, n_objectives)]
+    return names or [f"value_{i}" for i in range(n_objectives)]
+
+
+def _ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials best first (by the first objective), then every other trial by number."""
+    sign = -1.0 if study.directions[0] == StudyDirection.MAXIMIZE else 1.0
+
+    def key(trial: FrozenTrial) -> tuple[int, float, int]:
+        if trial.state != TrialState.COMPLETE or not trial.values or math.isnan(trial.values[0]):
+            return (1, 0.0, trial.number)
+        return (0, sign * trial.values[0], trial.number)
+
+    return sorted(trials, key=key)
+
+
+def format_results_table(study: optuna.Study, metric_name: str | None = None) -> str:
+    """One line per trial, best first: trial, state, parameters, the monitored value, epochs, seconds.
+
+    ``metric_name`` titles the value column (default: the study's metric names, else "value").
+    Complete trials are ranked by the study direction (the first objective of a multi-objective
+    study); pruned, failed, running and waiting trials follow in trial order, showing the value
+    Optuna kept for them (a pruned trial keeps its last reported one). ``epochs`` is the
+    ``epochs_run`` user attribute.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return f"study {study.study_name!r} has no trials yet"
+    params: list[str] = []
+    for trial in trials:  # in order of first appearance, which for a grid is the sweep's order
+        params += [name for name in trial.params if name not in params]
+    taken = {"trial", "state", "epochs", "seconds", *params}
+    objectives = [f"{name} (value)" if name in taken else name for name in _objective_names(study, metric_name)]
+
+    rows = []
+    for trial in _ranked(study, trials):
+        row = {"trial": str(trial.number), "state": trial.state.name}
+        row |= {name: _format(trial.params.get(name), 4) for name in params}
+        values = trial.values or [None] * len(objectives)
+        row |= {name: _format(value, 6) for name, value in zip(objectives, values)}
+        row["epochs"] = _format(trial.user_attrs.get("epochs_run"), 6)
+        duration = trial.duration
+        row["seconds"] = MISSING if duration is None else f"{duration.total_seconds():.1f}"
+        rows.append(row)
+    # Every cell is already text; to_string only aligns (numbers and text alike to the right).
+    columns = ["trial", "state", *params, *objectives, "epochs", "seconds"]
+    return pd.DataFrame(rows, columns=columns).to_string(index=False)

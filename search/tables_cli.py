@@ -1,0 +1,126 @@
+"""``hpsearch studies``, ``hpsearch trials`` and ``hpsearch export``: look at results without running.
+
+These commands only read: a storage URL naming a SQLite file that does not exist is an error,
+never a new empty database, and nothing is written before the input has been checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+import optuna
+
+from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.search.results import format_results_table
+from hpsearch.storage.engine import engine_options
+from hpsearch.storage.export import EXPORT_FORMATS, ExportError, export_study, find_study, read_connection, study_summaries
+from hpsearch.storage.urls import StorageURLError, mask_password, resolve_storage_url
+
+T = TypeVar("T")
+STORAGE_HELP = "study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db in the working directory)"
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn the storage layer's errors about the user's input into one-line ``UsageError``s."""
+    try:
+        yield
+    except (StorageURLError, ExportError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _checked(call: Callable[[], T]) -> T:
+    with usage_errors():
+        return call()
+
+
+def studies_main(argv: Sequence[str]) -> int:
+    """``hpsearch studies``: every study in the storage with its trials by state and best value."""
+    parser = ArgumentParser(
+        prog="hpsearch studies",
+        description="List every study in the storage: directions, monitored metric, trials by state,\n"
+        "and the best value of single-objective studies.",
+        epilog="example:\n  hpsearch studies --storage postgresql://user@host:5432/db",
+    )
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    args = parser.parse_args(argv)
+    url = resolve_storage_url(args.storage)
+    summary = _checked(lambda: study_summaries(url))
+    if summary.empty:
+        print(f"no studies in {mask_password(url)}")
+        return EXIT_OK
+    summary["best_value"] = [("-" if math.isnan(v) else f"{v:.6g}") for v in summary["best_value"]]
+    summary["metric"] = summary["metric"].replace("", "-")
+    print(summary.to_string(index=False))
+    return EXIT_OK
+
+
+def _read_only_study(url: str, study_name: str) -> optuna.Study:
+    """Load a study that is known to exist without creating tables or switching journal modes."""
+    sa_url, engine_kwargs = engine_options(url)
+    try:
+        storage = optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+    except RuntimeError as error:  # a schema written by another Optuna version
+        raise UsageError(f"cannot read {mask_password(url)}: {str(error).splitlines()[0]}") from None
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def trials_main(argv: Sequence[str]) -> int:
+    """``hpsearch trials --study NAME``: the study's trials as a table, best first."""
+    parser = ArgumentParser(
+        prog="hpsearch trials",
+        description="Print a study's trials as a table: complete trials best first, then the others.\n"
+        "Columns: trial, state, each parameter, the monitored value, epochs run, seconds.",
+        epilog="example:\n  hpsearch trials --study tfn_classifier-synthetic_tokens",
+    )
+    parser.add_argument("--study", required=True, help="study name (hpsearch studies lists them)")
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--metric", help="title of the value column (default: the metric the search monitored)")
+    args = parser.parse_args(argv)
+    url = resolve_storage_url(args.storage)
+
+    def check() -> None:
+        with read_connection(url) as connection:
+            find_study(connection, args.study, url)
+
+    _checked(check)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _read_only_study(url, args.study)
+    metric = args.metric or study.user_attrs.get("hpsearch.metric")
+    print(format_results_table(study, metric))
+    return EXIT_OK
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """``hpsearch export``: a study's trials and per-epoch metrics as csv, parquet or json files."""
+    parser = ArgumentParser(
+        prog="hpsearch export",
+        description="Write a study to two files in DIR:\n"
+        "  trials.FORMAT  one row per trial: number, value(s), datetime_start, datetime_complete,\n"
+        "                 duration (seconds), params_*, user_attrs_*, system_attrs_*, state\n"
+        "                 (the columns of Optuna's trials_dataframe)\n"
+        "  epochs.FORMAT  one row per trial and epoch: number, state, epoch, intermediate_value,\n"
+        "                 every per-epoch metric (lr, losses, the task's metrics, ...), params_*\n"
+        "Lists and dicts (lr_history, ...) are written as JSON text. JSON files are strict JSON:\n"
+        "infinite values are null there.",
+        epilog="examples:\n  hpsearch export --study my-study --out results/\n"
+        "  hpsearch export --study my-study --format parquet --out results/ --storage sqlite:///runs/hpsearch.db\n\n"
+        "in Python: from hpsearch.storage import trials_frame, epochs_frame",
+    )
+    parser.add_argument("--study", required=True, help="study name (hpsearch studies lists them)")
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="csv", help="file format (default: %(default)s)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the two files (created if missing)")
+    args = parser.parse_args(argv)
+    if args.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise UsageError("--format parquet needs pyarrow: pip install 'hpsearch[parquet]' (or use --format csv)")
+    url = resolve_storage_url(args.storage)
+    paths = _checked(lambda: export_study(url, args.study, args.format, args.out))
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_OK

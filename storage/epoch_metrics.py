@@ -1,0 +1,272 @@
+"""The per-epoch metrics table ``hpsearch_epoch_metrics``, kept in the study's own database.
+
+One row per (Optuna ``trial_id``, epoch). The measurements every task has are real columns;
+the task's own metrics (``val_acc`` for classification, ``val_mse``/``val_mae`` for regression,
+...) go into one JSON text column, ``task_metrics``, so a new task never needs ``ALTER TABLE``.
+Readers spread that column back into one column per metric.
+
+Non-finite floats: the fixed columns keep NaN and infinity on PostgreSQL; SQLite stores NaN as
+NULL, which reads back as NaN. ``task_metrics`` is written by Python's ``json`` and may hold the
+tokens ``NaN``/``Infinity``, which Python reads back but strict JSON parsers reject.
+
+The table has no foreign key to Optuna's ``trials``: one would make ``optuna.delete_study``
+fail on PostgreSQL. Delete a study with :func:`delete_study`, which removes its rows first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import optuna
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateTable
+
+from hpsearch.storage.engine import create_engine, open_optuna_storage
+
+TABLE_NAME = "hpsearch_epoch_metrics"
+KEY_COLUMNS = ("trial_id", "epoch")
+FLOAT_COLUMNS = (
+    "lr",
+    "train_loss",
+    "val_loss",
+    "grad_norm_mean",
+    "grad_norm_max",
+    "epoch_seconds",
+    "samples_per_second",
+)
+INT_COLUMNS = ("nonfinite_steps", "clipped_steps", "peak_memory_bytes")
+FIXED_COLUMNS = FLOAT_COLUMNS + INT_COLUMNS
+TASK_METRICS_COLUMN = "task_metrics"
+# Column order of frames: the losses first (as on the epoch line), then the task's metrics,
+# then the diagnostics.
+LEADING_COLUMNS = ("lr", "train_loss", "val_loss")
+TRAILING_COLUMNS = tuple(c for c in FIXED_COLUMNS if c not in LEADING_COLUMNS)
+# Names that frames use for their own columns; a task metric may not take one.
+RESERVED_NAMES = frozenset({"trial_id", "number", "state", "epoch", "intermediate_value", TASK_METRICS_COLUMN})
+# Serialises CREATE TABLE between processes on PostgreSQL (an arbitrary 63-bit constant).
+_PG_CREATE_LOCK = 0x6870_7365_6172_6368 >> 1
+
+metadata = sa.MetaData()
+epoch_metrics = sa.Table(
+    TABLE_NAME,
+    metadata,
+    sa.Column("trial_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
+    *(sa.Column(name, sa.Double) for name in FLOAT_COLUMNS),
+    sa.Column("nonfinite_steps", sa.Integer),
+    sa.Column("clipped_steps", sa.Integer),
+    sa.Column("peak_memory_bytes", sa.BigInteger),
+    sa.Column(TASK_METRICS_COLUMN, sa.Text, nullable=False),
+)
+# Optuna's tables, named for the queries here (Optuna owns and creates them).
+_studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
+_trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"))
+
+
+def ensure_table(engine: Engine) -> None:
+    """Create ``hpsearch_epoch_metrics`` unless it exists; safe when processes race to do it."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # CREATE TABLE IF NOT EXISTS alone can still fail on PostgreSQL when two sessions
+            # run it at once (a unique violation in pg_type); the lock makes the second wait
+            # for the first to commit, after which IF NOT EXISTS sees the table.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CREATE_LOCK})
+        # On SQLite the IF NOT EXISTS check runs under the database write lock, so it is atomic.
+        connection.execute(CreateTable(epoch_metrics, if_not_exists=True))
+
+
+def has_table(connection: Connection | Engine) -> bool:
+    """Whether the database already holds ``hpsearch_epoch_metrics`` (readers create nothing)."""
+    return sa.inspect(connection).has_table(TABLE_NAME)
+
+
+def to_db_row(trial_id: int, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The table row for ``row`` (an ``EpochRecord.as_row()``): fixed columns + task-metrics JSON."""
+    if "epoch" not in row:
+        raise ValueError(f"an epoch row needs an 'epoch' key; got {sorted(row)}")
+    values: dict[str, Any] = {"trial_id": int(trial_id), "epoch": int(row["epoch"])}
+    for name in FLOAT_COLUMNS:
+        value = row.get(name)
+        values[name] = None if value is None else float(value)
+    for name in INT_COLUMNS:
+        value = row.get(name)
+        values[name] = None if value is None else int(value)
+    metrics: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in values or name in FIXED_COLUMNS:
+            continue
+        if name in RESERVED_NAMES:
+            raise ValueError(f"a task metric may not be called {name!r}; that name is a column of the epoch table")
+        # float() turns numpy and torch scalars into something json can write.
+        metrics[name] = value if value is None or isinstance(value, (str, bool)) else float(value)
+    values[TASK_METRICS_COLUMN] = json.dumps(metrics, sort_keys=True)
+    return values
+
+
+def _upsert(dialect_name: str, rows: list[dict[str, Any]]) -> sa.Executable:
+    # A resumed trial may run an epoch again; its newer measurement replaces the old row.
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    statement = insert(epoch_metrics).values(rows)
+    updated = {name: statement.excluded[name] for name in (*FIXED_COLUMNS, TASK_METRICS_COLUMN)}
+    return statement.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=updated)
+
+
+def spread_task_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """Replace the ``task_metrics`` JSON column by one float column per metric (sorted by name)."""
+    texts = frame.pop(TASK_METRICS_COLUMN).tolist()
+    if not texts:
+        return frame
+    # One json.loads over all rows: the per-call overhead dominates for small objects.
+    spread = pd.DataFrame(json.loads("[" + ",".join(texts) + "]"), index=frame.index)
+    spread = spread.reindex(columns=sorted(spread.columns))
+    position = frame.columns.get_loc("val_loss") + 1 if "val_loss" in frame.columns else len(frame.columns)
+    return pd.concat([frame.iloc[:, :position], spread, frame.iloc[:, position:]], axis=1)
+
+
+def fetch_rows(connection: Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows of ``sql`` (which takes no parameters), from the raw DBAPI cursor.
+
+    Export reads hundreds of thousands of rows; SQLAlchemy's row objects would cost more than
+    the query itself.
+    """
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)
+        names = [column[0] for column in cursor.description]
+        return names, cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def read_study_rows(connection: Connection, study_name: str) -> pd.DataFrame:
+    """The raw rows of one study with the trial ``number`` added, ordered by number and epoch."""
+    names = ["trial_id", "number", "epoch", *FIXED_COLUMNS, TASK_METRICS_COLUMN]
+    study_id = None
+    if sa.inspect(connection).has_table("trials"):  # else there is no study, hence no rows
+        study_id = connection.execute(sa.select(_studies.c.study_id).where(_studies.c.study_name == study_name)).scalar()
+    rows: list[tuple[Any, ...]] = []
+    if study_id is not None:
+        # study_id is an integer read from the database, so formatting it into the SQL is safe.
+        _, rows = fetch_rows(
+            connection,
+            f"SELECT e.trial_id, t.number, e.epoch, {', '.join('e.' + c for c in names[3:])} "
+            f"FROM {TABLE_NAME} e JOIN trials t ON t.trial_id = e.trial_id "
+            f"WHERE t.study_id = {int(study_id)} ORDER BY t.number, e.epoch",
+        )
+    frame = pd.DataFrame.from_records(rows, columns=names)
+    for name in ("trial_id", "number", "epoch"):
+        frame[name] = frame[name].astype("int64")
+    # NULL is how SQLite keeps NaN; an all-NULL column would otherwise come back as object.
+    for name in FLOAT_COLUMNS:
+        frame[name] = frame[name].astype("float64")
+    frame[TASK_METRICS_COLUMN] = frame[TASK_METRICS_COLUMN].astype(object)
+    return frame
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Column order of every epoch frame: keys, losses, task metrics, diagnostics."""
+    frame = spread_task_metrics(frame)
+    keys = [c for c in ("trial_id", "number", "epoch") if c in frame.columns]
+    metrics = [c for c in frame.columns if c not in keys and c not in FIXED_COLUMNS]
+    return frame[[*keys, *LEADING_COLUMNS, *metrics, *TRAILING_COLUMNS]].reset_index(drop=True)
+
+
+class EpochMetricsTable:
+    """Writes and reads ``hpsearch_epoch_metrics`` in the database at ``url``.
+
+    The table is created on the first construction against a database. Each ``write`` is one
+    transaction, so a crash loses at most the epoch being written.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = create_engine(url)
+        ensure_table(self._engine)
+
+    def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
+        """Store one epoch of trial ``trial_id`` (Optuna's ``trial._trial_id``); replaces a rewrite."""
+        values = to_db_row(trial_id, row)
+        with self._engine.begin() as connection:
+            connection.execute(_upsert(connection.dialect.name, [values]))
+
+    def write_many(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> int:
+        """Store ``(trial_id, row)`` pairs in one transaction (imports and benchmarks); returns the count."""
+        values = [to_db_row(trial_id, row) for trial_id, row in rows]
+        if not values:
+            return 0
+        with self._engine.begin() as connection:
+            # Multi-row VALUES keeps statements under SQLite's bound-parameter limit per chunk.
+            for start in range(0, len(values), 500):
+                connection.execute(_upsert(connection.dialect.name, values[start : start + 500]))
+        return len(values)
+
+    def frame(self, study_name: str) -> pd.DataFrame:
+        """Every row of study ``study_name``: ``trial_id``, ``number``, ``epoch``, then the metrics.
+
+        Task metrics get one column each; a trial whose task lacks a metric has NaN there.
+        A study without rows (or unknown here) gives an empty frame with the fixed columns.
+        """
+        with self._engine.connect() as connection:
+            return _tidy(read_study_rows(connection, study_name))
+
+    def delete_trials(self, trial_ids: Iterable[int]) -> int:
+        """Delete the rows of the given trials; returns how many rows went."""
+        ids = [int(i) for i in trial_ids]
+        if not ids:
+            return 0
+        with self._engine.begin() as connection:
+            result = connection.execute(sa.delete(epoch_metrics).where(epoch_metrics.c.trial_id.in_(ids)))
+        return result.rowcount
+
+    def delete_study_rows(self, study_name: str) -> int:
+        """Delete the rows of every trial of ``study_name``; call it before deleting the study."""
+        trial_ids = (
+            sa.select(_trials.c.trial_id)
+            .join(_studies, _studies.c.study_id == _trials.c.study_id)
+            .where(_studies.c.study_name == study_name)
+        )
+        with self._engine.begin() as connection:
+            if not sa.inspect(connection).has_table("trials"):
+                return 0  # no Optuna tables yet, so no study and no rows of one
+            result = connection.execute(sa.delete(epoch_metrics).where(epoch_metrics.c.trial_id.in_(trial_ids)))
+        return result.rowcount
+
+    def delete_orphans(self) -> int:
+        """Delete rows whose trial no longer exists (a study deleted by Optuna alone).
+
+        Worth running after such a deletion: SQLite may hand a deleted trial's id to a new trial.
+        """
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                sa.text(f"DELETE FROM {TABLE_NAME} WHERE trial_id NOT IN (SELECT trial_id FROM trials)")
+            )
+        return result.rowcount
+
+    def close(self) -> None:
+        """Release the table's database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> EpochMetricsTable:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def delete_study(url: str, study_name: str) -> None:
+    """Delete a study and its epoch rows (``optuna.delete_study`` alone would orphan them)."""
+    table = EpochMetricsTable(url)
+    try:
+        table.delete_study_rows(study_name)
+    finally:
+        table.close()
+    storage = open_optuna_storage(url)
+    try:
+        optuna.delete_study(study_name=study_name, storage=storage)
+    finally:
+        storage.engine.dispose()

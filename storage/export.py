@@ -1,0 +1,412 @@
+"""Studies as pandas DataFrames and as files, read straight from Optuna's tables.
+
+``trials_frame`` gives the same columns and values as Optuna's ``study.trials_dataframe()``
+(``number``, ``value`` or ``values_*``, ``datetime_start``, ``datetime_complete``, ``duration``,
+``params_*``, ``user_attrs_*``, ``system_attrs_*``, ``state``) but reads the study with a handful
+of set-based queries instead of building one ``FrozenTrial`` per trial, which is what makes it
+fast on large studies. ``epochs_frame`` is the long table: one row per (trial, epoch) with the
+reported intermediate value, every column of ``hpsearch_epoch_metrics`` and the trial's params.
+
+Files (``export_study``) hold the same rows and columns with two changes that every format
+shares: ``duration`` is in seconds (a float), and cells holding lists or dicts (``lr_history``,
+``system_attrs_fixed_params``) or columns mixing value types are JSON text. JSON files are strict
+JSON, which has no infinity: non-finite numbers are ``null`` there (CSV and parquet keep them).
+
+Readers never create anything: a missing SQLite file or a database without Optuna's tables is
+a ``StorageReadError``, an unknown study an ``UnknownStudyError``; both are ``ExportError``, a
+``ValueError`` the CLI turns into a one-line usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import json_to_distribution
+from sqlalchemy.engine import Connection
+
+from hpsearch.storage import epoch_metrics as em
+from hpsearch.storage.engine import create_engine
+from hpsearch.storage.urls import mask_password, parse_storage_url
+
+EXPORT_FORMATS = ("csv", "parquet", "json")
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+_METRIC_NAMES_ATTR = "study:metric_names"  # where Optuna keeps study.set_metric_names
+_HPSEARCH_METRIC_ATTR = "hpsearch.metric"  # the study user attribute the orchestrator sets
+_INFINITIES = {"INF_POS": np.inf, "INF_NEG": -np.inf, "NAN": np.nan}
+
+
+class ExportError(ValueError):
+    """A study cannot be read or written out; the message says what to check."""
+
+
+class StorageReadError(ExportError):
+    """The study database cannot be read: no such file, unreachable, or not an Optuna database."""
+
+
+class UnknownStudyError(StorageReadError):
+    """No study of that name in the database."""
+
+
+@contextmanager
+def read_connection(url: str) -> Iterator[Connection]:
+    """A connection to an existing study database; creates no file, table or row."""
+    parsed = parse_storage_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
+        raise StorageReadError(
+            f"no database file {parsed.database}; pass --storage URL or set HPSEARCH_STORAGE "
+            "(the default is sqlite:///hpsearch.db in the working directory)"
+        )
+    engine = create_engine(url)
+    try:
+        try:
+            connection = engine.connect()
+            has_studies = sa.inspect(connection).has_table("studies")
+        except sa.exc.DBAPIError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            raise StorageReadError(f"cannot read storage {mask_password(url)}: {mask_password(reason)}") from None
+        with connection:
+            if not has_studies:
+                raise StorageReadError(f"{mask_password(url)} holds no Optuna studies (it has no 'studies' table)")
+            yield connection
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """What the export needs to know about a study besides its trials."""
+
+    study_id: int
+    name: str
+    directions: tuple[str, ...]  # "MINIMIZE" / "MAXIMIZE", by objective
+    metric_names: tuple[str, ...] | None
+
+
+def find_study(connection: Connection, study_name: str, url: str = "") -> StudyInfo:
+    """The study called ``study_name``, or ``UnknownStudyError`` listing the ones there are."""
+    study_id = connection.execute(
+        sa.text("SELECT study_id FROM studies WHERE study_name = :name"), {"name": study_name}
+    ).scalar()
+    if study_id is None:
+        names = connection.execute(sa.text("SELECT study_name FROM studies ORDER BY study_id")).scalars().all()
+        where = f" in {mask_password(url)}" if url else ""
+        known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none"
+        raise UnknownStudyError(f"no study named {study_name!r}{where} (studies there: {known}; hpsearch studies lists them)")
+    directions = connection.execute(
+        sa.text("SELECT direction FROM study_directions WHERE study_id = :id ORDER BY objective"), {"id": study_id}
+    ).scalars().all()
+    names_json = connection.execute(
+        sa.text("SELECT value_json FROM study_system_attributes WHERE study_id = :id AND key = :key"),
+        {"id": study_id, "key": _METRIC_NAMES_ATTR},
+    ).scalar()
+    metric_names = tuple(json.loads(names_json)) if names_json else None
+    return StudyInfo(int(study_id), study_name, tuple(str(d) for d in directions), metric_names)
+
+
+def _read(connection: Connection, sql: str) -> pd.DataFrame:
+    names, rows = em.fetch_rows(connection, sql)
+    return pd.DataFrame.from_records(rows, columns=names)
+
+
+def _per_trial(table: str, columns: str, study_id: int) -> str:
+    # Every child table of ``trials`` is read for one study in one query, joined on trial_id.
+    # study_id is an integer read from the database, so formatting it into the SQL is safe.
+    return f"SELECT x.trial_id, {columns} FROM {table} x JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = {int(study_id)}"
+
+
+def _stored_floats(values: pd.Series, kinds: pd.Series) -> np.ndarray:
+    """Optuna's (value, value_type) pairs as floats: infinities and NaN are stored as NULL + type."""
+    out = np.array(values.to_numpy(dtype="float64", na_value=np.nan), copy=True)
+    for kind, replacement in _INFINITIES.items():
+        out[(kinds == kind).to_numpy()] = replacement
+    return out
+
+
+def _local_datetimes(values: list[Any]) -> list[Any]:
+    """Optuna's naive-UTC datetimes as naive local time, like ``FrozenTrial.datetime_start``."""
+    # SQLite hands back text, PostgreSQL datetime objects; ISO8601 parsing takes both.
+    utc = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601").to_numpy(dtype="datetime64[us]")
+    seconds = utc.astype("datetime64[s]").astype("int64")
+    valid = ~np.isnat(utc)
+    # The same offset datetime.astimezone() applies: time.localtime of the whole second.
+    offsets = np.zeros(len(utc), dtype="int64")
+    offsets[valid] = [time.localtime(s).tm_gmtoff for s in seconds[valid].tolist()]
+    return (utc + offsets.astype("timedelta64[s]")).tolist()  # NaT becomes None
+
+
+def _external(distribution: BaseDistribution, values: list[float]) -> list[Any]:
+    """Optuna's internal floats as the values the objective saw: ``to_external_repr``, in bulk."""
+    if isinstance(distribution, FloatDistribution):
+        return values
+    if isinstance(distribution, IntDistribution):
+        return [int(v) for v in values]
+    if isinstance(distribution, CategoricalDistribution):
+        choices = distribution.choices
+        return [choices[int(v)] for v in values]
+    return [distribution.to_external_repr(v) for v in values]
+
+
+def _param_columns(connection: Connection, study_id: int, position: dict[int, int]) -> dict[str, list[Any]]:
+    """``params_<name>`` columns in external form (categorical choices decoded), sorted by name."""
+    _, rows = em.fetch_rows(connection, _per_trial("trial_params", "x.param_name, x.param_value, x.distribution_json", study_id))
+    # A parameter's distribution can differ between trials (a categorical with other choices),
+    # so values are decoded per (name, distribution) group.
+    groups: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    for trial_id, name, value, distribution_json in rows:
+        positions, values = groups.setdefault((name, distribution_json), ([], []))
+        positions.append(position[trial_id])
+        values.append(value)
+    columns: dict[str, list[Any]] = {}
+    for (name, distribution_json), (positions, values) in groups.items():
+        # A plain list, not a numpy array: a categorical choice must stay the object it was.
+        column = columns.setdefault(name, [np.nan] * len(position))
+        for at, external in zip(positions, _external(json_to_distribution(distribution_json), values)):
+            column[at] = external
+    return {f"params_{name}": columns[name] for name in sorted(columns)}
+
+
+def _attr_columns(connection: Connection, study_id: int, position: dict[int, int], table: str, prefix: str) -> dict[str, list[Any]]:
+    """One column per attribute key of ``table`` (JSON-decoded values), sorted by key."""
+    _, rows = em.fetch_rows(connection, _per_trial(table, "x.key, x.value_json", study_id))
+    if not rows:
+        return {}
+    # One json.loads over every value: the per-call overhead dominates for small values.
+    decoded = json.loads("[" + ",".join(row[2] for row in rows) + "]")
+    columns: dict[str, list[Any]] = {}
+    for (trial_id, key, _), value in zip(rows, decoded):
+        column = columns.get(key)
+        if column is None:
+            column = columns[key] = [np.nan] * len(position)
+        column[position[trial_id]] = value
+    return {f"{prefix}_{key}" if key else prefix: columns[key] for key in sorted(columns)}
+
+
+def _value_columns(connection: Connection, study: StudyInfo, position: dict[int, int]) -> dict[str, list[Any]]:
+    """``value`` (single objective) or ``values_<i|name>``, named as trials_dataframe names them."""
+    _, rows = em.fetch_rows(connection, _per_trial("trial_values", "x.objective, x.value, x.value_type", study.study_id))
+    n_objectives = len(study.directions)
+    table: list[list[Any]] = [[None] * len(position) for _ in range(n_objectives)]
+    for trial_id, objective, value, kind in rows:
+        table[objective][position[trial_id]] = value if str(kind) == "FINITE" else _INFINITIES[str(kind)]
+    if n_objectives == 1:
+        name = f"value_{study.metric_names[0]}" if study.metric_names else "value"
+        return {name: table[0]}
+    labels = study.metric_names or tuple(range(n_objectives))
+    return {f"values_{label}": column for label, column in zip(labels, table)}
+
+
+def _trials(connection: Connection, study_id: int) -> pd.DataFrame:
+    frame = _read(
+        connection,
+        "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
+        f"WHERE study_id = {int(study_id)} ORDER BY trial_id",
+    )
+    return frame.astype({"trial_id": "int64", "number": "int64", "state": str})
+
+
+def trials_frame(url: str, study_name: str) -> pd.DataFrame:
+    """One row per trial, with the columns and values of Optuna's ``study.trials_dataframe()``."""
+    with read_connection(url) as connection:
+        study = find_study(connection, study_name, url)
+        trials = _trials(connection, study.study_id)
+        if trials.empty:
+            return pd.DataFrame()
+        position = {trial_id: i for i, trial_id in enumerate(trials["trial_id"].tolist())}
+        starts = _local_datetimes(trials["datetime_start"].tolist())
+        completes = _local_datetimes(trials["datetime_complete"].tolist())
+        columns: dict[str, list[Any]] = {"number": trials["number"].tolist()}
+        columns |= _value_columns(connection, study, position)
+        columns["datetime_start"] = starts
+        columns["datetime_complete"] = completes
+        columns["duration"] = [c - s if c is not None and s is not None else None for s, c in zip(starts, completes)]
+        columns |= _param_columns(connection, study.study_id, position)
+        columns |= _attr_columns(connection, study.study_id, position, "trial_user_attributes", "user_attrs")
+        columns |= _attr_columns(connection, study.study_id, position, "trial_system_attributes", "system_attrs")
+        columns["state"] = trials["state"].tolist()
+    # Built from lists, like trials_dataframe's records, so pandas infers the same dtypes.
+    return pd.DataFrame(columns)
+
+
+def epochs_frame(url: str, study_name: str) -> pd.DataFrame:
+    """One row per (trial, epoch): intermediate value, per-epoch metrics, the trial's params.
+
+    Columns: ``number``, ``state``, ``epoch``, ``intermediate_value`` (what the trial reported
+    at that step), the columns of ``hpsearch_epoch_metrics`` (task metrics spread, NaN where a
+    trial's task lacks one), then ``params_*``. Steps without a metrics row, as in a study run
+    outside hpsearch, still appear, with NaN metrics.
+    """
+    with read_connection(url) as connection:
+        study = find_study(connection, study_name, url)
+        trials = _trials(connection, study.study_id)[["trial_id", "number", "state"]]
+        position = {trial_id: i for i, trial_id in enumerate(trials["trial_id"].tolist())}
+        params = pd.DataFrame({"trial_id": trials["trial_id"], **_param_columns(connection, study.study_id, position)})
+        steps = _read(
+            connection,
+            _per_trial("trial_intermediate_values", "x.step AS epoch, x.intermediate_value, x.intermediate_value_type", study.study_id),
+        )
+        steps["intermediate_value"] = _stored_floats(steps["intermediate_value"], steps.pop("intermediate_value_type"))
+        if em.has_table(connection):
+            metrics = em.read_study_rows(connection, study_name).drop(columns="number")
+        else:
+            metrics = pd.DataFrame(columns=["trial_id", "epoch", *em.FIXED_COLUMNS, em.TASK_METRICS_COLUMN])
+    metrics = em.spread_task_metrics(metrics)
+    frame = steps.astype({"trial_id": "int64", "epoch": "int64"}).merge(
+        metrics.astype({"trial_id": "int64", "epoch": "int64"}), on=["trial_id", "epoch"], how="outer"
+    )
+    frame = trials.merge(frame, on="trial_id", how="inner").merge(params, on="trial_id", how="left")
+    task_metrics = [c for c in metrics.columns if c not in ("trial_id", "epoch", *em.FIXED_COLUMNS)]
+    order = ["number", "state", "epoch", "intermediate_value", *em.LEADING_COLUMNS, *task_metrics, *em.TRAILING_COLUMNS]
+    order += [c for c in params.columns if c != "trial_id"]
+    return frame[order].sort_values(["number", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def _best(extremes: dict[str, tuple[float, float]], minimize: bool) -> float:
+    """The best value from {value_type: (min, max)} of a study's complete trials; NaN for none."""
+    if not extremes:
+        return np.nan
+    if minimize:
+        return -np.inf if "INF_NEG" in extremes else extremes["FINITE"][0] if "FINITE" in extremes else np.inf
+    return np.inf if "INF_POS" in extremes else extremes["FINITE"][1] if "FINITE" in extremes else -np.inf
+
+
+def study_summaries(url: str) -> pd.DataFrame:
+    """One row per study: ``study``, ``directions``, ``metric``, ``trials``, a count per state, ``best_value``.
+
+    ``best_value`` is the best complete value of a single-objective study (NaN for none, and for
+    multi-objective studies, whose best is a Pareto front). ``metric`` is the name from
+    ``study.set_metric_names`` or the metric an hpsearch run monitors, else empty.
+    """
+    with read_connection(url) as connection:
+        run = lambda sql, **params: connection.execute(sa.text(sql), params).all()  # noqa: E731
+        studies = run("SELECT study_id, study_name FROM studies ORDER BY study_id")
+        directions = run("SELECT study_id, direction FROM study_directions ORDER BY study_id, objective")
+        counts = run("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+        best = run(
+            "SELECT t.study_id, v.value_type, MIN(v.value), MAX(v.value) FROM trial_values v "
+            "JOIN trials t ON t.trial_id = v.trial_id WHERE t.state = 'COMPLETE' AND v.objective = 0 "
+            "GROUP BY t.study_id, v.value_type"
+        )
+        names = run(
+            "SELECT study_id, key, value_json FROM study_system_attributes WHERE key = :names "
+            "UNION ALL SELECT study_id, key, value_json FROM study_user_attributes WHERE key = :metric",
+            names=_METRIC_NAMES_ATTR,
+            metric=_HPSEARCH_METRIC_ATTR,
+        )
+    by_study: dict[int, list[str]] = {}
+    for study_id, direction in directions:
+        by_study.setdefault(study_id, []).append(str(direction).lower())
+    count = {(study_id, str(state)): n for study_id, state, n in counts}
+    extremes: dict[int, dict[str, tuple[float, float]]] = {}
+    for study_id, kind, low, high in best:
+        extremes.setdefault(study_id, {})[str(kind)] = (low, high)
+    metric: dict[int, str] = {}
+    for study_id, _, value_json in sorted(names, key=lambda row: row[1] != _METRIC_NAMES_ATTR):
+        value = json.loads(value_json)  # Optuna's metric names win over the hpsearch attribute
+        metric.setdefault(study_id, ",".join(value) if isinstance(value, list) else str(value))
+    rows = []
+    for study_id, name in studies:
+        found = by_study.get(study_id, [])
+        row: dict[str, Any] = {"study": name, "directions": ",".join(found), "metric": metric.get(study_id, "")}
+        row["trials"] = sum(count.get((study_id, state), 0) for state in STATES)
+        row |= {state.lower(): count.get((study_id, state), 0) for state in STATES}
+        single = len(found) == 1
+        row["best_value"] = _best(extremes.get(study_id, {}), found[0] == "minimize") if single else np.nan
+        rows.append(row)
+    columns = ["study", "directions", "metric", "trials", *(state.lower() for state in STATES), "best_value"]
+    return pd.DataFrame(rows, columns=columns).astype({"best_value": "float64"})
+
+
+def _cell_to_json(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return json.dumps(value, default=str)
+
+
+def file_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as the export files hold it: ``duration`` in seconds, non-scalar cells as JSON text."""
+    frame = frame.copy()
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_timedelta64_dtype(column.dtype):
+            frame[name] = column.dt.total_seconds()
+        elif column.dtype == object:
+            kinds = {type(v) for v in column if not (v is None or (isinstance(v, float) and np.isnan(v)))}
+            if len(kinds) > 1 or not kinds <= {str, bool, int, float}:
+                # Lists, dicts and mixed columns: JSON text every reader can parse back.
+                frame[name] = column.map(_cell_to_json).astype(object)
+            else:
+                frame[name] = column.where(column.notna(), None)
+    return frame
+
+
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    """Write ``frame`` (already ``file_ready``) to ``path``; a partial file never takes its name."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        _write(frame, partial, fmt)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write(frame: pd.DataFrame, partial: Path, fmt: str) -> None:
+    if fmt == "csv":
+        try:
+            import pyarrow as pa
+            import pyarrow.csv as pa_csv
+        except ImportError:
+            frame.to_csv(partial, index=False)
+        else:
+            # pyarrow's C++ writer is about 7x faster than pandas' on a 100,000-row epoch table;
+            # both write the same values (pyarrow quotes text and spells booleans true/false).
+            pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), partial)
+    elif fmt == "parquet":
+        frame.to_parquet(partial, index=False)
+    elif fmt == "json":
+        frame.to_json(partial, orient="records", date_format="iso", date_unit="us", double_precision=15)
+    else:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+
+def check_output_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir`` as a Path if it is, or can be created as, a writable folder; else ``ExportError``."""
+    path = Path(out_dir).expanduser()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ExportError(f"cannot write to {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write to {path}: {probe} is not writable")
+    return path
+
+
+def export_study(url: str, study_name: str, fmt: str, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write ``trials.<fmt>`` and ``epochs.<fmt>`` for ``study_name`` into ``out_dir``; return their paths."""
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    path = check_output_dir(out_dir)
+    # Read both before writing either, so an unreadable study leaves nothing behind.
+    frames = {"trials": trials_frame(url, study_name), "epochs": epochs_frame(url, study_name)}
+    if frames["trials"].columns.empty:  # a study without trials still gets a header
+        frames["trials"] = pd.DataFrame(columns=["number", "value", "datetime_start", "datetime_complete", "duration", "state"])
+    written = []
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for stem, frame in frames.items():
+            written.append(path / f"{stem}.{fmt}")
+            write_frame(file_ready(frame), written[-1], fmt)
+    except OSError as error:  # e.g. a read-only file system, which os.access does not see for root
+        raise ExportError(f"cannot write to {path}: {error.strerror or error}") from None
+    return written

@@ -1,0 +1,190 @@
+"""hpsearch studies / trials / export, and the results table, against real study databases."""
+
+from __future__ import annotations
+
+import datetime
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpsearch.search.errors import UsageError
+from hpsearch.search.results import format_results_table
+from hpsearch.search.tables_cli import export_main, studies_main, trials_main
+from hpsearch.storage import open_optuna_storage, trials_frame
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "kernel_type": CategoricalDistribution(["rbf", "compact"])}
+
+
+def trial(state: TrialState, value: float | None, lr: float, kernel: str, epochs: int, seconds: float) -> optuna.trial.FrozenTrial:
+    frozen = create_trial(
+        state=state,
+        value=value,
+        params={"lr": lr, "kernel_type": kernel},
+        distributions=DISTRIBUTIONS,
+        user_attrs={"epochs_run": epochs},
+        intermediate_values={epochs: value} if value is not None else {},
+    )
+    frozen.datetime_start = datetime.datetime(2024, 1, 1, 12, 0, 0)
+    frozen.datetime_complete = frozen.datetime_start + datetime.timedelta(seconds=seconds)
+    return frozen
+
+
+def make_study(url: str, name: str, direction: str = "minimize") -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=open_optuna_storage(url), direction=direction)
+    study.set_user_attr("hpsearch.metric", "val_loss")
+    study.add_trials(
+        [
+            trial(TrialState.COMPLETE, 0.5, 1e-3, "rbf", 5, 12.0),
+            trial(TrialState.PRUNED, 0.05, 3e-3, "rbf", 2, 4.0),  # pruned: ranked after complete trials
+            trial(TrialState.COMPLETE, 0.25, 1e-2, "compact", 5, 11.0),
+            trial(TrialState.FAIL, None, 1e-4, "compact", 1, 1.0),
+            trial(TrialState.COMPLETE, 0.75, 2e-3, "compact", 5, 10.0),
+        ]
+    )
+    return study
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]
+
+
+@pytest.mark.parametrize(("direction", "order"), [("minimize", ["2", "0", "4"]), ("maximize", ["4", "0", "2"])])
+def test_results_table_ranks_complete_trials_by_direction(sqlite_url, study_name, direction, order):
+    study = make_study(sqlite_url, study_name, direction)
+
+    rows = table_rows(format_results_table(study, "val_loss"))
+
+    assert rows[0] == ["trial", "state", "lr", "kernel_type", "val_loss", "epochs", "seconds"]
+    assert [r[0] for r in rows[1:]] == [*order, "1", "3"]
+    assert rows[1 + order.index("2")] == ["2", "COMPLETE", "0.01", "compact", "0.25", "5", "11.0"]
+    assert rows[4] == ["1", "PRUNED", "0.003", "rbf", "0.05", "2", "4.0"]
+    assert rows[5] == ["3", "FAIL", "0.0001", "compact", "-", "1", "1.0"]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_results_table_of_a_multi_objective_study(sqlite_url, study_name):
+    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url), directions=["minimize", "maximize"])
+    study.set_metric_names(["val_loss", "val_acc"])
+    for loss, acc in [(0.5, 0.7), (0.2, 0.6), (0.9, 0.9)]:
+        study.tell(study.ask({"lr": DISTRIBUTIONS["lr"]}), [loss, acc])
+
+    rows = table_rows(format_results_table(study))
+
+    assert rows[0] == ["trial", "state", "lr", "val_loss", "val_acc", "epochs", "seconds"]
+    assert [(r[0], r[3], r[4]) for r in rows[1:]] == [("1", "0.2", "0.6"), ("0", "0.5", "0.7"), ("2", "0.9", "0.9")]
+
+
+def test_results_table_of_an_empty_study(sqlite_url, study_name):
+    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    assert "no trials" in format_results_table(study)
+
+
+def test_trials_command_prints_the_table(sqlite_url, study_name, capsys):
+    study = make_study(sqlite_url, study_name)
+
+    assert trials_main(["--study", study_name, "--storage", sqlite_url]) == 0
+
+    assert capsys.readouterr().out.strip() == format_results_table(study, "val_loss")
+
+
+def test_studies_command_lists_counts_and_best(sqlite_url, study_name, capsys):
+    make_study(sqlite_url, study_name)
+    optuna.create_study(study_name=f"{study_name}-empty", storage=open_optuna_storage(sqlite_url))
+
+    assert studies_main(["--storage", sqlite_url]) == 0
+
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[0] == ["study", "directions", "metric", "trials", "complete", "pruned", "fail", "running", "waiting", "best_value"]
+    assert rows[1] == [study_name, "minimize", "val_loss", "5", "3", "1", "1", "0", "0", "0.25"]
+    assert rows[2] == [f"{study_name}-empty", "minimize", "-", "0", "0", "0", "0", "0", "0", "-"]
+
+
+def test_export_command_writes_both_files(sqlite_url, study_name, tmp_path, capsys):
+    make_study(sqlite_url, study_name)
+    out = tmp_path / "export"
+
+    assert export_main(["--study", study_name, "--storage", sqlite_url, "--format", "csv", "--out", str(out)]) == 0
+
+    assert capsys.readouterr().out.split() == ["wrote", str(out / "trials.csv"), "wrote", str(out / "epochs.csv")]
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.columns) == list(trials_frame(sqlite_url, study_name).columns)
+    assert list(trials["number"]) == [0, 1, 2, 3, 4]
+    assert list(pd.read_csv(out / "epochs.csv")["epoch"]) == [5, 2, 5, 5]
+
+
+def test_storage_comes_from_the_environment_then_the_working_directory(tmp_path, study_name, monkeypatch, capsys):
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    make_study(f"sqlite:///{tmp_path / 'hpsearch.db'}", study_name)
+    assert studies_main([]) == 0
+    assert study_name in capsys.readouterr().out
+
+    elsewhere = tmp_path / "elsewhere.db"
+    make_study(f"sqlite:///{elsewhere}", f"{study_name}-env")
+    monkeypatch.setenv("HPSEARCH_STORAGE", f"sqlite:///{elsewhere}")
+    assert trials_main(["--study", f"{study_name}-env"]) == 0
+    assert "COMPLETE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["export", "--study", "nope", "--out", "{tmp}/o"], "no study named 'nope'"),
+        (["trials", "--study", "nope"], "no study named 'nope'"),
+        (["export", "--study", "{study}", "--format", "xlsx", "--out", "{tmp}/o"], "invalid choice: 'xlsx'"),
+        (["export", "--study", "{study}", "--out", "{tmp}/file/o"], "is a file, not a folder"),
+        (["export", "--study", "{study}"], "required: --out"),
+        (["trials", "--study", "{study}", "--storage", "not a url"], "malformed storage URL"),
+        (["studies", "--storage", "mysql://u@h/db"], "unsupported storage URL scheme"),
+        (["studies", "--storag", "x"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_usage_error_and_writes_nothing(sqlite_url, study_name, tmp_path, monkeypatch, argv, message):
+    make_study(sqlite_url, study_name)
+    monkeypatch.setenv("HPSEARCH_STORAGE", sqlite_url)
+    (tmp_path / "file").write_text("")
+    mains = {"export": export_main, "trials": trials_main, "studies": studies_main}
+    args = [a.format(tmp=tmp_path, study=study_name) for a in argv[1:]]
+    before = sorted(tmp_path.rglob("*"))
+
+    with pytest.raises(UsageError, match=message) as error:
+        mains[argv[0]](args)
+
+    assert "\n" not in str(error.value)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", [studies_main, lambda a: trials_main(["--study", "s", *a]), lambda a: export_main(["--study", "s", "--out", "o", *a])])
+def test_missing_sqlite_file_is_not_created(tmp_path, command):
+    path = tmp_path / "typo.db"
+    with pytest.raises(UsageError, match="no database file"):
+        command(["--storage", f"sqlite:///{path}"])
+    assert not path.exists()
+
+
+def test_passwords_are_masked_in_errors():
+    # Nothing listens on port 9 of this machine: the connection is refused at once.
+    with pytest.raises(UsageError) as error:
+        studies_main(["--storage", "postgresql://alice:s3cret-pw@127.0.0.1:9/db"])
+    assert "s3cret-pw" not in str(error.value) and "alice:***@127.0.0.1:9" in str(error.value)
+
+
+def test_commands_read_postgres(postgres_url, study_name, tmp_path, capsys):
+    make_study(postgres_url, study_name)
+    assert trials_main(["--study", study_name, "--storage", postgres_url]) == 0
+    assert studies_main(["--storage", postgres_url]) == 0
+    assert export_main(["--study", study_name, "--storage", postgres_url, "--format", "json", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{study_name} " in out and "0.25" in out
+    assert len(pd.read_json(tmp_path / "trials.json", orient="records")) == 5
+
+
+def test_hpsearch_export_exits_2_with_one_line(run_hpsearch, tmp_path):
+    result = run_hpsearch("export", "--study", "s", "--out", "o", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no database file" in result.stderr
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "o").exists()
