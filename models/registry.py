@@ -14,9 +14,12 @@ from hpsearch.models.schema import HyperParam
 class DataSpec:
     """What a task tells a model about its input and output.
 
-    ``kind`` is ``"tokens"`` (``LongTensor[batch, seq_len]`` of ids below ``vocab_size``) or
-    ``"series"`` (``FloatTensor[batch, seq_len, num_features]``). ``num_outputs`` is the
-    number of classes for classification, or of predicted values for regression.
+    ``kind`` is ``"tokens"`` (``LongTensor[batch, seq_len]`` of ids below ``vocab_size``, one
+    label per example), ``"token_sequence"`` (the same input, but ``output_len`` labels per
+    example, e.g. the digits of a product) or ``"series"``
+    (``FloatTensor[batch, seq_len, num_features]`` whose last feature is the forecast target).
+    ``num_outputs`` is the number of classes for classification (per output position for
+    ``token_sequence``), or of predicted values for regression.
     """
 
     kind: str
@@ -24,6 +27,7 @@ class DataSpec:
     num_outputs: int
     vocab_size: int | None = None
     num_features: int | None = None
+    output_len: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the elementwise work lives in ``FieldKernel.forward`` and the evolution steps.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -198,15 +199,17 @@ class TokenFieldLayer(nn.Module):
         return f"grid_size={self.grid_size}"
 
 
-class TokenFieldClassifier(nn.Module):
-    """Embedding, ``num_layers`` token-field layers, mean over tokens, MLP head -> logits."""
+class TokenFieldStack(nn.ModuleList):
+    """``num_layers`` token-field layers over one grid, applied in order to ``[batch, seq_len, dim]``.
+
+    Shared by every TFN in the zoo: whatever turns the input into token vectors (an embedding,
+    a projection of time-series features), the field layers treat them the same way.
+    """
 
     def __init__(
         self,
-        vocab_size: int,
+        dim: int,
         seq_len: int,
-        num_outputs: int,
-        embed_dim: int,
         num_layers: int,
         kernel_type: str,
         evolution_type: str,
@@ -214,54 +217,49 @@ class TokenFieldClassifier(nn.Module):
         time_steps: int,
         dropout: float,
     ) -> None:
-        super().__init__()
-        self.grid_size = grid_size
         # The coarser of the two spacings, so every token reaches a grid point and vice versa.
         kernel_width = max(1.0 / (grid_size - 1), 1.0 / max(seq_len - 1, 1))
-        self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.layers = nn.ModuleList(
-            TokenFieldLayer(embed_dim, grid_size, kernel_width, kernel_type, evolution_type, time_steps, dropout)
+        super().__init__(
+            TokenFieldLayer(dim, grid_size, kernel_width, kernel_type, evolution_type, time_steps, dropout)
             for _ in range(num_layers)
         )
+        self.grid_size = grid_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``[batch, seq_len, dim]``; returns the same shape."""
+        distance = token_grid_distance(x.shape[1], self.grid_size, device=x.device, dtype=x.dtype)
+        for layer in self:
+            x = layer(x, distance)
+        return x
+
+
+class TokenFieldClassifier(nn.Module):
+    """Embedding, ``num_layers`` token-field layers, mean over tokens, MLP head -> logits.
+
+    ``field_options`` are ``TokenFieldStack``'s: ``num_layers``, ``kernel_type``,
+    ``evolution_type``, ``grid_size`` and ``time_steps``.
+    """
+
+    def __init__(
+        self, vocab_size: int, seq_len: int, num_outputs: int, embed_dim: int, dropout: float, **field_options: Any
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.layers = TokenFieldStack(embed_dim, seq_len, dropout=dropout, **field_options)
         self.head = nn.Sequential(
             nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(embed_dim, num_outputs)
         )
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``tokens``: ``LongTensor[batch, seq_len]``; returns logits ``[batch, num_outputs]``."""
-        x = self.embedding(tokens)
-        distance = token_grid_distance(tokens.shape[1], self.grid_size, device=x.device, dtype=x.dtype)
-        for layer in self.layers:
-            x = layer(x, distance)
-        return self.head(x.mean(dim=1))
+        return self.head(self.layers(self.embedding(tokens)).mean(dim=1))
 
 
-def build_tfn_classifier(
-    data: DataSpec,
-    *,
-    embed_dim: int,
-    num_layers: int,
-    kernel_type: str,
-    evolution_type: str,
-    grid_size: int,
-    time_steps: int,
-    dropout: float,
-) -> TokenFieldClassifier:
-    """A ``TokenFieldClassifier`` for ``data`` (defaults come from the registry, not from here)."""
+def build_tfn_classifier(data: DataSpec, **hparams: Any) -> TokenFieldClassifier:
+    """A ``TokenFieldClassifier`` for ``data``; ``hparams`` are ``TFN_PARAMS``, resolved by the registry."""
     check_token_data(data, "tfn_classifier")
     assert data.vocab_size is not None  # checked above; narrows the type
-    return TokenFieldClassifier(
-        vocab_size=data.vocab_size,
-        seq_len=data.seq_len,
-        num_outputs=data.num_outputs,
-        embed_dim=embed_dim,
-        num_layers=num_layers,
-        kernel_type=kernel_type,
-        evolution_type=evolution_type,
-        grid_size=grid_size,
-        time_steps=time_steps,
-        dropout=dropout,
-    )
+    return TokenFieldClassifier(data.vocab_size, data.seq_len, data.num_outputs, **hparams)
 
 
 TFN_PARAMS = (

@@ -18,7 +18,8 @@ class Task:
 
     ``loss(outputs, targets, label_smoothing)`` is the mean training loss of a batch;
     ``metric_sums(outputs, targets)`` returns per-metric sums over a batch, which the trainer
-    divides by the number of validation examples (so ``val_acc`` is a fraction).
+    divides by the number of validation examples (so ``val_acc`` is a fraction). ``test`` is
+    a held-out split that training and model selection never see, where the task has one.
     """
 
     name: str
@@ -28,6 +29,7 @@ class Task:
     loss: Callable[[Tensor, Tensor, float], Tensor]
     metric_sums: Callable[[Tensor, Tensor], dict[str, Tensor]]
     metric_directions: Mapping[str, str]
+    test: tuple[Tensor, Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,3 +148,9 @@ def _token_options(seq_len: int) -> tuple[HyperParam, ...]:
 
 register_task("synthetic_tokens", synthetic_tokens, _token_options(32), synthetic_tokens.__doc__.splitlines()[0])
 register_task("synthetic_parity", synthetic_parity, _token_options(32), synthetic_parity.__doc__.splitlines()[0])
+
+
+# Tasks in their own modules register themselves on import; they import this module, so they
+# come last, once everything above exists.
+from hpsearch.trainers import arithmetic as _arithmetic  # noqa: E402,F401  isort: skip
+from hpsearch.trainers import timeseries as _timeseries  # noqa: E402,F401  isort: skip

@@ -7,8 +7,16 @@ from typing import Any
 import pytest
 from torch import nn
 
-from hpsearch.models import DataSpec, HyperParam, ModelSpec, build_model, get_model, list_models, register_model
-from hpsearch.models import registry
+from hpsearch.models import (
+    DataSpec,
+    HyperParam,
+    ModelSpec,
+    build_model,
+    get_model,
+    list_models,
+    register_model,
+    registry,
+)
 
 TOKENS = DataSpec(kind="tokens", seq_len=4, num_outputs=2, vocab_size=5)
 

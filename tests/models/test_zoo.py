@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,11 +14,20 @@ from torch import nn
 from hpsearch.models import DataSpec, HyperParam, build_model, get_model, list_models
 from hpsearch.models.tfn import EVOLUTION_TYPES, KERNEL_TYPES, build_tfn_classifier
 
-DATA = DataSpec(kind="tokens", seq_len=8, num_outputs=3, vocab_size=11)
+# One small DataSpec per input kind; each model is built for the one of its kind.
+DATA_BY_KIND = {
+    "tokens": DataSpec(kind="tokens", seq_len=8, num_outputs=3, vocab_size=11),
+    "token_sequence": DataSpec(kind="token_sequence", seq_len=8, num_outputs=10, vocab_size=12, output_len=4),
+    "series": DataSpec(kind="series", seq_len=8, num_outputs=3, num_features=2),
+}
+# What each kind cannot do without: removing the field must make every model of the kind refuse.
+REQUIRED_FIELDS = {"tokens": ("vocab_size",), "token_sequence": ("vocab_size", "output_len"), "series": ("num_features",)}
+DATA = DATA_BY_KIND["tokens"]
 BATCH = 4
+TFN_MODELS = ("tfn_classifier", "tfn_regressor")
 TFN_VARIANTS = [{"kernel_type": k, "evolution_type": e} for k, e in itertools.product(KERNEL_TYPES, EVOLUTION_TYPES)]
 # Every model at its defaults, plus each TFN kernel x evolution pairing.
-VARIANTS = [(spec.name, {}) for spec in list_models()] + [("tfn_classifier", hp) for hp in TFN_VARIANTS]
+VARIANTS = [(spec.name, {}) for spec in list_models()] + [(name, hp) for name in TFN_MODELS for hp in TFN_VARIANTS]
 
 
 def _variant_id(variant: tuple[str, dict[str, Any]]) -> str:
@@ -30,9 +40,34 @@ def _tokens(seed: int = 0, batch: int = BATCH, data: DataSpec = DATA) -> torch.T
     return torch.randint(0, data.vocab_size or 1, (batch, data.seq_len), generator=g)
 
 
+def _data(name: str) -> DataSpec:
+    return DATA_BY_KIND[get_model(name).input_kind]
+
+
+def _inputs(name: str, seed: int = 0) -> torch.Tensor:
+    """A batch of the input model ``name`` takes."""
+    data = _data(name)
+    if data.kind == "series":
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(BATCH, data.seq_len, data.num_features or 1, generator=g)
+    return _tokens(seed, data=data)
+
+
+def _output_shape(data: DataSpec) -> tuple[int, ...]:
+    return (BATCH, data.output_len, data.num_outputs) if data.output_len else (BATCH, data.num_outputs)
+
+
+def _loss(outputs: torch.Tensor, data: DataSpec) -> torch.Tensor:
+    """A loss of the kind the model's tasks use, against fixed targets."""
+    if data.kind == "series":
+        return F.mse_loss(outputs, torch.linspace(-1, 1, outputs.numel()).reshape(outputs.shape))
+    logits = outputs.reshape(-1, data.num_outputs)  # one row per answer: per example, or per output position
+    return F.cross_entropy(logits, torch.arange(len(logits)) % data.num_outputs)
+
+
 def _build(name: str, hparams: dict[str, Any], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(name, hparams, DATA)
+    return build_model(name, hparams, _data(name))
 
 
 def _candidates(param: HyperParam) -> list[Any]:
@@ -79,8 +114,12 @@ def _param_count(model: nn.Module) -> int:
 MODEL_PARAMS = [(spec.name, p.name) for spec in list_models() for p in spec.params]
 
 
-def test_zoo_has_both_models() -> None:
-    assert {"tfn_classifier", "transformer_classifier"} <= {spec.name for spec in list_models()}
+def test_zoo_has_every_model() -> None:
+    assert {
+        "tfn_classifier", "transformer_classifier", "tfn_regressor", "lstm_classifier", "cnn_classifier",
+        "simple_transformer", "latent_transformer",
+    } <= {spec.name for spec in list_models()}
+    assert {spec.input_kind for spec in list_models()} <= set(DATA_BY_KIND)
 
 
 @pytest.mark.parametrize(("model_name", "param_name"), MODEL_PARAMS, ids=[f"{m}.{p}" for m, p in MODEL_PARAMS])
@@ -100,7 +139,7 @@ def test_each_hyperparameter_reaches_the_module(model_name: str, param_name: str
     changed.eval()
     default.eval()
     with torch.no_grad():
-        same_output = torch.allclose(changed(_tokens()), default(_tokens()))
+        same_output = torch.allclose(changed(_inputs(model_name)), default(_inputs(model_name)))
     assert not same_output, f"{model_name} built with {param_name}={value} is identical to its default"
 
 
@@ -110,8 +149,8 @@ def test_forward_gives_finite_logits_of_the_right_shape(variant: tuple[str, dict
     model = _build(name, hparams)
     for mode in (model.train, model.eval):
         mode()
-        logits = model(_tokens())
-        assert logits.shape == (BATCH, DATA.num_outputs)
+        logits = model(_inputs(name))
+        assert logits.shape == _output_shape(_data(name))
         assert torch.isfinite(logits).all()
 
 
@@ -119,7 +158,7 @@ def test_forward_gives_finite_logits_of_the_right_shape(variant: tuple[str, dict
 def test_backward_gives_finite_gradients_for_every_parameter(variant: tuple[str, dict[str, Any]]) -> None:
     name, hparams = variant
     model = _build(name, hparams)
-    F.cross_entropy(model(_tokens()), torch.arange(BATCH) % DATA.num_outputs).backward()
+    _loss(model(_inputs(name)), _data(name)).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
@@ -127,7 +166,7 @@ def test_backward_gives_finite_gradients_for_every_parameter(variant: tuple[str,
     field_params = {
         n: p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] in {"log_sigma", "log_radius", "log_omega", "rate_logit"}
     }
-    if name == "tfn_classifier":
+    if name in TFN_MODELS:
         assert field_params, "the TFN has no kernel parameters"
         expected_kernel = {"rbf": "log_sigma", "compact": "log_radius", "fourier": "log_omega"}[
             hparams.get("kernel_type", "rbf")
@@ -188,10 +227,20 @@ def test_invalid_hyperparameters_raise_value_error(name: str, hparams: dict[str,
 
 @pytest.mark.parametrize("name", [spec.name for spec in list_models()])
 def test_invalid_data_raises_value_error(name: str) -> None:
-    with pytest.raises(ValueError, match="vocab_size"):
-        build_model(name, {}, DataSpec(kind="tokens", seq_len=8, num_outputs=3))
-    with pytest.raises(ValueError, match="token"):
-        build_model(name, {}, DataSpec(kind="series", seq_len=8, num_outputs=3, num_features=2))
+    spec = get_model(name)
+    data = DATA_BY_KIND[spec.input_kind]
+    for missing in REQUIRED_FIELDS[spec.input_kind]:
+        with pytest.raises(ValueError, match=missing):
+            build_model(name, {}, replace(data, **{missing: None}))
+    defaults = spec.resolve({})
+    for kind, other in DATA_BY_KIND.items():
+        if kind == spec.input_kind:
+            continue
+        # Through the registry and through the builder alone: one line naming both kinds.
+        for build in (lambda: build_model(name, {}, other), lambda: spec.build(other, **defaults)):
+            with pytest.raises(ValueError, match=rf"takes \w+ input, but the task gives '?{kind}'?$") as error:
+                build()
+            assert "\n" not in str(error.value)
 
 
 def test_builders_reject_unknown_kinds_when_called_directly() -> None:
@@ -210,7 +259,7 @@ def test_transformer_rejects_inputs_longer_than_its_positions() -> None:
 def test_models_build_on_the_meta_device(variant: tuple[str, dict[str, Any]]) -> None:
     name, hparams = variant
     with torch.device("meta"):
-        model = build_model(name, hparams, DATA)
+        model = build_model(name, hparams, _data(name))
     params = list(model.parameters())
     assert params and all(p.is_meta for p in params)
     assert _param_count(model) == _param_count(_build(name, hparams))
