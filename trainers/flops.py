@@ -1,0 +1,370 @@
+"""FLOPs meter: counts the FLOPs of every forward pass the trainer makes, once per input shape.
+
+Convention (DESIGN.md): 2 FLOPs per multiply-add, as ``torch.utils.flop_counter.FlopCounterMode``
+counts. A pass's forward FLOPs are the sum of two parts:
+
+* **dense**: the matrix products (``linear``, ``addmm``, ``mm``, ``bmm``, ``baddbmm``, ``matmul``,
+  ``einsum``, convolutions and ``scaled_dot_product_attention``), counted on fvcore's jit trace
+  by this module's handles (output elements x contracted length; fvcore's own multiply-add
+  counts for convolutions and einsum), doubled; SDPA and ``padding="same"`` convolutions,
+  which fvcore skips, included.
+  Everything else outside the field modules below (normalisation layers, activations, softmax,
+  residual adds) counts zero, exactly as FlopCounterMode counts it, so this part stays
+  comparable with FlopCounterMode.
+* **elementwise**: the arithmetic of the Token Field Network that has no matrix product in it:
+  the field kernel's evaluation (``FieldKernel``) and the explicit diffusion steps
+  (``DiffusionStep``). There it is the work itself (a PDE evolution has no matmul at all), so it
+  counts: 1 FLOP per output element of every elementwise op (``add``, ``sub``, ``rsub``, ``mul``,
+  ``div``, ``neg``, ``pow``, ``exp``, ``cos``, ``sin``, ``abs``, ``sigmoid``, ``tanh``, ``sqrt``,
+  ``relu``, ``clamp``, ``maximum``, ``minimum``, comparisons and ``where``), transcendental or not,
+  a scalar op being 1. Copies, padding and slicing count zero. These ops count only inside those
+  modules; the same ops elsewhere count zero, like the normalisation layers.
+
+The training step's FLOPs (forward + backward) come from the same trace, taken with autograd
+on, so every traced value records whether it requires grad: a matrix product's backward costs
+its forward once for each operand that needs a gradient (``linear``'s input and weight, both
+sides of a ``matmul``, the convolution's input and weight; SDPA as its math backend
+differentiates it, without the score recompute of fused kernels), which is what autograd runs
+and FlopCounterMode counts (a test holds the two within 1%). The elementwise part's backward is
+scaled by the same backward / forward ratio as the dense part; FlopCounterMode has no view of it.
+So the training step costs no extra run: no 3x rule and no second pass per shape.
+
+The achieved training FLOP/s divides the FLOPs of consecutive training steps by the wall time
+between their ``observe`` calls (backward, optimiser and the next forward), so it needs no hook
+in the trainer beyond ``observe``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+from typing import Counter as CounterT
+
+import torch
+from torch import nn
+
+with warnings.catch_warnings():
+    # Importing fvcore.nn scripts its loss functions with the deprecated torch.jit.script.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.script")
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import conv_flop_count, conv_flop_jit, einsum_flop_jit, get_shape
+
+from hpsearch.models.tfn import DiffusionStep, FieldKernel
+
+#: Modules whose elementwise arithmetic the meter counts (see the module docstring).
+ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (FieldKernel, DiffusionStep)
+
+_ELEMENTWISE_OPS = (
+    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "pow", "exp", "cos", "sin",
+    "abs", "sigmoid", "tanh", "sqrt", "rsqrt", "relu", "relu_", "clamp", "clamp_", "clamp_min", "maximum",
+    "minimum", "lt", "le", "gt", "ge", "where",
+)
+# FlopCounterMode counts none of these; without an explicit "ignore" fvcore would list them as
+# unsupported, and its default layer_norm handle would count 5 per element.
+_IGNORED_OPS = ("layer_norm", "group_norm", "batch_norm", "instance_norm", "softmax", "gelu", "embedding", "mean")
+
+Key = tuple[tuple[int, ...], torch.dtype]
+
+
+def _shape(value: Any) -> list[int]:
+    shape = get_shape(value)
+    if shape is None:
+        raise ValueError("fvcore's trace lacks a tensor shape the FLOPs meter needs")
+    return list(shape)
+
+
+def _needs_grad(value: Any) -> bool:
+    return bool(value.isCompleteTensor() and value.type().requires_grad())
+
+
+def _counts(macs: int, operands_with_grad: int) -> CounterT[str]:
+    """Forward and backward FLOPs of a product of ``macs`` multiply-adds (2 FLOPs each)."""
+    return CounterT({"dense": 2 * macs, "dense_backward": 2 * macs * operands_with_grad})
+
+
+def _product(a: int, b: int, handle: Callable[[list[Any], list[Any]], Any] | None = None) -> Callable[..., CounterT[str]]:
+    """A matrix product of ``inputs[a]`` and ``inputs[b]``: output elements x contracted length.
+
+    With ``handle`` (an fvcore handle, 1 per multiply-add), that handle gives the multiply-adds.
+    """
+
+    def count(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+        if handle is None:
+            macs = math.prod(_shape(outputs[0])) * _shape(inputs[a])[-1]
+        else:
+            result = handle(inputs, outputs)
+            macs = int(sum(result.values()) if isinstance(result, dict) else result)
+        return _counts(macs, _needs_grad(inputs[a]) + _needs_grad(inputs[b]))
+
+    return count
+
+
+def _conv_mode_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    return int(conv_flop_count(_shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])))
+
+
+def _einsum(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+    operands = list(inputs[1].node().inputs())
+    return _counts(int(einsum_flop_jit(inputs, outputs)), sum(map(_needs_grad, operands)))
+
+
+def _sdpa(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+    """``softmax(q kᵀ) v``: the two products, as FlopCounterMode's SDPA formula counts them."""
+    (q, k, v), out = (_shape(x) for x in inputs[:3]), _shape(outputs[0])
+    scores = math.prod(out[:-2]) * q[-2] * k[-2] * q[-1]  # q kᵀ
+    mixing = math.prod(out[:-2]) * q[-2] * k[-2] * v[-1]  # p v
+    grad_q, grad_k, grad_v = (_needs_grad(x) for x in inputs[:3])
+    grads = scores * (grad_q + grad_k) + mixing * ((grad_q or grad_k) + grad_v)
+    return CounterT({"dense": 2 * (scores + mixing), "dense_backward": 2 * grads})
+
+
+def _elementwise(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+    shape = get_shape(outputs[0])  # None for arithmetic on Python numbers (sizes), which is free
+    return CounterT({"elementwise": math.prod(shape) if shape is not None else 0})
+
+
+def _op_handles() -> dict[str, Any]:
+    handles: dict[str, Any] = {
+        "aten::linear": _product(0, 1),
+        "aten::matmul": _product(0, 1),
+        "aten::mm": _product(0, 1),
+        "aten::bmm": _product(0, 1),
+        "aten::addmm": _product(1, 2),
+        "aten::baddbmm": _product(1, 2),
+        "aten::_convolution": _product(0, 1, conv_flop_jit),
+        # padding="same" / "valid" traces as _convolution_mode, which fvcore has no handle for.
+        "aten::_convolution_mode": _product(0, 1, _conv_mode_macs),
+        "aten::einsum": _einsum,
+        "aten::scaled_dot_product_attention": _sdpa,
+    }
+    handles.update({f"aten::{op}": _elementwise for op in _ELEMENTWISE_OPS})
+    handles.update({f"aten::{op}": None for op in _IGNORED_OPS})
+    return handles
+
+
+@dataclass(frozen=True)
+class ForwardCount:
+    """FLOPs of one pass on one input: forward ``dense`` (matrix products) + ``elementwise``, and
+    ``dense_backward``, the backward of the matrix products in a training step."""
+
+    dense: int
+    elementwise: int
+    dense_backward: int = 0
+
+    @property
+    def total(self) -> int:
+        """Forward FLOPs."""
+        return self.dense + self.elementwise
+
+    @property
+    def backward(self) -> int:
+        """Backward FLOPs of a training step: the elementwise part at the dense part's ratio."""
+        ratio = self.dense_backward / self.dense if self.dense else 2.0  # no products: the usual 2x
+        return self.dense_backward + round(self.elementwise * ratio)
+
+
+@dataclass
+class _Entry:
+    """Everything the meter keeps per (shape, dtype, training): counted once, then only ``passes`` grows."""
+
+    forward: int
+    backward: int
+    batch: int
+    passes: int = 0
+
+
+@dataclass(frozen=True)
+class FlopsStats:
+    """A trial's FLOPs, over every observed forward pass (training and validation)."""
+
+    total: int  # forward FLOPs, all passes
+    avg_per_pass: float
+    forward_passes: int
+    training_passes: int
+    avg_time_per_pass_s: float
+    per_second: float  # total / measured forward seconds
+    std: float  # population std of per-pass FLOPs
+    min: int
+    max: int
+    per_sample_forward: float  # total / samples seen
+    elementwise_total: int  # the part of ``total`` that is field elementwise work
+    params_count: int
+    train_step_total: int  # forward + backward FLOPs over all training steps
+    train_per_second: float  # achieved over training steps (see FlopsMeter.observe)
+
+    def as_user_attrs(self) -> dict[str, float | int]:
+        """The trial user attributes named in DESIGN.md, plus the two training-step ones."""
+        return {
+            "flops.total": int(self.total),
+            "flops.avg_per_pass": float(self.avg_per_pass),
+            "flops.forward_passes": int(self.forward_passes),
+            "flops.avg_time_per_pass_s": float(self.avg_time_per_pass_s),
+            "flops.per_second": float(self.per_second),
+            "flops.std": float(self.std),
+            "flops.min": int(self.min),
+            "flops.max": int(self.max),
+            "flops.per_sample_forward": float(self.per_sample_forward),
+            "params.count": int(self.params_count),
+            "flops.train_step_total": int(self.train_step_total),
+            "flops.train_per_second": float(self.train_per_second),
+        }
+
+    def format_block(self) -> str:
+        """The multi-line ``FLOPS STATISTICS`` block printed at the end of a trial."""
+        validation = self.forward_passes - self.training_passes
+        rows = [
+            ("Forward passes", f"{self.forward_passes:,} ({self.training_passes:,} training, {validation:,} validation)"),
+            ("Total forward FLOPs", _si(self.total, "FLOPs")),
+            ("  of which field elementwise", _si(self.elementwise_total, "FLOPs")),
+            ("Average FLOPs per pass", _si(self.avg_per_pass, "FLOPs")),
+            ("Std / min / max per pass", " / ".join(_si(v, "FLOPs") for v in (self.std, self.min, self.max))),
+            ("Forward FLOPs per sample", _si(self.per_sample_forward, "FLOPs")),
+            ("Average time per pass", f"{self.avg_time_per_pass_s * 1e3:.3f} ms"),
+            ("Forward FLOP/s", _si(self.per_second, "FLOP/s")),
+            ("Training FLOPs (fwd + bwd)", _si(self.train_step_total, "FLOPs")),
+            ("Training FLOP/s (achieved)", _si(self.train_per_second, "FLOP/s")),
+            ("Parameters", f"{self.params_count:,}"),
+        ]
+        width = max(len(name) for name, _ in rows) + 2
+        rule = "=" * 24 + " FLOPS STATISTICS " + "=" * 24
+        return "\n".join([rule, *(f"{name + ':':<{width}}{value}" for name, value in rows), "=" * len(rule)])
+
+
+def _si(value: float, unit: str) -> str:
+    """``1.234 GFLOPs``-style: three decimals and an SI prefix."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3f} {prefix}{unit}"
+    return f"{value:g} {unit}"
+
+
+class FlopsMeter:
+    """Watches a model's forward passes and reports their FLOPs (see the module docstring).
+
+    ``elementwise_modules`` names the module types whose elementwise arithmetic counts; ``clock``
+    is the timer for training-step intervals (tests replace it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        elementwise_modules: tuple[type[nn.Module], ...] = ELEMENTWISE_MODULES,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model = model
+        self.elementwise_modules = elementwise_modules
+        self.traces = 0  # fvcore traces run so far: one per distinct (shape, dtype)
+        self._clock = clock
+        self._forward: dict[Key, ForwardCount] = {}
+        self._entries: dict[tuple[tuple[int, ...], torch.dtype, bool], _Entry] = {}
+        self._forward_seconds = 0.0
+        # Training-step throughput: from the end of one training observe() to the start of the
+        # next lies the rest of that step (loss, backward, optimiser) and the next step's forward.
+        self._last_train: tuple[float, _Entry] | None = None
+        self._step_seconds = 0.0
+        self._step_flops = 0
+
+    def observe(self, inputs: torch.Tensor, seconds: float, training: bool) -> None:
+        """Record one forward pass on ``inputs`` that took ``seconds``; counts only unseen shapes."""
+        now = self._clock()
+        key = (tuple(inputs.shape), inputs.dtype, training)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._new_entry(inputs, training)
+        entry.passes += 1
+        self._forward_seconds += seconds
+        if not training:
+            self._last_train = None  # validation between two training passes: no step interval
+            return
+        if self._last_train is not None:
+            last_end, last = self._last_train
+            self._step_seconds += now - last_end
+            self._step_flops += last.backward + entry.forward
+        # Taken after any counting above, so the meter's own work stays out of the interval.
+        self._last_train = (self._clock(), entry)
+
+    def count_forward(self, inputs: torch.Tensor) -> int:
+        """FLOPs of one forward pass on ``inputs`` (cached per shape and dtype)."""
+        return self.count_forward_parts(inputs).total
+
+    def count_forward_parts(self, inputs: torch.Tensor) -> ForwardCount:
+        """Dense, elementwise and backward FLOPs of a pass on ``inputs`` (cached per shape and dtype)."""
+        key = (tuple(inputs.shape), inputs.dtype)
+        count = self._forward.get(key)
+        if count is None:
+            # Autograd on, so the trace records which values need gradients (see _product).
+            with _counting_mode(self.model, inputs), torch.enable_grad():
+                count = self._forward[key] = self._trace(inputs)
+        return count
+
+    def stats(self) -> FlopsStats:
+        """Totals and spread over every pass observed so far (zeros before the first)."""
+        entries = [e for e in self._entries.values() if e.passes]
+        passes = sum(e.passes for e in entries)
+        total = sum(e.forward * e.passes for e in entries)
+        mean = total / passes if passes else 0.0
+        variance = sum(e.passes * (e.forward - mean) ** 2 for e in entries) / passes if passes else 0.0
+        samples = sum(e.batch * e.passes for e in entries)
+        elementwise = sum(self._forward[k[:2]].elementwise * e.passes for k, e in self._entries.items())
+        return FlopsStats(
+            total=total,
+            avg_per_pass=mean,
+            forward_passes=passes,
+            training_passes=sum(e.passes for k, e in self._entries.items() if k[2]),
+            avg_time_per_pass_s=self._forward_seconds / passes if passes else 0.0,
+            per_second=total / self._forward_seconds if self._forward_seconds > 0 else 0.0,
+            std=math.sqrt(variance),
+            min=min((e.forward for e in entries), default=0),
+            max=max((e.forward for e in entries), default=0),
+            per_sample_forward=total / samples if samples else 0.0,
+            elementwise_total=elementwise,
+            params_count=sum(p.numel() for p in self.model.parameters()),
+            train_step_total=sum((e.forward + e.backward) * e.passes for k, e in self._entries.items() if k[2]),
+            train_per_second=self._step_flops / self._step_seconds if self._step_seconds > 0 else 0.0,
+        )
+
+    def _new_entry(self, inputs: torch.Tensor, training: bool) -> _Entry:
+        count = self.count_forward_parts(inputs)
+        batch = int(inputs.shape[0]) if inputs.dim() else 1
+        return _Entry(forward=count.total, backward=count.backward if training else 0, batch=batch)
+
+    def _trace(self, inputs: torch.Tensor) -> ForwardCount:
+        self.traces += 1
+        analysis = (
+            FlopCountAnalysis(self.model, (inputs,))
+            .clear_op_handles()
+            .set_op_handle(**_op_handles())
+            .unsupported_ops_warnings(False)
+            .uncalled_modules_warnings(False)
+        )
+        counts = analysis.by_module_and_operator()
+        scoped = [name for name, module in self.model.named_modules() if isinstance(module, self.elementwise_modules)]
+        # A field module inside another already counts in its parent's total.
+        outermost = [n for n in scoped if not any(p != n and (p == "" or n.startswith(p + ".")) for p in scoped)]
+        elementwise = sum(counts[analysis.canonical_module_name(n)]["elementwise"] for n in outermost)
+        root = counts[""]
+        return ForwardCount(int(root["dense"]), int(elementwise), int(root["dense_backward"]))
+
+
+@contextmanager
+def _counting_mode(model: nn.Module, inputs: torch.Tensor) -> Iterator[None]:
+    """Eval mode with the RNG state saved, so counting changes neither the model nor the run.
+
+    Each module's own ``training`` flag comes back afterwards (not one flag for all), and so do
+    the CPU generator and the input's CUDA generator: a seeded trial gives the same numbers with
+    and without a meter.
+    """
+    devices = [inputs.device] if inputs.device.type == "cuda" else []
+    modes = [(module, module.training) for module in model.modules()]
+    with torch.random.fork_rng(devices=devices):
+        model.eval()
+        try:
+            yield
+        finally:
+            for module, mode in modes:
+                module.training = mode
