@@ -8,7 +8,13 @@ from typing import Sequence
 import plotly.graph_objects as go
 
 from hpsearch.models import build_model
-from hpsearch.search.arguments import ArgumentParser, add_task_arguments, add_training_arguments, task_options, training_settings
+from hpsearch.search.arguments import (
+    ArgumentParser,
+    add_task_arguments,
+    add_training_arguments,
+    task_options,
+    training_settings,
+)
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.spec import StudySpec, resolve
 from hpsearch.trainers.lr_finder import LRFinderResult, find_lr

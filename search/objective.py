@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Callable
 
 import optuna
+import torch
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 
 from hpsearch.models import build_model
+from hpsearch.search.signals import Interrupted
 from hpsearch.search.spec import ResolvedSpec
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.trainers.checkpoints import LAST
 from hpsearch.trainers.flops import FlopsMeter
-from hpsearch.trainers.records import EpochRecord, format_epoch_line
 from hpsearch.trainers.lr_finder import find_lr
-from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, count_parameters, seed_everything
+from hpsearch.trainers.records import EpochRecord, format_epoch_line
+from hpsearch.trainers.trainer import (
+    DivergenceError,
+    FitResult,
+    Trainer,
+    checkpoint_records,
+    count_parameters,
+    seed_everything,
+)
+
+
+def checkpoint_dir(output_dir: str, study_name: str, trial_number: int) -> Path:
+    """Where a trial keeps ``last.pt`` and ``best.pt``."""
+    return Path(output_dir).resolve() / "checkpoints" / study_name / f"trial-{trial_number}"
 
 
 class Objective:
@@ -21,30 +38,40 @@ class Objective:
 
     Every epoch: a line through ``echo``, a row in the per-epoch table, and
     ``trial.report`` of the monitored metric followed by the pruner's verdict. At the end,
-    whether the trial completed or was pruned: ``lr_history``, ``epochs_run``,
-    ``params.count``, the ``flops.*`` statistics and, when pruned, ``prune_reason``.
+    whatever the outcome: ``lr_history``, ``epochs_run``, ``params.count``, ``precision``,
+    ``checkpoint``, the ``flops.*`` statistics, and ``prune_reason`` or ``fail_reason``.
+    A heartbeat retry of a killed trial resumes from that trial's last checkpoint.
     """
 
-    def __init__(self, resolved: ResolvedSpec, epoch_table: EpochMetricsTable, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        resolved: ResolvedSpec,
+        epoch_table: EpochMetricsTable,
+        storage: BaseStorage,
+        echo: Callable[[str], None] = print,
+    ) -> None:
         self.resolved = resolved
         self.epoch_table = epoch_table
+        self.storage = storage
         self.echo = echo
 
     def __call__(self, trial: optuna.Trial) -> float:
-        resolved, metric = self.resolved, self.resolved.spec.metric
+        resolved, spec, metric = self.resolved, self.resolved.spec, self.resolved.spec.metric
         model_name, model_params, trainer_params = resolved.sweep.suggest(trial)
-        checkpoints = Path(resolved.spec.output_dir) / "checkpoints" / trial.study.study_name / f"trial-{trial.number}"
-        config = resolved.train_config.with_overrides({**trainer_params, "checkpoint_dir": str(checkpoints)})
+        own_checkpoints = checkpoint_dir(spec.output_dir, trial.study.study_name, trial.number)
+        config = resolved.train_config.with_overrides({**trainer_params, "checkpoint_dir": str(own_checkpoints)})
+        self.echo(f"Trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in trial.params.items()))
         seed_everything(config.seed)
         model = build_model(model_name, model_params, resolved.task.data)
+        resume_from = self._checkpoint_to_resume(trial)
         if resolved.spec.lr_finder:
-            suggested = find_lr(model, resolved.task, config).suggested
+            suggested = trial.user_attrs.get("lr_finder.suggested") or find_lr(model, resolved.task, config).suggested
             trial.set_user_attr("lr_finder.suggested", suggested)
             self.echo(f"Trial {trial.number}: LR range test suggests lr={suggested:.3g}")
             config = config.with_overrides({"lr": suggested})
         meter = FlopsMeter(model)
+        trainer = Trainer(model, resolved.task, config, [], meter)
         records: list[EpochRecord] = []
-        result: FitResult | None = None
 
         def on_epoch_end(record: EpochRecord) -> None:
             records.append(record)
@@ -53,38 +80,84 @@ class Objective:
             value = record.value(metric)
             trial.report(value, record.epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned by the {resolved.spec.pruner} pruner at epoch {record.epoch}: {metric}={value:.4g}")
+                raise optuna.TrialPruned(f"pruned by the {spec.pruner} pruner at epoch {record.epoch}: {metric}={value:.4g}")
 
-        shown = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-        self.echo(f"Trial {trial.number}: {shown}")
-        prune_reason = None
-        trainer = Trainer(model, resolved.task, config, [on_epoch_end], meter)
+        trainer.callbacks.append(on_epoch_end)
+        result: FitResult | None = None
+        reason: tuple[str, str] | None = None
         try:
-            result = trainer.fit()
+            if resume_from is not None:
+                records.extend(self._resume(trial, resume_from))
+            result = trainer.fit(resume_from=resume_from)
         except DivergenceError as error:
-            prune_reason = error.reason
+            reason = ("prune_reason", error.reason)
             raise optuna.TrialPruned(error.reason) from None
         except optuna.TrialPruned as error:
-            prune_reason = str(error)
+            reason = ("prune_reason", str(error))
+            raise
+        except Interrupted as error:
+            reason = ("fail_reason", f"interrupted by {error.signal_name} after {len(records)} epochs")
+            raise
+        except Exception as error:
+            reason = ("fail_reason", f"{type(error).__name__}: {error}")
+            self.echo(traceback.format_exc().rstrip())
             raise
         finally:
-            stats = meter.stats()
-            attrs = {
-                "params.count": count_parameters(model),
-                "epochs_run": len(records),
-                "lr_history": [r.lr for r in records],
-                "precision": trainer.precision,
-                **stats.as_user_attrs(),
-            }
-            if records:
-                attrs["checkpoint"] = str(trainer.checkpoints.last_path)
-            if result is not None and result.lr_reductions:
-                attrs["lr_reductions"] = result.lr_reductions
-            if prune_reason is not None:
-                attrs["prune_reason"] = prune_reason
-                self.echo(f"Trial {trial.number} pruned: {prune_reason}")
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            if records:
-                self.echo(stats.format_block())
+            self._record(trial, trainer, model, meter, records, result, reason)
         return records[-1].value(metric)
+
+    def _checkpoint_to_resume(self, trial: optuna.Trial) -> Path | None:
+        """The newest ``last.pt`` among the trials this one retries (none for a fresh trial)."""
+        frozen = self.storage.get_trial(trial._trial_id)
+        for number in reversed(RetryHeartbeatStaleTrialCallback.retry_history(frozen)):
+            path = checkpoint_dir(self.resolved.spec.output_dir, trial.study.study_name, number) / LAST
+            if path.exists():
+                return path
+        return None
+
+    def _resume(self, trial: optuna.Trial, path: Path) -> list[EpochRecord]:
+        """Carry the killed trial's finished epochs over to this one, without training them again.
+
+        The retry inherited the intermediate values the killed trial reported; an epoch it
+        checkpointed but had not yet reported is reported here.
+        """
+        restored = checkpoint_records(path)
+        reported = self.storage.get_trial(trial._trial_id).intermediate_values
+        for record in restored:
+            self.epoch_table.write(trial._trial_id, record.as_row())
+            if record.epoch not in reported:
+                trial.report(record.value(self.resolved.spec.metric), record.epoch)
+        trial.set_user_attr("resumed_from", {"checkpoint": str(path), "epoch": len(restored)})
+        self.echo(f"Trial {trial.number}: resuming from {path} after epoch {len(restored)}")
+        return restored
+
+    def _record(
+        self,
+        trial: optuna.Trial,
+        trainer: Trainer,
+        model: torch.nn.Module,
+        meter: FlopsMeter,
+        records: list[EpochRecord],
+        result: FitResult | None,
+        reason: tuple[str, str] | None,
+    ) -> None:
+        """Set the trial's user attributes and print its FLOPs block."""
+        stats = meter.stats()
+        attrs = {
+            "params.count": count_parameters(model),
+            "epochs_run": len(records),
+            "lr_history": [r.lr for r in records],
+            "precision": trainer.precision,
+            **stats.as_user_attrs(),
+        }
+        if records and trainer.checkpoints is not None:
+            attrs["checkpoint"] = str(trainer.checkpoints.last_path)
+        if result is not None and result.lr_reductions:
+            attrs["lr_reductions"] = result.lr_reductions
+        if reason is not None:
+            attrs[reason[0]] = reason[1]
+            self.echo(f"Trial {trial.number} {'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}")
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if stats.forward_passes:
+            self.echo(stats.format_block())

@@ -4,26 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.search.errors import UsageError
 from hpsearch.search.objective import Objective
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.spec import ResolvedSpec, StudySpec
-from hpsearch.storage.engine import open_optuna_storage
+from hpsearch.storage.engine import QueuedRDBStorage, QueueEmpty, open_optuna_storage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 
 SPEC_ATTR = "hpsearch.spec"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Optuna's RDB heartbeat: a trial silent for ``grace_period`` seconds is failed and retried."""
+
+    interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
 
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """What one ``Orchestrator.run`` did."""
+    """What one run of the trial loop did."""
 
     study: optuna.Study
     storage_url: str
@@ -31,68 +42,135 @@ class SearchOutcome:
     trials_failed: int
 
 
-def open_study(url: str) -> Any:
-    """An Optuna storage on ``url``; an unreachable database is a ``UsageError`` naming it."""
+def open_storage(url: str, heartbeat: Heartbeat | None = None) -> QueuedRDBStorage:
+    """An Optuna storage on ``url``; an unreachable database is a ``UsageError`` naming it.
+
+    With ``heartbeat``, trials of a killed worker are failed after the grace period and queued
+    again, keeping their intermediate values so the retry can resume from the checkpoint.
+    """
     import sqlalchemy.exc
 
+    options = {}
+    if heartbeat is not None:
+        options = {
+            "heartbeat_interval": heartbeat.interval,
+            "grace_period": heartbeat.grace_period,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                max_retry=heartbeat.max_retry, inherit_intermediate_values=True
+            ),
+        }
     try:
-        return open_optuna_storage(url)
+        return open_optuna_storage(url, **options)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
         raise UsageError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
 
 
+def load_spec(study: optuna.Study) -> StudySpec:
+    """The search specification stored with a study by ``hpsearch`` or ``hpsearch create``."""
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        raise UsageError(f"study {study.study_name!r} was not created by hpsearch; create it with hpsearch create")
+    return StudySpec.from_json(stored)
+
+
 class Orchestrator:
     """Creates or loads the study for a ``ResolvedSpec`` and runs its trials."""
 
-    def __init__(self, resolved: ResolvedSpec, echo: Callable[[str], None] = tqdm.write, progress: bool = True) -> None:
+    def __init__(
+        self,
+        resolved: ResolvedSpec,
+        echo: Callable[[str], None] = tqdm.write,
+        progress: bool = True,
+        heartbeat: Heartbeat = Heartbeat(),
+    ) -> None:
         self.resolved = resolved
         self.spec: StudySpec = resolved.spec
         self.storage_url = resolve_storage_url(self.spec.storage, self.spec.output_dir)
         self.echo = echo
         self.progress = progress
+        self.heartbeat = heartbeat
+        self.storage: QueuedRDBStorage | None = None
 
-    def run(self) -> SearchOutcome:
-        resolved, spec = self.resolved, self.spec
-        Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
-        storage = open_study(self.storage_url)
-        seed = resolved.train_config.seed
+    @property
+    def is_grid(self) -> bool:
+        return self.resolved.sampler == "grid"
+
+    def open(self) -> optuna.Study:
+        """Create the study, or load it if it holds the same search."""
+        Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
+        self.storage = open_storage(self.storage_url, self.heartbeat)
         study = optuna.create_study(
-            study_name=spec.name,
-            storage=storage,
-            sampler=make_sampler(resolved.sampler, seed),
-            pruner=make_pruner(spec.pruner, resolved.train_config.epochs),
-            direction=resolved.direction,
+            study_name=self.spec.name,
+            storage=self.storage,
+            sampler=make_sampler(self.resolved.sampler, self.resolved.train_config.seed),
+            pruner=make_pruner(self.spec.pruner, self.resolved.train_config.epochs),
+            direction=self.resolved.direction,
             load_if_exists=True,
         )
         self._claim(study)
-        n_trials = self._queue_grid(study) if resolved.sampler == "grid" else resolved.n_trials
-        if resolved.sampler == "grid" and spec.n_trials is not None:
-            n_trials = min(n_trials, spec.n_trials)
-        if n_trials == 0:
-            self.echo(f"Study {spec.name!r}: every grid point has already run; nothing to do.")
-            return SearchOutcome(study, self.storage_url, 0, 0)
+        return study
 
+    def create(self, n_trials: int | None) -> tuple[optuna.Study, int]:
+        """Open the study and queue its work; return the study and how many trials wait.
+
+        A grid queues every point not yet finished, queued or running. A sampled study queues
+        ``n_trials`` parameterless trials whose values the sampler fills in when a worker
+        takes one: Optuna hands each WAITING trial to exactly one worker, so workers share a
+        budget exactly, which counting finished trials cannot do without a race.
+        """
+        study = self.open()
+        if self.is_grid:
+            queued = self._queue_grid(study)
+            return study, queued if n_trials is None else min(queued, n_trials)
+        waiting = self._waiting(study)
+        for _ in range((n_trials or 0) - waiting):
+            study.enqueue_trial({})
+        return study, max(waiting, n_trials or 0)
+
+    def run(self) -> SearchOutcome:
+        """Create or resume the study and run its trials in this process."""
+        study, planned = self.create(self.resolved.n_trials)
+        if planned == 0:
+            self.echo(f"Study {self.spec.name!r}: every grid point has already run; nothing to do.")
+            return SearchOutcome(study, self.storage_url, 0, 0)
+        return self.work(study, planned)
+
+    def work(self, study: optuna.Study, n_trials: int | None = None) -> SearchOutcome:
+        """The worker loop: run queued trials until none waits, or ``n_trials`` of them.
+
+        Trials left RUNNING by a killed worker are failed and queued again first.
+        """
+        assert self.storage is not None, "open() the study first"
+        optuna.storages.fail_stale_trials(study)
         epoch_table = EpochMetricsTable(self.storage_url)
-        bar = tqdm(total=n_trials, desc=spec.name, unit="trial", disable=not self.progress)
+        bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=not self.progress)
         finished: list[TrialState] = []
 
-        def on_trial_end(_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        def on_trial_end(_study: optuna.Study, trial: FrozenTrial) -> None:
             finished.append(trial.state)
             bar.update(1)
 
+        self.storage.queue_only = True
         try:
             study.optimize(
-                Objective(resolved, epoch_table, self.echo),
+                Objective(self.resolved, epoch_table, self.storage, self.echo),
                 n_trials=n_trials,
-                timeout=spec.timeout,
+                timeout=self.spec.timeout,
                 catch=(Exception,),
-                callbacks=[on_trial_end, self._stop_when_grid_done],
+                callbacks=[on_trial_end],
             )
+        except QueueEmpty:
+            pass  # the queue is done; past it a grid would repeat a point, a budget would overrun
         finally:
+            self.storage.queue_only = False
             bar.close()
             epoch_table.close()
         return SearchOutcome(study, self.storage_url, len(finished), finished.count(TrialState.FAIL))
+
+    @staticmethod
+    def _waiting(study: optuna.Study) -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def _claim(self, study: optuna.Study) -> None:
         """Store the spec with a new study; refuse to resume one that holds another search."""
@@ -112,20 +190,16 @@ class Orchestrator:
     def _queue_grid(self, study: optuna.Study) -> int:
         """Enqueue every grid point not yet finished, queued or running; return how many wait."""
         taken = []
+        waiting = 0
         for trial in study.get_trials(deepcopy=False):
-            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+            if trial.state == TrialState.WAITING:
+                waiting += 1
+                # An enqueued point carries fixed_params; a heartbeat retry carries params.
+                taken.append(trial.system_attrs.get("fixed_params") or trial.params)
+            elif trial.state in (*FINISHED, TrialState.RUNNING):
                 taken.append(trial.params)
-            elif trial.state == TrialState.WAITING:
-                taken.append(trial.system_attrs.get("fixed_params", {}))
-        waiting = sum(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
         for point in self.resolved.sweep.grid_points():
             if point not in taken:
                 study.enqueue_trial(point)
                 waiting += 1
         return waiting
-
-    def _stop_when_grid_done(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        # Another worker may have taken the last queued point; sampling past the grid would
-        # run a point twice.
-        if self.resolved.sampler == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.stop()

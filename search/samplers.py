@@ -32,8 +32,9 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """The Optuna pruner called ``name``, sized for ``epochs`` reports per trial.
 
-    ``median`` (the default) waits for 4 finished trials and 1 epoch before it prunes, so a
-    small grid is never judged on one or two runs.
+    ``median`` (the default) prunes a trial whose epoch value is worse than the median of
+    earlier trials at the same epoch, from the first epoch on, once 4 trials have finished:
+    a small grid is never judged on one or two runs.
     """
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)

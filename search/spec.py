@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,16 +168,21 @@ def _check_storage(spec: StudySpec) -> None:
 
 
 def _check_output_dir(path: Path) -> None:
-    """The output directory must exist and be writable, or be creatable."""
+    """The output directory must exist and be writable, or be creatable.
+
+    Writability is probed with a temporary file, because ``os.access`` answers yes to root
+    even where the filesystem refuses (``/proc``, read-only mounts).
+    """
     existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
+    while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
         raise UsageError(f"output directory {path}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory {path} is not writable; choose another with --output-dir")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise UsageError(f"output directory {path} is not writable; choose another with --output-dir") from None
 
 
 def _check_models_build(resolved: ResolvedSpec) -> None:

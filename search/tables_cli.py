@@ -18,7 +18,14 @@ from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.results import format_results_table
 from hpsearch.storage.engine import engine_options
-from hpsearch.storage.export import EXPORT_FORMATS, ExportError, export_study, find_study, read_connection, study_summaries
+from hpsearch.storage.export import (
+    EXPORT_FORMATS,
+    ExportError,
+    export_study,
+    find_study,
+    read_connection,
+    study_summaries,
+)
 from hpsearch.storage.urls import StorageURLError, mask_password, resolve_storage_url
 
 T = TypeVar("T")

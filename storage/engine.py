@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
+from datetime import datetime
+from typing import Any, Sequence
 
 import optuna
 import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 
 from hpsearch.storage.urls import parse_storage_url
@@ -57,8 +59,55 @@ def create_engine(url: str) -> Engine:
     return sqlalchemy.create_engine(sa_url, **kwargs)
 
 
-def open_optuna_storage(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
-    """An Optuna ``RDBStorage`` on ``url`` (extra ``kwargs`` go to ``RDBStorage``, e.g. heartbeats)."""
+class QueueEmpty(Exception):
+    """A worker asked for a trial while ``queue_only`` was set and no trial was waiting."""
+
+
+# Optuna's own ``trials`` table, only the columns the take touches; the types let SQLAlchemy
+# store the state and the timestamp the way Optuna's models do on every dialect.
+_TRIALS = sqlalchemy.table(
+    "trials",
+    sqlalchemy.column("trial_id", sqlalchemy.Integer),
+    sqlalchemy.column("state", sqlalchemy.Enum(TrialState)),
+    sqlalchemy.column("datetime_start", sqlalchemy.DateTime),
+)
+
+
+class QueuedRDBStorage(optuna.storages.RDBStorage):
+    """``RDBStorage`` whose trial queue hands each WAITING trial to exactly one worker.
+
+    Optuna takes a queued trial by reading its state and then writing RUNNING; SQLite
+    ignores ``SELECT ... FOR UPDATE``, so two workers could both take it. Here the take is
+    one conditional ``UPDATE``, atomic on SQLite and PostgreSQL alike.
+
+    With ``queue_only`` set, ``Study.ask`` either takes a WAITING trial or raises
+    ``QueueEmpty``; it never starts a fresh one. Queued trials and heartbeat retries are
+    created from a template and are always allowed.
+    """
+
+    queue_only: bool = False
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        take = (
+            sqlalchemy.update(_TRIALS)
+            .where(_TRIALS.c.trial_id == trial_id, _TRIALS.c.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+        )
+        with self.engine.begin() as connection:
+            return connection.execute(take).rowcount == 1
+
+    # Optuna's caching layer creates trials through this private method, not create_new_trial;
+    # tests/search/test_workers.py fails if a future Optuna changes that.
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        if self.queue_only and template_trial is None:
+            raise QueueEmpty("no trial is waiting in the queue")
+        return super()._create_new_trial(study_id, template_trial)
+
+
+def open_optuna_storage(url: str, **kwargs: Any) -> QueuedRDBStorage:
+    """An Optuna storage on ``url`` (extra ``kwargs`` go to ``RDBStorage``, e.g. heartbeats)."""
     prepare_sqlite(url)
     sa_url, engine_kwargs = engine_options(url)
-    return optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, **kwargs)
+    return QueuedRDBStorage(sa_url, engine_kwargs=engine_kwargs, **kwargs)

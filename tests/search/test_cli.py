@@ -56,7 +56,7 @@ def test_seed_command_runs_the_grid_and_resumes_without_repeating(tmp_path, run_
     out = first.stdout
     assert "Epoch 01 | Train Loss:" in out and "| Val Acc:" in out and "| LR:" in out
     assert f"optuna-dashboard sqlite:///{db}" in out
-    table = out[out.index("number") :]
+    table = out[out.index("trial    state") :]
     best = min(trials, key=lambda t: t["value"])
     assert table.splitlines()[1].split()[0] == str(best["number"])  # best trial first
 
@@ -137,7 +137,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, run_hps
     args, message = BAD_INPUTS[case]
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = run_hpsearch(*args, *TINY, cwd=workdir)
+    result = run_hpsearch(*TINY, *args, cwd=workdir)  # args last: they win over TINY's --epochs
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
