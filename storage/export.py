@@ -31,8 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.distributions import json_to_distribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    json_to_distribution,
+)
 from sqlalchemy.engine import Connection
 
 from hpsearch.storage import epoch_metrics as em

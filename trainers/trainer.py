@@ -65,6 +65,11 @@ class _Progress:
     lr_reductions: list[str] = field(default_factory=list)
 
 
+def checkpoint_records(path: str | Path) -> list[EpochRecord]:
+    """The epoch records saved in a trainer checkpoint, without loading it into a model."""
+    return [EpochRecord(**r) for r in load_checkpoint(path)["progress"]["records"]]
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's global generators, so model init and dropout repeat exactly on CPU."""
     torch.manual_seed(seed)

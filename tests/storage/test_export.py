@@ -21,8 +21,8 @@ from hpsearch.storage import (
     study_summaries,
     trials_frame,
 )
-from hpsearch.storage.epoch_metrics import has_table
 from hpsearch.storage.engine import create_engine
+from hpsearch.storage.epoch_metrics import has_table
 from hpsearch.storage.export import file_ready
 from hpsearch.trainers.records import EpochRecord
 
