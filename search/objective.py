@@ -12,10 +12,10 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 
 from hpsearch.models import build_model
 from hpsearch.search.signals import Interrupted
-from hpsearch.search.spec import ResolvedSpec
+from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.trainers.checkpoints import LAST
-from hpsearch.trainers.flops import FlopsMeter
+from hpsearch.trainers.flops import FlopsMeter, meta_forward_flops
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
 from hpsearch.trainers.trainer import (
@@ -61,6 +61,8 @@ class Objective:
         own_checkpoints = checkpoint_dir(spec.output_dir, trial.study.study_name, trial.number)
         config = resolved.train_config.with_overrides({**trainer_params, "checkpoint_dir": str(own_checkpoints)})
         self.echo(f"Trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in trial.params.items()))
+        if spec.max_flops is not None or spec.max_params is not None:
+            self._check_budget(trial, model_name, model_params)
         seed_everything(config.seed)
         model = build_model(model_name, model_params, resolved.task.data)
         resume_from = self._checkpoint_to_resume(trial)
@@ -77,6 +79,8 @@ class Objective:
             records.append(record)
             self.echo(format_epoch_line(record))
             self.epoch_table.write(trial._trial_id, record.as_row())
+            if resolved.multi_objective:
+                return  # Optuna takes no intermediate values from multi-objective trials
             value = record.value(metric)
             trial.report(value, record.epoch)
             if trial.should_prune():
@@ -103,8 +107,37 @@ class Objective:
             self.echo(traceback.format_exc().rstrip())
             raise
         finally:
-            self._record(trial, trainer, model, meter, records, result, reason)
-        return records[-1].value(metric)
+            attrs = self._record(trial, trainer, model, meter, records, result, reason)
+        values = [attrs[COST_OBJECTIVES[g.name]] if g.is_cost else records[-1].value(g.name) for g in resolved.goals]
+        return values if resolved.multi_objective else values[0]
+
+    def _check_budget(self, trial: optuna.Trial, model_name: str, model_params: dict[str, object]) -> None:
+        """Reject a configuration over ``--max-flops``/``--max-params`` before anything is trained.
+
+        The model is built and counted on the meta device; the excess goes to the sampler as
+        Optuna constraints, so it learns to avoid the region.
+        """
+        spec, task = self.resolved.spec, self.resolved.task
+        with torch.device("meta"):
+            model = build_model(model_name, model_params, task.data)
+        sample = torch.zeros((1, *task.train[0].shape[1:]), dtype=task.train[0].dtype, device="meta")
+        flops, params = meta_forward_flops(model, sample), count_parameters(model)
+        over = [
+            (name, value, limit)
+            for name, value, limit in (("flops per sample", flops, spec.max_flops), ("params", params, spec.max_params))
+            if limit is not None and value > limit
+        ]
+        trial.set_user_attr("budget", {"flops_per_sample": flops, "params": params})
+        trial.set_user_attr(
+            "constraints",
+            [flops - spec.max_flops if spec.max_flops else 0.0, params - spec.max_params if spec.max_params else 0.0],
+        )
+        if over:
+            reason = "over budget: " + ", ".join(f"{name} {value:,.0f} > {limit:,.0f}" for name, value, limit in over)
+            trial.set_user_attr("prune_reason", reason)
+            trial.set_user_attr("epochs_run", 0)
+            self.echo(f"Trial {trial.number} pruned: {reason}")
+            raise optuna.TrialPruned(reason)
 
     def _checkpoint_to_resume(self, trial: optuna.Trial) -> Path | None:
         """The newest ``last.pt`` among the trials this one retries (none for a fresh trial)."""
@@ -140,8 +173,8 @@ class Objective:
         records: list[EpochRecord],
         result: FitResult | None,
         reason: tuple[str, str] | None,
-    ) -> None:
-        """Set the trial's user attributes and print its FLOPs block."""
+    ) -> dict[str, object]:
+        """Set the trial's user attributes, print its FLOPs block, and return the attributes."""
         stats = meter.stats()
         attrs = {
             "params.count": count_parameters(model),
@@ -161,3 +194,4 @@ class Objective:
             trial.set_user_attr(key, value)
         if stats.forward_passes:
             self.echo(stats.format_block())
+        return attrs

@@ -66,6 +66,15 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> QueuedRDBStora
         raise UsageError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
 
 
+def budget_constraints(trial: FrozenTrial) -> list[float]:
+    """Optuna's constraint values for a trial (feasible when every value is <= 0).
+
+    The objective stores them as ``constraints`` before training; a trial that failed before
+    that counts as feasible rather than teaching the sampler a false boundary.
+    """
+    return list(trial.user_attrs.get("constraints", [0.0, 0.0]))
+
+
 def load_spec(study: optuna.Study) -> StudySpec:
     """The search specification stored with a study by ``hpsearch`` or ``hpsearch create``."""
     stored = study.user_attrs.get(SPEC_ATTR)
@@ -100,12 +109,15 @@ class Orchestrator:
         """Create the study, or load it if it holds the same search."""
         Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
         self.storage = open_storage(self.storage_url, self.heartbeat)
+        resolved = self.resolved
+        budgeted = resolved.spec.max_flops is not None or resolved.spec.max_params is not None
         study = optuna.create_study(
             study_name=self.spec.name,
             storage=self.storage,
-            sampler=make_sampler(self.resolved.sampler, self.resolved.train_config.seed),
-            pruner=make_pruner(self.spec.pruner, self.resolved.train_config.epochs),
-            direction=self.resolved.direction,
+            sampler=make_sampler(resolved.sampler, resolved.train_config.seed, budget_constraints if budgeted else None),
+            # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
+            pruner=make_pruner("none" if resolved.multi_objective else self.spec.pruner, resolved.train_config.epochs),
+            directions=resolved.directions,
             load_if_exists=True,
         )
         self._claim(study)
@@ -178,6 +190,7 @@ class Orchestrator:
         if stored is None:
             study.set_user_attr(SPEC_ATTR, self.spec.to_json())
             study.set_user_attr("hpsearch.metric", self.spec.metric)
+            study.set_metric_names([goal.name for goal in self.resolved.goals])
             return
         previous = StudySpec.from_json(stored)
         if previous.identity() != self.spec.identity() or previous.metric != self.spec.metric:

@@ -62,8 +62,10 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
     taken = {"trial", "state", "epochs", "seconds", *params}
     objectives = [f"{name} (value)" if name in taken else name for name in _objective_names(study, metric_name)]
 
+    # Optuna's own Pareto front, marked for multi-objective studies.
+    front = {t.number for t in study.best_trials} if len(study.directions) > 1 else set()
     rows = []
-    for trial in _ranked(study, trials):
+    for trial in sorted(_ranked(study, trials), key=lambda t: t.number not in front):
         row = {"trial": str(trial.number), "state": trial.state.name}
         row |= {name: _format(trial.params.get(name), 4) for name in params}
         values = trial.values or [None] * len(objectives)
@@ -71,7 +73,8 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
         row["epochs"] = _format(trial.user_attrs.get("epochs_run"), 6)
         duration = trial.duration
         row["seconds"] = MISSING if duration is None else f"{duration.total_seconds():.1f}"
+        row["pareto"] = "*" if trial.number in front else ""
         rows.append(row)
     # Every cell is already text; to_string only aligns (numbers and text alike to the right).
-    columns = ["trial", "state", *params, *objectives, "epochs", "seconds"]
+    columns = ["trial", "state", *params, *objectives, "epochs", "seconds", *(["pareto"] if front else [])]
     return pd.DataFrame(rows, columns=columns).to_string(index=False)

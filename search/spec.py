@@ -42,6 +42,10 @@ class StudySpec:
     pruner: str = "median"
     metric: str = "val_loss"
     direction: str | None = None
+    objectives: tuple[str, ...] = ()
+    max_flops: float | None = None
+    max_params: int | None = None
+    plugins: tuple[str, ...] = ()
     n_trials: int | None = None
     timeout: float | None = None
     output_dir: str = "."
@@ -54,7 +58,13 @@ class StudySpec:
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to resume a study rather than start another."""
-        return {"models": list(self.models), "sweep": list(self.sweep), "task": self.task, "task_options": self.task_options}
+        return {
+            "models": list(self.models),
+            "sweep": list(self.sweep),
+            "task": self.task,
+            "task_options": self.task_options,
+            "objectives": list(self.objectives),
+        }
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -64,9 +74,26 @@ class StudySpec:
     @classmethod
     def from_json(cls, text: str) -> "StudySpec":
         data = json.loads(text)
-        data["models"] = tuple(data["models"])
-        data["sweep"] = tuple(data["sweep"])
+        for key in ("models", "sweep", "objectives", "plugins"):
+            data[key] = tuple(data.get(key, ()))
         return cls(**data)
+
+
+# Objectives that are costs of the model rather than metrics of its training, and the user
+# attribute each is read from.
+COST_OBJECTIVES = {"flops": "flops.per_sample_forward", "params": "params.count"}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One value the study optimizes: a metric of the last epoch, or a cost of the model."""
+
+    name: str
+    direction: str
+
+    @property
+    def is_cost(self) -> bool:
+        return self.name in COST_OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -79,8 +106,16 @@ class ResolvedSpec:
     task: Task
     train_config: TrainConfig
     sampler: str
-    direction: str
+    goals: tuple[Goal, ...]
     n_trials: int | None
+
+    @property
+    def directions(self) -> list[str]:
+        return [goal.direction for goal in self.goals]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.goals) > 1
 
 
 def resolve(spec: StudySpec) -> ResolvedSpec:
@@ -139,15 +174,38 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.metric_directions}
     if spec.metric not in metrics:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
-    direction = spec.direction or metrics[spec.metric]
-    if direction not in ("minimize", "maximize"):
-        raise UsageError(f"--direction must be minimize or maximize (got {direction!r})")
+    if spec.direction not in (None, "minimize", "maximize"):
+        raise UsageError(f"--direction must be minimize or maximize (got {spec.direction!r})")
+    goals = _goals(spec, metrics)
+    for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):
+        if limit is not None and limit <= 0:
+            raise UsageError(f"{name} must be positive (got {limit:g})")
 
     _check_storage(spec)
     _check_output_dir(Path(spec.output_dir))
-    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, direction, n_trials)
+    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials)
     _check_models_build(resolved)
     return resolved
+
+
+def _goals(spec: StudySpec, metrics: dict[str, str]) -> tuple[Goal, ...]:
+    """The study's objectives: ``--objectives`` items (``name`` or ``name:direction``), else ``--metric``."""
+    if not spec.objectives:
+        return (Goal(spec.metric, spec.direction or metrics[spec.metric]),)
+    known = {**metrics, **{name: "minimize" for name in COST_OBJECTIVES}}
+    goals = []
+    for item in spec.objectives:
+        name, _, direction = item.partition(":")
+        if name not in known:
+            raise UsageError(f"unknown objective {name!r}; choose from {', '.join(known)}")
+        if direction not in ("", "minimize", "maximize"):
+            raise UsageError(f"objective {item!r}: the direction must be minimize or maximize")
+        goals.append(Goal(name, direction or known[name]))
+    if len({g.name for g in goals}) < len(goals):
+        raise UsageError(f"--objectives names an objective twice: {','.join(spec.objectives)}")
+    if all(g.is_cost for g in goals):
+        raise UsageError("--objectives needs a training metric besides flops and params, e.g. val_loss,flops")
+    return tuple(goals)
 
 
 def _check_settings(config: TrainConfig) -> None:

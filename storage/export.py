@@ -41,6 +41,7 @@ from optuna.distributions import (
 from sqlalchemy.engine import Connection
 
 from hpsearch.storage import epoch_metrics as em
+from hpsearch.storage.pareto import pareto_mask
 from hpsearch.storage.engine import create_engine
 from hpsearch.storage.urls import mask_password, parse_storage_url
 
@@ -231,7 +232,10 @@ def trials_frame(url: str, study_name: str) -> pd.DataFrame:
         starts = _local_datetimes(trials["datetime_start"].tolist())
         completes = _local_datetimes(trials["datetime_complete"].tolist())
         columns: dict[str, list[Any]] = {"number": trials["number"].tolist()}
-        columns |= _value_columns(connection, study, position)
+        values = _value_columns(connection, study, position)
+        columns |= values
+        if len(study.directions) > 1:
+            columns["pareto"] = _on_front(values, study.directions, trials["state"].tolist())
         columns["datetime_start"] = starts
         columns["datetime_complete"] = completes
         columns["duration"] = [c - s if c is not None and s is not None else None for s, c in zip(starts, completes)]
@@ -241,6 +245,13 @@ def trials_frame(url: str, study_name: str) -> pd.DataFrame:
         columns["state"] = trials["state"].tolist()
     # Built from lists, like trials_dataframe's records, so pandas infers the same dtypes.
     return pd.DataFrame(columns)
+
+
+def _on_front(values: dict[str, list[Any]], directions: tuple[str, ...], states: list[str]) -> list[bool]:
+    """Whether each trial is on the Pareto front of the complete trials (Optuna's best_trials)."""
+    table = np.array([[np.nan if v is None else v for v in column] for column in values.values()], dtype=float).T
+    table[[state != "COMPLETE" for state in states]] = np.nan
+    return pareto_mask(table, [d == "MAXIMIZE" for d in directions]).tolist()
 
 
 def epochs_frame(url: str, study_name: str) -> pd.DataFrame:

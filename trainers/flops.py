@@ -46,6 +46,7 @@ from typing import Counter as CounterT
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 with warnings.catch_warnings():
     # Importing fvcore.nn scripts its loss functions with the deprecated torch.jit.script.
@@ -368,3 +369,15 @@ def _counting_mode(model: nn.Module, inputs: torch.Tensor) -> Iterator[None]:
         finally:
             for module, mode in modes:
                 module.training = mode
+
+
+def meta_forward_flops(model: nn.Module, sample: torch.Tensor) -> int:
+    """Matrix-product FLOPs of one forward pass, for a model and input on the meta device.
+
+    Nothing is allocated or computed, so a budget can be checked before a model exists for
+    real. fvcore's tracer cannot run on meta tensors, so this uses FlopCounterMode, which
+    counts the same matrix products (the meter's extra elementwise field work is left out).
+    """
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(sample)
+    return int(counter.get_total_flops())
