@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from torch import nn
 
-from hpsearch.models.schema import HyperParam
+from hpsearch.models.schema import HyperParam, resolve_values
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,37 @@ class ModelSpec:
         return next((p for p in self.params if p.name == name), None)
 
     def resolve(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults with every override applied on top; an unknown name is an error.
-
-        This is the only place defaults and chosen values meet, so a swept value can never be
-        replaced by a default.
-        """
-        unknown = sorted(set(overrides) - {p.name for p in self.params})
-        if unknown:
-            raise ValueError(f"model {self.name!r} has no hyperparameter {', '.join(unknown)}")
-        return {p.name: p.validate(overrides[p.name]) if p.name in overrides else p.default for p in self.params}
+        """Defaults with every override applied on top; an unknown name is an error."""
+        return resolve_values(self.params, overrides, f"model {self.name!r}", "hyperparameter")
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (models, tasks): add once, look up, list by name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> T:
+        if name in self._entries:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(sorted(self._entries))}") from None
+
+    def all(self) -> list[T]:
+        return [self._entries[n] for n in sorted(self._entries)]
+
+
+_MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(
@@ -66,24 +85,17 @@ def register_model(
     input_kind: str = "tokens",
 ) -> ModelSpec:
     """Add a model to the registry; a name already taken is an error."""
-    if name in _REGISTRY:
-        raise ValueError(f"a model named {name!r} is already registered")
-    spec = ModelSpec(name, build, tuple(params), description, input_kind)
-    _REGISTRY[name] = spec
-    return spec
+    return _MODELS.add(name, ModelSpec(name, build, tuple(params), description, input_kind))
 
 
 def get_model(name: str) -> ModelSpec:
     """The registered model called ``name`` (``KeyError`` naming the known ones if absent)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None
+    return _MODELS.get(name)
 
 
 def list_models() -> list[ModelSpec]:
     """Every registered model, by name."""
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    return _MODELS.all()
 
 
 def build_model(name: str, hparams: Mapping[str, Any], data: DataSpec) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 ParamKind = Literal["int", "float", "bool", "choice", "str"]
 
@@ -96,3 +96,15 @@ class HyperParam:
         if self.high is not None and value > self.high:
             raise ValueError(f"{self.name}: {value} is above the maximum {self.high:g}")
         return value
+
+
+def resolve_values(params: Sequence[HyperParam], overrides: Mapping[str, Any], owner: str, noun: str) -> dict[str, Any]:
+    """Every parameter's default with ``overrides`` validated and applied on top.
+
+    This is the only place defaults meet chosen values, so a swept value can never be
+    replaced by a default. An override ``params`` lacks is an error naming ``owner``.
+    """
+    unknown = sorted(set(overrides) - {p.name for p in params})
+    if unknown:
+        raise ValueError(f"{owner} has no {noun} {', '.join(unknown)}")
+    return {p.name: p.validate(overrides[p.name]) if p.name in overrides else p.default for p in params}

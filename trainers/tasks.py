@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hpsearch.models import DataSpec, HyperParam
+from hpsearch.models.registry import Registry
+from hpsearch.models.schema import resolve_values
 
 
 @dataclass(frozen=True)
@@ -42,35 +44,28 @@ class TaskSpec:
     description: str = ""
 
     def resolve(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(overrides) - {o.name for o in self.options})
-        if unknown:
-            raise ValueError(f"task {self.name!r} has no option {', '.join(unknown)}")
-        return {o.name: o.validate(overrides[o.name]) if o.name in overrides else o.default for o in self.options}
+        """Defaults with every option given applied on top; an unknown option is an error."""
+        return resolve_values(self.options, overrides, f"task {self.name!r}", "option")
 
 
-_TASKS: dict[str, TaskSpec] = {}
+_TASKS: Registry[TaskSpec] = Registry("task")
 
 
 def register_task(
     name: str, build: Callable[..., Task], options: tuple[HyperParam, ...] | list[HyperParam], description: str = ""
 ) -> TaskSpec:
     """Add a task to the registry; a name already taken is an error."""
-    if name in _TASKS:
-        raise ValueError(f"a task named {name!r} is already registered")
-    spec = TaskSpec(name, build, tuple(options), description)
-    _TASKS[name] = spec
-    return spec
+    return _TASKS.add(name, TaskSpec(name, build, tuple(options), description))
 
 
 def get_task(name: str) -> TaskSpec:
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}") from None
+    """The registered task called ``name`` (``KeyError`` naming the known ones if absent)."""
+    return _TASKS.get(name)
 
 
 def list_tasks() -> list[TaskSpec]:
-    return [_TASKS[n] for n in sorted(_TASKS)]
+    """Every registered task, by name."""
+    return _TASKS.all()
 
 
 def build_task(name: str, options: Mapping[str, Any]) -> Task:

@@ -158,9 +158,11 @@ def test_param_looks_up_by_name() -> None:
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModelSpec]:
     """A copy of the registry that tests may add to without leaking models into others."""
-    scratch = dict(registry._REGISTRY)
-    monkeypatch.setattr(registry, "_REGISTRY", scratch)
-    return scratch
+    scratch = registry.Registry[ModelSpec]("model")
+    for spec in registry.list_models():
+        scratch.add(spec.name, spec)
+    monkeypatch.setattr(registry, "_MODELS", scratch)
+    return {spec.name: spec for spec in scratch.all()}
 
 
 def test_registering_a_taken_name_is_an_error(scratch_registry: dict[str, ModelSpec]) -> None:
