@@ -8,6 +8,7 @@ from typing import Any, NoReturn, Sequence
 from hpsearch.search.errors import UsageError
 from hpsearch.trainers.config import TrainConfig
 from hpsearch.trainers.hardware import DEVICES, PRECISIONS
+from hpsearch.trainers.tasks import list_tasks
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -55,11 +56,24 @@ TRAIN_OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("deterministic", {"action": "store_true", "default": None}, "torch deterministic algorithms"),
     ("seed", {"type": int}, "seed for model init, data order and samplers"),
 )
+# (task option, type, help): the flags of every built-in task's options. A flag reaches the
+# task only when given, and a flag the chosen task has no option for is an error; the help
+# lists the tasks that take each one, with their defaults, from the task registry.
 TASK_OPTIONS: tuple[tuple[str, type, str], ...] = (
-    ("dataset_size", int, "examples in a synthetic task (default 4000, 20%% for validation)"),
-    ("seq_len", int, "tokens per example (default 32)"),
-    ("vocab_size", int, "token ids (default 32)"),
-    ("num_classes", int, "labels (default 4)"),
+    ("dataset_size", int, "examples in a generated task, 20%% of them for validation"),
+    ("seq_len", int, "tokens per example"),
+    ("vocab_size", int, "token ids"),
+    ("num_classes", int, "labels"),
+    ("data_seed", int, "seed of the generated data"),
+    ("digits", int, "digits of each operand"),
+    ("data", str, "the CSV file, one row per time step (in a study file: relative to the file)"),
+    ("target", str, "the numeric column to forecast"),
+    ("features", str, "the inputs: target (the target column alone) or all (every numeric column)"),
+    ("window", int, "time steps the model sees"),
+    ("horizon", int, "time steps it forecasts"),
+    ("stride", int, "time steps between the starts of consecutive windows"),
+    ("val_fraction", float, "share of the rows, after the training part, for validation"),
+    ("test_fraction", float, "share of the last rows held out for testing"),
 )
 # The CLI's own defaults where they differ from TrainConfig's library defaults.
 CLI_TRAIN_DEFAULTS = {"precision": "fp32", "device": "auto"}
@@ -75,7 +89,26 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("task")
     group.add_argument("--task", default="synthetic_tokens", help="task: data, loss and metric (default: %(default)s)")
     for name, kind, text in TASK_OPTIONS:
-        group.add_argument(*flags(name), dest=name, type=kind, help=text)
+        group.add_argument(*flags(name), dest=name, type=kind, help=f"{text} {_tasks_taking(name)}")
+
+
+def _tasks_taking(option: str) -> str:
+    """``[task: default, ...]`` for every registered task that has ``option``."""
+    found = [(t.name, o.default) for t in list_tasks() for o in t.options if o.name == option]
+    shown = ", ".join(f"{name}: {default!r}" if default != "" else name for name, default in found)
+    return f"[{shown}]".replace("%", "%%")
+
+
+def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
+    """``--plugin MODULE_OR_FILE.py``, repeatable, into ``args.plugins``."""
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        metavar="MODULE_OR_FILE.py",
+        help="import this module or Python file first; its register_model / register_task calls add "
+        "models and tasks (repeatable; installed packages add theirs through the hpsearch.plugins entry points)",
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

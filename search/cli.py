@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import optuna
 
+from hpsearch.models import HyperParam, ModelSpec, list_models
 from hpsearch.search import lr_find_cli, tables_cli, workers
 from hpsearch.search.arguments import (
+    CLI_TRAIN_DEFAULTS,
     ArgumentParser,
+    add_plugin_argument,
     add_task_arguments,
     add_training_arguments,
     flags,
@@ -21,18 +26,23 @@ from hpsearch.search.arguments import (
 from hpsearch.search.dashboard_cli import dashboard_main
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.orchestrator import Orchestrator
+from hpsearch.search.plugins import check_plugin_models, load_plugins, plugin_key, plugin_origin
 from hpsearch.search.report import report_main
 from hpsearch.search.results import format_results_table
 from hpsearch.search.signals import Interrupted, graceful_interrupts
-from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec, resolve
+from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, ResolvedSpec, StudySpec, resolve
+from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.search.workers import add_heartbeat_arguments, describe_queue, heartbeat_from, run_local_workers
 from hpsearch.storage.urls import mask_password
+from hpsearch.trainers.tasks import get_task
 
 EXAMPLES = """\
 examples:
   hpsearch --models tfn_classifier --param_sweep embed_dim:64,128 kernel_type:rbf,compact
   hpsearch --models tfn_classifier transformer_classifier --param-sweep "embed_dim:32,64 lr:1e-3,3e-3"
   hpsearch --models tfn_classifier --param-sweep lr:1e-4..1e-2:log dropout:0..0.3 --n-trials 30
+  hpsearch --plugin my_models.py --models my_model --task csv_timeseries --data ETTh1.csv --target OT
+  hpsearch run studies/tfn_sweep.toml --epochs 1      (a study file; flags override it)
 
 sweep grammar: name:v1,v2,... (a grid when every item is a list), name:low..high[:log]
 (a range; switches to TPE). Sweepable names: the models' hyperparameters (hpsearch models)
@@ -40,6 +50,7 @@ and the trainer's: lr, weight_decay, batch_size, warmup_epochs, min_lr, grad_cli
 label_smoothing.
 
 other commands (each has --help):
+  hpsearch run FILE.toml       the search a study file describes (studies/ has examples)
   hpsearch models              the registered models and their hyperparameters
   hpsearch studies             every study in the storage, with trial counts
   hpsearch trials --study S    a study's trials as a table, best first
@@ -60,11 +71,12 @@ DESCRIPTION = (
 )
 
 
-def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION) -> ArgumentParser:
+def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, models_required: bool = True) -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=description, epilog=EXAMPLES)
     what = parser.add_argument_group("what to search")
-    what.add_argument("--models", nargs="+", required=True, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
+    what.add_argument("--models", nargs="+", required=models_required, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
     what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", default=[], metavar="ITEM", help="sweep items, as separate arguments or one quoted string")
+    add_plugin_argument(what)
     add_task_arguments(parser)
     add_training_arguments(parser)
 
@@ -76,6 +88,10 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION) 
     study.add_argument("--pruner", choices=PRUNERS, default="median", help="performance pruner (default: %(default)s); the divergence guard is always on")
     study.add_argument("--metric", default="val_loss", help="the monitored value, reported every epoch (default: %(default)s)")
     study.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize for losses, maximize for accuracy")
+    study.add_argument("--objectives", type=_comma_list, help="several objectives, e.g. val_loss,flops or val_acc:maximize,params: "
+                       "a multi-objective study (Pareto front); pruners are off there, the divergence guard stays")
+    study.add_argument(*flags("max_flops"), dest="max_flops", type=float, help="reject configurations above this many forward FLOPs per sample, before training")
+    study.add_argument(*flags("max_params"), dest="max_params", type=int, help="reject configurations above this many parameters, before training")
     study.add_argument(*flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
     study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
@@ -84,34 +100,120 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION) 
     return parser
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """The ``StudySpec`` the parsed flags describe; only flags the user gave are kept."""
     train, lr_finder = training_settings(args)
-    return StudySpec(
-        models=tuple(m for arg in args.models for m in arg.split(",") if m),
-        sweep=tuple(args.param_sweep),
-        task=args.task,
-        task_options=task_options(args),
-        train=train,
-        lr_finder=lr_finder,
-        study_name=args.study_name,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        metric=args.metric,
-        direction=args.direction,
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        output_dir=args.output_dir,
-        storage=args.storage,
-    )
+    values: dict[str, Any] = {
+        "models": tuple(m for arg in args.models or () for m in arg.split(",") if m),
+        "sweep": tuple(args.param_sweep),
+        "task_options": task_options(args),
+        "train": train,
+        "lr_finder": lr_finder,
+        "plugins": tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
+    }
+    # Every other field comes from the flag of the same name: a field added to StudySpec
+    # together with its flag needs nothing here (nor in study files, which map fields too).
+    for field in fields(StudySpec):
+        value = getattr(args, field.name, None)
+        if field.name not in values and value is not None:
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    return StudySpec(**values)
+
+
+def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpec:
+    """Load the spec's plugins, then check and resolve it; ``UsageError`` if anything is wrong.
+
+    ``where`` says how the user gave each task option (a flag, or a study file's key), so an
+    error names it; flags by default.
+    """
+    load_plugins(spec.plugins)
+    check_task_options(spec, where or {name: flags(name)[0] for name in spec.task_options})
+    resolved = resolve(spec)
+    check_plugin_models(resolved)
+    return resolved
+
+
+def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
+    """Every task option given must be one of the chosen task's, with a value it allows."""
+    try:
+        task = get_task(spec.task)
+    except KeyError:
+        return  # resolve names the unknown task and the known ones
+    options = {option.name: option for option in task.options}
+    for name, value in spec.task_options.items():
+        given = where.get(name, name)
+        if name not in options:
+            raise UsageError(f"{given}: task {task.name} has no option {name}; its options: {', '.join(options)}")
+        try:
+            options[name].validate(value)
+        except ValueError as error:
+            raise UsageError(f"{given}: {str(error).removeprefix(f'{name}: ')}") from None
 
 
 def search_main(argv: Sequence[str]) -> int:
     """Run the search the flags describe and print the results."""
     args = build_search_parser().parse_args(argv)
+    return run_search(args, spec_from_args(args))
+
+
+def run_main(argv: Sequence[str]) -> int:
+    """``hpsearch run FILE.toml [flags]``: the search a study file describes, flags given on top."""
+    args = build_run_parser().parse_args(argv)
+    study = read_study_file(args.study_file)
+    overrides = overrides_from(spec_from_args(args), given_flags(build_run_parser(), argv))
+    values = merge(merge({"train": dict(CLI_TRAIN_DEFAULTS)}, study.values), overrides)
+    if not values.get("models"):
+        raise UsageError(f"{study.path}: no models; add models = [\"tfn_classifier\"] or pass --models")
+    where = {name: f"{study.path}: [task] {name}" for name in study.values.get("task_options", {})}
+    where |= {name: flags(name)[0] for name in overrides.get("task_options", {})}
+    return run_search(args, StudySpec(**values), where)
+
+
+def build_run_parser() -> ArgumentParser:
+    parser = build_search_parser(
+        prog="hpsearch run",
+        description="Run the search a study file (TOML) describes. Every search flag may follow the file "
+        "and overrides it: --epochs 1 replaces [train] epochs, --models replaces models.",
+        models_required=False,
+    )
+    parser.add_argument("study_file", metavar="FILE.toml", help="the study file (studies/ has examples)")
+    return parser
+
+
+def given_flags(parser: ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations of the flags ``argv`` gives: argparse alone cannot tell them from defaults.
+
+    Every default becomes SUPPRESS, so the namespace holds only what ``argv`` set; this changes
+    ``parser``, so pass a fresh one.
+    """
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def overrides_from(spec: StudySpec, given: set[str]) -> dict[str, Any]:
+    """The fields of ``spec`` (made from flags) that flags in ``given`` set."""
+    flag_of = {"sweep": "param_sweep", "lr_finder": "lr"}
+    overrides: dict[str, Any] = {"train": {k: v for k, v in spec.train.items() if k in given}}
+    for field in fields(StudySpec):
+        if field.name in ("task_options", "train"):
+            continue
+        if flag_of.get(field.name, field.name) in given:
+            overrides[field.name] = getattr(spec, field.name)
+    if spec.task_options:
+        overrides["task_options"] = spec.task_options
+    return overrides
+
+
+def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None) -> int:
+    """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results."""
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
-    resolved = resolve(spec_from_args(args))
+    resolved = prepare(spec, where)
     orchestrator = Orchestrator(resolved, progress=not args.no_progress, heartbeat=heartbeat_from(args))
     with graceful_interrupts():
         outcome = run_local_workers(orchestrator, args.workers) if args.workers > 1 else orchestrator.run()
@@ -133,25 +235,61 @@ def create_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.workers != 1:
         raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker")
-    orchestrator = Orchestrator(resolve(spec_from_args(args)), progress=False, heartbeat=heartbeat_from(args))
+    orchestrator = Orchestrator(prepare(spec_from_args(args)), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(describe_queue(study, planned, orchestrator.storage_url))
     return EXIT_OK
 
 
 def models_main(argv: Sequence[str]) -> int:
-    """``hpsearch models``: every registered model with its hyperparameters."""
-    from hpsearch.models import list_models
-
-    ArgumentParser(prog="hpsearch models", description="List the registered models and their hyperparameters.").parse_args(argv)
-    for model in list_models():
-        print(f"{model.name}: {model.description}")
-        for p in model.params:
-            print(f"  {p.name:<16} {p.type_name:<22} default {p.default!s:<8} {p.help}")
+    """``hpsearch models``: every registered model with its input and hyperparameters."""
+    parser = ArgumentParser(
+        prog="hpsearch models",
+        description="List the registered models: the input each takes, and each hyperparameter's type, "
+        "default and allowed values (what --param-sweep accepts).",
+    )
+    add_plugin_argument(parser)
+    args = parser.parse_args(argv)
+    load_plugins(plugin_key(p, Path.cwd()) for p in args.plugins or ())
+    print(format_models_table(list_models()))
     return EXIT_OK
 
 
+def format_models_table(models: Sequence[ModelSpec]) -> str:
+    """A block per model (name, input kind, origin, description), its hyperparameters in aligned columns."""
+    header = ("hyperparameter", "type", "default", "allowed", "description")
+    rows = {m.name: [(p.name, p.kind, _shown(p.default), _allowed(p), p.help) for p in m.params] for m in models}
+    widths = [max(len(row[i]) for row in [header, *(r for rs in rows.values() for r in rs)]) for i in range(4)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  " + "  ".join([*(c.ljust(w) for c, w in zip(cells, widths)), cells[-1]]).rstrip()
+
+    blocks = []
+    for model in models:
+        origin = plugin_origin("model", model.name)
+        title = f"{model.name}  (input: {model.input_kind}{f'; from {origin}' if origin else ''})"
+        lines = [f"{title}  {model.description}".rstrip(), line(header), *(line(row) for row in rows[model.name])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else "''" if value == "" else str(value)
+
+
+def _allowed(param: HyperParam) -> str:
+    """A hyperparameter's allowed values: its choices, or its bounds."""
+    if param.choices:
+        return ", ".join(_shown(c) for c in param.choices)
+    if param.low is not None and param.high is not None:
+        return f"{param.low:g}..{param.high:g}"
+    if param.low is not None:
+        return f">= {param.low:g}"
+    return f"<= {param.high:g}" if param.high is not None else ""
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": run_main,
     "models": models_main,
     "studies": tables_cli.studies_main,
     "trials": tables_cli.trials_main,

@@ -24,6 +24,7 @@ from hpsearch.search.orchestrator import (
     load_spec,
     open_storage,
 )
+from hpsearch.search.plugins import load_plugins
 from hpsearch.search.signals import graceful_interrupts
 from hpsearch.search.spec import resolve
 from hpsearch.storage.urls import (
@@ -125,6 +126,7 @@ def worker_main(argv: Sequence[str]) -> int:
     spec = dataclasses.replace(load_spec(stored), storage=url, output_dir=args.output_dir or load_spec(stored).output_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
     orchestrator = Orchestrator(resolve(spec), progress=not args.no_progress, heartbeat=heartbeat)
     with graceful_interrupts():
         outcome = orchestrator.work(orchestrator.open(), args.n_trials)

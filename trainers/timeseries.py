@@ -112,21 +112,23 @@ def csv_timeseries(
         raise ValueError(f"val_fraction + test_fraction must be below 1 (got {held_out:g}); nothing is left to train on")
     values = read_series(data, target, features)
     val_start, test_start = split_rows(len(values), val_fraction, test_fraction)
-    values = standardize(values, val_start)
     # Validation and test windows may look back into the part before them, as a forecaster
     # would at that time; only the predicted values must lie inside the part.
     parts = {"train": (0, val_start), "validation": (val_start, test_start), "test": (test_start, len(values))}
-    splits: dict[str, tuple[Tensor, Tensor]] = {}
+    if test_start == len(values):
+        del parts["test"]  # test_fraction 0: no test split
+    # Sizes first: a part too short is the user's error, reported before any arithmetic on it.
     for name, (start, end) in parts.items():
-        if name == "test" and start == end:
-            continue  # test_fraction 0: no test split
-        context = max(0, start - window)
-        if end - start < horizon or end - context < window + horizon:
+        if end - start < horizon or end - max(0, start - window) < window + horizon:
             raise ValueError(
                 f"{data}: the {name} part has {end - start} rows, too few for --window {window} and "
                 f"--horizon {horizon}; use smaller ones or a longer file"
             )
-        splits[name] = make_windows(values[context:end], window, horizon, stride)
+    values = standardize(values, val_start)
+    splits = {
+        name: make_windows(values[max(0, start - window) : end], window, horizon, stride)
+        for name, (start, end) in parts.items()
+    }
     return Task(
         name="csv_timeseries",
         data=DataSpec(kind="series", seq_len=window, num_outputs=horizon, num_features=values.shape[1]),

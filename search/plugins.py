@@ -1,0 +1,183 @@
+"""Plugins: user modules whose ``register_model`` / ``register_task`` calls add models and tasks.
+
+A plugin is named by ``--plugin`` (a module name, or the path of a ``.py`` file), by
+``plugins = [...]`` in a study file, or by an installed package through the entry-point
+group ``hpsearch.plugins``. Importing it is what registers its models and tasks; an entry
+point that names a function (``package.module:register``) is called once after loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from hpsearch.models import build_model, list_models
+from hpsearch.models.registry import register_model
+from hpsearch.search.errors import UsageError
+from hpsearch.search.spec import ResolvedSpec
+from hpsearch.trainers.tasks import list_tasks, register_task
+
+ENTRY_POINT_GROUP = "hpsearch.plugins"
+
+# Plugins already imported, by plugin_key: loading is idempotent, so a plugin named both on the
+# command line and in a study file (or stored in the study for workers) registers once.
+_loaded: dict[str, ModuleType | None] = {}
+# Which plugin registered each model and task ("model:NAME" / "task:NAME"), for error messages.
+_origins: dict[str, str] = {}
+_entry_points_loaded = False
+
+
+def is_file_plugin(name: str) -> bool:
+    """Whether ``name`` is a file path (``.py``, or with a slash) rather than a module name."""
+    return name.endswith(".py") or "/" in name or "\\" in name
+
+
+def plugin_key(name: str, base: Path) -> str:
+    """How a plugin is stored: a file as an absolute path (relative ones from ``base``), a module as named.
+
+    Absolute paths let workers started elsewhere load the same file.
+    """
+    if not is_file_plugin(name):
+        return name
+    return str((base / Path(name).expanduser()).resolve())
+
+
+def plugin_origin(kind: str, name: str) -> str | None:
+    """The plugin that registered model or task ``name`` (``kind`` is "model" or "task"); None if built in."""
+    return _origins.get(f"{kind}:{name}")
+
+
+def load_plugins(names: Iterable[str]) -> None:
+    """Import the installed entry-point plugins (once), then each plugin in ``names``.
+
+    Raises ``UsageError`` naming the plugin when one fails to import or registers a name that
+    is already taken.
+    """
+    load_entry_points()
+    for name in names:
+        load_plugin(name)
+
+
+def load_plugin(name: str) -> ModuleType | None:
+    """Import one plugin (a module name or a ``.py`` path) unless it was imported already."""
+    if name in _loaded:
+        return _loaded[name]
+    label = f"plugin {name}"
+    if is_file_plugin(name) and not Path(name).is_file():
+        raise UsageError(f"{label}: no such file")
+    with _registering(label):
+        module = _import_file(Path(name)) if is_file_plugin(name) else importlib.import_module(name)
+    _loaded[name] = module
+    return module
+
+
+def load_entry_points() -> None:
+    """Load every ``hpsearch.plugins`` entry point of the installed packages, the first time only."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        with _registering(f"plugin entry point {point.name} ({point.value})"):
+            loaded = point.load()
+            if callable(loaded) and not isinstance(loaded, (ModuleType, type)):
+                loaded()
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import the file at ``path`` as a module of its own, under a name no other file gets."""
+    resolved = path.resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
+    module_name = f"hpsearch_plugin_{re.sub(r'[^0-9A-Za-z_]', '_', resolved.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path} as Python source")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: dataclasses and pickle look a module up in sys.modules by name.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+@contextmanager
+def _registering(label: str) -> Iterator[None]:
+    """Run a plugin's import: note what it registers, turn whatever it raises into one ``UsageError``."""
+    before = _registered()
+    try:
+        yield
+    except UsageError:
+        raise
+    except (Exception, SystemExit) as error:  # noqa: BLE001  a plugin may raise anything; the user gets one line
+        if _raised_by_registry(error):
+            raise UsageError(f"{label}: {error}; give it another name") from None
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"{label} failed to import: {type(error).__name__}: {text}".rstrip(": ")) from None
+    finally:
+        for key in _registered() - before:
+            _origins[key] = label
+
+
+def _registered() -> set[str]:
+    return {f"model:{m.name}" for m in list_models()} | {f"task:{t.name}" for t in list_tasks()}
+
+
+def _raised_by_registry(error: BaseException) -> bool:
+    """Whether ``error`` is the registry refusing a name already taken (a ValueError inside a register call)."""
+    registering = {register_model.__code__, register_task.__code__}
+    trace = error.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code in registering:
+            return isinstance(error, ValueError)
+        trace = trace.tb_next
+    return False
+
+
+def check_plugin_models(resolved: ResolvedSpec) -> None:
+    """Run each plugin model once on two training examples; ``UsageError`` if it fails or its output has the wrong shape.
+
+    Zoo models are tested against every task kind; a plugin's are not, and without this a
+    shape mismatch would surface only as every trial failing. The model is built from its
+    first grid point (else its defaults) on the CPU: two examples cost milliseconds.
+    """
+    task = resolved.task
+    inputs, targets = task.train[0][:2], task.train[1][:2]
+    # Class indices need a score per class; regression targets are predicted as they are.
+    expected = tuple(targets.shape) if targets.is_floating_point() else (*targets.shape, task.data.num_outputs)
+    points = resolved.sweep.grid_points() if resolved.sweep.is_grid else []
+    for model_spec in resolved.model_specs:
+        origin = plugin_origin("model", model_spec.name)
+        if origin is None:
+            continue
+        point = next((p for p in points if p["model"] == model_spec.name), {})
+        hparams = {k: v for k, v in point.items() if model_spec.param(k) is not None}
+        where = f"model {model_spec.name} ({origin}) on task {task.name}"
+        try:
+            model = build_model(model_spec.name, hparams, task.data).eval()
+            with torch.no_grad():
+                outputs = model(inputs)
+        except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UsageError(
+                f"{where} fails on input of shape {list(inputs.shape)}: {type(error).__name__}: {message}"
+            ) from None
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else None
+        if shape != expected:
+            got = list(shape) if shape is not None else type(outputs).__name__
+            raise UsageError(
+                f"{where} returns outputs of shape {got} for input of shape {list(inputs.shape)}; "
+                f"the task needs {list(expected)}"
+            )

@@ -1,0 +1,163 @@
+"""Plugins: models and tasks from a user's file, module or installed entry point, searched end to end."""
+
+import re
+import shlex
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hpsearch.models import get_model
+from hpsearch.search import plugins
+from hpsearch.search.cli import main
+from hpsearch.search.errors import UsageError
+from hpsearch.search.plugins import load_entry_points, load_plugin, plugin_origin
+from tests.search.test_cli import load_trials
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+QUICK = ["--epochs", "1", "--dataset-size", "200", "--no-progress"]
+
+
+def readme_plugin() -> tuple[str, list[str]]:
+    """The README's plugin file and the arguments of its search command."""
+    text = README.read_text()
+    section = text[text.index("## Bring your own model and data") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1).splitlines()
+    search = next(line for line in commands if line.startswith("hpsearch --plugin"))
+    return code, shlex.split(search)[1:]
+
+
+def unique(prefix: str) -> str:
+    """A model or module name no other test (or earlier run in this process) registered."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def model_plugin(name: str, output: str = "data.num_outputs") -> str:
+    """Source of a plugin registering a tokens model ``name`` whose last layer has ``output`` units."""
+    return f"""
+from torch import nn
+from hpsearch.models import HyperParam, register_model
+
+def build(data, width):
+    return nn.Sequential(nn.Embedding(data.vocab_size, width), nn.Flatten(), nn.Linear(width * data.seq_len, {output}))
+
+register_model({name!r}, build, [HyperParam("width", "int", 8, "embedding width", low=1)])
+"""
+
+
+def test_the_readme_plugin_is_searched_end_to_end(tmp_path, run_hpsearch):
+    code, args = readme_plugin()
+    (tmp_path / "my_models.py").write_text(code)
+    result = run_hpsearch(*args, *QUICK)
+    assert result.returncode == 0, result.stderr
+
+    trials = load_trials(tmp_path / "hpsearch.db", "mean_embedding+tfn_classifier-first_token")
+    points = sorted((t["params"]["model"], t["params"]["embed_dim"]) for t in trials)
+    assert points == [("mean_embedding", 16), ("mean_embedding", 32), ("tfn_classifier", 16), ("tfn_classifier", 32)]
+    assert all(t["state"] == "COMPLETE" and t["attrs"]["epochs_run"] == 1 for t in trials)
+    # The swept width reaches the plugin's constructor: 16 and 32 build different models.
+    sizes = {t["params"]["embed_dim"]: t["attrs"]["params.count"] for t in trials if t["params"]["model"] == "mean_embedding"}
+    assert sizes[16] < sizes[32]
+
+    listing = run_hpsearch("models", "--plugin", "my_models.py")
+    assert listing.returncode == 0, listing.stderr
+    block = listing.stdout[listing.stdout.index("mean_embedding  (input: tokens; from plugin") :]
+    assert re.search(r"\n  embed_dim +int +32 +>= 1 ", block) and re.search(r"\n  dropout +float +0.0 +0..0.9 ", block)
+
+
+def test_an_installed_entry_point_registers_without_a_flag(tmp_path, run_hpsearch):
+    site = tmp_path / "site"
+    (site / "hpsearch_demo-0.1.dist-info").mkdir(parents=True)
+    (site / "hpsearch_demo-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: hpsearch-demo\nVersion: 0.1\n")
+    (site / "hpsearch_demo-0.1.dist-info" / "entry_points.txt").write_text("[hpsearch.plugins]\ndemo = demo_models:register\n")
+    # A function entry point: importing the module registers nothing, calling register() does.
+    (site / "demo_models.py").write_text("def register():\n" + textwrap.indent(model_plugin("demo_entry_model"), "    "))
+    result = run_hpsearch("models", env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert "demo_entry_model  (input: tokens; from plugin entry point demo (demo_models:register))" in result.stdout
+
+
+def test_a_broken_entry_point_is_named(tmp_path, monkeypatch):
+    info = tmp_path / "broken_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[hpsearch.plugins]\nbroken = no_such_module_for_hpsearch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    with pytest.raises(UsageError, match=r"^plugin entry point broken \(no_such_module_for_hpsearch\) failed to import: ModuleNotFoundError"):
+        load_entry_points()
+
+
+def test_a_plugin_file_loads_once_and_a_module_by_name(tmp_path, monkeypatch):
+    name = unique("file_model")
+    path = tmp_path / "models_here.py"
+    path.write_text(model_plugin(name))
+    load_plugin(str(path))
+    load_plugin(str(path))  # again, as when the command line and the study both name it: no duplicate
+    assert get_model(name).params[0].name == "width"
+    assert plugin_origin("model", name) == f"plugin {path}"
+
+    module, module_model = unique("hpsearch_test_module"), unique("module_model")
+    (tmp_path / f"{module}.py").write_text(model_plugin(module_model))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_plugin(module)
+    assert plugin_origin("model", module_model) == f"plugin {module}"
+
+
+BROKEN = {
+    "syntax error": ("def broken(:\n", r"failed to import: SyntaxError: "),
+    "failing import": ("import numpy_is_not_this_module\n", r"failed to import: ModuleNotFoundError: No module named 'numpy_is_not_this_module'"),
+    "error at import": ("raise RuntimeError('no GPU here')\n", r"failed to import: RuntimeError: no GPU here"),
+    "name taken": (model_plugin("tfn_classifier"), r": a model named 'tfn_classifier' is already registered; give it another name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_plugin_is_one_usage_error_naming_it(case, tmp_path):
+    source, message = BROKEN[case]
+    path = tmp_path / f"{unique('broken')}.py"
+    path.write_text(source)
+    with pytest.raises(UsageError) as caught:
+        load_plugin(str(path))
+    assert str(caught.value).startswith(f"plugin {path}")
+    assert re.search(message, str(caught.value)) and "\n" not in str(caught.value)
+
+
+def test_missing_plugins_are_named(tmp_path):
+    with pytest.raises(UsageError, match=r"^plugin .*nothing\.py: no such file$"):
+        load_plugin(str(tmp_path / "nothing.py"))
+    with pytest.raises(UsageError, match=r"^plugin no_such_plugin_module failed to import: ModuleNotFoundError"):
+        load_plugin("no_such_plugin_module")
+
+
+CLI_CASES = {
+    "name taken": (model_plugin("tfn_classifier"), "tfn_classifier", "a model named 'tfn_classifier' is already registered"),
+    "failing import": ("import numpy_is_not_this_module\n", "tfn_classifier", "failed to import: ModuleNotFoundError"),
+    "fails on the data": (model_plugin("{model}").replace("width * data.seq_len", "5"), "{model}", "fails on input of shape [2, 32]: RuntimeError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_bad_plugins_are_one_line_exit_2(case, tmp_path, monkeypatch, capsys):
+    model = unique("bad_model")
+    source, chosen, message = (text.replace("{model}", model) for text in CLI_CASES[case])
+    (tmp_path / "plugin.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--plugin", "plugin.py", "--models", chosen, *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hpsearch: error: plugin {tmp_path / 'plugin.py'}") or f"(plugin {tmp_path / 'plugin.py'})" in err
+    assert message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plugin.py"]
+
+
+def test_a_model_of_the_wrong_shape_stops_the_console_script(tmp_path, run_hpsearch):
+    (tmp_path / "plugin.py").write_text(model_plugin("wrong_shape", output="7"))
+    result = run_hpsearch("--plugin", "plugin.py", "--models", "wrong_shape", *QUICK)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"hpsearch: error: model wrong_shape (plugin {tmp_path / 'plugin.py'}) on task synthetic_tokens returns "
+        "outputs of shape [2, 7] for input of shape [2, 32]; the task needs [2, 4]\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plugin.py"]
