@@ -190,7 +190,10 @@ class Orchestrator:
         if stored is None:
             study.set_user_attr(SPEC_ATTR, self.spec.to_json())
             study.set_user_attr("hpsearch.metric", self.spec.metric)
-            study.set_metric_names([goal.name for goal in self.resolved.goals])
+            if self.resolved.multi_objective:
+                # Only here: on a single objective, metric names would rename trials_dataframe()'s
+                # familiar ``value`` column.
+                study.set_metric_names([goal.name for goal in self.resolved.goals])
             return
         previous = StudySpec.from_json(stored)
         if previous.identity() != self.spec.identity() or previous.metric != self.spec.metric:

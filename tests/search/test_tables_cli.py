@@ -74,8 +74,9 @@ def test_results_table_of_a_multi_objective_study(sqlite_url, study_name):
 
     rows = table_rows(format_results_table(study))
 
-    assert rows[0] == ["trial", "state", "lr", "val_loss", "val_acc", "epochs", "seconds"]
-    assert [(r[0], r[3], r[4]) for r in rows[1:]] == [("1", "0.2", "0.6"), ("0", "0.5", "0.7"), ("2", "0.9", "0.9")]
+    assert rows[0] == ["trial", "state", "lr", "val_loss", "val_acc", "epochs", "seconds", "pareto"]
+    # None of the three dominates another, so all are on the front, ranked by the first objective.
+    assert [(r[0], r[3], r[4], r[7]) for r in rows[1:]] == [("1", "0.2", "0.6", "*"), ("0", "0.5", "0.7", "*"), ("2", "0.9", "0.9", "*")]
 
 
 def test_results_table_of_an_empty_study(sqlite_url, study_name):
