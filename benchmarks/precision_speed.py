@@ -1,0 +1,168 @@
+"""Precision speed: the seed sweep's wall time with ``--precision auto`` against ``fp32``.
+
+Runs the README's seed command as a real subprocess, each run in a fresh temporary directory
+(its own ``hpsearch.db`` and checkpoints)::
+
+    hpsearch --models tfn_classifier --param_sweep embed_dim:64,128 kernel_type:rbf,compact \\
+        --precision auto|fp32 [--epochs E --dataset-size N]
+
+alternating ``auto`` and ``fp32`` (the order flips every pair, so drift in machine load hits both
+alike), and prints for each: the command's wall time, the summed training time of its four
+trials (from the study's trial timestamps, without interpreter start-up), the precision the
+trials recorded (user attribute ``precision``) and the best ``val_loss``, so the accuracy cost
+of a lower precision is visible beside the speed. The figures are medians of per-pair ratios.
+
+For context it also times a 2048 x 2048 matmul in bf16 and in fp32 on this CPU, and says what
+``auto`` resolves to here and why (``trainers.hardware.choose_precision``: bf16 on CPUs with
+AVX512-BF16 or AMX, else fp32).
+
+    python benchmarks/precision_speed.py                 # README defaults (5 epochs, 4,000 examples), 3 pairs
+    python benchmarks/precision_speed.py --quick         # 2 epochs, 1,000 examples, 2 pairs
+    python benchmarks/precision_speed.py --epochs 3 --dataset-size 2000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from hpsearch.trainers.hardware import choose_precision, cpu_flags
+
+SEED_COMMAND = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:64,128", "kernel_type:rbf,compact"]
+STUDY = "tfn_classifier-synthetic_tokens"
+
+
+@dataclass
+class SweepRun:
+    wall: float
+    training: float
+    precisions: set[str]
+    best: float
+    best_acc: float
+
+
+def run_sweep(precision: str, epochs: int | None, dataset_size: int | None, threads: int | None) -> SweepRun:
+    """One seed sweep in a fresh directory; its wall time and what its study holds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "hpsearch.search.cli", *SEED_COMMAND, "--precision", precision]
+        command += ["--output-dir", tmp, "--no-progress"]
+        if epochs is not None:
+            command += ["--epochs", str(epochs)]
+        if dataset_size is not None:
+            command += ["--dataset-size", str(dataset_size)]
+        start = time.perf_counter()
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}/hpsearch.db")
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        training = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+        best_acc = _best_acc(Path(tmp) / "hpsearch.db", study.best_trial._trial_id)
+        result = SweepRun(wall, training, {t.user_attrs.get("precision", "?") for t in trials}, study.best_value, best_acc)
+        storage.engine.dispose()
+        return result
+
+
+def _best_acc(path: Path, trial_id: int) -> float:
+    """The last epoch's val_acc of a trial, from hpsearch_epoch_metrics."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        row = connection.execute(
+            "SELECT task_metrics FROM hpsearch_epoch_metrics WHERE trial_id = ? ORDER BY epoch DESC LIMIT 1", (trial_id,)
+        ).fetchone()
+    return float(json.loads(row[0]).get("val_acc", float("nan"))) if row else float("nan")
+
+
+def matmul_seconds(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
+    """Median seconds of one ``size`` x ``size`` matmul in ``dtype`` (after a warm-up)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--repeats", type=int, default=3, help="auto/fp32 pairs (default %(default)s)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: the CLI's, 5)")
+    parser.add_argument("--dataset-size", type=int, help="synthetic_tokens examples (default: the CLI's, 4000)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: unset, torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 1,000 examples, 2 pairs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.epochs, args.dataset_size = 2, 2, 1000
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    flags = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    resolved = choose_precision("auto", torch.device("cpu"))
+    print(f"--precision auto resolves to {resolved} on this CPU (bf16 flags present: {', '.join(flags) or 'none'})")
+
+    # Micro-benchmark for context: alternate the dtypes, median of the per-round ratios.
+    ratios, f32_times, b16_times = [], [], []
+    for _ in range(5):
+        f32_times.append(matmul_seconds(torch.float32))
+        b16_times.append(matmul_seconds(torch.bfloat16))
+        ratios.append(b16_times[-1] / f32_times[-1])
+    flop = 2 * 2048**3
+    f32, b16 = statistics.median(f32_times), statistics.median(b16_times)
+    print(
+        f"2048x2048 matmul, {torch.get_num_threads()} threads: fp32 {1e3 * f32:.1f} ms ({flop / f32 / 1e9:.0f} GFLOP/s), "
+        f"bf16 {1e3 * b16:.1f} ms ({flop / b16 / 1e9:.0f} GFLOP/s): bf16/fp32 time {statistics.median(ratios):.2f}x"
+    )
+    shown = " ".join(SEED_COMMAND)
+    extra = (f" --epochs {args.epochs}" if args.epochs else "") + (f" --dataset-size {args.dataset_size}" if args.dataset_size else "")
+    threads = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
+    print(f"\n{threads}hpsearch {shown} --precision auto|fp32{extra}")
+
+    runs: dict[str, list[SweepRun]] = {"auto": [], "fp32": []}
+    for repeat in range(args.repeats):
+        for precision in ("auto", "fp32") if repeat % 2 == 0 else ("fp32", "auto"):
+            runs[precision].append(run_sweep(precision, args.epochs, args.dataset_size, args.threads))
+        a, f = runs["auto"][-1], runs["fp32"][-1]
+        print(
+            f"pair {repeat + 1}: auto ({'/'.join(sorted(a.precisions))}) {a.wall:6.1f} s wall, {a.training:6.1f} s training   "
+            f"fp32 {f.wall:6.1f} s wall, {f.training:6.1f} s training   auto/fp32 {a.wall / f.wall:.3f}x"
+        )
+
+    def median_ratio(field: str) -> float:
+        return statistics.median(getattr(a, field) / getattr(f, field) for a, f in zip(runs["auto"], runs["fp32"]))
+
+    print(f"\nmedian of {args.repeats} pairs")
+    print(f"{'precision':<16} {'wall s':>8} {'training s':>11} {'best val_loss':>14} {'its val_acc':>12}")
+    for name, side in runs.items():
+        label = f"{name} ({'/'.join(sorted(side[0].precisions))})"
+        print(
+            f"{label:<16} {statistics.median(r.wall for r in side):8.1f} {statistics.median(r.training for r in side):11.1f} "
+            f"{statistics.median(r.best for r in side):14.4f} {statistics.median(r.best_acc for r in side):12.4f}"
+        )
+    wall, training = median_ratio("wall"), median_ratio("training")
+    a_best, f_best = statistics.median(r.best for r in runs["auto"]), statistics.median(r.best for r in runs["fp32"])
+    word = "faster" if wall < 1 else "slower"
+    print(
+        f"\n--precision auto ({resolved}) / fp32 wall time: {wall:.3f}x ({word} than fp32; training time alone {training:.3f}x); "
+        f"best val_loss {a_best:.4f} vs {f_best:.4f} ({100 * (a_best / f_best - 1):+.1f}%)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Search efficiency of pruning: a 16-point grid on the default task, in full and pruned.
+
+Runs the real CLI, each run in a fresh temporary directory, on the same grid (default
+``embed_dim:32,64 lr:3e-4,1e-3,3e-3,1e-2 kernel_type:rbf,compact``, 16 points, on
+``synthetic_tokens``)::
+
+    hpsearch --models tfn_classifier --param_sweep ... --epochs 6 --pruner P
+
+with ``P`` = ``none`` (the full grid), ``median`` (the default) and ``hyperband``, and prints for
+each the epochs spent (the sum of the trials' ``epochs_run`` user attributes), the best value
+found (``study.best_value``: the best finished trial's last-epoch ``val_loss``) and its gap to the
+full grid's best. Goal: the default pruner reaches the full grid's best within 0.5% while
+spending at most 35% of the full grid's epochs.
+
+Pruning decisions depend only on the values reported, and a seeded trial computes the same
+values whether or not it is later pruned. So the full run's learning curves also let the
+script *replay* the grid, in the same order, against other pruner settings without training
+again (a fresh in-memory study, ``report`` + ``should_prune`` per epoch, as the objective does).
+The replay of ``median`` and ``hyperband`` is checked against their real runs; the other rows
+show which settings would meet the goal on this grid. The median pruner's floor is printed too:
+its ``n_startup_trials`` finished trials run in full, and every other trial runs at least one
+epoch.
+
+    python benchmarks/pruning_efficiency.py              # 16 points x 6 epochs, the default task (4,000 examples)
+    python benchmarks/pruning_efficiency.py --quick      # 16 points x 3 epochs, 500 examples
+    python benchmarks/pruning_efficiency.py --epochs 10 --threads 1 --pruners none,median,hyperband,sha
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch.search.samplers import make_pruner
+
+GRID = ["embed_dim:32,64", "lr:3e-4,1e-3,3e-3,1e-2", "kernel_type:rbf,compact"]
+STUDY = "tfn_classifier-synthetic_tokens"
+MAX_GAP = 0.005
+MAX_SHARE = 0.35
+
+
+@dataclass
+class Search:
+    """What one search spent and found."""
+
+    epochs: int
+    best: float
+    complete: int
+    pruned: int
+    failed: int = 0
+    wall: float = 0.0
+    curves: list[tuple[list[float], bool]] = field(default_factory=list)  # (values per epoch, pruned)
+    best_params: dict = field(default_factory=dict)
+
+    def gap(self, full: "Search") -> float:
+        return (self.best - full.best) / abs(full.best)
+
+
+def run_cli(pruner: str, sweep: list[str], epochs: int, dataset_size: int, threads: int | None) -> Search:
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "hpsearch.search.cli", "--models", "tfn_classifier", "--param_sweep", *sweep]
+        command += ["--epochs", str(epochs), "--dataset-size", str(dataset_size), "--pruner", pruner]
+        command += ["--output-dir", tmp, "--no-progress"]
+        start = time.perf_counter()
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+        if done.returncode not in (0, 1):
+            sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}/hpsearch.db")
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = min(complete, key=lambda t: t.value) if complete else None
+        search = Search(
+            epochs=sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials),
+            best=best.value if best else math.inf,
+            complete=len(complete),
+            pruned=sum(t.state == TrialState.PRUNED for t in trials),
+            failed=sum(t.state == TrialState.FAIL for t in trials),
+            wall=wall,
+            curves=[
+                ([t.intermediate_values[e] for e in sorted(t.intermediate_values)], t.state == TrialState.PRUNED)
+                for t in trials
+            ],
+            best_params={k: v for k, v in best.params.items() if k != "model"} if best else {},
+        )
+        storage.engine.dispose()
+        return search
+
+
+def replay(full: Search, pruner: optuna.pruners.BasePruner, epochs: int) -> Search:
+    """The grid searched again with ``pruner``, from the full run's learning curves."""
+    study = optuna.create_study(study_name=STUDY, direction="minimize", pruner=pruner)
+    spent, best, complete, pruned = 0, math.inf, 0, 0
+    for values, stopped in full.curves:
+        trial = study.ask()
+        cut = False
+        for epoch, value in enumerate(values, start=1):
+            trial.report(value, epoch)
+            spent += 1
+            if trial.should_prune():
+                cut = True
+                break
+        if cut or stopped or len(values) < epochs:  # stopped: the divergence guard pruned it in the full run too
+            study.tell(trial, state=TrialState.PRUNED)
+            pruned += 1
+        else:
+            study.tell(trial, values[-1])
+            complete += 1
+            best = min(best, values[-1])
+    return Search(spent, best, complete, pruned)
+
+
+def random_orders(full: Search, factory: Callable[[], optuna.pruners.BasePruner], epochs: int, n: int) -> tuple[float, float, float]:
+    """Replays over ``n`` random grid orders: median epoch share, share of orders that keep the
+    full grid's best (within the goal's gap), and share of orders that meet the whole goal."""
+    rng = random.Random(0)
+    shares, kept, met = [], 0, 0
+    for _ in range(n):
+        curves = full.curves[:]
+        rng.shuffle(curves)
+        search = replay(Search(full.epochs, full.best, 0, 0, curves=curves), factory(), epochs)
+        share = search.epochs / full.epochs
+        shares.append(share)
+        kept += search.gap(full) <= MAX_GAP
+        met += search.gap(full) <= MAX_GAP and share <= MAX_SHARE
+    return statistics.median(shares), kept / n, met / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (default %(default)s)")
+    parser.add_argument("--dataset-size", type=int, default=4000, help="synthetic_tokens examples (default %(default)s)")
+    parser.add_argument("--sweep", nargs="+", default=GRID, metavar="ITEM", help="grid items (default: %(default)s)")
+    parser.add_argument("--pruners", default="none,median,hyperband", help="real CLI runs; 'none' is required (default %(default)s)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: unset, torch's choice); "
+                        "1 makes wall times steadier on a loaded machine, and changes nothing else")
+    parser.add_argument("--orders", type=int, default=100, help="random grid orders to replay (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 500 examples")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.dataset_size = 3, 500
+    pruners = [p for p in args.pruners.split(",") if p]
+    if "none" not in pruners:
+        pruners.insert(0, "none")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    print(
+        f"hpsearch --models tfn_classifier --param_sweep {' '.join(args.sweep)} --epochs {args.epochs} "
+        f"--dataset-size {args.dataset_size} --pruner {'|'.join(pruners)}"
+    )
+    real: dict[str, Search] = {}
+    for name in pruners:
+        real[name] = run_cli(name, args.sweep, args.epochs, args.dataset_size, args.threads)
+        r = real[name]
+        print(f"  ran --pruner {name:<10} {r.wall:6.1f} s wall, {r.epochs} epochs, best {r.best:.4f}", flush=True)
+    full = real["none"]
+    n_points = len(full.curves)
+    if full.failed:
+        print(f"warning: {full.failed} trial(s) of the full grid failed", file=sys.stderr)
+
+    def row(label: str, search: Search) -> str:
+        share = search.epochs / full.epochs
+        gap = search.gap(full)
+        ok = gap <= MAX_GAP and share <= MAX_SHARE
+        return (
+            f"{label:<46} {search.complete:>8} {search.pruned:>6} {search.epochs:>6} {100 * share:>6.1f}% "
+            f"{search.best:>9.4f} {100 * gap:>+7.2f}%  {'yes' if ok else 'no'}"
+        )
+
+    header = f"{'search':<46} {'complete':>8} {'pruned':>6} {'epochs':>6} {'of full':>7} {'best':>9} {'gap':>8}  goal"
+    print(f"\n{n_points}-point grid x {args.epochs} epochs on synthetic_tokens ({args.dataset_size} examples); "
+          f"full grid's best: {full.best:.4f} at {full.best_params}")
+    print("real CLI runs")
+    print(header)
+    for name, search in real.items():
+        print(row(f"--pruner {name}" + (" (full grid)" if name == "none" else "") + f", {search.wall:.0f} s", search))
+
+    e = args.epochs
+    settings: list[tuple[str, Callable[[], optuna.pruners.BasePruner]]] = [
+        ("median (default: 4 startup, warmup 1)", lambda: make_pruner("median", e)),
+        ("hyperband (min 1, max epochs, factor 3)", lambda: make_pruner("hyperband", e)),
+        ("percentile 25 (4 startup, warmup 1)", lambda: make_pruner("percentile", e)),
+        ("sha (min 1, factor 4)", lambda: make_pruner("sha", e)),
+        ("median, 2 startup, warmup 1", lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)),
+        ("median, 1 startup, warmup 1", lambda: optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)),
+        ("percentile 25, 2 startup, warmup 1", lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1)),
+        ("percentile 10, 2 startup, warmup 1", lambda: optuna.pruners.PercentilePruner(10.0, n_startup_trials=2, n_warmup_steps=1)),
+        ("sha (min 1, factor 3)", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)),
+        ("sha (min 1, factor 2)", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)),
+        ("hyperband (min 1, max epochs, factor 2)", lambda: optuna.pruners.HyperbandPruner(1, e, reduction_factor=2)),
+    ]
+    print("\nreplayed from the full grid's learning curves (same order, no training)")
+    print(header)
+    replays: dict[str, Search] = {}
+    for label, factory in settings:
+        replays[label] = replay(full, factory(), e)
+        print(row(label, replays[label]))
+    for name, label in (("median", settings[0][0]), ("hyperband", settings[1][0])):
+        if name in real:
+            same = (real[name].epochs, real[name].complete) == (replays[label].epochs, replays[label].complete)
+            print(f"replay of --pruner {name} matches its real run: {'yes' if same else 'NO (real ' + str(real[name].epochs) + ' epochs)'}")
+
+    if args.orders:
+        print(f"\nreplayed over {args.orders} random orders of the same grid (the CLI runs a grid in its written order)")
+        print(f"{'search':<46} {'median epochs':>13} {'best kept':>9} {'goal met':>8}")
+        for label, factory in settings[:4] + settings[6:8]:
+            share, kept, met = random_orders(full, factory, e, args.orders)
+            print(f"{label:<46} {100 * share:12.1f}% {100 * kept:8.0f}% {100 * met:7.0f}%")
+
+    floor = 4 * e + (n_points - 4)
+    print(
+        f"\nmedian pruner floor here: 4 startup trials x {e} epochs + {n_points - 4} trials x 1 epoch = {floor} epochs "
+        f"= {100 * floor / full.epochs:.1f}% of the full grid (goal <= {100 * MAX_SHARE:.0f}%)"
+    )
+    median = real.get("median", replays[settings[0][0]])
+    share, gap = median.epochs / full.epochs, median.gap(full)
+    ok = gap <= MAX_GAP and share <= MAX_SHARE
+    print(
+        f"default median pruner: {100 * share:.1f}% of the full grid's epochs (goal <= {100 * MAX_SHARE:.0f}%), "
+        f"best {median.best:.4f} vs {full.best:.4f} ({100 * gap:+.2f}%, goal <= {100 * MAX_GAP:.1f}%): "
+        f"{'meets' if ok else 'MISSES'} the goal"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
