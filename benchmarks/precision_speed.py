@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats, args.epochs, args.dataset_size = 2, 2, 1000
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the matmul below, like the runs
 
     flags = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
     resolved = choose_precision("auto", torch.device("cpu"))
