@@ -92,8 +92,12 @@ class Orchestrator:
         echo: Callable[[str], None] = tqdm.write,
         progress: bool = True,
         heartbeat: Heartbeat = Heartbeat(),
+        seeded_sampler: bool = True,
     ) -> None:
         self.resolved = resolved
+        # Workers leave the sampler unseeded: identically seeded samplers in several processes
+        # draw the same values, and which worker runs which trial is not reproducible anyway.
+        self.sampler_seed = resolved.train_config.seed if seeded_sampler else None
         self.spec: StudySpec = resolved.spec
         self.storage_url = resolve_storage_url(self.spec.storage, self.spec.output_dir)
         self.echo = echo
@@ -114,7 +118,7 @@ class Orchestrator:
         study = optuna.create_study(
             study_name=self.spec.name,
             storage=self.storage,
-            sampler=make_sampler(resolved.sampler, resolved.train_config.seed, budget_constraints if budgeted else None),
+            sampler=make_sampler(resolved.sampler, self.sampler_seed, budget_constraints if budgeted else None),
             # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
             pruner=make_pruner("none" if resolved.multi_objective else self.spec.pruner, resolved.train_config.epochs),
             directions=resolved.directions,

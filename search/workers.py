@@ -127,7 +127,7 @@ def worker_main(argv: Sequence[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
-    orchestrator = Orchestrator(resolve(spec), progress=not args.no_progress, heartbeat=heartbeat)
+    orchestrator = Orchestrator(resolve(spec), progress=not args.no_progress, heartbeat=heartbeat, seeded_sampler=False)
     with graceful_interrupts():
         outcome = orchestrator.work(orchestrator.open(), args.n_trials)
     print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed.")

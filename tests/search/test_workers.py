@@ -53,6 +53,8 @@ def test_four_local_workers_finish_200_trials_on_sqlite_without_lock_errors(tmp_
     trials = trials_of(f"sqlite:///{tmp_path / 'hpsearch.db'}", "many")
     assert len(trials) == 200
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    # Identically seeded samplers in four processes would draw the same values four times.
+    assert len({t.params["lr"] for t in trials}) == 200
 
 
 def test_a_grid_runs_each_point_once_across_workers(tmp_path, run_hpsearch):
