@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 
 
+# The explosion check's reference never drops below this fraction of the first loss.
+FLOOR = 0.01
+
+
 class DivergenceGuard:
     """Watches every step's loss and gradient norm.
 
@@ -21,6 +25,7 @@ class DivergenceGuard:
         self.smoothing = smoothing
         self.smoothed: float | None = None
         self.best = math.inf
+        self.first: float | None = None
 
     def check(self, loss: float, grad_norm: float | None, epoch: int, step: int) -> str | None:
         where = f"at epoch {epoch} step {step}"
@@ -28,15 +33,21 @@ class DivergenceGuard:
             return f"diverged: loss={loss} {where}"
         if grad_norm is not None and not math.isfinite(grad_norm):
             return f"diverged: grad_norm={grad_norm} {where}"
-        if self.factor > 0 and step > self.warmup_steps and loss > self.factor * self.best:
-            return f"diverged: loss={loss:.4g} above {self.factor:g}x the best smoothed loss {self.best:.4g} {where}"
+        # The reference never falls below 1% of the starting loss: near zero, one noisy batch
+        # is 10x a converged run's best without anything having diverged.
+        reference = max(self.best, FLOOR * (self.first if self.first is not None else 0.0))
+        if self.factor > 0 and step > self.warmup_steps and loss > self.factor * reference:
+            return f"diverged: loss={loss:.4g} above {self.factor:g}x the best smoothed loss {reference:.4g} {where}"
+        if self.first is None:
+            self.first = loss
         self.smoothed = loss if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * loss
         self.best = min(self.best, self.smoothed)
         return None
 
     def state_dict(self) -> dict[str, float | None]:
-        return {"smoothed": self.smoothed, "best": self.best}
+        return {"smoothed": self.smoothed, "best": self.best, "first": self.first}
 
     def load_state_dict(self, state: dict[str, float | None]) -> None:
         self.smoothed = state["smoothed"]
         self.best = float(state["best"])
+        self.first = state.get("first")

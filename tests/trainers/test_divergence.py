@@ -27,3 +27,14 @@ def test_factor_zero_turns_the_explosion_check_off_and_state_round_trips():
     other = DivergenceGuard()
     other.load_state_dict(guard.state_dict())
     assert other.state_dict() == guard.state_dict()
+
+
+def test_noise_of_a_converged_run_is_not_divergence():
+    # Found by benchmarks/pruning_efficiency.py: near zero loss, one batch at 10x the best
+    # smoothed loss is noise, not divergence.
+    guard = DivergenceGuard(factor=10.0)
+    assert guard.check(1.4, 1.0, 1, 1) is None
+    for step in range(2, 200):
+        assert guard.check(max(1e-3, 1.4 * 0.95**step), 1.0, 2, step) is None
+    assert guard.check(0.0149, 1.0, 9, 200) is None
+    assert guard.check(0.2, 1.0, 9, 201) is not None  # above 10x the 1%-of-start floor
