@@ -36,8 +36,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
@@ -61,7 +62,9 @@ class NoOpTrainer:
     observe = False  # set on the class: also show the FLOPs meter one train + one val batch per epoch
     started = 0
 
-    def __init__(self, model: torch.nn.Module, task: Any, config: Any, callbacks: Any = (), flops_meter: Any = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, task: Any, config: Any, callbacks: Any = (), flops_meter: Any = None
+    ) -> None:
         self.model, self.task, self.config = model, task, config
         self.callbacks = list(callbacks)
         self.flops_meter = flops_meter
@@ -185,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names[shift:] + names[:shift]:
             with tempfile.TemporaryDirectory() as tmp:
                 times[name].append(sides[name](Path(tmp)) / args.trials)
-        print(f"round {repeat + 1}: " + "   ".join(f"{name} {1e3 * times[name][-1]:.1f} ms" for name in names), flush=True)
+        print(
+            f"round {repeat + 1}: " + "   ".join(f"{name} {1e3 * times[name][-1]:.1f} ms" for name in names), flush=True
+        )
 
     base = names[0]
     print(f"\nmedian of {args.repeats} rounds, ms per trial ({args.epochs} epochs each)")

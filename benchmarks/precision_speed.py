@@ -62,7 +62,7 @@ def run_sweep(precision: str, epochs: int | None, dataset_size: int | None, thre
             command += ["--dataset-size", str(dataset_size)]
         start = time.perf_counter()
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env, check=False)
         wall = time.perf_counter() - start
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -71,7 +71,9 @@ def run_sweep(precision: str, epochs: int | None, dataset_size: int | None, thre
         trials = study.get_trials(deepcopy=False)
         training = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
         best_acc = _best_acc(Path(tmp) / "hpsearch.db", study.best_trial._trial_id)
-        result = SweepRun(wall, training, {t.user_attrs.get("precision", "?") for t in trials}, study.best_value, best_acc)
+        result = SweepRun(
+            wall, training, {t.user_attrs.get("precision", "?") for t in trials}, study.best_value, best_acc
+        )
         storage.engine.dispose()
         return result
 
@@ -83,7 +85,8 @@ def _best_acc(path: Path, trial_id: int) -> float:
 
     with sqlite3.connect(path) as connection:
         row = connection.execute(
-            "SELECT task_metrics FROM hpsearch_epoch_metrics WHERE trial_id = ? ORDER BY epoch DESC LIMIT 1", (trial_id,)
+            "SELECT task_metrics FROM hpsearch_epoch_metrics WHERE trial_id = ? ORDER BY epoch DESC LIMIT 1",
+            (trial_id,),
         ).fetchone()
     return float(json.loads(row[0]).get("val_acc", float("nan"))) if row else float("nan")
 
@@ -131,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         f"bf16 {1e3 * b16:.1f} ms ({flop / b16 / 1e9:.0f} GFLOP/s): bf16/fp32 time {statistics.median(ratios):.2f}x"
     )
     shown = " ".join(SEED_COMMAND)
-    extra = (f" --epochs {args.epochs}" if args.epochs else "") + (f" --dataset-size {args.dataset_size}" if args.dataset_size else "")
+    extra = (f" --epochs {args.epochs}" if args.epochs else "") + (
+        f" --dataset-size {args.dataset_size}" if args.dataset_size else ""
+    )
     threads = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
     print(f"\n{threads}hpsearch {shown} --precision auto|fp32{extra}")
 

@@ -37,8 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -64,7 +64,7 @@ class Search:
     curves: list[tuple[list[float], bool]] = field(default_factory=list)  # (values per epoch, pruned)
     best_params: dict = field(default_factory=dict)
 
-    def gap(self, full: "Search") -> float:
+    def gap(self, full: Search) -> float:
         return (self.best - full.best) / abs(full.best)
 
 
@@ -75,7 +75,7 @@ def run_cli(pruner: str, sweep: list[str], epochs: int, dataset_size: int, threa
         command += ["--output-dir", tmp, "--no-progress"]
         start = time.perf_counter()
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env, check=False)
         wall = time.perf_counter() - start
         if done.returncode not in (0, 1):
             sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -124,7 +124,9 @@ def replay(full: Search, pruner: optuna.pruners.BasePruner, epochs: int) -> Sear
     return Search(spent, best, complete, pruned)
 
 
-def random_orders(full: Search, factory: Callable[[], optuna.pruners.BasePruner], epochs: int, n: int) -> tuple[float, float, float]:
+def random_orders(
+    full: Search, factory: Callable[[], optuna.pruners.BasePruner], epochs: int, n: int
+) -> tuple[float, float, float]:
     """Replays over ``n`` random grid orders: median epoch share, share of orders that keep the
     full grid's best (within the goal's gap), and share of orders that meet the whole goal."""
     rng = random.Random(0)
@@ -143,11 +145,19 @@ def random_orders(full: Search, factory: Callable[[], optuna.pruners.BasePruner]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (default %(default)s)")
-    parser.add_argument("--dataset-size", type=int, default=4000, help="synthetic_tokens examples (default %(default)s)")
+    parser.add_argument(
+        "--dataset-size", type=int, default=4000, help="synthetic_tokens examples (default %(default)s)"
+    )
     parser.add_argument("--sweep", nargs="+", default=GRID, metavar="ITEM", help="grid items (default: %(default)s)")
-    parser.add_argument("--pruners", default="none,median,hyperband", help="real CLI runs; 'none' is required (default %(default)s)")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: unset, torch's choice); "
-                        "1 makes wall times steadier on a loaded machine, and changes nothing else")
+    parser.add_argument(
+        "--pruners", default="none,median,hyperband", help="real CLI runs; 'none' is required (default %(default)s)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS for the runs (default: unset, torch's choice); "
+        "1 makes wall times steadier on a loaded machine, and changes nothing else",
+    )
     parser.add_argument("--orders", type=int, default=100, help="random grid orders to replay (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 500 examples")
     args = parser.parse_args(argv)
@@ -182,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     header = f"{'search':<46} {'complete':>8} {'pruned':>6} {'epochs':>6} {'of full':>7} {'best':>9} {'gap':>8}  goal"
-    print(f"\n{n_points}-point grid x {args.epochs} epochs on synthetic_tokens ({args.dataset_size} examples); "
-          f"full grid's best: {full.best:.4f} at {full.best_params}")
+    print(
+        f"\n{n_points}-point grid x {args.epochs} epochs on synthetic_tokens ({args.dataset_size} examples); "
+        f"full grid's best: {full.best:.4f} at {full.best_params}"
+    )
     print("real CLI runs")
     print(header)
     for name, search in real.items():
@@ -197,8 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         ("sha (min 1, factor 4)", lambda: make_pruner("sha", e)),
         ("median, 2 startup, warmup 1", lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)),
         ("median, 1 startup, warmup 1", lambda: optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)),
-        ("percentile 25, 2 startup, warmup 1", lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1)),
-        ("percentile 10, 2 startup, warmup 1", lambda: optuna.pruners.PercentilePruner(10.0, n_startup_trials=2, n_warmup_steps=1)),
+        (
+            "percentile 25, 2 startup, warmup 1",
+            lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1),
+        ),
+        (
+            "percentile 10, 2 startup, warmup 1",
+            lambda: optuna.pruners.PercentilePruner(10.0, n_startup_trials=2, n_warmup_steps=1),
+        ),
         ("sha (min 1, factor 3)", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)),
         ("sha (min 1, factor 2)", lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)),
         ("hyperband (min 1, max epochs, factor 2)", lambda: optuna.pruners.HyperbandPruner(1, e, reduction_factor=2)),
@@ -212,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, label in (("median", settings[0][0]), ("hyperband", settings[1][0])):
         if name in real:
             same = (real[name].epochs, real[name].complete) == (replays[label].epochs, replays[label].complete)
-            print(f"replay of --pruner {name} matches its real run: {'yes' if same else 'NO (real ' + str(real[name].epochs) + ' epochs)'}")
+            print(
+                f"replay of --pruner {name} matches its real run: {'yes' if same else 'NO (real ' + str(real[name].epochs) + ' epochs)'}"
+            )
 
     if args.orders:
-        print(f"\nreplayed over {args.orders} random orders of the same grid (the CLI runs a grid in its written order)")
+        print(
+            f"\nreplayed over {args.orders} random orders of the same grid (the CLI runs a grid in its written order)"
+        )
         print(f"{'search':<46} {'median epochs':>13} {'best kept':>9} {'goal met':>8}")
         for label, factory in settings[:4] + settings[6:8]:
             share, kept, met = random_orders(full, factory, e, args.orders)

@@ -34,6 +34,7 @@ Goal: tracked trainer / hand loop <= 1.05 (all epochs).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import sys
@@ -186,7 +187,7 @@ def trainer_run(task: Task, config: TrainConfig, tracked: bool, workdir: Path, r
     if table is not None:
         table.close()
     bounds = [start, *ends]
-    epoch_seconds = [b - a for a, b in zip(bounds, bounds[1:])]
+    epoch_seconds = [b - a for a, b in itertools.pairwise(bounds)]
     epoch_seconds[-1] += total - (ends[-1] - start)  # the tail after the last callback
     return Run(epoch_seconds, total, [(r.train_loss, r.val_loss) for r in result.records], inside if tracked else None)
 
@@ -199,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds after the cold one (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epochs per run (default %(default)s)")
-    parser.add_argument("--dataset-size", type=int, default=4000, help="synthetic_tokens examples (default %(default)s)")
+    parser.add_argument(
+        "--dataset-size", type=int, default=4000, help="synthetic_tokens examples (default %(default)s)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, as hpsearch runs)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 2 rounds, 1,000 examples")
     args = parser.parse_args(argv)
@@ -262,19 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     for side in sides:
         all_s = statistics.median(r.per_epoch for r in runs[side])
         steady_s = statistics.median(r.steady for r in runs[side])
-        print(f"{labels[side]:<36} {all_s:12.3f} {ratio(side, 'per_epoch'):6.3f}x {steady_s:16.3f} {ratio(side, 'steady'):6.3f}x")
+        print(
+            f"{labels[side]:<36} {all_s:12.3f} {ratio(side, 'per_epoch'):6.3f}x {steady_s:16.3f} {ratio(side, 'steady'):6.3f}x"
+        )
     share = statistics.median(r.tracking / r.total for r in runs["tracked"])
     first = statistics.median(r.tracking for r in runs["tracked"])
     print(
         f"time inside the tracking (FLOPs meter incl. its trace, checkpoints, DB row, stats): {first:.3f} s per trial, "
         f"{100 * share:.1f}% of the tracked run (median; measured inside the run, so load on the machine barely moves it)"
     )
-    print("  of which: " + ", ".join(
-        f"{part} {statistics.median(r.parts[part] for r in runs['tracked']):.3f} s "
-        f"({100 * statistics.median(r.parts[part] / r.total for r in runs['tracked']):.1f}%)"
-        for part in TRACKING_PARTS
-    ))
-    print(f"largest loss difference between the hand loop and the trainer: {gap:.2e} (same training: {'yes' if gap < 1e-4 else 'NO'})")
+    print(
+        "  of which: "
+        + ", ".join(
+            f"{part} {statistics.median(r.parts[part] for r in runs['tracked']):.3f} s "
+            f"({100 * statistics.median(r.parts[part] / r.total for r in runs['tracked']):.1f}%)"
+            for part in TRACKING_PARTS
+        )
+    )
+    print(
+        f"largest loss difference between the hand loop and the trainer: {gap:.2e} (same training: {'yes' if gap < 1e-4 else 'NO'})"
+    )
     best = {side: min(r.per_epoch for r in runs[side]) for side in sides}
     print(
         f"ratio of the fastest runs (least disturbed by other load): trainer, no tracking {best['bare'] / best['hand']:.3f}x, "

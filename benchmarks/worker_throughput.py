@@ -66,10 +66,18 @@ def run_cli(workers: int, n_trials: int, epochs: int, dataset_size: int, single_
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "hpsearch.search.cli", "--models", "tfn_classifier", "--param_sweep", *SWEEP]
         command += ["--sampler", "random", "--pruner", "none", "--n-trials", str(n_trials), "--epochs", str(epochs)]
-        command += ["--dataset-size", str(dataset_size), "--workers", str(workers), "--output-dir", tmp, "--no-progress"]
+        command += [
+            "--dataset-size",
+            str(dataset_size),
+            "--workers",
+            str(workers),
+            "--output-dir",
+            tmp,
+            "--no-progress",
+        ]
         env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if single_thread else {})}
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env, check=False)
         wall = time.perf_counter() - start
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -89,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds (default %(default)s)")
     parser.add_argument("--n-trials", type=int, default=16, help="trials per run (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (default %(default)s)")
-    parser.add_argument("--dataset-size", type=int, default=1000, help="synthetic_tokens examples (default %(default)s)")
+    parser.add_argument(
+        "--dataset-size", type=int, default=1000, help="synthetic_tokens examples (default %(default)s)"
+    )
     parser.add_argument("--no-single-thread", action="store_true", help="skip the OMP_NUM_THREADS=1 context side")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 trials, 1 epoch, 1 round")
     args = parser.parse_args(argv)
@@ -125,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(getattr(a, figure) / getattr(b, figure) for a, b in zip(runs[name], runs["1 worker"]))
 
     print(f"\nmedian of {args.repeats} rounds")
-    print(f"{'side':<30} {'trials/min (span)':>17} {'ratio':>7} {'trials/min (wall)':>17} {'ratio':>7} {'distinct lr':>11}")
+    print(
+        f"{'side':<30} {'trials/min (span)':>17} {'ratio':>7} {'trials/min (wall)':>17} {'ratio':>7} {'distinct lr':>11}"
+    )
     for name in names:
         side = runs[name]
         print(
