@@ -23,8 +23,7 @@ import optuna_dashboard
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.tables_cli import STORAGE_HELP, usage_errors
-from hpsearch.storage.engine import engine_options
+from hpsearch.search.tables_cli import STORAGE_HELP, read_only_storage, usage_errors
 from hpsearch.storage.export import read_connection
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 
@@ -72,11 +71,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna storage on an existing study database; creates no file, table or row."""
     with usage_errors(), read_connection(url):
         pass  # checks that the file exists, the server answers, and Optuna's tables are there
-    sa_url, engine_kwargs = engine_options(url)
-    try:
-        return optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
-    except RuntimeError as error:  # a schema written by another Optuna version
-        raise UsageError(f"cannot read {mask_password(url)}: {str(error).splitlines()[0]}") from None
+    return read_only_storage(url)
 
 
 def dashboard_url(host: str, port: int) -> str:

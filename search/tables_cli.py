@@ -67,14 +67,18 @@ def studies_main(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _read_only_study(url: str, study_name: str) -> optuna.Study:
-    """Load a study that is known to exist without creating tables or switching journal modes."""
+def read_only_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna storage on an existing database that creates no table and switches no journal mode."""
     sa_url, engine_kwargs = engine_options(url)
     try:
-        storage = optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+        return optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
     except RuntimeError as error:  # a schema written by another Optuna version
         raise UsageError(f"cannot read {mask_password(url)}: {str(error).splitlines()[0]}") from None
-    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _read_only_study(url: str, study_name: str) -> optuna.Study:
+    """Load a study that is known to exist without creating tables or switching journal modes."""
+    return optuna.load_study(study_name=study_name, storage=read_only_storage(url))
 
 
 def trials_main(argv: Sequence[str]) -> int:
