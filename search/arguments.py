@@ -50,7 +50,7 @@ TRAIN_OPTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("precision", {"choices": PRECISIONS}, "auto: bf16 where the hardware runs it fast, else fp32"),
     ("device", {"choices": DEVICES}, "auto: CUDA, then MPS, then the CPU"),
     ("on_divergence", {"choices": ("prune", "reduce-lr")}, "prune the trial, or restore the last good epoch and halve the LR"),
-    ("divergence_factor", {"type": float}, "a loss above this multiple of the best smoothed loss is divergence, 0 for off"),
+    ("divergence_factor", {"type": float}, "a batch loss and running loss both above this multiple of the best running loss is divergence, 0 for off"),
     ("max_lr_reductions", {"type": int}, "how often reduce-lr may halve the LR in one trial"),
     ("compile", {"action": "store_true", "default": None}, "torch.compile the model"),
     ("deterministic", {"action": "store_true", "default": None}, "torch deterministic algorithms"),

@@ -8,11 +8,12 @@ from typing import Callable
 
 import optuna
 import torch
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.models import build_model
 from hpsearch.search.signals import Interrupted
 from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
+from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.trainers.checkpoints import LAST
 from hpsearch.trainers.flops import FlopsMeter, meta_forward_flops
@@ -47,7 +48,7 @@ class Objective:
         self,
         resolved: ResolvedSpec,
         epoch_table: EpochMetricsTable,
-        storage: BaseStorage,
+        storage: QueuedRDBStorage,
         echo: Callable[[str], None] = print,
     ) -> None:
         self.resolved = resolved
@@ -190,8 +191,7 @@ class Objective:
         if reason is not None:
             attrs[reason[0]] = reason[1]
             self.echo(f"Trial {trial.number} {'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}")
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        self.storage.set_trial_user_attrs(trial._trial_id, attrs)
         if stats.forward_passes:
             self.echo(stats.format_block())
         return attrs

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb import models as optuna_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 
@@ -97,6 +100,22 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         )
         with self.engine.begin() as connection:
             return connection.execute(take).rowcount == 1
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Set several user attributes of a running trial in one transaction.
+
+        ``Trial.set_user_attr`` runs a lookup, an upsert and a commit per key; a trial's closing
+        attributes are about 15 keys, and on SQLite each commit holds the write lock that other
+        workers wait on. Values are stored as ``set_user_attr`` stores them (JSON).
+        """
+        table = optuna_models.TrialUserAttributeModel.__table__
+        rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+        with _create_scoped_session(self.scoped_session, True) as session:
+            trial = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            # Delete-then-insert is an upsert every dialect runs the same way.
+            session.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
+            session.execute(sqlalchemy.insert(table), rows)
 
     # Optuna's caching layer creates trials through this private method, not create_new_trial;
     # tests/search/test_workers.py fails if a future Optuna changes that.

@@ -13,8 +13,8 @@ class TrainConfig:
     """Everything the trainer needs besides the model and the task.
 
     ``early_stopping_patience`` > 0 stops after that many epochs without improvement of
-    ``monitor``. ``divergence_factor`` > 0 treats a loss above that multiple of the best
-    smoothed loss (after the guard's first 2 steps) as divergence; ``on_divergence`` is ``"prune"`` (stop) or
+    ``monitor``. ``divergence_factor`` > 0 treats a batch loss and running loss both above that
+    multiple of the best running loss (after the guard's first 2 steps) as divergence; ``on_divergence`` is ``"prune"`` (stop) or
     ``"reduce-lr"`` (restore the last good epoch, halve the LR, at most
     ``max_lr_reductions`` times). ``checkpoint_dir`` keeps ``last.pt`` and ``best.pt``.
     """

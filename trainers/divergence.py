@@ -14,9 +14,9 @@ class DivergenceGuard:
 
     ``check`` returns a reason such as ``"diverged: loss=nan at epoch 3 step 41"`` when the
     loss or the gradient norm is not finite, or when, after the guard's first
-    ``warmup_steps``, the loss is above ``factor`` times the lowest smoothed loss seen so far;
-    otherwise None. The guard's warmup is two steps, not the LR warmup: a run with lr=10
-    must stop within its first epoch, which is often all LR warmup.
+    ``warmup_steps``, both the loss and the running (exponentially smoothed) loss are above
+    ``factor`` times the lowest running loss seen so far; otherwise None. The guard's warmup is two steps, not the
+    LR warmup: a run with lr=10 must stop within its first epoch, which is often all LR warmup.
     """
 
     def __init__(self, factor: float = 10.0, warmup_steps: int = 2, smoothing: float = 0.9) -> None:
@@ -33,15 +33,22 @@ class DivergenceGuard:
             return f"diverged: loss={loss} {where}"
         if grad_norm is not None and not math.isfinite(grad_norm):
             return f"diverged: grad_norm={grad_norm} {where}"
-        # The reference never falls below 1% of the starting loss: near zero, one noisy batch
-        # is 10x a converged run's best without anything having diverged.
+        # Both the batch loss and the running loss must be high: one noisy batch of a converged
+        # run is easily 10x its best but leaves the running loss low, and a spike in the guard's
+        # warmup lifts the running loss for a while though later batches are fine. An exploding
+        # run lifts both within a step or two. The reference never falls below 1% of the starting
+        # loss, so near zero a few noisy batches in a row are not divergence either.
+        smoothed = loss if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * loss
         reference = max(self.best, FLOOR * (self.first if self.first is not None else 0.0))
-        if self.factor > 0 and step > self.warmup_steps and loss > self.factor * reference:
-            return f"diverged: loss={loss:.4g} above {self.factor:g}x the best smoothed loss {reference:.4g} {where}"
+        if self.factor > 0 and step > self.warmup_steps and min(loss, smoothed) > self.factor * reference:
+            return (
+                f"diverged: loss={loss:.4g} (running {smoothed:.4g}) above {self.factor:g}x "
+                f"the best running loss {reference:.4g} {where}"
+            )
         if self.first is None:
             self.first = loss
-        self.smoothed = loss if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * loss
-        self.best = min(self.best, self.smoothed)
+        self.smoothed = smoothed
+        self.best = min(self.best, smoothed)
         return None
 
     def state_dict(self) -> dict[str, float | None]:
