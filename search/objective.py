@@ -38,7 +38,8 @@ class Objective:
     """Samples a configuration, trains it, and records what happened on the trial.
 
     Every epoch: a line through ``echo``, a row in the per-epoch table, and
-    ``trial.report`` of the monitored metric followed by the pruner's verdict. At the end,
+    ``trial.report`` of the monitored metric followed by the pruner's verdict (but for the
+    last epoch, whose work is done). At the end,
     whatever the outcome: ``lr_history``, ``epochs_run``, ``params.count``, ``precision``,
     ``checkpoint``, the ``flops.*`` statistics, and ``prune_reason`` or ``fail_reason``.
     A heartbeat retry of a killed trial resumes from that trial's last checkpoint.
@@ -84,7 +85,8 @@ class Objective:
                 return  # Optuna takes no intermediate values from multi-objective trials
             value = record.value(metric)
             trial.report(value, record.epoch)
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial completes.
+            if record.epoch < config.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned by the {spec.pruner} pruner at epoch {record.epoch}: {metric}={value:.4g}")
 
         trainer.callbacks.append(on_epoch_end)

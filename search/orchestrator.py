@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -120,7 +121,11 @@ class Orchestrator:
             storage=self.storage,
             sampler=make_sampler(resolved.sampler, self.sampler_seed, budget_constraints if budgeted else None),
             # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
-            pruner=make_pruner("none" if resolved.multi_objective else self.spec.pruner, resolved.train_config.epochs),
+            pruner=make_pruner(
+                "none" if resolved.multi_objective else self.spec.pruner,
+                resolved.train_config.epochs,
+                resolved.train_config.warmup_epochs,
+            ),
             directions=resolved.directions,
             load_if_exists=True,
         )
@@ -208,7 +213,12 @@ class Orchestrator:
             )
 
     def _queue_grid(self, study: optuna.Study) -> int:
-        """Enqueue every grid point not yet finished, queued or running; return how many wait."""
+        """Enqueue every grid point not yet finished, queued or running; return how many wait.
+
+        The points go in a random order seeded by ``--seed``, as ``GridSampler`` draws them: a
+        pruner judges each trial against the earlier ones, and the written order would start
+        with one corner of the grid (every point with the first value of the first item).
+        """
         taken = []
         waiting = 0
         for trial in study.get_trials(deepcopy=False):
@@ -218,7 +228,9 @@ class Orchestrator:
                 taken.append(trial.system_attrs.get("fixed_params") or trial.params)
             elif trial.state in (*FINISHED, TrialState.RUNNING):
                 taken.append(trial.params)
-        for point in self.resolved.sweep.grid_points():
+        points = self.resolved.sweep.grid_points()
+        random.Random(self.resolved.train_config.seed).shuffle(points)
+        for point in points:
             if point not in taken:
                 study.enqueue_trial(point)
                 waiting += 1

@@ -19,7 +19,7 @@ from hpsearch.trainers.hardware import choose_precision, resolve_device
 from hpsearch.trainers.tasks import Task, build_task, get_task
 
 SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "percentile", "hyperband", "sha", "wilcoxon", "none")
+PRUNERS = ("percentile", "median", "sha", "hyperband", "wilcoxon", "none")
 DEFAULT_N_TRIALS = 20
 
 
@@ -39,7 +39,7 @@ class StudySpec:
     lr_finder: bool = False
     study_name: str | None = None
     sampler: str | None = None
-    pruner: str = "median"
+    pruner: str = "percentile"
     metric: str = "val_loss"
     direction: str | None = None
     objectives: tuple[str, ...] = ()

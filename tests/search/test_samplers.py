@@ -1,0 +1,92 @@
+"""Pruner choice: names, the first judged epoch, and what the objective does with the verdicts."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.search.errors import UsageError
+from hpsearch.search.samplers import first_judged_epoch, make_pruner
+from tests.search.test_cli import load_trials
+
+TINY_DATA = ["--dataset-size", "200", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    ("epochs", "warmup", "first"), [(5, 1.0, 2), (20, 1.0, 2), (5, 0.0, 1), (5, 0.5, 2), (10, 2.5, 4), (1, 1.0, 1)]
+)
+def test_first_judged_epoch_is_the_first_after_the_lr_warmup(epochs, warmup, first):
+    assert first_judged_epoch(epochs, warmup) == first
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("percentile", optuna.pruners.PercentilePruner),
+        ("median", optuna.pruners.MedianPruner),
+        ("sha", optuna.pruners.SuccessiveHalvingPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("wilcoxon", optuna.pruners.WilcoxonPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_every_pruner_name_makes_its_optuna_pruner(name, kind):
+    assert isinstance(make_pruner(name, 10, 1.0), kind)
+    with pytest.raises(UsageError, match="unknown pruner 'mediam'"):
+        make_pruner("mediam", 10, 1.0)
+
+
+def run_curve(study: optuna.Study, values: list[float]) -> int | None:
+    """Report ``values`` epoch by epoch; the epoch it was pruned at, or None if it completed."""
+    trial = study.ask()
+    for epoch, value in enumerate(values, start=1):
+        trial.report(value, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            return epoch
+    study.tell(trial, values[-1])
+    return None
+
+
+@pytest.mark.parametrize("name", ["percentile", "median", "sha"])
+def test_default_pruners_never_judge_the_warmup_epoch(name):
+    study = optuna.create_study(pruner=make_pruner(name, 5, 1.0))
+    for _ in range(3):
+        assert run_curve(study, [1.0, 0.5, 0.3, 0.2, 0.1]) is None
+    # Far behind at epoch 1 (a slow LR ramp), and as good as the rest afterwards: it goes on.
+    assert run_curve(study, [9.0, 0.5, 0.3, 0.2, 0.1]) is None
+    # Behind from epoch 2 on: pruned there, not at epoch 1.
+    assert run_curve(study, [9.0, 5.0, 4.0, 3.0, 2.0]) == 2
+
+
+def test_the_default_pruner_prunes_after_the_warmup_and_never_at_the_last_epoch(tmp_path, run_hpsearch):
+    # Six LRs, two of which barely move in 3 epochs. With one warmup epoch the pruner judges
+    # epoch 2 only (epoch 3 is the last): a slow trial that follows the two startup trials stops
+    # at epoch 2 with the pruner's reason, and no trial is pruned at epoch 1 or 3.
+    result = run_hpsearch(
+        "--models", "tfn_classifier", "--param_sweep", "lr:3e-3,1e-2,5e-3,2e-3,1e-7,2e-7", "embed_dim:16",
+        "--epochs", "3", *TINY_DATA,
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path / "hpsearch.db", "tfn_classifier-synthetic_tokens")
+    pruned = [t for t in trials if t["state"] == "PRUNED"]
+    assert [t["state"] for t in trials[:2]] == ["COMPLETE", "COMPLETE"]  # 2 startup trials
+    slow_after_startup = [t for t in trials[2:] if t["params"]["lr"] < 1e-6]
+    assert slow_after_startup and all(t in pruned for t in slow_after_startup)
+    for trial in pruned:
+        assert trial["attrs"]["epochs_run"] == 2 and trial["steps"] == [1, 2]
+        assert trial["attrs"]["prune_reason"].startswith("pruned by the percentile pruner at epoch 2: val_loss=")
+    assert all(t["state"] == "COMPLETE" and t["attrs"]["epochs_run"] == 3 for t in trials if t not in pruned)
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, run_hpsearch):
+    # One epoch, no warmup: the only epoch the pruner could judge is the last one, where the
+    # work is already done; every trial completes, the bad ones included.
+    result = run_hpsearch(
+        "--models", "tfn_classifier", "--param_sweep", "lr:3e-3,1e-2,1e-7,2e-7,3e-7", "embed_dim:16",
+        "--epochs", "1", "--warmup-epochs", "0", "--pruner", "median", *TINY_DATA,
+    )
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path / "hpsearch.db", "tfn_classifier-synthetic_tokens")
+    assert len(trials) == 5 and all(t["state"] == "COMPLETE" for t in trials)
