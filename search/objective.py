@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -41,7 +43,7 @@ class Objective:
     ``trial.report`` of the monitored metric followed by the pruner's verdict (but for the
     last epoch, whose work is done). At the end,
     whatever the outcome: ``lr_history``, ``epochs_run``, ``params.count``, ``precision``,
-    ``checkpoint``, the ``flops.*`` statistics, and ``prune_reason`` or ``fail_reason``.
+    ``worker``, ``checkpoint``, the ``flops.*`` statistics, and ``prune_reason`` or ``fail_reason``.
     A heartbeat retry of a killed trial resumes from that trial's last checkpoint.
     """
 
@@ -184,6 +186,7 @@ class Objective:
             "epochs_run": len(records),
             "lr_history": [r.lr for r in records],
             "precision": trainer.precision,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
             **stats.as_user_attrs(),
         }
         if records and trainer.checkpoints is not None:

@@ -157,20 +157,23 @@ class Orchestrator:
             return SearchOutcome(study, self.storage_url, 0, 0)
         return self.work(study, planned)
 
-    def work(self, study: optuna.Study, n_trials: int | None = None) -> SearchOutcome:
+    def work(
+        self, study: optuna.Study, n_trials: int | None = None, on_trial_end: Callable[[], None] | None = None
+    ) -> SearchOutcome:
         """The worker loop: run queued trials until none waits, or ``n_trials`` of them.
 
-        Trials left RUNNING by a killed worker are failed and queued again first.
+        Trials left RUNNING by a killed worker are failed and queued again first. After each
+        trial, ``on_trial_end`` is called if given, else this loop's own progress bar moves.
         """
         assert self.storage is not None, "open() the study first"
         optuna.storages.fail_stale_trials(study)
         epoch_table = EpochMetricsTable(self.storage_url)
-        bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=not self.progress)
+        bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=not self.progress or on_trial_end is not None)
         finished: list[TrialState] = []
 
-        def on_trial_end(_study: optuna.Study, trial: FrozenTrial) -> None:
+        def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:
             finished.append(trial.state)
-            bar.update(1)
+            (on_trial_end or (lambda: bar.update(1)))()
 
         self.storage.queue_only = True
         try:
@@ -179,7 +182,7 @@ class Orchestrator:
                 n_trials=n_trials,
                 timeout=self.spec.timeout,
                 catch=(Exception,),
-                callbacks=[on_trial_end],
+                callbacks=[after_trial],
             )
         except QueueEmpty:
             pass  # the queue is done; past it a grid would repeat a point, a budget would overrun

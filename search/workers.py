@@ -6,7 +6,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from typing import Sequence
 
 import optuna
@@ -56,7 +55,12 @@ def describe_queue(study: optuna.Study, planned: int, url: str) -> str:
 
 
 def run_local_workers(orchestrator: Orchestrator, n_workers: int) -> SearchOutcome:
-    """Queue the search, then run it in ``n_workers`` worker processes sharing the CPU cores."""
+    """Queue the search, then run it in this process and ``n_workers - 1`` worker processes.
+
+    This process is one of the workers: it has already paid the seconds of start-up (imports,
+    the task's data) that each new process pays, so its trials begin while the others start.
+    The CPU cores' torch threads are split evenly among the workers.
+    """
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     url = orchestrator.storage_url
     if planned == 0:
@@ -72,23 +76,39 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int) -> SearchOutco
     # The URL goes through the environment, not the command line, where `ps` would show a password.
     env = {**os.environ, STORAGE_ENV: url}
     before = {t.number for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))}
-    workers = [subprocess.Popen(command, env=env) for _ in range(n_workers)]
+
+    def finished_since_start() -> list[optuna.trial.FrozenTrial]:
+        done = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))
+        return [t for t in done if t.number not in before]
+
+    others = [subprocess.Popen(command, env=env) for _ in range(n_workers - 1)]
     bar = tqdm(total=planned, desc=f"{study.study_name} ({n_workers} workers)", unit="trial", disable=not orchestrator.progress)
+    torch.set_num_threads(threads)
+    idle: list[subprocess.Popen] = []
     try:
-        while any(w.poll() is None for w in workers):
-            time.sleep(1.0)
-            done = [t for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)) if t.number not in before]
-            bar.update(len(done) - bar.n)
+        orchestrator.work(study, on_trial_end=lambda: bar.update(len(finished_since_start()) - bar.n))
+        # The queue is empty: the others finish their trials. One still starting up when the
+        # last trial ends has nothing left to do, and is stopped rather than waited for.
+        while any(w.poll() is None for w in others):
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+                idle = [w for w in others if w.poll() is None]
+                break
+            for worker in others:
+                try:
+                    worker.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+            bar.update(len(finished_since_start()) - bar.n)
     finally:
         bar.close()
-        for worker in workers:
+        for worker in others:
             if worker.poll() is None:
                 worker.terminate()
-        for worker in workers:
+        for worker in others:
             worker.wait()
-    ran = [t for t in study.get_trials(deepcopy=False) if t.number not in before and t.state in (*FINISHED, TrialState.FAIL)]
-    failed = sum(t.state == TrialState.FAIL for t in ran) + sum(w.returncode not in (0, EXIT_RUN_FAILED) for w in workers)
-    return SearchOutcome(study, url, len(ran), failed)
+    ran = finished_since_start()
+    crashed = sum(w.returncode not in (0, EXIT_RUN_FAILED) for w in others if w not in idle)
+    return SearchOutcome(study, url, len(ran), sum(t.state == TrialState.FAIL for t in ran) + crashed)
 
 
 def build_worker_parser() -> ArgumentParser:

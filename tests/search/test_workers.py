@@ -55,6 +55,9 @@ def test_four_local_workers_finish_200_trials_on_sqlite_without_lock_errors(tmp_
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     # Identically seeded samplers in four processes would draw the same values four times.
     assert len({t.params["lr"] for t in trials}) == 200
+    # Four processes at most (the command itself is one of the four), and the work was shared.
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert 2 <= len(workers) <= 4, workers
 
 
 def test_a_grid_runs_each_point_once_across_workers(tmp_path, run_hpsearch):
