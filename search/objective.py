@@ -39,11 +39,11 @@ def checkpoint_dir(output_dir: str, study_name: str, trial_number: int) -> Path:
 class Objective:
     """Samples a configuration, trains it, and records what happened on the trial.
 
-    Every epoch: a line through ``echo``, a row in the per-epoch table, and
-    ``trial.report`` of the monitored metric followed by the pruner's verdict (but for the
-    last epoch, whose work is done). At the end,
-    whatever the outcome: ``lr_history``, ``epochs_run``, ``params.count``, ``precision``,
-    ``worker``, ``checkpoint``, the ``flops.*`` statistics, and ``prune_reason`` or ``fail_reason``.
+    Every epoch: a line through ``echo``, a row in the per-epoch table, and ``trial.report``
+    of the monitored metric followed by the pruner's verdict (but for the last epoch, whose
+    work is done). At the end, whatever the outcome: ``lr_history``, ``epochs_run``,
+    ``params.count``, ``precision``, ``worker``, ``checkpoint``, the ``flops.*`` statistics,
+    and ``prune_reason`` or ``fail_reason``.
     A heartbeat retry of a killed trial resumes from that trial's last checkpoint.
     """
 

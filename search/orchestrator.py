@@ -173,7 +173,10 @@ class Orchestrator:
 
         def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:
             finished.append(trial.state)
-            (on_trial_end or (lambda: bar.update(1)))()
+            if on_trial_end is not None:
+                on_trial_end()
+            else:
+                bar.update(1)
 
         self.storage.queue_only = True
         try:
