@@ -23,9 +23,8 @@ For context a third side runs ``--workers 1`` with ``OMP_NUM_THREADS=1``: two on
 can at most double it, so ``2 x`` its rate over the two-thread single worker's is the ceiling of
 the ratio on this machine, and the wider the model, the more torch's second thread helps the
 single worker and the lower that ceiling (``embed_dim:32`` is about 1.2x faster with two threads:
-a 1.7x ceiling). The script also
-reports duplicate parameter values among the trials. Goal: at least 1.8x the trials per minute
-with 2 workers.
+a 1.7x ceiling). The script also reports duplicate parameter values among the trials and how
+many processes ran them. Goal: at least 1.8x the trials per minute with 2 workers.
 
     python benchmarks/worker_throughput.py              # 64 trials, 3 rounds
     python benchmarks/worker_throughput.py --quick      # 8 trials, 1 epoch, 1 round

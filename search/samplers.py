@@ -45,7 +45,7 @@ def first_judged_epoch(epochs: int, warmup_epochs: float) -> int:
     return max(1, min(epochs, math.ceil(warmup_epochs) + 1))
 
 
-def make_pruner(name: str, epochs: int, warmup_epochs: float = 0.0) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, warmup_epochs: float) -> optuna.pruners.BasePruner:
     """The Optuna pruner called ``name``, sized for ``epochs`` reports per trial.
 
     Every pruner waits for the first epoch after the LR warmup (``first_judged_epoch``), and

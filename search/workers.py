@@ -93,11 +93,10 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int) -> SearchOutco
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 idle = [w for w in others if w.poll() is None]
                 break
-            for worker in others:
-                try:
-                    worker.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    pass
+            try:
+                next(w for w in others if w.poll() is None).wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
             bar.update(len(finished_since_start()) - bar.n)
     finally:
         bar.close()

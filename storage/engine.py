@@ -108,6 +108,8 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         attributes are about 15 keys, and on SQLite each commit holds the write lock that other
         workers wait on. Values are stored as ``set_user_attr`` stores them (JSON).
         """
+        # Optuna's private RDB models and session helper: tests/storage/test_engine.py compares
+        # the result with set_user_attr's, so a change in a future Optuna shows there.
         table = optuna_models.TrialUserAttributeModel.__table__
         rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
         with _create_scoped_session(self.scoped_session, True) as session:
