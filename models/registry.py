@@ -18,16 +18,20 @@ class DataSpec:
     label per example), ``"token_sequence"`` (the same input, but ``output_len`` labels per
     example, e.g. the digits of a product) or ``"series"``
     (``FloatTensor[batch, seq_len, num_features]`` whose last feature is the forecast target).
+    ``"image"`` (``FloatTensor[batch, channels, height, width]``, ``input_shape`` without the batch)
+    and ``"tabular"`` (``FloatTensor[batch, num_features]``) are for users' tasks, as is ``"any"``:
+    a model registered for any input is checked by running it on two examples of the task's data.
     ``num_outputs`` is the number of classes for classification (per output position for
-    ``token_sequence``), or of predicted values for regression.
+    ``token_sequence``), or of predicted values for regression. Only what a task has is set.
     """
 
-    kind: str
-    seq_len: int
-    num_outputs: int
+    kind: str = "any"
+    seq_len: int | None = None
+    num_outputs: int | None = None
     vocab_size: int | None = None
     num_features: int | None = None
     output_len: int | None = None
+    input_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,11 @@ class ModelSpec:
     build: Callable[..., nn.Module]
     params: tuple[HyperParam, ...]
     description: str = ""
-    input_kind: str = "tokens"
+    input_kind: str = "any"
+
+    def accepts(self, data: DataSpec) -> bool:
+        """Whether the model takes the task's input (``any`` takes every kind; the probe checks it)."""
+        return self.input_kind == "any" or data.kind == "any" or self.input_kind == data.kind
 
     def param(self, name: str) -> HyperParam | None:
         return next((p for p in self.params if p.name == name), None)
@@ -51,18 +59,43 @@ class ModelSpec:
 T = TypeVar("T")
 
 
+def code_origin(function: Any) -> str:
+    """``module.qualname`` of the code that makes an entry: the same for a re-run notebook cell."""
+    function = getattr(function, "func", function)  # functools.partial
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', type(function).__qualname__)}"
+
+
 class Registry(Generic[T]):
-    """Named entries of one kind (models, tasks): add once, look up, list by name."""
+    """Named entries of one kind (models, tasks, optimizers): add, look up, list by name.
+
+    Adding a name again from the same code (same module and qualified name, as when a notebook
+    cell runs twice) replaces the entry; from other code it is an error, so two plugins cannot
+    silently shadow each other.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
 
-    def add(self, name: str, entry: T) -> T:
-        if name in self._entries:
-            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+    def add(self, name: str, entry: T, origin: str | None = None) -> T:
+        origin = origin or code_origin(entry)
+        if name in self._entries and self._origins[name] != origin:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered (by {self._origins[name]})")
         self._entries[name] = entry
+        self._origins[name] = origin
         return entry
+
+    def origin(self, name: str) -> str | None:
+        """``module.qualname`` of the code that registered ``name``."""
+        return self._origins.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def remove(self, name: str) -> None:
+        self._entries.pop(name, None)
+        self._origins.pop(name, None)
 
     def get(self, name: str) -> T:
         try:
@@ -82,15 +115,24 @@ def register_model(
     build: Callable[..., nn.Module],
     params: tuple[HyperParam, ...] | list[HyperParam],
     description: str = "",
-    input_kind: str = "tokens",
+    input_kind: str = "any",
 ) -> ModelSpec:
-    """Add a model to the registry; a name already taken is an error."""
-    return _MODELS.add(name, ModelSpec(name, build, tuple(params), description, input_kind))
+    """Add a model: ``build(data, **hyperparameters)`` returns the ``nn.Module``.
+
+    ``input_kind`` is a ``DataSpec`` kind the model needs, or ``any``. Registering the same name
+    again from the same code replaces the model; a name taken by other code is an error.
+    """
+    return _MODELS.add(name, ModelSpec(name, build, tuple(params), description, input_kind), code_origin(build))
 
 
 def get_model(name: str) -> ModelSpec:
     """The registered model called ``name`` (``KeyError`` naming the known ones if absent)."""
     return _MODELS.get(name)
+
+
+def model_origin(name: str) -> str | None:
+    """``module.qualname`` of the builder registered as ``name`` (None if there is none)."""
+    return _MODELS.origin(name)
 
 
 def list_models() -> list[ModelSpec]:
@@ -101,6 +143,6 @@ def list_models() -> list[ModelSpec]:
 def build_model(name: str, hparams: Mapping[str, Any], data: DataSpec) -> nn.Module:
     """Build model ``name`` with ``hparams`` over its defaults for ``data``."""
     spec = get_model(name)
-    if data.kind != spec.input_kind:
+    if not spec.accepts(data):
         raise ValueError(f"model {name!r} takes {spec.input_kind} input, but the task gives {data.kind}")
     return spec.build(data, **spec.resolve(hparams))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hpsearch.models import DataSpec, HyperParam
+from hpsearch.trainers.metrics import MeanOf
 from hpsearch.trainers.tasks import Task, _split, register_task
 
 TIMES, EQUALS = 10, 11  # token ids after the ten digits
@@ -44,14 +45,17 @@ def multiplication_examples(digits: int, count: int, generator: torch.Generator)
     return tokens, to_digits(a * b, 2 * digits)
 
 
-def _digit_loss(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+def _digit_loss(outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
     # Cross-entropy wants the classes in dimension 1: [batch, 10, positions].
     return F.cross_entropy(outputs.float().transpose(1, 2), targets, label_smoothing=label_smoothing)
 
 
-def _digit_metrics(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    correct = outputs.argmax(dim=-1) == targets
-    return {"val_digit_acc": correct.float().mean(dim=1).sum(), "val_exact_match": correct.all(dim=1).sum()}
+def _digit_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.argmax(dim=-1) == targets).float().mean(dim=1)
+
+
+def _exact_match(outputs: Tensor, targets: Tensor) -> Tensor:
+    return (outputs.argmax(dim=-1) == targets).all(dim=1).float()
 
 
 def multiplication(digits: int, dataset_size: int, data_seed: int) -> Task:
@@ -69,8 +73,7 @@ def multiplication(digits: int, dataset_size: int, data_seed: int) -> Task:
         train=train,
         val=val,
         loss=_digit_loss,
-        metric_sums=_digit_metrics,
-        metric_directions={"val_digit_acc": "maximize", "val_exact_match": "maximize"},
+        metrics={"val_digit_acc": lambda: MeanOf(_digit_accuracy), "val_exact_match": lambda: MeanOf(_exact_match)},
     )
 
 

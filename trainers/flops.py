@@ -55,6 +55,7 @@ with warnings.catch_warnings():
     from fvcore.nn.jit_handles import conv_flop_count, conv_flop_jit, einsum_flop_jit, get_shape
 
 from hpsearch.models.tfn import DiffusionStep, FieldKernel
+from hpsearch.trainers.step import call_model
 
 #: Modules whose elementwise arithmetic the meter counts (see the module docstring).
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (FieldKernel, DiffusionStep)
@@ -246,6 +247,8 @@ def _si(value: float, unit: str) -> str:
 class FlopsMeter:
     """Watches a model's forward passes and reports their FLOPs (see the module docstring).
 
+    ``attach`` hooks the meter on the model, so every forward pass is observed wherever it is
+    made (a custom training step included); a pass with autograd on counts as training.
     ``elementwise_modules`` names the module types whose elementwise arithmetic counts; ``clock``
     is the timer for training-step intervals (tests replace it).
     """
@@ -259,21 +262,52 @@ class FlopsMeter:
     ) -> None:
         self.model = model
         self.elementwise_modules = elementwise_modules
-        self.traces = 0  # fvcore traces run so far: one per distinct (shape, dtype)
+        self.traces = 0  # traces run so far: one per distinct input signature
         self._clock = clock
-        self._forward: dict[Key, ForwardCount] = {}
-        self._entries: dict[tuple[tuple[int, ...], torch.dtype, bool], _Entry] = {}
+        self._forward: dict[Any, ForwardCount] = {}
+        self._entries: dict[tuple[Any, bool], _Entry] = {}
         self._forward_seconds = 0.0
         # Training-step throughput: from the end of one training observe() to the start of the
         # next lies the rest of that step (loss, backward, optimiser) and the next step's forward.
         self._last_train: tuple[float, _Entry] | None = None
         self._step_seconds = 0.0
         self._step_flops = 0
+        self._counting = False
+        self._started: list[float] = []
+        self._hooks: list[Any] = []
 
-    def observe(self, inputs: torch.Tensor, seconds: float, training: bool) -> None:
-        """Record one forward pass on ``inputs`` that took ``seconds``; counts only unseen shapes."""
+    def attach(self, model: nn.Module | None = None) -> None:
+        """Observe every forward pass of ``model`` (the meter's own by default) from now on."""
+        model = model if model is not None else self.model
+        self.detach()
+        self._hooks = [
+            model.register_forward_pre_hook(self._before_forward),
+            model.register_forward_hook(self._after_forward, with_kwargs=True),
+        ]
+
+    def detach(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def _before_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not self._counting:
+            self._started.append(time.perf_counter())
+
+    def _after_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if self._counting or not self._started:
+            return
+        seconds = time.perf_counter() - self._started.pop()
+        inputs: Any = (args[0] if len(args) == 1 else args) if not kwargs else _Call(args, kwargs)
+        self.observe(inputs, seconds, training=torch.is_grad_enabled())
+
+    def observe(self, inputs: Any, seconds: float, training: bool) -> None:
+        """Record one forward pass on ``inputs`` that took ``seconds``; counts only unseen signatures.
+
+        ``inputs`` is the model's argument: a tensor, a tuple of positional arguments, or a ``_Call``.
+        """
         now = self._clock()
-        key = (tuple(inputs.shape), inputs.dtype, training)
+        key = (_signature(inputs), training)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._new_entry(inputs, training)
@@ -289,18 +323,22 @@ class FlopsMeter:
         # Taken after any counting above, so the meter's own work stays out of the interval.
         self._last_train = (self._clock(), entry)
 
-    def count_forward(self, inputs: torch.Tensor) -> int:
-        """FLOPs of one forward pass on ``inputs`` (cached per shape and dtype)."""
+    def count_forward(self, inputs: Any) -> int:
+        """FLOPs of one forward pass on ``inputs`` (cached per signature)."""
         return self.count_forward_parts(inputs).total
 
-    def count_forward_parts(self, inputs: torch.Tensor) -> ForwardCount:
-        """Dense, elementwise and backward FLOPs of a pass on ``inputs`` (cached per shape and dtype)."""
-        key = (tuple(inputs.shape), inputs.dtype)
+    def count_forward_parts(self, inputs: Any) -> ForwardCount:
+        """Dense, elementwise and backward FLOPs of a pass on ``inputs`` (cached per signature)."""
+        key = _signature(inputs)
         count = self._forward.get(key)
         if count is None:
             # Autograd on, so the trace records which values need gradients (see _product).
-            with _counting_mode(self.model, inputs), torch.enable_grad():
-                count = self._forward[key] = self._trace(inputs)
+            self._counting = True
+            try:
+                with _counting_mode(self.model, _tensors(inputs)), torch.enable_grad():
+                    count = self._forward[key] = self._count(inputs)
+            finally:
+                self._counting = False
         return count
 
     def stats(self) -> FlopsStats:
@@ -311,12 +349,12 @@ class FlopsMeter:
         mean = total / passes if passes else 0.0
         variance = sum(e.passes * (e.forward - mean) ** 2 for e in entries) / passes if passes else 0.0
         samples = sum(e.batch * e.passes for e in entries)
-        elementwise = sum(self._forward[k[:2]].elementwise * e.passes for k, e in self._entries.items())
+        elementwise = sum(self._forward[k[0]].elementwise * e.passes for k, e in self._entries.items())
         return FlopsStats(
             total=total,
             avg_per_pass=mean,
             forward_passes=passes,
-            training_passes=sum(e.passes for k, e in self._entries.items() if k[2]),
+            training_passes=sum(e.passes for k, e in self._entries.items() if k[1]),
             avg_time_per_pass_s=self._forward_seconds / passes if passes else 0.0,
             per_second=total / self._forward_seconds if self._forward_seconds > 0 else 0.0,
             std=math.sqrt(variance),
@@ -325,42 +363,128 @@ class FlopsMeter:
             per_sample_forward=total / samples if samples else 0.0,
             elementwise_total=elementwise,
             params_count=sum(p.numel() for p in self.model.parameters()),
-            train_step_total=sum((e.forward + e.backward) * e.passes for k, e in self._entries.items() if k[2]),
+            train_step_total=sum((e.forward + e.backward) * e.passes for k, e in self._entries.items() if k[1]),
             train_per_second=self._step_flops / self._step_seconds if self._step_seconds > 0 else 0.0,
         )
 
-    def _new_entry(self, inputs: torch.Tensor, training: bool) -> _Entry:
+    def _new_entry(self, inputs: Any, training: bool) -> _Entry:
         count = self.count_forward_parts(inputs)
-        batch = int(inputs.shape[0]) if inputs.dim() else 1
+        tensors = _tensors(inputs)
+        batch = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
         return _Entry(forward=count.total, backward=count.backward if training else 0, batch=batch)
 
-    def _trace(self, inputs: torch.Tensor) -> ForwardCount:
+    def _count(self, inputs: Any) -> ForwardCount:
+        """fvcore's trace (the model called directly, else through an adapter), else FlopCounterMode.
+
+        The adapter takes the tensors positionally and returns the outputs' tensors as a tuple, which
+        is what a jit trace needs of models called with several or keyword arguments, or returning
+        dicts. Where no trace works, FlopCounterMode counts the matrix products of one forward pass,
+        and the backward is taken as twice the forward.
+        """
         self.traces += 1
+        if isinstance(inputs, torch.Tensor):
+            try:
+                return self._trace(self.model, (inputs,), "")
+            except Exception:  # noqa: BLE001  a model jit cannot trace: try the adapter, then the fallback
+                pass
+        call = inputs if isinstance(inputs, _Call) else _Call(tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,), {})
+        adapter = _Adapter(self.model, call)
+        try:
+            return self._trace(adapter, tuple(adapter.tensors), "model")
+        except Exception:  # noqa: BLE001
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                call.run(self.model)
+            forward = int(counter.get_total_flops())
+            return ForwardCount(forward, 0, 2 * forward)
+
+    def _trace(self, root: nn.Module, args: tuple[torch.Tensor, ...], prefix: str) -> ForwardCount:
         analysis = (
-            FlopCountAnalysis(self.model, (inputs,))
+            FlopCountAnalysis(root, args)
             .clear_op_handles()
             .set_op_handle(**_op_handles())
             .unsupported_ops_warnings(False)
             .uncalled_modules_warnings(False)
+            .tracer_warnings("none")
         )
         counts = analysis.by_module_and_operator()
         scoped = [name for name, module in self.model.named_modules() if isinstance(module, self.elementwise_modules)]
         # A field module inside another already counts in its parent's total.
         outermost = [n for n in scoped if not any(p != n and (p == "" or n.startswith(p + ".")) for p in scoped)]
-        elementwise = sum(counts[analysis.canonical_module_name(n)]["elementwise"] for n in outermost)
-        root = counts[""]
-        return ForwardCount(int(root["dense"]), int(elementwise), int(root["dense_backward"]))
+        qualified = [".".join(part for part in (prefix, n) if part) for n in outermost]
+        elementwise = sum(counts[analysis.canonical_module_name(n)]["elementwise"] for n in qualified)
+        root_counts = counts[""]
+        return ForwardCount(int(root_counts["dense"]), int(elementwise), int(root_counts["dense_backward"]))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A forward call's positional and keyword arguments."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def run(self, model: nn.Module) -> Any:
+        return model(*self.args, **self.kwargs)
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, _Call):
+        return _leaves(value.args) + _leaves(value.kwargs)
+    if isinstance(value, dict):
+        return [leaf for key in sorted(value, key=str) for leaf in _leaves(value[key])]
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
+def _tensors(inputs: Any) -> list[torch.Tensor]:
+    return [leaf for leaf in _leaves(inputs) if isinstance(leaf, torch.Tensor)]
+
+
+def _signature(inputs: Any) -> Any:
+    """What makes two calls cost the same: each tensor's shape and dtype, and the other values."""
+    if isinstance(inputs, torch.Tensor):
+        return (tuple(inputs.shape), inputs.dtype)
+    keys = tuple(sorted(inputs.kwargs)) if isinstance(inputs, _Call) else ()
+    return (keys, *((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else repr(x) for x in _leaves(inputs)))
+
+
+def _rebuild(template: Any, tensors: Iterator[torch.Tensor]) -> Any:
+    if isinstance(template, torch.Tensor):
+        return next(tensors)
+    if isinstance(template, dict):
+        return {key: _rebuild(template[key], tensors) for key in sorted(template, key=str)}
+    if isinstance(template, (tuple, list)):
+        return type(template)(_rebuild(item, tensors) for item in template)
+    return template
+
+
+class _Adapter(nn.Module):
+    """``model`` called as ``call`` was, with the tensors as positional arguments and as outputs."""
+
+    def __init__(self, model: nn.Module, call: _Call) -> None:
+        super().__init__()
+        self.model = model
+        self.call = call
+        self.tensors = _tensors(call)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = iter(tensors)
+        args = _rebuild(self.call.args, flat)
+        kwargs = _rebuild(self.call.kwargs, flat)
+        outputs = self.model(*args, **kwargs)
+        return tuple(t for t in _leaves(outputs) if isinstance(t, torch.Tensor))
 
 
 @contextmanager
-def _counting_mode(model: nn.Module, inputs: torch.Tensor) -> Iterator[None]:
+def _counting_mode(model: nn.Module, tensors: list[torch.Tensor]) -> Iterator[None]:
     """Eval mode with the RNG state saved, so counting changes neither the model nor the run.
 
     Each module's own ``training`` flag comes back afterwards (not one flag for all), and so do
-    the CPU generator and the input's CUDA generator: a seeded trial gives the same numbers with
+    the CPU generator and the inputs' CUDA generator: a seeded trial gives the same numbers with
     and without a meter.
     """
-    devices = [inputs.device] if inputs.device.type == "cuda" else []
+    devices = sorted({t.device for t in tensors if t.device.type == "cuda"}, key=str)
     modes = [(module, module.training) for module in model.modules()]
     with torch.random.fork_rng(devices=devices):
         model.eval()
@@ -371,7 +495,7 @@ def _counting_mode(model: nn.Module, inputs: torch.Tensor) -> Iterator[None]:
                 module.training = mode
 
 
-def meta_forward_flops(model: nn.Module, sample: torch.Tensor) -> int:
+def meta_forward_flops(model: nn.Module, sample: Any) -> int:
     """Matrix-product FLOPs of one forward pass, for a model and input on the meta device.
 
     Nothing is allocated or computed, so a budget can be checked before a model exists for
@@ -379,5 +503,5 @@ def meta_forward_flops(model: nn.Module, sample: torch.Tensor) -> int:
     counts the same matrix products (the meter's extra elementwise field work is left out).
     """
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(sample)
+        call_model(model, sample)
     return int(counter.get_total_flops())

@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from hpsearch.trainers.config import TrainConfig
-from hpsearch.trainers.hardware import autocast, choose_precision, resolve_device
-from hpsearch.trainers.tasks import Task
+from hpsearch.trainers.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -30,33 +29,30 @@ class LRFinderResult:
 
 
 def find_lr(
-    model: nn.Module,
-    task: Task,
-    config: TrainConfig,
+    trainer: Trainer,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_iter: int = 100,
     smoothing: float = 0.98,
     diverge_factor: float = 4.0,
-    optimizer: torch.optim.Optimizer | None = None,
 ) -> LRFinderResult:
-    """Run the range test on ``model``; its weights (and ``optimizer``'s state) are restored after."""
+    """Run the range test with ``trainer``'s step, device, precision and optimizer; all are restored after.
+
+    Each iteration is one training step on the next training batch, the LR raised exponentially
+    from ``start_lr`` to ``end_lr``.
+    """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"the LR range needs 0 < start_lr < end_lr (got {start_lr:g}..{end_lr:g})")
     if num_iter < 5:
         raise ValueError(f"num_iter must be at least 5 (got {num_iter})")
-    device = resolve_device(config.device)
-    precision = choose_precision(config.precision, device)
-    model_state = copy.deepcopy(model.state_dict())
-    own_optimizer = optimizer is None
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=start_lr, weight_decay=config.weight_decay)
-    optimizer_state = copy.deepcopy(optimizer.state_dict())
-    rng_state = torch.get_rng_state()
-
-    x, y = (t.to(device) for t in task.train)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    batches = iter(())
+    model, optimizer, config = trainer.model, trainer.optimizer, trainer.config
+    saved = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    shuffle_state, rng_state = trainer.shuffle.get_state(), torch.get_rng_state()
+    meter, trainer.flops_meter = trainer.flops_meter, None
+    if meter is not None:
+        meter.detach()  # the test's steps are not the trial's
+    source = trainer.batches("train")
+    batches: Iterator[Any] = iter(())
     ratio = (end_lr / start_lr) ** (1 / (num_iter - 1))
     lrs: list[float] = []
     losses: list[float] = []
@@ -69,10 +65,9 @@ def find_lr(
                 group["lr"] = lr
             batch = next(batches, None)
             if batch is None:
-                batches = iter(torch.randperm(len(x), generator=shuffle).split(config.batch_size))
+                batches = iter(source)
                 batch = next(batches)
-            with autocast(precision, device):
-                loss = task.loss(model(x[batch]), y[batch], config.label_smoothing)
+            loss = trainer.run_step(batch, training=True).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -89,11 +84,14 @@ def find_lr(
             lrs.append(lr)
             losses.append(smoothed)
     finally:
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
-        if own_optimizer:
-            optimizer.zero_grad(set_to_none=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        optimizer.zero_grad(set_to_none=True)
+        trainer.shuffle.set_state(shuffle_state)
         torch.set_rng_state(rng_state)
+        trainer.flops_meter = meter
+        if meter is not None:
+            meter.attach(model)
     return LRFinderResult(lrs, losses, steepest_descent(lrs, losses), diverged)
 
 

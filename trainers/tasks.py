@@ -2,36 +2,71 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
 
 from hpsearch.models import DataSpec, HyperParam
-from hpsearch.models.registry import Registry
+from hpsearch.models.registry import Registry, code_origin
 from hpsearch.models.schema import resolve_values
+from hpsearch.trainers.data import Split, check_split
+from hpsearch.trainers.metrics import make_metric, metric_direction
+from hpsearch.trainers.step import Step, StepFn, supervised_step
 
 
 @dataclass(frozen=True)
 class Task:
-    """Pre-built tensors plus how to score a model on them.
+    """A task: training and validation data, how a batch is scored, and the validation metrics.
 
-    ``loss(outputs, targets, label_smoothing)`` is the mean training loss of a batch;
-    ``metric_sums(outputs, targets)`` returns per-metric sums over a batch, which the trainer
-    divides by the number of validation examples (so ``val_acc`` is a fraction). ``test`` is
-    a held-out split that training and model selection never see, where the task has one.
+    ``train`` and ``val`` are each a tuple of tensors ``(inputs, targets)`` (the fast path), a
+    ``torch.utils.data.Dataset`` (map-style or iterable), or a function ``batch_size ->
+    DataLoader`` (see ``trainers.data``). A batch is a tensor, a tuple or list, or a dict of tensors.
+
+    The default step computes ``loss(model(inputs), targets)`` on ``(inputs, targets)`` batches
+    (or dicts with a ``target`` key); ``step`` replaces it (see ``trainers.step``), and a task
+    with a step needs no ``loss``. ``metrics`` maps each validation metric's name to a metric
+    (``update(outputs, targets)``/``compute()``/``reset()``, as torchmetrics') or a function that
+    makes one; ``metric_directions`` says ``maximize`` or ``minimize`` where torchmetrics'
+    ``higher_is_better`` does not. ``data`` tells models about the input (``DataSpec``);
+    ``test`` is a held-out split that training and model selection never see.
     """
 
     name: str
-    data: DataSpec
-    train: tuple[Tensor, Tensor]
-    val: tuple[Tensor, Tensor]
-    loss: Callable[[Tensor, Tensor, float], Tensor]
-    metric_sums: Callable[[Tensor, Tensor], dict[str, Tensor]]
-    metric_directions: Mapping[str, str]
-    test: tuple[Tensor, Tensor] | None = None
+    train: Split
+    val: Split
+    loss: Callable[..., Tensor] | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metric_directions: Mapping[str, str] = field(default_factory=dict)
+    data: DataSpec = field(default_factory=DataSpec)
+    step: Step | None = None
+    test: Split | None = None
+
+    def __post_init__(self) -> None:
+        if self.step is not None and not isinstance(self.step, Step):
+            object.__setattr__(self, "step", Step(self.step))
+        if self.step is None and self.loss is None:
+            raise ValueError(f"task {self.name!r} needs a loss, or a step that computes one")
+
+    def check(self) -> None:
+        """``DataError`` unless both splits are of a kind the trainer takes."""
+        check_split(self.train, f"task {self.name}'s train split")
+        check_split(self.val, f"task {self.name}'s val split")
+
+    def step_fn(self) -> StepFn:
+        return self.step.fn if self.step is not None else supervised_step(self.loss)  # type: ignore[arg-type]
+
+    @property
+    def step_params(self) -> tuple[HyperParam, ...]:
+        return self.step.params if self.step is not None else ()
+
+    def directions(self) -> dict[str, str]:
+        """Every metric's direction (``maximize``/``minimize``), declared or taken from the metric."""
+        return {name: metric_direction(make_metric(entry, name), self.metric_directions.get(name))
+                for name, entry in self.metrics.items()}
 
 
 @dataclass(frozen=True)
@@ -54,13 +89,22 @@ _TASKS: Registry[TaskSpec] = Registry("task")
 def register_task(
     name: str, build: Callable[..., Task], options: tuple[HyperParam, ...] | list[HyperParam], description: str = ""
 ) -> TaskSpec:
-    """Add a task to the registry; a name already taken is an error."""
-    return _TASKS.add(name, TaskSpec(name, build, tuple(options), description))
+    """Add a task: ``build(**options)`` returns the ``Task``; ``options`` are its settings' schema.
+
+    Registering the same name again from the same code replaces the task; a name taken by other
+    code is an error.
+    """
+    return _TASKS.add(name, TaskSpec(name, build, tuple(options), description), code_origin(build))
 
 
 def get_task(name: str) -> TaskSpec:
     """The registered task called ``name`` (``KeyError`` naming the known ones if absent)."""
     return _TASKS.get(name)
+
+
+def task_origin(name: str) -> str | None:
+    """``module.qualname`` of the builder registered as ``name`` (None if there is none)."""
+    return _TASKS.origin(name)
 
 
 def list_tasks() -> list[TaskSpec]:
@@ -73,12 +117,14 @@ def build_task(name: str, options: Mapping[str, Any]) -> Task:
     return spec.build(**spec.resolve(options))
 
 
-def _classification_loss(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+def classification_loss(outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy in fp32 (autocast's bf16 logits lose the small differences that matter)."""
     return F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing)
 
 
-def _classification_metrics(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    return {"val_acc": (outputs.argmax(dim=-1) == targets).sum()}
+def accuracy(num_classes: int) -> Callable[[], Any]:
+    """``val_acc``: the fraction of examples whose highest score is the label."""
+    return lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")
 
 
 def _split(x: Tensor, y: Tensor, val_fraction: float) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -93,9 +139,8 @@ def _classification_task(name: str, x: Tensor, y: Tensor, vocab_size: int, num_c
         data=DataSpec(kind="tokens", seq_len=x.shape[1], num_outputs=num_classes, vocab_size=vocab_size),
         train=train,
         val=val,
-        loss=_classification_loss,
-        metric_sums=_classification_metrics,
-        metric_directions={"val_acc": "maximize"},
+        loss=classification_loss,
+        metrics={"val_acc": accuracy(num_classes)},
     )
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from hpsearch.models import DataSpec, HyperParam
 from hpsearch.trainers.tasks import Task, register_task
@@ -86,14 +87,8 @@ def last_value_forecast(x: Tensor, horizon: int) -> Tensor:
     return x[:, -1, -1:].expand(-1, horizon)
 
 
-def _mse_loss(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
-    del label_smoothing  # a classification setting; regression has nothing to smooth
+def _mse_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.mse_loss(outputs.float(), targets)
-
-
-def _regression_metrics(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    error = outputs.float() - targets
-    return {"val_mse": error.square().mean(dim=1).sum(), "val_mae": error.abs().mean(dim=1).sum()}
 
 
 def csv_timeseries(
@@ -136,8 +131,7 @@ def csv_timeseries(
         val=splits["validation"],
         test=splits.get("test"),
         loss=_mse_loss,
-        metric_sums=_regression_metrics,
-        metric_directions={"val_mse": "minimize", "val_mae": "minimize"},
+        metrics={"val_mse": MeanSquaredError, "val_mae": MeanAbsoluteError},
     )
 
 

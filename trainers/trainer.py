@@ -8,17 +8,22 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from hpsearch.models.schema import resolve_values
 from hpsearch.trainers.checkpoints import CheckpointStore, load_checkpoint
-from hpsearch.trainers.config import TrainConfig
+from hpsearch.trainers.config import TRAINER_PARAMS, TrainConfig
+from hpsearch.trainers.data import BatchSource, DataError, Split, batch_length
 from hpsearch.trainers.divergence import DivergenceGuard
 from hpsearch.trainers.hardware import autocast, choose_precision, grad_scaler, resolve_device
+from hpsearch.trainers.metrics import MetricSet, as_float
+from hpsearch.trainers.optim import build_optimizer
 from hpsearch.trainers.records import EpochRecord
-from hpsearch.trainers.schedule import WarmupCosineSchedule
+from hpsearch.trainers.schedule import LRSchedule
+from hpsearch.trainers.step import StepOutput, as_step_output
 from hpsearch.trainers.tasks import Task
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -88,11 +93,15 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class Trainer:
-    """Trains ``model`` on ``task``: AdamW, warmup + cosine LR, clipping, mixed precision.
+    """Trains ``model`` on ``task``: the task's step inside everything the trainer keeps.
 
-    After every epoch it builds an ``EpochRecord`` and calls each callback with it, in order.
-    A callback stops training by raising; the exception leaves ``fit`` unchanged. A
-    ``flops_meter`` (``trainers.flops.FlopsMeter``) sees every forward pass.
+    Around each step: autocast and the gradient scaler, gradient accumulation and clipping, the
+    optimizer and LR schedule, the divergence guard, and a ``flops_meter``
+    (``trainers.flops.FlopsMeter``) hooked on the model, so it sees every forward pass a step
+    makes. After every epoch it builds an ``EpochRecord``, saves a checkpoint and calls each
+    callback with the record, in order; a callback stops training by raising.
+    ``hparams`` are the trial's hyperparameters (the model's and the step's); the step gets them
+    with the trainer's sweepable settings and the step's defaults filled in.
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class Trainer:
         config: TrainConfig,
         callbacks: Sequence[EpochCallback] = (),
         flops_meter: Any | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         self.device = resolve_device(config.device)
         self.precision = choose_precision(config.precision, self.device)
@@ -111,28 +121,68 @@ class Trainer:
         self.config = config
         self.callbacks = list(callbacks)
         self.flops_meter = flops_meter
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        if flops_meter is not None:
+            flops_meter.attach(self.model)
+        step_names = {p.name for p in task.step_params}
+        given = dict(hparams or {})
+        self.hparams = {
+            **{p.name: getattr(config, p.name) for p in TRAINER_PARAMS},
+            **given,
+            **resolve_values(task.step_params, {k: v for k, v in given.items() if k in step_names}, f"task {task.name}'s step", "hyperparameter"),
+        }
+        self.step = task.step_fn()
+        self.optimizer = build_optimizer(
+            config.optimizer, self.model, lr=config.lr, weight_decay=config.weight_decay,
+            momentum=config.momentum, beta2=config.beta2, eps=config.eps,
+        )
         self.scaler = grad_scaler(self.precision, self.device)
         self.checkpoints = CheckpointStore(config.checkpoint_dir) if config.checkpoint_dir else None
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.guard = DivergenceGuard(config.divergence_factor)
+        self.directions = task.directions()
+
+    def batches(self, split: str) -> BatchSource:
+        """The batches of the task's ``train`` or ``val`` split on this trainer's device."""
+        cfg = self.config
+        training = split == "train"
+        return BatchSource(
+            self.task.train if training else self.task.val,
+            cfg.batch_size,
+            self.device,
+            self.shuffle if training else torch.Generator().manual_seed(cfg.seed),
+            shuffle=training,
+            num_workers=cfg.num_workers,
+            where=f"task {self.task.name}'s {split} split",
+        )
+
+    def run_step(self, batch: Any, training: bool) -> StepOutput:
+        """The task's step on one batch, inside autocast; validation sees no label smoothing."""
+        hparams = self.hparams if training else {**self.hparams, "label_smoothing": 0.0}
+        with autocast(self.precision, self.device):
+            out = as_step_output(self.step(self.forward, batch, hparams))
+        if not isinstance(out.loss, torch.Tensor) or out.loss.numel() != 1:
+            shape = list(out.loss.shape) if isinstance(out.loss, torch.Tensor) else type(out.loss).__name__
+            raise DataError(f"the step's loss is {shape}; a step returns one scalar loss (reduce it with .mean())")
+        return out
 
     def fit(self, resume_from: str | Path | None = None) -> FitResult:
         """Train for ``config.epochs`` epochs, or continue a checkpoint from its next epoch."""
-        cfg, task = self.config, self.task
+        cfg = self.config
         # Denormal floats (e.g. far tails of an RBF kernel) slow CPU matmuls by orders of magnitude.
         torch.set_flush_denormal(True)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
-        x_train, y_train = (t.to(self.device) for t in task.train)
-        x_val, y_val = (t.to(self.device) for t in task.val)
-        steps_per_epoch = math.ceil(math.ceil(len(x_train) / cfg.batch_size) / cfg.grad_accum_steps)
-        schedule = WarmupCosineSchedule(
+        train_batches, val_batches = self.batches("train"), self.batches("val")
+        steps_per_epoch = math.ceil(len(train_batches) / cfg.grad_accum_steps)
+        schedule = LRSchedule(
             peak_lr=cfg.lr,
             total_steps=cfg.epochs * steps_per_epoch,
             warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
             min_lr=cfg.min_lr,
+            kind=cfg.scheduler,
+            gamma=cfg.step_gamma,
+            step_every=max(1, round(cfg.step_every_epochs * steps_per_epoch)),
         )
         progress = self._restore(load_checkpoint(resume_from)) if resume_from else _Progress()
         last_good = copy.deepcopy(self._state(progress)) if cfg.on_divergence == "reduce-lr" else None
@@ -144,8 +194,10 @@ class Trainer:
             epoch_start = time.perf_counter()
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
+            train_batches.set_epoch(epoch)
+            val_batches.set_epoch(epoch)
             try:
-                train = self._train_epoch(epoch, progress, schedule, x_train, y_train)
+                train, samples = self._train_epoch(epoch, progress, schedule, train_batches)
             except DivergenceError as error:
                 if last_good is None:
                     raise
@@ -155,14 +207,14 @@ class Trainer:
                 progress = self._restore(copy.deepcopy(last_good))
                 progress.lr_scale, progress.lr_reductions = lr_scale, reductions
                 continue
-            val_loss, metrics = self.evaluate(x_val, y_val)
+            val_loss, metrics = self.evaluate(val_batches)
             seconds = time.perf_counter() - epoch_start
             record = EpochRecord(
                 epoch=epoch,
                 val_loss=val_loss,
-                metrics=metrics,
+                metrics={**metrics, **train.pop("logs")},
                 epoch_seconds=seconds,
-                samples_per_second=len(x_train) / seconds,
+                samples_per_second=samples / seconds,
                 peak_memory_bytes=peak_memory_bytes(self.device),
                 **train,
             )
@@ -184,38 +236,37 @@ class Trainer:
         return result
 
     def _train_epoch(
-        self, epoch: int, progress: _Progress, schedule: WarmupCosineSchedule, x: torch.Tensor, y: torch.Tensor
-    ) -> dict[str, float]:
-        """One pass over the training data; returns the record fields it measured."""
-        cfg, model, optimizer, scaler, meter = self.config, self.model, self.optimizer, self.scaler, self.flops_meter
+        self, epoch: int, progress: _Progress, schedule: LRSchedule, batches: BatchSource
+    ) -> tuple[dict[str, Any], int]:
+        """One pass over the training data; returns the record fields it measured and the examples seen."""
+        cfg, model, optimizer, scaler = self.config, self.model, self.optimizer, self.scaler
         model.train()
         accumulate = cfg.grad_accum_steps
         max_grad_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        batches = torch.randperm(len(x), generator=self.shuffle).split(cfg.batch_size)
-        loss_sum, grad_norms, clipped, skipped = 0.0, [], 0, 0
+        n_batches = len(batches)
+        loss_sum, samples, grad_norms, clipped, skipped = 0.0, 0, [], 0, 0
+        logs: dict[str, float] = {}
         lr = schedule(progress.step) * progress.lr_scale
 
         for index, batch in enumerate(batches):
             group_start = index - index % accumulate
-            group_size = min(accumulate, len(batches) - group_start)
+            group_size = min(accumulate, n_batches - group_start)
             if index == group_start:
                 lr = schedule(progress.step) * progress.lr_scale
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            xb, yb = x[batch], y[batch]
 
-            forward_start = time.perf_counter()
-            with autocast(self.precision, self.device):
-                outputs = self.forward(xb)
-                loss = self.task.loss(outputs, yb, cfg.label_smoothing)
-            if meter is not None:
-                meter.observe(xb, time.perf_counter() - forward_start, training=True)
-            loss_value = loss.item()
+            out = self.run_step(batch, training=True)
+            size = batch_length(out.targets if out.targets is not None else batch)
+            loss_value = out.loss.item()
             reason = self.guard.check(loss_value, None, epoch, progress.step + 1)
             if reason:
                 raise DivergenceError(reason)
-            scaler.scale(loss / group_size).backward()
-            loss_sum += loss_value * len(yb)
+            scaler.scale(out.loss / group_size).backward()
+            loss_sum += loss_value * size
+            samples += size
+            for name, value in out.logs.items():
+                logs[name] = logs.get(name, 0.0) + as_float(value) * size
             if index != group_start + group_size - 1:
                 continue
 
@@ -235,39 +286,49 @@ class Trainer:
 
         return {
             "lr": lr,
-            "train_loss": loss_sum / len(x),
+            "train_loss": loss_sum / max(samples, 1),
             "grad_norm_mean": sum(grad_norms) / len(grad_norms) if grad_norms else math.nan,
             "grad_norm_max": max(grad_norms, default=math.nan),
             "nonfinite_steps": skipped,
             "clipped_steps": int(clipped),
-        }
+            "logs": {f"train_{name}": total / max(samples, 1) for name, total in logs.items()},
+        }, samples
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, float]]:
-        """Mean loss (without label smoothing) and the task's metrics over ``(x, y)``."""
-        model, task, meter, batch_size = self.model, self.task, self.flops_meter, self.config.batch_size
-        model.eval()
-        loss_sum = 0.0
-        metric_sums: dict[str, float] = {}
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            forward_start = time.perf_counter()
-            with autocast(self.precision, self.device):
-                outputs = self.forward(xb)
-            if meter is not None:
-                meter.observe(xb, time.perf_counter() - forward_start, training=False)
-            loss_sum += task.loss(outputs, yb, 0.0).item() * len(yb)
-            for name, value in task.metric_sums(outputs, yb).items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
-        value = loss_sum / len(x)
+    def evaluate(self, split: Split | BatchSource | None = None) -> tuple[float, dict[str, float]]:
+        """Mean loss (without label smoothing), the task's metrics over the whole split, and the step's logs.
+
+        ``split`` is the task's validation split by default; any split (``task.test``) works.
+        """
+        if split is None:
+            batches = self.batches("val")
+        elif isinstance(split, BatchSource):
+            batches = split
+        else:
+            batches = BatchSource(split, self.config.batch_size, self.device, torch.Generator(), shuffle=False, num_workers=self.config.num_workers)
+        self.model.eval()
+        metrics = MetricSet(self.task.metrics, self.device)
+        loss_sum, samples = 0.0, 0
+        logs: dict[str, float] = {}
+        for batch in batches:
+            out = self.run_step(batch, training=False)
+            size = batch_length(out.targets if out.targets is not None else batch)
+            loss_sum += out.loss.item() * size
+            samples += size
+            if metrics.metrics and out.outputs is not None:
+                metrics.update(_full_precision(out.outputs), out.targets)
+            for name, value in out.logs.items():
+                logs[name] = logs.get(name, 0.0) + as_float(value) * size
+        value = loss_sum / max(samples, 1)
         if not math.isfinite(value):
             raise DivergenceError(f"diverged: val_loss={value}")
-        return value, {name: total / len(x) for name, total in metric_sums.items()}
+        computed = metrics.compute() if samples else {}
+        return value, {**computed, **{f"val_{name}": total / samples for name, total in logs.items()}}
 
     def _track_best(self, progress: _Progress, record: EpochRecord) -> bool:
         """Update the best monitored value; True when this epoch improved on it."""
         value = record.value(self.config.monitor)
-        maximize = self.task.metric_directions.get(self.config.monitor) == "maximize"
+        maximize = self.directions.get(self.config.monitor) == "maximize"
         improved = progress.best is None or (value > progress.best if maximize else value < progress.best)
         if improved:
             progress.best = value
@@ -298,3 +359,14 @@ class Trainer:
         saved = dict(state["progress"])
         saved["records"] = [EpochRecord(**r) for r in saved["records"]]
         return _Progress(**saved)
+
+
+def _full_precision(outputs: Any) -> Any:
+    """Autocast's half-precision outputs as float32, which every metric takes."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() and outputs.dtype != torch.float64 else outputs
+    if isinstance(outputs, Mapping):
+        return {k: _full_precision(v) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(_full_precision(v) for v in outputs)
+    return outputs

@@ -19,7 +19,7 @@ def small_model(task):
 
 
 def test_suggestion_is_within_10x_of_the_best_fixed_lr_of_a_grid(task):
-    result = find_lr(small_model(task), task, TrainConfig(), start_lr=1e-7, end_lr=10, num_iter=100)
+    result = find_lr(Trainer(small_model(task), task, TrainConfig(device="cpu")), start_lr=1e-7, end_lr=10, num_iter=100)
     grid = [1e-4, 1e-3, 1e-2, 3e-2, 1e-1]
     final = {lr: Trainer(small_model(task), task, TrainConfig(epochs=3, lr=lr)).fit().records[-1].val_loss for lr in grid}
     best = min(final, key=final.get)
@@ -29,14 +29,15 @@ def test_suggestion_is_within_10x_of_the_best_fixed_lr_of_a_grid(task):
 
 def test_stops_at_divergence_and_restores_model_and_optimizer(task):
     model = small_model(task)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    trainer = Trainer(model, task, TrainConfig(device="cpu"))
+    optimizer = trainer.optimizer
     model(task.train[0][:8]).sum().backward()
     optimizer.step()
     before_model = {k: v.clone() for k, v in model.state_dict().items()}
     before_optimizer = optimizer.state_dict()
     before_exp_avg = [s["exp_avg"].clone() for s in before_optimizer["state"].values()]
 
-    result = find_lr(model, task, TrainConfig(), start_lr=1e-4, end_lr=1e4, num_iter=60, optimizer=optimizer)
+    result = find_lr(trainer, start_lr=1e-4, end_lr=1e4, num_iter=60)
     assert result.diverged and len(result.lrs) < 60
     assert result.lrs == sorted(result.lrs) and result.lrs[0] == pytest.approx(1e-4)
     assert all(torch.equal(before_model[k], v) for k, v in model.state_dict().items())
@@ -53,4 +54,4 @@ def test_steepest_descent_picks_the_fastest_fall():
 
 def test_bad_ranges_are_refused(task):
     with pytest.raises(ValueError, match="start_lr < end_lr"):
-        find_lr(small_model(task), task, TrainConfig(), start_lr=1.0, end_lr=0.1)
+        find_lr(Trainer(small_model(task), task, TrainConfig(device="cpu")), start_lr=1.0, end_lr=0.1)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hpsearch.models import build_model
+from hpsearch.trainers.metrics import MetricSet
 from hpsearch.trainers.tasks import Task, build_task
 from hpsearch.trainers.timeseries import last_value_forecast
 
@@ -91,11 +92,13 @@ def test_loss_and_metrics_are_mse_and_mae(tmp_path: Path) -> None:
     task = task_for(write_csv(tmp_path / "s.csv"))
     targets = torch.zeros(3, 2)
     outputs = torch.tensor([[1.0, 1.0], [0.0, 2.0], [0.0, 0.0]])
-    assert task.loss(outputs, targets, 0.1).item() == pytest.approx(1.0)
-    sums = task.metric_sums(outputs, targets)
-    assert sums["val_mse"].item() == pytest.approx(1.0 + 2.0)
-    assert sums["val_mae"].item() == pytest.approx(1.0 + 1.0)
-    assert task.metric_directions == {"val_mse": "minimize", "val_mae": "minimize"}
+    assert task.loss(outputs, targets).item() == pytest.approx(1.0)
+    metrics = MetricSet(task.metrics, torch.device("cpu"))
+    metrics.update(outputs, targets)
+    computed = metrics.compute()
+    assert computed["val_mse"] == pytest.approx((1.0 + 2.0) / 3)
+    assert computed["val_mae"] == pytest.approx((1.0 + 1.0) / 3)
+    assert task.directions() == {"val_mse": "minimize", "val_mae": "minimize"}
 
 
 def test_last_value_forecast_repeats_the_targets_last_value() -> None:

@@ -55,7 +55,7 @@ def test_every_model_trains_an_epoch_on_its_task(name: str, tmp_path: Path) -> N
     meter = FlopsMeter(model)
     record = Trainer(model, task, TrainConfig(epochs=1, batch_size=32), flops_meter=meter).fit().records[0]
     assert math.isfinite(record.train_loss) and math.isfinite(record.val_loss)
-    assert set(record.metrics) == set(task.metric_directions)
+    assert set(record.metrics) == set(task.metrics)
     assert all(math.isfinite(v) for v in record.metrics.values())
     assert record.grad_norm_mean > 0
     assert meter.stats().total > 0
@@ -81,7 +81,7 @@ def test_short_search_with_tfn_regressor_beats_the_last_value_forecast_on_etth1(
             best = (val_mse, trainer, {**hparams, "lr": lr})
     assert best is not None
     # Chosen on validation, scored once on the test part that no run has seen.
-    _, test_metrics = best[1].evaluate(x_test, y_test)
+    _, test_metrics = best[1].evaluate(task.test)
     model_mse = test_metrics["val_mse"]
     print(f"ETTh1 OT, {task.data.num_outputs} steps ahead, test MSE (standardized): "
           f"tfn_regressor {model_mse:.4f} ({best[2]}), last value {naive_mse:.4f}")
