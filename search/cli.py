@@ -12,9 +12,9 @@ from typing import Any, Callable, Sequence
 import optuna
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
+from hpsearch.trainers.tasks import list_tasks
 from hpsearch.search import lr_find_cli, tables_cli, workers
 from hpsearch.search.arguments import (
-    CLI_TRAIN_DEFAULTS,
     ArgumentParser,
     add_plugin_argument,
     add_task_arguments,
@@ -26,15 +26,16 @@ from hpsearch.search.arguments import (
 from hpsearch.search.dashboard_cli import dashboard_main
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.orchestrator import Orchestrator
-from hpsearch.search.plugins import check_plugin_models, load_plugins, plugin_key, plugin_origin
+from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins, user_origin
+from hpsearch.search.probe import probe_models
 from hpsearch.search.report import report_main
 from hpsearch.search.results import format_results_table
 from hpsearch.search.signals import Interrupted, graceful_interrupts
-from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, ResolvedSpec, StudySpec, resolve
+from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, ResolvedSpec, StudySpec, check_task_options, resolve
 from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.search.workers import add_heartbeat_arguments, describe_queue, heartbeat_from, run_local_workers
 from hpsearch.storage.urls import mask_password
-from hpsearch.trainers.tasks import get_task
+from hpsearch.trainers.config import TRAINER_PARAMS
 
 EXAMPLES = """\
 examples:
@@ -45,13 +46,13 @@ examples:
   hpsearch run studies/tfn_sweep.toml --epochs 1      (a study file; flags override it)
 
 sweep grammar: name:v1,v2,... (a grid when every item is a list), name:low..high[:log]
-(a range; switches to TPE). Sweepable names: the models' hyperparameters (hpsearch models)
-and the trainer's: lr, weight_decay, batch_size, warmup_epochs, min_lr, grad_clip,
-label_smoothing.
+(a range; switches to TPE). Sweepable names: the models' hyperparameters (hpsearch models),
+the task's step's, and the trainer's: {trainer_params}.
 
 other commands (each has --help):
   hpsearch run FILE.toml       the search a study file describes (studies/ has examples)
   hpsearch models              the registered models and their hyperparameters
+  hpsearch tasks               the registered tasks and their options
   hpsearch studies             every study in the storage, with trial counts
   hpsearch trials --study S    a study's trials as a table, best first
   hpsearch export --study S    trials and per-epoch metrics to csv, parquet or json
@@ -62,7 +63,7 @@ other commands (each has --help):
   hpsearch report --study S    one self-contained HTML report with every chart
 
 exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written).
-"""
+""".replace("{trainer_params}", ", ".join(p.name for p in TRAINER_PARAMS))
 
 
 DESCRIPTION = (
@@ -96,6 +97,8 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
+    study.add_argument(*flags("allow_changes"), dest="allow_changes", action="store_true", default=None,
+                       help="re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
     add_heartbeat_arguments(study)
     return parser
 
@@ -133,39 +136,26 @@ def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpe
     load_plugins(spec.plugins)
     check_task_options(spec, where or {name: flags(name)[0] for name in spec.task_options})
     resolved = resolve(spec)
-    check_plugin_models(resolved)
+    probe_models(resolved, user_origin)
     return resolved
-
-
-def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
-    """Every task option given must be one of the chosen task's, with a value it allows."""
-    try:
-        task = get_task(spec.task)
-    except KeyError:
-        return  # resolve names the unknown task and the known ones
-    options = {option.name: option for option in task.options}
-    for name, value in spec.task_options.items():
-        given = where.get(name, name)
-        if name not in options:
-            raise UsageError(f"{given}: task {task.name} has no option {name}; its options: {', '.join(options)}")
-        try:
-            options[name].validate(value)
-        except ValueError as error:
-            raise UsageError(f"{given}: {str(error).removeprefix(f'{name}: ')}") from None
 
 
 def search_main(argv: Sequence[str]) -> int:
     """Run the search the flags describe and print the results."""
+    preload_plugins(argv)
     args = build_search_parser().parse_args(argv)
     return run_search(args, spec_from_args(args))
 
 
 def run_main(argv: Sequence[str]) -> int:
     """``hpsearch run FILE.toml [flags]``: the search a study file describes, flags given on top."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    preloaded = read_study_file(first) if first is not None and first.endswith(".toml") else None
+    preload_plugins(argv, preloaded.values.get("plugins", ()) if preloaded else ())
     args = build_run_parser().parse_args(argv)
-    study = read_study_file(args.study_file)
+    study = preloaded if preloaded is not None and args.study_file == first else read_study_file(args.study_file)
     overrides = overrides_from(spec_from_args(args), given_flags(build_run_parser(), argv))
-    values = merge(merge({"train": dict(CLI_TRAIN_DEFAULTS)}, study.values), overrides)
+    values = merge(study.values, overrides)
     if not values.get("models"):
         raise UsageError(f"{study.path}: no models; add models = [\"tfn_classifier\"] or pass --models")
     where = {name: f"{study.path}: [task] {name}" for name in study.values.get("task_options", {})}
@@ -187,12 +177,17 @@ def build_run_parser() -> ArgumentParser:
 def given_flags(parser: ArgumentParser, argv: Sequence[str]) -> set[str]:
     """The destinations of the flags ``argv`` gives: argparse alone cannot tell them from defaults.
 
-    Every default becomes SUPPRESS, so the namespace holds only what ``argv`` set; this changes
+    Every default becomes a sentinel, so what differs from it was set by ``argv``; this changes
     ``parser``, so pass a fresh one.
     """
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv)))
+    every = vars(parser.parse_args(argv))
+    # An appending flag's default must be a list or None, so --plugin is told apart by its None.
+    parser.set_defaults(**{dest: _UNSET for dest in every if dest != "plugins"})
+    parsed = vars(parser.parse_args(argv))
+    return {dest for dest, value in parsed.items() if value is not _UNSET and (dest != "plugins" or value is not None)}
+
+
+_UNSET = object()
 
 
 def overrides_from(spec: StudySpec, given: set[str]) -> dict[str, Any]:
@@ -257,19 +252,44 @@ def models_main(argv: Sequence[str]) -> int:
 
 def format_models_table(models: Sequence[ModelSpec]) -> str:
     """A block per model (name, input kind, origin, description), its hyperparameters in aligned columns."""
-    header = ("hyperparameter", "type", "default", "allowed", "description")
-    rows = {m.name: [(p.name, p.kind, _shown(p.default), _allowed(p), p.help) for p in m.params] for m in models}
-    widths = [max(len(row[i]) for row in [header, *(r for rs in rows.values() for r in rs)]) for i in range(4)]
+    entries = []
+    for model in models:
+        origin = plugin_origin("model", model.name)
+        title = f"{model.name}  (input: {model.input_kind}{f'; from {origin}' if origin else ''})  {model.description}"
+        entries.append((title.rstrip(), list(model.params)))
+    return format_schema_blocks(entries, "hyperparameter")
+
+
+def tasks_main(argv: Sequence[str]) -> int:
+    """``hpsearch tasks``: every registered task with its options (the task flags)."""
+    parser = ArgumentParser(
+        prog="hpsearch tasks",
+        description="List the registered tasks and each one's options: set them with the flag of the same name, "
+        "or in a study file's [task] table.",
+    )
+    add_plugin_argument(parser)
+    args = parser.parse_args(argv)
+    load_plugins(plugin_key(p, Path.cwd()) for p in args.plugins or ())
+    entries = []
+    for task in list_tasks():
+        origin = plugin_origin("task", task.name)
+        entries.append((f"{task.name}{f'  (from {origin})' if origin else ''}  {task.description}".rstrip(), list(task.options)))
+    print(format_schema_blocks(entries, "option"))
+    return EXIT_OK
+
+
+def format_schema_blocks(entries: Sequence[tuple[str, Sequence[HyperParam]]], noun: str) -> str:
+    """A block per entry: its title line, then its parameters' name, type, default, allowed values and help, aligned."""
+    header = (noun, "type", "default", "allowed", "description")
+    rows = [[(p.name, p.kind, _shown(p.default), _allowed(p), p.help) for p in params] for _, params in entries]
+    widths = [max(len(row[i]) for row in [header, *(r for rs in rows for r in rs)]) for i in range(4)]
 
     def line(cells: Sequence[str]) -> str:
         return "  " + "  ".join([*(c.ljust(w) for c, w in zip(cells, widths)), cells[-1]]).rstrip()
 
     blocks = []
-    for model in models:
-        origin = plugin_origin("model", model.name)
-        title = f"{model.name}  (input: {model.input_kind}{f'; from {origin}' if origin else ''})"
-        lines = [f"{title}  {model.description}".rstrip(), line(header), *(line(row) for row in rows[model.name])]
-        blocks.append("\n".join(lines))
+    for (title, _), block_rows in zip(entries, rows):
+        blocks.append("\n".join([title, line(header), *(line(row) for row in block_rows)] if block_rows else [title]))
     return "\n\n".join(blocks)
 
 
@@ -291,6 +311,7 @@ def _allowed(param: HyperParam) -> str:
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "models": models_main,
+    "tasks": tasks_main,
     "studies": tables_cli.studies_main,
     "trials": tables_cli.trials_main,
     "export": tables_cli.export_main,

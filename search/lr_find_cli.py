@@ -10,15 +10,18 @@ import plotly.graph_objects as go
 from hpsearch.models import build_model
 from hpsearch.search.arguments import (
     ArgumentParser,
+    add_plugin_argument,
     add_task_arguments,
     add_training_arguments,
     task_options,
     training_settings,
 )
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.spec import StudySpec, resolve
+from hpsearch.search.objective import TRAIN_SETTING_NAMES
+from hpsearch.search.plugins import load_plugins, plugin_key, preload_plugins
+from hpsearch.search.spec import StudySpec, check_task_options, resolve
 from hpsearch.trainers.lr_finder import LRFinderResult, find_lr
-from hpsearch.trainers.trainer import seed_everything
+from hpsearch.trainers.trainer import Trainer, seed_everything
 
 
 def build_parser() -> ArgumentParser:
@@ -35,12 +38,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--end-lr", type=float, default=10.0, help="default: %(default)g")
     parser.add_argument("--num-iter", type=int, default=100, help="default: %(default)s")
     parser.add_argument("--out", default="lr_find.html", help="the plot's HTML file (default: %(default)s)")
+    add_plugin_argument(parser)
     add_task_arguments(parser)
     add_training_arguments(parser)
     return parser
 
 
 def lr_find_main(argv: Sequence[str]) -> int:
+    preload_plugins(argv)
     args = build_parser().parse_args(argv)
     if any("," in item or ".." in item for item in args.hyperparameters):
         raise UsageError("lr-find takes one value per hyperparameter (NAME:VALUE), not a list or a range")
@@ -57,15 +62,21 @@ def lr_find_main(argv: Sequence[str]) -> int:
         task=args.task,
         task_options=task_options(args),
         train=training_settings(args)[0],
+        plugins=tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
     )
+    load_plugins(spec.plugins)
+    check_task_options(spec, {name: f"--{name.replace('_', '-')}" for name in spec.task_options})
     resolved = resolve(spec)
     point = resolved.sweep.grid_points()[0]
     model_spec = resolved.model_specs[0]
     hparams = {k: v for k, v in point.items() if model_spec.param(k) is not None}
-    config = resolved.train_config.with_overrides({k: v for k, v in point.items() if k not in hparams and k != "model"})
+    settings = {k: v for k, v in point.items() if k in TRAIN_SETTING_NAMES}
+    config = resolved.train_config.with_overrides(settings)
     seed_everything(config.seed)
     model = build_model(model_spec.name, hparams, resolved.task.data)
-    result = find_lr(model, resolved.task, config, args.start_lr, args.end_lr, args.num_iter)
+    step_params = {k: v for k, v in point.items() if k not in hparams and k not in settings and k != "model"}
+    trainer = Trainer(model, resolved.task, config, hparams={**hparams, **step_params})
+    result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)
     write_plot(result, out, title=f"LR range test: {model_spec.name} {' '.join(args.hyperparameters)}".strip())
     stop = "stopped early at divergence" if result.diverged else "ran every step"
     print(f"Suggested LR: {result.suggested:.3g} (steepest descent of the smoothed loss; {len(result.lrs)} steps, {stop})")

@@ -14,10 +14,12 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.models import build_model
 from hpsearch.search.signals import Interrupted
+from hpsearch.search.probe import example_inputs
 from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.trainers.checkpoints import LAST
+from hpsearch.trainers.config import SETTINGS
 from hpsearch.trainers.flops import FlopsMeter, meta_forward_flops
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
@@ -29,6 +31,9 @@ from hpsearch.trainers.trainer import (
     count_parameters,
     seed_everything,
 )
+
+
+TRAIN_SETTING_NAMES = frozenset(p.name for p in SETTINGS)
 
 
 def checkpoint_dir(output_dir: str, study_name: str, trial_number: int) -> Path:
@@ -61,7 +66,9 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         resolved, spec, metric = self.resolved, self.resolved.spec, self.resolved.spec.metric
-        model_name, model_params, trainer_params = resolved.sweep.suggest(trial)
+        model_name, model_params, shared_params = resolved.sweep.suggest(trial)
+        trainer_params = {k: v for k, v in shared_params.items() if k in TRAIN_SETTING_NAMES}
+        step_params = {k: v for k, v in shared_params.items() if k not in TRAIN_SETTING_NAMES}
         own_checkpoints = checkpoint_dir(spec.output_dir, trial.study.study_name, trial.number)
         config = resolved.train_config.with_overrides({**trainer_params, "checkpoint_dir": str(own_checkpoints)})
         self.echo(f"Trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in trial.params.items()))
@@ -70,13 +77,16 @@ class Objective:
         seed_everything(config.seed)
         model = build_model(model_name, model_params, resolved.task.data)
         resume_from = self._checkpoint_to_resume(trial)
+        hparams = {**model_params, **step_params}
+        meter = FlopsMeter(model)
         if resolved.spec.lr_finder:
-            suggested = trial.user_attrs.get("lr_finder.suggested") or find_lr(model, resolved.task, config).suggested
+            suggested = trial.user_attrs.get("lr_finder.suggested")
+            if suggested is None:
+                suggested = find_lr(Trainer(model, resolved.task, config, hparams=hparams)).suggested
             trial.set_user_attr("lr_finder.suggested", suggested)
             self.echo(f"Trial {trial.number}: LR range test suggests lr={suggested:.3g}")
             config = config.with_overrides({"lr": suggested})
-        meter = FlopsMeter(model)
-        trainer = Trainer(model, resolved.task, config, [], meter)
+        trainer = Trainer(model, resolved.task, config, [], meter, hparams)
         records: list[EpochRecord] = []
 
         def on_epoch_end(record: EpochRecord) -> None:
@@ -125,8 +135,7 @@ class Objective:
         spec, task = self.resolved.spec, self.resolved.task
         with torch.device("meta"):
             model = build_model(model_name, model_params, task.data)
-        sample = torch.zeros((1, *task.train[0].shape[1:]), dtype=task.train[0].dtype, device="meta")
-        flops, params = meta_forward_flops(model, sample), count_parameters(model)
+        flops, params = meta_forward_flops(model, example_inputs(task, device="meta")), count_parameters(model)
         over = [
             (name, value, limit)
             for name, value, limit in (("flops per sample", flops, spec.max_flops), ("params", params, spec.max_params))

@@ -12,6 +12,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from hpsearch.models.registry import model_origin
 from hpsearch.search.errors import UsageError
 from hpsearch.search.objective import Objective
 from hpsearch.search.samplers import make_pruner, make_sampler
@@ -21,6 +22,8 @@ from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 
 SPEC_ATTR = "hpsearch.spec"
+# Which code registered each model when the study began: a re-run with another model of the same name is a change.
+MODELS_ATTR = "hpsearch.models"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -130,6 +133,10 @@ class Orchestrator:
             load_if_exists=True,
         )
         self._claim(study)
+        earlier = len(study.get_trials(deepcopy=False))
+        if earlier and self.sampler_seed is not None:
+            # A re-run seeded as the first run would draw the first run's parameters again.
+            study.sampler = make_sampler(resolved.sampler, self.sampler_seed + earlier, budget_constraints if budgeted else None)
         return study
 
     def create(self, n_trials: int | None) -> tuple[optuna.Study, int]:
@@ -204,6 +211,7 @@ class Orchestrator:
         stored = study.user_attrs.get(SPEC_ATTR)
         if stored is None:
             study.set_user_attr(SPEC_ATTR, self.spec.to_json())
+            study.set_user_attr(MODELS_ATTR, {name: model_origin(name) for name in self.spec.models})
             study.set_user_attr("hpsearch.metric", self.spec.metric)
             if self.resolved.multi_objective:
                 # Only here: on a single objective, metric names would rename trials_dataframe()'s
@@ -211,11 +219,15 @@ class Orchestrator:
                 study.set_metric_names([goal.name for goal in self.resolved.goals])
             return
         previous = StudySpec.from_json(stored)
-        if previous.identity() != self.spec.identity() or previous.metric != self.spec.metric:
+        changes = self.spec.changes_from(previous)
+        origins = {name: model_origin(name) for name in self.spec.models}
+        stored_origins = study.user_attrs.get(MODELS_ATTR, origins)
+        changes += [f"model {n} now registered by {origins[n]} (was {stored_origins[n]})"
+                    for n in origins if n in stored_origins and stored_origins[n] != origins[n]]
+        if changes and not self.spec.allow_changes:
             raise UsageError(
-                f"study {self.spec.name!r} already holds a different search "
-                f"(models {','.join(previous.models)}, sweep {' '.join(previous.sweep) or 'none'}, metric {previous.metric}); "
-                "pass --study-name to start a new study"
+                f"study {self.spec.name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "
+                "compare with new ones; pass --study-name NEW for a new study, or --allow-changes to add trials anyway"
             )
 
     def _queue_grid(self, study: optuna.Study) -> int:

@@ -8,24 +8,23 @@ point that names a function (``package.module:register``) is called once after l
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
-import torch
-
-from hpsearch.models import build_model, list_models
-from hpsearch.models.registry import register_model
+from hpsearch.models import list_models
+from hpsearch.models.registry import model_origin, register_model
+from hpsearch.search.arguments import add_plugin_argument
 from hpsearch.search.errors import UsageError
-from hpsearch.search.spec import ResolvedSpec
-from hpsearch.trainers.tasks import list_tasks, register_task
+from hpsearch.trainers.tasks import list_tasks, register_task, task_origin
 
 ENTRY_POINT_GROUP = "hpsearch.plugins"
 
@@ -146,38 +145,20 @@ def _raised_by_registry(error: BaseException) -> bool:
     return False
 
 
-def check_plugin_models(resolved: ResolvedSpec) -> None:
-    """Run each plugin model once on two training examples; ``UsageError`` if it fails or its output has the wrong shape.
+def user_origin(kind: str, name: str) -> str | None:
+    """Where a user's model or task came from: its plugin, or the code that registered it; None if built in."""
+    label = plugin_origin(kind, name)
+    if label is not None:
+        return label
+    origin = model_origin(name) if kind == "model" else task_origin(name)
+    if origin is None or origin.startswith("hpsearch."):
+        return None
+    return "given to search()" if origin.startswith("given to search()") else f"registered by {origin}"
 
-    Zoo models are tested against every task kind; a plugin's are not, and without this a
-    shape mismatch would surface only as every trial failing. The model is built from its
-    first grid point (else its defaults) on the CPU: two examples cost milliseconds.
-    """
-    task = resolved.task
-    inputs, targets = task.train[0][:2], task.train[1][:2]
-    # Class indices need a score per class; regression targets are predicted as they are.
-    expected = tuple(targets.shape) if targets.is_floating_point() else (*targets.shape, task.data.num_outputs)
-    points = resolved.sweep.grid_points() if resolved.sweep.is_grid else []
-    for model_spec in resolved.model_specs:
-        origin = plugin_origin("model", model_spec.name)
-        if origin is None:
-            continue
-        point = next((p for p in points if p["model"] == model_spec.name), {})
-        hparams = {k: v for k, v in point.items() if model_spec.param(k) is not None}
-        where = f"model {model_spec.name} ({origin}) on task {task.name}"
-        try:
-            model = build_model(model_spec.name, hparams, task.data).eval()
-            with torch.no_grad():
-                outputs = model(inputs)
-        except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise UsageError(
-                f"{where} fails on input of shape {list(inputs.shape)}: {type(error).__name__}: {message}"
-            ) from None
-        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else None
-        if shape != expected:
-            got = list(shape) if shape is not None else type(outputs).__name__
-            raise UsageError(
-                f"{where} returns outputs of shape {got} for input of shape {list(inputs.shape)}; "
-                f"the task needs {list(expected)}"
-            )
+
+def preload_plugins(argv: Sequence[str], more: Sequence[str] = ()) -> None:
+    """Load the plugins ``--plugin`` names (and ``more``) before the parser is built: their tasks add flags."""
+    scout = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_plugin_argument(scout)
+    known, _ = scout.parse_known_args(argv)
+    load_plugins([*more, *(plugin_key(p, Path.cwd()) for p in known.plugins or ())])

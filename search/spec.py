@@ -14,7 +14,9 @@ from hpsearch.models import ModelSpec, build_model, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.storage.urls import StorageURLError, parse_storage_url
-from hpsearch.trainers.config import TRAINER_PARAMS, TrainConfig
+from hpsearch.trainers.config import SETTINGS, TrainConfig
+from hpsearch.trainers.optim import optimizer_names
+from hpsearch.trainers.step import takes_label_smoothing
 from hpsearch.trainers.hardware import choose_precision, resolve_device
 from hpsearch.trainers.tasks import Task, build_task, get_task
 
@@ -50,6 +52,7 @@ class StudySpec:
     timeout: float | None = None
     output_dir: str = "."
     storage: str | None = None
+    allow_changes: bool = False
 
     @property
     def name(self) -> str:
@@ -64,7 +67,29 @@ class StudySpec:
             "task": self.task,
             "task_options": self.task_options,
             "objectives": list(self.objectives),
+            "metric": self.metric,
         }
+
+    def changes_from(self, previous: "StudySpec") -> list[str]:
+        """What differs from ``previous`` in the settings that make trials comparable, as ``name old -> new``.
+
+        That is the search itself (models, sweep, task and its options, objectives, metric) and
+        every trainer setting but those that change only speed (device, loader workers, compile).
+        """
+        changes = []
+        mine, theirs = self.identity(), previous.identity()
+        for name in mine:
+            if mine[name] != theirs.get(name):
+                changes.append(f"{name} {_shown(theirs.get(name))} -> {_shown(mine[name])}")
+        for name in sorted(set(self.train) | set(previous.train)):
+            if name in SPEED_ONLY_SETTINGS:
+                continue
+            old, new = previous.train.get(name, _default(name)), self.train.get(name, _default(name))
+            if old != new:
+                changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
+        if self.lr_finder != previous.lr_finder:
+            changes.append(f"lr {'auto' if previous.lr_finder else 'fixed'} -> {'auto' if self.lr_finder else 'fixed'}")
+        return changes
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -77,6 +102,20 @@ class StudySpec:
         for key in ("models", "sweep", "objectives", "plugins"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
+
+
+# Trainer settings that change how fast a trial runs, not what it computes.
+SPEED_ONLY_SETTINGS = frozenset({"device", "num_workers", "compile"})
+
+
+def _default(name: str) -> Any:
+    return getattr(TrainConfig, name, None)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 # Objectives that are costs of the model rather than metrics of its training, and the user
@@ -126,23 +165,21 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         model_specs = tuple(get_model(m) for m in dict.fromkeys(spec.models))
     except KeyError as error:
         raise UsageError(str(error.args[0])) from None
-    sweep = parse_sweep(spec.sweep, model_specs)
-
     try:
         task_spec = get_task(spec.task)
         task = build_task(spec.task, spec.task_options)
+        task.check()
     except (KeyError, ValueError) as error:
         raise UsageError(str(error.args[0])) from None
     for model in model_specs:
-        if model.input_kind != task.data.kind:
+        if not model.accepts(task.data):
             raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives {task.data.kind}")
+    sweep = parse_sweep(spec.sweep, model_specs, task.step_params)
 
     try:
-        train_config = TrainConfig().with_overrides(spec.train)
+        train_config = TrainConfig().with_overrides({**spec.train, "monitor": spec.metric})
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
-    if train_config.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1 (got {train_config.epochs})")
     for name in [*spec.train, *(["lr"] if spec.lr_finder else [])]:
         if any(p.name == name for p in sweep.params):
             raise UsageError(f"{name} is both fixed by --{name.replace('_', '-')} and swept; drop one of them")
@@ -151,9 +188,9 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         choose_precision(train_config.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if train_config.on_divergence not in ("prune", "reduce-lr"):
-        raise UsageError(f"--on-divergence must be prune or reduce-lr (got {train_config.on_divergence!r})")
     _check_settings(train_config)
+    _check_optimizers(train_config, sweep)
+    _check_label_smoothing(train_config, sweep, task)
 
     sampler = spec.sampler or ("grid" if sweep.is_grid else "tpe")
     if sampler not in SAMPLERS:
@@ -171,7 +208,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     if sampler != "grid" and n_trials is None:
         n_trials = DEFAULT_N_TRIALS
 
-    metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.metric_directions}
+    metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.directions()}
     if spec.metric not in metrics:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
     if spec.direction not in (None, "minimize", "maximize"):
@@ -209,11 +246,25 @@ def _goals(spec: StudySpec, metrics: dict[str, str]) -> tuple[Goal, ...]:
 
 
 def _check_settings(config: TrainConfig) -> None:
-    for param in TRAINER_PARAMS:
+    for param in SETTINGS:
         try:
             param.validate(getattr(config, param.name))
         except ValueError as error:
-            raise UsageError(f"--{param.name.replace('_', '-')}: {error}") from None
+            raise UsageError(f"--{param.name.replace('_', '-')}: {str(error).removeprefix(f'{param.name}: ')}") from None
+
+
+def _check_optimizers(config: TrainConfig, sweep: Sweep) -> None:
+    swept = next((p.values or () for p in sweep.params if p.name == "optimizer"), ())
+    for name in (config.optimizer, *swept):
+        if name not in optimizer_names():
+            raise UsageError(f"unknown optimizer {name!r}; choose from {', '.join(optimizer_names())} (or register_optimizer your own)")
+
+
+def _check_label_smoothing(config: TrainConfig, sweep: Sweep, task: Task) -> None:
+    """Label smoothing reaches a task's loss as a keyword; a loss without one cannot take it."""
+    smoothed = config.label_smoothing > 0 or any(p.name == "label_smoothing" for p in sweep.params)
+    if smoothed and task.step is None and not takes_label_smoothing(task.loss):
+        raise UsageError(f"task {task.name}'s loss takes no label_smoothing; drop --label-smoothing for this task")
 
 
 def _check_storage(spec: StudySpec) -> None:
@@ -256,3 +307,21 @@ def _check_models_build(resolved: ResolvedSpec) -> None:
         except (ValueError, TypeError) as error:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UsageError(f"{shown} cannot be built: {error}") from None
+
+
+def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
+    """Every task option given must be one of the chosen task's, with a value it allows."""
+    try:
+        task = get_task(spec.task)
+    except KeyError:
+        return  # resolve names the unknown task and the known ones
+    options = {option.name: option for option in task.options}
+    for name, value in spec.task_options.items():
+        given = where.get(name, name)
+        if name not in options:
+            raise UsageError(f"{given}: task {task.name} has no option {name}; its options: {', '.join(options) or 'none'}")
+        try:
+            # Flags arrive as text; a study file's values are typed already.
+            spec.task_options[name] = options[name].parse(value) if isinstance(value, str) else options[name].validate(value)
+        except ValueError as error:
+            raise UsageError(f"{given}: {str(error).removeprefix(f'{name}: ')}") from None

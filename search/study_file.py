@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from hpsearch.search.arguments import TRAIN_OPTIONS
+from hpsearch.search.arguments import setting_names
 from hpsearch.search.errors import UsageError
 from hpsearch.search.plugins import plugin_key
 from hpsearch.search.spec import StudySpec
@@ -60,7 +60,7 @@ def read_study_file(path: str | Path) -> StudyFile:
         elif key == "train":
             values |= _train(value, path)
         elif key == "sweep":
-            values["sweep"] = _sweep(value, where)
+            values["sweep"] = sweep_items(value, where)
         elif key == "models" and isinstance(value, str):
             values["models"] = tuple(m for m in value.replace(",", " ").split() if m)
         elif key in TABLE_FIELDS:
@@ -134,7 +134,7 @@ def _train(value: Any, path: Path) -> dict[str, Any]:
     """The ``[train]`` table: ``TrainConfig`` settings by their flag names; ``lr = "auto"`` is the LR finder."""
     if not isinstance(value, dict):
         raise UsageError(f"{path}: train must be a [train] table of trainer settings (got {value!r})")
-    names = [name for name, _, _ in TRAIN_OPTIONS]
+    names = setting_names()
     hints = get_type_hints(TrainConfig)
     train: dict[str, Any] = {}
     for key, setting in value.items():
@@ -148,11 +148,11 @@ def _train(value: Any, path: Path) -> dict[str, Any]:
     return {"train": train, "lr_finder": lr_finder}
 
 
-def _sweep(value: Any, where: str) -> tuple[str, ...]:
-    """Sweep items from a list of items, one string of them, or a table of name -> values."""
+def sweep_items(value: Any, where: str) -> tuple[str, ...]:
+    """Sweep items from a list of items, one string of them, or a table (dict) of name -> values."""
     if isinstance(value, str):
         return (value,)
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return tuple(value)
     if isinstance(value, dict):
         return tuple(f"{name}:{_sweep_values(values, f'{where}.{name}')}" for name, values in value.items())
@@ -163,7 +163,7 @@ def _sweep_values(values: Any, where: str) -> str:
     """A table entry as sweep grammar: a list -> ``a,b``; a string is grammar already (``1e-4..1e-2:log``)."""
     if isinstance(values, str):
         return values
-    listed = values if isinstance(values, list) else [values]
+    listed = list(values) if isinstance(values, (list, tuple)) else [values]
     if not listed or any(isinstance(v, (list, dict)) for v in listed):
         raise UsageError(f'{where}: give a list of values ([64, 128]) or a range ("1e-4..1e-2:log")')
     return ",".join(str(v).lower() if isinstance(v, bool) else str(v) for v in listed)

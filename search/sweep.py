@@ -20,8 +20,8 @@ GRAMMAR = "name:v1,v2,...  or  name:low..high  or  name:low..high:log"
 class SweepParam:
     """One swept hyperparameter: either ``values`` or a ``low``..``high`` range.
 
-    ``models`` names the models it applies to; an empty tuple means it is a trainer setting,
-    which applies to every model.
+    ``models`` names the models it applies to; an empty tuple means it is a trainer setting or a
+    hyperparameter of the task's step, which applies to every model.
     """
 
     name: str
@@ -74,7 +74,7 @@ class Sweep:
         return points
 
     def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """Sample a point: the model, its hyperparameters, and the trainer settings."""
+        """Sample a point: the model, its hyperparameters, and the rest (trainer settings, step hyperparameters)."""
         model = trial.suggest_categorical("model", list(self.models))
         model_params: dict[str, Any] = {}
         trainer_params: dict[str, Any] = {}
@@ -89,8 +89,8 @@ def split_sweep_args(args: Iterable[str]) -> list[str]:
     return [item for arg in args for item in arg.split()]
 
 
-def parse_sweep(items: Sequence[str], models: Sequence[ModelSpec]) -> Sweep:
-    """Parse sweep items for ``models``; any problem raises ``UsageError`` naming the item."""
+def parse_sweep(items: Sequence[str], models: Sequence[ModelSpec], step_params: Sequence[HyperParam] = ()) -> Sweep:
+    """Parse sweep items for ``models`` (and the task's ``step_params``); a problem raises ``UsageError`` naming the item."""
     params: list[SweepParam] = []
     seen: set[str] = set()
     for item in split_sweep_args(items):
@@ -102,18 +102,20 @@ def parse_sweep(items: Sequence[str], models: Sequence[ModelSpec]) -> Sweep:
         if name in seen:
             raise UsageError(f"{name} is swept twice; give all its values in one item, e.g. {name}:a,b")
         seen.add(name)
-        schema, targets = _schema_for(name, models)
+        schema, targets = _schema_for(name, models, step_params)
         params.append(_parse_body(item, name, body, schema, targets))
     return Sweep(tuple(m.name for m in models), tuple(params))
 
 
-def _schema_for(name: str, models: Sequence[ModelSpec]) -> tuple[HyperParam, tuple[str, ...]]:
-    trainer = next((p for p in TRAINER_PARAMS if p.name == name), None)
-    if trainer is not None:
-        return trainer, ()
+def _schema_for(
+    name: str, models: Sequence[ModelSpec], step_params: Sequence[HyperParam]
+) -> tuple[HyperParam, tuple[str, ...]]:
+    shared = next((p for p in (*TRAINER_PARAMS, *step_params) if p.name == name), None)
+    if shared is not None:
+        return shared, ()
     found = [(m.name, m.param(name)) for m in models if m.param(name) is not None]
     if not found:
-        known = sorted({p.name for m in models for p in m.params} | {p.name for p in TRAINER_PARAMS})
+        known = sorted({p.name for m in models for p in m.params} | {p.name for p in (*TRAINER_PARAMS, *step_params)})
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UsageError(

@@ -108,7 +108,7 @@ def test_a_different_sweep_under_the_same_study_name_is_refused(tmp_path, run_hp
     assert run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:16", *TINY).returncode == 0
     result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:32", *TINY)
     assert result.returncode == 2
-    assert "already holds a different search" in result.stderr and "--study-name" in result.stderr
+    assert "sweep embed_dim:16 -> embed_dim:32" in result.stderr and "--study-name" in result.stderr
 
 
 BAD_INPUTS = {
@@ -118,8 +118,8 @@ BAD_INPUTS = {
     "bad choice": (["--models", "tfn_classifier", "--param_sweep", "kernel_type:gauss"], "choose from"),
     "malformed sweep": (["--models", "tfn_classifier", "--param_sweep", "embed_dim=64"], "malformed sweep item"),
     "empty value list": (["--models", "tfn_classifier", "--param_sweep", "embed_dim:"], "empty value"),
-    "zero epochs": (["--models", "tfn_classifier", "--epochs", "0"], "--epochs must be at least 1"),
-    "negative epochs": (["--models", "tfn_classifier", "--epochs", "-3"], "--epochs must be at least 1"),
+    "zero epochs": (["--models", "tfn_classifier", "--epochs", "0"], "--epochs: 0 is below the minimum 1"),
+    "negative epochs": (["--models", "tfn_classifier", "--epochs", "-3"], "--epochs: -3 is below the minimum 1"),
     "unwritable output dir": (["--models", "tfn_classifier", "--output-dir", "/proc/hpsearch"], "not writable"),
     "malformed storage URL": (["--models", "tfn_classifier", "--storage", "sqlite//nope"], "malformed storage URL"),
     "unknown storage scheme": (["--models", "tfn_classifier", "--storage", "mysql://u@h/db"], "unsupported storage URL"),

@@ -1,7 +1,6 @@
 """Plugins: models and tasks from a user's file, module or installed entry point, searched end to end."""
 
 import re
-import shlex
 import textwrap
 import uuid
 from pathlib import Path
@@ -19,14 +18,21 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 QUICK = ["--epochs", "1", "--dataset-size", "200", "--no-progress"]
 
 
-def readme_plugin() -> tuple[str, list[str]]:
-    """The README's plugin file and the arguments of its search command."""
+def readme_example() -> str:
+    """The README's Python example of bringing your own model, data and metric."""
     text = README.read_text()
-    section = text[text.index("## Bring your own model and data") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
-    commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1).splitlines()
-    search = next(line for line in commands if line.startswith("hpsearch --plugin"))
-    return code, shlex.split(search)[1:]
+    section = text[text.index("## Bring your own model, data and step") :]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+# The arrays the README's example leaves to the reader: 20 features, 3 classes.
+README_DATA = """
+import torch
+g = torch.Generator().manual_seed(0)
+y_train, y_val = torch.randint(0, 3, (240,), generator=g), torch.randint(0, 3, (60,), generator=g)
+x_train = torch.randn(240, 20, generator=g) + torch.nn.functional.pad(torch.nn.functional.one_hot(y_train, 3), (0, 17)).float()
+x_val = torch.randn(60, 20, generator=g) + torch.nn.functional.pad(torch.nn.functional.one_hot(y_val, 3), (0, 17)).float()
+"""
 
 
 def unique(prefix: str) -> str:
@@ -47,24 +53,25 @@ register_model({name!r}, build, [HyperParam("width", "int", 8, "embedding width"
 """
 
 
-def test_the_readme_plugin_is_searched_end_to_end(tmp_path, run_hpsearch):
-    code, args = readme_plugin()
-    (tmp_path / "my_models.py").write_text(code)
-    result = run_hpsearch(*args, *QUICK)
+def test_the_readme_example_runs_as_written(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "example.py"
+    script.write_text(README_DATA + readme_example().replace("epochs=10", "epochs=2"))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    printed = result.stdout.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("{'model': 'my_mlp', 'hidden': ")  # best_params, best_value: nothing else
+    trials = load_trials(tmp_path / "hpsearch.db", "my_mlp-my_data")
+    assert len(trials) == 4 and all(t["state"] == "COMPLETE" for t in trials)
 
-    trials = load_trials(tmp_path / "hpsearch.db", "mean_embedding+tfn_classifier-first_token")
-    points = sorted((t["params"]["model"], t["params"]["embed_dim"]) for t in trials)
-    assert points == [("mean_embedding", 16), ("mean_embedding", 32), ("tfn_classifier", 16), ("tfn_classifier", 32)]
-    assert all(t["state"] == "COMPLETE" and t["attrs"]["epochs_run"] == 1 for t in trials)
-    # The swept width reaches the plugin's constructor: 16 and 32 build different models.
-    sizes = {t["params"]["embed_dim"]: t["attrs"]["params.count"] for t in trials if t["params"]["model"] == "mean_embedding"}
-    assert sizes[16] < sizes[32]
 
-    listing = run_hpsearch("models", "--plugin", "my_models.py")
+def test_a_plugins_models_are_listed_with_their_origin(run_hpsearch):
+    listing = run_hpsearch("models", "--plugin", str(README.parent / "studies" / "digits_cnn.py"))
     assert listing.returncode == 0, listing.stderr
-    block = listing.stdout[listing.stdout.index("mean_embedding  (input: tokens; from plugin") :]
-    assert re.search(r"\n  embed_dim +int +32 +>= 1 ", block) and re.search(r"\n  dropout +float +0.0 +0..0.9 ", block)
+    block = listing.stdout[listing.stdout.index("digits_cnn  (input: image; from plugin") :]
+    assert re.search(r"\n  channels +int +16 +>= 1 ", block) and re.search(r"\n  dropout +float +0.1 +0..0.9 ", block)
 
 
 def test_an_installed_entry_point_registers_without_a_flag(tmp_path, run_hpsearch):
@@ -76,7 +83,7 @@ def test_an_installed_entry_point_registers_without_a_flag(tmp_path, run_hpsearc
     (site / "demo_models.py").write_text("def register():\n" + textwrap.indent(model_plugin("demo_entry_model"), "    "))
     result = run_hpsearch("models", env={"PYTHONPATH": str(site)})
     assert result.returncode == 0, result.stderr
-    assert "demo_entry_model  (input: tokens; from plugin entry point demo (demo_models:register))" in result.stdout
+    assert "demo_entry_model  (input: any; from plugin entry point demo (demo_models:register))" in result.stdout
 
 
 def test_a_broken_entry_point_is_named(tmp_path, monkeypatch):
@@ -110,7 +117,7 @@ BROKEN = {
     "syntax error": ("def broken(:\n", r"failed to import: SyntaxError: "),
     "failing import": ("import numpy_is_not_this_module\n", r"failed to import: ModuleNotFoundError: No module named 'numpy_is_not_this_module'"),
     "error at import": ("raise RuntimeError('no GPU here')\n", r"failed to import: RuntimeError: no GPU here"),
-    "name taken": (model_plugin("tfn_classifier"), r": a model named 'tfn_classifier' is already registered; give it another name"),
+    "name taken": (model_plugin("tfn_classifier"), r": a model named 'tfn_classifier' is already registered \(by hpsearch\.models\.tfn\.build_tfn_classifier\); give it another name"),
 }
 
 

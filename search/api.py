@@ -1,0 +1,204 @@
+"""The Python API: run a search from a script or a notebook, and load the model it trained.
+
+The CLI is a thin layer over the same pieces (``StudySpec`` -> ``prepare`` -> ``Orchestrator``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from torch import nn
+
+from hpsearch.models import ModelSpec, build_model, get_model
+from hpsearch.search.errors import UsageError
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage
+from hpsearch.search.plugins import load_plugins, plugin_key, user_origin
+from hpsearch.search.probe import probe_models
+from hpsearch.search.spec import ResolvedSpec, StudySpec, check_task_options, resolve
+from hpsearch.search.study_file import sweep_items
+from hpsearch.storage.urls import resolve_storage_url
+from hpsearch.trainers.checkpoints import BEST, load_checkpoint
+from hpsearch.trainers.config import FLAG_SETTINGS
+from hpsearch.trainers.tasks import Task, TaskSpec, register_task
+
+_SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
+# The registry origin of tasks given to search() as objects.
+GIVEN_ORIGIN = "given to search()"
+
+
+def search(
+    models: str | ModelSpec | Sequence[str | ModelSpec],
+    task: str | Task | TaskSpec = "synthetic_tokens",
+    sweep: Sequence[str] | Mapping[str, Any] | str = (),
+    *,
+    task_options: Mapping[str, Any] | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    sampler: str | None = None,
+    pruner: str = "percentile",
+    metric: str = "val_loss",
+    direction: str | None = None,
+    objectives: Sequence[str] = (),
+    max_flops: float | None = None,
+    max_params: int | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    output_dir: str | Path = ".",
+    plugins: Sequence[str] = (),
+    allow_changes: bool = False,
+    workers: int = 1,
+    verbose: bool = False,
+    progress: bool | None = None,
+    **settings: Any,
+) -> optuna.Study:
+    """Run a search and return its ``optuna.Study``; the arguments are the CLI's flags.
+
+    ``models`` are registered names (or what ``register_model`` returned); ``task`` is a
+    registered name, or a ``Task`` object, used as it is. ``sweep`` is a list of sweep items
+    (``["embed_dim:16,32", "lr:1e-4..1e-2:log"]``) or a dict (``{"embed_dim": [16, 32], "lr":
+    "1e-4..1e-2:log"}``). Every other keyword is a trainer setting (``epochs=3``,
+    ``optimizer="sgd"``, ``lr="auto"``, ...). Quiet by default: ``verbose=True`` prints each
+    epoch and FLOPs block; a progress bar shows where stderr is a terminal. Wrong input raises
+    ``UsageError`` before anything is written. ``workers > 1`` needs models and tasks that
+    worker processes can import (plugins), not objects defined here.
+    """
+    unknown = sorted(set(settings) - _SETTING_NAMES)
+    if unknown:
+        raise UsageError(f"search() got unknown settings {', '.join(unknown)}; trainer settings: {', '.join(sorted(_SETTING_NAMES))}")
+    lr_finder = settings.get("lr") == "auto"
+    train = {k: v for k, v in settings.items() if not (k == "lr" and lr_finder)}
+    model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
+    spec = StudySpec(
+        models=tuple(m.name if isinstance(m, ModelSpec) else m for m in model_list),
+        sweep=sweep_items(sweep, "sweep"),
+        task=_task_name(task),
+        task_options=dict(task_options or {}),
+        train=train,
+        lr_finder=lr_finder,
+        study_name=study_name,
+        sampler=sampler,
+        pruner=pruner,
+        metric=metric,
+        direction=direction,
+        objectives=tuple(objectives),
+        max_flops=max_flops,
+        max_params=max_params,
+        plugins=tuple(plugin_key(p, Path.cwd()) for p in plugins),
+        n_trials=n_trials,
+        timeout=timeout,
+        output_dir=str(output_dir),
+        storage=storage,
+        allow_changes=allow_changes,
+    )
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1 (got {workers})")
+    with quiet_optuna():
+        resolved = _prepare(spec)
+        show = sys.stderr.isatty() if progress is None else progress
+        orchestrator = Orchestrator(resolved, echo=_echo if verbose else _silent, progress=show, heartbeat=Heartbeat())
+        if workers > 1:
+            from hpsearch.search.workers import run_local_workers
+
+            return run_local_workers(orchestrator, workers).study
+        return orchestrator.run().study
+
+
+def load_model(storage: str, study: str, trial: int | None = None, checkpoint: str = BEST) -> nn.Module:
+    """The model a trial trained, built and loaded from its checkpoint, in eval mode on the CPU.
+
+    ``trial`` is a trial number (default: the study's best trial); ``checkpoint`` is ``best.pt``
+    (the epoch with the best monitored value) or ``last.pt``. Loads with ``weights_only=True``.
+    """
+    with quiet_optuna():
+        loaded = optuna.load_study(study_name=study, storage=open_storage(resolve_storage_url(storage)))
+        spec = load_spec(loaded)
+        load_plugins(spec.plugins)
+        if trial is None:
+            if len(loaded.directions) > 1:
+                raise UsageError(f"study {study!r} has several objectives; pick one of its best trials by number")
+            try:
+                chosen = loaded.best_trial
+            except ValueError:
+                raise UsageError(f"study {study!r} has no completed trial yet") from None
+        else:
+            chosen = next((t for t in loaded.get_trials(deepcopy=False) if t.number == trial), None)
+            if chosen is None:
+                raise UsageError(f"study {study!r} has no trial {trial}")
+    saved = chosen.user_attrs.get("checkpoint")
+    if saved is None:
+        raise UsageError(f"trial {chosen.number} of study {study!r} saved no checkpoint")
+    path = Path(saved).with_name(checkpoint)
+    if not path.exists():
+        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing")
+    model_name = chosen.params.get("model", spec.models[0])
+    model_spec = get_model(model_name)
+    hparams = {k: v for k, v in chosen.params.items() if model_spec.param(k) is not None}
+    from hpsearch.trainers.tasks import build_task
+
+    model = build_model(model_name, hparams, build_task(spec.task, spec.task_options).data)
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return model.eval()
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna without its per-trial INFO lines and experimental-API warnings, restored afterwards."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _prepare(spec: StudySpec) -> ResolvedSpec:
+    load_plugins(spec.plugins)
+    check_task_options(spec, {name: f"task_options[{name!r}]" for name in spec.task_options})
+    resolved = resolve(spec)
+    probe_models(resolved, user_origin)
+    return resolved
+
+
+def _task_name(task: str | Task | TaskSpec) -> str:
+    """The registry name of ``task``; a ``Task`` object is registered as it is (replacing an earlier one)."""
+    if isinstance(task, str):
+        return task
+    if isinstance(task, TaskSpec):
+        return task.name
+    if isinstance(task, Task):
+        register_task(task.name, _Given(task), (), "given as an object to search()")
+        return task.name
+    raise UsageError(f"task must be a registered task's name or a Task (got {type(task).__name__})")
+
+
+class _Given:
+    """A task builder that returns a ``Task`` made elsewhere (its registry origin: one per task name)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.__module__ = GIVEN_ORIGIN
+        self.__qualname__ = f"given_task.{task.name}"
+
+    def __call__(self) -> Task:
+        return self.task
+
+
+def _echo(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+
+
+def _silent(line: str) -> None:
+    del line
+
+
+__all__ = ["load_model", "quiet_optuna", "search"]

@@ -1,0 +1,139 @@
+"""The probe: a model and the task's step run once on two examples, before anything is written.
+
+Zoo models are tested against the zoo's tasks; a model or a task of the user's is not, and
+without the probe a mismatch (wrong input, wrong output shape, a step that returns no loss,
+a metric that cannot read the outputs) would surface only as every trial failing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, IterableDataset, default_collate
+
+from hpsearch.models import build_model
+from hpsearch.models.registry import ModelSpec
+from hpsearch.search.errors import UsageError
+from hpsearch.search.spec import ResolvedSpec
+from hpsearch.trainers.data import DataError, move_to_device
+from hpsearch.trainers.metrics import MetricSet
+from hpsearch.trainers.step import as_step_output, split_batch
+from hpsearch.trainers.tasks import Task
+
+EXAMPLES = 2
+
+
+def example_batch(task: Task) -> Any:
+    """A batch of the first two training examples, built as the trainer would build one."""
+    split = task.train
+    if isinstance(split, (tuple, list)):
+        return tuple(t[:EXAMPLES].contiguous() for t in split)
+    if isinstance(split, IterableDataset):
+        items = []
+        for item in split:
+            items.append(item)
+            if len(items) == EXAMPLES:
+                break
+        return default_collate(items)
+    if isinstance(split, Dataset):
+        return default_collate([split[i] for i in range(min(EXAMPLES, len(split)))])  # type: ignore[arg-type]
+    with torch.random.fork_rng(devices=[]):
+        return next(iter(split(EXAMPLES)))
+
+
+def example_inputs(task: Task, device: str | torch.device = "cpu") -> Any:
+    """The model inputs of ``example_batch`` (as zeros of the same shapes on ``device``, for meta)."""
+    try:
+        inputs, _ = split_batch(example_batch(task))
+    except DataError as error:
+        raise UsageError(f"task {task.name}: {error}") from None
+    if str(device) == "meta":
+        return _like(inputs)
+    return move_to_device(inputs, torch.device(device))
+
+
+def _like(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.zeros_like(value, device="meta")
+    if isinstance(value, dict):
+        return {k: _like(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_like(v) for v in value)
+    return value
+
+
+def probe_models(resolved: ResolvedSpec, origin_of: Any) -> None:
+    """Run the step once per model on two examples; ``UsageError`` naming the model if anything fails.
+
+    Only pairs where the model or the task is the user's are probed (``origin_of(kind, name)``
+    says where one came from, None for built-ins). The model is built from its first grid
+    point, else its defaults, on the CPU: two examples cost milliseconds.
+    """
+    task = resolved.task
+    task_origin = origin_of("task", task.name)
+    points = resolved.sweep.grid_points() if resolved.sweep.is_grid else []
+    for model_spec in resolved.model_specs:
+        model_origin = origin_of("model", model_spec.name)
+        if model_origin is None and task_origin is None:
+            continue
+        where = f"model {model_spec.name}{f' ({model_origin})' if model_origin else ''} on task {task.name}{f' ({task_origin})' if task_origin else ''}"
+        point = next((p for p in points if p["model"] == model_spec.name), {})
+        _probe(resolved, model_spec, point, where)
+
+
+def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any], where: str) -> None:
+    task = resolved.task
+    hparams = {p.name: p.default for p in task.step_params} | {k: v for k, v in point.items() if k != "model"}
+    batch: Any = None
+    try:
+        batch = example_batch(task)
+        model = build_model(model_spec.name, {k: v for k, v in point.items() if model_spec.param(k) is not None}, task.data).eval()
+        with torch.no_grad():
+            out = as_step_output(task.step_fn()(model, batch, {**_trainer_hparams(resolved), **hparams}))
+        if out.loss.numel() != 1:
+            raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
+        if out.outputs is not None:
+            shape = _wrong_shape(task, out.outputs, out.targets)
+            if shape:
+                raise UsageError(f"{where} returns outputs of shape {shape} for {_input_shape(batch)}; the task needs {_needed(task, out.targets)}")
+            metrics = MetricSet(task.metrics, torch.device("cpu"))
+            metrics.update(out.outputs, out.targets)
+            metrics.compute()
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"{where} fails on {_input_shape(batch)}: {type(error).__name__}: {message}".rstrip(": ")) from None
+
+
+def _input_shape(batch: Any) -> str:
+    """``input of shape [2, 32]`` where the inputs are one tensor, else ``two training examples``."""
+    try:
+        inputs, _ = split_batch(batch)
+    except DataError:
+        inputs = None
+    if isinstance(inputs, torch.Tensor):
+        return f"input of shape {list(inputs.shape)}"
+    return "two training examples"
+
+
+def _trainer_hparams(resolved: ResolvedSpec) -> dict[str, Any]:
+    from hpsearch.trainers.config import TRAINER_PARAMS
+
+    return {p.name: getattr(resolved.train_config, p.name) for p in TRAINER_PARAMS}
+
+
+def _needed(task: Task, targets: torch.Tensor) -> list[int]:
+    # Class indices need a score per class; regression targets are predicted as they are.
+    return list(targets.shape) if targets.is_floating_point() else [*targets.shape, task.data.num_outputs]
+
+
+def _wrong_shape(task: Task, outputs: Any, targets: Any) -> list[int] | None:
+    """The outputs' shape, where the task says how many outputs it needs and they don't match."""
+    if task.data.num_outputs is None or not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        return None
+    # One output per example may come squeezed, as binary classifiers return their logit.
+    if list(outputs.shape) == _needed(task, targets) or (task.data.num_outputs == 1 and outputs.shape == targets.shape):
+        return None
+    return list(outputs.shape)

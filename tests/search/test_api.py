@@ -1,0 +1,156 @@
+"""The Python API: search() and load_model() from a script or a notebook, with the user's own objects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from hpsearch.models import DataSpec, HyperParam, get_model, register_model
+from hpsearch.search import StudySpec, UsageError, load_model, resolve, search
+from hpsearch.trainers import Task
+from hpsearch.trainers import trainer as trainer_module
+
+
+def blobs_task(name: str = "api_blobs") -> Task:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (240,), generator=g)
+    x = torch.randn(240, 6, generator=g) + 1.5 * F.one_hot(y, 6)[:, :6].float()
+    return Task(
+        name=name,
+        train=(x[:180], y[:180]),
+        val=(x[180:], y[180:]),
+        loss=F.cross_entropy,
+        metrics={"val_acc": lambda: MulticlassAccuracy(num_classes=3, average="micro")},
+        data=DataSpec(kind="tabular", num_features=6, num_outputs=3),
+    )
+
+
+def build_api_mlp(data: DataSpec, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(data.num_features, hidden), nn.ReLU(), nn.Linear(hidden, data.num_outputs))
+
+
+API_MLP = register_model("api_mlp", build_api_mlp, [HyperParam("hidden", "int", 8, "hidden units", low=1)], input_kind="tabular")
+
+
+@pytest.fixture
+def where(tmp_path, sqlite_url):
+    return {"storage": sqlite_url, "output_dir": tmp_path}
+
+
+def test_search_runs_quietly_on_objects_and_returns_the_study(where, capsys) -> None:
+    study = search(API_MLP, blobs_task(), {"hidden": [4, 16]}, epochs=2, **where)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert {t.params["hidden"] for t in study.trials} == {4, 16}
+    assert study.trials[0].user_attrs["flops.forward_passes"] > 0
+    out, err = capsys.readouterr()
+    assert out == "" and "Epoch" not in err and "Trial" not in err and "ExperimentalWarning" not in err
+
+
+def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
+    search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, verbose=True, **where)
+    assert "Epoch 01 | Train Loss:" in capsys.readouterr().out
+
+
+def test_load_model_returns_the_trained_best_model(where) -> None:
+    task = blobs_task()
+    study = search("api_mlp", task, {"hidden": [4, 16]}, epochs=1, **where)
+    model = load_model(where["storage"], study.study_name)
+    x_val, y_val = task.val
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x_val), y_val).item()
+    assert loss == pytest.approx(study.best_value, rel=1e-5)
+    assert not model.training
+
+
+def test_rerunning_a_cell_that_registers_a_model_replaces_it() -> None:
+    def build_cell_model(data: DataSpec, width: int) -> nn.Module:  # the same code, as a re-run cell defines it
+        return nn.Linear(data.num_features, width)
+
+    for default in (3, 5):
+        register_model("api_cell_model", build_cell_model, [HyperParam("width", "int", default, "width")], input_kind="tabular")
+    assert get_model("api_cell_model").params[0].default == 5
+
+    def other_code(data: DataSpec) -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(ValueError, match="'api_cell_model' is already registered"):
+        register_model("api_cell_model", other_code, [])
+
+
+def test_a_rerun_with_changed_epochs_names_what_changed(where) -> None:
+    search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, **where)
+    with pytest.raises(UsageError, match=r"epochs 1 -> 2.*--study-name NEW.*--allow-changes"):
+        search("api_mlp", blobs_task(), ["hidden:8"], epochs=2, **where)
+    study = search("api_mlp", blobs_task(), ["hidden:8"], epochs=2, allow_changes=True, **where)
+    assert len(study.trials) == 1  # the point has run; allowing the change queues nothing new
+
+
+def test_a_tpe_rerun_adds_trials_with_new_parameters(where) -> None:
+    first = [t.params["lr"] for t in search("api_mlp", blobs_task(), {"lr": "1e-4..1e-1:log"}, n_trials=3, epochs=1, **where).trials]
+    both = [t.params["lr"] for t in search("api_mlp", blobs_task(), {"lr": "1e-4..1e-1:log"}, n_trials=3, epochs=1, **where).trials]
+    assert len(first) == 3 and both[:3] == first and len(both) == 6
+    assert len(set(both)) == 6
+
+
+def test_an_optimizer_sweep_builds_each_named_optimizer(where, monkeypatch) -> None:
+    built: list[type] = []
+    original = trainer_module.build_optimizer
+
+    def spy(*args, **kwargs):
+        optimizer = original(*args, **kwargs)
+        built.append(type(optimizer))
+        return optimizer
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", spy)
+    study = search("api_mlp", blobs_task(), {"optimizer": ["adamw", "sgd"], "momentum": [0.9]}, epochs=1, **where)
+    assert {t.params["optimizer"] for t in study.trials} == {"adamw", "sgd"}
+    assert sorted(cls.__name__ for cls in built) == ["AdamW", "SGD"]
+
+
+def test_the_metric_is_what_the_trainer_monitors() -> None:
+    resolved = resolve(StudySpec(models=("api_mlp",), task=_registered(blobs_task("api_monitored")), metric="val_acc"))
+    assert resolved.train_config.monitor == "val_acc"
+
+
+def test_wrong_input_is_one_usage_error_before_anything_is_written(where, tmp_path) -> None:
+    task = blobs_task()
+    x, y = task.train
+    bad = Task(name="api_bad", train=(torch.utils.data.TensorDataset(x, y), y), val=task.val, loss=F.cross_entropy)
+    with pytest.raises(UsageError, match="a tuple holding a TensorDataset \\(a Dataset\\); give the Dataset itself"):
+        search("api_mlp", bad, epochs=1, **where)
+    with pytest.raises(UsageError, match="unknown settings epoch;"):
+        search("api_mlp", task, epoch=1, **where)
+    assert not (tmp_path / "hpsearch.db").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def _registered(task: Task) -> str:
+    from hpsearch.search.api import _task_name
+
+    return _task_name(task)
+
+
+BAD_SPLIT_PLUGIN = '''
+import torch, torch.nn.functional as F
+from torch.utils.data import TensorDataset
+from hpsearch.trainers import Task, register_task
+
+x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+
+def tensors_where_a_dataset_goes():
+    return Task(name="bad_split", train=x, val=TensorDataset(x, y), loss=F.cross_entropy)
+
+register_task("bad_split", tensors_where_a_dataset_goes, [])
+'''
+
+
+def test_a_split_of_the_wrong_kind_is_one_line_and_exit_2_from_the_cli(run_hpsearch, tmp_path) -> None:
+    (tmp_path / "bad.py").write_text(BAD_SPLIT_PLUGIN)
+    result = run_hpsearch("--plugin", "bad.py", "--models", "tfn_classifier", "--task", "bad_split", "--epochs", "1", "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "hpsearch: error: task bad_split's train split is a single tensor; give a tuple of tensors such as (inputs, targets)"
+    ]
+    assert not (tmp_path / "hpsearch.db").exists()
