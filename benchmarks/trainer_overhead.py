@@ -1,7 +1,8 @@
 """Trainer overhead: the shared trainer, all tracking on, against a minimal hand-written loop.
 
 Both sides train ``tfn_classifier`` (defaults, built by ``hpsearch.models.build_model``) on the
-same pre-built ``synthetic_tokens`` tensors, with the same seed, batch order, AdamW settings,
+same pre-built ``synthetic_tokens`` tensors (the trainer's in-memory fast path), with the same
+seed, batch order, AdamW settings (weight decay on matrices only),
 warmup + cosine LR set every step, gradient clipping and a validation pass every epoch:
 
 * **hand loop**: about thirty lines of plain PyTorch (below, ``hand_loop``);
@@ -64,7 +65,7 @@ class TimedMeter(FlopsMeter):
 
     own_seconds = 0.0
 
-    def observe(self, inputs: torch.Tensor, seconds: float, training: bool) -> None:
+    def observe(self, inputs: object, seconds: float, training: bool) -> None:
         start = time.perf_counter()
         super().observe(inputs, seconds, training)
         self.own_seconds += time.perf_counter() - start
@@ -105,7 +106,11 @@ def hand_loop(task: Task, config: TrainConfig) -> Run:
     seed_everything(config.seed)  # as Trainer.fit does, so dropout masks match
     x_train, y_train = task.train
     x_val, y_val = task.val
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # Weight decay on matrices only, as nanoGPT's configure_optimizers (and the trainer) do.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
     order = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch

@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanSquaredError
 
 from hpsearch.models import DataSpec, HyperParam, register_model
 from hpsearch.trainers.tasks import Task, register_task
@@ -53,13 +54,8 @@ register_model(
 )
 
 
-def _mse(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+def _mse(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.mse_loss(outputs.float(), targets)
-
-
-def _sums(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    # Sums over the batch; the trainer divides by the number of validation examples.
-    return {"val_mse": (outputs.float() - targets).square().mean(dim=1).sum()}
 
 
 def noisy_sines(dataset_size: int, window: int, horizon: int, noise: float, data_seed: int) -> Task:
@@ -78,8 +74,7 @@ def noisy_sines(dataset_size: int, window: int, horizon: int, noise: float, data
         train=(inputs[n_val:], targets[n_val:]),
         val=(inputs[:n_val], targets[:n_val]),
         loss=_mse,
-        metric_sums=_sums,
-        metric_directions={"val_mse": "minimize"},
+        metrics={"val_mse": MeanSquaredError},  # a torchmetrics class: made afresh for each trial
     )
 
 
