@@ -69,7 +69,7 @@ def build_parser() -> ArgumentParser:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna storage on an existing study database; creates no file, table or row."""
-    with usage_errors(), read_connection(url):
+    with usage_errors(url), read_connection(url):
         pass  # checks that the file exists, the server answers, and Optuna's tables are there
     return read_only_storage(url)
 

@@ -313,7 +313,7 @@ nav a{margin-right:1rem}"""
 
 def report_sections(url: str, study_name: str, metric_name: str | None = None, top: int = 10) -> tuple[str, list[Section]]:
     """The summary line (HTML) and the sections of the report on study ``study_name`` at ``url``."""
-    with usage_errors():
+    with usage_errors(url):
         trials = trials_frame(url, study_name)  # also checks that the database and the study exist
         epochs = epochs_frame(url, study_name)
     if trials.empty:

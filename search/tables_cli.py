@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
 
 import optuna
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.results import format_results_table
-from hpsearch.storage.engine import engine_options
+from hpsearch.storage.engine import DamagedDatabaseError, engine_options, sqlite_damage
 from hpsearch.storage.export import (
     EXPORT_FORMATS,
     ExportError,
@@ -28,22 +27,27 @@ from hpsearch.storage.export import (
 )
 from hpsearch.storage.urls import StorageURLError, mask_password, resolve_storage_url
 
-T = TypeVar("T")
 STORAGE_HELP = "study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db in the working directory)"
 
 
 @contextmanager
-def usage_errors() -> Iterator[None]:
-    """Turn the storage layer's errors about the user's input into one-line ``UsageError``s."""
+def usage_errors(url: str = "") -> Iterator[None]:
+    """Turn the storage layer's errors about the user's input into one-line ``UsageError``s.
+
+    With ``url``, an error anywhere inside that says its SQLite file is damaged is one line too.
+    These commands read only the pages they show, so damage elsewhere does not stop them and
+    whatever can still be read can be exported; the search and the worker, which write,
+    check every page first.
+    """
     try:
         yield
-    except (StorageURLError, ExportError) as error:
-        raise UsageError(str(error)) from None
-
-
-def _checked(call: Callable[[], T]) -> T:
-    with usage_errors():
-        return call()
+    except Exception as error:
+        damage = sqlite_damage(error) if url else None
+        if damage is not None:
+            raise UsageError(str(DamagedDatabaseError(url, str(damage)))) from None
+        if isinstance(error, (StorageURLError, ExportError)):
+            raise UsageError(str(error)) from None
+        raise
 
 
 def studies_main(argv: Sequence[str]) -> int:
@@ -57,7 +61,8 @@ def studies_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     args = parser.parse_args(argv)
     url = resolve_storage_url(args.storage)
-    summary = _checked(lambda: study_summaries(url))
+    with usage_errors(url):
+        summary = study_summaries(url)
     if summary.empty:
         print(f"no studies in {mask_password(url)}")
         return EXIT_OK
@@ -95,15 +100,14 @@ def trials_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     url = resolve_storage_url(args.storage)
 
-    def check() -> None:
+    with usage_errors(url):
         with read_connection(url) as connection:
             find_study(connection, args.study, url)
-
-    _checked(check)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _read_only_study(url, args.study)
-    metric = args.metric or study.user_attrs.get("hpsearch.metric")
-    print(format_results_table(study, metric))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = _read_only_study(url, args.study)
+        metric = args.metric or study.user_attrs.get("hpsearch.metric")
+        table = format_results_table(study, metric)
+    print(table)
     return EXIT_OK
 
 
@@ -131,7 +135,8 @@ def export_main(argv: Sequence[str]) -> int:
     if args.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise UsageError("--format parquet needs pyarrow: pip install 'hpsearch[parquet]' (or use --format csv)")
     url = resolve_storage_url(args.storage)
-    paths = _checked(lambda: export_study(url, args.study, args.format, args.out))
+    with usage_errors(url):
+        paths = export_study(url, args.study, args.format, args.out)
     for path in paths:
         print(f"wrote {path}")
     return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import subprocess
 import sys
 from typing import Sequence
@@ -48,9 +49,19 @@ def heartbeat_from(args: object) -> Heartbeat:
 
 
 def describe_queue(study: optuna.Study, planned: int, url: str) -> str:
+    """What ``hpsearch create`` prints: the study, its planned trials, and a worker command to paste.
+
+    A URL with a password is never printed whole, and a masked one would not connect, so then
+    the command takes the storage from ``$HPSEARCH_STORAGE``, which the user sets themselves.
+    """
+    shown = mask_password(url)
+    head = f"Study {study.study_name!r} in {shown}: {planned} trials to run. Start workers with\n"
+    worker = f"hpsearch worker --study {shlex.quote(study.study_name)}"
+    if shown == url:
+        return f"{head}  {worker} --storage {shlex.quote(url)}"
     return (
-        f"Study {study.study_name!r} in {mask_password(url)}: {planned} trials to run. Start workers with\n"
-        f"  hpsearch worker --study {study.study_name} --storage '{mask_password(url)}'"
+        f"{head}  export {STORAGE_ENV}=<your storage URL, with its password>\n"
+        f"  {worker}"
     )
 
 

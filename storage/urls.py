@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -40,6 +41,12 @@ def parse_storage_url(url: str) -> URL:
             raise StorageURLError("a SQLite storage URL needs a file: sqlite:///path/to/file.db")
         return parsed
     if backend == "postgresql":
+        if parsed.host and "@" in parsed.host:
+            # An unencoded "@" in the password: SQLAlchemy ends the password at the first "@" and
+            # takes the rest for the host, which no host name can be and which the driver's
+            # errors would print. The last "@" is the one before the host.
+            rest, _, host = parsed.host.rpartition("@")
+            parsed = parsed.set(password=f"{parsed.password or ''}@{rest}", host=host)
         if not parsed.database:
             raise StorageURLError(f"storage URL {mask_password(url)!r} names no database; add /dbname")
         return parsed.set(drivername="postgresql+psycopg")
@@ -54,15 +61,43 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
 
 
-def mask_password(url: str) -> str:
-    """``url`` with its password replaced by ``***``; text that is not a URL is masked by hand."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        head, sep, tail = url.rpartition("@")
-        if not sep or "://" not in head:
-            return url
-        scheme, _, credentials = head.partition("://")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{tail}" if ":" in credentials else url
-    return parsed.render_as_string(hide_password=True)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+# libpq, and so psycopg, also takes the password as a query parameter.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
+# In text: a URL in single quotes, in double quotes, or up to the next blank.
+_URL_IN_TEXT = re.compile(rf"'({_SCHEME.pattern}[^']*)'|\"({_SCHEME.pattern}[^\"]*)\"|({_SCHEME.pattern}\S*)")
+MASK = "***"
+
+
+def _mask_one(url: str) -> str:
+    """``url`` (text that starts with a scheme) with its password masked."""
+    head, rest = url.split("://", 1)
+    head += "://"
+    # The password ends at the *last* "@": passwords hold unencoded "@", "/", "?", ":" more
+    # often than a query holds "@", and hiding too much never leaks (SQLAlchemy's own parser
+    # stops at the first "@" and would show the rest). "sqlite:///a@b.db" has no credentials.
+    user_info, at, host = rest.rpartition("@")
+    if at and not rest.startswith("/") and ":" in user_info:
+        user = user_info.split(":", 1)[0]
+        rest = f"{user}:{MASK}@{host}"
+    return head + _QUERY_PASSWORD.sub(rf"\g<1>{MASK}", rest)
+
+
+def mask_password(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    A string that starts with a URL is one URL to its end (an unencoded password may hold
+    anything, blanks included). In other text, such as an error message, a URL in quotes ends
+    at the closing quote, any other at the next blank. The rest of the text is kept as written.
+    """
+    start = _SCHEME.search(text)
+    if start is None:
+        return text
+    if not text[: start.start()].strip():
+        return text[: start.start()] + _mask_one(text[start.start() :])
+
+    def masked(match: re.Match[str]) -> str:
+        url = match[match.lastindex or 0]
+        return match[0].replace(url, _mask_one(url), 1)
+
+    return _URL_IN_TEXT.sub(masked, text)

@@ -1,9 +1,11 @@
 """Fixtures every test folder shares: study databases on a real SQLite file and on PostgreSQL.
 
 ``sqlite_url``      a SQLite URL in the test's tmp_path (the file does not exist yet).
-``postgres_url``    the real PostgreSQL server (``$HPSEARCH_TEST_POSTGRES_URL``, default
-                    postgresql://postgres@127.0.0.1:5432/test). Many test runs share that
-                    database, so a test must name its studies with ``study_name`` (or names that
+``postgres_url``    a database of this test session's own on the real PostgreSQL server, made
+                    at the start and dropped at the end through ``$HPSEARCH_TEST_POSTGRES_URL``
+                    (default postgresql://postgres@127.0.0.1:5432/postgres), so rows that other
+                    users of the server leave behind are never seen. The tests of one session
+                    share it: a test must name its studies with ``study_name`` (or names that
                     start with it); they are deleted afterwards, epoch rows included. Skipped
                     when no server answers, unless ``$CI`` is set: then that is a failure.
 ``storage_url``     parametrized over both backends (test ids ``sqlite`` and ``postgres``).
@@ -19,7 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
-POSTGRES_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The connection that creates and drops each session's database; any database of the server will do.
+POSTGRES_ADMIN_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _postgres_problem(url: str) -> str | None:
@@ -44,14 +47,40 @@ def _postgres_problem(url: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """The URL of a PostgreSQL server that answers; skips (fails under ``$CI``) otherwise."""
-    problem = _postgres_problem(POSTGRES_URL)
+def postgres_server() -> Iterator[str]:
+    """The URL of a new, empty database on the PostgreSQL server, dropped after the session.
+
+    Skips (fails under ``$CI``) when no server answers.
+    """
+    problem = _postgres_problem(POSTGRES_ADMIN_URL)
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but {problem}")
         pytest.skip(problem)
-    return POSTGRES_URL
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    from hpsearch.storage.urls import parse_storage_url
+
+    name = f"hpsearch_test_{uuid.uuid4().hex[:12]}"
+    # CREATE and DROP DATABASE refuse to run inside a transaction.
+    admin = sqlalchemy.create_engine(parse_storage_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            # Workers a test started, or engines it did not dispose, would make DROP DATABASE fail.
+            connection.execute(
+                sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import random
+import sqlite3
+from contextlib import closing
 
 import optuna
 import pandas as pd
@@ -189,3 +192,42 @@ def test_hpsearch_export_exits_2_with_one_line(run_hpsearch, tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no database file" in result.stderr
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "o").exists()
+
+
+def damage_table(url: str, study_name: str, path, table: str) -> bytes:
+    """A study in ``path`` whose ``table`` has its first page overwritten; the file's bytes."""
+    make_study(url, study_name)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    data = bytearray(path.read_bytes())
+    # Only that table's page: the schema reads, so the damage shows half-way through a command.
+    data[(root - 1) * page_size : root * page_size] = random.Random(root).randbytes(page_size)
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("table", ["trials", "trial_values"])
+@pytest.mark.parametrize("command", ["studies", "trials", "export"])
+def test_a_page_damaged_where_the_command_reads_is_one_usage_error(sqlite_url, study_name, tmp_path, command, table):
+    data = damage_table(sqlite_url, study_name, tmp_path / "hpsearch.db", table)
+    main, args = {
+        "studies": (studies_main, []),
+        "trials": (trials_main, ["--study", study_name]),
+        "export": (export_main, ["--study", study_name, "--out", str(tmp_path / "o")]),
+    }[command]
+
+    with pytest.raises(UsageError) as error:
+        main([*args, "--storage", sqlite_url])
+
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"cannot open storage {sqlite_url}: ")
+    assert "the file is damaged or is not a SQLite database (database disk image is malformed)" in message
+    assert (tmp_path / "hpsearch.db").read_bytes() == data and not (tmp_path / "o").exists()
+
+
+def test_studies_still_lists_what_a_damaged_page_elsewhere_leaves_readable(sqlite_url, study_name, tmp_path, capsys):
+    damage_table(sqlite_url, study_name, tmp_path / "hpsearch.db", "trial_params")
+    assert studies_main(["--storage", sqlite_url]) == 0
+    assert f"{study_name} " in capsys.readouterr().out

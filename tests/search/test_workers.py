@@ -1,6 +1,7 @@
 """Many workers on one study, in real processes, on SQLite and on the real PostgreSQL server."""
 
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -8,7 +9,9 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
+from hpsearch.search.workers import describe_queue
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from tests.search.conftest import hpsearch_command
 
@@ -149,3 +152,45 @@ def test_worker_bad_input(tmp_path, run_hpsearch):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://alice:s3cret@db-host:5432/runs", "postgresql://alice:p@ss@word@db-host/runs",
+     "postgresql://db-host/runs?user=alice&password=s3cret"],
+)
+def test_the_queue_with_a_password_points_workers_to_the_environment(url):
+    study = optuna.create_study(study_name="sweep one")
+    text = describe_queue(study, 12, url)
+    first, export, worker = text.splitlines()
+    assert first.startswith("Study 'sweep one' in postgresql://")
+    assert first.endswith(": 12 trials to run. Start workers with")
+    assert export == "  export HPSEARCH_STORAGE=<your storage URL, with its password>"
+    assert worker == "  hpsearch worker --study 'sweep one'"
+    assert "s3cret" not in text and "ss@word" not in text
+
+
+def test_the_queue_without_a_password_prints_the_whole_command():
+    study = optuna.create_study(study_name="sweep")
+    for url in ["postgresql://alice@db-host:5432/runs", "sqlite:////data/my runs/hpsearch.db"]:
+        command = describe_queue(study, 3, url).splitlines()[1]
+        assert command == f"  hpsearch worker --study sweep --storage {shlex.quote(url)}"
+
+
+def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, tmp_path, run_hpsearch):
+    # The test server trusts every connection: any password is let in, and it must not be printed.
+    url = make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    created = run_hpsearch("create", "--study", study_name, "--storage", url, *TRIVIAL, "--n-trials", "1")
+    assert created.returncode == 0, created.stderr
+    assert "s3cret-pw" not in created.stdout + created.stderr
+    pasted = created.stdout.split("Start workers with\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in pasted] == ["export", "hpsearch"]
+    # What the user does: put their URL in place of the placeholder, paste both lines into a shell.
+    script = "\n".join(pasted).replace("<your storage URL, with its password>", shlex.quote(url))
+    script = script.replace("hpsearch worker", f"{shlex.join(hpsearch_command())} worker")
+    environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    (trial,) = trials_of(postgres_url, study_name)
+    assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)

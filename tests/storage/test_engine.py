@@ -1,13 +1,26 @@
-"""QueuedRDBStorage.set_trial_user_attrs on a real SQLite file and the real PostgreSQL server."""
+"""QueuedRDBStorage.set_trial_user_attrs on a real SQLite file and the real PostgreSQL server;
+damaged SQLite files, found before anything is written."""
 
 from __future__ import annotations
 
 import math
+import random
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 
-from hpsearch.storage.engine import open_optuna_storage
+from hpsearch.storage.engine import (
+    DamagedDatabaseError,
+    damaged_sqlite_errors,
+    open_optuna_storage,
+    prepare_sqlite,
+    sqlite_damage,
+)
+from hpsearch.storage.urls import StorageURLError
 
 ATTRS = {
     "epochs_run": 3,
@@ -59,4 +72,95 @@ def test_set_trial_user_attrs_refuses_a_finished_trial_and_writes_nothing(sqlite
 
     assert storage.get_trial(trial._trial_id).user_attrs == {}
     assert math.isclose(storage.get_trial(trial._trial_id).value, 0.5)
+    storage.engine.dispose()
+
+
+def _study_file(sqlite_url: str, study_name: str) -> Path:
+    """A real study database with a few finished trials, its WAL folded back into the file."""
+    storage = open_optuna_storage(sqlite_url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    for value in (0.3, 0.2, 0.1):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), value)
+    storage.engine.dispose()
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def _overwrite(path: Path, offset: int, length: int) -> bytes:
+    """Overwrite ``length`` bytes of ``path`` at ``offset`` with seeded garbage; the file's new bytes."""
+    data = bytearray(path.read_bytes())
+    data[offset : offset + length] = random.Random(offset).randbytes(min(length, len(data) - offset))
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def _table_page(path: Path, table: str) -> tuple[int, int]:
+    """Offset and size of the first page of ``table`` in the file."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    return (root - 1) * page_size, page_size
+
+
+@pytest.mark.parametrize("damage", ["header", "trials table"])
+def test_a_damaged_file_is_one_clear_error_and_is_left_as_it_was(damage: str, sqlite_url: str, study_name: str) -> None:
+    path = _study_file(sqlite_url, study_name)
+    if damage == "header":
+        damaged = _overwrite(path, 0, 16)
+    else:
+        # Only the trials table's page: the schema on page 1 still reads, so the damage shows
+        # only when something reads the trials, which quick_check does before anything is written.
+        damaged = _overwrite(path, *_table_page(path, "trials"))
+
+    with pytest.raises(DamagedDatabaseError) as error:
+        open_optuna_storage(sqlite_url)
+
+    line = str(error.value)
+    assert "\n" not in line and line.startswith(f"cannot open storage {sqlite_url}: ")
+    assert "damaged or is not a SQLite database" in line
+    # Callers that report an unusable database, or a storage URL that cannot be used, catch it.
+    assert isinstance(error.value, StorageURLError) and isinstance(error.value, sqlalchemy.exc.OperationalError)
+    assert str(error.value.orig) in line
+    assert path.read_bytes() == damaged
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_file_of_random_bytes_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "random.db"
+    path.write_bytes(random.Random(0).randbytes(8192))
+    with pytest.raises(DamagedDatabaseError, match=r"\(file is not a database\)"):
+        prepare_sqlite(f"sqlite:///{path}")
+    assert path.read_bytes() == random.Random(0).randbytes(8192)
+
+
+def test_damage_found_behind_optuna_and_sqlalchemy_errors(sqlite_url: str, study_name: str) -> None:
+    path = _study_file(sqlite_url, study_name)
+    _overwrite(path, *_table_page(path, "trials"))
+    # The schema reads, so Optuna opens the storage; the damage shows when it reads the trials.
+    storage = optuna.storages.RDBStorage(sqlite_url, skip_table_creation=True)
+    try:
+        with pytest.raises(Exception) as raised:
+            optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        assert not isinstance(raised.value, sqlite3.DatabaseError)
+        assert sqlite_damage(raised.value) is not None
+        with pytest.raises(DamagedDatabaseError), damaged_sqlite_errors(sqlite_url):
+            optuna.load_study(study_name=study_name, storage=storage).get_trials()
+    finally:
+        storage.engine.dispose()
+    assert sqlite_damage(ValueError("database disk image is malformed")) is None
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_sqlalchemys_operational_error(tmp_path: Path) -> None:
+    # Raw sqlite3 errors would escape the handlers that report an unusable database in one line.
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="unable to open database file") as error:
+        open_optuna_storage(f"sqlite:///{tmp_path / 'no such folder' / 'x.db'}")
+    assert not isinstance(error.value, DamagedDatabaseError)
+
+
+def test_a_healthy_file_opens_after_the_check(sqlite_url: str, study_name: str) -> None:
+    _study_file(sqlite_url, study_name)
+    storage = open_optuna_storage(sqlite_url)
+    assert [t.value for t in optuna.load_study(study_name=study_name, storage=storage).trials] == [0.3, 0.2, 0.1]
     storage.engine.dispose()

@@ -1,0 +1,86 @@
+"""mask_password: no part of a password shows, whatever form the URL takes, alone or inside text."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from hpsearch.storage.urls import mask_password, parse_storage_url
+
+# Each: a URL, the password in it as the user wrote it, what mask_password shows.
+PASSWORD_URLS = [
+    ("postgresql://user:s3cret@host:5432/db", "s3cret", "postgresql://user:***@host:5432/db"),
+    ("postgresql://user:p@ss@word@host:5432/db", "p@ss@word", "postgresql://user:***@host:5432/db"),
+    ("postgresql://user:3tzz@@host/db", "3tzz@", "postgresql://user:***@host/db"),
+    ("postgresql://user:pa/ss?x#y@host/db", "pa/ss?x#y", "postgresql://user:***@host/db"),
+    ("postgresql://user:pa:ss@host/db", "pa:ss", "postgresql://user:***@host/db"),
+    ("postgresql://user:p%40ss%2F@host/db", "p%40ss%2F", "postgresql://user:***@host/db"),
+    ("postgresql://us@er:s3cret@host/db", "s3cret", "postgresql://us@er:***@host/db"),
+    ("postgresql://:s3cret@host/db", "s3cret", "postgresql://:***@host/db"),
+    ("postgresql+psycopg://user:s3cret@[::1]:5432/db", "s3cret", "postgresql+psycopg://user:***@[::1]:5432/db"),
+    ("postgresql://user:pass word@host/db", "pass word", "postgresql://user:***@host/db"),
+    (
+        "postgresql://host/db?user=u&password=s3cret&sslmode=require",
+        "s3cret",
+        "postgresql://host/db?user=u&password=***&sslmode=require",
+    ),
+    ("postgresql://host/db?PASSWORD=s3cret", "s3cret", "postgresql://host/db?PASSWORD=***"),
+]
+
+
+@pytest.mark.parametrize(("url", "password", "shown"), PASSWORD_URLS)
+def test_no_part_of_the_password_shows(url: str, password: str, shown: str) -> None:
+    assert mask_password(url) == shown
+    assert password not in mask_password(url)
+
+
+@pytest.mark.parametrize(("url", "password", "shown"), PASSWORD_URLS)
+def test_urls_inside_text_are_masked_and_the_text_kept(url: str, password: str, shown: str) -> None:
+    text = """cannot open storage '{}': refused (ask admin@example.com)\nstorage = "{}"\n"""
+    assert mask_password(text.format(url, url)) == text.format(shown, shown)
+    if " " not in password:  # unquoted, a URL ends at the first blank
+        assert mask_password(f"retry {url} now\n{url}") == f"retry {shown} now\n{shown}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql://postgres@127.0.0.1:5432/db",
+        "postgresql://host:5432/db?sslmode=require",
+        "sqlite:////tmp/runs@2024/x:y.db",
+        "sqlite:///hpsearch.db",
+        "no URL here: user:pw@host",
+        "",
+    ],
+)
+def test_text_without_a_password_is_unchanged(text: str) -> None:
+    assert mask_password(text) == text
+
+
+def test_the_masked_password_is_the_one_sqlalchemy_would_send() -> None:
+    # SQLAlchemy itself reads "p@ss@word@host" as password "p" on host "ss@word@host", so its own
+    # hide_password shows the rest; the mask must hide what the user typed, all of it.
+    url = "postgresql://user:p@ss@word@host:5432/db"
+    assert "ss@word" in make_url(url).render_as_string(hide_password=True)
+    assert "ss@word" not in mask_password(url)
+
+
+def test_an_unencoded_at_sign_stays_in_the_password() -> None:
+    parsed = parse_storage_url("postgresql://user:p@ss@word@host:5432/db?application_name=me@lab")
+    assert (parsed.username, parsed.password, parsed.host, parsed.port) == ("user", "p@ss@word", "host", 5432)
+    assert dict(parsed.query) == {"application_name": "me@lab"}
+
+
+def test_a_url_with_an_unencoded_at_sign_in_the_password_connects(postgres_server: str) -> None:
+    # The test server trusts every connection, so the password is not checked, but the host is:
+    # read as SQLAlchemy reads it, it would be "ss@127.0.0.1", which no resolver knows.
+    server = make_url(postgres_server)
+    url = server.render_as_string(hide_password=False).replace(f"//{server.username}@", f"//{server.username}:p@ss@", 1)
+    assert "p@ss@" in url
+    engine = sqlalchemy.create_engine(parse_storage_url(url), connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
