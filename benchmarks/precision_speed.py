@@ -13,8 +13,8 @@ trials recorded (user attribute ``precision``) and the best ``val_loss``, so the
 of a lower precision is visible beside the speed. The figures are medians of per-pair ratios.
 
 For context it also times a 2048 x 2048 matmul in bf16 and in fp32 on this CPU, and says what
-``auto`` resolves to here and why (``trainers.hardware.choose_precision``: bf16 on CPUs with
-AVX512-BF16 or AMX, else fp32).
+``auto`` resolves to here and why (``trainers.precision``: bf16 where its measured matmul speed
+is at least 1.15x fp32's, else fp32).
 
     python benchmarks/precision_speed.py                 # README defaults (5 epochs, 4,000 examples), 3 pairs
     python benchmarks/precision_speed.py --quick         # 2 epochs, 1,000 examples, 2 pairs
@@ -36,7 +36,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from hpsearch.trainers.hardware import choose_precision, cpu_flags
+from hpsearch.trainers.precision import precision_choice
 
 SEED_COMMAND = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:64,128", "kernel_type:rbf,compact"]
 STUDY = "tfn_classifier-synthetic_tokens"
@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)  # the matmul below, like the runs
 
-    flags = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
-    resolved = choose_precision("auto", torch.device("cpu"))
-    print(f"--precision auto resolves to {resolved} on this CPU (bf16 flags present: {', '.join(flags) or 'none'})")
+    choice = precision_choice(torch.device("cpu"))
+    resolved = choice.chosen
+    measured = ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in choice.flops_per_second.items())
+    print(f"--precision auto resolves to {resolved} on this CPU (measured by hpsearch doctor: {measured})")
 
     # Micro-benchmark for context: alternate the dtypes, median of the per-round ratios.
     ratios, f32_times, b16_times = [], [], []

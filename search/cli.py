@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from dataclasses import fields
@@ -13,7 +14,7 @@ import optuna
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
 from hpsearch.trainers.tasks import list_tasks
-from hpsearch.search import lr_find_cli, tables_cli, workers
+from hpsearch.search import workers
 from hpsearch.search.arguments import (
     ArgumentParser,
     add_plugin_argument,
@@ -23,12 +24,10 @@ from hpsearch.search.arguments import (
     task_options,
     training_settings,
 )
-from hpsearch.search.dashboard_cli import dashboard_main
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.orchestrator import Orchestrator
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins, user_origin
 from hpsearch.search.probe import probe_models
-from hpsearch.search.report import report_main
 from hpsearch.search.results import format_results_table
 from hpsearch.search.signals import Interrupted, graceful_interrupts
 from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, ResolvedSpec, StudySpec, check_task_options, resolve
@@ -61,6 +60,7 @@ other commands (each has --help):
   hpsearch worker --study S    run a stored study's trials (start one per machine or core)
   hpsearch dashboard           serve optuna-dashboard on the study database (127.0.0.1)
   hpsearch report --study S    one self-contained HTML report with every chart
+  hpsearch doctor              what --precision auto measures and picks on this machine
 
 exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written).
 """.replace("{trainer_params}", ", ".join(p.name for p in TRAINER_PARAMS))
@@ -238,14 +238,8 @@ def create_main(argv: Sequence[str]) -> int:
 
 def models_main(argv: Sequence[str]) -> int:
     """``hpsearch models``: every registered model with its input and hyperparameters."""
-    parser = ArgumentParser(
-        prog="hpsearch models",
-        description="List the registered models: the input each takes, and each hyperparameter's type, "
-        "default and allowed values (what --param-sweep accepts).",
-    )
-    add_plugin_argument(parser)
-    args = parser.parse_args(argv)
-    load_plugins(plugin_key(p, Path.cwd()) for p in args.plugins or ())
+    _parse_listing(argv, "hpsearch models", "List the registered models: the input each takes, and each hyperparameter's "
+                   "type, default and allowed values (what --param-sweep accepts).")
     print(format_models_table(list_models()))
     return EXIT_OK
 
@@ -262,20 +256,22 @@ def format_models_table(models: Sequence[ModelSpec]) -> str:
 
 def tasks_main(argv: Sequence[str]) -> int:
     """``hpsearch tasks``: every registered task with its options (the task flags)."""
-    parser = ArgumentParser(
-        prog="hpsearch tasks",
-        description="List the registered tasks and each one's options: set them with the flag of the same name, "
-        "or in a study file's [task] table.",
-    )
-    add_plugin_argument(parser)
-    args = parser.parse_args(argv)
-    load_plugins(plugin_key(p, Path.cwd()) for p in args.plugins or ())
+    _parse_listing(argv, "hpsearch tasks", "List the registered tasks and each one's options: set them with the flag "
+                   "of the same name, or in a study file's [task] table.")
     entries = []
     for task in list_tasks():
         origin = plugin_origin("task", task.name)
         entries.append((f"{task.name}{f'  (from {origin})' if origin else ''}  {task.description}".rstrip(), list(task.options)))
     print(format_schema_blocks(entries, "option"))
     return EXIT_OK
+
+
+def _parse_listing(argv: Sequence[str], prog: str, description: str) -> None:
+    """A listing command's arguments: only ``--plugin``, whose plugins are loaded here."""
+    parser = ArgumentParser(prog=prog, description=description)
+    add_plugin_argument(parser)
+    args = parser.parse_args(argv)
+    load_plugins(plugin_key(p, Path.cwd()) for p in args.plugins or ())
 
 
 def format_schema_blocks(entries: Sequence[tuple[str, Sequence[HyperParam]]], noun: str) -> str:
@@ -308,18 +304,28 @@ def _allowed(param: HyperParam) -> str:
     return f"<= {param.high:g}" if param.high is not None else ""
 
 
+def _imported(module: str, function: str) -> Callable[[Sequence[str]], int]:
+    """A subcommand imported when it runs: optuna-dashboard and plotly would slow every other command."""
+
+    def run(argv: Sequence[str]) -> int:
+        return getattr(importlib.import_module(f"hpsearch.search.{module}"), function)(argv)
+
+    return run
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "models": models_main,
     "tasks": tasks_main,
-    "studies": tables_cli.studies_main,
-    "trials": tables_cli.trials_main,
-    "export": tables_cli.export_main,
-    "lr-find": lr_find_cli.lr_find_main,
+    "studies": _imported("tables_cli", "studies_main"),
+    "trials": _imported("tables_cli", "trials_main"),
+    "export": _imported("tables_cli", "export_main"),
+    "lr-find": _imported("lr_find_cli", "lr_find_main"),
     "create": create_main,
     "worker": workers.worker_main,
-    "dashboard": dashboard_main,
-    "report": report_main,
+    "dashboard": _imported("dashboard_cli", "dashboard_main"),
+    "report": _imported("report", "report_main"),
+    "doctor": _imported("doctor_cli", "doctor_main"),
 }
 
 

@@ -197,6 +197,7 @@ class FlopsStats:
     params_count: int
     train_step_total: int  # forward + backward FLOPs over all training steps
     train_per_second: float  # achieved over training steps (see FlopsMeter.observe)
+    mfu: float = float("nan")  # train_per_second / the device's peak FLOP/s in the trial's precision
 
     def as_user_attrs(self) -> dict[str, float | int]:
         """The trial user attributes named in DESIGN.md, plus the two training-step ones."""
@@ -213,6 +214,7 @@ class FlopsStats:
             "params.count": int(self.params_count),
             "flops.train_step_total": int(self.train_step_total),
             "flops.train_per_second": float(self.train_per_second),
+            "flops.mfu": float(self.mfu),
         }
 
     def format_block(self) -> str:
@@ -229,6 +231,7 @@ class FlopsStats:
             ("Forward FLOP/s", _si(self.per_second, "FLOP/s")),
             ("Training FLOPs (fwd + bwd)", _si(self.train_step_total, "FLOPs")),
             ("Training FLOP/s (achieved)", _si(self.train_per_second, "FLOP/s")),
+            ("MFU (of peak FLOP/s)", f"{100 * self.mfu:.2f}%" if math.isfinite(self.mfu) else "-"),
             ("Parameters", f"{self.params_count:,}"),
         ]
         width = max(len(name) for name, _ in rows) + 2
@@ -275,6 +278,12 @@ class FlopsMeter:
         self._counting = False
         self._started: list[float] = []
         self._hooks: list[Any] = []
+        #: Peak FLOP/s of the device in the run's precision (``trainers.precision.peak_flops``), for MFU.
+        self.peak_flops: float | None = None
+
+    def train_progress(self) -> tuple[int, float]:
+        """Training-step FLOPs and seconds measured so far (see ``observe``), for per-epoch rates."""
+        return self._step_flops, self._step_seconds
 
     def attach(self, model: nn.Module | None = None) -> None:
         """Observe every forward pass of ``model`` (the meter's own by default) from now on."""
@@ -365,6 +374,7 @@ class FlopsMeter:
             params_count=sum(p.numel() for p in self.model.parameters()),
             train_step_total=sum((e.forward + e.backward) * e.passes for k, e in self._entries.items() if k[1]),
             train_per_second=self._step_flops / self._step_seconds if self._step_seconds > 0 else 0.0,
+            mfu=self._step_flops / self._step_seconds / self.peak_flops if self._step_seconds > 0 and self.peak_flops else math.nan,
         )
 
     def _new_entry(self, inputs: Any, training: bool) -> _Entry:

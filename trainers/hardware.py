@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -30,34 +29,21 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+def choose_precision(requested: str, device: torch.device) -> str:
+    """The precision a run uses: ``auto`` is the fastest as measured on this device (``trainers.precision``).
 
-
-def choose_precision(requested: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
-    """The precision a run uses: ``auto`` is bf16 where the hardware runs it fast.
-
-    That is CUDA with bf16 support (Ampere or newer) and CPUs with AVX512-BF16 or AMX;
-    older CUDA gets fp16 with a gradient scaler; anything else fp32.
+    bf16 (fp16 with a gradient scaler on CUDA without bf16) only where its matmuls run at least
+    1.15x faster than fp32's; fp32 on other devices.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        flags = cpu_flags() if flags is None else flags
-        return "bf16" if {"avx512_bf16", "amx_bf16"} & flags else "fp32"
-    return "fp32"
+    if device.type not in ("cpu", "cuda"):
+        return "fp32"
+    from hpsearch.trainers.precision import precision_choice  # it imports this module
+
+    return precision_choice(device).chosen
 
 
 def autocast(precision: str, device: torch.device) -> ContextManager[object]:

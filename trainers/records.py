@@ -25,6 +25,7 @@ class EpochRecord:
     epoch_seconds: float = 0.0
     samples_per_second: float = 0.0
     peak_memory_bytes: int = 0
+    mfu: float = float("nan")  # model FLOPs utilisation of the epoch's training steps (with a FLOPs meter)
 
     def value(self, name: str) -> float:
         """The value of ``name``: a field such as ``val_loss`` or a task metric such as ``val_acc``."""

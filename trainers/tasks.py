@@ -8,7 +8,6 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
 
 from hpsearch.models import DataSpec, HyperParam
 from hpsearch.models.registry import Registry, code_origin
@@ -124,7 +123,14 @@ def classification_loss(outputs: Tensor, targets: Tensor, label_smoothing: float
 
 def accuracy(num_classes: int) -> Callable[[], Any]:
     """``val_acc``: the fraction of examples whose highest score is the label."""
-    return lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def make() -> Any:
+        # Imported when a trial needs it: torchmetrics (and the scipy it loads) costs every command a second.
+        from torchmetrics.classification import MulticlassAccuracy
+
+        return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    return make
 
 
 def _split(x: Tensor, y: Tensor, val_fraction: float) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:

@@ -11,12 +11,12 @@ in the zoo rely on (see ``DataSpec``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from hpsearch.models import DataSpec, HyperParam
 from hpsearch.trainers.tasks import Task, register_task
@@ -91,6 +91,19 @@ def _mse_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.mse_loss(outputs.float(), targets)
 
 
+# torchmetrics is imported when a trial needs it: it (and the scipy it loads) costs every command a second.
+def _mean_squared_error() -> Any:
+    from torchmetrics import MeanSquaredError
+
+    return MeanSquaredError()
+
+
+def _mean_absolute_error() -> Any:
+    from torchmetrics import MeanAbsoluteError
+
+    return MeanAbsoluteError()
+
+
 def csv_timeseries(
     data: str,
     target: str,
@@ -131,7 +144,7 @@ def csv_timeseries(
         val=splits["validation"],
         test=splits.get("test"),
         loss=_mse_loss,
-        metrics={"val_mse": MeanSquaredError, "val_mae": MeanAbsoluteError},
+        metrics={"val_mse": _mean_squared_error, "val_mae": _mean_absolute_error},
     )
 
 

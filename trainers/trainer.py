@@ -21,6 +21,7 @@ from hpsearch.trainers.divergence import DivergenceGuard
 from hpsearch.trainers.hardware import autocast, choose_precision, grad_scaler, resolve_device
 from hpsearch.trainers.metrics import MetricSet, as_float
 from hpsearch.trainers.optim import build_optimizer
+from hpsearch.trainers.precision import peak_flops
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.schedule import LRSchedule
 from hpsearch.trainers.step import StepOutput, as_step_output
@@ -123,6 +124,7 @@ class Trainer:
         self.flops_meter = flops_meter
         if flops_meter is not None:
             flops_meter.attach(self.model)
+            flops_meter.peak_flops = peak_flops(self.device, self.precision)
         step_names = {p.name for p in task.step_params}
         given = dict(hparams or {})
         self.hparams = {
@@ -196,6 +198,7 @@ class Trainer:
                 torch.cuda.reset_peak_memory_stats(self.device)
             train_batches.set_epoch(epoch)
             val_batches.set_epoch(epoch)
+            counted = self.flops_meter.train_progress() if self.flops_meter is not None else None
             try:
                 train, samples = self._train_epoch(epoch, progress, schedule, train_batches)
             except DivergenceError as error:
@@ -216,6 +219,7 @@ class Trainer:
                 epoch_seconds=seconds,
                 samples_per_second=samples / seconds,
                 peak_memory_bytes=peak_memory_bytes(self.device),
+                mfu=self._epoch_mfu(counted),
                 **train,
             )
             progress.epoch = epoch
@@ -324,6 +328,14 @@ class Trainer:
             raise DivergenceError(f"diverged: val_loss={value}")
         computed = metrics.compute() if samples else {}
         return value, {**computed, **{f"val_{name}": total / samples for name, total in logs.items()}}
+
+    def _epoch_mfu(self, before: tuple[int, float] | None) -> float:
+        """Training FLOP/s since ``before`` (the meter's count at the epoch's start) over the peak."""
+        meter = self.flops_meter
+        if meter is None or before is None or not meter.peak_flops:
+            return math.nan
+        flops, seconds = (now - then for now, then in zip(meter.train_progress(), before))
+        return flops / seconds / meter.peak_flops if seconds > 0 else math.nan
 
     def _track_best(self, progress: _Progress, record: EpochRecord) -> bool:
         """Update the best monitored value; True when this epoch improved on it."""

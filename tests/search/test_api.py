@@ -32,7 +32,14 @@ def build_api_mlp(data: DataSpec, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(data.num_features, hidden), nn.ReLU(), nn.Linear(hidden, data.num_outputs))
 
 
-API_MLP = register_model("api_mlp", build_api_mlp, [HyperParam("hidden", "int", 8, "hidden units", low=1)], input_kind="tabular")
+@pytest.fixture(scope="module", autouse=True)
+def api_mlp():
+    """Registered when these tests run, not when pytest collects them: the zoo's tests list every model."""
+    spec = register_model("api_mlp", build_api_mlp, [HyperParam("hidden", "int", 8, "hidden units", low=1)], input_kind="tabular")
+    yield spec
+    from hpsearch.models import registry
+
+    registry._MODELS.remove("api_mlp")
 
 
 @pytest.fixture
@@ -40,11 +47,12 @@ def where(tmp_path, sqlite_url):
     return {"storage": sqlite_url, "output_dir": tmp_path}
 
 
-def test_search_runs_quietly_on_objects_and_returns_the_study(where, capsys) -> None:
-    study = search(API_MLP, blobs_task(), {"hidden": [4, 16]}, epochs=2, **where)
+def test_search_runs_quietly_on_objects_and_returns_the_study(where, capsys, api_mlp) -> None:
+    study = search(api_mlp, blobs_task(), {"hidden": [4, 16]}, epochs=2, **where)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert {t.params["hidden"] for t in study.trials} == {4, 16}
     assert study.trials[0].user_attrs["flops.forward_passes"] > 0
+    assert all(0 < t.user_attrs["flops.mfu"] <= 1 for t in study.trials)
     out, err = capsys.readouterr()
     assert out == "" and "Epoch" not in err and "Trial" not in err and "ExperimentalWarning" not in err
 
@@ -78,6 +86,9 @@ def test_rerunning_a_cell_that_registers_a_model_replaces_it() -> None:
 
     with pytest.raises(ValueError, match="'api_cell_model' is already registered"):
         register_model("api_cell_model", other_code, [])
+    from hpsearch.models import registry
+
+    registry._MODELS.remove("api_cell_model")
 
 
 def test_a_rerun_with_changed_epochs_names_what_changed(where) -> None:

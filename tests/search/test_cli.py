@@ -183,3 +183,12 @@ def test_diverging_trials_are_pruned_in_their_first_epoch_and_the_rest_complete(
             checkpoint = tmp_path / "checkpoints" / "tfn_classifier-synthetic_tokens" / f"trial-{trial['number']}" / "last.pt"
             assert attrs["checkpoint"] == str(checkpoint) and checkpoint.exists()
         assert attrs["precision"] == "fp32"
+
+
+def test_doctor_prints_what_auto_measures_and_picks(run_hpsearch, tmp_path):
+    result = run_hpsearch("doctor", "--device", "cpu", env={"HPSEARCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if not line.startswith("  "))
+    assert lines["auto"].split()[0] in ("fp32", "bf16")
+    assert (tmp_path / "cache" / "precision.json").exists()
+    assert run_hpsearch("doctor", "--device", "tpu").returncode == 2

@@ -1,24 +1,52 @@
+import json
+
 import pytest
 import torch
 
-from hpsearch.trainers.hardware import choose_precision, cpu_flags, resolve_device
+from hpsearch.trainers import precision
+from hpsearch.trainers.hardware import choose_precision, resolve_device
 
 CPU = torch.device("cpu")
 
 
-def test_auto_picks_bf16_on_cpus_with_avx512_bf16_or_amx():
-    assert choose_precision("auto", CPU, frozenset({"avx2", "avx512f", "avx512_bf16"})) == "bf16"
-    assert choose_precision("auto", CPU, frozenset({"avx2", "amx_bf16", "amx_tile"})) == "bf16"
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(tmp_path))
+    return tmp_path / "precision.json"
 
 
-def test_auto_picks_fp32_on_cpus_without_either():
-    assert choose_precision("auto", CPU, frozenset({"avx2", "avx512f", "fma"})) == "fp32"
-    assert choose_precision("auto", CPU, frozenset()) == "fp32"
+def test_auto_resolves_to_the_faster_precision_as_measured_and_caches_it(cache, monkeypatch):
+    chosen = choose_precision("auto", CPU)
+    (record,) = json.loads(cache.read_text()).values()
+    rates = record["flops_per_second"]
+    assert set(rates) == {"fp32", "bf16"} and all(rate > 0 for rate in rates.values())
+    assert chosen == ("bf16" if rates["bf16"] >= 1.15 * rates["fp32"] else "fp32") == record["chosen"]
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the second call measured again instead of reading the cache")
+
+    monkeypatch.setattr(precision, "measure", no_measuring)
+    assert choose_precision("auto", CPU) == chosen
 
 
-def test_auto_on_this_machine_follows_its_cpu_flags():
-    expected = "bf16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "fp32"
-    assert choose_precision("auto", CPU) == expected
+def test_bf16_needs_a_clear_margin_over_fp32():
+    assert precision.choose({"fp32": 100.0, "bf16": 114.0}) == "fp32"
+    assert precision.choose({"fp32": 100.0, "bf16": 116.0}) == "bf16"
+    assert precision.choose({"fp32": 100.0, "bf16": 53.0}) == "fp32"
+    assert precision.choose({"fp32": 100.0, "fp16": 300.0}) == "fp16"
+
+
+def test_a_cache_from_another_version_is_measured_again(cache):
+    cache.write_text(json.dumps({"anything": {"old": "format"}}))
+    first = precision.precision_choice(CPU)
+    key = next(k for k in json.loads(cache.read_text()) if k != "anything")
+    cache.write_text(json.dumps({key: {"old": "format"}}))
+    assert precision.precision_choice(CPU).flops_per_second.keys() == first.flops_per_second.keys()
+
+
+def test_peaks_come_from_the_datasheet_on_known_gpus_and_from_the_measurement_on_cpus(cache):
+    assert precision.DATASHEET_PEAKS["H100"]["bf16"] == 989e12
+    assert precision.peak_flops(CPU, "fp32") == precision.precision_choice(CPU).flops_per_second["fp32"]
 
 
 def test_explicit_precisions_pass_through_and_unknown_ones_fail():

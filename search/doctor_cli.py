@@ -1,0 +1,39 @@
+"""``hpsearch doctor``: what this machine measures and what ``--precision auto`` picks on it."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.trainers.hardware import DEVICES, resolve_device
+from hpsearch.trainers.precision import SPEEDUP, cache_dir, peak_flops, precision_choice
+
+
+def doctor_main(argv: Sequence[str]) -> int:
+    parser = ArgumentParser(
+        prog="hpsearch doctor",
+        description="Measure (once per machine, device and torch version; then from the cache) a matmul's speed "
+        "in each precision on a device, and print what --precision auto picks there and the peak FLOP/s that "
+        "flops.mfu divides by.",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
+    parser.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    choice = precision_choice(device, remeasure=args.remeasure)
+    import torch
+
+    print(f"device:    {device} ({choice.device})")
+    print(f"torch:     {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"measured:  {choice.matmul_size} x {choice.matmul_size} matmul, fp32 operands, best of 10 alternating rounds")
+    for precision, rate in choice.flops_per_second.items():
+        print(f"  {precision:<5} {rate / 1e9:10.1f} GFLOP/s  ({choice.speedup(precision):.2f}x fp32)")
+    print(f"auto:      {choice.chosen} (a lower precision needs {SPEEDUP}x fp32's speed)")
+    peaks = ", ".join(f"{p} {peak_flops(device, p) / 1e9:.1f} GFLOP/s" for p in choice.flops_per_second)
+    print(f"MFU peak:  {peaks}")
+    print(f"cache:     {cache_dir() / 'precision.json'}")
+    return EXIT_OK

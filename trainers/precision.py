@@ -1,0 +1,156 @@
+"""Precision by measurement: what ``--precision auto`` picks, and the peak FLOP/s that MFU divides by.
+
+CPU flags cannot tell a machine whose bf16 matmuls run 4.5x faster than fp32 from one where they
+run 1.9x slower; a measurement can. ``measure`` times a fixed workload, a square matmul, in each
+candidate precision on the actual device (fp32, bf16 autocast, and fp16 autocast on CUDA
+without bf16). ``auto`` picks bf16 (or fp16) only where it is at least ``SPEEDUP`` times faster
+than fp32. The result is cached per machine, device and torch version in the user's cache
+directory (``$HPSEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/hpsearch``, else
+``~/.cache/hpsearch``), so each machine measures once. ``hpsearch doctor`` prints it.
+
+Peak FLOP/s for MFU: on GPUs the datasheet's dense peak of the chosen precision (a small table,
+``DATASHEET_PEAKS``); on CPUs, and GPUs not in the table, the measured matmul rate of the
+workload below, the best of its repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from hpsearch.trainers.hardware import autocast
+
+#: How much faster a lower precision must be before ``auto`` takes it.
+SPEEDUP = 1.15
+#: Dense (no sparsity) peak FLOP/s by GPU name fragment and precision; fp32 without TF32.
+DATASHEET_PEAKS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+    "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
+    "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30.3e12},
+    "A10G": {"bf16": 70e12, "fp16": 70e12, "fp32": 31.2e12},
+    "V100": {"fp16": 125e12, "fp32": 15.7e12},
+    "T4": {"fp16": 65e12, "fp32": 8.1e12},
+}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What was measured on one device and what ``auto`` picks there."""
+
+    device: str
+    torch_version: str
+    flops_per_second: dict[str, float]  # candidate precision -> measured matmul FLOP/s
+    chosen: str
+    matmul_size: int
+
+    def speedup(self, precision: str) -> float:
+        return self.flops_per_second[precision] / self.flops_per_second["fp32"]
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware behind ``device``: the GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or platform.machine()
+    return device.type
+
+
+def cache_dir() -> Path:
+    if os.environ.get("HPSEARCH_CACHE_DIR"):
+        return Path(os.environ["HPSEARCH_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
+
+
+def candidates(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return ["fp32", "bf16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
+    if device.type == "cpu":
+        return ["fp32", "bf16"]
+    return ["fp32"]
+
+
+def measure(device: torch.device, size: int = 1024, repeats: int = 10) -> dict[str, float]:
+    """Matmul FLOP/s of a ``size`` x ``size`` product in each candidate precision, the best of ``repeats``.
+
+    The operands are fp32, as a model's are, so autocast's casts are part of what is timed. The
+    precisions take turns, round by round, so a burst of other load on the machine hits them
+    alike; the best round of each is its speed, the least disturbed.
+    """
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator)
+    b = torch.randn(size, size, device=device, generator=generator)
+    best = dict.fromkeys(candidates(device), float("inf"))
+    for round_ in range(repeats + 1):
+        for precision in best:
+            _synchronize(device)
+            start = time.perf_counter()
+            with autocast(precision, device):
+                (a @ b).sum()
+            _synchronize(device)
+            if round_:  # the first round warms up kernels and caches
+                best[precision] = min(best[precision], time.perf_counter() - start)
+    return {precision: 2 * size**3 / seconds for precision, seconds in best.items()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def choose(rates: dict[str, float]) -> str:
+    """The fastest precision, a lower one only where it beats fp32 by ``SPEEDUP``."""
+    lower = [p for p in rates if p != "fp32" and rates[p] >= SPEEDUP * rates["fp32"]]
+    return max(lower, key=rates.__getitem__) if lower else "fp32"
+
+
+def precision_choice(device: torch.device, remeasure: bool = False) -> PrecisionChoice:
+    """The measurement for ``device``, from the cache when this machine has one (``remeasure`` ignores it)."""
+    key = f"{platform.node()}|{device_name(device)}|{device.type}|torch {torch.__version__}"
+    path = cache_dir() / "precision.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if not remeasure and isinstance(cached.get(key), dict):
+        try:
+            return PrecisionChoice(**cached[key])
+        except TypeError:
+            pass  # written by another version: measure again
+    size = 1024 if device.type == "cpu" else 4096
+    rates = measure(device, size)
+    choice = PrecisionChoice(device_name(device), torch.__version__, rates, choose(rates), size)
+    cached[key] = asdict(choice)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(cached, indent=1, sort_keys=True))
+        os.replace(partial, path)
+    except OSError:
+        pass  # a read-only home: measure again next time rather than fail
+    return choice
+
+
+def peak_flops(device: torch.device, precision: str) -> float:
+    """Peak FLOP/s of ``precision`` on ``device``: the datasheet's on known GPUs, else measured."""
+    if device.type == "cuda":
+        name = device_name(device)
+        for fragment, peaks in DATASHEET_PEAKS.items():
+            if fragment in name and precision in peaks:
+                return peaks[precision]
+    rates = precision_choice(device).flops_per_second
+    return rates.get(precision) or rates["fp32"]
