@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from torch import nn
@@ -60,9 +61,23 @@ T = TypeVar("T")
 
 
 def code_origin(function: Any) -> str:
-    """``module.qualname`` of the code that makes an entry: the same for a re-run notebook cell."""
+    """Which code makes an entry: the same for a re-run notebook cell, and for one file imported two ways.
+
+    A function's source file and qualified name, so a script run as ``__main__`` and the same
+    file imported by name agree; in a notebook (no source file) or inside hpsearch, the module
+    and qualified name. An ``hpsearch_origin`` attribute overrides both.
+    """
+    explicit = getattr(function, "hpsearch_origin", None)
+    if explicit:
+        return str(explicit)
     function = getattr(function, "func", function)  # functools.partial
-    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', type(function).__qualname__)}"
+    module = getattr(function, "__module__", None) or "?"
+    qualname = getattr(function, "__qualname__", type(function).__qualname__)
+    code = getattr(function, "__code__", None) or getattr(getattr(function, "__init__", None), "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    if module.startswith("hpsearch.") or not filename or filename.startswith("<") or "ipykernel" in filename:
+        return f"{module}.{qualname}"
+    return f"{Path(filename).resolve()}:{qualname}"
 
 
 class Registry(Generic[T]):

@@ -184,8 +184,7 @@ class _Given:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.__module__ = GIVEN_ORIGIN
-        self.__qualname__ = f"given_task.{task.name}"
+        self.hpsearch_origin = f"{GIVEN_ORIGIN}: {task.name}"
 
     def __call__(self) -> Task:
         return self.task

@@ -12,6 +12,7 @@ import torch
 
 from hpsearch.models import ModelSpec, build_model, get_model
 from hpsearch.search.errors import UsageError
+from hpsearch.search.plugins import user_origin
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.storage.urls import StorageURLError, parse_storage_url
 from hpsearch.trainers.config import SETTINGS, TrainConfig
@@ -170,7 +171,8 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         task = build_task(spec.task, spec.task_options)
         task.check()
     except (KeyError, ValueError) as error:
-        raise UsageError(str(error.args[0])) from None
+        origin = user_origin("task", spec.task)
+        raise UsageError(f"{error.args[0]}{f' ({origin})' if origin else ''}") from None
     for model in model_specs:
         if not model.accepts(task.data):
             raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives {task.data.kind}")

@@ -93,7 +93,7 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int) -> SearchOutco
         return [t for t in done if t.number not in before]
 
     others = [subprocess.Popen(command, env=env) for _ in range(n_workers - 1)]
-    bar = tqdm(total=planned, desc=f"{study.study_name} ({n_workers} workers)", unit="trial", disable=not orchestrator.progress)
+    bar = tqdm(total=planned, desc=f"{study.study_name} ({n_workers} workers)", unit="trial", disable=None if orchestrator.progress else True)
     torch.set_num_threads(threads)
     idle: list[subprocess.Popen] = []
     try:

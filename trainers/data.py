@@ -40,13 +40,17 @@ def check_split(split: Any, where: str) -> None:
     if isinstance(split, Tensor):
         raise DataError(f"{where} is a single tensor; give a tuple of tensors such as (inputs, targets)")
     if isinstance(split, (tuple, list)):
+        kind = type(split).__name__
         if not split:
-            raise DataError(f"{where} is an empty tuple; give {SPLIT_CONTRACT}")
+            raise DataError(f"{where} is an empty {kind}; give {SPLIT_CONTRACT}")
         for item in split:
             if isinstance(item, Dataset):
-                raise DataError(f"{where} is a tuple holding a {type(item).__name__} (a Dataset); give the Dataset itself, not in a tuple")
+                raise DataError(f"{where} is a {kind} holding a {type(item).__name__} (a Dataset); give the Dataset itself, not in a {kind}")
             if not isinstance(item, Tensor):
-                raise DataError(f"{where} is a tuple holding a {type(item).__name__}; a tuple split holds tensors only ({SPLIT_CONTRACT})")
+                raise DataError(
+                    f"{where} is a {kind} holding a {type(item).__name__}; a {kind} split holds whole tensors, one per "
+                    f"field, such as (inputs, targets); for a list of examples, use a Dataset"
+                )
         lengths = {len(t) for t in split}
         if len(lengths) > 1:
             raise DataError(f"{where}: its tensors have different lengths {sorted(lengths)}; each needs one row per example")

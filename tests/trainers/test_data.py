@@ -87,7 +87,8 @@ def task_of(train, val, **extra) -> Task:
     [
         (torch.zeros(4, 2), "a single tensor; give a tuple of tensors"),
         ((TensorDataset(torch.zeros(4)), torch.zeros(4)), "give the Dataset itself, not in a tuple"),
-        ((torch.zeros(4), [1, 2, 3, 4]), "a tuple split holds tensors only"),
+        ((torch.zeros(4), [1, 2, 3, 4]), "a tuple split holds whole tensors"),
+        ([(torch.zeros(2), 0), (torch.zeros(2), 1)], "a list holding a tuple; a list split holds whole tensors"),
         ((torch.zeros(4), torch.zeros(5)), "different lengths [4, 5]"),
         ("data.csv", "give a tuple of tensors (inputs, targets), a torch.utils.data.Dataset, or a function"),
     ],
