@@ -18,7 +18,7 @@ from hpsearch.search.probe import example_inputs
 from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
-from hpsearch.trainers.checkpoints import LAST
+from hpsearch.trainers.checkpoints import CheckpointStore, check_training_state, first_readable
 from hpsearch.trainers.config import SETTINGS
 from hpsearch.trainers.flops import FlopsMeter, meta_forward_flops
 from hpsearch.trainers.lr_finder import find_lr
@@ -27,7 +27,6 @@ from hpsearch.trainers.trainer import (
     DivergenceError,
     FitResult,
     Trainer,
-    checkpoint_records,
     count_parameters,
     seed_everything,
 )
@@ -49,7 +48,8 @@ class Objective:
     work is done). At the end, whatever the outcome: ``lr_history``, ``epochs_run``,
     ``params.count``, ``precision``, ``worker``, ``checkpoint``, the ``flops.*`` statistics,
     and ``prune_reason`` or ``fail_reason``.
-    A heartbeat retry of a killed trial resumes from that trial's last checkpoint.
+    A trial that takes over an earlier one (a heartbeat retry of a killed trial, or a grid point
+    queued again after its trial failed) resumes from that trial's last readable checkpoint.
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class Objective:
             self._check_budget(trial, model_name, model_params)
         seed_everything(config.seed)
         model = build_model(model_name, model_params, resolved.task.data)
-        resume_from = self._checkpoint_to_resume(trial)
+        resume_from, restored = self._checkpoint_to_resume(trial, model)
         hparams = {**model_params, **step_params}
         meter = FlopsMeter(model)
         if resolved.spec.lr_finder:
@@ -106,7 +106,7 @@ class Objective:
         reason: tuple[str, str] | None = None
         try:
             if resume_from is not None:
-                records.extend(self._resume(trial, resume_from))
+                records.extend(self._resume(trial, resume_from, restored))
             result = trainer.fit(resume_from=resume_from)
         except DivergenceError as error:
             reason = ("prune_reason", error.reason)
@@ -153,26 +153,51 @@ class Objective:
             self.echo(f"Trial {trial.number} pruned: {reason}")
             raise optuna.TrialPruned(reason)
 
-    def _checkpoint_to_resume(self, trial: optuna.Trial) -> Path | None:
-        """The newest ``last.pt`` among the trials this one retries (none for a fresh trial)."""
-        frozen = self.storage.get_trial(trial._trial_id)
-        for number in reversed(RetryHeartbeatStaleTrialCallback.retry_history(frozen)):
-            path = checkpoint_dir(self.resolved.spec.output_dir, trial.study.study_name, number) / LAST
-            if path.exists():
-                return path
-        return None
+    def _checkpoint_to_resume(
+        self, trial: optuna.Trial, model: torch.nn.Module
+    ) -> tuple[Path | None, list[EpochRecord]]:
+        """The newest readable checkpoint of the trials this one takes over, and its epoch records.
 
-    def _resume(self, trial: optuna.Trial, path: Path) -> list[EpochRecord]:
-        """Carry the killed trial's finished epochs over to this one, without training them again.
-
-        The retry inherited the intermediate values the killed trial reported; an epoch it
-        checkpointed but had not yet reported is reported here.
+        Those trials are the ones a heartbeat retry replaces (Optuna's retry history) and, for a
+        grid point queued again, the failed trials of the same point (``retry_of``, written by
+        ``Orchestrator._queue_grid``). For each, newest first, ``last.pt`` then ``prev.pt`` is
+        tried; a file that cannot be read, is no training checkpoint or belongs to another model
+        is passed over, and ``checkpoint_fallback`` says which file and why, and where training
+        starts instead. With nothing readable the trial starts fresh.
         """
-        restored = checkpoint_records(path)
+        frozen = self.storage.get_trial(trial._trial_id)
+        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
+        if not numbers:
+            return None, []
+        study, output_dir = trial.study.study_name, self.resolved.spec.output_dir
+        candidates = [path for number in sorted(numbers, reverse=True)
+                      for path in CheckpointStore(checkpoint_dir(output_dir, study, number)).candidates()]
+        expected = model.state_dict()
+        parsed: list[EpochRecord] = []
+
+        def check(state: dict) -> None:
+            check_training_state(state, expected)
+            parsed[:] = [EpochRecord(**r) for r in state["progress"]["records"]]
+
+        found = first_readable(candidates, check)
+        if found.skipped:
+            outcome = f"resumed from {found.path}" if found.path is not None else "started fresh from epoch 1"
+            fallback = "; ".join(f"unreadable checkpoint {skipped}" for skipped in found.skipped) + f"; {outcome}"
+            trial.set_user_attr("checkpoint_fallback", fallback)
+            self.echo(f"Trial {trial.number}: {fallback}")
+        return found.path, parsed if found.path is not None else []
+
+    def _resume(self, trial: optuna.Trial, path: Path, restored: list[EpochRecord]) -> list[EpochRecord]:
+        """Carry the taken-over trial's finished epochs over to this one, without training them again.
+
+        A heartbeat retry inherited the intermediate values the killed trial reported; an epoch
+        it checkpointed but had not yet reported, and every epoch of a grid point queued again,
+        is reported here.
+        """
         reported = self.storage.get_trial(trial._trial_id).intermediate_values
         for record in restored:
             self.epoch_table.write(trial._trial_id, record.as_row())
-            if record.epoch not in reported:
+            if record.epoch not in reported and not self.resolved.multi_objective:
                 trial.report(record.value(self.resolved.spec.metric), record.epoch)
         trial.set_user_attr("resumed_from", {"checkpoint": str(path), "epoch": len(restored)})
         self.echo(f"Trial {trial.number}: resuming from {path} after epoch {len(restored)}")

@@ -175,7 +175,8 @@ class Orchestrator:
         assert self.storage is not None, "open() the study first"
         optuna.storages.fail_stale_trials(study)
         epoch_table = EpochMetricsTable(self.storage_url)
-        bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=not self.progress or on_trial_end is not None)
+        # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
+        bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
         finished: list[TrialState] = []
 
         def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:
@@ -227,7 +228,8 @@ class Orchestrator:
         if changes and not self.spec.allow_changes:
             raise UsageError(
                 f"study {self.spec.name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "
-                "compare with new ones; pass --study-name NEW for a new study, or --allow-changes to add trials anyway"
+                "compare with new ones; pass --study-name NEW (study_name= in Python) for a new study, "
+                "or --allow-changes (allow_changes=True) to add trials anyway"
             )
 
     def _queue_grid(self, study: optuna.Study) -> int:
@@ -236,8 +238,12 @@ class Orchestrator:
         The points go in a random order seeded by ``--seed``, as ``GridSampler`` draws them: a
         pruner judges each trial against the earlier ones, and the written order would start
         with one corner of the grid (every point with the first value of the first item).
+        A point whose trials failed (stopped by SIGINT/SIGTERM, or by an error) is queued with the
+        user attribute ``retry_of``, those trials' numbers, so that its new trial resumes from
+        their last checkpoint (``Objective._checkpoint_to_resume``) instead of from epoch 1.
         """
         taken = []
+        failed: list[tuple[dict, int]] = []
         waiting = 0
         for trial in study.get_trials(deepcopy=False):
             if trial.state == TrialState.WAITING:
@@ -246,10 +252,13 @@ class Orchestrator:
                 taken.append(trial.system_attrs.get("fixed_params") or trial.params)
             elif trial.state in (*FINISHED, TrialState.RUNNING):
                 taken.append(trial.params)
+            elif trial.state == TrialState.FAIL:
+                failed.append((trial.params or trial.system_attrs.get("fixed_params") or {}, trial.number))
         points = self.resolved.sweep.grid_points()
         random.Random(self.resolved.train_config.seed).shuffle(points)
         for point in points:
             if point not in taken:
-                study.enqueue_trial(point)
+                retry_of = [number for params, number in failed if params == point]
+                study.enqueue_trial(point, user_attrs={"retry_of": retry_of} if retry_of else None)
                 waiting += 1
         return waiting
