@@ -13,7 +13,6 @@ from typing import Any, Callable, Sequence
 import optuna
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
-from hpsearch.trainers.tasks import list_tasks
 from hpsearch.search import workers
 from hpsearch.search.arguments import (
     ArgumentParser,
@@ -30,11 +29,20 @@ from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, pre
 from hpsearch.search.probe import probe_models
 from hpsearch.search.results import format_results_table
 from hpsearch.search.signals import Interrupted, graceful_interrupts
-from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, ResolvedSpec, StudySpec, check_task_options, resolve
+from hpsearch.search.spec import (
+    DEFAULT_N_TRIALS,
+    PRUNERS,
+    SAMPLERS,
+    ResolvedSpec,
+    StudySpec,
+    check_task_options,
+    resolve,
+)
 from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.search.workers import add_heartbeat_arguments, describe_queue, heartbeat_from, run_local_workers
 from hpsearch.storage.urls import mask_password
 from hpsearch.trainers.config import TRAINER_PARAMS
+from hpsearch.trainers.tasks import list_tasks
 
 EXAMPLES = """\
 examples:

@@ -13,8 +13,8 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.models import build_model
-from hpsearch.search.signals import Interrupted
 from hpsearch.search.probe import example_inputs
+from hpsearch.search.signals import Interrupted
 from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
@@ -30,7 +30,6 @@ from hpsearch.trainers.trainer import (
     count_parameters,
     seed_everything,
 )
-
 
 TRAIN_SETTING_NAMES = frozenset(p.name for p in SETTINGS)
 

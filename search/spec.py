@@ -16,9 +16,9 @@ from hpsearch.search.plugins import user_origin
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.storage.urls import StorageURLError, parse_storage_url
 from hpsearch.trainers.config import SETTINGS, TrainConfig
+from hpsearch.trainers.hardware import choose_precision, resolve_device
 from hpsearch.trainers.optim import optimizer_names
 from hpsearch.trainers.step import takes_label_smoothing
-from hpsearch.trainers.hardware import choose_precision, resolve_device
 from hpsearch.trainers.tasks import Task, build_task, get_task
 
 SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")

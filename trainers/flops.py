@@ -55,6 +55,7 @@ with warnings.catch_warnings():
     from fvcore.nn.jit_handles import conv_flop_count, conv_flop_jit, einsum_flop_jit, get_shape
 
 from hpsearch.models.tfn import DiffusionStep, FieldKernel
+from hpsearch.trainers.calls import Call, PositionalAdapter, signature, tensors_of
 from hpsearch.trainers.step import call_model
 
 #: Modules whose elementwise arithmetic the meter counts (see the module docstring).
@@ -214,7 +215,8 @@ class FlopsStats:
             "params.count": int(self.params_count),
             "flops.train_step_total": int(self.train_step_total),
             "flops.train_per_second": float(self.train_per_second),
-            "flops.mfu": float(self.mfu),
+            # Only where the meter knows the device's peak (the trainer tells it) and steps were timed.
+            **({"flops.mfu": float(self.mfu)} if math.isfinite(self.mfu) else {}),
         }
 
     def format_block(self) -> str:
@@ -307,16 +309,16 @@ class FlopsMeter:
         if self._counting or not self._started:
             return
         seconds = time.perf_counter() - self._started.pop()
-        inputs: Any = (args[0] if len(args) == 1 else args) if not kwargs else _Call(args, kwargs)
+        inputs: Any = (args[0] if len(args) == 1 else args) if not kwargs else Call(args, kwargs)
         self.observe(inputs, seconds, training=torch.is_grad_enabled())
 
     def observe(self, inputs: Any, seconds: float, training: bool) -> None:
         """Record one forward pass on ``inputs`` that took ``seconds``; counts only unseen signatures.
 
-        ``inputs`` is the model's argument: a tensor, a tuple of positional arguments, or a ``_Call``.
+        ``inputs`` is the model's argument: a tensor, a tuple of positional arguments, or a ``Call``.
         """
         now = self._clock()
-        key = (_signature(inputs), training)
+        key = (signature(inputs), training)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._new_entry(inputs, training)
@@ -338,13 +340,13 @@ class FlopsMeter:
 
     def count_forward_parts(self, inputs: Any) -> ForwardCount:
         """Dense, elementwise and backward FLOPs of a pass on ``inputs`` (cached per signature)."""
-        key = _signature(inputs)
+        key = signature(inputs)
         count = self._forward.get(key)
         if count is None:
             # Autograd on, so the trace records which values need gradients (see _product).
             self._counting = True
             try:
-                with _counting_mode(self.model, _tensors(inputs)), torch.enable_grad():
+                with _counting_mode(self.model, tensors_of(inputs)), torch.enable_grad():
                     count = self._forward[key] = self._count(inputs)
             finally:
                 self._counting = False
@@ -379,7 +381,7 @@ class FlopsMeter:
 
     def _new_entry(self, inputs: Any, training: bool) -> _Entry:
         count = self.count_forward_parts(inputs)
-        tensors = _tensors(inputs)
+        tensors = tensors_of(inputs)
         batch = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
         return _Entry(forward=count.total, backward=count.backward if training else 0, batch=batch)
 
@@ -397,8 +399,8 @@ class FlopsMeter:
                 return self._trace(self.model, (inputs,), "")
             except Exception:  # noqa: BLE001  a model jit cannot trace: try the adapter, then the fallback
                 pass
-        call = inputs if isinstance(inputs, _Call) else _Call(tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,), {})
-        adapter = _Adapter(self.model, call)
+        call = inputs if isinstance(inputs, Call) else Call(tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,), {})
+        adapter = PositionalAdapter(self.model, call)
         try:
             return self._trace(adapter, tuple(adapter.tensors), "model")
         except Exception:  # noqa: BLE001
@@ -424,66 +426,6 @@ class FlopsMeter:
         elementwise = sum(counts[analysis.canonical_module_name(n)]["elementwise"] for n in qualified)
         root_counts = counts[""]
         return ForwardCount(int(root_counts["dense"]), int(elementwise), int(root_counts["dense_backward"]))
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A forward call's positional and keyword arguments."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-    def run(self, model: nn.Module) -> Any:
-        return model(*self.args, **self.kwargs)
-
-
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, _Call):
-        return _leaves(value.args) + _leaves(value.kwargs)
-    if isinstance(value, dict):
-        return [leaf for key in sorted(value, key=str) for leaf in _leaves(value[key])]
-    if isinstance(value, (tuple, list)):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
-
-
-def _tensors(inputs: Any) -> list[torch.Tensor]:
-    return [leaf for leaf in _leaves(inputs) if isinstance(leaf, torch.Tensor)]
-
-
-def _signature(inputs: Any) -> Any:
-    """What makes two calls cost the same: each tensor's shape and dtype, and the other values."""
-    if isinstance(inputs, torch.Tensor):
-        return (tuple(inputs.shape), inputs.dtype)
-    keys = tuple(sorted(inputs.kwargs)) if isinstance(inputs, _Call) else ()
-    return (keys, *((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else repr(x) for x in _leaves(inputs)))
-
-
-def _rebuild(template: Any, tensors: Iterator[torch.Tensor]) -> Any:
-    if isinstance(template, torch.Tensor):
-        return next(tensors)
-    if isinstance(template, dict):
-        return {key: _rebuild(template[key], tensors) for key in sorted(template, key=str)}
-    if isinstance(template, (tuple, list)):
-        return type(template)(_rebuild(item, tensors) for item in template)
-    return template
-
-
-class _Adapter(nn.Module):
-    """``model`` called as ``call`` was, with the tensors as positional arguments and as outputs."""
-
-    def __init__(self, model: nn.Module, call: _Call) -> None:
-        super().__init__()
-        self.model = model
-        self.call = call
-        self.tensors = _tensors(call)
-
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        flat = iter(tensors)
-        args = _rebuild(self.call.args, flat)
-        kwargs = _rebuild(self.call.kwargs, flat)
-        outputs = self.model(*args, **kwargs)
-        return tuple(t for t in _leaves(outputs) if isinstance(t, torch.Tensor))
 
 
 @contextmanager

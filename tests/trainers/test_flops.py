@@ -259,6 +259,11 @@ def test_user_attrs_have_exactly_the_documented_keys():
     assert all(type(v) in (int, float) and math.isfinite(v) for v in attrs.values())
     assert json.loads(json.dumps(attrs)) == attrs
     assert attrs["params.count"] == 8 * 16 + 16 * 4
+    # MFU needs the device's peak, which the trainer gives the meter, and two timed steps.
+    meter.peak_flops = 1e12
+    meter.observe(torch.randn(4, 8), 0.1, training=True)
+    attrs = meter.stats().as_user_attrs()
+    assert set(attrs) == USER_ATTRS | {"flops.mfu"} and 0 < attrs["flops.mfu"] < 1
 
 
 def test_format_block():
@@ -310,9 +315,8 @@ def test_seeded_trial_is_the_same_with_and_without_a_meter():
         return Trainer(model, task, config, flops_meter=flops).fit(), flops
 
     (plain, _), (metered, meter) = run(False), run(True)
-    assert [r.as_row() | {"epoch_seconds": 0, "samples_per_second": 0, "peak_memory_bytes": 0} for r in plain.records] == [
-        r.as_row() | {"epoch_seconds": 0, "samples_per_second": 0, "peak_memory_bytes": 0} for r in metered.records
-    ]
+    timings = {"epoch_seconds": 0, "samples_per_second": 0, "peak_memory_bytes": 0, "mfu": 0}
+    assert [r.as_row() | timings for r in plain.records] == [r.as_row() | timings for r in metered.records]
     stats = meter.stats()
     # 120 training examples in batches of 32 (3 full + 24), 30 validation (one batch of 30).
     assert stats.forward_passes == 5 and stats.training_passes == 4
