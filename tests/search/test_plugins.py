@@ -73,6 +73,11 @@ def test_a_plugins_models_are_listed_with_their_origin(run_hpsearch):
     block = listing.stdout[listing.stdout.index("digits_cnn  (input: image; from plugin") :]
     assert re.search(r"\n  channels +int +16 +>= 1 ", block) and re.search(r"\n  dropout +float +0.1 +0..0.9 ", block)
 
+    tasks = run_hpsearch("tasks", "--plugin", str(README.parent / "studies" / "digits_cnn.py"))
+    assert tasks.returncode == 0, tasks.stderr
+    block = tasks.stdout[tasks.stdout.index("digits  (from plugin") :]
+    assert re.search(r"\n  val_fraction +float +0.2 +0.05..0.9 ", block) and re.search(r"\n  augment +bool +true ", block)
+
 
 def test_an_installed_entry_point_registers_without_a_flag(tmp_path, run_hpsearch):
     site = tmp_path / "site"
