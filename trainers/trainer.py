@@ -142,6 +142,8 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.guard = DivergenceGuard(config.divergence_factor)
         self.directions = task.directions()
+        # Read step values back every step on the CPU, where a read costs nothing; elsewhere in batches.
+        self.sync_every = 1 if self.device.type == "cpu" else 16
 
     def batches(self, split: str) -> BatchSource:
         """The batches of the task's ``train`` or ``val`` split on this trainer's device."""
@@ -242,14 +244,19 @@ class Trainer:
     def _train_epoch(
         self, epoch: int, progress: _Progress, schedule: LRSchedule, batches: BatchSource
     ) -> tuple[dict[str, Any], int]:
-        """One pass over the training data; returns the record fields it measured and the examples seen."""
+        """One pass over the training data; returns the record fields it measured and the examples seen.
+
+        Each step's loss, gradient norm and logged values stay on the device and are read back
+        together every ``sync_every`` steps and at the epoch's end (``_StepReadings``): on a GPU a
+        read is a host sync, which stalls the queue of kernels. The guard then checks them in
+        order, so its verdicts, and the step it names, are those of checking every step.
+        """
         cfg, model, optimizer, scaler = self.config, self.model, self.optimizer, self.scaler
         model.train()
         accumulate = cfg.grad_accum_steps
         max_grad_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         n_batches = len(batches)
-        loss_sum, samples, grad_norms, clipped, skipped = 0.0, 0, [], 0, 0
-        logs: dict[str, float] = {}
+        readings = _StepReadings(self.guard, epoch, max_grad_norm, scaler.is_enabled())
         lr = schedule(progress.step) * progress.lr_scale
 
         for index, batch in enumerate(batches):
@@ -262,41 +269,21 @@ class Trainer:
 
             out = self.run_step(batch, training=True)
             size = batch_length(out.targets if out.targets is not None else batch)
-            loss_value = out.loss.item()
-            reason = self.guard.check(loss_value, None, epoch, progress.step + 1)
-            if reason:
-                raise DivergenceError(reason)
+            readings.loss(out.loss.detach(), size, progress.step + 1, out.logs)
             scaler.scale(out.loss / group_size).backward()
-            loss_sum += loss_value * size
-            samples += size
-            for name, value in out.logs.items():
-                logs[name] = logs.get(name, 0.0) + as_float(value) * size
             if index != group_start + group_size - 1:
                 continue
 
             scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).item()
-            if math.isfinite(grad_norm):
-                clipped += grad_norm > max_grad_norm
-                grad_norms.append(grad_norm)
-            elif scaler.is_enabled():
-                skipped += 1  # fp16 overflow: the scaler skips this step and lowers its scale
-            else:
-                raise DivergenceError(f"diverged: grad_norm={grad_norm} at epoch {epoch} step {progress.step + 1}")
+            readings.grad_norm(nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).detach(), progress.step + 1)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             progress.step += 1
-
-        return {
-            "lr": lr,
-            "train_loss": loss_sum / max(samples, 1),
-            "grad_norm_mean": sum(grad_norms) / len(grad_norms) if grad_norms else math.nan,
-            "grad_norm_max": max(grad_norms, default=math.nan),
-            "nonfinite_steps": skipped,
-            "clipped_steps": int(clipped),
-            "logs": {f"train_{name}": total / max(samples, 1) for name, total in logs.items()},
-        }, samples
+            if len(readings.pending) >= self.sync_every:
+                readings.read()
+        readings.read()
+        return readings.fields(lr), readings.samples
 
     @torch.no_grad()
     def evaluate(self, split: Split | BatchSource | None = None) -> tuple[float, dict[str, float]]:
@@ -382,3 +369,62 @@ def _full_precision(outputs: Any) -> Any:
     if isinstance(outputs, (tuple, list)):
         return type(outputs)(_full_precision(v) for v in outputs)
     return outputs
+
+
+class _StepReadings:
+    """One epoch's per-step values: kept on the device, read back in batches, checked in order.
+
+    ``loss`` and ``grad_norm`` queue a step's values; ``read`` fetches everything queued with one
+    transfer and runs the divergence guard over it as if each step had been checked on its own.
+    """
+
+    def __init__(self, guard: DivergenceGuard, epoch: int, max_grad_norm: float, scaler_enabled: bool) -> None:
+        self.guard, self.epoch, self.max_grad_norm, self.scaler_enabled = guard, epoch, max_grad_norm, scaler_enabled
+        self.pending: list[tuple[str, int, int, dict[str, Any]]] = []  # (kind, step, size, logs)
+        self.values: list[torch.Tensor] = []
+        self.loss_sum, self.samples, self.clipped, self.skipped = 0.0, 0, 0, 0
+        self.grad_norms: list[float] = []
+        self.logs: dict[str, float] = {}
+
+    def loss(self, value: torch.Tensor, size: int, step: int, logs: Mapping[str, Any]) -> None:
+        self.pending.append(("loss", step, size, dict(logs)))
+        self.values.append(value.float().reshape(()))
+
+    def grad_norm(self, value: torch.Tensor, step: int) -> None:
+        self.pending.append(("grad", step, 0, {}))
+        self.values.append(value.float().reshape(()))
+
+    def read(self) -> None:
+        if not self.pending:
+            return
+        numbers = torch.stack(self.values).tolist()  # the one host sync for all of them
+        pending, self.pending, self.values = self.pending, [], []
+        for (kind, step, size, logs), number in zip(pending, numbers):
+            if kind == "loss":
+                reason = self.guard.check(number, None, self.epoch, step)
+                if reason:
+                    raise DivergenceError(reason)
+                self.loss_sum += number * size
+                self.samples += size
+                for name, value in logs.items():
+                    self.logs[name] = self.logs.get(name, 0.0) + as_float(value) * size
+            elif math.isfinite(number):
+                self.clipped += number > self.max_grad_norm
+                self.grad_norms.append(number)
+            elif self.scaler_enabled:
+                self.skipped += 1  # fp16 overflow: the scaler skipped this step and lowered its scale
+            else:
+                raise DivergenceError(f"diverged: grad_norm={number} at epoch {self.epoch} step {step}")
+
+    def fields(self, lr: float) -> dict[str, Any]:
+        """The epoch record's training fields."""
+        norms, samples = self.grad_norms, max(self.samples, 1)
+        return {
+            "lr": lr,
+            "train_loss": self.loss_sum / samples,
+            "grad_norm_mean": sum(norms) / len(norms) if norms else math.nan,
+            "grad_norm_max": max(norms, default=math.nan),
+            "nonfinite_steps": self.skipped,
+            "clipped_steps": int(self.clipped),
+            "logs": {f"train_{name}": total / samples for name, total in self.logs.items()},
+        }

@@ -53,3 +53,26 @@ def test_noise_of_a_converged_run_is_not_divergence():
     assert guard.check(0.02, 1.0, 9, 201) is None  # a running loss of 0.0016 is 10x its best, not 10x the floor
     rising = [guard.check(0.2, 1.0, 9, step) for step in range(202, 230)]
     assert any(reason is not None for reason in rising)  # 10x the 1%-of-start floor (0.014)
+
+
+def test_reading_step_values_in_batches_keeps_every_verdict_and_value():
+    """On a GPU the trainer reads losses back every 16 steps; the verdicts must be those of every step."""
+    from hpsearch.models import build_model
+    from hpsearch.trainers import DivergenceError, TrainConfig, Trainer, build_task, seed_everything
+
+    task = build_task("synthetic_tokens", {"dataset_size": 400, "seq_len": 16})
+
+    def fit(lr: float, sync_every: int):
+        seed_everything(0)
+        trainer = Trainer(build_model("transformer_classifier", {"embed_dim": 16, "num_layers": 1}, task.data), task,
+                          TrainConfig(epochs=2, lr=lr, batch_size=32, device="cpu"))
+        trainer.sync_every = sync_every
+        try:
+            return [(r.train_loss, r.grad_norm_mean, r.clipped_steps) for r in trainer.fit().records]
+        except DivergenceError as error:
+            return error.reason
+
+    assert fit(1e-3, 1) == fit(1e-3, 5)
+    diverged = fit(10.0, 1)
+    assert isinstance(diverged, str) and "at epoch 1 step" in diverged
+    assert fit(10.0, 5) == diverged
