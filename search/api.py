@@ -53,6 +53,7 @@ def search(
     plugins: Sequence[str] = (),
     allow_changes: bool = False,
     workers: int = 1,
+    devices: str | None = None,
     verbose: bool = False,
     progress: bool | None = None,
     **settings: Any,
@@ -98,14 +99,15 @@ def search(
     )
     if workers < 1:
         raise UsageError(f"workers must be at least 1 (got {workers})")
+    from hpsearch.search.workers import run_local_workers, use_device, worker_devices
+
+    assigned = worker_devices(devices, workers, train.get("device", "auto"))
     with quiet_optuna():
-        resolved = _prepare(spec)
+        resolved = use_device(_prepare(spec), assigned[0])
         show = sys.stderr.isatty() if progress is None else progress
         orchestrator = Orchestrator(resolved, echo=_echo if verbose else _silent, progress=show, heartbeat=Heartbeat())
         if workers > 1:
-            from hpsearch.search.workers import run_local_workers
-
-            return run_local_workers(orchestrator, workers).study
+            return run_local_workers(orchestrator, workers, assigned).study
         return orchestrator.run().study
 
 

@@ -39,7 +39,14 @@ from hpsearch.search.spec import (
     resolve,
 )
 from hpsearch.search.study_file import merge, read_study_file
-from hpsearch.search.workers import add_heartbeat_arguments, describe_queue, heartbeat_from, run_local_workers
+from hpsearch.search.workers import (
+    add_heartbeat_arguments,
+    describe_queue,
+    heartbeat_from,
+    run_local_workers,
+    use_device,
+    worker_devices,
+)
 from hpsearch.storage.urls import mask_password
 from hpsearch.trainers.config import TRAINER_PARAMS
 from hpsearch.trainers.tasks import list_tasks
@@ -104,6 +111,8 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument(*flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
     study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
+    study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
+                       "cuda or auto (every visible GPU; auto without one: the --device default)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     study.add_argument(*flags("allow_changes"), dest="allow_changes", action="store_true", default=None,
                        help="re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
@@ -216,10 +225,12 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results."""
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
+    devices = worker_devices(args.devices, args.workers, spec.train.get("device", "auto"))
     resolved = prepare(spec, where)
-    orchestrator = Orchestrator(resolved, progress=not args.no_progress, heartbeat=heartbeat_from(args))
+    # This process is the first worker: its trainer takes the first device.
+    orchestrator = Orchestrator(use_device(resolved, devices[0]), progress=not args.no_progress, heartbeat=heartbeat_from(args))
     with graceful_interrupts():
-        outcome = run_local_workers(orchestrator, args.workers) if args.workers > 1 else orchestrator.run()
+        outcome = run_local_workers(orchestrator, args.workers, devices) if args.workers > 1 else orchestrator.run()
     study = outcome.study
     print()
     print(format_results_table(study, resolved.spec.metric))
@@ -236,8 +247,8 @@ def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
     parser = build_search_parser(prog="hpsearch create", description="Create a study that holds a whole search, for workers to run.")
     args = parser.parse_args(argv)
-    if args.workers != 1:
-        raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker")
+    if args.workers != 1 or args.devices is not None:
+        raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU)")
     orchestrator = Orchestrator(prepare(spec_from_args(args)), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(describe_queue(study, planned, orchestrator.storage_url))

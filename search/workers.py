@@ -7,7 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import optuna
 import torch
@@ -26,13 +26,14 @@ from hpsearch.search.orchestrator import (
 )
 from hpsearch.search.plugins import load_plugins
 from hpsearch.search.signals import graceful_interrupts
-from hpsearch.search.spec import resolve
+from hpsearch.search.spec import ResolvedSpec, resolve
 from hpsearch.storage.urls import (
     STORAGE_ENV,
     mask_password,
     resolve_storage_url,
     sqlite_path,
 )
+from hpsearch.trainers.hardware import cuda_index, physical_gpu, resolve_device, visible_gpus
 
 
 def add_heartbeat_arguments(parser: ArgumentParser) -> None:
@@ -65,34 +66,134 @@ def describe_queue(study: optuna.Study, planned: int, url: str) -> str:
     )
 
 
-def run_local_workers(orchestrator: Orchestrator, n_workers: int) -> SearchOutcome:
+def assign_devices(spec: str, n_workers: int, visible: int) -> list[str | None]:
+    """The device of each of ``n_workers`` workers for ``--devices spec``, round-robin; None: the study's own.
+
+    ``spec`` is ``auto`` (every visible GPU, or the study's device where there is none), ``cuda``
+    (every visible GPU, which must exist) or a list like ``cuda:0,cuda:1``. ``visible`` is how many
+    GPUs this process sees. Wrong input is a ``UsageError`` saying how to fix it.
+    """
+    if n_workers < 1:
+        raise UsageError(f"--workers must be at least 1 (got {n_workers})")
+    name = spec.strip()
+    if name in ("auto", "cuda"):
+        if visible == 0:
+            if name == "auto":
+                return [None] * n_workers
+            raise UsageError("--devices cuda: no CUDA device is visible on this machine; use --devices auto or leave it out")
+        return [f"cuda:{i % visible}" for i in range(n_workers)]
+    indices = []
+    for item in name.split(","):
+        index = cuda_index(item)
+        if index is None:
+            raise UsageError(f"--devices: {item.strip()!r} is not a GPU; give auto, cuda or a list like cuda:0,cuda:1")
+        indices.append(index)
+    if visible == 0:
+        raise UsageError(f"--devices {name}: no CUDA device is visible on this machine; use --devices auto or leave it out")
+    missing = [index for index in indices if index >= visible]
+    if missing:
+        raise UsageError(f"--devices: no cuda:{missing[0]} here; this machine has {visible} visible GPU(s), cuda:0 to cuda:{visible - 1}")
+    return [f"cuda:{indices[i % len(indices)]}" for i in range(n_workers)]
+
+
+def worker_devices(spec: str | None, n_workers: int, study_device: str) -> list[str | None]:
+    """``assign_devices`` on this machine's GPUs; no ``--devices`` leaves every worker on ``study_device``.
+
+    ``--device cpu`` (or mps) with ``--devices`` is a contradiction, and an error rather than a guess.
+    """
+    if spec is None:
+        return [None] * n_workers
+    if study_device not in ("auto", "cuda"):
+        raise UsageError(f"--device {study_device} and --devices {spec} disagree; drop one of them")
+    return assign_devices(spec, n_workers, visible_gpus())
+
+
+def use_device(resolved: ResolvedSpec, device: str | None) -> ResolvedSpec:
+    """``resolved`` with its trainer on ``device`` (None: unchanged), which must be present here.
+
+    For ``cuda:N`` this process's current CUDA device becomes N too, so that calls which name no
+    device (``torch.cuda.is_bf16_supported()``, say) ask the same GPU the trainer uses. The
+    trainer's config is replaced after ``resolve``: its ``--device`` choices do not list ``cuda:N``.
+    """
+    if device is None:
+        return resolved
+    try:
+        chosen = resolve_device(device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if chosen.type == "cuda" and chosen.index is not None:
+        torch.cuda.set_device(chosen)
+    return dataclasses.replace(resolved, train_config=dataclasses.replace(resolved.train_config, device=device))
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """How to start one worker process: its command line and its whole environment."""
+
+    command: list[str]
+    env: dict[str, str]
+
+
+def worker_launches(
+    study_name: str,
+    output_dir: str,
+    storage_url: str,
+    threads: int,
+    heartbeat: Heartbeat,
+    devices: Sequence[str | None],
+    environ: Mapping[str, str],
+) -> list[Launch]:
+    """The ``hpsearch worker`` process to start for each entry of ``devices`` (None: the study's device).
+
+    A worker for ``cuda:N`` sees only that GPU (``CUDA_VISIBLE_DEVICES``, set before the process
+    exists, so before CUDA can start in it) and is told ``--device cuda``: its only GPU.
+    """
+    command = [
+        sys.executable, "-m", "hpsearch.search.cli", "worker", "--study", study_name,
+        "--output-dir", output_dir, "--threads", str(threads), "--no-progress",
+        "--heartbeat-interval", str(heartbeat.interval), "--grace-period", str(heartbeat.grace_period),
+    ]
+    # The URL goes through the environment, not the command line, where `ps` would show a password.
+    env = {**environ, STORAGE_ENV: storage_url}
+    launches = []
+    for device in devices:
+        index = None if device is None else cuda_index(device)
+        if index is None:
+            launches.append(Launch(list(command), dict(env)))
+        else:
+            # This process's cuda:N, named as the machine knows it: a parent CUDA_VISIBLE_DEVICES renumbers.
+            launches.append(Launch([*command, "--device", "cuda"], {**env, "CUDA_VISIBLE_DEVICES": physical_gpu(index, environ)}))
+    return launches
+
+
+def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Sequence[str | None] | None = None) -> SearchOutcome:
     """Queue the search, then run it in this process and ``n_workers - 1`` worker processes.
 
     This process is one of the workers: it has already paid the seconds of start-up (imports,
     the task's data) that each new process pays, so its trials begin while the others start.
-    The CPU cores' torch threads are split evenly among the workers.
+    The CPU cores' torch threads are split evenly among the workers. ``devices`` (from
+    ``worker_devices``) gives each worker its device; this process's, the first, is already in
+    ``orchestrator``'s trainer config (``use_device``): torch has started here, so an environment
+    variable would come too late.
     """
+    devices = list(devices) if devices is not None else [None] * n_workers
+    if len(devices) != n_workers:
+        raise ValueError(f"{len(devices)} devices for {n_workers} workers")
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     url = orchestrator.storage_url
     if planned == 0:
         orchestrator.echo(f"Study {study.study_name!r}: every grid point has already run; nothing to do.")
         return SearchOutcome(study, url, 0, 0)
     threads = max(1, (os.cpu_count() or 1) // n_workers)
-    hb = orchestrator.heartbeat
-    command = [
-        sys.executable, "-m", "hpsearch.search.cli", "worker", "--study", study.study_name,
-        "--output-dir", orchestrator.spec.output_dir, "--threads", str(threads), "--no-progress",
-        "--heartbeat-interval", str(hb.interval), "--grace-period", str(hb.grace_period),
-    ]
-    # The URL goes through the environment, not the command line, where `ps` would show a password.
-    env = {**os.environ, STORAGE_ENV: url}
+    launches = worker_launches(study.study_name, orchestrator.spec.output_dir, url, threads, orchestrator.heartbeat,
+                               devices[1:], os.environ)
     before = {t.number for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))}
 
     def finished_since_start() -> list[optuna.trial.FrozenTrial]:
         done = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))
         return [t for t in done if t.number not in before]
 
-    others = [subprocess.Popen(command, env=env) for _ in range(n_workers - 1)]
+    others = [subprocess.Popen(launch.command, env=launch.env) for launch in launches]
     bar = tqdm(total=planned, desc=f"{study.study_name} ({n_workers} workers)", unit="trial", disable=None if orchestrator.progress else True)
     torch.set_num_threads(threads)
     idle: list[subprocess.Popen] = []
@@ -133,17 +234,32 @@ def build_worker_parser() -> ArgumentParser:
     parser.add_argument("--output-dir", "--output_dir", help="checkpoint root shared by all workers (default: the study's)")
     parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", help="this worker's device: cuda:N (one GPU of this machine), cuda, cpu, mps or auto "
+                        "(default: the study's --device)")
     add_heartbeat_arguments(parser)
     return parser
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """``hpsearch worker``: load a study's stored search and run its trials."""
+    """``hpsearch worker``: load a study's stored search and run its trials.
+
+    ``--device cuda:1`` makes ``cuda:1`` the trainer's device (and this process's current CUDA
+    device); it does not set ``CUDA_VISIBLE_DEVICES=1`` here. CUDA reads that variable once, when
+    it starts in a process, and any earlier CUDA call (an import, a plugin, a device check) would
+    make a late setting silently ineffective; and ``cuda:1`` already means the second GPU this
+    process sees, also under a scheduler's ``CUDA_VISIBLE_DEVICES``. ``--workers`` sets the
+    variable only for the processes it starts, before they exist.
+    """
     args = build_worker_parser().parse_args(argv)
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError(f"--n-trials must be at least 1 (got {args.n_trials})")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
+    if args.device is not None:
+        try:
+            resolve_device(args.device)  # here, before the study is touched; use_device applies it
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     heartbeat = heartbeat_from(args)
     url = resolve_storage_url(args.storage)
     database = sqlite_path(url)
@@ -157,7 +273,8 @@ def worker_main(argv: Sequence[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
-    orchestrator = Orchestrator(resolve(spec), progress=not args.no_progress, heartbeat=heartbeat, seeded_sampler=False)
+    resolved = use_device(resolve(spec), args.device)
+    orchestrator = Orchestrator(resolved, progress=not args.no_progress, heartbeat=heartbeat, seeded_sampler=False)
     with graceful_interrupts():
         outcome = orchestrator.work(orchestrator.open(), args.n_trials)
     print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed.")

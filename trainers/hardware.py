@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+from collections.abc import Mapping
 from typing import ContextManager
 
 import torch
@@ -10,10 +13,48 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_CUDA_INDEX = re.compile(r"cuda:(\d+)")
+
+
+def cuda_index(name: str) -> int | None:
+    """N for a device named ``cuda:N``, else None."""
+    match = _CUDA_INDEX.fullmatch(name.strip())
+    return int(match.group(1)) if match else None
+
+
+def visible_gpus() -> int:
+    """How many CUDA devices this process sees (after ``CUDA_VISIBLE_DEVICES``); 0 without CUDA."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def physical_gpu(index: int, environ: Mapping[str, str] = os.environ) -> str:
+    """What ``CUDA_VISIBLE_DEVICES`` names this process's ``cuda:index``: its entry there, else ``index``.
+
+    Inside a process whose ``CUDA_VISIBLE_DEVICES`` is ``2,3`` (a scheduler's, say), ``cuda:1``
+    is the machine's GPU 3: a child process meant for it must be given ``3``, not ``1``.
+    """
+    entries = [e.strip() for e in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
+    return entries[index] if index < len(entries) else str(index)
+
+
+def device_label(device: torch.device) -> str:
+    """The device as the machine names it, for the ``worker`` user attribute: ``cpu``, ``cuda:3``, ..."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{physical_gpu(index)}"
 
 
 def resolve_device(requested: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; a named device must be present."""
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device (``cuda:N`` too) must be present."""
+    index = cuda_index(requested)
+    if index is not None:
+        count = visible_gpus()
+        if count == 0:
+            raise ValueError(f"--device {requested}: no CUDA device is available; use --device auto or cpu")
+        if index >= count:
+            raise ValueError(f"--device {requested}: this machine has {count} visible CUDA device(s), cuda:0 to cuda:{count - 1}")
+        return torch.device("cuda", index)
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -25,7 +66,7 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "mps" and not torch.backends.mps.is_available():
         raise ValueError("--device mps: no MPS device is available; use --device auto or cpu")
     if requested not in DEVICES:
-        raise ValueError(f"unknown device {requested!r}; choose from {', '.join(DEVICES)}")
+        raise ValueError(f"unknown device {requested!r}; choose from {', '.join(DEVICES)} or cuda:N")
     return torch.device(requested)
 
 

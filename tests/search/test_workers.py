@@ -1,9 +1,11 @@
 """Many workers on one study, in real processes, on SQLite and on the real PostgreSQL server."""
 
+import json
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 
 import optuna
@@ -11,7 +13,11 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from hpsearch.search.workers import describe_queue
+from hpsearch.search import workers
+from hpsearch.search.errors import UsageError
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator
+from hpsearch.search.spec import StudySpec, resolve
+from hpsearch.search.workers import assign_devices, describe_queue, worker_devices, worker_launches
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from tests.search.conftest import hpsearch_command
 
@@ -194,3 +200,110 @@ def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, t
     assert result.returncode == 0, result.stderr
     (trial,) = trials_of(postgres_url, study_name)
     assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# One GPU per worker (--devices). This machine may have no GPU: the tests check what each worker is
+# given (its command line and environment), and that asking for a GPU without one is a usage error.
+
+
+def test_devices_go_round_robin_when_workers_outnumber_them():
+    assert assign_devices("cuda:0,cuda:1", 2, 2) == ["cuda:0", "cuda:1"]
+    assert assign_devices("cuda:0,cuda:1", 5, 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert assign_devices(" cuda:1 , cuda:0", 3, 4) == ["cuda:1", "cuda:0", "cuda:1"]
+    assert assign_devices("cuda:0,cuda:1,cuda:2", 2, 3) == ["cuda:0", "cuda:1"]  # fewer workers: the first ones
+    assert assign_devices("cuda:3,cuda:3", 2, 4) == ["cuda:3", "cuda:3"]  # two workers may share a GPU on purpose
+
+
+def test_auto_is_every_visible_gpu_or_the_default_device_without_one():
+    assert assign_devices("auto", 3, 0) == [None, None, None]
+    assert assign_devices("auto", 4, 3) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert assign_devices("auto", 1, 8) == ["cuda:0"]
+    assert assign_devices("cuda", 3, 2) == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+@pytest.mark.parametrize(
+    "spec, visible, message",
+    [
+        ("gpu0", 2, "'gpu0' is not a GPU"),
+        ("cuda:0,", 2, "'' is not a GPU"),
+        ("", 2, "'' is not a GPU"),
+        ("cuda:x", 2, "'cuda:x' is not a GPU"),
+        ("cpu", 2, "'cpu' is not a GPU"),
+        ("cuda:-1", 2, "'cuda:-1' is not a GPU"),
+        ("cuda:0,cuda:2", 2, "no cuda:2 here; this machine has 2 visible GPU(s), cuda:0 to cuda:1"),
+        ("cuda:0,cuda:1", 0, "no CUDA device is visible on this machine"),
+        ("cuda", 0, "no CUDA device is visible on this machine"),
+    ],
+)
+def test_wrong_devices_are_one_line_usage_errors(spec, visible, message):
+    with pytest.raises(UsageError) as error:
+        assign_devices(spec, 2, visible)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_devices_and_a_non_gpu_device_disagree():
+    assert worker_devices(None, 3, "cpu") == [None, None, None]
+    with pytest.raises(UsageError, match="--device cpu and --devices auto disagree"):
+        worker_devices("auto", 2, "cpu")
+
+
+def test_each_local_worker_process_gets_its_own_gpu():
+    # --workers 2 --devices cuda:0,cuda:1: this process trains on cuda:0; the one it starts sees only GPU 1.
+    devices = assign_devices("cuda:0,cuda:1", 2, 2)
+    assert devices[0] == "cuda:0"
+    (child,) = worker_launches("s", "/runs", "sqlite:///x.db", 4, Heartbeat(), devices[1:], {"PATH": "/bin"})
+    assert child.env == {"PATH": "/bin", "HPSEARCH_STORAGE": "sqlite:///x.db", "CUDA_VISIBLE_DEVICES": "1"}
+    assert child.command[-2:] == ["--device", "cuda"]  # inside it, cuda is its own GPU
+    # Four workers on two GPUs, and a scheduler's CUDA_VISIBLE_DEVICES, which renumbers them.
+    devices = assign_devices("auto", 4, 2)
+    children = worker_launches("s", "/runs", "sqlite:///x.db", 1, Heartbeat(), devices[1:], {"CUDA_VISIBLE_DEVICES": "4,6"})
+    assert [c.env["CUDA_VISIBLE_DEVICES"] for c in children] == ["6", "4", "6"]
+    # No GPU: every worker on the study's device, the environment untouched.
+    children = worker_launches("s", "/runs", "sqlite:///x.db", 1, Heartbeat(), assign_devices("auto", 3, 0)[1:], {})
+    assert all("CUDA_VISIBLE_DEVICES" not in c.env and "--device" not in c.command for c in children)
+
+
+# Stands in for `hpsearch worker` in the next test: a real process that writes down what it was given.
+REPORT_ENVIRONMENT = """
+import json, os, sys
+with open(sys.argv[1], "w") as out:
+    json.dump({"argv": sys.argv[2:], "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}, out)
+"""
+
+
+def test_the_processes_run_local_workers_starts_get_their_devices(tmp_path, monkeypatch):
+    started = []
+    real_popen = subprocess.Popen
+
+    def report_instead(command, env):
+        out = tmp_path / f"worker{len(started)}.json"
+        started.append(out)
+        return real_popen([sys.executable, "-c", REPORT_ENVIRONMENT, str(out), *command], env=env)
+
+    monkeypatch.setattr(workers.subprocess, "Popen", report_instead)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    spec = StudySpec(models=("tfn_classifier",), sweep=("embed_dim:4",), task_options={"dataset_size": 20, "seq_len": 4},
+                     train={"epochs": 1}, output_dir=str(tmp_path), study_name="gpus")
+    orchestrator = Orchestrator(resolve(spec), echo=lambda line: None, progress=False)
+    # This process keeps its own device (the first entry): the machine has no GPU to train on.
+    outcome = workers.run_local_workers(orchestrator, 3, [None, "cuda:1", "cuda:0"])
+    assert outcome.trials_run == 1
+    seen = [json.loads(out.read_text()) for out in started]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in seen] == ["1", "0"]
+    assert all(s["argv"][-2:] == ["--device", "cuda"] and "worker" in s["argv"] for s in seen)
+
+
+def test_asking_for_gpus_without_one_is_one_line_and_writes_nothing(tmp_path, run_hpsearch):
+    if workers.visible_gpus():
+        pytest.skip("this machine has a GPU")
+    result = run_hpsearch(*TRIVIAL, "--n-trials", "2", "--workers", "2", "--devices", "cuda:0,cuda:1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "hpsearch: error: --devices cuda:0,cuda:1: no CUDA device is visible on this machine; use --devices auto or leave it out"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no hpsearch.db
+    for device in ("cuda", "cuda:1"):
+        result = run_hpsearch("worker", "--study", "s", "--device", device)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "no CUDA device is available" in result.stderr
+    assert list(tmp_path.iterdir()) == []

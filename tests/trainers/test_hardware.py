@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from hpsearch.trainers import precision
-from hpsearch.trainers.hardware import choose_precision, resolve_device
+from hpsearch.trainers.hardware import (
+    choose_precision,
+    cuda_index,
+    device_label,
+    physical_gpu,
+    resolve_device,
+    visible_gpus,
+)
 
 CPU = torch.device("cpu")
 
@@ -63,3 +70,20 @@ def test_devices():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_cuda_n_names_one_visible_gpu():
+    assert [cuda_index(name) for name in ("cuda:0", "cuda:12", " cuda:1 ")] == [0, 12, 1]
+    assert [cuda_index(name) for name in ("cuda", "cuda:", "cuda:x", "cuda:-1", "cpu", "gpu:0")] == [None] * 6
+    count = visible_gpus()
+    if count:
+        assert resolve_device(f"cuda:{count - 1}") == torch.device("cuda", count - 1)
+    with pytest.raises(ValueError, match=f"--device cuda:{count}: "):
+        resolve_device(f"cuda:{count}")
+
+
+def test_the_machine_names_a_gpu_through_cuda_visible_devices():
+    assert physical_gpu(1, {}) == "1"
+    assert physical_gpu(1, {"CUDA_VISIBLE_DEVICES": "4, 6"}) == "6"
+    assert physical_gpu(0, {"CUDA_VISIBLE_DEVICES": "GPU-8f2a"}) == "GPU-8f2a"
+    assert device_label(CPU) == "cpu"
