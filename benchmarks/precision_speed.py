@@ -36,6 +36,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from hpsearch.storage import trial_id
 from hpsearch.trainers.precision import precision_choice
 
 SEED_COMMAND = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:64,128", "kernel_type:rbf,compact"]
@@ -70,7 +71,7 @@ def run_sweep(precision: str, epochs: int | None, dataset_size: int | None, thre
         study = optuna.load_study(study_name=STUDY, storage=storage)
         trials = study.get_trials(deepcopy=False)
         training = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-        best_acc = _best_acc(Path(tmp) / "hpsearch.db", study.best_trial._trial_id)
+        best_acc = _best_acc(Path(tmp) / "hpsearch.db", trial_id(study.best_trial))
         result = SweepRun(
             wall, training, {t.user_attrs.get("precision", "?") for t in trials}, study.best_value, best_acc
         )

@@ -18,9 +18,11 @@ from hpsearch.search.signals import Interrupted
 from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.optuna_seam import trial_id
 from hpsearch.trainers.checkpoints import CheckpointStore, check_training_state, first_readable
 from hpsearch.trainers.config import SETTINGS
 from hpsearch.trainers.flops import FlopsMeter, meta_forward_flops
+from hpsearch.trainers.hardware import device_label
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
 from hpsearch.trainers.trainer import (
@@ -91,7 +93,7 @@ class Objective:
         def on_epoch_end(record: EpochRecord) -> None:
             records.append(record)
             self.echo(format_epoch_line(record))
-            self.epoch_table.write(trial._trial_id, record.as_row())
+            self.epoch_table.write(trial_id(trial), record.as_row())
             if resolved.multi_objective:
                 return  # Optuna takes no intermediate values from multi-objective trials
             value = record.value(metric)
@@ -164,7 +166,7 @@ class Objective:
         is passed over, and ``checkpoint_fallback`` says which file and why, and where training
         starts instead. With nothing readable the trial starts fresh.
         """
-        frozen = self.storage.get_trial(trial._trial_id)
+        frozen = self.storage.get_trial(trial_id(trial))
         numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
         if not numbers:
             return None, []
@@ -193,9 +195,9 @@ class Objective:
         it checkpointed but had not yet reported, and every epoch of a grid point queued again,
         is reported here.
         """
-        reported = self.storage.get_trial(trial._trial_id).intermediate_values
+        reported = self.storage.get_trial(trial_id(trial)).intermediate_values
         for record in restored:
-            self.epoch_table.write(trial._trial_id, record.as_row())
+            self.epoch_table.write(trial_id(trial), record.as_row())
             if record.epoch not in reported and not self.resolved.multi_objective:
                 trial.report(record.value(self.resolved.spec.metric), record.epoch)
         trial.set_user_attr("resumed_from", {"checkpoint": str(path), "epoch": len(restored)})
@@ -219,7 +221,7 @@ class Objective:
             "epochs_run": len(records),
             "lr_history": [r.lr for r in records],
             "precision": trainer.precision,
-            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "worker": f"{socket.gethostname()}:{os.getpid()}:{device_label(trainer.device)}",
             **stats.as_user_attrs(),
         }
         if records and trainer.checkpoints is not None:
@@ -229,7 +231,7 @@ class Objective:
         if reason is not None:
             attrs[reason[0]] = reason[1]
             self.echo(f"Trial {trial.number} {'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}")
-        self.storage.set_trial_user_attrs(trial._trial_id, attrs)
+        self.storage.set_trial_user_attrs(trial_id(trial), attrs)
         if stats.forward_passes:
             self.echo(stats.format_block())
         return attrs

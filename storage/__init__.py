@@ -1,4 +1,7 @@
-"""Storage URLs and engines, the per-epoch metrics table, and export to pandas."""
+"""Storage URLs and engines, the per-epoch metrics table, and export to pandas.
+
+Optuna's private API and table layout are used in ``optuna_seam`` only.
+"""
 
 from hpsearch.storage.engine import create_engine, open_optuna_storage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable, delete_study
@@ -11,6 +14,7 @@ from hpsearch.storage.export import (
     study_summaries,
     trials_frame,
 )
+from hpsearch.storage.optuna_seam import trial_id
 from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url, resolve_storage_url
 
 __all__ = [
@@ -28,5 +32,6 @@ __all__ = [
     "parse_storage_url",
     "resolve_storage_url",
     "study_summaries",
+    "trial_id",
     "trials_frame",
 ]

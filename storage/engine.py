@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import optuna
 import sqlalchemy
 import sqlalchemy.exc
-from optuna.storages._rdb import models as optuna_models
-from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import Engine
 
+# The queue-aware Optuna storage lives in the one module that touches Optuna's private API;
+# it is re-exported here, where callers open storages.
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty
 from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url
+
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_S",
+    "DamagedDatabaseError",
+    "QueueEmpty",
+    "QueuedRDBStorage",
+    "create_engine",
+    "damaged_sqlite_errors",
+    "engine_options",
+    "open_optuna_storage",
+    "prepare_sqlite",
+    "sqlite_damage",
+]
 
 SQLITE_BUSY_TIMEOUT_S = 60
 
@@ -153,71 +163,6 @@ def create_engine(url: str) -> Engine:
     """A SQLAlchemy engine on the study database, configured like the Optuna storage's."""
     sa_url, kwargs = engine_options(url)
     return sqlalchemy.create_engine(sa_url, **kwargs)
-
-
-class QueueEmpty(Exception):
-    """A worker asked for a trial while ``queue_only`` was set and no trial was waiting."""
-
-
-# Optuna's own ``trials`` table, only the columns the take touches; the types let SQLAlchemy
-# store the state and the timestamp the way Optuna's models do on every dialect.
-_TRIALS = sqlalchemy.table(
-    "trials",
-    sqlalchemy.column("trial_id", sqlalchemy.Integer),
-    sqlalchemy.column("state", sqlalchemy.Enum(TrialState)),
-    sqlalchemy.column("datetime_start", sqlalchemy.DateTime),
-)
-
-
-class QueuedRDBStorage(optuna.storages.RDBStorage):
-    """``RDBStorage`` whose trial queue hands each WAITING trial to exactly one worker.
-
-    Optuna takes a queued trial by reading its state and then writing RUNNING; SQLite
-    ignores ``SELECT ... FOR UPDATE``, so two workers could both take it. Here the take is
-    one conditional ``UPDATE``, atomic on SQLite and PostgreSQL alike.
-
-    With ``queue_only`` set, ``Study.ask`` either takes a WAITING trial or raises
-    ``QueueEmpty``; it never starts a fresh one. Queued trials and heartbeat retries are
-    created from a template and are always allowed.
-    """
-
-    queue_only: bool = False
-
-    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        if state != TrialState.RUNNING or values is not None:
-            return super().set_trial_state_values(trial_id, state, values)
-        take = (
-            sqlalchemy.update(_TRIALS)
-            .where(_TRIALS.c.trial_id == trial_id, _TRIALS.c.state == TrialState.WAITING)
-            .values(state=TrialState.RUNNING, datetime_start=datetime.now())
-        )
-        with self.engine.begin() as connection:
-            return connection.execute(take).rowcount == 1
-
-    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
-        """Set several user attributes of a running trial in one transaction.
-
-        ``Trial.set_user_attr`` runs a lookup, an upsert and a commit per key; a trial's closing
-        attributes are about 15 keys, and on SQLite each commit holds the write lock that other
-        workers wait on. Values are stored as ``set_user_attr`` stores them (JSON).
-        """
-        # Optuna's private RDB models and session helper: tests/storage/test_engine.py compares
-        # the result with set_user_attr's, so a change in a future Optuna shows there.
-        table = optuna_models.TrialUserAttributeModel.__table__
-        rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
-        with _create_scoped_session(self.scoped_session, True) as session:
-            trial = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, trial.state)
-            # Delete-then-insert is an upsert every dialect runs the same way.
-            session.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
-            session.execute(sqlalchemy.insert(table), rows)
-
-    # Optuna's caching layer creates trials through this private method, not create_new_trial;
-    # tests/search/test_workers.py fails if a future Optuna changes that.
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        if self.queue_only and template_trial is None:
-            raise QueueEmpty("no trial is waiting in the queue")
-        return super()._create_new_trial(study_id, template_trial)
 
 
 def open_optuna_storage(url: str, **kwargs: Any) -> QueuedRDBStorage:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateTable
 
 from hpsearch.storage.engine import create_engine, open_optuna_storage
+from hpsearch.storage.optuna_seam import STUDIES, TRIALS
 
 TABLE_NAME = "hpsearch_epoch_metrics"
 KEY_COLUMNS = ("trial_id", "epoch")
@@ -46,6 +47,8 @@ TASK_METRICS_COLUMN = "task_metrics"
 # then the diagnostics.
 LEADING_COLUMNS = ("lr", "train_loss", "val_loss")
 TRAILING_COLUMNS = tuple(c for c in FIXED_COLUMNS if c not in LEADING_COLUMNS)
+# Diagnostics kept in the JSON column (so older tables need no ALTER TABLE), shown after the fixed ones.
+JSON_DIAGNOSTICS = ("mfu",)
 # Names that frames use for their own columns; a task metric may not take one.
 RESERVED_NAMES = frozenset({"trial_id", "number", "state", "epoch", "intermediate_value", TASK_METRICS_COLUMN})
 # Serialises CREATE TABLE between processes on PostgreSQL (an arbitrary 63-bit constant).
@@ -63,10 +66,6 @@ epoch_metrics = sa.Table(
     sa.Column("peak_memory_bytes", sa.BigInteger),
     sa.Column(TASK_METRICS_COLUMN, sa.Text, nullable=False),
 )
-# Optuna's tables, named for the queries here (Optuna owns and creates them).
-_studies = sa.table("studies", sa.column("study_id"), sa.column("study_name"))
-_trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"))
-
 
 def ensure_table(engine: Engine) -> None:
     """Create ``hpsearch_epoch_metrics`` unless it exists; safe when processes race to do it."""
@@ -128,12 +127,15 @@ def spread_task_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame.iloc[:, :position], spread, frame.iloc[:, position:]], axis=1)
 
 
-def fetch_rows(connection: Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def fetch_rows(connection: Connection, sql: str | sa.Select) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows of ``sql`` (which takes no parameters), from the raw DBAPI cursor.
 
     Export reads hundreds of thousands of rows; SQLAlchemy's row objects would cost more than
-    the query itself.
+    the query itself. A ``Select`` is compiled with its bound values written into the SQL text:
+    give it only integers read from the database.
     """
+    if not isinstance(sql, str):
+        sql = str(sql.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     cursor = connection.connection.cursor()
     try:
         cursor.execute(sql)
@@ -147,17 +149,19 @@ def read_study_rows(connection: Connection, study_name: str) -> pd.DataFrame:
     """The raw rows of one study with the trial ``number`` added, ordered by number and epoch."""
     names = ["trial_id", "number", "epoch", *FIXED_COLUMNS, TASK_METRICS_COLUMN]
     study_id = None
-    if sa.inspect(connection).has_table("trials"):  # else there is no study, hence no rows
-        study_id = connection.execute(sa.select(_studies.c.study_id).where(_studies.c.study_name == study_name)).scalar()
+    if sa.inspect(connection).has_table(TRIALS.name):  # else there is no study, hence no rows
+        study_id = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_name == study_name)).scalar()
     rows: list[tuple[Any, ...]] = []
     if study_id is not None:
-        # study_id is an integer read from the database, so formatting it into the SQL is safe.
-        _, rows = fetch_rows(
-            connection,
-            f"SELECT e.trial_id, t.number, e.epoch, {', '.join('e.' + c for c in names[3:])} "
-            f"FROM {TABLE_NAME} e JOIN trials t ON t.trial_id = e.trial_id "
-            f"WHERE t.study_id = {int(study_id)} ORDER BY t.number, e.epoch",
+        e, t = epoch_metrics.alias("e"), TRIALS.alias("t")
+        query = (
+            sa.select(e.c.trial_id, t.c.number, e.c.epoch, *(e.c[name] for name in names[3:]))
+            .join_from(e, t, t.c.trial_id == e.c.trial_id)
+            # study_id is an integer read from the database, so writing it into the SQL is safe.
+            .where(t.c.study_id == int(study_id))
+            .order_by(t.c.number, e.c.epoch)
         )
+        _, rows = fetch_rows(connection, query)
     frame = pd.DataFrame.from_records(rows, columns=names)
     for name in ("trial_id", "number", "epoch"):
         frame[name] = frame[name].astype("int64")
@@ -172,8 +176,9 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Column order of every epoch frame: keys, losses, task metrics, diagnostics."""
     frame = spread_task_metrics(frame)
     keys = [c for c in ("trial_id", "number", "epoch") if c in frame.columns]
-    metrics = [c for c in frame.columns if c not in keys and c not in FIXED_COLUMNS]
-    return frame[[*keys, *LEADING_COLUMNS, *metrics, *TRAILING_COLUMNS]].reset_index(drop=True)
+    metrics = [c for c in frame.columns if c not in keys and c not in FIXED_COLUMNS and c not in JSON_DIAGNOSTICS]
+    diagnostics = [c for c in JSON_DIAGNOSTICS if c in frame.columns]
+    return frame[[*keys, *LEADING_COLUMNS, *metrics, *TRAILING_COLUMNS, *diagnostics]].reset_index(drop=True)
 
 
 class EpochMetricsTable:
@@ -189,7 +194,7 @@ class EpochMetricsTable:
         ensure_table(self._engine)
 
     def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
-        """Store one epoch of trial ``trial_id`` (Optuna's ``trial._trial_id``); replaces a rewrite."""
+        """Store one epoch of trial ``trial_id`` (``optuna_seam.trial_id(trial)``); replaces a rewrite."""
         values = to_db_row(trial_id, row)
         with self._engine.begin() as connection:
             connection.execute(_upsert(connection.dialect.name, [values]))
@@ -226,12 +231,12 @@ class EpochMetricsTable:
     def delete_study_rows(self, study_name: str) -> int:
         """Delete the rows of every trial of ``study_name``; call it before deleting the study."""
         trial_ids = (
-            sa.select(_trials.c.trial_id)
-            .join(_studies, _studies.c.study_id == _trials.c.study_id)
-            .where(_studies.c.study_name == study_name)
+            sa.select(TRIALS.c.trial_id)
+            .join(STUDIES, STUDIES.c.study_id == TRIALS.c.study_id)
+            .where(STUDIES.c.study_name == study_name)
         )
         with self._engine.begin() as connection:
-            if not sa.inspect(connection).has_table("trials"):
+            if not sa.inspect(connection).has_table(TRIALS.name):
                 return 0  # no Optuna tables yet, so no study and no rows of one
             result = connection.execute(sa.delete(epoch_metrics).where(epoch_metrics.c.trial_id.in_(trial_ids)))
         return result.rowcount
@@ -243,7 +248,7 @@ class EpochMetricsTable:
         """
         with self._engine.begin() as connection:
             result = connection.execute(
-                sa.text(f"DELETE FROM {TABLE_NAME} WHERE trial_id NOT IN (SELECT trial_id FROM trials)")
+                sa.delete(epoch_metrics).where(epoch_metrics.c.trial_id.not_in(sa.select(TRIALS.c.trial_id)))
             )
         return result.rowcount
 

@@ -38,18 +38,33 @@ from optuna.distributions import (
     IntDistribution,
     json_to_distribution,
 )
+from optuna.trial import TrialState
 from sqlalchemy.engine import Connection
 
 from hpsearch.storage import epoch_metrics as em
-from hpsearch.storage.pareto import pareto_mask
 from hpsearch.storage.engine import create_engine
+from hpsearch.storage.optuna_seam import (
+    METRIC_NAMES_ATTR,
+    NONFINITE_VALUES,
+    STUDIES,
+    STUDY_DIRECTIONS,
+    STUDY_SYSTEM_ATTRIBUTES,
+    STUDY_USER_ATTRIBUTES,
+    TRIAL_INTERMEDIATE_VALUES,
+    TRIAL_PARAMS,
+    TRIAL_SYSTEM_ATTRIBUTES,
+    TRIAL_USER_ATTRIBUTES,
+    TRIAL_VALUES,
+    TRIALS,
+    ValueType,
+    state_is,
+)
+from hpsearch.storage.pareto import pareto_mask
 from hpsearch.storage.urls import mask_password, parse_storage_url
 
 EXPORT_FORMATS = ("csv", "parquet", "json")
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-_METRIC_NAMES_ATTR = "study:metric_names"  # where Optuna keeps study.set_metric_names
 _HPSEARCH_METRIC_ATTR = "hpsearch.metric"  # the study user attribute the orchestrator sets
-_INFINITIES = {"INF_POS": np.inf, "INF_NEG": -np.inf, "NAN": np.nan}
 
 
 class ExportError(ValueError):
@@ -77,13 +92,13 @@ def read_connection(url: str) -> Iterator[Connection]:
     try:
         try:
             connection = engine.connect()
-            has_studies = sa.inspect(connection).has_table("studies")
+            has_studies = sa.inspect(connection).has_table(STUDIES.name)
         except sa.exc.DBAPIError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
             raise StorageReadError(f"cannot read storage {mask_password(url)}: {mask_password(reason)}") from None
         with connection:
             if not has_studies:
-                raise StorageReadError(f"{mask_password(url)} holds no Optuna studies (it has no 'studies' table)")
+                raise StorageReadError(f"{mask_password(url)} holds no Optuna studies (it has no '{STUDIES.name}' table)")
             yield connection
     finally:
         engine.dispose()
@@ -101,40 +116,45 @@ class StudyInfo:
 
 def find_study(connection: Connection, study_name: str, url: str = "") -> StudyInfo:
     """The study called ``study_name``, or ``UnknownStudyError`` listing the ones there are."""
-    study_id = connection.execute(
-        sa.text("SELECT study_id FROM studies WHERE study_name = :name"), {"name": study_name}
-    ).scalar()
+    study_id = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_name == study_name)).scalar()
     if study_id is None:
-        names = connection.execute(sa.text("SELECT study_name FROM studies ORDER BY study_id")).scalars().all()
+        names = connection.execute(sa.select(STUDIES.c.study_name).order_by(STUDIES.c.study_id)).scalars().all()
         where = f" in {mask_password(url)}" if url else ""
         known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none"
         raise UnknownStudyError(f"no study named {study_name!r}{where} (studies there: {known}; hpsearch studies lists them)")
+    by_objective, attrs = STUDY_DIRECTIONS, STUDY_SYSTEM_ATTRIBUTES
     directions = connection.execute(
-        sa.text("SELECT direction FROM study_directions WHERE study_id = :id ORDER BY objective"), {"id": study_id}
+        sa.select(by_objective.c.direction).where(by_objective.c.study_id == study_id).order_by(by_objective.c.objective)
     ).scalars().all()
     names_json = connection.execute(
-        sa.text("SELECT value_json FROM study_system_attributes WHERE study_id = :id AND key = :key"),
-        {"id": study_id, "key": _METRIC_NAMES_ATTR},
+        sa.select(attrs.c.value_json).where(attrs.c.study_id == study_id, attrs.c.key == METRIC_NAMES_ATTR)
     ).scalar()
     metric_names = tuple(json.loads(names_json)) if names_json else None
     return StudyInfo(int(study_id), study_name, tuple(str(d) for d in directions), metric_names)
 
 
-def _read(connection: Connection, sql: str) -> pd.DataFrame:
-    names, rows = em.fetch_rows(connection, sql)
+def _read(connection: Connection, query: sa.Select) -> pd.DataFrame:
+    names, rows = em.fetch_rows(connection, query)
     return pd.DataFrame.from_records(rows, columns=names)
 
 
-def _per_trial(table: str, columns: str, study_id: int) -> str:
+def _per_trial(
+    table: sa.TableClause, columns: list[str], study_id: int, rename: dict[str, str] | None = None
+) -> sa.Select:
+    """``trial_id`` and ``columns`` of ``table`` (those in ``rename`` under their new name), for one study's trials."""
     # Every child table of ``trials`` is read for one study in one query, joined on trial_id.
-    # study_id is an integer read from the database, so formatting it into the SQL is safe.
-    return f"SELECT x.trial_id, {columns} FROM {table} x JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = {int(study_id)}"
+    x, t = table.alias("x"), TRIALS.alias("t")
+    rename = rename or {}
+    selected = [x.c[name].label(rename[name]) if name in rename else x.c[name] for name in columns]
+    # study_id is an integer read from the database, so writing it into the SQL is safe.
+    query = sa.select(x.c.trial_id, *selected).join_from(x, t, t.c.trial_id == x.c.trial_id)
+    return query.where(t.c.study_id == int(study_id))
 
 
 def _stored_floats(values: pd.Series, kinds: pd.Series) -> np.ndarray:
     """Optuna's (value, value_type) pairs as floats: infinities and NaN are stored as NULL + type."""
     out = np.array(values.to_numpy(dtype="float64", na_value=np.nan), copy=True)
-    for kind, replacement in _INFINITIES.items():
+    for kind, replacement in NONFINITE_VALUES.items():
         out[(kinds == kind).to_numpy()] = replacement
     return out
 
@@ -165,7 +185,7 @@ def _external(distribution: BaseDistribution, values: list[float]) -> list[Any]:
 
 def _param_columns(connection: Connection, study_id: int, position: dict[int, int]) -> dict[str, list[Any]]:
     """``params_<name>`` columns in external form (categorical choices decoded), sorted by name."""
-    _, rows = em.fetch_rows(connection, _per_trial("trial_params", "x.param_name, x.param_value, x.distribution_json", study_id))
+    _, rows = em.fetch_rows(connection, _per_trial(TRIAL_PARAMS, ["param_name", "param_value", "distribution_json"], study_id))
     # A parameter's distribution can differ between trials (a categorical with other choices),
     # so values are decoded per (name, distribution) group.
     groups: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
@@ -182,9 +202,11 @@ def _param_columns(connection: Connection, study_id: int, position: dict[int, in
     return {f"params_{name}": columns[name] for name in sorted(columns)}
 
 
-def _attr_columns(connection: Connection, study_id: int, position: dict[int, int], table: str, prefix: str) -> dict[str, list[Any]]:
+def _attr_columns(
+    connection: Connection, study_id: int, position: dict[int, int], table: sa.TableClause, prefix: str
+) -> dict[str, list[Any]]:
     """One column per attribute key of ``table`` (JSON-decoded values), sorted by key."""
-    _, rows = em.fetch_rows(connection, _per_trial(table, "x.key, x.value_json", study_id))
+    _, rows = em.fetch_rows(connection, _per_trial(table, ["key", "value_json"], study_id))
     if not rows:
         return {}
     # One json.loads over every value: the per-call overhead dominates for small values.
@@ -200,11 +222,11 @@ def _attr_columns(connection: Connection, study_id: int, position: dict[int, int
 
 def _value_columns(connection: Connection, study: StudyInfo, position: dict[int, int]) -> dict[str, list[Any]]:
     """``value`` (single objective) or ``values_<i|name>``, named as trials_dataframe names them."""
-    _, rows = em.fetch_rows(connection, _per_trial("trial_values", "x.objective, x.value, x.value_type", study.study_id))
+    _, rows = em.fetch_rows(connection, _per_trial(TRIAL_VALUES, ["objective", "value", "value_type"], study.study_id))
     n_objectives = len(study.directions)
     table: list[list[Any]] = [[None] * len(position) for _ in range(n_objectives)]
     for trial_id, objective, value, kind in rows:
-        table[objective][position[trial_id]] = value if str(kind) == "FINITE" else _INFINITIES[str(kind)]
+        table[objective][position[trial_id]] = value if str(kind) == ValueType.FINITE else NONFINITE_VALUES[str(kind)]
     if n_objectives == 1:
         name = f"value_{study.metric_names[0]}" if study.metric_names else "value"
         return {name: table[0]}
@@ -213,10 +235,12 @@ def _value_columns(connection: Connection, study: StudyInfo, position: dict[int,
 
 
 def _trials(connection: Connection, study_id: int) -> pd.DataFrame:
+    t = TRIALS
     frame = _read(
         connection,
-        "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
-        f"WHERE study_id = {int(study_id)} ORDER BY trial_id",
+        sa.select(t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete)
+        .where(t.c.study_id == int(study_id))  # an integer read from the database
+        .order_by(t.c.trial_id),
     )
     return frame.astype({"trial_id": "int64", "number": "int64", "state": str})
 
@@ -240,8 +264,8 @@ def trials_frame(url: str, study_name: str) -> pd.DataFrame:
         columns["datetime_complete"] = completes
         columns["duration"] = [c - s if c is not None and s is not None else None for s, c in zip(starts, completes)]
         columns |= _param_columns(connection, study.study_id, position)
-        columns |= _attr_columns(connection, study.study_id, position, "trial_user_attributes", "user_attrs")
-        columns |= _attr_columns(connection, study.study_id, position, "trial_system_attributes", "system_attrs")
+        columns |= _attr_columns(connection, study.study_id, position, TRIAL_USER_ATTRIBUTES, "user_attrs")
+        columns |= _attr_columns(connection, study.study_id, position, TRIAL_SYSTEM_ATTRIBUTES, "system_attrs")
         columns["state"] = trials["state"].tolist()
     # Built from lists, like trials_dataframe's records, so pandas infers the same dtypes.
     return pd.DataFrame(columns)
@@ -269,7 +293,12 @@ def epochs_frame(url: str, study_name: str) -> pd.DataFrame:
         params = pd.DataFrame({"trial_id": trials["trial_id"], **_param_columns(connection, study.study_id, position)})
         steps = _read(
             connection,
-            _per_trial("trial_intermediate_values", "x.step AS epoch, x.intermediate_value, x.intermediate_value_type", study.study_id),
+            _per_trial(
+                TRIAL_INTERMEDIATE_VALUES,
+                ["step", "intermediate_value", "intermediate_value_type"],
+                study.study_id,
+                rename={"step": "epoch"},
+            ),
         )
         steps["intermediate_value"] = _stored_floats(steps["intermediate_value"], steps.pop("intermediate_value_type"))
         if em.has_table(connection):
@@ -281,8 +310,9 @@ def epochs_frame(url: str, study_name: str) -> pd.DataFrame:
         metrics.astype({"trial_id": "int64", "epoch": "int64"}), on=["trial_id", "epoch"], how="outer"
     )
     frame = trials.merge(frame, on="trial_id", how="inner").merge(params, on="trial_id", how="left")
-    task_metrics = [c for c in metrics.columns if c not in ("trial_id", "epoch", *em.FIXED_COLUMNS)]
-    order = ["number", "state", "epoch", "intermediate_value", *em.LEADING_COLUMNS, *task_metrics, *em.TRAILING_COLUMNS]
+    task_metrics = [c for c in metrics.columns if c not in ("trial_id", "epoch", *em.FIXED_COLUMNS, *em.JSON_DIAGNOSTICS)]
+    diagnostics = [c for c in em.JSON_DIAGNOSTICS if c in metrics.columns]
+    order = ["number", "state", "epoch", "intermediate_value", *em.LEADING_COLUMNS, *task_metrics, *em.TRAILING_COLUMNS, *diagnostics]
     order += [c for c in params.columns if c != "trial_id"]
     return frame[order].sort_values(["number", "epoch"], kind="stable").reset_index(drop=True)
 
@@ -291,9 +321,10 @@ def _best(extremes: dict[str, tuple[float, float]], minimize: bool) -> float:
     """The best value from {value_type: (min, max)} of a study's complete trials; NaN for none."""
     if not extremes:
         return np.nan
+    finite = ValueType.FINITE
     if minimize:
-        return -np.inf if "INF_NEG" in extremes else extremes["FINITE"][0] if "FINITE" in extremes else np.inf
-    return np.inf if "INF_POS" in extremes else extremes["FINITE"][1] if "FINITE" in extremes else -np.inf
+        return -np.inf if ValueType.INF_NEG in extremes else extremes[finite][0] if finite in extremes else np.inf
+    return np.inf if ValueType.INF_POS in extremes else extremes[finite][1] if finite in extremes else -np.inf
 
 
 def study_summaries(url: str) -> pd.DataFrame:
@@ -304,20 +335,23 @@ def study_summaries(url: str) -> pd.DataFrame:
     ``study.set_metric_names`` or the metric an hpsearch run monitors, else empty.
     """
     with read_connection(url) as connection:
-        run = lambda sql, **params: connection.execute(sa.text(sql), params).all()  # noqa: E731
-        studies = run("SELECT study_id, study_name FROM studies ORDER BY study_id")
-        directions = run("SELECT study_id, direction FROM study_directions ORDER BY study_id, objective")
-        counts = run("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+        run = lambda query: connection.execute(query).all()  # noqa: E731
+        s, d, t, v = STUDIES, STUDY_DIRECTIONS, TRIALS, TRIAL_VALUES
+        studies = run(sa.select(s.c.study_id, s.c.study_name).order_by(s.c.study_id))
+        directions = run(sa.select(d.c.study_id, d.c.direction).order_by(d.c.study_id, d.c.objective))
+        counts = run(sa.select(t.c.study_id, t.c.state, sa.func.count()).group_by(t.c.study_id, t.c.state))
         best = run(
-            "SELECT t.study_id, v.value_type, MIN(v.value), MAX(v.value) FROM trial_values v "
-            "JOIN trials t ON t.trial_id = v.trial_id WHERE t.state = 'COMPLETE' AND v.objective = 0 "
-            "GROUP BY t.study_id, v.value_type"
+            sa.select(t.c.study_id, v.c.value_type, sa.func.min(v.c.value), sa.func.max(v.c.value))
+            .join_from(v, t, t.c.trial_id == v.c.trial_id)
+            .where(state_is(t.c.state, TrialState.COMPLETE), v.c.objective == 0)
+            .group_by(t.c.study_id, v.c.value_type)
         )
+        system, user = STUDY_SYSTEM_ATTRIBUTES, STUDY_USER_ATTRIBUTES
         names = run(
-            "SELECT study_id, key, value_json FROM study_system_attributes WHERE key = :names "
-            "UNION ALL SELECT study_id, key, value_json FROM study_user_attributes WHERE key = :metric",
-            names=_METRIC_NAMES_ATTR,
-            metric=_HPSEARCH_METRIC_ATTR,
+            sa.union_all(
+                sa.select(system.c.study_id, system.c.key, system.c.value_json).where(system.c.key == METRIC_NAMES_ATTR),
+                sa.select(user.c.study_id, user.c.key, user.c.value_json).where(user.c.key == _HPSEARCH_METRIC_ATTR),
+            )
         )
     by_study: dict[int, list[str]] = {}
     for study_id, direction in directions:
@@ -327,7 +361,7 @@ def study_summaries(url: str) -> pd.DataFrame:
     for study_id, kind, low, high in best:
         extremes.setdefault(study_id, {})[str(kind)] = (low, high)
     metric: dict[int, str] = {}
-    for study_id, _, value_json in sorted(names, key=lambda row: row[1] != _METRIC_NAMES_ATTR):
+    for study_id, _, value_json in sorted(names, key=lambda row: row[1] != METRIC_NAMES_ATTR):
         value = json.loads(value_json)  # Optuna's metric names win over the hpsearch attribute
         metric.setdefault(study_id, ",".join(value) if isinstance(value, list) else str(value))
     rows = []

@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 from hpsearch.search import report
 from hpsearch.search.errors import UsageError
 from hpsearch.search.report import pareto_mask, report_main, report_sections
-from hpsearch.storage import EpochMetricsTable, open_optuna_storage, trials_frame
+from hpsearch.storage import EpochMetricsTable, open_optuna_storage, trial_id, trials_frame
 from tests.browser import Page, browser  # noqa: F401  (browser is a fixture)
 from tests.search.conftest import TINY, hpsearch_command
 
@@ -66,7 +66,7 @@ def make_study(url: str, name: str, points: list[tuple[TrialState, float | None,
     with EpochMetricsTable(url) as table:
         for trial in study.get_trials(deepcopy=False):
             for epoch, value in trial.intermediate_values.items():
-                table.write(trial._trial_id, {"epoch": epoch, "lr": 1e-3 / epoch, "train_loss": value + 0.1, "val_loss": value})
+                table.write(trial_id(trial), {"epoch": epoch, "lr": 1e-3 / epoch, "train_loss": value + 0.1, "val_loss": value})
     return study
 
 

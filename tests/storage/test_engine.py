@@ -13,6 +13,7 @@ import optuna
 import pytest
 import sqlalchemy
 
+from hpsearch.storage import trial_id
 from hpsearch.storage.engine import (
     DamagedDatabaseError,
     damaged_sqlite_errors,
@@ -38,10 +39,10 @@ def test_set_trial_user_attrs_stores_what_set_user_attr_stores(storage_url: str,
     one_by_one, batched = study.ask(), study.ask()
     for key, value in ATTRS.items():
         one_by_one.set_user_attr(key, value)
-    storage.set_trial_user_attrs(batched._trial_id, ATTRS)
+    storage.set_trial_user_attrs(trial_id(batched), ATTRS)
 
-    assert storage.get_trial(batched._trial_id).user_attrs == storage.get_trial(one_by_one._trial_id).user_attrs
-    assert storage.get_trial(batched._trial_id).user_attrs == ATTRS
+    assert storage.get_trial(trial_id(batched)).user_attrs == storage.get_trial(trial_id(one_by_one)).user_attrs
+    assert storage.get_trial(trial_id(batched)).user_attrs == ATTRS
     storage.engine.dispose()
 
 
@@ -51,9 +52,9 @@ def test_set_trial_user_attrs_replaces_existing_keys_and_keeps_others(sqlite_url
     trial.set_user_attr("epochs_run", 1)
     trial.set_user_attr("lr_finder.suggested", 0.01)
 
-    storage.set_trial_user_attrs(trial._trial_id, {"epochs_run": 4, "prune_reason": "diverged: loss=nan"})
+    storage.set_trial_user_attrs(trial_id(trial), {"epochs_run": 4, "prune_reason": "diverged: loss=nan"})
 
-    assert storage.get_trial(trial._trial_id).user_attrs == {
+    assert storage.get_trial(trial_id(trial)).user_attrs == {
         "epochs_run": 4,
         "lr_finder.suggested": 0.01,
         "prune_reason": "diverged: loss=nan",
@@ -68,10 +69,10 @@ def test_set_trial_user_attrs_refuses_a_finished_trial_and_writes_nothing(sqlite
     study.tell(trial, 0.5)
 
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_user_attrs(trial._trial_id, {"epochs_run": 9})
+        storage.set_trial_user_attrs(trial_id(trial), {"epochs_run": 9})
 
-    assert storage.get_trial(trial._trial_id).user_attrs == {}
-    assert math.isclose(storage.get_trial(trial._trial_id).value, 0.5)
+    assert storage.get_trial(trial_id(trial)).user_attrs == {}
+    assert math.isclose(storage.get_trial(trial_id(trial)).value, 0.5)
     storage.engine.dispose()
 
 

@@ -10,6 +10,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from hpsearch.storage import trial_id
 from hpsearch.storage.engine import create_engine, open_optuna_storage
 from hpsearch.storage.epoch_metrics import TABLE_NAME, EpochMetricsTable, delete_study, has_table
 from hpsearch.trainers.records import EpochRecord
@@ -46,7 +47,7 @@ def run_study(url: str, name: str) -> tuple[optuna.Study, list[tuple[int, int]]]
         for epoch in range(1, EPOCHS + 1):
             if FAILS_AT.get(x) == epoch:
                 raise RuntimeError("diverged")
-            table.write(trial._trial_id, record(epoch, x * epoch).as_row())
+            table.write(trial_id(trial), record(epoch, x * epoch).as_row())
             written.append((trial.number, epoch))
             # Committed per epoch: another connection sees the row before the trial ends.
             seen = reader.frame(name)
@@ -78,7 +79,7 @@ def test_one_row_per_finished_epoch_of_every_trial(storage_url, study_name):
         assert sorted(frame.loc[frame["number"] == trial.number, "epoch"]) == sorted(trial.intermediate_values)
     pruned = frame[frame["number"] == 3]  # x=3: pruned after epoch 2
     assert list(pruned["epoch"]) == [1, 2] and list(pruned["val_loss"]) == [3.0, 6.0]
-    assert list(frame["trial_id"].unique()) == [t._trial_id for t in study.trials]
+    assert list(frame["trial_id"].unique()) == [trial_id(t) for t in study.trials]
 
 
 def test_row_holds_every_field_of_the_record(storage_url, study_name):
@@ -86,12 +87,12 @@ def test_row_holds_every_field_of_the_record(storage_url, study_name):
     trial = study.ask()
     expected = record(2, 0.75).as_row()
     with EpochMetricsTable(storage_url) as table:
-        table.write(trial._trial_id, expected)
+        table.write(trial_id(trial), expected)
         frame = table.frame(study_name)
     assert len(frame) == 1
     row = frame.iloc[0].to_dict()
-    assert row.pop("trial_id") == trial._trial_id and row.pop("number") == 0
-    assert row == pytest.approx(expected)
+    assert row.pop("trial_id") == trial_id(trial) and row.pop("number") == 0
+    assert row == pytest.approx(expected, nan_ok=True)
     assert list(frame.columns[:7]) == ["trial_id", "number", "epoch", "lr", "train_loss", "val_loss", "val_acc"]
 
 
@@ -99,9 +100,9 @@ def test_rewriting_an_epoch_replaces_it(storage_url, study_name):
     study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(storage_url))
     trial = study.ask()
     with EpochMetricsTable(storage_url) as table:
-        table.write(trial._trial_id, record(1, 2.0).as_row())
-        table.write(trial._trial_id, record(2, 1.5).as_row())
-        table.write(trial._trial_id, record(1, 0.5, val_acc=0.9).as_row())  # a resumed trial
+        table.write(trial_id(trial), record(1, 2.0).as_row())
+        table.write(trial_id(trial), record(2, 1.5).as_row())
+        table.write(trial_id(trial), record(1, 0.5, val_acc=0.9).as_row())  # a resumed trial
         frame = table.frame(study_name)
     assert list(frame["epoch"]) == [1, 2]
     assert list(frame["val_loss"]) == [0.5, 1.5]
@@ -114,8 +115,8 @@ def test_tasks_with_different_metrics_share_the_table(storage_url, study_name):
     classification, regression = study.ask(), study.ask()
     with EpochMetricsTable(storage_url) as table:
         columns_before = {c["name"] for c in sa.inspect(engine).get_columns(TABLE_NAME)}
-        table.write(classification._trial_id, record(1, 1.0, val_acc=0.8).as_row())
-        table.write(regression._trial_id, record(1, 1.0, val_mse=0.25, val_mae=0.4).as_row())
+        table.write(trial_id(classification), record(1, 1.0, val_acc=0.8).as_row())
+        table.write(trial_id(regression), record(1, 1.0, val_mse=0.25, val_mae=0.4).as_row())
         frame = table.frame(study_name)
     assert {c["name"] for c in sa.inspect(engine).get_columns(TABLE_NAME)} == columns_before  # no ALTER TABLE
     engine.dispose()
@@ -129,7 +130,7 @@ def test_non_finite_values_read_back(storage_url, study_name):
     trial = study.ask()
     diverged = EpochRecord(epoch=1, lr=0.1, train_loss=math.inf, val_loss=math.nan, metrics={"val_acc": math.nan})
     with EpochMetricsTable(storage_url) as table:
-        table.write(trial._trial_id, diverged.as_row())
+        table.write(trial_id(trial), diverged.as_row())
         row = table.frame(study_name).iloc[0]
     assert row["train_loss"] == math.inf
     assert math.isnan(row["val_loss"]) and math.isnan(row["val_acc"]) and math.isnan(row["grad_norm_mean"])
@@ -172,8 +173,8 @@ def test_delete_study_removes_its_rows_only(storage_url, study_name):
     kept = optuna.create_study(study_name=f"{study_name}-kept", storage=open_optuna_storage(storage_url))
     kept_trial = kept.ask()
     with EpochMetricsTable(storage_url) as table:
-        table.write(kept_trial._trial_id, record(1, 1.0).as_row())
-        table.write(kept_trial._trial_id, record(2, 0.5).as_row())
+        table.write(trial_id(kept_trial), record(1, 1.0).as_row())
+        table.write(trial_id(kept_trial), record(2, 0.5).as_row())
         assert len(table.frame(study_name)) == len(written)
 
     delete_study(storage_url, study_name)
@@ -183,5 +184,5 @@ def test_delete_study_removes_its_rows_only(storage_url, study_name):
         assert table.frame(study_name).empty
         assert len(table.frame(f"{study_name}-kept")) == 2
         assert table.delete_orphans() == 0  # delete_study took the study's rows with it
-        assert table.delete_trials([kept_trial._trial_id]) == 2
+        assert table.delete_trials([trial_id(kept_trial)]) == 2
         assert table.frame(f"{study_name}-kept").empty

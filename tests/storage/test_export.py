@@ -19,6 +19,7 @@ from hpsearch.storage import (
     export_study,
     open_optuna_storage,
     study_summaries,
+    trial_id,
     trials_frame,
 )
 from hpsearch.storage.engine import create_engine
@@ -60,7 +61,7 @@ def build_study(url: str, name: str, n_trials: int = 10) -> optuna.Study:
             loss = x * epoch / 2
             history.append(lr / epoch)
             metrics = {"val_acc": 1 / (1 + loss)} if trial.number % 2 else {"val_mse": loss, "val_mae": loss / 2}
-            table.write(trial._trial_id, EpochRecord(epoch, lr / epoch, loss, loss, metrics).as_row())
+            table.write(trial_id(trial), EpochRecord(epoch, lr / epoch, loss, loss, metrics).as_row())
             trial.report(loss, epoch)
             trial.set_user_attr("epochs_run", epoch)
             trial.set_user_attr("lr_history", history)

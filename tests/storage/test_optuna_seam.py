@@ -1,0 +1,359 @@
+"""The contract of storage/optuna_seam.py with the installed Optuna, on a real SQLite file and on
+the real PostgreSQL server.
+
+hpsearch relies on a few private things of Optuna, all used in storage/optuna_seam.py only (its
+docstring lists them). Each test here checks one of them against Optuna's own behaviour, and each
+assertion says what hpsearch relies on, so that an Optuna upgrade that breaks the seam fails here,
+by name, before it fails anywhere else. pyproject.toml pins Optuna to the major version this file
+passes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.distributions import FloatDistribution
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models as optuna_models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import TrialState
+
+from hpsearch.storage import optuna_seam as seam
+from hpsearch.storage.engine import open_optuna_storage
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty, trial_id
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+X = FloatDistribution(0, 1)
+SEAM = "storage/optuna_seam.py"
+NO_SUCH_TRIAL = -1  # storage ids are positive
+
+
+@pytest.fixture
+def east_of_utc(monkeypatch: pytest.MonkeyPatch):
+    """Local time 5:30 ahead of UTC (a POSIX TZ string, no tz database needed), restored afterwards."""
+    monkeypatch.setenv("TZ", "HPS-05:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def storage(storage_url: str):
+    storage = open_optuna_storage(storage_url)
+    yield storage
+    storage.engine.dispose()
+
+
+def test_the_pin_admits_the_installed_optuna() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    pins = [Requirement(r) for r in pyproject["project"]["dependencies"] if Requirement(r).name == "optuna"]
+    assert len(pins) == 1 and pins[0].specifier, "pyproject.toml pins Optuna to the major version this test passes on"
+    assert optuna.__version__ in pins[0].specifier, (
+        f"the installed Optuna {optuna.__version__} is outside the pin {pins[0]}; run this file on it, "
+        f"then move the pin in pyproject.toml"
+    )
+
+
+# --- 1. Trial._trial_id ------------------------------------------------------------------------
+
+
+def test_trial_id_is_the_id_optuna_stores_the_trial_under(storage: QueuedRDBStorage, study_name: str) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    study.enqueue_trial({"x": 0.25})
+    asked = [study.ask({"x": X}) for _ in range(3)]  # the first is the queued trial
+    study.tell(asked[1], 0.5)
+    study_id = storage.get_study_id_from_name(study_name)
+    stored = dict(_rows(storage, seam.TRIALS, "number", "trial_id", study_id=study_id))
+
+    for trial in [*asked, *study.get_trials()]:
+        kind = type(trial).__name__
+        public = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        assert trial_id(trial) == public, (
+            f"hpsearch reads a {kind}'s storage id from its private _trial_id (seam.trial_id); "
+            f"Optuna's public lookup by study and number gives {public}, not {trial_id(trial)}"
+        )
+        assert storage.get_trial(trial_id(trial)).number == trial.number, (
+            f"storage.get_trial(seam.trial_id({kind})) must return that trial: the objective reads it so"
+        )
+        assert stored[trial.number] == trial_id(trial), (
+            "hpsearch_epoch_metrics rows are keyed by seam.trial_id and joined to trials.trial_id"
+        )
+
+
+# --- 2. RDBStorage._create_new_trial --------------------------------------------------------------
+
+
+def test_create_new_trial_is_how_optuna_creates_every_trial(
+    storage: QueuedRDBStorage, study_name: str, monkeypatch
+) -> None:
+    parameters = list(inspect.signature(optuna.storages.RDBStorage._create_new_trial).parameters)
+    assert parameters == ["self", "study_id", "template_trial"], (
+        f"QueuedRDBStorage overrides RDBStorage._create_new_trial(study_id, template_trial); Optuna's is {parameters}"
+    )
+    created: list[bool] = []  # whether each trial came from a template
+    original = storage._create_new_trial
+
+    def spy(study_id: int, template_trial=None):
+        created.append(template_trial is not None)
+        return original(study_id, template_trial)
+
+    monkeypatch.setattr(storage, "_create_new_trial", spy)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    study.ask()
+    study.enqueue_trial({"x": 0.5})
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions={"x": X}, value=0.1))
+
+    assert created == [False, True, True], (
+        "Optuna's cached storage (which optuna.create_study wraps around an RDBStorage) must create every "
+        "trial through its backend's _create_new_trial: the fresh one Study.ask starts without a template, "
+        f"queued and added ones with one; hpsearch's queue-only override relies on it. Calls seen: {created}"
+    )
+
+
+def test_queue_only_takes_queued_trials_and_never_starts_a_fresh_one(
+    storage: QueuedRDBStorage, study_name: str
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    storage.queue_only = True
+    with pytest.raises(QueueEmpty):
+        study.ask()
+    assert study.get_trials() == [], "with queue_only, Study.ask on an empty queue must create no trial"
+
+    for x in (0.1, 0.2):
+        study.enqueue_trial({"x": x})  # queued trials come from a template: allowed under queue_only
+    seen: list[float] = []
+    # The orchestrator runs its trials with study.optimize (which runs Optuna's heartbeat thread);
+    # the empty queue ends it, since Study.ask raises outside the objective, past ``catch``.
+    with pytest.raises(QueueEmpty):
+        study.optimize(lambda trial: seen.append(trial.suggest_float("x", 0, 1)) or 0.0, n_trials=5, catch=(Exception,))
+    assert sorted(seen) == [0.1, 0.2], "study.optimize under queue_only must run exactly the queued trials"
+    assert len(study.get_trials()) == 2, "QueueEmpty must stop study.optimize before a fresh trial is created"
+
+
+def test_heartbeat_retries_are_created_under_queue_only(sqlite_url: str, study_name: str) -> None:
+    storage = open_optuna_storage(
+        sqlite_url,
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1, inherit_intermediate_values=True),
+    )
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        killed = study.ask({"x": X})
+        storage.record_heartbeat(trial_id(killed))
+        time.sleep(2.5)
+        storage.queue_only = True
+        optuna.storages.fail_stale_trials(study)
+        states = [t.state for t in study.get_trials()]
+        assert states == [TrialState.FAIL, TrialState.WAITING], (
+            "a stale trial must be failed and its retry queued from a template even under queue_only, "
+            f"so that a worker resumes it; states: {states}"
+        )
+        retry = study.ask()
+        assert RetryHeartbeatStaleTrialCallback.retry_history(storage.get_trial(trial_id(retry))) == [killed.number]
+    finally:
+        storage.engine.dispose()
+
+
+# --- The take of a queued trial (public set_trial_state_values, as Study.ask calls it) -----------
+
+
+def test_the_take_is_atomic_and_study_ask_moves_past_a_taken_trial(
+    storage: QueuedRDBStorage, study_name: str, east_of_utc, monkeypatch
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    for x in (0.1, 0.2, 0.3):
+        study.enqueue_trial({"x": x})
+    first, second, third = study.get_trials()
+
+    assert storage.set_trial_state_values(trial_id(first), TrialState.RUNNING), "the first take of a WAITING trial wins"
+    assert not storage.set_trial_state_values(trial_id(first), TrialState.RUNNING), (
+        "a second take of the same trial must return False, which Study.ask reads as 'taken by another worker'"
+    )
+
+    takes: list[int] = []
+    take = storage.set_trial_state_values
+
+    def racing(trial: int, state: TrialState, values=None) -> bool:
+        if not takes:  # another worker takes the trial just before this one does
+            assert take(trial, state, values)
+        takes.append(trial)
+        return take(trial, state, values)
+
+    monkeypatch.setattr(storage, "set_trial_state_values", racing)
+    asked = study.ask()
+    monkeypatch.undo()
+    assert takes == [trial_id(second), trial_id(third)] and asked.number == third.number, (
+        "Study.ask must take a queued trial with storage.set_trial_state_values(trial_id, RUNNING), and move on "
+        f"to the next WAITING trial when that returns False; it tried {takes} and returned trial {asked.number}"
+    )
+
+    taken = storage.get_trial(trial_id(first))
+    assert taken.state == TrialState.RUNNING
+    drift = abs(taken.datetime_start - datetime.now())
+    assert drift < timedelta(minutes=1), (
+        "Optuna stores trial datetimes as naive UTC and shows them in local time; the take must write "
+        f"datetime_start the same way (seam.stored_now), but it reads back {drift} off"
+    )
+    fresh = study.ask()  # the queue is empty: Optuna creates and starts this trial itself
+    gap = abs(taken.datetime_start - storage.get_trial(trial_id(fresh)).datetime_start)
+    assert gap < timedelta(minutes=1), f"the take and Optuna's own new trial must store one clock; {gap} apart"
+
+
+# --- 3 and 4. _create_scoped_session and the RDB models ------------------------------------------
+
+
+def test_create_scoped_session_and_models_as_the_batched_user_attributes_use_them(
+    storage: QueuedRDBStorage, study_name: str
+) -> None:
+    parameters = list(inspect.signature(_create_scoped_session).parameters)
+    assert parameters == ["scoped_session", "ignore_integrity_error"], (
+        "QueuedRDBStorage.set_trial_user_attrs calls _create_scoped_session(scoped_session, True); "
+        f"Optuna's takes {parameters}"
+    )
+    assert isinstance(storage.scoped_session, sa.orm.scoped_session), "RDBStorage.scoped_session is the session factory"
+    find = list(inspect.signature(optuna_models.TrialModel.find_or_raise_by_id).parameters)
+    assert find[:2] == ["trial_id", "session"], f"TrialModel.find_or_raise_by_id(trial_id, session) changed: {find}"
+    table = optuna_models.TrialUserAttributeModel.__table__
+    assert table.name == seam.TRIAL_USER_ATTRIBUTES.name and {"trial_id", "key", "value_json"} <= set(table.c.keys()), (
+        "set_trial_user_attrs writes TrialUserAttributeModel's table (trial_id, key, value_json)"
+    )
+
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    trial = study.ask()
+    rows = sa.select(sa.func.count()).select_from(table).where(table.c.trial_id == trial_id(trial))
+    with pytest.raises(RuntimeError), _create_scoped_session(storage.scoped_session, True) as session:
+        session.execute(sa.insert(table), [{"trial_id": trial_id(trial), "key": "k", "value_json": "1"}])
+        raise RuntimeError("the batch fails half way")
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        assert session.execute(rows).scalar() == 0, "_create_scoped_session must roll back when its block raises"
+        with pytest.raises(KeyError):
+            optuna_models.TrialModel.find_or_raise_by_id(NO_SUCH_TRIAL, session)
+
+    with pytest.raises(KeyError):  # what Optuna's own set_trial_user_attr raises for an unknown trial
+        storage.set_trial_user_attrs(NO_SUCH_TRIAL, {"k": 1})
+    storage.set_trial_user_attrs(trial_id(trial), {"k": [1, 2], "s": "x"})
+    assert study.trials[0].user_attrs == {"k": [1, 2], "s": "x"}, (
+        "_create_scoped_session must commit when its block ends: attributes set in one batch read back"
+    )
+
+
+# --- 5. Optuna's table layout and its encodings ----------------------------------------------------
+
+
+def test_optuna_tables_have_every_column_hpsearch_names(storage_url: str) -> None:
+    # On SQLite a fresh file: Optuna creates its tables when the storage opens.
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        inspector = sa.inspect(storage.engine)
+        for table in seam.OPTUNA_TABLES:
+            assert inspector.has_table(table.name), f"hpsearch reads Optuna's table {table.name!r} ({SEAM})"
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = sorted(set(table.c.keys()) - present)
+            assert not missing, (
+                f"hpsearch reads {table.name}.{missing} ({SEAM}); Optuna {optuna.__version__} has {sorted(present)}"
+            )
+    finally:
+        storage.engine.dispose()
+
+
+def _rows(storage: QueuedRDBStorage, table: sa.TableClause, *columns: str, **where: object) -> list[tuple]:
+    query = sa.select(*(table.c[c] for c in columns)).where(*(table.c[k] == v for k, v in where.items()))
+    with storage.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
+
+
+def test_optuna_stores_states_values_attributes_and_datetimes_as_hpsearch_reads_them(
+    storage: QueuedRDBStorage, study_name: str, east_of_utc
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage, directions=["minimize", "maximize"])
+    study.set_metric_names(["loss", "acc"])
+    study.set_user_attr("hpsearch.metric", "loss")
+    done = study.ask({"x": X})
+    # Trial.report refuses multi-objective trials; the storage keeps intermediate values all the same.
+    storage.set_trial_intermediate_value(trial_id(done), 1, float("nan"))
+    storage.set_trial_intermediate_value(trial_id(done), 2, float("inf"))
+    done.set_user_attr("lr_history", [0.1, 0.01])
+    study.tell(done, [float("inf"), float("-inf")])
+    study.tell(study.ask({"x": X}), [0.25, 0.75])
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask()
+    study.enqueue_trial({"x": 0.5})
+    study_id = storage.get_study_id_from_name(study_name)
+    frozen = study.get_trials()
+
+    states = [state for (state,) in _rows(storage, seam.TRIALS, "state", study_id=study_id)]
+    assert sorted(map(str, states)) == sorted(t.state.name for t in frozen), (
+        "export and study_summaries read trials.state as the TrialState name (seam.state_is)"
+    )
+    with storage.engine.connect() as connection:
+        complete = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(seam.TRIALS)
+            .where(seam.TRIALS.c.study_id == study_id, seam.state_is(seam.TRIALS.c.state, TrialState.COMPLETE))
+        ).scalar()
+    assert complete == 2, "seam.state_is must compare trials.state with a state name on this database"
+
+    values = {
+        (objective, str(kind)): value
+        for objective, value, kind in _rows(
+            storage, seam.TRIAL_VALUES, "objective", "value", "value_type", trial_id=trial_id(done)
+        )
+    }
+    assert values == {(0, seam.ValueType.INF_POS): None, (1, seam.ValueType.INF_NEG): None}, (
+        f"a non-finite value is a NULL number and its type ({seam.NONFINITE_VALUES}); by objective: {values}"
+    )
+    other = _rows(storage, seam.TRIAL_VALUES, "objective", "value", "value_type", trial_id=trial_id(frozen[1]))
+    assert sorted((o, v, str(k)) for o, v, k in other) == [(0, 0.25, "FINITE"), (1, 0.75, "FINITE")]
+
+    steps = {
+        step: (value, str(kind))
+        for step, value, kind in _rows(
+            storage,
+            seam.TRIAL_INTERMEDIATE_VALUES,
+            "step",
+            "intermediate_value",
+            "intermediate_value_type",
+            trial_id=trial_id(done),
+        )
+    }
+    assert steps == {1: (None, seam.ValueType.NAN), 2: (None, seam.ValueType.INF_POS)}, (
+        f"an intermediate NaN or infinity is a NULL number and its type; stored: {steps}"
+    )
+
+    (attr,) = _rows(storage, seam.TRIAL_USER_ATTRIBUTES, "value_json", trial_id=trial_id(done), key="lr_history")
+    assert json.loads(attr[0]) == [0.1, 0.01], "trial attributes are JSON in value_json"
+    (names,) = _rows(storage, seam.STUDY_SYSTEM_ATTRIBUTES, "value_json", study_id=study_id, key=seam.METRIC_NAMES_ATTR)
+    assert json.loads(names[0]) == ["loss", "acc"], (
+        f"study.set_metric_names is the study system attribute {seam.METRIC_NAMES_ATTR!r} (JSON list)"
+    )
+    (metric,) = _rows(storage, seam.STUDY_USER_ATTRIBUTES, "value_json", study_id=study_id, key="hpsearch.metric")
+    assert json.loads(metric[0]) == "loss", "study user attributes are JSON in value_json"
+    directions = _rows(storage, seam.STUDY_DIRECTIONS, "objective", "direction", study_id=study_id)
+    assert sorted((o, str(d)) for o, d in directions) == [(0, "MINIMIZE"), (1, "MAXIMIZE")], (
+        "study_directions holds the StudyDirection name by objective"
+    )
+
+    starts = dict(_rows(storage, seam.TRIALS, "trial_id", "datetime_start", study_id=study_id))
+    for trial in frozen:
+        stored = starts[trial_id(trial)]
+        if trial.datetime_start is None:
+            assert stored is None
+            continue
+        stored = datetime.fromisoformat(stored) if isinstance(stored, str) else stored
+        assert math.isclose((trial.datetime_start - stored).total_seconds(), 5.5 * 3600, abs_tol=1), (
+            "Optuna stores trial datetimes as naive UTC (export converts them to local time, and the take "
+            f"writes seam.stored_now()); stored {stored}, FrozenTrial shows {trial.datetime_start} at UTC+5:30"
+        )
