@@ -162,6 +162,7 @@ def test_a_split_of_the_wrong_kind_is_one_line_and_exit_2_from_the_cli(run_hpsea
     result = run_hpsearch("--plugin", "bad.py", "--models", "tfn_classifier", "--task", "bad_split", "--epochs", "1", "--no-progress")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "hpsearch: error: task bad_split's train split is a single tensor; give a tuple of tensors such as (inputs, targets)"
+        "hpsearch: error: task bad_split's train split is a single tensor; give a tuple of tensors such as "
+        f"(inputs, targets) (plugin {tmp_path / 'bad.py'})"
     ]
     assert not (tmp_path / "hpsearch.db").exists()
