@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,9 @@ SPEC_ATTR = "hpsearch.spec"
 # Which code registered each model when the study began: a re-run with another model of the same name is a change.
 MODELS_ATTR = "hpsearch.models"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# How often a worker with an empty queue looks at the study while another worker's trial runs:
+# two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
+POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,10 @@ class Orchestrator:
             load_if_exists=True,
         )
         self._claim(study)
+        # A dead worker's trial is failed and its retry queued before anyone counts the queue:
+        # left RUNNING, a grid would count its point as taken and stop at "nothing to do".
+        # After _claim, so that a refused study is not written to.
+        optuna.storages.fail_stale_trials(study)
         earlier = len(study.get_trials(deepcopy=False))
         if earlier and self.sampler_seed is not None:
             # A re-run seeded as the first run would draw the first run's parameters again.
@@ -157,23 +165,32 @@ class Orchestrator:
         return study, max(waiting, n_trials or 0)
 
     def run(self) -> SearchOutcome:
-        """Create or resume the study and run its trials in this process."""
+        """Create or resume the study and run its trials in this process.
+
+        A trial still RUNNING (a killed worker's, inside its grace period) is waited for, and
+        its retry run here, so ``planned`` grows by one for each.
+        """
         study, planned = self.create(self.resolved.n_trials)
-        if planned == 0:
+        running = self._running(study)
+        if planned == 0 and running == 0:
             self.echo(f"Study {self.spec.name!r}: every grid point has already run; nothing to do.")
             return SearchOutcome(study, self.storage_url, 0, 0)
-        return self.work(study, planned)
+        return self.work(study, planned + running)
 
     def work(
         self, study: optuna.Study, n_trials: int | None = None, on_trial_end: Callable[[], None] | None = None
     ) -> SearchOutcome:
-        """The worker loop: run queued trials until none waits, or ``n_trials`` of them.
+        """The worker loop: run queued trials until none waits or runs, or ``n_trials`` of them.
 
-        Trials left RUNNING by a killed worker are failed and queued again first. After each
-        trial, ``on_trial_end`` is called if given, else this loop's own progress bar moves.
+        Trials left RUNNING by a killed worker are failed and queued again first. With the queue
+        empty, the loop waits while another worker's trial runs (``_wait_for_queue``), and takes
+        its heartbeat retry if that worker dies. After each trial, ``on_trial_end`` is called if
+        given (and while waiting, so that it can follow other workers' trials), else this loop's
+        own progress bar moves.
         """
         assert self.storage is not None, "open() the study first"
         optuna.storages.fail_stale_trials(study)
+        deadline = None if self.spec.timeout is None else time.monotonic() + self.spec.timeout
         epoch_table = EpochMetricsTable(self.storage_url)
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
         bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
@@ -186,17 +203,27 @@ class Orchestrator:
             else:
                 bar.update(1)
 
+        objective = Objective(self.resolved, epoch_table, self.storage, self.echo)
         self.storage.queue_only = True
         try:
-            study.optimize(
-                Objective(self.resolved, epoch_table, self.storage, self.echo),
-                n_trials=n_trials,
-                timeout=self.spec.timeout,
-                catch=(Exception,),
-                callbacks=[after_trial],
-            )
-        except QueueEmpty:
-            pass  # the queue is done; past it a grid would repeat a point, a budget would overrun
+            while True:
+                left = None if n_trials is None else n_trials - len(finished)
+                if left is not None and left <= 0:
+                    break
+                try:
+                    # study.optimize, not our own loop: it runs the heartbeat thread of each trial.
+                    study.optimize(
+                        objective,
+                        n_trials=left,
+                        timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0),
+                        catch=(Exception,),
+                        callbacks=[after_trial],
+                    )
+                    break  # n_trials run, or the timeout reached
+                except QueueEmpty:
+                    pass  # the queue is empty; past it a grid would repeat a point, a budget would overrun
+                if not self._wait_for_queue(study, deadline, on_trial_end):
+                    break
         finally:
             self.storage.queue_only = False
             bar.close()
@@ -206,6 +233,31 @@ class Orchestrator:
     @staticmethod
     def _waiting(study: optuna.Study) -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    @staticmethod
+    def _running(study: optuna.Study) -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    @staticmethod
+    def _wait_for_queue(study: optuna.Study, deadline: float | None, on_poll: Callable[[], None] | None) -> bool:
+        """Wait while another worker's trial runs; True as soon as a trial waits in the queue.
+
+        Exiting on an empty queue would leave a dying worker's trial RUNNING for good: only a
+        live worker can fail it once its heartbeat is older than the grace period, and queue its
+        retry. So each poll fails stale trials (Optuna's retry callback queues the retry, which
+        this worker then takes). False when nothing waits or runs, or at the ``deadline``.
+        """
+        while True:
+            optuna.storages.fail_stale_trials(study)
+            unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+            states = {t.state for t in unfinished}
+            if TrialState.WAITING in states:
+                return True
+            if TrialState.RUNNING not in states or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            if on_poll is not None:
+                on_poll()
+            time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
 
     def _claim(self, study: optuna.Study) -> None:
         """Store the spec with a new study; refuse to resume one that holds another search."""

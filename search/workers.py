@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -181,13 +182,17 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
         raise ValueError(f"{len(devices)} devices for {n_workers} workers")
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     url = orchestrator.storage_url
-    if planned == 0:
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if planned == 0 and not running:
         orchestrator.echo(f"Study {study.study_name!r}: every grid point has already run; nothing to do.")
         return SearchOutcome(study, url, 0, 0)
     threads = max(1, (os.cpu_count() or 1) // n_workers)
-    launches = worker_launches(study.study_name, orchestrator.spec.output_dir, url, threads, orchestrator.heartbeat,
-                               devices[1:], os.environ)
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))}
+    # Only trials RUNNING elsewhere are left (a killed worker's, inside its grace period): this
+    # process waits for them and runs their retries; other processes would only start up and exit.
+    launches = [] if planned == 0 else worker_launches(
+        study.study_name, orchestrator.spec.output_dir, url, threads, orchestrator.heartbeat, devices[1:], os.environ)
+    # Trials already finished or running when this command began are not this command's to count.
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING}
 
     def finished_since_start() -> list[optuna.trial.FrozenTrial]:
         done = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))
@@ -198,9 +203,11 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
     torch.set_num_threads(threads)
     idle: list[subprocess.Popen] = []
     try:
+        # work() returns when no trial waits or runs: a worker that died mid-trial has had its
+        # trial failed and retried (here or in another worker) by then.
         orchestrator.work(study, on_trial_end=lambda: bar.update(len(finished_since_start()) - bar.n))
-        # The queue is empty: the others finish their trials. One still starting up when the
-        # last trial ends has nothing left to do, and is stopped rather than waited for.
+        # The others finish their trials. One still starting up when the last trial ends has
+        # nothing left to do, and is stopped rather than waited for.
         while any(w.poll() is None for w in others):
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 idle = [w for w in others if w.poll() is None]
@@ -217,9 +224,15 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
                 worker.terminate()
         for worker in others:
             worker.wait()
+    for worker in others:
+        if worker not in idle and worker.returncode not in (0, EXIT_RUN_FAILED):
+            # Its trial, if it had one, is in the study as FAIL (with a retry run by a survivor),
+            # and counted below; the outcome counts the study's trials, not its workers.
+            code = worker.returncode
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            orchestrator.echo(f"Worker process {worker.pid} {how}.")
     ran = finished_since_start()
-    crashed = sum(w.returncode not in (0, EXIT_RUN_FAILED) for w in others if w not in idle)
-    return SearchOutcome(study, url, len(ran), sum(t.state == TrialState.FAIL for t in ran) + crashed)
+    return SearchOutcome(study, url, len(ran), sum(t.state == TrialState.FAIL for t in ran))
 
 
 def build_worker_parser() -> ArgumentParser:

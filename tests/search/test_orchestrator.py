@@ -1,11 +1,13 @@
-"""The orchestrator's grid queue, on a real SQLite file (nothing is trained)."""
+"""The orchestrator's grid queue and its wait for other workers' trials, on a real SQLite file (nothing is trained)."""
 
 from __future__ import annotations
+
+import time
 
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch.search.orchestrator import Orchestrator
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator
 from hpsearch.search.spec import StudySpec, resolve
 
 SWEEP = ("embed_dim:16,32", "lr:1e-3,3e-3,1e-2,3e-2", "kernel_type:rbf,compact")
@@ -51,3 +53,78 @@ def test_resuming_a_grid_queues_only_the_points_not_yet_run(tmp_path):
     assert len(waiting) == len(written)
     again, _ = queued_points(tmp_path, "resume", seed=0)
     assert len(again) == len(written)  # the same points, not queued twice
+
+
+# A dead worker's trial: RUNNING, with a heartbeat older than the grace period. Real SQLite, no training.
+QUICK = Heartbeat(interval=1, grace_period=2)
+
+
+def two_point_orchestrator(tmp_path, name: str) -> Orchestrator:
+    spec = StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16,32",), task_options={"dataset_size": 100},
+                     study_name=name, output_dir=str(tmp_path))
+    return Orchestrator(resolve(spec), echo=lambda line: None, progress=False, heartbeat=QUICK)
+
+
+def start_trial(study: optuna.Study) -> optuna.Trial:
+    """Take a queued trial as a worker does, with one heartbeat, and leave it RUNNING (its worker "dies")."""
+    trial = study.ask()
+    for name, value in study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"].items():
+        # The fixed grid point becomes the trial's params, as in a real trial (the model, embed_dim).
+        trial.suggest_categorical(name, [value]) if isinstance(value, str) else trial.suggest_int(name, 1, 1024)
+    study._storage.record_heartbeat(trial._trial_id)
+    return trial
+
+
+def test_create_on_a_study_with_a_stale_running_trial_queues_its_retry_instead_of_nothing(tmp_path):
+    orchestrator = two_point_orchestrator(tmp_path, "stale")
+    study, planned = orchestrator.create(None)
+    assert planned == 2
+    first, second = start_trial(study), start_trial(study)
+    study.tell(first, 0.5)
+    time.sleep(QUICK.grace_period + 1.5)  # the second trial's worker is gone; its heartbeat ages
+
+    again = two_point_orchestrator(tmp_path, "stale")
+    study, planned = again.create(None)
+    assert planned == 1  # the dead trial's retry, not "nothing to do", and no point queued twice
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[first.number] == TrialState.COMPLETE and states[second.number] == TrialState.FAIL
+    (retry,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == second.number  # Optuna's heartbeat retry, which resumes
+    assert retry.params == second.params
+    again.storage.engine.dispose()
+    orchestrator.storage.engine.dispose()
+
+
+def test_waiting_for_the_queue_lasts_while_a_trial_runs_and_ends_with_its_retry(tmp_path):
+    orchestrator = two_point_orchestrator(tmp_path, "wait")
+    study, _ = orchestrator.create(None)
+    assert orchestrator._wait_for_queue(study, None, None) is True  # trials wait: nothing to wait for
+    done, running = start_trial(study), start_trial(study)
+    study.tell(done, 0.5)
+    polls = []
+    began = time.monotonic()
+    assert orchestrator._wait_for_queue(study, None, lambda: polls.append(time.monotonic())) is True
+    waited = time.monotonic() - began
+    assert QUICK.grace_period <= waited < QUICK.grace_period + 4  # until the silent trial went stale
+    assert len(polls) >= 2  # it kept looking, about once a second
+    (retry,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == running.number
+    # Nothing waits or runs once the retry has finished: the wait ends at once.
+    study.tell(start_trial(study), 0.4)
+    began = time.monotonic()
+    assert orchestrator._wait_for_queue(study, None, None) is False
+    assert time.monotonic() - began < 1
+    orchestrator.storage.engine.dispose()
+
+
+def test_waiting_stops_at_the_deadline(tmp_path):
+    orchestrator = two_point_orchestrator(tmp_path, "deadline")
+    study, _ = orchestrator.create(None)
+    for _ in range(2):
+        trial = start_trial(study)
+    # A live worker's trial: its heartbeat keeps coming, so only the deadline ends the wait.
+    study._storage.record_heartbeat(trial._trial_id)
+    began = time.monotonic()
+    assert orchestrator._wait_for_queue(study, time.monotonic() + 1.5, None) is False
+    assert 1.4 <= time.monotonic() - began < 2.5
+    orchestrator.storage.engine.dispose()

@@ -128,6 +128,137 @@ def test_a_killed_workers_trial_is_retried_from_its_checkpoint(tmp_path, run_hps
     table.close()
 
 
+# Two grid points whose trials last several seconds (50 small steps an epoch, a low LR that never
+# trips the divergence guard): a second worker has to start up (imports, data) while the first one's
+# trial runs, and be killed in its own.
+SLOW_EPOCHS = 24
+SLOW_PAIR = ["--models", "tfn_classifier", "--param_sweep", "lr:1e-4,2e-4", "--batch-size", "4",
+             "--dataset-size", "200", "--pruner", "none", "--no-progress"]
+BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
+
+
+def by_state(url, study_name, state):
+    try:
+        return [t for t in trials_of(url, study_name) if t.state == state]
+    except KeyError:  # the command has not created the study yet
+        return []
+
+
+def epochs_done(table, study_name):
+    """How many epochs each trial (by number) has finished."""
+    frame = table.frame(study_name)
+    return frame.groupby("number").size().to_dict() if len(frame) else {}
+
+
+def child_pids(pid):
+    return [int(child) for task in os.listdir(f"/proc/{pid}/task")
+            for child in open(f"/proc/{pid}/task/{task}/children").read().split()]
+
+
+def kill_during_the_last_trial(table, study_name, first_trial, doomed_pid):
+    """SIGKILL ``doomed_pid`` once its trial (the last one) has a checkpoint and ``first_trial`` nearly ended.
+
+    The other worker then finishes ``first_trial`` within the grace period and finds the queue
+    empty while the killed trial is still RUNNING with a fresh heartbeat: the case where it used to exit.
+    """
+    def ready():
+        done = epochs_done(table, study_name)
+        last = [n for n in done if n != first_trial]
+        return bool(last) and done[last[0]] >= 1 and done.get(first_trial, 0) >= SLOW_EPOCHS - 2
+
+    wait_for(ready, 180, "the last trial's first epoch, near the end of the first trial")
+    os.kill(doomed_pid, signal.SIGKILL)
+
+
+def assert_recovered(url, study_name, first_trial, survivor_pid):
+    """The killed trial is FAIL, its retry ran in the survivor from the checkpoint, and nothing is RUNNING."""
+    trials = trials_of(url, study_name)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    (failed,) = [t for t in trials if t.state == TrialState.FAIL]
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    assert len(complete) == 2 and first_trial in complete
+    (retry,) = [t for n, t in complete.items() if n != first_trial]
+    assert retry.system_attrs["failed_trial"] == failed.number and retry.params == failed.params
+    # The survivor finished its own trial before the killed one went stale: it waited, then took the retry.
+    assert complete[first_trial].datetime_complete < failed.datetime_complete <= retry.datetime_start
+    assert retry.user_attrs["worker"].split(":")[1] == str(survivor_pid)
+    assert retry.user_attrs["resumed_from"]["epoch"] >= 1
+    assert sorted(retry.intermediate_values) == list(range(1, SLOW_EPOCHS + 1))
+
+
+def test_a_survivor_with_an_empty_queue_recovers_a_trial_killed_in_another_worker(tmp_path, run_hpsearch):
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    created = run_hpsearch("create", "--study", "last", *SLOW_PAIR, "--epochs", str(SLOW_EPOCHS), *BEAT)
+    assert created.returncode == 0, created.stderr
+    survivor = start_worker("--study", "last", "--threads", "1", *BEAT, cwd=tmp_path)
+    wait_for(lambda: by_state(url, "last", TrialState.RUNNING), 120, "the first worker's trial")
+    (first_trial,) = [t.number for t in by_state(url, "last", TrialState.RUNNING)]
+    doomed = start_worker("--study", "last", "--threads", "1", *BEAT, cwd=tmp_path)
+    table = EpochMetricsTable(url)
+    kill_during_the_last_trial(table, "last", first_trial, doomed.pid)
+    doomed.communicate()
+    table.close()
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert f"Worker {survivor.pid}: 2 trials run, 0 failed." in out
+    assert_recovered(url, "last", first_trial, survivor.pid)
+
+
+def test_local_workers_recover_a_killed_childs_trial_and_report_the_studys_states(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+    command = subprocess.Popen([*hpsearch_command(), *SLOW_PAIR, "--epochs", str(SLOW_EPOCHS), *BEAT, "--workers", "2",
+                                "--study-name", "pair"], cwd=tmp_path, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    # The command is the first worker: it takes the first point at once; its child, once started, the last.
+    wait_for(lambda: (tmp_path / "hpsearch.db").exists() and by_state(url, "pair", TrialState.RUNNING), 120,
+             "the command's own trial")
+    (first_trial,) = [t.number for t in by_state(url, "pair", TrialState.RUNNING)]
+    wait_for(lambda: child_pids(command.pid), 60, "the worker process")
+    (child,) = child_pids(command.pid)
+    table = EpochMetricsTable(url)
+    kill_during_the_last_trial(table, "pair", first_trial, child)
+    table.close()
+    out, err = command.communicate(timeout=300)
+    assert_recovered(url, "pair", first_trial, command.pid)
+    # One trial is FAIL in the study (the killed one; its retry completed), and that is what is said.
+    assert command.returncode == 1, err
+    assert err.strip().splitlines()[-1] == "hpsearch: 1 trial(s) failed; their fail_reason attributes say why"
+    assert f"Worker process {child} killed by SIGKILL." in out
+    assert "3 trials run now, 3 in all." in out
+
+
+def test_a_rerun_recovers_the_running_trial_of_a_killed_command(tmp_path, run_hpsearch):
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    search = [*SLOW_PAIR, "--epochs", "6", *BEAT, "--workers", "2", "--study-name", "rerun"]
+    environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+    first = subprocess.Popen([*hpsearch_command(), *search], cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    table = EpochMetricsTable(url)
+
+    def last_trial_underway():
+        if not (tmp_path / "hpsearch.db").exists() or by_state(url, "rerun", TrialState.WAITING):
+            return False
+        done = epochs_done(table, "rerun")
+        return any(done.get(t.number, 0) >= 1 for t in by_state(url, "rerun", TrialState.RUNNING))
+
+    wait_for(last_trial_underway, 120, "the last trial's first epoch")
+    os.killpg(first.pid, signal.SIGKILL)  # the command and its worker process: nobody is left to fail the trial
+    first.wait()
+    table.close()
+    (orphan,) = by_state(url, "rerun", TrialState.RUNNING)
+
+    again = run_hpsearch(*search)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" not in again.stdout
+    trials = trials_of(url, "rerun")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [orphan.number]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from"]["epoch"] >= 1
+    assert sorted({t.params["lr"] for t in trials if t.state == TrialState.COMPLETE}) == [1e-4, 2e-4]
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_fails_the_running_trial_with_a_reason_and_exits_cleanly(signum, code, tmp_path, run_hpsearch):
     url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
