@@ -77,7 +77,7 @@ class Objective:
             self._check_budget(trial, model_name, model_params)
         seed_everything(config.seed)
         model = build_model(model_name, model_params, resolved.task.data)
-        resume_from, restored = self._checkpoint_to_resume(trial, model)
+        resume_from, state, restored = self._checkpoint_to_resume(trial, model)
         hparams = {**model_params, **step_params}
         meter = FlopsMeter(model)
         if resolved.spec.lr_finder:
@@ -108,7 +108,7 @@ class Objective:
         try:
             if resume_from is not None:
                 records.extend(self._resume(trial, resume_from, restored))
-            result = trainer.fit(resume_from=resume_from)
+            result = trainer.fit(resume_from=state)  # loaded once, when it was checked
         except DivergenceError as error:
             reason = ("prune_reason", error.reason)
             raise optuna.TrialPruned(error.reason) from None
@@ -156,8 +156,8 @@ class Objective:
 
     def _checkpoint_to_resume(
         self, trial: optuna.Trial, model: torch.nn.Module
-    ) -> tuple[Path | None, list[EpochRecord]]:
-        """The newest readable checkpoint of the trials this one takes over, and its epoch records.
+    ) -> tuple[Path | None, dict | None, list[EpochRecord]]:
+        """The newest readable checkpoint of the trials this one takes over: its path, state and epoch records.
 
         Those trials are the ones a heartbeat retry replaces (Optuna's retry history) and, for a
         grid point queued again, the failed trials of the same point (``retry_of``, written by
@@ -169,7 +169,7 @@ class Objective:
         frozen = self.storage.get_trial(trial_id(trial))
         numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
         if not numbers:
-            return None, []
+            return None, None, []
         study, output_dir = trial.study.study_name, self.resolved.spec.output_dir
         candidates = [path for number in sorted(numbers, reverse=True)
                       for path in CheckpointStore(checkpoint_dir(output_dir, study, number)).candidates()]
@@ -186,7 +186,7 @@ class Objective:
             fallback = "; ".join(f"unreadable checkpoint {skipped}" for skipped in found.skipped) + f"; {outcome}"
             trial.set_user_attr("checkpoint_fallback", fallback)
             self.echo(f"Trial {trial.number}: {fallback}")
-        return found.path, parsed if found.path is not None else []
+        return found.path, found.state, parsed if found.path is not None else []
 
     def _resume(self, trial: optuna.Trial, path: Path, restored: list[EpochRecord]) -> list[EpochRecord]:
         """Carry the taken-over trial's finished epochs over to this one, without training them again.

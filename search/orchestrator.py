@@ -188,8 +188,7 @@ class Orchestrator:
         given (and while waiting, so that it can follow other workers' trials), else this loop's
         own progress bar moves.
         """
-        assert self.storage is not None, "open() the study first"
-        optuna.storages.fail_stale_trials(study)
+        assert self.storage is not None, "open() the study first"  # open() has failed stale trials already
         deadline = None if self.spec.timeout is None else time.monotonic() + self.spec.timeout
         epoch_table = EpochMetricsTable(self.storage_url)
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.

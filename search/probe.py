@@ -90,7 +90,7 @@ def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any],
         batch = example_batch(task)
         model = build_model(model_spec.name, {k: v for k, v in point.items() if model_spec.param(k) is not None}, task.data).eval()
         with torch.no_grad():
-            out = as_step_output(task.step_fn()(model, batch, {**_trainer_hparams(resolved), **hparams}))
+            out = as_step_output(task.step_fn()(model, batch, {**resolved.train_config.sweepable_values(), **hparams}))
         if out.loss.numel() != 1:
             raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
         if out.outputs is not None:
@@ -116,12 +116,6 @@ def _input_shape(batch: Any) -> str:
     if isinstance(inputs, torch.Tensor):
         return f"input of shape {list(inputs.shape)}"
     return "two training examples"
-
-
-def _trainer_hparams(resolved: ResolvedSpec) -> dict[str, Any]:
-    from hpsearch.trainers.config import TRAINER_PARAMS
-
-    return {p.name: getattr(resolved.train_config, p.name) for p in TRAINER_PARAMS}
 
 
 def _needed(task: Task, targets: torch.Tensor) -> list[int]:

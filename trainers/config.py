@@ -73,6 +73,10 @@ class TrainConfig:
             raise ValueError(f"the trainer has no setting {', '.join(unknown)}")
         return replace(self, **dict(overrides))
 
+    def sweepable_values(self) -> dict[str, Any]:
+        """The sweepable settings by name, as a step's ``hparams`` carries them."""
+        return {p.name: getattr(self, p.name) for p in TRAINER_PARAMS}
+
     def check(self) -> None:
         """``ValueError`` naming the first setting whose value its declaration does not allow."""
         for param in SETTINGS:

@@ -15,7 +15,7 @@ from torch import nn
 
 from hpsearch.models.schema import resolve_values
 from hpsearch.trainers.checkpoints import CheckpointStore, load_checkpoint
-from hpsearch.trainers.config import TRAINER_PARAMS, TrainConfig
+from hpsearch.trainers.config import TrainConfig
 from hpsearch.trainers.data import BatchSource, DataError, Split, batch_length
 from hpsearch.trainers.divergence import DivergenceGuard
 from hpsearch.trainers.hardware import autocast, choose_precision, grad_scaler, resolve_device
@@ -128,7 +128,7 @@ class Trainer:
         step_names = {p.name for p in task.step_params}
         given = dict(hparams or {})
         self.hparams = {
-            **{p.name: getattr(config, p.name) for p in TRAINER_PARAMS},
+            **config.sweepable_values(),
             **given,
             **resolve_values(task.step_params, {k: v for k, v in given.items() if k in step_names}, f"task {task.name}'s step", "hyperparameter"),
         }
@@ -169,8 +169,8 @@ class Trainer:
             raise DataError(f"the step's loss is {shape}; a step returns one scalar loss (reduce it with .mean())")
         return out
 
-    def fit(self, resume_from: str | Path | None = None) -> FitResult:
-        """Train for ``config.epochs`` epochs, or continue a checkpoint from its next epoch."""
+    def fit(self, resume_from: str | Path | Mapping[str, Any] | None = None) -> FitResult:
+        """Train for ``config.epochs`` epochs, or continue a checkpoint (a path, or a state already loaded) from its next epoch."""
         cfg = self.config
         # Denormal floats (e.g. far tails of an RBF kernel) slow CPU matmuls by orders of magnitude.
         torch.set_flush_denormal(True)
@@ -188,7 +188,10 @@ class Trainer:
             gamma=cfg.step_gamma,
             step_every=max(1, round(cfg.step_every_epochs * steps_per_epoch)),
         )
-        progress = self._restore(load_checkpoint(resume_from)) if resume_from else _Progress()
+        if resume_from is None:
+            progress = _Progress()
+        else:
+            progress = self._restore(dict(resume_from) if isinstance(resume_from, Mapping) else load_checkpoint(resume_from))
         last_good = copy.deepcopy(self._state(progress)) if cfg.on_divergence == "reduce-lr" else None
         result = FitResult(precision=self.precision)
         fit_start = time.perf_counter()
