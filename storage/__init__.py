@@ -15,9 +15,12 @@ from hpsearch.storage.export import (
     trials_frame,
 )
 from hpsearch.storage.optuna_seam import trial_id
+from hpsearch.storage.retry import DatabaseRetry, DatabaseUnavailable, is_transient
 from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url, resolve_storage_url
 
 __all__ = [
+    "DatabaseRetry",
+    "DatabaseUnavailable",
     "EpochMetricsTable",
     "ExportError",
     "StorageReadError",
@@ -27,6 +30,7 @@ __all__ = [
     "delete_study",
     "epochs_frame",
     "export_study",
+    "is_transient",
     "mask_password",
     "open_optuna_storage",
     "parse_storage_url",

@@ -28,6 +28,7 @@ from sqlalchemy.schema import CreateTable
 
 from hpsearch.storage.engine import create_engine, open_optuna_storage
 from hpsearch.storage.optuna_seam import STUDIES, TRIALS
+from hpsearch.storage.retry import DatabaseRetry
 
 TABLE_NAME = "hpsearch_epoch_metrics"
 KEY_COLUMNS = ("trial_id", "epoch")
@@ -188,16 +189,24 @@ class EpochMetricsTable:
     transaction, so a crash loses at most the epoch being written.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, retry: DatabaseRetry | None = None) -> None:
         self.url = url
         self._engine = create_engine(url)
+        # A worker passes its storage's retry, so that one outage clock covers all its writes.
+        self.retry = retry if retry is not None else DatabaseRetry(url)
         ensure_table(self._engine)
 
     def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
-        """Store one epoch of trial ``trial_id`` (``optuna_seam.trial_id(trial)``); replaces a rewrite."""
+        """Store one epoch of trial ``trial_id`` (``optuna_seam.trial_id(trial)``); replaces a rewrite.
+
+        Transient database errors are retried (``self.retry``); the upsert makes a retry exact.
+        """
         values = to_db_row(trial_id, row)
+        self.retry.call(self._upsert_rows, [values])
+
+    def _upsert_rows(self, values: list[dict[str, Any]]) -> None:
         with self._engine.begin() as connection:
-            connection.execute(_upsert(connection.dialect.name, [values]))
+            connection.execute(_upsert(connection.dialect.name, values))
 
     def write_many(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> int:
         """Store ``(trial_id, row)`` pairs in one transaction (imports and benchmarks); returns the count."""

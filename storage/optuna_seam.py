@@ -38,16 +38,21 @@ trial when that returns False; :class:`QueuedRDBStorage` makes that take one ato
 
 from __future__ import annotations
 
+import copy
 import json
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import sqlalchemy as sa
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.storage.retry import DatabaseRetry
 
 
 # --- 5. Optuna's tables: only the columns hpsearch uses. Optuna creates and owns them. -----------
@@ -69,6 +74,7 @@ TRIAL_INTERMEDIATE_VALUES = _table(
 )
 TRIAL_USER_ATTRIBUTES = _table("trial_user_attributes", "trial_id", "key", "value_json")
 TRIAL_SYSTEM_ATTRIBUTES = _table("trial_system_attributes", "trial_id", "key", "value_json")
+TRIAL_HEARTBEATS = _table("trial_heartbeats", "trial_id", "heartbeat")
 OPTUNA_TABLES = (
     STUDIES,
     STUDY_DIRECTIONS,
@@ -80,6 +86,7 @@ OPTUNA_TABLES = (
     TRIAL_INTERMEDIATE_VALUES,
     TRIAL_USER_ATTRIBUTES,
     TRIAL_SYSTEM_ATTRIBUTES,
+    TRIAL_HEARTBEATS,
 )
 
 
@@ -135,12 +142,66 @@ def stored_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-class QueuedRDBStorage(optuna.storages.RDBStorage):
-    """``RDBStorage`` whose trial queue hands each WAITING trial to exactly one worker.
+# The system attribute that names one creation of a trial, so that a retried creation whose first
+# attempt did commit finds that trial instead of adding a second.
+WRITE_ID_ATTR = "hpsearch:write_id"
 
-    Optuna takes a queued trial by reading its state and then writing RUNNING; SQLite
-    ignores ``SELECT ... FOR UPDATE``, so two workers could both take it. Here the take is
-    one conditional ``UPDATE``, atomic on SQLite and PostgreSQL alike.
+# Storage methods that Optuna's cached storage and hpsearch call, each retried through transient
+# errors as it is (they are idempotent: reads, and upserts keyed by trial and name). The others
+# that write are overridden below with what makes their retry exact.
+_RETRIED_AS_THEY_ARE = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "_get_trials",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    "_set_trial_param",
+    "set_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    parent = getattr(optuna.storages.RDBStorage, name)
+
+    def method(self: QueuedRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.retry.call(parent, self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``RDBStorage.{name}``, retried through transient database errors (``self.retry``)."
+    return method
+
+
+class QueuedRDBStorage(optuna.storages.RDBStorage):
+    """``RDBStorage`` that rides out database outages and hands each WAITING trial to exactly one worker.
+
+    Every call goes through ``retry`` (a ``DatabaseRetry``): a transient error (a dropped
+    connection, a restarting server, a locked SQLite file) is retried until the database has been
+    away for ``retry.timeout`` seconds. Retried writes are applied once: reads and upserts are
+    idempotent as they are; a trial's take, its final state and the creation of a queued trial
+    recognise an earlier attempt that committed before its answer was lost.
+
+    Optuna takes a queued trial by reading its state and then writing RUNNING; SQLite ignores
+    ``SELECT ... FOR UPDATE``, so two workers could both take it. Here the take is one
+    conditional ``UPDATE``, atomic on SQLite and PostgreSQL alike, and it writes the trial's
+    first heartbeat in the same transaction: a worker killed before its heartbeat thread began
+    still leaves a trial that goes stale.
+
+    The heartbeat never raises: a failed beat is retried for one interval, then the next beat
+    tries again, and ``heartbeat_age`` tells the trainer how long the trial has gone without one.
 
     With ``queue_only`` set, ``Study.ask`` either takes a WAITING trial or raises
     ``QueueEmpty``; it never starts a fresh one. Queued trials and heartbeat retries are
@@ -149,17 +210,79 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     queue_only: bool = False
 
+    def __init__(self, url: str, retry: DatabaseRetry | None = None, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.retry = retry if retry is not None else DatabaseRetry(url)
+        # A session whose connection broke is dropped before the next attempt.
+        self.retry.before_retry = self.remove_session
+        self._beats: dict[int, float] = {}
+        self.heartbeat_errors: dict[int, str] = {}
+
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        if state != TrialState.RUNNING or values is not None:
-            return super().set_trial_state_values(trial_id, state, values)
+        if state == TrialState.RUNNING and values is None:
+            return self.retry.call(self._take, trial_id, stored_now())
+        parent = super().set_trial_state_values
+        attempts: list[int] = []
+
+        def finish() -> bool:
+            attempts.append(1)
+            try:
+                return parent(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # An earlier attempt committed, and only its answer was lost.
+                if len(attempts) > 1 and self._finished_as(trial_id, state, values):
+                    return True
+                raise
+
+        return self.retry.call(finish)
+
+    def _finished_as(self, trial_id: int, state: TrialState, values: Sequence[float] | None) -> bool:
+        trial = super().get_trial(trial_id)
+        return trial.state == state and (values is None or list(trial.values or []) == list(values))
+
+    def _take(self, trial_id: int, start: datetime) -> bool:
+        """Move a WAITING trial to RUNNING with its first heartbeat; True for the worker that took it."""
         trials = _TRIALS_WRITTEN
-        take = (
-            sa.update(trials)
-            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
-            .values(state=TrialState.RUNNING, datetime_start=stored_now())
-        )
         with self.engine.begin() as connection:
-            return connection.execute(take).rowcount == 1
+            current = connection.execute(
+                sa.select(trials.c.state, trials.c.datetime_start).where(trials.c.trial_id == trial_id)
+            ).one_or_none()
+            if current is not None and current.state == TrialState.RUNNING and current.datetime_start == start:
+                taken = True  # an earlier attempt of this take committed
+            else:
+                take = (
+                    sa.update(trials)
+                    .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                    .values(state=TrialState.RUNNING, datetime_start=start)
+                )
+                taken = connection.execute(take).rowcount == 1
+                if taken and self.heartbeat_interval is not None:
+                    connection.execute(
+                        sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp())
+                    )
+        if taken:
+            self._beats[trial_id] = time.monotonic()
+        return taken
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's heartbeat, retried for one interval; it never raises, so its thread never dies.
+
+        Optuna's heartbeat thread stops for good at the first exception, and the trial then
+        goes stale while it trains. A beat that fails is recorded in ``heartbeat_errors``.
+        """
+        try:
+            with self.retry.patience(float(self.heartbeat_interval or 1)):
+                self.retry.call(super().record_heartbeat, trial_id)
+        except Exception as error:
+            self.heartbeat_errors[trial_id] = f"{type(error).__name__}: {error}"
+            return
+        self._beats[trial_id] = time.monotonic()
+        self.heartbeat_errors.pop(trial_id, None)
+
+    def heartbeat_age(self, trial_id: int) -> float:
+        """Seconds since this process last stored a heartbeat of ``trial_id`` (0 if it never took it)."""
+        last = self._beats.get(trial_id)
+        return 0.0 if last is None else time.monotonic() - last
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Set several user attributes of a running trial in one transaction.
@@ -168,6 +291,9 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         attributes are about 15 keys, and on SQLite each commit holds the write lock that other
         workers wait on. Values are stored as ``set_user_attr`` stores them (JSON).
         """
+        self.retry.call(self._set_trial_user_attrs, trial_id, attrs)
+
+    def _set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         table = optuna_models.TrialUserAttributeModel.__table__
         rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
         with _create_scoped_session(self.scoped_session, True) as session:
@@ -180,4 +306,30 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         if self.queue_only and template_trial is None:
             raise QueueEmpty("no trial is waiting in the queue")
-        return super()._create_new_trial(study_id, template_trial)
+        parent = super()._create_new_trial
+        if template_trial is None:
+            return self.retry.call(parent, study_id, None)
+        write_id = uuid.uuid4().hex
+        template = copy.copy(template_trial)
+        template.system_attrs = {**template_trial.system_attrs, WRITE_ID_ATTR: write_id}
+        attempts: list[int] = []
+
+        def create() -> FrozenTrial:
+            if attempts:
+                earlier = self._trial_written_as(write_id)
+                if earlier is not None:
+                    return super(QueuedRDBStorage, self).get_trial(earlier)
+            attempts.append(1)
+            return parent(study_id, template)
+
+        return self.retry.call(create)
+
+    def _trial_written_as(self, write_id: str) -> int | None:
+        attrs = TRIAL_SYSTEM_ATTRIBUTES
+        query = sa.select(attrs.c.trial_id).where(attrs.c.key == WRITE_ID_ATTR, attrs.c.value_json == json.dumps(write_id))
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
+
+
+for _name in _RETRIED_AS_THEY_ARE:
+    setattr(QueuedRDBStorage, _name, _retried(_name))

@@ -357,3 +357,68 @@ def test_optuna_stores_states_values_attributes_and_datetimes_as_hpsearch_reads_
             "Optuna stores trial datetimes as naive UTC (export converts them to local time, and the take "
             f"writes seam.stored_now()); stored {stored}, FrozenTrial shows {trial.datetime_start} at UTC+5:30"
         )
+
+
+# --- Retried writes: each is applied once, even when its first attempt committed ----------------
+
+
+def _answer_lost_once(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[str]:
+    """Make ``owner.name`` commit its write and then fail once with a transient error, as when the
+    connection drops between the server's COMMIT and its answer reaching the worker."""
+    original = getattr(owner, name)
+    lost: list[str] = []
+
+    def committed_then_lost(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if not lost:
+            lost.append(name)
+            raise sa.exc.OperationalError("COMMIT", None, Exception("server closed the connection unexpectedly"))
+        return result
+
+    monkeypatch.setattr(owner, name, committed_then_lost)
+    return lost
+
+
+def test_a_queued_trial_whose_creation_answer_was_lost_is_created_once(
+    storage: QueuedRDBStorage, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    lost = _answer_lost_once(monkeypatch, optuna.storages.RDBStorage, "_create_new_trial")
+    study.enqueue_trial({"x": 0.5})
+    assert lost and len(study.get_trials()) == 1
+
+
+def test_a_take_whose_answer_was_lost_still_belongs_to_its_worker(
+    storage: QueuedRDBStorage, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    study.enqueue_trial({"x": 0.5})
+    lost = _answer_lost_once(monkeypatch, QueuedRDBStorage, "_take")
+    trial = study.ask({"x": X})
+    assert lost and trial.number == 0 and len(study.get_trials()) == 1
+    assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_a_final_state_whose_answer_was_lost_is_not_refused_on_retry(
+    storage: QueuedRDBStorage, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    trial = study.ask({"x": X})
+    lost = _answer_lost_once(monkeypatch, optuna.storages.RDBStorage, "set_trial_state_values")
+    study.tell(trial, 0.25)
+    assert lost and study.get_trials()[0].state == TrialState.COMPLETE and study.get_trials()[0].value == 0.25
+
+
+def test_the_take_writes_the_first_heartbeat_so_a_trial_of_a_worker_killed_at_once_goes_stale(
+    sqlite_url: str, study_name: str
+) -> None:
+    storage = open_optuna_storage(sqlite_url, heartbeat_interval=1, grace_period=1)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        study.enqueue_trial({"x": 0.5})
+        taken = study.ask({"x": X})  # no heartbeat thread runs: the worker "died" right after the take
+        assert storage.heartbeat_age(trial_id(taken)) < 1
+        time.sleep(2.5)
+        assert storage._get_stale_trial_ids(storage.get_study_id_from_name(study_name)) == [trial_id(taken)]
+    finally:
+        storage.engine.dispose()

@@ -1,0 +1,211 @@
+"""Riding out database outages: which errors are transient, and a retry loop bounded by ``--db-timeout``.
+
+A worker of a week-long search meets a restarted PostgreSQL server, a dropped connection or a
+SQLite file locked by a peer every so often. Each of its database calls goes through one
+``DatabaseRetry``: a transient error is retried with backoff until the database answers, and
+only an outage longer than ``timeout`` seconds stops the worker, with ``DatabaseUnavailable``.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, TypeVar
+
+import sqlalchemy.exc
+
+from hpsearch.storage.urls import mask_password
+
+__all__ = ["DEFAULT_DB_TIMEOUT_S", "DatabaseRetry", "DatabaseUnavailable", "is_transient"]
+
+DEFAULT_DB_TIMEOUT_S = 120.0
+T = TypeVar("T")
+
+# PostgreSQL SQLSTATEs that say "try again": the connection is gone or refused (class 08), the
+# server is shutting down or starting up (57P01-57P03), too many connections, a serialization
+# failure or a deadlock whose loser is rolled back (40001, 40P01).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+# What libpq and SQLite say when no SQLSTATE comes with the error (the connection never opened,
+# or broke mid-query).
+_TRANSIENT_MESSAGES = (
+    "connection refused",
+    "could not connect",
+    "server closed the connection",
+    "terminating connection",
+    "connection is closed",
+    "connection is lost",
+    "the database system is",  # ... starting up / shutting down / in recovery mode
+    "consuming input failed",
+    "could not receive data",
+    "could not send data",
+    "connection reset",
+    "connection timed out",
+    "ssl syscall error",
+    "no connection to the server",
+    "database is locked",
+    "database table is locked",
+)
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps: SQLAlchemy's ``orig``, and the cause and context chain."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says the database is away for a while, not that the call is wrong.
+
+    Optuna re-raises database errors as ``StorageInternalError``, so the chain is followed. A
+    wrong password or an unknown database is not transient: waiting will not fix it.
+    """
+    for cause in _causes(error):
+        if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, sqlalchemy.exc.PendingRollbackError):
+            return True  # a session whose connection broke mid-transaction; a fresh one works
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            if sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+                return True
+            continue  # the server said what is wrong, and it is something else
+        if isinstance(cause, (sqlite3.OperationalError, sqlalchemy.exc.OperationalError)) or type(cause).__module__.startswith("psycopg"):
+            message = str(cause).lower()
+            if any(text in message for text in _TRANSIENT_MESSAGES):
+                return True
+    return False
+
+
+class DatabaseUnavailable(Exception):
+    """A database call gave up: the database did not answer within the call's patience.
+
+    ``final`` is True when the outage has lasted past ``--db-timeout``: the worker stops, and
+    ``str()`` is the one line it prints. Otherwise a caller with limited patience (the epoch's
+    writes, the heartbeat) gave up early and tries again later.
+    """
+
+    def __init__(self, url: str, seconds: float, reason: str, final: bool) -> None:
+        super().__init__(url, seconds, reason, final)
+        self.url, self.seconds, self.reason, self.final = url, seconds, reason, final
+
+    def __str__(self) -> str:
+        return f"the database {mask_password(self.url)} has not answered for {self.seconds:.0f} s ({self.reason})"
+
+
+def database_reason(error: BaseException) -> str:
+    """The first line of the innermost database message behind ``error``, password masked."""
+    text = ""
+    for cause in _causes(error):
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        if lines and not lines[0].startswith(("An exception is raised during the commit", "(Background on")):
+            text = lines[0]
+            if cause.__module__.startswith(("psycopg", "sqlite3")):
+                break
+    return mask_password(text or type(error).__name__)
+
+
+class DatabaseRetry:
+    """Retries transient database errors with backoff until the database has been away ``timeout`` seconds.
+
+    The outage clock is shared by every thread of the worker: it starts at the first failure and
+    stops at the first success, so the heartbeat thread and the training thread agree on how
+    long the database has been gone. ``patience`` caps one thread's wait below that, for calls
+    that should give up early and try again later. ``on_outage``/``on_recovery`` get one line
+    each per outage (the worker prints them). ``before_retry`` runs before each new attempt (the
+    storage drops its broken session there).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = DEFAULT_DB_TIMEOUT_S,
+        on_outage: Callable[[str], None] | None = None,
+        on_recovery: Callable[[str], None] | None = None,
+        before_retry: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.on_outage = on_outage
+        self.on_recovery = on_recovery
+        self.before_retry = before_retry
+        self.outage_since: float | None = None
+        self.retried_calls = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        """Within the block, this thread's calls give up after ``seconds`` of failures (0: after the first)."""
+        previous = getattr(self._local, "patience", None)
+        self._local.patience = seconds
+        try:
+            yield
+        finally:
+            self._local.patience = previous
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function(*args, **kwargs)``, retried through transient errors; calls made inside it are not retried again."""
+        if getattr(self._local, "depth", 0):
+            return function(*args, **kwargs)
+        started, delay, attempts = time.monotonic(), 0.05, 0
+        while True:
+            self._local.depth = 1
+            try:
+                result = function(*args, **kwargs)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                attempts += 1
+                now = time.monotonic()
+                outage = self._failed(now, error)
+                patience = getattr(self._local, "patience", None)
+                final = now - outage >= self.timeout
+                if final or (patience is not None and now - started >= patience):
+                    raise DatabaseUnavailable(self.url, now - outage, database_reason(error), final) from error
+                # Jitter keeps workers that lost the server together from reconnecting in lockstep.
+                wait = min(delay * (1 + random.random()), self.timeout - (now - outage))
+                if patience is not None:
+                    wait = min(wait, max(patience - (now - started), 0.0))
+                time.sleep(max(wait, 0.0))
+                delay = min(delay * 2, 2.0)
+                if self.before_retry is not None:
+                    self.before_retry()
+                continue
+            finally:
+                self._local.depth = 0
+            if attempts:
+                self.retried_calls += 1
+            self._succeeded()
+            return result
+
+    def _failed(self, now: float, error: BaseException) -> float:
+        with self._lock:
+            if self.outage_since is None:
+                self.outage_since = now
+                if self.on_outage is not None:
+                    self.on_outage(
+                        f"database {mask_password(self.url)} unavailable ({database_reason(error)}); "
+                        f"retrying for up to {self.timeout:.0f} s"
+                    )
+            return self.outage_since
+
+    def _succeeded(self) -> None:
+        if self.outage_since is None:
+            return
+        with self._lock:
+            if self.outage_since is not None:
+                seconds = time.monotonic() - self.outage_since
+                self.outage_since = None
+                if self.on_recovery is not None:
+                    self.on_recovery(f"database {mask_password(self.url)} back after {seconds:.1f} s")
