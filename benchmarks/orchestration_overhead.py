@@ -63,12 +63,15 @@ class NoOpTrainer:
     started = 0
 
     def __init__(
-        self, model: torch.nn.Module, task: Any, config: Any, callbacks: Any = (), flops_meter: Any = None
+        self, model: torch.nn.Module, task: Any, config: Any, callbacks: Any = (), flops_meter: Any = None,
+        hparams: Any = None,
     ) -> None:
         self.model, self.task, self.config = model, task, config
         self.callbacks = list(callbacks)
+        self.step_checks: list[Any] = []  # the objective's heartbeat check; no steps run here
         self.flops_meter = flops_meter
         self.precision = "fp32"
+        self.device = torch.device("cpu")
         self.checkpoints = None
 
     def fit(self, resume_from: Any = None) -> FitResult:

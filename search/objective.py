@@ -19,6 +19,7 @@ from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.optuna_seam import trial_id
+from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.checkpoints import CheckpointStore, check_training_state, first_readable
 from hpsearch.trainers.config import SETTINGS
 from hpsearch.trainers.flops import FlopsMeter, meta_forward_flops
@@ -34,6 +35,21 @@ from hpsearch.trainers.trainer import (
 )
 
 TRAIN_SETTING_NAMES = frozenset(p.name for p in SETTINGS)
+
+
+class TrialAbandoned(BaseException):
+    """This worker stops training a trial it may no longer own, and leaves the trial RUNNING.
+
+    Raised when the trial's heartbeat could not be stored for nearly the grace period (another
+    worker may soon fail the trial and take it over), or when the database has been away past
+    ``--db-timeout`` (``error``, a final ``DatabaseUnavailable``: the worker then stops). A
+    ``BaseException`` so that Optuna neither catches it nor tells the trial's state: the trial
+    goes stale, and its heartbeat retry resumes from its last checkpoint, like a killed worker's.
+    """
+
+    def __init__(self, number: int, reason: str, error: DatabaseUnavailable | None = None) -> None:
+        super().__init__(number, reason)
+        self.number, self.reason, self.error = number, reason, error
 
 
 def checkpoint_dir(output_dir: str, study_name: str, trial_number: int) -> Path:
@@ -66,6 +82,14 @@ class Objective:
         self.echo = echo
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except DatabaseUnavailable as error:
+            if not error.final:
+                raise
+            raise TrialAbandoned(trial.number, str(error), error) from None
+
+    def _run(self, trial: optuna.Trial) -> float:
         resolved, spec, metric = self.resolved, self.resolved.spec, self.resolved.spec.metric
         model_name, model_params, shared_params = resolved.sweep.suggest(trial)
         trainer_params = {k: v for k, v in shared_params.items() if k in TRAIN_SETTING_NAMES}
@@ -89,22 +113,33 @@ class Objective:
             config = config.with_overrides({"lr": suggested})
         trainer = Trainer(model, resolved.task, config, [], meter, hparams)
         records: list[EpochRecord] = []
+        # Epochs trained but not yet stored: while the database is away, training goes on.
+        unstored: list[EpochRecord] = []
 
         def on_epoch_end(record: EpochRecord) -> None:
             records.append(record)
             self.echo(format_epoch_line(record))
-            self.epoch_table.write(trial_id(trial), record.as_row())
-            if resolved.multi_objective:
-                return  # Optuna takes no intermediate values from multi-objective trials
-            value = record.value(metric)
-            trial.report(value, record.epoch)
-            # After the last epoch there is nothing left to save: the trial completes.
-            if record.epoch < config.epochs and trial.should_prune():
+            self._check_heartbeat(trial)
+            unstored.append(record)
+            try:
+                with self.storage.retry.patience(0):  # a first failure defers the writes to the next epoch
+                    self._store(trial, unstored)
+                    # After the last epoch there is nothing left to save: the trial completes.
+                    prune = not resolved.multi_objective and record.epoch < config.epochs and trial.should_prune()
+            except DatabaseUnavailable as error:
+                if error.final:
+                    raise
+                self.echo(f"Trial {trial.number}: epoch {record.epoch} is kept and stored once the database is back; training goes on")
+                return
+            if prune:
+                value = record.value(metric)
                 raise optuna.TrialPruned(f"pruned by the {spec.pruner} pruner at epoch {record.epoch}: {metric}={value:.4g}")
 
         trainer.callbacks.append(on_epoch_end)
+        trainer.step_checks.append(lambda _step: self._check_heartbeat(trial))
         result: FitResult | None = None
         reason: tuple[str, str] | None = None
+        abandoned = False  # then the trial is no longer this worker's to write
         try:
             if resume_from is not None:
                 records.extend(self._resume(trial, resume_from, restored))
@@ -118,14 +153,59 @@ class Objective:
         except Interrupted as error:
             reason = ("fail_reason", f"interrupted by {error.signal_name} after {len(records)} epochs")
             raise
+        except (TrialAbandoned, DatabaseUnavailable):
+            abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
+            raise
         except Exception as error:
             reason = ("fail_reason", f"{type(error).__name__}: {error}")
             self.echo(traceback.format_exc().rstrip())
             raise
         finally:
-            attrs = self._record(trial, trainer, model, meter, records, result, reason)
+            # Whatever stopped training, the epochs it finished are stored before the trial ends.
+            if not abandoned:
+                self._check_heartbeat(trial)
+                self._store(trial, unstored)
+                attrs = self._record(trial, trainer, model, meter, records, result, reason)
         values = [attrs[COST_OBJECTIVES[g.name]] if g.is_cost else records[-1].value(g.name) for g in resolved.goals]
         return values if resolved.multi_objective else values[0]
+
+    def _store(self, trial: optuna.Trial, unstored: list[EpochRecord]) -> None:
+        """Store the epochs in ``unstored``, oldest first (its row, then its report), removing each once stored.
+
+        A retry of a half-stored epoch writes it again: the row is an upsert, and a step Optuna
+        already holds is not reported twice.
+        """
+        while unstored:
+            record = unstored[0]
+            self.epoch_table.write(trial_id(trial), record.as_row())
+            if not self.resolved.multi_objective:  # Optuna takes no intermediate values from those
+                trial.report(record.value(self.resolved.spec.metric), record.epoch)
+            unstored.pop(0)
+
+    def _check_heartbeat(self, trial: optuna.Trial) -> None:
+        """``TrialAbandoned`` once this worker has gone so long without storing the trial's heartbeat
+        that another worker may soon fail the trial and take it over.
+
+        The margin is one heartbeat interval: a peer fails the trial only when the stored heartbeat
+        is older than the grace period, and the stored one is never newer than this process's last success.
+        """
+        interval, grace = self.storage.heartbeat_interval, self.storage.grace_period
+        if interval is None:
+            return
+        age = self.storage.heartbeat_age(trial_id(trial))
+        if age > (grace or 2 * interval) - interval:
+            why = self.storage.heartbeat_errors.get(trial_id(trial), "no answer")
+            reason = f"its heartbeat could not be stored for {age:.0f} s ({why})"
+            self._note_abandoned(trial, reason)
+            raise TrialAbandoned(trial.number, reason)
+
+    def _note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
+        """Say why on the trial, if the database answers at once; the trial may already be another worker's."""
+        try:
+            with self.storage.retry.patience(0):
+                self.storage.set_trial_user_attrs(trial_id(trial), {"fail_reason": f"abandoned: {reason}"})
+        except (DatabaseUnavailable, optuna.exceptions.UpdateFinishedTrialError):
+            pass
 
     def _check_budget(self, trial: optuna.Trial, model_name: str, model_params: dict[str, object]) -> None:
         """Reject a configuration over ``--max-flops``/``--max-params`` before anything is trained.

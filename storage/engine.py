@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 # The queue-aware Optuna storage lives in the one module that touches Optuna's private API;
 # it is re-exported here, where callers open storages.
 from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty
-from hpsearch.storage.retry import DatabaseRetry
+from hpsearch.storage.retry import DatabaseRetry, error_chain
 from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url
 
 __all__ = [
@@ -83,17 +83,10 @@ def sqlite_damage(error: BaseException) -> sqlite3.DatabaseError | None:
     Follows SQLAlchemy's ``orig`` and the cause and context chain, since Optuna re-raises
     database errors as its own ``StorageInternalError``.
     """
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in error_chain(error):
         code = getattr(current, "sqlite_errorcode", 0) if isinstance(current, sqlite3.DatabaseError) else 0
         if (code & 0xFF) in _SQLITE_DAMAGE_CODES:
             return current
-        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
     return None
 
 

@@ -42,9 +42,9 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -273,7 +273,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         try:
             with self.retry.patience(float(self.heartbeat_interval or 1)):
                 self.retry.call(super().record_heartbeat, trial_id)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
             self.heartbeat_errors[trial_id] = f"{type(error).__name__}: {error}"
             return
         self._beats[trial_id] = time.monotonic()

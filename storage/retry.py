@@ -12,15 +12,14 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-import sqlalchemy.exc
+# SQLAlchemy and the URL helpers are imported by the functions that use them: the CLI imports
+# this module for its exit-code mapping and the --db-timeout default, and --help must not wait.
 
-from hpsearch.storage.urls import mask_password
-
-__all__ = ["DEFAULT_DB_TIMEOUT_S", "DatabaseRetry", "DatabaseUnavailable", "is_transient"]
+__all__ = ["DEFAULT_DB_TIMEOUT_S", "DatabaseRetry", "DatabaseUnavailable", "database_reason", "error_chain", "is_transient"]
 
 DEFAULT_DB_TIMEOUT_S = 120.0
 T = TypeVar("T")
@@ -51,7 +50,7 @@ _TRANSIENT_MESSAGES = (
 )
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
+def error_chain(error: BaseException) -> Iterator[BaseException]:
     """``error`` and what it wraps: SQLAlchemy's ``orig``, and the cause and context chain."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
@@ -70,7 +69,9 @@ def is_transient(error: BaseException) -> bool:
     Optuna re-raises database errors as ``StorageInternalError``, so the chain is followed. A
     wrong password or an unknown database is not transient: waiting will not fix it.
     """
-    for cause in _causes(error):
+    import sqlalchemy.exc
+
+    for cause in error_chain(error):
         if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
             return True
         if isinstance(cause, sqlalchemy.exc.PendingRollbackError):
@@ -100,13 +101,17 @@ class DatabaseUnavailable(Exception):
         self.url, self.seconds, self.reason, self.final = url, seconds, reason, final
 
     def __str__(self) -> str:
+        from hpsearch.storage.urls import mask_password
+
         return f"the database {mask_password(self.url)} has not answered for {self.seconds:.0f} s ({self.reason})"
 
 
 def database_reason(error: BaseException) -> str:
     """The first line of the innermost database message behind ``error``, password masked."""
+    from hpsearch.storage.urls import mask_password
+
     text = ""
-    for cause in _causes(error):
+    for cause in error_chain(error):
         lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
         if lines and not lines[0].startswith(("An exception is raised during the commit", "(Background on")):
             text = lines[0]
@@ -190,6 +195,8 @@ class DatabaseRetry:
             return result
 
     def _failed(self, now: float, error: BaseException) -> float:
+        from hpsearch.storage.urls import mask_password
+
         with self._lock:
             if self.outage_since is None:
                 self.outage_since = now
@@ -203,6 +210,8 @@ class DatabaseRetry:
     def _succeeded(self) -> None:
         if self.outage_since is None:
             return
+        from hpsearch.storage.urls import mask_password
+
         with self._lock:
             if self.outage_since is not None:
                 seconds = time.monotonic() - self.outage_since

@@ -121,6 +121,9 @@ class Trainer:
         self.task = task
         self.config = config
         self.callbacks = list(callbacks)
+        # Called with the step count after each optimizer step; a check stops training by raising
+        # (the search stops a trial whose heartbeat it can no longer store).
+        self.step_checks: list[Callable[[int], None]] = []
         self.flops_meter = flops_meter
         if flops_meter is not None:
             flops_meter.attach(self.model)
@@ -283,6 +286,8 @@ class Trainer:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             progress.step += 1
+            for check in self.step_checks:
+                check(progress.step)
             if len(readings.pending) >= self.sync_every:
                 readings.read()
         readings.read()

@@ -4,53 +4,19 @@ The shared test server trusts every connection, so a wrong password cannot fail 
 tests start a private cluster with password authentication on a free port, then stop it.
 """
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
-
 import pytest
 
+from tests.private_postgres import private_cluster
+
 PASSWORD = "correct-horse-7"
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def password_server():
     """Port of a private PostgreSQL cluster that requires the password; a callable stops it."""
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not binaries or os.geteuid() != 0 or not shutil.which("runuser"):
-        _skip_or_fail("a private PostgreSQL cluster needs root, runuser and the PostgreSQL server binaries")
-    bin_dir = binaries[-1]
-    # Directly under /tmp: pytest's own tmp tree is root-only, and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="hpsearch-pg-"))
-    shutil.chown(root, "postgres")
-    (root / "pw").write_text(PASSWORD + "\n")
-    shutil.chown(root / "pw", "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, f"{bin_dir}/initdb", "-D", str(root / "data"), "--auth=scram-sha-256",
-                    f"--pwfile={root / 'pw'}", "-U", "postgres"], check=True, capture_output=True)
-    control = [*as_postgres, f"{bin_dir}/pg_ctl", "-D", str(root / "data"), "-w"]
-    subprocess.run([*control, "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "-l", str(root / "log"), "start"],
-                   check=True, capture_output=True)
-
-    def stop() -> None:
-        subprocess.run([*control, "stop"], capture_output=True)
-
-    yield port, stop
-    stop()
-    shutil.rmtree(root, ignore_errors=True)
+    cluster = private_cluster(password=PASSWORD)
+    yield cluster.port, cluster.stop
+    cluster.close()
 
 
 def assert_one_line_exit_2(result, *hidden):

@@ -4,9 +4,11 @@ import json
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import optuna
 import pytest
@@ -138,10 +140,15 @@ BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
 
 
 def by_state(url, study_name, state):
+    # Until the command has made the study, the test must not open the file with Optuna, which
+    # would create the tables and race the command doing the same ("table studies already exists").
     try:
-        return [t for t in trials_of(url, study_name) if t.state == state]
-    except KeyError:  # the command has not created the study yet
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
+            if connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (study_name,)).fetchone() is None:
+                return []
+    except sqlite3.OperationalError:  # no file or no tables yet
         return []
+    return [t for t in trials_of(url, study_name) if t.state == state]
 
 
 def epochs_done(table, study_name):

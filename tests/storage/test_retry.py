@@ -59,14 +59,12 @@ def test_a_locked_sqlite_file_is_transient_and_a_syntax_error_is_not(tmp_path):
     holder.execute("BEGIN EXCLUSIVE")
     engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
     try:
-        with pytest.raises(sa.exc.OperationalError) as locked:
-            with engine.begin() as connection:
-                connection.execute(sa.text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(sa.exc.OperationalError) as locked, engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO t VALUES (1)"))
         assert is_transient(locked.value)
         holder.execute("ROLLBACK")
-        with pytest.raises(sa.exc.OperationalError) as wrong:
-            with engine.begin() as connection:
-                connection.execute(sa.text("INSERT INTO no_such_table VALUES (1)"))
+        with pytest.raises(sa.exc.OperationalError) as wrong, engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO no_such_table VALUES (1)"))
         assert not is_transient(wrong.value)
     finally:
         engine.dispose()
@@ -110,9 +108,8 @@ def test_patience_gives_up_early_and_the_timeout_for_good():
             pass
 
     retry = DatabaseRetry(url, timeout=1.0)
-    with retry.patience(0):
-        with pytest.raises(DatabaseUnavailable) as early:
-            retry.call(connect)
+    with retry.patience(0), pytest.raises(DatabaseUnavailable) as early:
+        retry.call(connect)
     assert not early.value.final
     time.sleep(0.2)
     with pytest.raises(DatabaseUnavailable) as final:

@@ -1,0 +1,67 @@
+"""After faults, count what a study lost: epochs trained twice, epochs never stored, trials left RUNNING."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch.search.objective import checkpoint_dir
+from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.trainers.trainer import checkpoint_records
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class EpochAudit:
+    """What a study's trials did to its configurations (a configuration is one set of parameters).
+
+    ``trained_twice``: epochs of a configuration that more than one of its trials trained (a
+    retry that resumed from the checkpoint trains none twice). ``lost``: epochs that a finished
+    trial ran but the epoch table lacks. ``running``: trials still RUNNING.
+    """
+
+    configurations: int
+    finished: int
+    trained_twice: int
+    lost: int
+    running: int
+
+
+def audit_epochs(storage_url: str, study_name: str, output_dir: str) -> EpochAudit:
+    """Audit study ``study_name`` from its trials, the epoch table and each trial's ``last.pt``.
+
+    A trial trained the epochs in its last checkpoint after the one it resumed from
+    (``resumed_from``); an epoch that no checkpoint holds was not finished, so not counted.
+    """
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    trials = study.get_trials(deepcopy=False)
+    table = EpochMetricsTable(storage_url)
+    try:
+        rows = table.frame(study_name)
+    finally:
+        table.close()
+    stored = Counter(zip(rows["number"], rows["epoch"]))
+    trained: dict[tuple, Counter] = {}
+    finished: set[tuple] = set()
+    lost = 0
+    for trial in trials:
+        key = tuple(sorted(trial.params.items()))
+        path = checkpoint_dir(output_dir, study_name, trial.number) / "last.pt"
+        if path.exists():
+            resumed = trial.user_attrs.get("resumed_from", {}).get("epoch", 0)
+            epochs = [r.epoch for r in checkpoint_records(path) if r.epoch > resumed]
+            trained.setdefault(key, Counter()).update(epochs)
+        if trial.state in FINISHED:
+            finished.add(key)
+            lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get("epochs_run", 0) + 1))
+    return EpochAudit(
+        configurations=len({tuple(sorted(t.params.items())) for t in trials}),
+        finished=len(finished),
+        trained_twice=sum(count - 1 for counts in trained.values() for count in counts.values() if count > 1),
+        lost=lost,
+        running=sum(t.state == TrialState.RUNNING for t in trials),
+    )

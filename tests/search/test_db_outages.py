@@ -1,0 +1,152 @@
+"""Workers ride out database outages: a private PostgreSQL cluster restarted and stopped under two real workers.
+
+The cluster is this test module's own (``tests.private_postgres``), so the shared server is
+never restarted. What a fault cost is counted by ``audit_epochs`` from the epoch table and each
+trial's checkpoint, not from what the workers say.
+"""
+
+import time
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from hpsearch.search.audit import audit_epochs
+from tests.private_postgres import private_cluster
+from tests.search.test_workers import start_worker
+
+# Two workers, one torch thread each: a trial of 24 epochs lasts 10 to 30 s on a 2-core machine.
+GRID = ["--models", "tfn_classifier", "--param_sweep", "lr:1e-3,3e-3", "embed_dim:8,16", "--pruner", "none",
+        "--epochs", "24", "--dataset-size", "400", "--seq-len", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = private_cluster()
+    yield cluster
+    cluster.close()
+
+
+def _states(url, study):
+    return [t.state for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)]
+
+
+def _epochs_stored(url):
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT count(*) FROM hpsearch_epoch_metrics")).scalar()
+    finally:
+        engine.dispose()
+
+
+def _wait_until(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _create(run_hpsearch, url, study, *extra):
+    created = run_hpsearch("create", "--study", study, "--storage", url, *GRID, *extra)
+    assert created.returncode == 0, created.stderr
+
+
+def test_two_workers_survive_two_restarts_and_a_20_s_stop(cluster, run_hpsearch, study_name, tmp_path):
+    url = cluster.url()
+    _create(run_hpsearch, url, study_name, "--output-dir", str(tmp_path / "runs"))
+    # A grace period longer than the outage: the workers keep their trials through it.
+    beat = ["--heartbeat-interval", "2", "--grace-period", "40", "--db-timeout", "90"]
+    workers = [start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
+               for _ in range(2)]
+    try:
+        # Faults follow the workers' progress, not the clock, so a fast machine meets them too.
+        assert _wait_until(lambda: _states(url, study_name).count(TrialState.RUNNING) == 2, 120)
+        cluster.restart()
+        stored = _epochs_stored(url)
+        assert _wait_until(lambda: _epochs_stored(url) >= stored + 2, 120)
+        cluster.restart()
+        stored = _epochs_stored(url)
+        assert _wait_until(lambda: _epochs_stored(url) >= stored + 2, 120)
+        # Two trials still wait: the work goes on after the server comes back.
+        assert _states(url, study_name).count(TrialState.WAITING) == 2
+        cluster.stop()
+        time.sleep(20)
+        cluster.start()
+        outputs = [w.communicate(timeout=300) for w in workers]
+    finally:
+        for w in workers:
+            w.kill() if w.poll() is None else None
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, out[-3000:] + err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+    assert any("back after" in out for out, _ in outputs)  # the outages really hit a worker
+    # Training went on while the server was down, its epochs stored once it was back.
+    assert any("is kept and stored once the database is back" in out for out, _ in outputs)
+    assert _states(url, study_name).count(TrialState.COMPLETE) == 4
+    audit = audit_epochs(url, study_name, str(tmp_path / "runs"))
+    assert (audit.configurations, audit.finished, audit.trained_twice, audit.lost, audit.running) == (4, 4, 0, 0, 0)
+
+
+def test_a_heartbeat_missed_for_one_interval_does_not_hand_the_trial_to_a_waiting_worker(
+    cluster, run_hpsearch, study_name, tmp_path
+):
+    """Optuna's heartbeat thread dies at its first failed write; the trial then went stale while it
+    trained, and the waiting worker failed it and trained it again."""
+    url = cluster.url()
+    _create(run_hpsearch, url, study_name, "--n-trials", "1", "--sampler", "random", "--epochs", "40",
+            "--output-dir", str(tmp_path / "runs"))
+    beat = ["--heartbeat-interval", "2", "--grace-period", "6"]
+    second = None
+    first = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
+    try:
+        assert _wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
+        second = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
+        time.sleep(8)  # the second worker is up, its queue empty, waiting on the running trial
+        cluster.stop()
+        time.sleep(3)  # one heartbeat interval and more
+        cluster.start()
+        outputs = [w.communicate(timeout=300) for w in (first, second)]
+    finally:
+        for w in (first, second):
+            w.kill() if w is not None and w.poll() is None else None
+    assert [w.returncode for w in (first, second)] == [0, 0], outputs
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # no FAIL, no retry
+    assert " 1 trials run" in outputs[0][0] and " 0 trials run" in outputs[1][0]
+
+
+def test_past_db_timeout_a_worker_stops_with_one_line_and_its_trial_is_resumed_later(
+    cluster, run_hpsearch, study_name, tmp_path
+):
+    url = cluster.url()
+    _create(run_hpsearch, url, study_name, "--n-trials", "1", "--sampler", "random", "--epochs", "40",
+            "--output-dir", str(tmp_path / "runs"))
+    beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
+    worker = start_worker("--study", study_name, "--storage", url, "--threads", "1", "--db-timeout", "4", *beat, cwd=tmp_path)
+    try:
+        assert _wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
+        time.sleep(3)
+        cluster.stop()
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill() if worker.poll() is None else None
+        cluster.start()
+    assert worker.returncode == 1, out[-2000:] + err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpsearch: error: the database postgresql://postgres@127.0.0.1:"), err
+    assert "has not answered for" in lines[0] and "Traceback" not in out + err
+    (left,) = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+    assert left.state == TrialState.RUNNING  # never half-written: left to its heartbeat retry
+    time.sleep(4)  # its heartbeat goes stale
+    again = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    failed, retried = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+    assert (failed.state, retried.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert retried.user_attrs["resumed_from"]["epoch"] >= 1
+    audit = audit_epochs(url, study_name, str(tmp_path / "runs"))
+    assert (audit.trained_twice, audit.lost, audit.running) == (0, 0, 0)
