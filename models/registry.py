@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, TypeVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from hpsearch.models.schema import HyperParam, resolve_values
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,29 @@ class Registry(Generic[T]):
     silently shadow each other.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: Sequence[str] = ()) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
+        # Modules whose import registers the built-in entries, imported when the registry is
+        # first used rather than with this module: the model zoo imports torch, which commands
+        # that never look a model up (``hpsearch --help``, ``hpsearch studies``) must not pay for.
+        self._builtins = tuple(builtins)
+        self._loading = False
+
+    def _load_builtins(self) -> None:
+        if not self._builtins or self._loading:
+            return  # loaded, or loading: the built-in modules' own registrations land here
+        self._loading = True
+        try:
+            for module in self._builtins:
+                importlib.import_module(module)
+            self._builtins = ()
+        finally:
+            self._loading = False
 
     def add(self, name: str, entry: T, origin: str | None = None) -> T:
+        self._load_builtins()  # a name the built-ins take is taken even before they are listed
         origin = origin or code_origin(entry)
         if name in self._entries and self._origins[name] != origin:
             raise ValueError(f"a {self.kind} named {name!r} is already registered (by {self._origins[name]})")
@@ -103,26 +122,34 @@ class Registry(Generic[T]):
 
     def origin(self, name: str) -> str | None:
         """``module.qualname`` of the code that registered ``name``."""
+        self._load_builtins()
         return self._origins.get(name)
 
     def names(self) -> list[str]:
+        self._load_builtins()
         return sorted(self._entries)
 
     def remove(self, name: str) -> None:
+        self._load_builtins()
         self._entries.pop(name, None)
         self._origins.pop(name, None)
 
     def get(self, name: str) -> T:
+        self._load_builtins()
         try:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(sorted(self._entries))}") from None
 
     def all(self) -> list[T]:
+        self._load_builtins()
         return [self._entries[n] for n in sorted(self._entries)]
 
 
-_MODELS: Registry[ModelSpec] = Registry("model")
+# The zoo's modules, imported in this order when the registry is first used.
+_MODELS: Registry[ModelSpec] = Registry(
+    "model", [f"hpsearch.models.{m}" for m in ("tfn", "transformer", "tfn_regressor", "recurrent", "convolutional", "sequence")]
+)
 
 
 def register_model(

@@ -1,8 +1,29 @@
 """The CLI, the Python API and the study orchestrator: sweep grammar, samplers and pruners, the objective."""
 
-from hpsearch.search.api import load_model, search
-from hpsearch.search.errors import UsageError
-from hpsearch.search.spec import ResolvedSpec, StudySpec, resolve
-from hpsearch.search.sweep import Sweep, SweepParam, parse_sweep
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each name's module, imported when the name is first used: ``hpsearch`` (search.cli) starts
+# by importing this package, and its ``--help`` must not wait for torch and Optuna.
+_EXPORTS = {
+    "load_model": "api", "search": "api",
+    "UsageError": "errors",
+    "ResolvedSpec": "spec", "StudySpec": "spec", "resolve": "spec",
+    "Sweep": "sweep", "SweepParam": "sweep", "parse_sweep": "sweep",
+}
 
 __all__ = ["ResolvedSpec", "StudySpec", "Sweep", "SweepParam", "UsageError", "load_model", "parse_sweep", "resolve", "search"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

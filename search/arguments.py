@@ -8,7 +8,7 @@ from typing import Any, NoReturn, Sequence
 from hpsearch.models import HyperParam
 from hpsearch.search.errors import UsageError
 from hpsearch.trainers.config import FLAG_SETTINGS
-from hpsearch.trainers.tasks import list_tasks
+from hpsearch.trainers.task_registry import list_tasks
 
 
 class ArgumentParser(argparse.ArgumentParser):

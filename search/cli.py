@@ -8,12 +8,9 @@ import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import optuna
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
-from hpsearch.search import workers
 from hpsearch.search.arguments import (
     ArgumentParser,
     add_plugin_argument,
@@ -24,32 +21,20 @@ from hpsearch.search.arguments import (
     training_settings,
 )
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
-from hpsearch.search.orchestrator import Orchestrator
+from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins, user_origin
-from hpsearch.search.probe import probe_models
-from hpsearch.search.results import format_results_table
 from hpsearch.search.signals import Interrupted, graceful_interrupts
-from hpsearch.search.spec import (
-    DEFAULT_N_TRIALS,
-    PRUNERS,
-    SAMPLERS,
-    ResolvedSpec,
-    StudySpec,
-    check_task_options,
-    resolve,
-)
+from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec, check_task_options, resolve
 from hpsearch.search.study_file import merge, read_study_file
-from hpsearch.search.workers import (
-    add_heartbeat_arguments,
-    describe_queue,
-    heartbeat_from,
-    run_local_workers,
-    use_device,
-    worker_devices,
-)
-from hpsearch.storage.urls import mask_password
+from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.config import TRAINER_PARAMS
-from hpsearch.trainers.tasks import list_tasks
+from hpsearch.trainers.task_registry import list_tasks
+
+if TYPE_CHECKING:
+    from hpsearch.search.spec import ResolvedSpec
+
+# Modules that import torch, Optuna, the storage layer or plotly are imported by the functions
+# that use them: every command, --help included, would otherwise wait seconds for them.
 
 EXAMPLES = """\
 examples:
@@ -150,6 +135,8 @@ def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpe
     ``where`` says how the user gave each task option (a flag, or a study file's key), so an
     error names it; flags by default.
     """
+    from hpsearch.search.probe import probe_models
+
     load_plugins(spec.plugins)
     check_task_options(spec, where or {name: flags(name)[0] for name in spec.task_options})
     resolved = resolve(spec)
@@ -223,6 +210,11 @@ def overrides_from(spec: StudySpec, given: set[str]) -> dict[str, Any]:
 
 def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None) -> int:
     """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results."""
+    from hpsearch.search.orchestrator import Orchestrator
+    from hpsearch.search.results import format_results_table
+    from hpsearch.search.workers import run_local_workers, use_device, worker_devices
+    from hpsearch.storage.urls import mask_password
+
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
     devices = worker_devices(args.devices, args.workers, spec.train.get("device", "auto"))
@@ -247,6 +239,9 @@ def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
     parser = build_search_parser(prog="hpsearch create", description="Create a study that holds a whole search, for workers to run.")
     args = parser.parse_args(argv)
+    from hpsearch.search.orchestrator import Orchestrator
+    from hpsearch.search.workers import describe_queue
+
     if args.workers != 1 or args.devices is not None:
         raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU)")
     orchestrator = Orchestrator(prepare(spec_from_args(args)), progress=False, heartbeat=heartbeat_from(args))
@@ -324,7 +319,7 @@ def _allowed(param: HyperParam) -> str:
 
 
 def _imported(module: str, function: str) -> Callable[[Sequence[str]], int]:
-    """A subcommand imported when it runs: optuna-dashboard and plotly would slow every other command."""
+    """A subcommand imported when it runs: what it imports (torch, Optuna, plotly, ...) would slow every other command."""
 
     def run(argv: Sequence[str]) -> int:
         return getattr(importlib.import_module(f"hpsearch.search.{module}"), function)(argv)
@@ -341,9 +336,9 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "export": _imported("tables_cli", "export_main"),
     "lr-find": _imported("lr_find_cli", "lr_find_main"),
     "create": create_main,
-    "worker": workers.worker_main,
+    "worker": _imported("worker_cli", "worker_main"),
     "dashboard": _imported("dashboard_cli", "dashboard_main"),
-    "report": _imported("report", "report_main"),
+    "report": _imported("report_cli", "report_main"),
     "doctor": _imported("doctor_cli", "doctor_main"),
 }
 
@@ -351,11 +346,8 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpsearch`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The CLI speaks for itself: Optuna's per-trial log lines, its tracebacks of failed trials
-    # (the objective prints those once, with the reason) and experimental-API notices would
-    # bury the epoch lines.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if not {"-h", "--help"} & set(argv) and (not argv or argv[0] not in WITHOUT_OPTUNA):
+        _quiet_optuna()
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]](argv[1:])
@@ -363,12 +355,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"hpsearch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except DatabaseUnavailable as error:
+        # Past --db-timeout: a run-time failure, not bad input. Finished trials are in the study,
+        # and a running one is left to its heartbeat retry.
+        print(f"hpsearch: error: {error}; stopped after --db-timeout, finished trials are kept", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except Interrupted as interrupt:
         print(f"hpsearch: stopped by {interrupt.signal_name}; the running trial is recorded as failed, finished trials are kept", file=sys.stderr)
         return interrupt.exit_code
     except KeyboardInterrupt:
         print("hpsearch: interrupted; finished trials are kept in the study", file=sys.stderr)
         return 130
+
+
+# Commands that never touch Optuna; they, and every --help, skip importing it (a third of a second).
+WITHOUT_OPTUNA = frozenset({"models", "tasks", "doctor"})
+
+
+def _quiet_optuna() -> None:
+    """The CLI speaks for itself: Optuna's per-trial log lines, its tracebacks of failed trials (the
+    objective prints those once, with the reason) and experimental-API notices would bury the epoch lines."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 if __name__ == "__main__":

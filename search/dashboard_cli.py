@@ -3,6 +3,8 @@
 The database is opened the way the reading commands open it: a SQLite file that does not
 exist is an error (never a new empty database), and no table is created or migrated. The
 dashboard's own buttons (notes, deleting a study) still write: it is read-mostly, not read-only.
+optuna-dashboard and the storage layer are imported once the arguments are parsed: ``--help``
+must not wait for them.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from types import FrameType
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-import optuna
-import optuna_dashboard
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.tables_cli import STORAGE_HELP, read_only_storage, usage_errors
-from hpsearch.storage.export import read_connection
-from hpsearch.storage.urls import mask_password, resolve_storage_url
+
+if TYPE_CHECKING:
+    import optuna
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -69,6 +70,8 @@ def build_parser() -> ArgumentParser:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna storage on an existing study database; creates no file, table or row."""
+    from hpsearch.storage.export import read_connection
+
     with usage_errors(url), read_connection(url):
         pass  # checks that the file exists, the server answers, and Optuna's tables are there
     return read_only_storage(url)
@@ -115,6 +118,10 @@ def _sigterm_stops() -> Iterator[None]:
 def dashboard_main(argv: Sequence[str]) -> int:
     """``hpsearch dashboard``: serve optuna-dashboard until interrupted; exit 0 on Ctrl-C or SIGTERM."""
     args = build_parser().parse_args(argv)
+    import optuna_dashboard
+
+    from hpsearch.storage.urls import mask_password, resolve_storage_url
+
     url = resolve_storage_url(args.storage)
     storage = open_storage(url)
     try:

@@ -6,8 +6,8 @@ from typing import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.trainers.hardware import DEVICES, resolve_device
-from hpsearch.trainers.precision import SPEEDUP, cache_dir, peak_flops, precision_choice
+from hpsearch.trainers.config import DEVICES
+from hpsearch.trainers.hardware import resolve_device
 
 
 def doctor_main(argv: Sequence[str]) -> int:
@@ -20,6 +20,9 @@ def doctor_main(argv: Sequence[str]) -> int:
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
     parser.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
     args = parser.parse_args(argv)
+    # Imported here: torch (trainers.precision imports it) would make --help wait.
+    from hpsearch.trainers.precision import SPEEDUP, cache_dir, peak_flops, precision_choice
+
     try:
         device = resolve_device(args.device)
     except ValueError as error:

@@ -1,11 +1,13 @@
-"""``hpsearch lr-find``: the LR range test for one model configuration, with a plot."""
+"""``hpsearch lr-find``: the LR range test for one model configuration, with a plot.
+
+The trainer (torch) and plotly are imported once the arguments are parsed: ``--help`` must not
+wait for them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
-import plotly.graph_objects as go
+from typing import TYPE_CHECKING, Sequence
 
 from hpsearch.models import build_model
 from hpsearch.search.arguments import (
@@ -17,11 +19,11 @@ from hpsearch.search.arguments import (
     training_settings,
 )
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.objective import TRAIN_SETTING_NAMES
 from hpsearch.search.plugins import load_plugins, plugin_key, preload_plugins
 from hpsearch.search.spec import StudySpec, check_task_options, resolve
-from hpsearch.trainers.lr_finder import LRFinderResult, find_lr
-from hpsearch.trainers.trainer import Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from hpsearch.trainers.lr_finder import LRFinderResult
 
 
 def build_parser() -> ArgumentParser:
@@ -64,6 +66,10 @@ def lr_find_main(argv: Sequence[str]) -> int:
         train=training_settings(args)[0],
         plugins=tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
     )
+    from hpsearch.search.objective import TRAIN_SETTING_NAMES
+    from hpsearch.trainers.lr_finder import find_lr
+    from hpsearch.trainers.trainer import Trainer, seed_everything
+
     load_plugins(spec.plugins)
     check_task_options(spec, {name: f"--{name.replace('_', '-')}" for name in spec.task_options})
     resolved = resolve(spec)
@@ -86,6 +92,8 @@ def lr_find_main(argv: Sequence[str]) -> int:
 
 def write_plot(result: LRFinderResult, path: Path, title: str) -> None:
     """The smoothed loss against the LR on a log axis, the suggestion marked; one HTML file."""
+    import plotly.graph_objects as go
+
     figure = go.Figure(go.Scatter(x=result.lrs, y=result.losses, mode="lines", name="smoothed loss"))
     figure.add_vline(x=result.suggested, line_dash="dash", annotation_text=f"suggested {result.suggested:.3g}")
     figure.update_layout(title=title, xaxis_title="learning rate", yaxis_title="smoothed training loss", xaxis_type="log")

@@ -15,11 +15,14 @@ from tqdm.auto import tqdm
 
 from hpsearch.models.registry import model_origin
 from hpsearch.search.errors import UsageError
-from hpsearch.search.objective import Objective
+from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.spec import ResolvedSpec, StudySpec
 from hpsearch.storage.engine import QueuedRDBStorage, QueueEmpty, open_optuna_storage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry, database_reason
+
+__all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_storage"]
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 
 SPEC_ATTR = "hpsearch.spec"
@@ -32,15 +35,6 @@ POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
-class Heartbeat:
-    """Optuna's RDB heartbeat: a trial silent for ``grace_period`` seconds is failed and retried."""
-
-    interval: int = 10
-    grace_period: int = 30
-    max_retry: int = 3
-
-
-@dataclass(frozen=True)
 class SearchOutcome:
     """What one run of the trial loop did."""
 
@@ -50,17 +44,25 @@ class SearchOutcome:
     trials_failed: int
 
 
-def open_storage(url: str, heartbeat: Heartbeat | None = None) -> QueuedRDBStorage:
+def open_storage(
+    url: str, heartbeat: Heartbeat | None = None, echo: Callable[[str], None] | None = None, wait: bool = False
+) -> QueuedRDBStorage:
     """An Optuna storage on ``url``; an unreachable database is a ``UsageError`` naming it.
 
     With ``heartbeat``, trials of a killed worker are failed after the grace period and queued
-    again, keeping their intermediate values so the retry can resume from the checkpoint.
+    again, keeping their intermediate values so the retry can resume from the checkpoint, and
+    the storage's calls ride out outages of up to ``heartbeat.db_timeout`` seconds, saying so
+    through ``echo`` when one begins and ends. With ``wait`` (a worker: a scheduler may start it
+    while the server restarts), opening rides out a transient outage too, and only a database
+    that stays away past the timeout stops it (a final ``DatabaseUnavailable``, exit 1).
     """
     import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
 
-    options = {}
+    retry = DatabaseRetry(url, heartbeat.db_timeout if heartbeat else DEFAULT_DB_TIMEOUT_S, on_outage=echo, on_recovery=echo)
+    options: dict = {"retry": retry}
     if heartbeat is not None:
-        options = {
+        options |= {
             "heartbeat_interval": heartbeat.interval,
             "grace_period": heartbeat.grace_period,
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
@@ -68,10 +70,14 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> QueuedRDBStora
             ),
         }
     try:
+        if wait:
+            return retry.call(open_optuna_storage, url, **options)
         return open_optuna_storage(url, **options)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
         raise UsageError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
+    except StorageInternalError as error:  # Optuna's wrapper of a database error while it checks the schema
+        raise UsageError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None
 
 
 def budget_constraints(trial: FrozenTrial) -> list[float]:
@@ -111,6 +117,8 @@ class Orchestrator:
         self.echo = echo
         self.progress = progress
         self.heartbeat = heartbeat
+        # A worker process waits out a database that is away when it starts (open_storage's wait).
+        self.wait_for_database = False
         self.storage: QueuedRDBStorage | None = None
 
     @property
@@ -120,7 +128,7 @@ class Orchestrator:
     def open(self) -> optuna.Study:
         """Create the study, or load it if it holds the same search."""
         Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
-        self.storage = open_storage(self.storage_url, self.heartbeat)
+        self.storage = open_storage(self.storage_url, self.heartbeat, self.echo, wait=self.wait_for_database)
         resolved = self.resolved
         budgeted = resolved.spec.max_flops is not None or resolved.spec.max_params is not None
         study = optuna.create_study(
@@ -187,10 +195,17 @@ class Orchestrator:
         its heartbeat retry if that worker dies. After each trial, ``on_trial_end`` is called if
         given (and while waiting, so that it can follow other workers' trials), else this loop's
         own progress bar moves.
+
+        A trial this worker abandons (its heartbeat could not be stored for too long) is waited
+        for like a dead worker's; a database away past ``--db-timeout`` ends the loop with a final
+        ``DatabaseUnavailable``, the running trial left to its heartbeat retry.
         """
+        # Imported here: the objective imports torch, which hpsearch --help (it imports this module) must not wait for.
+        from hpsearch.search.objective import Objective, TrialAbandoned
+
         assert self.storage is not None, "open() the study first"  # open() has failed stale trials already
         deadline = None if self.spec.timeout is None else time.monotonic() + self.spec.timeout
-        epoch_table = EpochMetricsTable(self.storage_url)
+        epoch_table = EpochMetricsTable(self.storage_url, self.storage.retry)
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
         bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
         finished: list[TrialState] = []
@@ -221,6 +236,11 @@ class Orchestrator:
                     break  # n_trials run, or the timeout reached
                 except QueueEmpty:
                     pass  # the queue is empty; past it a grid would repeat a point, a budget would overrun
+                except TrialAbandoned as abandoned:
+                    self.echo(f"Trial {abandoned.number}: left RUNNING for its heartbeat retry: {abandoned.reason}")
+                    if abandoned.error is not None:
+                        raise abandoned.error from None
+                    # The wait below fails it once its heartbeat is stale, and queues its retry.
                 if not self._wait_for_queue(study, deadline, on_trial_end):
                     break
         finally:

@@ -24,7 +24,7 @@ from hpsearch.models import list_models
 from hpsearch.models.registry import model_origin, register_model
 from hpsearch.search.arguments import add_plugin_argument
 from hpsearch.search.errors import UsageError
-from hpsearch.trainers.tasks import list_tasks, register_task, task_origin
+from hpsearch.trainers.task_registry import list_tasks, register_task, task_origin
 
 ENTRY_POINT_GROUP = "hpsearch.plugins"
 

@@ -1,4 +1,8 @@
-"""``StudySpec``: everything that defines a search, checked before anything is written."""
+"""``StudySpec``: everything that defines a search, checked before anything is written.
+
+The checks that need torch or the storage layer import them where they run: the CLI builds its
+parsers from this module's names, and ``hpsearch --help`` must not wait for either.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,17 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import ModelSpec, build_model, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.plugins import user_origin
 from hpsearch.search.sweep import Sweep, parse_sweep
-from hpsearch.storage.urls import StorageURLError, parse_storage_url
 from hpsearch.trainers.config import SETTINGS, TrainConfig
-from hpsearch.trainers.hardware import choose_precision, resolve_device
-from hpsearch.trainers.optim import optimizer_names
-from hpsearch.trainers.step import takes_label_smoothing
-from hpsearch.trainers.tasks import Task, build_task, get_task
+from hpsearch.trainers.task_registry import build_task, get_task
+
+if TYPE_CHECKING:
+    from hpsearch.trainers.tasks import Task
 
 SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
 PRUNERS = ("percentile", "median", "sha", "hyperband", "wilcoxon", "none")
@@ -185,6 +186,8 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     for name in [*spec.train, *(["lr"] if spec.lr_finder else [])]:
         if any(p.name == name for p in sweep.params):
             raise UsageError(f"{name} is both fixed by --{name.replace('_', '-')} and swept; drop one of them")
+    from hpsearch.trainers.hardware import choose_precision, resolve_device
+
     try:
         device = resolve_device(train_config.device)
         choose_precision(train_config.precision, device)
@@ -256,6 +259,8 @@ def _check_settings(config: TrainConfig) -> None:
 
 
 def _check_optimizers(config: TrainConfig, sweep: Sweep) -> None:
+    from hpsearch.trainers.optim import optimizer_names
+
     swept = next((p.values or () for p in sweep.params if p.name == "optimizer"), ())
     for name in (config.optimizer, *swept):
         if name not in optimizer_names():
@@ -264,6 +269,8 @@ def _check_optimizers(config: TrainConfig, sweep: Sweep) -> None:
 
 def _check_label_smoothing(config: TrainConfig, sweep: Sweep, task: Task) -> None:
     """Label smoothing reaches a task's loss as a keyword; a loss without one cannot take it."""
+    from hpsearch.trainers.step import takes_label_smoothing
+
     smoothed = config.label_smoothing > 0 or any(p.name == "label_smoothing" for p in sweep.params)
     if smoothed and task.step is None and not takes_label_smoothing(task.loss):
         raise UsageError(f"task {task.name}'s loss takes no label_smoothing; drop --label-smoothing for this task")
@@ -272,6 +279,8 @@ def _check_label_smoothing(config: TrainConfig, sweep: Sweep, task: Task) -> Non
 def _check_storage(spec: StudySpec) -> None:
     if spec.storage is None:
         return
+    from hpsearch.storage.urls import StorageURLError, parse_storage_url
+
     try:
         parse_storage_url(spec.storage)
     except StorageURLError as error:
@@ -298,6 +307,8 @@ def _check_output_dir(path: Path) -> None:
 
 def _check_models_build(resolved: ResolvedSpec) -> None:
     """Build every grid point (or each model's defaults) on the meta device: no memory, no time."""
+    import torch
+
     sweep, data = resolved.sweep, resolved.task.data
     points = sweep.grid_points() if sweep.is_grid else [{"model": m} for m in sweep.models]
     for point in points:

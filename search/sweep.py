@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
-
-import optuna
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from hpsearch.models import HyperParam, ModelSpec
 from hpsearch.search.errors import UsageError
 from hpsearch.trainers.config import TRAINER_PARAMS
+
+if TYPE_CHECKING:
+    import optuna
 
 GRAMMAR = "name:v1,v2,...  or  name:low..high  or  name:low..high:log"
 

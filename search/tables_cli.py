@@ -2,6 +2,9 @@
 
 These commands only read: a storage URL naming a SQLite file that does not exist is an error,
 never a new empty database, and nothing is written before the input has been checked.
+
+Optuna and the storage layer are imported once the arguments are parsed: ``--help`` must not
+wait for them (``hpsearch.storage`` loads pandas, SQLAlchemy and Optuna).
 """
 
 from __future__ import annotations
@@ -10,24 +13,17 @@ import importlib.util
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-
-import optuna
+from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.results import format_results_table
-from hpsearch.storage.engine import DamagedDatabaseError, engine_options, sqlite_damage
-from hpsearch.storage.export import (
-    EXPORT_FORMATS,
-    ExportError,
-    export_study,
-    find_study,
-    read_connection,
-    study_summaries,
-)
-from hpsearch.storage.urls import StorageURLError, mask_password, resolve_storage_url
+
+if TYPE_CHECKING:
+    import optuna
 
 STORAGE_HELP = "study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db in the working directory)"
+# storage.export.EXPORT_FORMATS, repeated so that export --help needs no storage layer; a test holds them equal.
+EXPORT_FORMATS = ("csv", "parquet", "json")
 
 
 @contextmanager
@@ -39,6 +35,10 @@ def usage_errors(url: str = "") -> Iterator[None]:
     whatever can still be read can be exported; the search and the worker, which write,
     check every page first.
     """
+    from hpsearch.storage.engine import DamagedDatabaseError, sqlite_damage
+    from hpsearch.storage.export import ExportError
+    from hpsearch.storage.urls import StorageURLError
+
     try:
         yield
     except Exception as error:
@@ -60,6 +60,9 @@ def studies_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--storage", help=STORAGE_HELP)
     args = parser.parse_args(argv)
+    from hpsearch.storage.export import study_summaries
+    from hpsearch.storage.urls import mask_password, resolve_storage_url
+
     url = resolve_storage_url(args.storage)
     with usage_errors(url):
         summary = study_summaries(url)
@@ -74,6 +77,11 @@ def studies_main(argv: Sequence[str]) -> int:
 
 def read_only_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna storage on an existing database that creates no table and switches no journal mode."""
+    import optuna
+
+    from hpsearch.storage.engine import engine_options
+    from hpsearch.storage.urls import mask_password
+
     sa_url, engine_kwargs = engine_options(url)
     try:
         return optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
@@ -83,6 +91,8 @@ def read_only_storage(url: str) -> optuna.storages.RDBStorage:
 
 def _read_only_study(url: str, study_name: str) -> optuna.Study:
     """Load a study that is known to exist without creating tables or switching journal modes."""
+    import optuna
+
     return optuna.load_study(study_name=study_name, storage=read_only_storage(url))
 
 
@@ -98,6 +108,12 @@ def trials_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument("--metric", help="title of the value column (default: the metric the search monitored)")
     args = parser.parse_args(argv)
+    import optuna
+
+    from hpsearch.search.results import format_results_table
+    from hpsearch.storage.export import find_study, read_connection
+    from hpsearch.storage.urls import resolve_storage_url
+
     url = resolve_storage_url(args.storage)
 
     with usage_errors(url):
@@ -134,6 +150,9 @@ def export_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise UsageError("--format parquet needs pyarrow: pip install 'hpsearch[parquet]' (or use --format csv)")
+    from hpsearch.storage.export import export_study
+    from hpsearch.storage.urls import resolve_storage_url
+
     url = resolve_storage_url(args.storage)
     with usage_errors(url):
         paths = export_study(url, args.study, args.format, args.out)

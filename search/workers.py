@@ -11,43 +11,22 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import optuna
-import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from hpsearch.search.arguments import ArgumentParser
-from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
+from hpsearch.search.errors import EXIT_RUN_FAILED, UsageError
+from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.orchestrator import (
     FINISHED,
-    Heartbeat,
     Orchestrator,
     SearchOutcome,
-    load_spec,
-    open_storage,
 )
-from hpsearch.search.plugins import load_plugins
-from hpsearch.search.signals import graceful_interrupts
-from hpsearch.search.spec import ResolvedSpec, resolve
+from hpsearch.search.spec import ResolvedSpec
 from hpsearch.storage.urls import (
     STORAGE_ENV,
     mask_password,
-    resolve_storage_url,
-    sqlite_path,
 )
 from hpsearch.trainers.hardware import cuda_index, physical_gpu, resolve_device, visible_gpus
-
-
-def add_heartbeat_arguments(parser: ArgumentParser) -> None:
-    defaults = Heartbeat()
-    parser.add_argument("--heartbeat-interval", type=int, default=defaults.interval, help="seconds between a running trial's heartbeats (default: %(default)s)")
-    parser.add_argument("--grace-period", type=int, default=defaults.grace_period, help="seconds without a heartbeat before a trial counts as dead and is retried (default: %(default)s)")
-
-
-def heartbeat_from(args: object) -> Heartbeat:
-    interval, grace = args.heartbeat_interval, args.grace_period  # type: ignore[attr-defined]
-    if interval < 1 or grace <= interval:
-        raise UsageError(f"--grace-period ({grace}) must exceed --heartbeat-interval ({interval}), which must be at least 1")
-    return Heartbeat(interval, grace)
 
 
 def describe_queue(study: optuna.Study, planned: int, url: str) -> str:
@@ -116,6 +95,8 @@ def use_device(resolved: ResolvedSpec, device: str | None) -> ResolvedSpec:
     device (``torch.cuda.is_bf16_supported()``, say) ask the same GPU the trainer uses. The
     trainer's config is replaced after ``resolve``: its ``--device`` choices do not list ``cuda:N``.
     """
+    import torch
+
     if device is None:
         return resolved
     try:
@@ -153,6 +134,7 @@ def worker_launches(
         sys.executable, "-m", "hpsearch.search.cli", "worker", "--study", study_name,
         "--output-dir", output_dir, "--threads", str(threads), "--no-progress",
         "--heartbeat-interval", str(heartbeat.interval), "--grace-period", str(heartbeat.grace_period),
+        "--db-timeout", f"{heartbeat.db_timeout:g}",
     ]
     # The URL goes through the environment, not the command line, where `ps` would show a password.
     env = {**environ, STORAGE_ENV: storage_url}
@@ -177,6 +159,8 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
     ``orchestrator``'s trainer config (``use_device``): torch has started here, so an environment
     variable would come too late.
     """
+    import torch
+
     devices = list(devices) if devices is not None else [None] * n_workers
     if len(devices) != n_workers:
         raise ValueError(f"{len(devices)} devices for {n_workers} workers")
@@ -233,62 +217,3 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
             orchestrator.echo(f"Worker process {worker.pid} {how}.")
     ran = finished_since_start()
     return SearchOutcome(study, url, len(ran), sum(t.state == TrialState.FAIL for t in ran))
-
-
-def build_worker_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="hpsearch worker",
-        description="Run trials of a study made by hpsearch create (or hpsearch), until its grid is done or "
-        "it holds its number of trials. Start the same command on every machine; they share the work.",
-    )
-    parser.add_argument("--study", required=True, help="the study's name")
-    parser.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)")
-    parser.add_argument("--n-trials", "--n_trials", type=int, help="stop after this many trials of this worker")
-    parser.add_argument("--output-dir", "--output_dir", help="checkpoint root shared by all workers (default: the study's)")
-    parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--device", help="this worker's device: cuda:N (one GPU of this machine), cuda, cpu, mps or auto "
-                        "(default: the study's --device)")
-    add_heartbeat_arguments(parser)
-    return parser
-
-
-def worker_main(argv: Sequence[str]) -> int:
-    """``hpsearch worker``: load a study's stored search and run its trials.
-
-    ``--device cuda:1`` makes ``cuda:1`` the trainer's device (and this process's current CUDA
-    device); it does not set ``CUDA_VISIBLE_DEVICES=1`` here. CUDA reads that variable once, when
-    it starts in a process, and any earlier CUDA call (an import, a plugin, a device check) would
-    make a late setting silently ineffective; and ``cuda:1`` already means the second GPU this
-    process sees, also under a scheduler's ``CUDA_VISIBLE_DEVICES``. ``--workers`` sets the
-    variable only for the processes it starts, before they exist.
-    """
-    args = build_worker_parser().parse_args(argv)
-    if args.n_trials is not None and args.n_trials < 1:
-        raise UsageError(f"--n-trials must be at least 1 (got {args.n_trials})")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
-    if args.device is not None:
-        try:
-            resolve_device(args.device)  # here, before the study is touched; use_device applies it
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    heartbeat = heartbeat_from(args)
-    url = resolve_storage_url(args.storage)
-    database = sqlite_path(url)
-    if database is not None and not database.exists():
-        raise UsageError(f"no study database at {database}; pass --storage, or create the study with hpsearch create")
-    try:
-        stored = optuna.load_study(study_name=args.study, storage=open_storage(url))
-    except KeyError:
-        raise UsageError(f"no study named {args.study!r} in {mask_password(url)}; see hpsearch studies") from None
-    spec = dataclasses.replace(load_spec(stored), storage=url, output_dir=args.output_dir or load_spec(stored).output_dir)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
-    resolved = use_device(resolve(spec), args.device)
-    orchestrator = Orchestrator(resolved, progress=not args.no_progress, heartbeat=heartbeat, seeded_sampler=False)
-    with graceful_interrupts():
-        outcome = orchestrator.work(orchestrator.open(), args.n_trials)
-    print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed.")
-    return EXIT_RUN_FAILED if outcome.trials_failed else EXIT_OK

@@ -3,39 +3,33 @@
 Optuna's private API and table layout are used in ``optuna_seam`` only.
 """
 
-from hpsearch.storage.engine import create_engine, open_optuna_storage
-from hpsearch.storage.epoch_metrics import EpochMetricsTable, delete_study
-from hpsearch.storage.export import (
-    ExportError,
-    StorageReadError,
-    UnknownStudyError,
-    epochs_frame,
-    export_study,
-    study_summaries,
-    trials_frame,
-)
-from hpsearch.storage.optuna_seam import trial_id
-from hpsearch.storage.retry import DatabaseRetry, DatabaseUnavailable, is_transient
-from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url, resolve_storage_url
+from __future__ import annotations
 
-__all__ = [
-    "DatabaseRetry",
-    "DatabaseUnavailable",
-    "EpochMetricsTable",
-    "ExportError",
-    "StorageReadError",
-    "StorageURLError",
-    "UnknownStudyError",
-    "create_engine",
-    "delete_study",
-    "epochs_frame",
-    "export_study",
-    "is_transient",
-    "mask_password",
-    "open_optuna_storage",
-    "parse_storage_url",
-    "resolve_storage_url",
-    "study_summaries",
-    "trial_id",
-    "trials_frame",
-]
+import importlib
+from typing import Any
+
+# Each name's module, imported when the name is first used: importing one light module of this
+# package (``retry``, ``urls``) must not load pandas, SQLAlchemy and Optuna for the CLI's --help.
+_EXPORTS = {
+    "create_engine": "engine", "open_optuna_storage": "engine",
+    "EpochMetricsTable": "epoch_metrics", "delete_study": "epoch_metrics",
+    "ExportError": "export", "StorageReadError": "export", "UnknownStudyError": "export",
+    "epochs_frame": "export", "export_study": "export", "study_summaries": "export", "trials_frame": "export",
+    "trial_id": "optuna_seam",
+    "DatabaseRetry": "retry", "DatabaseUnavailable": "retry", "is_transient": "retry",
+    "StorageURLError": "urls", "mask_password": "urls", "parse_storage_url": "urls", "resolve_storage_url": "urls",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -335,7 +335,7 @@ def study_summaries(url: str) -> pd.DataFrame:
     ``study.set_metric_names`` or the metric an hpsearch run monitors, else empty.
     """
     with read_connection(url) as connection:
-        run = lambda query: connection.execute(query).all()  # noqa: E731
+        run = lambda query: connection.execute(query).all()
         s, d, t, v = STUDIES, STUDY_DIRECTIONS, TRIALS, TRIAL_VALUES
         studies = run(sa.select(s.c.study_id, s.c.study_name).order_by(s.c.study_id))
         directions = run(sa.select(d.c.study_id, d.c.direction).order_by(d.c.study_id, d.c.objective))

@@ -1,18 +1,37 @@
 """The shared torch trainer and what it needs: tasks, data, steps, metrics, optimizers, LR schedules, FLOPs meter."""
 
-from hpsearch.trainers.config import TRAINER_PARAMS, TrainConfig
-from hpsearch.trainers.data import BatchSource, DataError
-from hpsearch.trainers.metrics import MeanOf, MetricSet
-from hpsearch.trainers.optim import register_optimizer
-from hpsearch.trainers.records import EpochRecord, format_epoch_line
-from hpsearch.trainers.schedule import LRSchedule
-from hpsearch.trainers.step import Step, StepOutput, call_model, split_batch
-from hpsearch.trainers.tasks import Task, TaskSpec, build_task, get_task, list_tasks, register_task
-from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, count_parameters, seed_everything
+from __future__ import annotations
 
-__all__ = [
-    "TRAINER_PARAMS", "BatchSource", "DataError", "DivergenceError", "EpochRecord", "FitResult", "LRSchedule", "MeanOf",
-    "MetricSet", "Step", "StepOutput", "Task", "TaskSpec", "TrainConfig", "Trainer", "build_task", "call_model",
-    "count_parameters", "format_epoch_line", "get_task", "list_tasks", "register_optimizer", "register_task",
-    "seed_everything", "split_batch",
-]
+import importlib
+from typing import Any
+
+# Each name's module, imported when the name is first used: ``hpsearch --help`` reads the
+# settings' and tasks' declarations from this package, and must not wait for torch.
+_EXPORTS = {
+    "TRAINER_PARAMS": "config", "TrainConfig": "config",
+    "BatchSource": "data", "DataError": "data",
+    "MeanOf": "metrics", "MetricSet": "metrics",
+    "register_optimizer": "optim",
+    "EpochRecord": "records", "format_epoch_line": "records",
+    "LRSchedule": "schedule",
+    "Step": "step", "StepOutput": "step", "call_model": "step", "split_batch": "step",
+    "Task": "tasks",
+    "TaskSpec": "task_registry", "build_task": "task_registry", "get_task": "task_registry",
+    "list_tasks": "task_registry", "register_task": "task_registry",
+    "DivergenceError": "trainer", "FitResult": "trainer", "Trainer": "trainer", "count_parameters": "trainer",
+    "seed_everything": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

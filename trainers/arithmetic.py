@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hpsearch.models import DataSpec, HyperParam
+from hpsearch.models import DataSpec
 from hpsearch.trainers.metrics import MeanOf
-from hpsearch.trainers.tasks import Task, _split, register_task
+from hpsearch.trainers.tasks import Task, _split
 
 TIMES, EQUALS = 10, 11  # token ids after the ten digits
 VOCAB_SIZE = 12
@@ -75,15 +75,3 @@ def multiplication(digits: int, dataset_size: int, data_seed: int) -> Task:
         loss=_digit_loss,
         metrics={"val_digit_acc": lambda: MeanOf(_digit_accuracy), "val_exact_match": lambda: MeanOf(_exact_match)},
     )
-
-
-MULTIPLICATION_OPTIONS = (
-    # 9 digits keeps every product below 10**18, inside int64.
-    HyperParam("digits", "int", 2, "digits of each operand (2: 0..99)", low=1, high=9),
-    HyperParam("dataset_size", "int", 4000, "examples, 20% held out for validation", low=10),
-    HyperParam("data_seed", "int", 0, "seed of the generated data"),
-)
-
-register_task(
-    "multiplication", multiplication, MULTIPLICATION_OPTIONS, multiplication.__doc__.splitlines()[0]
-)

@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from hpsearch.models import HyperParam
-from hpsearch.trainers.hardware import DEVICES, PRECISIONS
+from hpsearch.models.schema import HyperParam
 from hpsearch.trainers.schedule import SCHEDULERS
+
+# The choices of --precision and --device, declared with the settings (trainers.hardware says
+# what each means): the CLI builds its flags from this module without importing torch.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def setting(

@@ -48,12 +48,6 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-with warnings.catch_warnings():
-    # Importing fvcore.nn scripts its loss functions with the deprecated torch.jit.script.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.script")
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import conv_flop_count, conv_flop_jit, einsum_flop_jit, get_shape
-
 from hpsearch.models.tfn import DiffusionStep, FieldKernel
 from hpsearch.trainers.calls import Call, PositionalAdapter, signature, tensors_of
 from hpsearch.trainers.step import call_model
@@ -73,7 +67,13 @@ _IGNORED_OPS = ("layer_norm", "group_norm", "batch_norm", "instance_norm", "soft
 Key = tuple[tuple[int, ...], torch.dtype]
 
 
+# fvcore is imported by the first count (``FlopsMeter._trace``), not with this module: a search
+# imports the meter before its first trial starts, and fvcore would only delay that.
+
+
 def _shape(value: Any) -> list[int]:
+    from fvcore.nn.jit_handles import get_shape
+
     shape = get_shape(value)
     if shape is None:
         raise ValueError("fvcore's trace lacks a tensor shape the FLOPs meter needs")
@@ -107,10 +107,14 @@ def _product(a: int, b: int, handle: Callable[[list[Any], list[Any]], Any] | Non
 
 
 def _conv_mode_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    from fvcore.nn.jit_handles import conv_flop_count
+
     return int(conv_flop_count(_shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])))
 
 
 def _einsum(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+    from fvcore.nn.jit_handles import einsum_flop_jit
+
     operands = list(inputs[1].node().inputs())
     return _counts(int(einsum_flop_jit(inputs, outputs)), sum(map(_needs_grad, operands)))
 
@@ -126,11 +130,15 @@ def _sdpa(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
 
 
 def _elementwise(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+    from fvcore.nn.jit_handles import get_shape
+
     shape = get_shape(outputs[0])  # None for arithmetic on Python numbers (sizes), which is free
     return CounterT({"elementwise": math.prod(shape) if shape is not None else 0})
 
 
 def _op_handles() -> dict[str, Any]:
+    from fvcore.nn.jit_handles import conv_flop_jit
+
     handles: dict[str, Any] = {
         "aten::linear": _product(0, 1),
         "aten::matmul": _product(0, 1),
@@ -410,6 +418,10 @@ class FlopsMeter:
             return ForwardCount(forward, 0, 2 * forward)
 
     def _trace(self, root: nn.Module, args: tuple[torch.Tensor, ...], prefix: str) -> ForwardCount:
+        with warnings.catch_warnings():
+            # Importing fvcore.nn scripts its loss functions with the deprecated torch.jit.script.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.script")
+            from fvcore.nn import FlopCountAnalysis
         analysis = (
             FlopCountAnalysis(root, args)
             .clear_op_handles()

@@ -1,4 +1,9 @@
-"""Device and precision choice: what ``--device auto`` and ``--precision auto`` mean."""
+"""Device and precision choice: what ``--device auto`` and ``--precision auto`` mean.
+
+torch is imported by the functions that ask it something, not with the module:
+``search.workers`` imports this module, and every ``hpsearch`` command that takes the worker
+flags imports ``search.workers`` to build its parser; ``--help`` must not wait for torch.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,13 @@ import contextlib
 import os
 import re
 from collections.abc import Mapping
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
-import torch
+from hpsearch.trainers.config import DEVICES, PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
 
 
@@ -24,6 +29,8 @@ def cuda_index(name: str) -> int | None:
 
 def visible_gpus() -> int:
     """How many CUDA devices this process sees (after ``CUDA_VISIBLE_DEVICES``); 0 without CUDA."""
+    import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -39,6 +46,8 @@ def physical_gpu(index: int, environ: Mapping[str, str] = os.environ) -> str:
 
 def device_label(device: torch.device) -> str:
     """The device as the machine names it, for the ``worker`` user attribute: ``cpu``, ``cuda:3``, ..."""
+    import torch
+
     if device.type != "cuda":
         return str(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -47,6 +56,8 @@ def device_label(device: torch.device) -> str:
 
 def resolve_device(requested: str) -> torch.device:
     """``auto`` picks CUDA, then MPS, then the CPU; a named device (``cuda:N`` too) must be present."""
+    import torch
+
     index = cuda_index(requested)
     if index is not None:
         count = visible_gpus()
@@ -91,9 +102,13 @@ def autocast(precision: str, device: torch.device) -> ContextManager[object]:
     """The autocast context for ``precision`` (a no-op for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A gradient scaler, enabled only for fp16, whose small range needs one."""
+    import torch
+
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

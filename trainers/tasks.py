@@ -1,4 +1,8 @@
-"""Tasks: data, loss and metrics, chosen by name with ``--task``."""
+"""Tasks: data, loss and metrics, chosen by name with ``--task``; the two synthetic token tasks.
+
+The registry and every built-in task's options live in ``trainers.task_registry``, which
+imports no torch; its names are importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hpsearch.models import DataSpec, HyperParam
-from hpsearch.models.registry import Registry, code_origin
-from hpsearch.models.schema import resolve_values
 from hpsearch.trainers.data import Split, check_split
 from hpsearch.trainers.metrics import make_metric, metric_direction
 from hpsearch.trainers.step import Step, StepFn, supervised_step
+from hpsearch.trainers.task_registry import (  # noqa: F401  the registry's names, importable from here as before
+    TaskSpec,
+    build_task,
+    get_task,
+    list_tasks,
+    register_task,
+    task_origin,
+)
 
 
 @dataclass(frozen=True)
@@ -66,54 +76,6 @@ class Task:
         """Every metric's direction (``maximize``/``minimize``), declared or taken from the metric."""
         return {name: metric_direction(make_metric(entry, name), self.metric_directions.get(name))
                 for name, entry in self.metrics.items()}
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A registered task: ``build(**options)`` makes the ``Task``."""
-
-    name: str
-    build: Callable[..., Task]
-    options: tuple[HyperParam, ...]
-    description: str = ""
-
-    def resolve(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults with every option given applied on top; an unknown option is an error."""
-        return resolve_values(self.options, overrides, f"task {self.name!r}", "option")
-
-
-_TASKS: Registry[TaskSpec] = Registry("task")
-
-
-def register_task(
-    name: str, build: Callable[..., Task], options: tuple[HyperParam, ...] | list[HyperParam], description: str = ""
-) -> TaskSpec:
-    """Add a task: ``build(**options)`` returns the ``Task``; ``options`` are its settings' schema.
-
-    Registering the same name again from the same code replaces the task; a name taken by other
-    code is an error.
-    """
-    return _TASKS.add(name, TaskSpec(name, build, tuple(options), description), code_origin(build))
-
-
-def get_task(name: str) -> TaskSpec:
-    """The registered task called ``name`` (``KeyError`` naming the known ones if absent)."""
-    return _TASKS.get(name)
-
-
-def task_origin(name: str) -> str | None:
-    """``module.qualname`` of the builder registered as ``name`` (None if there is none)."""
-    return _TASKS.origin(name)
-
-
-def list_tasks() -> list[TaskSpec]:
-    """Every registered task, by name."""
-    return _TASKS.all()
-
-
-def build_task(name: str, options: Mapping[str, Any]) -> Task:
-    spec = get_task(name)
-    return spec.build(**spec.resolve(options))
 
 
 def classification_loss(outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -180,23 +142,3 @@ def synthetic_parity(dataset_size: int, seq_len: int, vocab_size: int, num_class
     tokens = torch.randint(0, vocab_size, (dataset_size, seq_len), generator=g)
     labels = tokens.sum(dim=1) % num_classes
     return _classification_task("synthetic_parity", tokens, labels, vocab_size, num_classes)
-
-
-def _token_options(seq_len: int) -> tuple[HyperParam, ...]:
-    return (
-        HyperParam("dataset_size", "int", 4000, "examples, 20% held out for validation", low=10),
-        HyperParam("seq_len", "int", seq_len, "tokens per example", low=2),
-        HyperParam("vocab_size", "int", 32, "distinct token ids", low=2),
-        HyperParam("num_classes", "int", 4, "labels", low=2),
-        HyperParam("data_seed", "int", 0, "seed of the generated data"),
-    )
-
-
-register_task("synthetic_tokens", synthetic_tokens, _token_options(32), synthetic_tokens.__doc__.splitlines()[0])
-register_task("synthetic_parity", synthetic_parity, _token_options(32), synthetic_parity.__doc__.splitlines()[0])
-
-
-# Tasks in their own modules register themselves on import; they import this module, so they
-# come last, once everything above exists.
-from hpsearch.trainers import arithmetic as _arithmetic  # noqa: E402,F401  isort: skip
-from hpsearch.trainers import timeseries as _timeseries  # noqa: E402,F401  isort: skip

@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hpsearch.models import DataSpec, HyperParam
-from hpsearch.trainers.tasks import Task, register_task
-
-FEATURE_SETS = ("target", "all")
+from hpsearch.models import DataSpec
+from hpsearch.trainers.tasks import Task
 
 
 def read_series(path: str, target: str, features: str) -> Tensor:
@@ -146,19 +144,3 @@ def csv_timeseries(
         loss=_mse_loss,
         metrics={"val_mse": _mean_squared_error, "val_mae": _mean_absolute_error},
     )
-
-
-CSV_TIMESERIES_OPTIONS = (
-    HyperParam("data", "str", "", "path of the CSV file, one row per time step"),
-    HyperParam("target", "str", "OT", "numeric column to forecast"),
-    # The target alone by default: on ETTh1 it forecasts OT better than all seven columns do.
-    HyperParam("features", "choice", "target", "inputs: the target alone, or every numeric column", choices=FEATURE_SETS),
-    HyperParam("window", "int", 96, "time steps the model sees", low=1),
-    HyperParam("horizon", "int", 24, "time steps it forecasts", low=1),
-    HyperParam("stride", "int", 1, "time steps between the starts of consecutive windows", low=1),
-    # Train / validation / test 0.6 / 0.2 / 0.2 by time: the proportions of ETTh1's usual 12/4/4 months.
-    HyperParam("val_fraction", "float", 0.2, "share of the rows, after training, for validation", low=0.01, high=0.9),
-    HyperParam("test_fraction", "float", 0.2, "share of the last rows held out for testing", low=0.0, high=0.9),
-)
-
-register_task("csv_timeseries", csv_timeseries, CSV_TIMESERIES_OPTIONS, csv_timeseries.__doc__.splitlines()[0])

@@ -13,9 +13,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.search import report
+from hpsearch.search import report_cli
 from hpsearch.search.errors import UsageError
-from hpsearch.search.report import pareto_mask, report_main, report_sections
+from hpsearch.search.report import pareto_mask, report_sections
+from hpsearch.search.report_cli import report_main
 from hpsearch.storage import EpochMetricsTable, open_optuna_storage, trial_id, trials_frame
 from tests.browser import Page, browser  # noqa: F401  (browser is a fixture)
 from tests.search.conftest import TINY, hpsearch_command
@@ -218,7 +219,7 @@ def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(sqlite_url, 
     def full_disk(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", full_disk)
+    monkeypatch.setattr(report_cli.os, "replace", full_disk)
     with pytest.raises(UsageError, match="cannot write --out .*No space left on device"):
         report_main(["--study", study_name, "--storage", sqlite_url, "--out", str(out)])
 

@@ -58,3 +58,18 @@ def test_bad_options_are_rejected():
         build_task("synthetic_tokens", {"vocab_size": 3, "num_classes": 4})
     with pytest.raises(KeyError, match="unknown task"):
         get_task("nope")
+
+
+def test_built_in_declarations_match_their_builders():
+    # The declarations live apart from the code (trainers.task_registry imports no torch).
+    import importlib
+    import inspect
+
+    from hpsearch.trainers.task_registry import BuiltinBuilder
+
+    for spec in list_tasks():
+        if not isinstance(spec.build, BuiltinBuilder):
+            continue
+        function = getattr(importlib.import_module(spec.build.module), spec.build.function)
+        assert list(inspect.signature(function).parameters) == [o.name for o in spec.options], spec.name
+        assert spec.description == function.__doc__.splitlines()[0], spec.name

@@ -1,0 +1,45 @@
+"""A worker's liveness settings, and their flags: the heartbeat, the grace period and ``--db-timeout``.
+
+Kept apart from the orchestrator, which imports Optuna and the storage layer, so that building
+any parser (``hpsearch --help`` included) imports neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.errors import UsageError
+from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How a worker shows it is alive, and how long it waits for the database.
+
+    Optuna's RDB heartbeat: a trial silent for ``grace_period`` seconds is failed and retried
+    (``max_retry`` times). A worker rides out a database outage of up to ``db_timeout`` seconds,
+    but stops training a trial whose heartbeat it could not store for ``grace_period -
+    interval`` seconds, before another worker can take it over.
+    """
+
+    interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
+    db_timeout: float = DEFAULT_DB_TIMEOUT_S
+
+
+def add_heartbeat_arguments(parser: ArgumentParser) -> None:
+    defaults = Heartbeat()
+    parser.add_argument("--heartbeat-interval", type=int, default=defaults.interval, help="seconds between a running trial's heartbeats (default: %(default)s)")
+    parser.add_argument("--grace-period", type=int, default=defaults.grace_period, help="seconds without a heartbeat before a trial counts as dead and is retried (default: %(default)s)")
+    parser.add_argument("--db-timeout", type=float, default=defaults.db_timeout, help="seconds a worker waits out an unreachable database, retrying, before it stops with exit 1 (default: %(default)g)")
+
+
+def heartbeat_from(args: object) -> Heartbeat:
+    interval, grace, db_timeout = args.heartbeat_interval, args.grace_period, args.db_timeout  # type: ignore[attr-defined]
+    if interval < 1 or grace <= interval:
+        raise UsageError(f"--grace-period ({grace}) must exceed --heartbeat-interval ({interval}), which must be at least 1")
+    if not db_timeout > 0:
+        raise UsageError(f"--db-timeout must be a positive number of seconds (got {db_timeout:g})")
+    return Heartbeat(interval, grace, db_timeout=db_timeout)

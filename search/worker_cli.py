@@ -1,0 +1,84 @@
+"""``hpsearch worker``: run the trials of a study stored by ``hpsearch create`` (or ``hpsearch``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
+from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
+
+
+def build_worker_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="hpsearch worker",
+        description="Run trials of a study made by hpsearch create (or hpsearch), until its grid is done or "
+        "it holds its number of trials. Start the same command on every machine; they share the work.",
+    )
+    parser.add_argument("--study", required=True, help="the study's name")
+    parser.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)")
+    parser.add_argument("--n-trials", "--n_trials", type=int, help="stop after this many trials of this worker")
+    parser.add_argument("--output-dir", "--output_dir", help="checkpoint root shared by all workers (default: the study's)")
+    parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", help="this worker's device: cuda:N (one GPU of this machine), cuda, cpu, mps or auto "
+                        "(default: the study's --device)")
+    add_heartbeat_arguments(parser)
+    return parser
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """``hpsearch worker``: load a study's stored search and run its trials.
+
+    ``--device cuda:1`` makes ``cuda:1`` the trainer's device (and this process's current CUDA
+    device); it does not set ``CUDA_VISIBLE_DEVICES=1`` here. CUDA reads that variable once, when
+    it starts in a process, and any earlier CUDA call (an import, a plugin, a device check) would
+    make a late setting silently ineffective; and ``cuda:1`` already means the second GPU this
+    process sees, also under a scheduler's ``CUDA_VISIBLE_DEVICES``. ``--workers`` sets the
+    variable only for the processes it starts, before they exist.
+    """
+    args = build_worker_parser().parse_args(argv)
+    # Imported after parsing: hpsearch worker --help must not wait for Optuna, the storage layer or torch.
+    import optuna
+    import torch
+    from tqdm.auto import tqdm
+
+    from hpsearch.search.orchestrator import Orchestrator, load_spec, open_storage
+    from hpsearch.search.plugins import load_plugins
+    from hpsearch.search.signals import graceful_interrupts
+    from hpsearch.search.spec import resolve
+    from hpsearch.search.workers import use_device
+    from hpsearch.storage.urls import mask_password, resolve_storage_url, sqlite_path
+    from hpsearch.trainers.hardware import resolve_device
+
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UsageError(f"--n-trials must be at least 1 (got {args.n_trials})")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
+    if args.device is not None:
+        try:
+            resolve_device(args.device)  # here, before the study is touched; use_device applies it
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    heartbeat = heartbeat_from(args)
+    url = resolve_storage_url(args.storage)
+    database = sqlite_path(url)
+    if database is not None and not database.exists():
+        raise UsageError(f"no study database at {database}; pass --storage, or create the study with hpsearch create")
+    try:
+        stored = optuna.load_study(study_name=args.study, storage=open_storage(url, heartbeat, tqdm.write, wait=True))
+    except KeyError:
+        raise UsageError(f"no study named {args.study!r} in {mask_password(url)}; see hpsearch studies") from None
+    spec = dataclasses.replace(load_spec(stored), storage=url, output_dir=args.output_dir or load_spec(stored).output_dir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
+    resolved = use_device(resolve(spec), args.device)
+    orchestrator = Orchestrator(resolved, progress=not args.no_progress, heartbeat=heartbeat, seeded_sampler=False)
+    orchestrator.wait_for_database = True
+    with graceful_interrupts():
+        outcome = orchestrator.work(orchestrator.open(), args.n_trials)
+    print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed.")
+    return EXIT_RUN_FAILED if outcome.trials_failed else EXIT_OK

@@ -1,0 +1,124 @@
+"""Start-up: which big packages each command imports, in a real fresh process (speed itself: benchmarks/startup.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import optuna
+import pytest
+
+from hpsearch.search import tables_cli
+from hpsearch.storage import export, open_optuna_storage
+
+# Runs the CLI in this fresh interpreter, then prints the exit code and the big packages loaded.
+PROBE = """
+import json, sys
+from hpsearch.search.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+big = ("torch", "optuna", "pandas", "sqlalchemy", "plotly", "optuna_dashboard", "fvcore", "torchmetrics", "sklearn")
+print(json.dumps({"code": code, "loaded": [p for p in big if p in sys.modules]}), file=sys.stderr)
+"""
+
+SUBCOMMANDS = ["worker", "studies", "trials", "export", "create", "run", "models", "tasks", "dashboard", "report", "doctor", "lr-find"]
+
+
+def probe(*argv: str, cwd=None) -> tuple[int, set[str], str]:
+    """The exit code, the big packages loaded and stdout of ``hpsearch ARGV`` in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, cwd=cwd, timeout=300)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return report["code"], set(report["loaded"]), done.stdout
+
+
+@pytest.mark.parametrize("command", ["", *SUBCOMMANDS])
+def test_help_imports_no_torch(command):
+    code, loaded, out = probe(*([command] if command else []), "--help")
+
+    assert code == 0 and out.startswith("usage: hpsearch")
+    assert not loaded & {"torch", "plotly", "optuna_dashboard", "fvcore", "torchmetrics", "sklearn"}
+    assert not loaded & {"optuna", "pandas", "sqlalchemy"}
+
+
+@pytest.fixture
+def small_study(sqlite_url: str, study_name: str) -> str:
+    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    study.set_user_attr("hpsearch.metric", "val_loss")
+    study.enqueue_trial({"lr": 0.01})
+    study.optimize(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=1)
+    return sqlite_url
+
+
+def test_studies_trials_and_export_import_no_torch(small_study, study_name, tmp_path):
+    code, loaded, out = probe("studies", "--storage", small_study)
+    assert code == 0 and study_name in out and "torch" not in loaded
+
+    code, loaded, out = probe("trials", "--study", study_name, "--storage", small_study)
+    assert code == 0 and "0.01" in out and "torch" not in loaded
+
+    code, loaded, out = probe("export", "--study", study_name, "--storage", small_study, "--out", str(tmp_path / "out"))
+    assert code == 0 and (tmp_path / "out" / "trials.csv").exists() and "torch" not in loaded
+
+
+def test_a_plugins_task_flags_are_in_help_without_torch_elsewhere(tmp_path):
+    plugin = tmp_path / "plugin_task.py"
+    plugin.write_text(
+        "from hpsearch.models import HyperParam\n"
+        "from hpsearch.trainers import register_task\n"
+        "def build(rows):\n    raise NotImplementedError\n"
+        "register_task('plugin_rows', build, [HyperParam('rows', 'int', 3, 'rows of the plugin task')])\n"
+    )
+
+    code, _, out = probe("--plugin", str(plugin), "--help", cwd=tmp_path)
+
+    assert code == 0 and "--rows INT" in out and "[plugin_rows: 3]" in out
+    code, loaded, out = probe("--help", cwd=tmp_path)
+    assert code == 0 and "--rows" not in out and "torch" not in loaded
+
+
+def test_a_built_in_model_name_is_taken_before_the_zoo_is_listed():
+    # The zoo loads when the registry is first used, so a registration that comes first still collides.
+    script = (
+        "import sys\n"
+        "from hpsearch.models import register_model\n"
+        "assert 'torch' not in sys.modules\n"
+        "try:\n    register_model('tfn_classifier', lambda data: None, ())\n"
+        "except ValueError as error:\n    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert "a model named 'tfn_classifier' is already registered (by hpsearch.models.tfn." in done.stdout
+
+
+def test_a_command_that_uses_optuna_runs_it_quiet(small_study):
+    script = (
+        "import sys, warnings\n"
+        "from hpsearch.search.cli import main\n"
+        "assert 'optuna' not in sys.modules\n"
+        f"assert main(['studies', '--storage', {small_study!r}]) == 0\n"
+        "import optuna\n"
+        "print(optuna.logging.get_verbosity() == optuna.logging.ERROR, any(\n"
+        "    f[2] is optuna.exceptions.ExperimentalWarning and f[0] == 'ignore' for f in warnings.filters))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert done.stdout.split()[-2:] == ["True", "True"]
+
+
+def test_the_export_formats_offered_are_the_storage_layers():
+    assert tables_cli.EXPORT_FORMATS == export.EXPORT_FORMATS
+
+
+def test_main_in_this_process_quiets_optuna_already_imported(small_study, capsys):
+    from hpsearch.search.cli import main
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            assert main(["studies", "--storage", small_study]) == 0
+        assert optuna.logging.get_verbosity() == optuna.logging.ERROR
+    finally:
+        optuna.logging.set_verbosity(before)
