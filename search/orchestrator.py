@@ -21,9 +21,10 @@ from hpsearch.search.spec import ResolvedSpec, StudySpec
 from hpsearch.storage.engine import QueuedRDBStorage, QueueEmpty, open_optuna_storage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry, database_reason
-
-__all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_storage"]
 from hpsearch.storage.urls import mask_password, resolve_storage_url
+
+# Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
+__all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_storage"]
 
 SPEC_ATTR = "hpsearch.spec"
 # Which code registered each model when the study began: a re-run with another model of the same name is a change.
