@@ -10,6 +10,11 @@
                     when no server answers, unless ``$CI`` is set: then that is a failure.
 ``storage_url``     parametrized over both backends (test ids ``sqlite`` and ``postgres``).
 ``study_name``      a name no other test or run uses.
+
+The suite runs in one process per core (pytest-xdist, see pyproject.toml). Each of those gets
+one torch thread, and so does every subprocess it starts: two processes of two threads each on
+two cores ran the small tensors of these tests several times slower than one thread each.
+Tests of the slowest modules start first, so that none of them is left for the end.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Their tests last 10 to 45 s each: waits for heartbeats to go stale, restarted databases, 200-trial studies.
+SLOW_MODULES = ("test_db_outages.py", "test_workers.py", "test_resume.py", "test_cli.py", "test_samplers.py")
 
 # The connection that creates and drops each session's database; any database of the server will do.
 POSTGRES_ADMIN_URL = os.environ.get("HPSEARCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -44,6 +55,10 @@ def _postgres_problem(url: str) -> str | None:
     finally:
         engine.dispose()
     return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in SLOW_MODULES)
 
 
 @pytest.fixture(scope="session")
