@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -29,6 +28,9 @@ from sqlalchemy.schema import CreateTable
 from hpsearch.storage.engine import create_engine, open_optuna_storage
 from hpsearch.storage.optuna_seam import STUDIES, TRIALS
 from hpsearch.storage.retry import DatabaseRetry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_NAME = "hpsearch_epoch_metrics"
 KEY_COLUMNS = ("trial_id", "epoch")
@@ -118,6 +120,8 @@ def _upsert(dialect_name: str, rows: list[dict[str, Any]]) -> sa.Executable:
 
 def spread_task_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """Replace the ``task_metrics`` JSON column by one float column per metric (sorted by name)."""
+    import pandas as pd  # here: a worker writes rows and never reads a frame, and pandas costs it 0.2 s
+
     texts = frame.pop(TASK_METRICS_COLUMN).tolist()
     if not texts:
         return frame
@@ -148,6 +152,8 @@ def fetch_rows(connection: Connection, sql: str | sa.Select) -> tuple[list[str],
 
 def read_study_rows(connection: Connection, study_name: str) -> pd.DataFrame:
     """The raw rows of one study with the trial ``number`` added, ordered by number and epoch."""
+    import pandas as pd
+
     names = ["trial_id", "number", "epoch", *FIXED_COLUMNS, TASK_METRICS_COLUMN]
     study_id = None
     if sa.inspect(connection).has_table(TRIALS.name):  # else there is no study, hence no rows

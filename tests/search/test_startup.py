@@ -122,3 +122,13 @@ def test_main_in_this_process_quiets_optuna_already_imported(small_study, capsys
         assert optuna.logging.get_verbosity() == optuna.logging.ERROR
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def test_a_worker_trains_without_pandas_or_torchmetrics(run_hpsearch, sqlite_url, study_name, tmp_path):
+    """Each costs a worker process half a second or more before its first step, and it needs neither."""
+    created = run_hpsearch("create", "--study", study_name, "--storage", sqlite_url, "--models", "tfn_classifier",
+                           "--epochs", "1", "--dataset-size", "20", "--seq-len", "4", "--output-dir", str(tmp_path))
+    assert created.returncode == 0, created.stderr
+    code, loaded, out = probe("worker", "--study", study_name, "--storage", sqlite_url, "--no-progress", cwd=tmp_path)
+    assert code == 0 and "1 trials run, 0 failed" in out
+    assert "torch" in loaded and not loaded & {"pandas", "torchmetrics", "sklearn", "plotly", "optuna_dashboard"}
