@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     rho = spearman([fp32[p] for p in points], [auto[p] for p in points])
     best_fp32, best_auto = min(fp32.values()), min(auto.values())
     gap = best_auto / best_fp32 - 1
-    verdict = rho >= MIN_SPEARMAN and gap <= MAX_GAP
+    verdict = rho >= MIN_SPEARMAN and abs(gap) <= MAX_GAP
     print(f"\nauto resolved to {'/'.join(sorted(resolved))}; wall: fp32 {fp32_wall:.0f} s, auto {auto_wall:.0f} s ({auto_wall / fp32_wall:.2f}x)")
     print(f"Spearman (final val_loss, 16 points): {rho:.3f} (needs >= {MIN_SPEARMAN})")
-    print(f"best val_loss: fp32 {best_fp32:.4f}, auto {best_auto:.4f} ({100 * gap:+.2f}%, needs <= +{100 * MAX_GAP:.1f}%)")
+    print(f"best val_loss: fp32 {best_fp32:.4f}, auto {best_auto:.4f} ({100 * gap:+.2f}%, needs within ±{100 * MAX_GAP:.1f}%)")
     print(f"decision: {'make auto the default' if verdict else 'keep fp32 the default'}")
     return 0
 

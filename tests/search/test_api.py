@@ -64,7 +64,8 @@ def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
 
 def test_load_model_returns_the_trained_best_model(where) -> None:
     task = blobs_task()
-    study = search("api_mlp", task, {"hidden": [4, 16]}, epochs=1, **where)
+    # fp32, as the loss recomputed below: autocast's bf16 would move it.
+    study = search("api_mlp", task, {"hidden": [4, 16]}, epochs=1, precision="fp32", **where)
     model = load_model(where["storage"], study.study_name)
     x_val, y_val = task.val
     with torch.no_grad():
