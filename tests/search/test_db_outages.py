@@ -100,10 +100,13 @@ def test_a_heartbeat_missed_for_one_interval_does_not_hand_the_trial_to_a_waitin
     """Optuna's heartbeat thread dies at its first failed write; the trial then went stale while it
     trained, and the waiting worker failed it and trained it again."""
     url = cluster.url()
-    # 30 epochs: at least 17 s, past the second worker's start and the outage.
-    _create(run_hpsearch, url, study_name, "--n-trials", "1", "--sampler", "random", "--epochs", "30",
+    # 40 epochs: at least 22 s, so the trial outlasts the second worker's start, the outage and a
+    # grace period after it: a heartbeat thread that died at the outage would be caught.
+    _create(run_hpsearch, url, study_name, "--n-trials", "1", "--sampler", "random", "--epochs", "40",
             "--output-dir", str(tmp_path / "runs"))
-    beat = ["--heartbeat-interval", "2", "--grace-period", "6"]
+    # A 10 s grace: the 3 s outage, the server's restart and the heartbeat's retry backoff (up to
+    # 2 s) after one 2 s interval fit in it even on a loaded machine; 6 s did not always.
+    beat = ["--heartbeat-interval", "2", "--grace-period", "10"]
     second = None
     first = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
     try:
