@@ -18,7 +18,7 @@ from torch import nn
 from hpsearch.models import ModelSpec, build_model, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage
-from hpsearch.search.plugins import load_plugins, plugin_key, user_origin
+from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, user_origin
 from hpsearch.search.probe import probe_models
 from hpsearch.search.spec import ResolvedSpec, StudySpec, check_task_options, resolve
 from hpsearch.search.study_file import sweep_items
@@ -104,11 +104,27 @@ def search(
     assigned = worker_devices(devices, workers, train.get("device", "auto"))
     with quiet_optuna():
         resolved = use_device(_prepare(spec), assigned[0])
+        if workers > 1:
+            _check_workers_can_import(spec)
         show = sys.stderr.isatty() if progress is None else progress
         orchestrator = Orchestrator(resolved, echo=_echo if verbose else _silent, progress=show, heartbeat=Heartbeat())
         if workers > 1:
             return run_local_workers(orchestrator, workers, assigned).study
         return orchestrator.run().study
+
+
+def _check_workers_can_import(spec: StudySpec) -> None:
+    """Worker processes load only the study's plugins: a model or task this script registered is unknown there.
+
+    Unchecked, every worker process but this one stopped at its first trial, and this one ran
+    the whole search alone.
+    """
+    for kind, names in (("model", spec.models), ("task", (spec.task,))):
+        for name in names:
+            origin = user_origin(kind, name)
+            if origin is not None and plugin_origin(kind, name) is None:
+                raise UsageError(f"{kind} {name!r} is {origin}, which worker processes cannot import; "
+                                 "register it in a plugin file and pass plugins=[...], or use workers=1")
 
 
 def load_model(storage: str, study: str, trial: int | None = None, checkpoint: str = BEST) -> nn.Module:

@@ -207,6 +207,7 @@ class FlopsStats:
     train_step_total: int  # forward + backward FLOPs over all training steps
     train_per_second: float  # achieved over training steps (see FlopsMeter.observe)
     mfu: float = float("nan")  # train_per_second / the device's peak FLOP/s in the trial's precision
+    precision: str = ""  # the trial's precision, whose peak ``mfu`` divides by
 
     def as_user_attrs(self) -> dict[str, float | int]:
         """The trial user attributes named in DESIGN.md, plus the two training-step ones."""
@@ -227,13 +228,19 @@ class FlopsStats:
             **({"flops.mfu": float(self.mfu)} if math.isfinite(self.mfu) else {}),
         }
 
+    def _mfu_text(self) -> str:
+        if not math.isfinite(self.mfu):
+            return "-"
+        return f"{100 * self.mfu:.2f}% of the {self.precision} peak" if self.precision else f"{100 * self.mfu:.2f}%"
+
     def format_block(self) -> str:
         """The multi-line ``FLOPS STATISTICS`` block printed at the end of a trial."""
         validation = self.forward_passes - self.training_passes
         rows = [
             ("Forward passes", f"{self.forward_passes:,} ({self.training_passes:,} training, {validation:,} validation)"),
             ("Total forward FLOPs", _si(self.total, "FLOPs")),
-            ("  of which field elementwise", _si(self.elementwise_total, "FLOPs")),
+            # Only the Token Field Networks do field elementwise work; for other models the row says nothing.
+            *([("  of which field elementwise", _si(self.elementwise_total, "FLOPs"))] if self.elementwise_total else []),
             ("Average FLOPs per pass", _si(self.avg_per_pass, "FLOPs")),
             ("Std / min / max per pass", " / ".join(_si(v, "FLOPs") for v in (self.std, self.min, self.max))),
             ("Forward FLOPs per sample", _si(self.per_sample_forward, "FLOPs")),
@@ -241,7 +248,7 @@ class FlopsStats:
             ("Forward FLOP/s", _si(self.per_second, "FLOP/s")),
             ("Training FLOPs (fwd + bwd)", _si(self.train_step_total, "FLOPs")),
             ("Training FLOP/s (achieved)", _si(self.train_per_second, "FLOP/s")),
-            ("MFU (of peak FLOP/s)", f"{100 * self.mfu:.2f}%" if math.isfinite(self.mfu) else "-"),
+            ("MFU (of peak FLOP/s)", self._mfu_text()),
             ("Parameters", f"{self.params_count:,}"),
         ]
         width = max(len(name) for name, _ in rows) + 2
@@ -290,6 +297,8 @@ class FlopsMeter:
         self._hooks: list[Any] = []
         #: Peak FLOP/s of the device in the run's precision (``trainers.precision.peak_flops``), for MFU.
         self.peak_flops: float | None = None
+        #: The precision that peak is of (fp32, bf16 or fp16), named beside MFU in the block.
+        self.precision: str = ""
 
     def train_progress(self) -> tuple[int, float]:
         """Training-step FLOPs and seconds measured so far (see ``observe``), for per-epoch rates."""
@@ -385,6 +394,7 @@ class FlopsMeter:
             train_step_total=sum((e.forward + e.backward) * e.passes for k, e in self._entries.items() if k[1]),
             train_per_second=self._step_flops / self._step_seconds if self._step_seconds > 0 else 0.0,
             mfu=self._step_flops / self._step_seconds / self.peak_flops if self._step_seconds > 0 and self.peak_flops else math.nan,
+            precision=self.precision,
         )
 
     def _new_entry(self, inputs: Any, training: bool) -> _Entry:

@@ -128,6 +128,7 @@ class Trainer:
         if flops_meter is not None:
             flops_meter.attach(self.model)
             flops_meter.peak_flops = peak_flops(self.device, self.precision)
+            flops_meter.precision = self.precision
         step_names = {p.name for p in task.step_params}
         given = dict(hparams or {})
         self.hparams = {

@@ -167,3 +167,17 @@ def test_a_split_of_the_wrong_kind_is_one_line_and_exit_2_from_the_cli(run_hpsea
         f"(inputs, targets) (plugin {tmp_path / 'bad.py'})"
     ]
     assert not (tmp_path / "hpsearch.db").exists()
+
+
+def test_workers_refuse_a_model_or_task_that_only_this_process_knows(where) -> None:
+    """Worker processes would not know them: before, they stopped at once and this process ran everything."""
+    with pytest.raises(UsageError, match=r"model .api_mlp. is registered by .*test_api.py:build_api_mlp, which worker processes cannot import"):
+        search("api_mlp", blobs_task(), {"hidden": [4, 16]}, epochs=1, workers=2, **where)
+    from dataclasses import replace
+
+    from hpsearch.trainers import build_task
+
+    tokens = replace(build_task("synthetic_tokens", {"dataset_size": 40}), name="api_tokens")
+    with pytest.raises(UsageError, match=r"task 'api_tokens' is given to search\(\).*plugins=\[\.\.\.\], or use workers=1"):
+        search("tfn_classifier", tokens, {"embed_dim": [4, 8]}, epochs=1, workers=2, **where)
+    assert not (where["output_dir"] / "hpsearch.db").exists()

@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -321,3 +322,13 @@ def test_seeded_trial_is_the_same_with_and_without_a_meter():
     # 120 training examples in batches of 32 (3 full + 24), 30 validation (one batch of 30).
     assert stats.forward_passes == 5 and stats.training_passes == 4
     assert meter.traces == 3
+
+
+def test_the_block_names_the_precision_whose_peak_mfu_divides_by():
+    meter = FlopsMeter(mlp())
+    meter.peak_flops, meter.precision = 1e12, "bf16"
+    for _ in range(2):
+        meter.observe(torch.randn(4, 8), 0.001, training=True)
+    block = meter.stats().format_block()
+    assert re.search(r"MFU \(of peak FLOP/s\): +\d+\.\d\d% of the bf16 peak", block), block
+    assert "field elementwise" not in block  # an MLP does none: the row would only say 0
