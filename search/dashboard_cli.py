@@ -70,7 +70,7 @@ def build_parser() -> ArgumentParser:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna storage on an existing study database; creates no file, table or row."""
-    from hpsearch.storage.export import read_connection
+    from hpsearch.storage.reading import read_connection
 
     with usage_errors(url), read_connection(url):
         pass  # checks that the file exists, the server answers, and Optuna's tables are there

@@ -36,7 +36,7 @@ def usage_errors(url: str = "") -> Iterator[None]:
     check every page first.
     """
     from hpsearch.storage.engine import DamagedDatabaseError, sqlite_damage
-    from hpsearch.storage.export import ExportError
+    from hpsearch.storage.reading import ExportError
     from hpsearch.storage.urls import StorageURLError
 
     try:
@@ -111,7 +111,7 @@ def trials_main(argv: Sequence[str]) -> int:
     import optuna
 
     from hpsearch.search.results import format_results_table
-    from hpsearch.storage.export import find_study, read_connection
+    from hpsearch.storage.reading import find_study, read_connection
     from hpsearch.storage.urls import resolve_storage_url
 
     url = resolve_storage_url(args.storage)

@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "create_engine": "engine", "open_optuna_storage": "engine",
     "EpochMetricsTable": "epoch_metrics", "delete_study": "epoch_metrics",
-    "ExportError": "export", "StorageReadError": "export", "UnknownStudyError": "export",
+    "ExportError": "reading", "StorageReadError": "reading", "UnknownStudyError": "reading",
     "epochs_frame": "export", "export_study": "export", "study_summaries": "export", "trials_frame": "export",
     "trial_id": "optuna_seam",
     "DatabaseRetry": "retry", "DatabaseUnavailable": "retry", "is_transient": "retry",

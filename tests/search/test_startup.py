@@ -58,7 +58,7 @@ def test_studies_trials_and_export_import_no_torch(small_study, study_name, tmp_
     assert code == 0 and study_name in out and "torch" not in loaded
 
     code, loaded, out = probe("trials", "--study", study_name, "--storage", small_study)
-    assert code == 0 and "0.01" in out and "torch" not in loaded
+    assert code == 0 and "0.01" in out and not loaded & {"torch", "pandas"}  # the table is aligned without pandas
 
     code, loaded, out = probe("export", "--study", study_name, "--storage", small_study, "--out", str(tmp_path / "out"))
     assert code == 0 and (tmp_path / "out" / "trials.csv").exists() and "torch" not in loaded
