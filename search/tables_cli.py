@@ -60,18 +60,25 @@ def studies_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--storage", help=STORAGE_HELP)
     args = parser.parse_args(argv)
-    from hpsearch.storage.export import study_summaries
+    from hpsearch.search.results import aligned_table
+    from hpsearch.storage.reading import SUMMARY_COLUMNS, summary_rows
     from hpsearch.storage.urls import mask_password, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
     with usage_errors(url):
-        summary = study_summaries(url)
-    if summary.empty:
+        rows = summary_rows(url)
+    if not rows:
         print(f"no studies in {mask_password(url)}")
         return EXIT_OK
-    summary["best_value"] = [("-" if math.isnan(v) else f"{v:.6g}") for v in summary["best_value"]]
-    summary["metric"] = summary["metric"].replace("", "-")
-    print(summary.to_string(index=False))
+    for row in rows:
+        row["best_value"] = "-" if math.isnan(row["best_value"]) else f"{row['best_value']:.6g}"
+        row["metric"] = row["metric"] or "-"
+    # The counts are numbers: pandas, which printed this table before, keeps a space for a sign
+    # before them and their headers, and the output stays as it was.
+    counts = {name for name in SUMMARY_COLUMNS if isinstance(rows[0][name], int)}
+    columns = [f" {name}" if name in counts else name for name in SUMMARY_COLUMNS]
+    cells = [[f" {row[name]}" if name in counts else str(row[name]) for name in SUMMARY_COLUMNS] for row in rows]
+    print(aligned_table(columns, cells))
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import random
 import sqlite3
 from contextlib import closing
@@ -16,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 from hpsearch.search.errors import UsageError
 from hpsearch.search.results import format_results_table
 from hpsearch.search.tables_cli import export_main, studies_main, trials_main
-from hpsearch.storage import open_optuna_storage, trials_frame
+from hpsearch.storage import open_optuna_storage, study_summaries, trials_frame
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "kernel_type": CategoricalDistribution(["rbf", "compact"])}
@@ -101,7 +102,13 @@ def test_studies_command_lists_counts_and_best(sqlite_url, study_name, capsys):
 
     assert studies_main(["--storage", sqlite_url]) == 0
 
-    rows = table_rows(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    # Character for character what pandas printed when the command built this table with it.
+    summary = study_summaries(sqlite_url)
+    summary["best_value"] = [("-" if math.isnan(v) else f"{v:.6g}") for v in summary["best_value"]]
+    summary["metric"] = summary["metric"].replace("", "-")
+    assert out == summary.to_string(index=False) + "\n"
+    rows = table_rows(out)
     assert rows[0] == ["study", "directions", "metric", "trials", "complete", "pruned", "fail", "running", "waiting", "best_value"]
     assert rows[1] == [study_name, "minimize", "val_loss", "5", "3", "1", "1", "0", "0", "0.25"]
     assert rows[2] == [f"{study_name}-empty", "minimize", "-", "0", "0", "0", "0", "0", "0", "-"]
