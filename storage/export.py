@@ -12,9 +12,9 @@ shares: ``duration`` is in seconds (a float), and cells holding lists or dicts (
 ``system_attrs_fixed_params``) or columns mixing value types are JSON text. JSON files are strict
 JSON, which has no infinity: non-finite numbers are ``null`` there (CSV and parquet keep them).
 
-Readers never create anything: a missing SQLite file or a database without Optuna's tables is
-a ``StorageReadError``, an unknown study an ``UnknownStudyError``; both are ``ExportError``, a
-``ValueError`` the CLI turns into a one-line usage error.
+Opening the database, finding the study, the per-study summary rows and the errors they raise
+(``StorageReadError``, ``UnknownStudyError``, both ``ExportError``) live in ``storage/reading.py``,
+which needs no pandas, and are importable from here too.
 """
 
 from __future__ import annotations
