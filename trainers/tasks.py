@@ -83,7 +83,7 @@ def classification_loss(outputs: Tensor, targets: Tensor, label_smoothing: float
     return F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing)
 
 
-def accuracy(num_classes: int) -> Callable[[], MeanOf]:
+def accuracy() -> Callable[[], MeanOf]:
     """``val_acc``: the fraction of examples whose highest score is the label.
 
     torchmetrics' ``MulticlassAccuracy(average="micro")`` gives the same value, but importing
@@ -105,7 +105,7 @@ def _classification_task(name: str, x: Tensor, y: Tensor, vocab_size: int, num_c
         train=train,
         val=val,
         loss=classification_loss,
-        metrics={"val_acc": accuracy(num_classes)},
+        metrics={"val_acc": accuracy()},
     )
 
 
