@@ -14,7 +14,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.models import build_model
 from hpsearch.search.probe import example_inputs
-from hpsearch.search.signals import Interrupted
+from hpsearch.search.signals import Interrupted, interruption
 from hpsearch.search.spec import COST_OBJECTIVES, ResolvedSpec
 from hpsearch.storage.engine import QueuedRDBStorage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
@@ -150,16 +150,17 @@ class Objective:
         except optuna.TrialPruned as error:
             reason = ("prune_reason", str(error))
             raise
-        except Interrupted as error:
-            reason = ("fail_reason", f"interrupted by {error.signal_name} after {len(records)} epochs")
-            raise
         except (TrialAbandoned, DatabaseUnavailable):
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
             raise
-        except Exception as error:
-            reason = ("fail_reason", f"{type(error).__name__}: {error}")
-            self.echo(traceback.format_exc().rstrip())
-            raise
+        except (Interrupted, Exception) as error:
+            interrupt = interruption(error)
+            if interrupt is None:
+                reason = ("fail_reason", f"{type(error).__name__}: {error}")
+                self.echo(traceback.format_exc().rstrip())
+                raise
+            reason = ("fail_reason", f"interrupted by {interrupt.signal_name} after {len(records)} epochs")
+            raise interrupt from None
         finally:
             # Whatever stopped training, the epochs it finished are stored before the trial ends.
             if not abandoned:

@@ -25,6 +25,23 @@ class Interrupted(KeyboardInterrupt):
         return 128 + signal.Signals[self.signal_name].value
 
 
+def interruption(error: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` that ``error`` is, or that was being raised when ``error`` was; else None.
+
+    The handler raises wherever the main thread happens to be. Where that is inside code whose
+    cleanup then fails (tqdm's write lock raised "cannot release un-acquired lock"), the interrupt
+    arrives as that second error, with the interrupt as its context.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
 @contextlib.contextmanager
 def graceful_interrupts() -> Iterator[None]:
     """Within the block, SIGINT/SIGTERM raise ``Interrupted``; a second SIGINT exits at once."""
