@@ -80,12 +80,16 @@ class MeanOf:
         self.reset()
 
     def reset(self) -> None:
-        self.total, self.count = 0.0, 0
+        self.total: Tensor | None = None
+        self.count = 0
 
     def update(self, outputs: Tensor, targets: Tensor) -> None:
-        values = self.per_example(outputs, targets)
-        self.total += float(values.double().sum())
+        values = self.per_example(outputs, targets).detach()
+        # Summed where the values are: reading each batch's sum back would sync a GPU at every
+        # validation batch (the built-in accuracy, MSE and MAE are MeanOf). MPS has no float64.
+        total = values.sum(dtype=torch.float32 if values.device.type == "mps" else torch.float64)
+        self.total = total if self.total is None else self.total + total
         self.count += values.numel()
 
     def compute(self) -> float:
-        return self.total / self.count if self.count else float("nan")
+        return float(self.total) / self.count if self.count else float("nan")

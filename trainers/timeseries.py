@@ -91,7 +91,7 @@ def _mse_loss(outputs: Tensor, targets: Tensor) -> Tensor:
 
 
 # Sums over the validation set, as torchmetrics' MeanSquaredError and MeanAbsoluteError, whose
-# import (and the scipy it loads) cost every trial's process 0.7 s before its first step.
+# import (and the scipy it loads) cost every trial's process 0.6 s before its first step.
 def _mean_squared_error() -> MeanOf:
     return MeanOf(lambda outputs, targets: (outputs.float() - targets) ** 2, higher_is_better=False)
 
