@@ -35,7 +35,9 @@ from hpsearch.storage.optuna_seam import (
 from hpsearch.storage.urls import mask_password, parse_storage_url
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-SUMMARY_COLUMNS = ("study", "directions", "metric", "trials", *(state.lower() for state in STATES), "best_value")
+#: The summary's integer columns: the trial count, then one count per state.
+COUNT_COLUMNS = ("trials", *(state.lower() for state in STATES))
+SUMMARY_COLUMNS = ("study", "directions", "metric", *COUNT_COLUMNS, "best_value")
 _HPSEARCH_METRIC_ATTR = "hpsearch.metric"  # the study user attribute the orchestrator sets
 
 
