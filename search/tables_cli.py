@@ -61,7 +61,7 @@ def studies_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     args = parser.parse_args(argv)
     from hpsearch.search.results import aligned_table
-    from hpsearch.storage.reading import SUMMARY_COLUMNS, summary_rows
+    from hpsearch.storage.reading import COUNT_COLUMNS, SUMMARY_COLUMNS, summary_rows
     from hpsearch.storage.urls import mask_password, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
@@ -75,9 +75,8 @@ def studies_main(argv: Sequence[str]) -> int:
         row["metric"] = row["metric"] or "-"
     # The counts are numbers: pandas, which printed this table before, keeps a space for a sign
     # before them and their headers, and the output stays as it was.
-    counts = {name for name in SUMMARY_COLUMNS if isinstance(rows[0][name], int)}
-    columns = [f" {name}" if name in counts else name for name in SUMMARY_COLUMNS]
-    cells = [[f" {row[name]}" if name in counts else str(row[name]) for name in SUMMARY_COLUMNS] for row in rows]
+    columns = [f" {name}" if name in COUNT_COLUMNS else name for name in SUMMARY_COLUMNS]
+    cells = [[f" {row[name]}" if name in COUNT_COLUMNS else str(row[name]) for name in SUMMARY_COLUMNS] for row in rows]
     print(aligned_table(columns, cells))
     return EXIT_OK
 
