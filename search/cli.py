@@ -23,7 +23,7 @@ from hpsearch.search.arguments import (
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins, user_origin
-from hpsearch.search.signals import Interrupted, graceful_interrupts
+from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec, check_task_options, resolve
 from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.storage.retry import DatabaseUnavailable
@@ -360,7 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and a running one is left to its heartbeat retry.
         print(f"hpsearch: error: {error}; stopped after --db-timeout, finished trials are kept", file=sys.stderr)
         return EXIT_RUN_FAILED
-    except Interrupted as interrupt:
+    except (Interrupted, Exception) as error:
+        interrupt = interruption(error)  # also behind an error that the interrupted code's cleanup raised
+        if interrupt is None:
+            raise
         print(f"hpsearch: stopped by {interrupt.signal_name}; the running trial is recorded as failed, finished trials are kept", file=sys.stderr)
         return interrupt.exit_code
     except KeyboardInterrupt:
