@@ -36,11 +36,16 @@ def _states(url, study):
     return [t.state for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)]
 
 
-def _epochs_stored(url):
+def _epochs_stored(url, study):
+    """The epoch rows of ``study``'s trials: the module's cluster also holds its earlier tests' rows."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
-            return connection.execute(sa.text("SELECT count(*) FROM hpsearch_epoch_metrics")).scalar()
+            return connection.execute(
+                sa.text("SELECT count(*) FROM hpsearch_epoch_metrics m JOIN trials t ON t.trial_id = m.trial_id "
+                        "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :study"),
+                {"study": study},
+            ).scalar()
     finally:
         engine.dispose()
 
@@ -72,8 +77,8 @@ def test_two_workers_survive_two_restarts_and_a_20_s_stop(cluster, run_hpsearch,
         assert _wait_until(lambda: _states(url, study_name).count(TrialState.RUNNING) == 2, 120)
         for _ in range(2):
             cluster.restart()
-            stored = _epochs_stored(url)
-            assert _wait_until(lambda stored=stored: _epochs_stored(url) >= stored + 1, 120)
+            stored = _epochs_stored(url, study_name)
+            assert _wait_until(lambda stored=stored: _epochs_stored(url, study_name) >= stored + 1, 120)
         # Trials still wait: the work goes on after the server comes back.
         assert _states(url, study_name).count(TrialState.WAITING) >= 1
         cluster.stop()
@@ -137,7 +142,7 @@ def test_past_db_timeout_a_worker_stops_with_one_line_and_its_trial_is_resumed_l
     worker = start_worker("--study", study_name, "--storage", url, "--threads", "1", "--db-timeout", "4", *beat, cwd=tmp_path)
     try:
         assert _wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
-        assert _wait_until(lambda: _epochs_stored(url) >= 2, 120)  # a checkpoint to resume from
+        assert _wait_until(lambda: _epochs_stored(url, study_name) >= 2, 120)  # a checkpoint to resume from
         cluster.stop()
         out, err = worker.communicate(timeout=120)
     finally:
