@@ -11,7 +11,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from hpsearch.models import DataSpec, build_model, get_model, list_models
-from hpsearch.trainers.flops import FlopsMeter, FlopsStats
+from hpsearch.trainers.calls import signature
+from hpsearch.trainers.flops import FlopsMeter
+from hpsearch.trainers.flops_stats import FlopsStats
 
 TOKENS = DataSpec(kind="tokens", seq_len=32, num_outputs=4, vocab_size=32)
 USER_ATTRS = {
@@ -198,6 +200,17 @@ def test_each_shape_is_traced_once():
     assert stats.forward_passes == 4 and stats.training_passes == 3
     assert (stats.min, stats.max) == (fwd(16), fwd(64))
     assert stats.total == 3 * fwd(64) + fwd(16)
+
+
+def test_meters_that_share_counts_trace_each_shape_once_between_them():
+    counts = {}
+    first, second = FlopsMeter(mlp(), counts=counts), FlopsMeter(mlp(), counts=counts)
+    first.observe(torch.randn(64, 8), 0.01, training=True)
+    second.observe(torch.randn(64, 8), 0.01, training=True)
+    second.observe(torch.randn(16, 8), 0.01, training=False)
+    assert (first.traces, second.traces) == (1, 1)  # the second traced only the shape the first had not seen
+    assert second.stats().total == fwd(64) + fwd(16) and first.stats().total == fwd(64)
+    assert FlopsMeter(mlp()).count_forward_parts(torch.randn(64, 8)) == counts[signature(torch.randn(64, 8))]
 
 
 def test_stats_arithmetic_on_known_observations():
