@@ -78,6 +78,9 @@ class Objective:
     ) -> None:
         self.resolved = resolved
         self.epoch_table = epoch_table
+        # FLOPs counts per model and hyperparameters: the task's data is fixed within a search, so
+        # these make the same module, and a sweep over lr or the trainer's settings traces it once.
+        self.flops_counts: dict[tuple[str, str], dict] = {}
         self.storage = storage
         self.echo = echo
 
@@ -103,7 +106,7 @@ class Objective:
         model = build_model(model_name, model_params, resolved.task.data)
         resume_from, state, restored = self._checkpoint_to_resume(trial, model)
         hparams = {**model_params, **step_params}
-        meter = FlopsMeter(model)
+        meter = FlopsMeter(model, counts=self.flops_counts.setdefault((model_name, repr(sorted(model_params.items()))), {}))
         if resolved.spec.lr_finder:
             suggested = trial.user_attrs.get("lr_finder.suggested")
             if suggested is None:

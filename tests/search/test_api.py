@@ -12,6 +12,7 @@ from hpsearch.models import DataSpec, HyperParam, get_model, register_model
 from hpsearch.search import StudySpec, UsageError, load_model, resolve, search
 from hpsearch.trainers import Task
 from hpsearch.trainers import trainer as trainer_module
+from hpsearch.trainers.flops import FlopsMeter
 
 
 def blobs_task(name: str = "api_blobs") -> Task:
@@ -55,6 +56,20 @@ def test_search_runs_quietly_on_objects_and_returns_the_study(where, capsys, api
     assert all(0 < t.user_attrs["flops.mfu"] <= 1 for t in study.trials)
     out, err = capsys.readouterr()
     assert out == "" and "Epoch" not in err and "Trial" not in err and "ExperimentalWarning" not in err
+
+
+def test_trials_of_one_model_and_hyperparameters_trace_its_flops_once(where, monkeypatch) -> None:
+    meters: dict[int, FlopsMeter] = {}
+    stats = FlopsMeter.stats
+    monkeypatch.setattr(FlopsMeter, "stats", lambda self: meters.setdefault(id(self), self) and stats(self))
+    study = search("api_mlp", blobs_task(), {"hidden": [4, 16], "lr": [1e-3, 2e-3, 3e-3]}, epochs=1, **where)
+    assert len(meters) == len(study.trials) == 6
+    # The first trial of each width traced its batch shapes (training, the last training batch,
+    # validation); the other trials of that width traced none.
+    traced = sorted(m.traces for m in meters.values())
+    assert traced[:4] == [0, 0, 0, 0] and traced[4] == traced[5] > 0
+    totals = {(t.params["hidden"], t.user_attrs["flops.total"]) for t in study.trials}
+    assert len(totals) == 2
 
 
 def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
