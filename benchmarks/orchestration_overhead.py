@@ -17,8 +17,9 @@ file per run, with a seeded ``RandomSampler`` drawing ``lr`` on a log scale and 
   ``should_prune``, the epoch line (to a no-op echo), the FLOPs meter's (empty) statistics and
   every user attribute;
 * **hpsearch, no-op trainer + FLOPs meter** (context): the stub also shows the meter one training
-  and one validation batch per epoch, so the meter traces the model once per input shape per
-  trial, as it does in a real trial (its cost grows with the model, not with the orchestration).
+  and one validation batch per epoch, so the meter traces the model once per input shape, as it
+  does in a real search: once for all trials here, whose sweep changes ``lr`` only (a sweep over
+  the model's hyperparameters traces once per set of them; the cost grows with the model).
 
 The sides alternate (the order rotates every round); each figure is total run time / trials,
 median over rounds. Prints ms per trial and hpsearch's difference to the bare loop.
