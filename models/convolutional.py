@@ -8,10 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hpsearch.models.layers import check_token_data
-from hpsearch.models.registry import DataSpec, register_model
-from hpsearch.models.schema import HyperParam
-
-POOLINGS = ("max", "mean")
+from hpsearch.models.registry import DataSpec
+from hpsearch.models.zoo import POOLINGS
 
 
 class ConvBlock(nn.Module):
@@ -71,20 +69,3 @@ def build_cnn_classifier(data: DataSpec, **hparams: Any) -> CNNClassifier:
     check_token_data(data, "cnn_classifier")
     assert data.vocab_size is not None  # checked above; narrows the type
     return CNNClassifier(data.vocab_size, data.num_outputs, **hparams)
-
-
-CNN_PARAMS = (
-    HyperParam("embed_dim", "int", 64, "width of token vectors and convolution channels", low=1),
-    HyperParam("num_layers", "int", 2, "convolution blocks", low=1, high=12),
-    HyperParam("kernel_size", "int", 3, "positions each convolution sees", low=1, high=31),
-    HyperParam("pooling", "choice", "max", "how positions are reduced to one vector", choices=POOLINGS),
-    HyperParam("dropout", "float", 0.1, "dropout on each block's output", low=0.0, high=0.9),
-)
-
-register_model(
-    "cnn_classifier",
-    build_cnn_classifier,
-    params=CNN_PARAMS,
-    description="Residual 1-D convolutions over token embeddings, max- or mean-pooled",
-    input_kind="tokens",
-)

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hpsearch.models.layers import check_token_data
-from hpsearch.models.registry import DataSpec, register_model
-from hpsearch.models.schema import HyperParam
+from hpsearch.models.registry import DataSpec
 
 
 class LSTMDirection(nn.Module):
@@ -95,20 +94,3 @@ def build_lstm_classifier(data: DataSpec, **hparams: Any) -> LSTMClassifier:
     check_token_data(data, "lstm_classifier")
     assert data.vocab_size is not None  # checked above; narrows the type
     return LSTMClassifier(data.vocab_size, data.num_outputs, **hparams)
-
-
-LSTM_PARAMS = (
-    HyperParam("embed_dim", "int", 64, "width of token vectors", low=1),
-    HyperParam("hidden_size", "int", 64, "LSTM state size per direction", low=1),
-    HyperParam("num_layers", "int", 1, "stacked LSTM layers", low=1, high=8),
-    HyperParam("bidirectional", "bool", True, "also read the sequence backwards"),
-    HyperParam("dropout", "float", 0.1, "dropout on each layer's input and before the head", low=0.0, high=0.9),
-)
-
-register_model(
-    "lstm_classifier",
-    build_lstm_classifier,
-    params=LSTM_PARAMS,
-    description="LSTM over token embeddings, mean over time",
-    input_kind="tokens",
-)

@@ -146,10 +146,28 @@ class Registry(Generic[T]):
         return [self._entries[n] for n in sorted(self._entries)]
 
 
-# The zoo's modules, imported in this order when the registry is first used.
-_MODELS: Registry[ModelSpec] = Registry(
-    "model", [f"hpsearch.models.{m}" for m in ("tfn", "transformer", "tfn_regressor", "recurrent", "convolutional", "sequence")]
-)
+@dataclass(frozen=True)
+class LazyBuilder:
+    """A built-in builder named by module and function, imported on the first build.
+
+    The built-in models and tasks are declared with these, so that listing them, and checking a
+    search against their schemas, does not import torch with their code.
+    """
+
+    module: str
+    function: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.function)(*args, **kwargs)
+
+    @property
+    def hpsearch_origin(self) -> str:
+        # The origin the function itself has (``code_origin``): errors and stored studies name it.
+        return f"{self.module}.{self.function}"
+
+
+# The zoo's declarations (``models/zoo.py``), imported when the registry is first used.
+_MODELS: Registry[ModelSpec] = Registry("model", ["hpsearch.models.zoo"])
 
 
 def register_model(

@@ -15,9 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from hpsearch.models.layers import check_token_data
-from hpsearch.models.registry import DataSpec, register_model
-from hpsearch.models.schema import HyperParam
-from hpsearch.models.transformer import TRANSFORMER_PARAMS, TransformerClassifier
+from hpsearch.models.registry import DataSpec
+from hpsearch.models.transformer import TransformerClassifier
 
 
 def check_sequence_data(data: DataSpec, model_name: str) -> None:
@@ -76,24 +75,3 @@ def build_latent_transformer(data: DataSpec, **hparams: Any) -> LatentTransforme
 def build_simple_transformer(data: DataSpec, **hparams: Any) -> LatentTransformer:
     """A ``LatentTransformer`` without latent tokens: the input, then the answer tokens."""
     return build_latent_transformer(data, num_latents=0, **hparams)
-
-
-LATENT_PARAMS = (
-    *TRANSFORMER_PARAMS,
-    HyperParam("num_latents", "int", 8, "learned scratch tokens appended to the input", low=1, high=512),
-)
-
-register_model(
-    "simple_transformer",
-    build_simple_transformer,
-    params=TRANSFORMER_PARAMS,
-    description="Transformer encoder that answers at learned tokens after the input (e.g. product digits)",
-    input_kind="token_sequence",
-)
-register_model(
-    "latent_transformer",
-    build_latent_transformer,
-    params=LATENT_PARAMS,
-    description="simple_transformer with learned latent tokens appended as scratch space",
-    input_kind="token_sequence",
-)

@@ -16,11 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hpsearch.models.layers import check_token_data
-from hpsearch.models.registry import DataSpec, register_model
-from hpsearch.models.schema import HyperParam
-
-KERNEL_TYPES = ("rbf", "compact", "fourier")
-EVOLUTION_TYPES = ("cnn", "pde")
+from hpsearch.models.registry import DataSpec
+from hpsearch.models.zoo import EVOLUTION_TYPES, KERNEL_TYPES
 
 # Keeps kernel normalisation finite where a grid point (or token) lies outside every kernel.
 _NORM_EPS = 1e-6
@@ -260,22 +257,3 @@ def build_tfn_classifier(data: DataSpec, **hparams: Any) -> TokenFieldClassifier
     check_token_data(data, "tfn_classifier")
     assert data.vocab_size is not None  # checked above; narrows the type
     return TokenFieldClassifier(data.vocab_size, data.seq_len, data.num_outputs, **hparams)
-
-
-TFN_PARAMS = (
-    HyperParam("embed_dim", "int", 64, "width of token vectors and field channels", low=4),
-    HyperParam("num_layers", "int", 2, "token-field layers", low=1, high=12),
-    HyperParam("kernel_type", "choice", "rbf", "shape of the token-to-grid kernel", choices=KERNEL_TYPES),
-    HyperParam("evolution_type", "choice", "cnn", "how the field evolves: learned conv or diffusion", choices=EVOLUTION_TYPES),
-    HyperParam("grid_size", "int", 64, "points of the field's grid on [0, 1]", low=4),
-    HyperParam("time_steps", "int", 2, "evolution steps per layer", low=1, high=32),
-    HyperParam("dropout", "float", 0.1, "dropout on each layer's field output and in the head", low=0.0, high=0.9),
-)
-
-register_model(
-    "tfn_classifier",
-    build_tfn_classifier,
-    params=TFN_PARAMS,
-    description="Token Field Network: tokens interact through a learned continuous field",
-    input_kind="tokens",
-)

@@ -7,13 +7,12 @@ between a per-step projection and a linear head.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
 
-from hpsearch.models.registry import DataSpec, register_model
-from hpsearch.models.tfn import TFN_PARAMS, TokenFieldStack
+from hpsearch.models.registry import DataSpec
+from hpsearch.models.tfn import TokenFieldStack
 
 
 def check_series_data(data: DataSpec, model_name: str) -> None:
@@ -58,17 +57,3 @@ def build_tfn_regressor(data: DataSpec, **hparams: Any) -> TokenFieldRegressor:
     check_series_data(data, "tfn_regressor")
     assert data.num_features is not None  # checked above; narrows the type
     return TokenFieldRegressor(data.seq_len, data.num_features, data.num_outputs, **hparams)
-
-
-# The classifier's hyperparameters, smaller by default: an epoch of ETTh1's ~10k windows of 96
-# steps should take seconds on a laptop CPU.
-_REGRESSOR_DEFAULTS = {"embed_dim": 16, "num_layers": 1, "grid_size": 32}
-TFN_REGRESSOR_PARAMS = tuple(replace(p, default=_REGRESSOR_DEFAULTS.get(p.name, p.default)) for p in TFN_PARAMS)
-
-register_model(
-    "tfn_regressor",
-    build_tfn_regressor,
-    params=TFN_REGRESSOR_PARAMS,
-    description="Token Field Network over the time steps of a series, for forecasting",
-    input_kind="series",
-)

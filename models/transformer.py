@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hpsearch.models.layers import check_token_data
-from hpsearch.models.registry import DataSpec, register_model
-from hpsearch.models.schema import HyperParam
+from hpsearch.models.registry import DataSpec
 
 
 class SelfAttention(nn.Module):
@@ -111,20 +110,3 @@ def build_transformer_classifier(
         ff_mult=ff_mult,
         dropout=dropout,
     )
-
-
-TRANSFORMER_PARAMS = (
-    HyperParam("embed_dim", "int", 64, "width of token vectors; a multiple of num_heads", low=4),
-    HyperParam("num_layers", "int", 2, "encoder blocks", low=1, high=12),
-    HyperParam("num_heads", "int", 4, "attention heads; must divide embed_dim", low=1),
-    HyperParam("ff_mult", "int", 2, "MLP hidden size as a multiple of embed_dim", low=1, high=8),
-    HyperParam("dropout", "float", 0.1, "dropout on each block's attention and MLP output", low=0.0, high=0.9),
-)
-
-register_model(
-    "transformer_classifier",
-    build_transformer_classifier,
-    params=TRANSFORMER_PARAMS,
-    description="Pre-norm transformer encoder baseline with learned positions",
-    input_kind="tokens",
-)

@@ -135,11 +135,11 @@ def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpe
     ``where`` says how the user gave each task option (a flag, or a study file's key), so an
     error names it; flags by default.
     """
-    from hpsearch.search.probe import probe_models
-
     load_plugins(spec.plugins)
     check_task_options(spec, where or {name: flags(name)[0] for name in spec.task_options})
     resolved = resolve(spec)
+    from hpsearch.search.probe import probe_models  # torch, which resolve's first checks do without
+
     probe_models(resolved, user_origin)
     return resolved
 

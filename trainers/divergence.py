@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 # The explosion check's reference never drops below this fraction of the first loss.
 FLOOR = 0.01
 

@@ -8,12 +8,11 @@ is first built.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.models.registry import Registry, code_origin
+from hpsearch.models.registry import LazyBuilder, Registry, code_origin
 from hpsearch.models.schema import HyperParam, resolve_values
 
 if TYPE_CHECKING:
@@ -68,24 +67,8 @@ def build_task(name: str, options: Mapping[str, Any]) -> Task:
     return spec.build(**spec.resolve(options))
 
 
-@dataclass(frozen=True)
-class BuiltinBuilder:
-    """A built-in task's builder, named by module and function and imported on the first build."""
-
-    module: str
-    function: str
-
-    def __call__(self, **options: Any) -> Task:
-        return getattr(importlib.import_module(self.module), self.function)(**options)
-
-    @property
-    def hpsearch_origin(self) -> str:
-        # The origin the function itself has (``code_origin``): errors and stored studies name it.
-        return f"{self.module}.{self.function}"
-
-
 def _builtin(name: str, module: str, options: tuple[HyperParam, ...], description: str) -> None:
-    register_task(name, BuiltinBuilder(f"hpsearch.trainers.{module}", name), options, description)
+    register_task(name, LazyBuilder(f"hpsearch.trainers.{module}", name), options, description)
 
 
 def _token_options(seq_len: int) -> tuple[HyperParam, ...]:

@@ -11,7 +11,6 @@ in the zoo rely on (see ``DataSpec``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch

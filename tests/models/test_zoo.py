@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpsearch.models import DataSpec, HyperParam, build_model, get_model, list_models
-from hpsearch.models.tfn import EVOLUTION_TYPES, KERNEL_TYPES, build_tfn_classifier
+from hpsearch.models.tfn import build_tfn_classifier
+from hpsearch.models.zoo import EVOLUTION_TYPES, KERNEL_TYPES
 
 # One small DataSpec per input kind; each model is built for the one of its kind.
 DATA_BY_KIND = {

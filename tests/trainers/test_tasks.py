@@ -65,10 +65,10 @@ def test_built_in_declarations_match_their_builders():
     import importlib
     import inspect
 
-    from hpsearch.trainers.task_registry import BuiltinBuilder
+    from hpsearch.models.registry import LazyBuilder
 
     for spec in list_tasks():
-        if not isinstance(spec.build, BuiltinBuilder):
+        if not isinstance(spec.build, LazyBuilder):
             continue
         function = getattr(importlib.import_module(spec.build.module), spec.build.function)
         assert list(inspect.signature(function).parameters) == [o.name for o in spec.options], spec.name
