@@ -167,6 +167,25 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         model_specs = tuple(get_model(m) for m in dict.fromkeys(spec.models))
     except KeyError as error:
         raise UsageError(str(error.args[0])) from None
+    # Checks that need no task first: building one imports torch, and these answer at once.
+    if spec.n_trials is not None and spec.n_trials < 1:
+        raise UsageError(f"--n-trials must be at least 1 (got {spec.n_trials})")
+    if spec.timeout is not None and spec.timeout <= 0:
+        raise UsageError(f"--timeout must be positive (got {spec.timeout})")
+    if spec.direction not in (None, "minimize", "maximize"):
+        raise UsageError(f"--direction must be minimize or maximize (got {spec.direction!r})")
+    for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):
+        if limit is not None and limit <= 0:
+            raise UsageError(f"{name} must be positive (got {limit:g})")
+    if spec.pruner not in PRUNERS:
+        raise UsageError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}")
+    try:
+        train_config = TrainConfig().with_overrides({**spec.train, "monitor": spec.metric})
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    _check_settings(train_config)
+    _check_storage(spec)
+    _check_output_dir(Path(spec.output_dir))
     try:
         task_spec = get_task(spec.task)
         task = build_task(spec.task, spec.task_options)
@@ -179,10 +198,6 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
             raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives {task.data.kind}")
     sweep = parse_sweep(spec.sweep, model_specs, task.step_params)
 
-    try:
-        train_config = TrainConfig().with_overrides({**spec.train, "monitor": spec.metric})
-    except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
     for name in [*spec.train, *(["lr"] if spec.lr_finder else [])]:
         if any(p.name == name for p in sweep.params):
             raise UsageError(f"{name} is both fixed by --{name.replace('_', '-')} and swept; drop one of them")
@@ -193,7 +208,6 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         choose_precision(train_config.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    _check_settings(train_config)
     _check_optimizers(train_config, sweep)
     _check_label_smoothing(train_config, sweep, task)
 
@@ -203,12 +217,6 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     if sampler == "grid" and not sweep.is_grid:
         ranges = ", ".join(p.name for p in sweep.params if p.is_range)
         raise UsageError(f"the grid sampler needs value lists, but {ranges} is a range; use --sampler tpe")
-    if spec.pruner not in PRUNERS:
-        raise UsageError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}")
-    if spec.n_trials is not None and spec.n_trials < 1:
-        raise UsageError(f"--n-trials must be at least 1 (got {spec.n_trials})")
-    if spec.timeout is not None and spec.timeout <= 0:
-        raise UsageError(f"--timeout must be positive (got {spec.timeout})")
     n_trials = spec.n_trials
     if sampler != "grid" and n_trials is None:
         n_trials = DEFAULT_N_TRIALS
@@ -216,15 +224,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.directions()}
     if spec.metric not in metrics:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
-    if spec.direction not in (None, "minimize", "maximize"):
-        raise UsageError(f"--direction must be minimize or maximize (got {spec.direction!r})")
     goals = _goals(spec, metrics)
-    for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):
-        if limit is not None and limit <= 0:
-            raise UsageError(f"{name} must be positive (got {limit:g})")
-
-    _check_storage(spec)
-    _check_output_dir(Path(spec.output_dir))
     resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials)
     _check_models_build(resolved)
     return resolved

@@ -64,12 +64,13 @@ def test_studies_trials_and_export_import_no_torch(small_study, study_name, tmp_
     assert code == 0 and (tmp_path / "out" / "trials.csv").exists() and "torch" not in loaded
 
 
-def test_listing_the_zoo_and_naming_an_unknown_model_import_no_torch(tmp_path):
+def test_listing_the_zoo_and_input_wrong_before_the_task_import_no_torch(tmp_path):
     code, loaded, out = probe("models")
     assert code == 0 and "tfn_classifier" in out and "latent_transformer" in out and "torch" not in loaded
 
-    code, loaded, _ = probe("--models", "tfn_classifierr", "--storage", f"sqlite:///{tmp_path / 'never.db'}")
-    assert code == 2 and "torch" not in loaded and not (tmp_path / "never.db").exists()
+    for wrong in (["--models", "tfn_classifierr"], ["--models", "tfn_classifier", "--max-flops", "0"]):
+        code, loaded, _ = probe(*wrong, "--storage", f"sqlite:///{tmp_path / 'never.db'}")
+        assert code == 2 and "torch" not in loaded and not (tmp_path / "never.db").exists()
 
 
 def test_a_plugins_task_flags_are_in_help_without_torch_elsewhere(tmp_path):
