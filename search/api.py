@@ -123,8 +123,8 @@ def _check_workers_can_import(spec: StudySpec) -> None:
         for name in names:
             origin = user_origin(kind, name)
             if origin is not None and plugin_origin(kind, name) is None:
-                raise UsageError(f"{kind} {name!r} is {origin}, which worker processes cannot import; "
-                                 "register it in a plugin file and pass plugins=[...], or use workers=1")
+                raise UsageError(f"{kind} {name!r} is {origin}, which worker processes cannot import: they load only "
+                                 "plugins; pass the file that registers it as plugins=[...], or use workers=1")
 
 
 def load_model(storage: str, study: str, trial: int | None = None, checkpoint: str = BEST) -> nn.Module:
@@ -192,7 +192,13 @@ def _task_name(task: str | Task | TaskSpec) -> str:
     if isinstance(task, TaskSpec):
         return task.name
     if isinstance(task, Task):
-        register_task(task.name, _Given(task), (), "given as an object to search()")
+        try:
+            register_task(task.name, _Given(task), (), "given as an object to search()")
+        except ValueError:
+            raise UsageError(
+                f"a task named {task.name!r} is already registered ({user_origin('task', task.name) or 'built in'}); "
+                f"pass task={task.name!r} to use that one, or give this Task another name: dataclasses.replace(task, name=...)"
+            ) from None
         return task.name
     raise UsageError(f"task must be a registered task's name or a Task (got {type(task).__name__})")
 

@@ -126,12 +126,16 @@ def _registering(label: str) -> Iterator[None]:
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UsageError(f"{label} failed to import: {type(error).__name__}: {text}".rstrip(": ")) from None
     finally:
-        for key in _registered() - before:
-            _origins[key] = label
+        # New names, and names registered again: a script that imported the plugin file itself
+        # before passing it as a plugin registered them first, from the same code.
+        for key, entry in _registered().items():
+            if before.get(key) is not entry:
+                _origins[key] = label
 
 
-def _registered() -> set[str]:
-    return {f"model:{m.name}" for m in list_models()} | {f"task:{t.name}" for t in list_tasks()}
+def _registered() -> dict[str, object]:
+    """Every registered model and task (``model:NAME``, ``task:NAME``), with its registry entry."""
+    return {f"model:{m.name}": m for m in list_models()} | {f"task:{t.name}": t for t in list_tasks()}
 
 
 def _raised_by_registry(error: BaseException) -> bool:

@@ -196,3 +196,54 @@ def test_workers_refuse_a_model_or_task_that_only_this_process_knows(where) -> N
     with pytest.raises(UsageError, match=r"task 'api_tokens' is given to search\(\).*plugins=\[\.\.\.\], or use workers=1"):
         search("tfn_classifier", tokens, {"embed_dim": [4, 8]}, epochs=1, workers=2, **where)
     assert not (where["output_dir"] / "hpsearch.db").exists()
+
+
+
+WIDE_PLUGIN = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+from hpsearch.models import DataSpec, HyperParam, register_model
+from hpsearch.trainers import Task, register_task
+
+def build_api_wide_mlp(data, hidden):
+    return nn.Sequential(nn.Linear(data.num_features, hidden), nn.ReLU(), nn.Linear(hidden, data.num_outputs))
+
+def api_wide_blobs():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (120,), generator=g)
+    x = torch.randn(120, 6, generator=g) + 1.5 * F.one_hot(y, 6).float()
+    return Task("api_wide_blobs", (x[:90], y[:90]), (x[90:], y[90:]), F.cross_entropy,
+                data=DataSpec(kind="tabular", num_features=6, num_outputs=3))
+
+register_model("api_wide_mlp", build_api_wide_mlp, [HyperParam("hidden", "int", 8, "hidden units", low=1)], input_kind="tabular")
+register_task("api_wide_blobs", api_wide_blobs, [])
+'''
+
+
+def test_workers_run_what_a_plugin_file_registers_though_the_script_imported_it_too(where, tmp_path, monkeypatch) -> None:
+    """A script's ``import my_plugin`` registers its names first; ``plugins=[file]`` must still count as theirs."""
+    import importlib
+
+    from hpsearch.models import registry
+    from hpsearch.trainers import task_registry
+
+    (tmp_path / "api_wide_plugin.py").write_text(WIDE_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("api_wide_plugin")
+    try:
+        study = search("api_wide_mlp", "api_wide_blobs", {"hidden": [4, 8]}, epochs=1, workers=2,
+                       plugins=[str(tmp_path / "api_wide_plugin.py")], **where)
+        assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    finally:
+        registry._MODELS.remove("api_wide_mlp")
+        task_registry._TASKS.remove("api_wide_blobs")
+
+
+def test_a_task_object_named_as_a_registered_task_is_one_usage_error(where) -> None:
+    from hpsearch.trainers import build_task
+
+    tokens = build_task("synthetic_tokens", {"dataset_size": 40})
+    with pytest.raises(UsageError, match=r"a task named 'synthetic_tokens' is already registered \(built in\); pass task='synthetic_tokens'"):
+        search("tfn_classifier", tokens, epochs=1, **where)
+    assert not (where["output_dir"] / "hpsearch.db").exists()
