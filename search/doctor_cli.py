@@ -21,13 +21,14 @@ def doctor_main(argv: Sequence[str]) -> int:
     parser.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
     args = parser.parse_args(argv)
     # Imported here: torch (trainers.precision imports it) would make --help wait.
-    from hpsearch.trainers.precision import SPEEDUP, cache_dir, peak_flops, precision_choice
+    from hpsearch.trainers.precision import SPEEDUP, cache_dir, cached_choice, peak_flops, precision_choice
 
     try:
         device = resolve_device(args.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    choice = precision_choice(device, remeasure=args.remeasure)
+    cached = None if args.remeasure else cached_choice(device)
+    choice = cached or precision_choice(device, remeasure=True)
     import torch
 
     print(f"device:    {device} ({choice.device})")
@@ -38,5 +39,10 @@ def doctor_main(argv: Sequence[str]) -> int:
     print(f"auto:      {choice.chosen} (a lower precision needs {SPEEDUP}x fp32's speed)")
     peaks = ", ".join(f"{p} {peak_flops(device, p) / 1e9:.1f} GFLOP/s" for p in choice.flops_per_second)
     print(f"MFU peak:  {peaks}")
+    if cached is None:
+        taken = f"now ({choice.measured_at} UTC); later runs read it from the cache"
+    else:
+        taken = f"{f'{choice.measured_at} UTC' if choice.measured_at else 'earlier'}, read from the cache (--remeasure measures again)"
+    print(f"taken:     {taken}")
     print(f"cache:     {cache_dir() / 'precision.json'}")
     return EXIT_OK

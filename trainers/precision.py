@@ -20,7 +20,9 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +52,7 @@ class PrecisionChoice:
     flops_per_second: dict[str, float]  # candidate precision -> measured matmul FLOP/s
     chosen: str
     matmul_size: int
+    measured_at: str = ""  # UTC, "2026-12-02 04:35"; empty in caches written before it was kept
 
     def speedup(self, precision: str) -> float:
         return self.flops_per_second[precision] / self.flops_per_second["fp32"]
@@ -118,23 +121,41 @@ def choose(rates: dict[str, float]) -> str:
     return max(lower, key=rates.__getitem__) if lower else "fp32"
 
 
+def _cache_key(device: torch.device) -> str:
+    return f"{platform.node()}|{device_name(device)}|{device.type}|torch {torch.__version__}"
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        cached = json.loads((cache_dir() / "precision.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def cached_choice(device: torch.device) -> PrecisionChoice | None:
+    """The measurement this machine cached for ``device``, or None when there is none (or it is unreadable)."""
+    entry = _read_cache().get(_cache_key(device))
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return PrecisionChoice(**entry)
+    except TypeError:
+        return None  # written by another version: measure again
+
+
 def precision_choice(device: torch.device, remeasure: bool = False) -> PrecisionChoice:
     """The measurement for ``device``, from the cache when this machine has one (``remeasure`` ignores it)."""
-    key = f"{platform.node()}|{device_name(device)}|{device.type}|torch {torch.__version__}"
-    path = cache_dir() / "precision.json"
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    if not remeasure and isinstance(cached.get(key), dict):
-        try:
-            return PrecisionChoice(**cached[key])
-        except TypeError:
-            pass  # written by another version: measure again
+    choice = None if remeasure else cached_choice(device)
+    if choice is not None:
+        return choice
     size = 1024 if device.type == "cpu" else 4096
     rates = measure(device, size)
-    choice = PrecisionChoice(device_name(device), torch.__version__, rates, choose(rates), size)
-    cached[key] = asdict(choice)
+    taken = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    choice = PrecisionChoice(device_name(device), torch.__version__, rates, choose(rates), size, taken)
+    path = cache_dir() / "precision.json"
+    cached = _read_cache()
+    cached[_cache_key(device)] = asdict(choice)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")

@@ -194,5 +194,8 @@ def test_doctor_prints_what_auto_measures_and_picks(run_hpsearch, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if not line.startswith("  "))
     assert lines["auto"].split()[0] in ("fp32", "bf16")
-    assert (tmp_path / "cache" / "precision.json").exists()
+    assert (tmp_path / "cache" / "precision.json").exists() and lines["taken"].strip().startswith("now (")
+    again = run_hpsearch("doctor", "--device", "cpu", env={"HPSEARCH_CACHE_DIR": str(tmp_path / "cache")})
+    taken = dict(line.split(":", 1) for line in again.stdout.splitlines() if not line.startswith("  "))["taken"]
+    assert taken.strip() == lines["taken"].strip().removeprefix("now (").split(")")[0] + ", read from the cache (--remeasure measures again)"
     assert run_hpsearch("doctor", "--device", "tpu").returncode == 2
