@@ -42,7 +42,8 @@ def run(trials: int, shared: bool) -> tuple[float, list[int]]:
         init(self, model, **kwargs)
 
     lrs = [round(1e-3 * (1 + i / trials), 6) for i in range(trials)]
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(FlopsMeter, "__init__", init if shared else own_counts):
+    meter_init = init if shared else own_counts
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(FlopsMeter, "__init__", meter_init):
         start = time.perf_counter()
         study = search("tfn_classifier", "synthetic_tokens", {"lr": lrs}, task_options=TASK_OPTIONS, epochs=1,
                        precision="fp32", pruner="none", storage=f"sqlite:///{tmp}/flops.db", output_dir=tmp)
@@ -52,7 +53,7 @@ def run(trials: int, shared: bool) -> tuple[float, list[int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--trials", type=int, default=20, help="grid points, all of one architecture (default %(default)s)")
+    parser.add_argument("--trials", type=int, default=20, help="grid points, one architecture (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (default %(default)s)")
     args = parser.parse_args(argv)
     run(2, shared=True)  # warms the imports, torch's jit tracer and the task's data
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(a / b for a, b in zip(walls["shared"], walls["a trace per trial"]))
     print(f"\n{args.trials} trials of one architecture, median of {args.repeats} rounds")
     for name in sides:
-        print(f"{name:<20} {statistics.median(walls[name]):7.2f} s  {statistics.median(walls[name]) / args.trials * 1e3:7.1f} ms/trial")
+        wall = statistics.median(walls[name])
+        print(f"{name:<20} {wall:7.2f} s  {wall / args.trials * 1e3:7.1f} ms/trial")
     print(f"shared / a trace per trial: {ratio:.2f}x the wall time; same flops.total on every trial")
     return 0
 

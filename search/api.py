@@ -197,7 +197,8 @@ def _task_name(task: str | Task | TaskSpec) -> str:
         except ValueError:
             raise UsageError(
                 f"a task named {task.name!r} is already registered ({user_origin('task', task.name) or 'built in'}); "
-                f"pass task={task.name!r} to use that one, or give this Task another name: dataclasses.replace(task, name=...)"
+                f"pass task={task.name!r} to use that one, "
+                "or give this Task another name: dataclasses.replace(task, name=...)"
             ) from None
         return task.name
     raise UsageError(f"task must be a registered task's name or a Task (got {type(task).__name__})")

@@ -42,7 +42,8 @@ def doctor_main(argv: Sequence[str]) -> int:
     if cached is None:
         taken = f"now ({choice.measured_at} UTC); later runs read it from the cache"
     else:
-        taken = f"{f'{choice.measured_at} UTC' if choice.measured_at else 'earlier'}, read from the cache (--remeasure measures again)"
+        when = f"{choice.measured_at} UTC" if choice.measured_at else "earlier"
+        taken = f"{when}, read from the cache (--remeasure measures again)"
     print(f"taken:     {taken}")
     print(f"cache:     {cache_dir() / 'precision.json'}")
     return EXIT_OK

@@ -106,7 +106,8 @@ class Objective:
         model = build_model(model_name, model_params, resolved.task.data)
         resume_from, state, restored = self._checkpoint_to_resume(trial, model)
         hparams = {**model_params, **step_params}
-        meter = FlopsMeter(model, counts=self.flops_counts.setdefault((model_name, repr(sorted(model_params.items()))), {}))
+        architecture = (model_name, repr(sorted(model_params.items())))
+        meter = FlopsMeter(model, counts=self.flops_counts.setdefault(architecture, {}))
         if resolved.spec.lr_finder:
             suggested = trial.user_attrs.get("lr_finder.suggested")
             if suggested is None:
