@@ -188,6 +188,10 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     _check_output_dir(Path(spec.output_dir))
     try:
         task_spec = get_task(spec.task)
+        if user_origin("task", spec.task) is None:
+            # A built-in task has no step, so no step hyperparameters: its sweep (and the sampler
+            # that fits it) is checked before the task is built, which imports torch.
+            _sampler(spec, parse_sweep(spec.sweep, model_specs))
         task = build_task(spec.task, spec.task_options)
         task.check()
     except (KeyError, ValueError) as error:
@@ -211,12 +215,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     _check_optimizers(train_config, sweep)
     _check_label_smoothing(train_config, sweep, task)
 
-    sampler = spec.sampler or ("grid" if sweep.is_grid else "tpe")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    if sampler == "grid" and not sweep.is_grid:
-        ranges = ", ".join(p.name for p in sweep.params if p.is_range)
-        raise UsageError(f"the grid sampler needs value lists, but {ranges} is a range; use --sampler tpe")
+    sampler = _sampler(spec, sweep)
     n_trials = spec.n_trials
     if sampler != "grid" and n_trials is None:
         n_trials = DEFAULT_N_TRIALS
@@ -228,6 +227,17 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials)
     _check_models_build(resolved)
     return resolved
+
+
+def _sampler(spec: StudySpec, sweep: Sweep) -> str:
+    """The sampler the search uses: ``--sampler``, else grid for value lists and TPE for ranges."""
+    sampler = spec.sampler or ("grid" if sweep.is_grid else "tpe")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if sampler == "grid" and not sweep.is_grid:
+        ranges = ", ".join(p.name for p in sweep.params if p.is_range)
+        raise UsageError(f"the grid sampler needs value lists, but {ranges} is a range; use --sampler tpe")
+    return sampler
 
 
 def _goals(spec: StudySpec, metrics: dict[str, str]) -> tuple[Goal, ...]:

@@ -64,11 +64,12 @@ def test_studies_trials_and_export_import_no_torch(small_study, study_name, tmp_
     assert code == 0 and (tmp_path / "out" / "trials.csv").exists() and "torch" not in loaded
 
 
-def test_listing_the_zoo_and_input_wrong_before_the_task_import_no_torch(tmp_path):
+def test_listing_the_zoo_and_mistakes_a_built_in_task_does_not_decide_import_no_torch(tmp_path):
     code, loaded, out = probe("models")
     assert code == 0 and "tfn_classifier" in out and "latent_transformer" in out and "torch" not in loaded
 
-    for wrong in (["--models", "tfn_classifierr"], ["--models", "tfn_classifier", "--max-flops", "0"]):
+    for wrong in (["--models", "tfn_classifierr"], ["--models", "tfn_classifier", "--max-flops", "0"],
+                  ["--models", "tfn_classifier", "--param_sweep", "embed_dimm:64"]):
         code, loaded, _ = probe(*wrong, "--storage", f"sqlite:///{tmp_path / 'never.db'}")
         assert code == 2 and "torch" not in loaded and not (tmp_path / "never.db").exists()
 
