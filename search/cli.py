@@ -237,6 +237,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
 
 def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
+    preload_plugins(argv)  # a plugin's task options are flags of this parser too
     parser = build_search_parser(prog="hpsearch create", description="Create a study that holds a whole search, for workers to run.")
     args = parser.parse_args(argv)
     from hpsearch.search.orchestrator import Orchestrator

@@ -86,6 +86,8 @@ def test_a_plugins_task_flags_are_in_help_without_torch_elsewhere(tmp_path):
     code, _, out = probe("--plugin", str(plugin), "--help", cwd=tmp_path)
 
     assert code == 0 and "--rows INT" in out and "[plugin_rows: 3]" in out
+    code, _, out = probe("create", "--plugin", str(plugin), "--help", cwd=tmp_path)  # create takes them too
+    assert code == 0 and "--rows INT" in out
     code, loaded, out = probe("--help", cwd=tmp_path)
     assert code == 0 and "--rows" not in out and "torch" not in loaded
 
