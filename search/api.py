@@ -155,11 +155,17 @@ def load_model(storage: str, study: str, trial: int | None = None, checkpoint: s
     if not path.exists():
         raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing")
     model_name = chosen.params.get("model", spec.models[0])
-    model_spec = get_model(model_name)
-    hparams = {k: v for k, v in chosen.params.items() if model_spec.param(k) is not None}
     from hpsearch.trainers.tasks import build_task
 
-    model = build_model(model_name, hparams, build_task(spec.task, spec.task_options).data)
+    try:
+        model_spec = get_model(model_name)
+        data = build_task(spec.task, spec.task_options).data
+    except KeyError as error:
+        # Plugins the study names are loaded above; a model or task the search's script registered is not.
+        raise UsageError(f"{error.args[0]}: import or register it in this process before load_model "
+                         "(studies run with plugins=[...] load them by themselves)") from None
+    hparams = {k: v for k, v in chosen.params.items() if model_spec.param(k) is not None}
+    model = build_model(model_name, hparams, data)
     model.load_state_dict(load_checkpoint(path)["model"])
     return model.eval()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,6 +90,21 @@ def test_load_model_returns_the_trained_best_model(where) -> None:
         loss = F.cross_entropy(model(x_val), y_val).item()
     assert loss == pytest.approx(study.best_value, rel=1e-5)
     assert not model.training
+
+
+def test_load_model_in_a_process_that_lacks_the_scripts_model_says_to_register_it(where) -> None:
+    study = search("api_mlp", blobs_task(), ["hidden:4"], epochs=1, **where)
+    script = (
+        "import sys\n"
+        "from hpsearch.search import UsageError, load_model\n"
+        f"try:\n    load_model({where['storage']!r}, {study.study_name!r})\n"
+        "except UsageError as error:\n    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("unknown model 'api_mlp'; known models: ")
+    assert done.stdout.rstrip().endswith("import or register it in this process before load_model "
+                                         "(studies run with plugins=[...] load them by themselves)")
 
 
 def test_rerunning_a_cell_that_registers_a_model_replaces_it() -> None:
