@@ -64,6 +64,7 @@ def open_storage(
     options: dict = {"retry": retry}
     if heartbeat is not None:
         options |= {
+            "on_stale": echo,
             "heartbeat_interval": heartbeat.interval,
             "grace_period": heartbeat.grace_period,
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(

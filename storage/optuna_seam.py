@@ -202,6 +202,8 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     The heartbeat never raises: a failed beat is retried for one interval, then the next beat
     tries again, and ``heartbeat_age`` tells the trainer how long the trial has gone without one.
+    A trial failed because its heartbeat went stale gets a ``fail_reason``, and ``on_stale`` a
+    line saying so, before Optuna's stale-trial callback queues its retry.
 
     With ``queue_only`` set, ``Study.ask`` either takes a WAITING trial or raises
     ``QueueEmpty``; it never starts a fresh one. Queued trials and heartbeat retries are
@@ -210,8 +212,11 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     queue_only: bool = False
 
-    def __init__(self, url: str, retry: DatabaseRetry | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, url: str, retry: DatabaseRetry | None = None, on_stale: Callable[[str], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(url, **kwargs)
+        self.on_stale = on_stale
         self.retry = retry if retry is not None else DatabaseRetry(url)
         # A session whose connection broke is dropped before the next attempt.
         self.retry.before_retry = self.remove_session
@@ -293,15 +298,39 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         """
         self.retry.call(self._set_trial_user_attrs, trial_id, attrs)
 
-    def _set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    def _set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], finished: bool = False) -> None:
         table = optuna_models.TrialUserAttributeModel.__table__
         rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
         with _create_scoped_session(self.scoped_session, True) as session:
             trial = optuna_models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, trial.state)
+            if not finished:
+                self.check_trial_is_updatable(trial_id, trial.state)
             # Delete-then-insert is an upsert every dialect runs the same way.
             session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
             session.execute(sa.insert(table), rows)
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        """Optuna's stale-trial callback (the retry), after the failed trial is told why.
+
+        A killed worker's trial otherwise ends FAIL with nothing on it. Its ``fail_reason`` is
+        written although the trial has finished, which Optuna's API refuses; a reason the worker
+        stored itself (an abandoned trial's) is kept.
+        """
+        queue_retry = super().get_heartbeat_stale_trial_callback()
+
+        def fail_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+            if queue_retry is not None:
+                queue_retry(study, trial)
+            reason = trial.user_attrs.get("fail_reason")
+            if reason is None:
+                grace = self.grace_period or 2 * (self.heartbeat_interval or 0)  # Optuna's default grace
+                reason = f"no heartbeat for over {grace} s: its worker was killed or lost the database"
+                self.retry.call(self._set_trial_user_attrs, trial_id(trial), {"fail_reason": reason}, True)
+            if self.on_stale is not None:
+                again = "queued again to resume from its checkpoint" if queue_retry is not None else "not retried"
+                self.on_stale(f"Trial {trial.number} failed: {reason}; {again}")
+
+        return fail_stale
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         if self.queue_only and template_trial is None:

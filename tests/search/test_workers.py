@@ -117,6 +117,9 @@ def test_a_killed_workers_trial_is_retried_from_its_checkpoint(tmp_path, run_hps
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed, retried = trials
     assert failed.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
+    reason = "no heartbeat for over 3 s: its worker was killed or lost the database"
+    assert failed.user_attrs["fail_reason"] == reason and "fail_reason" not in retried.user_attrs
+    assert f"Trial 0 failed: {reason}; queued again to resume from its checkpoint" in second_out
     resumed_after = retried.user_attrs["resumed_from"]["epoch"]
     assert resumed_after >= 2
     # No epoch trained twice, none lost: the killed worker trained 1..k, the retry k+1..6.
