@@ -60,6 +60,19 @@ def test_bad_options_are_rejected():
         get_task("nope")
 
 
+def test_built_in_tasks_have_no_step_hyperparameters():
+    # search.spec.resolve checks a built-in task's sweep before building the task, without them.
+    from hpsearch.models.registry import LazyBuilder
+
+    from tests.trainers.test_timeseries import ETTH1
+
+    small = {"csv_timeseries": {"data": str(ETTH1), "window": 8, "horizon": 2}}
+    built_in = [spec.name for spec in list_tasks() if isinstance(spec.build, LazyBuilder)]
+    assert len(built_in) == 4
+    for name in built_in:
+        assert build_task(name, small.get(name, {"dataset_size": 20})).step_params == (), name
+
+
 def test_built_in_declarations_match_their_builders():
     # The declarations live apart from the code (trainers.task_registry imports no torch).
     import importlib
