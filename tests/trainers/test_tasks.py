@@ -63,7 +63,6 @@ def test_bad_options_are_rejected():
 def test_built_in_tasks_have_no_step_hyperparameters():
     # search.spec.resolve checks a built-in task's sweep before building the task, without them.
     from hpsearch.models.registry import LazyBuilder
-
     from tests.trainers.test_timeseries import ETTH1
 
     small = {"csv_timeseries": {"data": str(ETTH1), "window": 8, "horizon": 2}}
