@@ -19,8 +19,7 @@ from hpsearch.models import ModelSpec, build_model, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, user_origin
-from hpsearch.search.probe import probe_models
-from hpsearch.search.spec import ResolvedSpec, StudySpec, check_task_options, resolve
+from hpsearch.search.spec import ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import sweep_items
 from hpsearch.storage.urls import resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
@@ -184,11 +183,7 @@ def quiet_optuna() -> Iterator[None]:
 
 
 def _prepare(spec: StudySpec) -> ResolvedSpec:
-    load_plugins(spec.plugins)
-    check_task_options(spec, {name: f"task_options[{name!r}]" for name in spec.task_options})
-    resolved = resolve(spec)
-    probe_models(resolved, user_origin)
-    return resolved
+    return prepare(spec, {name: f"task_options[{name!r}]" for name in spec.task_options})
 
 
 def _task_name(task: str | Task | TaskSpec) -> str:

@@ -22,9 +22,10 @@ from hpsearch.search.arguments import (
 )
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
-from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins, user_origin
+from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
-from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec, check_task_options, resolve
+from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec
+from hpsearch.search.spec import prepare as prepare_spec
 from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.config import TRAINER_PARAMS
@@ -135,13 +136,7 @@ def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpe
     ``where`` says how the user gave each task option (a flag, or a study file's key), so an
     error names it; flags by default.
     """
-    load_plugins(spec.plugins)
-    check_task_options(spec, where or {name: flags(name)[0] for name in spec.task_options})
-    resolved = resolve(spec)
-    from hpsearch.search.probe import probe_models  # torch, which resolve's first checks do without
-
-    probe_models(resolved, user_origin)
-    return resolved
+    return prepare_spec(spec, where or {name: flags(name)[0] for name in spec.task_options})
 
 
 def search_main(argv: Sequence[str]) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import ModelSpec, build_model, get_model
 from hpsearch.search.errors import UsageError
-from hpsearch.search.plugins import user_origin
+from hpsearch.search.plugins import load_plugins, user_origin
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.trainers.config import SETTINGS, TrainConfig
 from hpsearch.trainers.task_registry import build_task, get_task
@@ -330,6 +330,21 @@ def _check_models_build(resolved: ResolvedSpec) -> None:
         except (ValueError, TypeError) as error:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UsageError(f"{shown} cannot be built: {error}") from None
+
+
+def prepare(spec: StudySpec, where: dict[str, str]) -> ResolvedSpec:
+    """Load the spec's plugins, check and resolve it, and probe its models; ``UsageError`` if anything is wrong.
+
+    ``where`` says how the user gave each task option (a flag, a study file's key, a keyword), so
+    that an error names it. The CLI and the Python API both start a search here.
+    """
+    load_plugins(spec.plugins)
+    check_task_options(spec, where)
+    resolved = resolve(spec)
+    from hpsearch.search.probe import probe_models  # torch, which resolve's first checks do without
+
+    probe_models(resolved, user_origin)
+    return resolved
 
 
 def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
