@@ -15,15 +15,16 @@ from typing import Any
 import optuna
 from torch import nn
 
-from hpsearch.models import ModelSpec, build_model, get_model
+from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, user_origin
 from hpsearch.search.spec import ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import sweep_items
+from hpsearch.search.trial import TrialPlan
 from hpsearch.storage.urls import resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
-from hpsearch.trainers.config import FLAG_SETTINGS
+from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
 from hpsearch.trainers.tasks import Task, TaskSpec, register_task
 
 _SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
@@ -157,14 +158,14 @@ def load_model(storage: str, study: str, trial: int | None = None, checkpoint: s
     from hpsearch.trainers.tasks import build_task
 
     try:
-        model_spec = get_model(model_name)
-        data = build_task(spec.task, spec.task_options).data
+        get_model(model_name)  # an unknown model is named before an unknown task, as the search names them
+        task = build_task(spec.task, spec.task_options)
+        plan = TrialPlan.from_point({**chosen.params, "model": model_name}, TrainConfig(), (p.name for p in task.step_params))
     except KeyError as error:
         # Plugins the study names are loaded above; a model or task the search's script registered is not.
         raise UsageError(f"{error.args[0]}: import or register it in this process before load_model "
                          "(studies run with plugins=[...] load them by themselves)") from None
-    hparams = {k: v for k, v in chosen.params.items() if model_spec.param(k) is not None}
-    model = build_model(model_name, hparams, data)
+    model = plan.build_model(task)
     model.load_state_dict(load_checkpoint(path)["model"])
     return model.eval()
 

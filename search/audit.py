@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch.search.objective import checkpoint_dir
+from hpsearch.search.trial import checkpoint_dir
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.trainers.trainer import checkpoint_records
 

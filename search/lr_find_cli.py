@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from hpsearch.models import build_model
 from hpsearch.search.arguments import (
     ArgumentParser,
     add_plugin_argument,
@@ -66,24 +65,18 @@ def lr_find_main(argv: Sequence[str]) -> int:
         train=training_settings(args)[0],
         plugins=tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
     )
-    from hpsearch.search.objective import TRAIN_SETTING_NAMES
+    from hpsearch.search.trial import TrialPlan
     from hpsearch.trainers.lr_finder import find_lr
     from hpsearch.trainers.trainer import Trainer, seed_everything
 
     load_plugins(spec.plugins)
     check_task_options(spec, {name: f"--{name.replace('_', '-')}" for name in spec.task_options})
     resolved = resolve(spec)
-    point = resolved.sweep.grid_points()[0]
-    model_spec = resolved.model_specs[0]
-    hparams = {k: v for k, v in point.items() if model_spec.param(k) is not None}
-    settings = {k: v for k, v in point.items() if k in TRAIN_SETTING_NAMES}
-    config = resolved.train_config.with_overrides(settings)
-    seed_everything(config.seed)
-    model = build_model(model_spec.name, hparams, resolved.task.data)
-    step_params = {k: v for k, v in point.items() if k not in hparams and k not in settings and k != "model"}
-    trainer = Trainer(model, resolved.task, config, hparams={**hparams, **step_params})
+    plan = TrialPlan.from_point(resolved.sweep.grid_points()[0], resolved.train_config, (p.name for p in resolved.task.step_params))
+    seed_everything(plan.config.seed)
+    trainer = Trainer(plan.build_model(resolved.task), resolved.task, plan.config, hparams=plan.hparams)
     result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)
-    write_plot(result, out, title=f"LR range test: {model_spec.name} {' '.join(args.hyperparameters)}".strip())
+    write_plot(result, out, title=f"LR range test: {plan.model_name} {' '.join(args.hyperparameters)}".strip())
     stop = "stopped early at divergence" if result.diverged else "ran every step"
     print(f"Suggested LR: {result.suggested:.3g} (steepest descent of the smoothed loss; {len(result.lrs)} steps, {stop})")
     print(f"Plot: {out.resolve()}")

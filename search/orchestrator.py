@@ -20,6 +20,7 @@ from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.spec import ResolvedSpec, StudySpec
 from hpsearch.storage.engine import QueuedRDBStorage, QueueEmpty, open_optuna_storage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry, database_reason
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 
@@ -219,7 +220,7 @@ class Orchestrator:
             else:
                 bar.update(1)
 
-        objective = Objective(self.resolved, epoch_table, self.storage, self.echo)
+        objective = Objective(self.resolved, DatabaseRecorder(self.storage, epoch_table), self.echo)
         self.storage.queue_only = True
         try:
             while True:

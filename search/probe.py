@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset, default_collate
 
-from hpsearch.models import build_model
 from hpsearch.models.registry import ModelSpec
 from hpsearch.search.errors import UsageError
 from hpsearch.search.spec import ResolvedSpec
+from hpsearch.search.trial import TrialPlan
 from hpsearch.trainers.data import DataError, move_to_device
 from hpsearch.trainers.metrics import MetricSet
 from hpsearch.trainers.step import as_step_output, split_batch
@@ -84,13 +84,14 @@ def probe_models(resolved: ResolvedSpec, origin_of: Any) -> None:
 
 def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any], where: str) -> None:
     task = resolved.task
-    hparams = {p.name: p.default for p in task.step_params} | {k: v for k, v in point.items() if k != "model"}
+    plan = TrialPlan.from_point({"model": model_spec.name, **point}, resolved.train_config, (p.name for p in task.step_params))
+    hparams = {p.name: p.default for p in task.step_params} | plan.hparams
     batch: Any = None
     try:
         batch = example_batch(task)
-        model = build_model(model_spec.name, {k: v for k, v in point.items() if model_spec.param(k) is not None}, task.data).eval()
+        model = plan.build_model(task).eval()
         with torch.no_grad():
-            out = as_step_output(task.step_fn()(model, batch, {**resolved.train_config.sweepable_values(), **hparams}))
+            out = as_step_output(task.step_fn()(model, batch, {**plan.config.sweepable_values(), **hparams}))
         if out.loss.numel() != 1:
             raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
         if out.outputs is not None:

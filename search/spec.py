@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.models import ModelSpec, build_model, get_model
+from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.plugins import load_plugins, user_origin
 from hpsearch.search.sweep import Sweep, parse_sweep
@@ -317,16 +317,14 @@ def _check_output_dir(path: Path) -> None:
 
 def _check_models_build(resolved: ResolvedSpec) -> None:
     """Build every grid point (or each model's defaults) on the meta device: no memory, no time."""
-    import torch
+    from hpsearch.search.trial import TrialPlan
 
-    sweep, data = resolved.sweep, resolved.task.data
+    sweep, task = resolved.sweep, resolved.task
     points = sweep.grid_points() if sweep.is_grid else [{"model": m} for m in sweep.models]
     for point in points:
-        model = get_model(point["model"])
-        hparams = {k: v for k, v in point.items() if model.param(k) is not None}
+        plan = TrialPlan.from_point(point, resolved.train_config, (p.name for p in task.step_params))
         try:
-            with torch.device("meta"):
-                build_model(point["model"], hparams, data)
+            plan.build_model(task, meta=True)
         except (ValueError, TypeError) as error:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UsageError(f"{shown} cannot be built: {error}") from None

@@ -74,15 +74,10 @@ class Sweep:
                 points.append({"model": model, **{p.name: v for p, v in zip(own, combo)}})
         return points
 
-    def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """Sample a point: the model, its hyperparameters, and the rest (trainer settings, step hyperparameters)."""
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample a point: ``model``, then each swept name that applies to it (``TrialPlan`` splits it)."""
         model = trial.suggest_categorical("model", list(self.models))
-        model_params: dict[str, Any] = {}
-        trainer_params: dict[str, Any] = {}
-        for p in self.params:
-            if p.applies_to(model):
-                (trainer_params if p.is_trainer_setting else model_params)[p.name] = p.suggest(trial)
-        return model, model_params, trainer_params
+        return {"model": model, **{p.name: p.suggest(trial) for p in self.params if p.applies_to(model)}}
 
 
 def split_sweep_args(args: Iterable[str]) -> list[str]:

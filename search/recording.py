@@ -1,0 +1,121 @@
+"""``TrialRecording``: what is recorded on a trial as its epochs end, trained or simulated alike.
+
+The objective feeds it the records the trainer emits; the simulator feeds it records read from a
+learning curve. Both then store the same rows, make the same reports and get the same pruning
+decisions, so what a simulated benchmark judges is what a real search does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+
+from hpsearch.search.spec import COST_OBJECTIVES, Goal
+from hpsearch.storage.recorder import TrialRecorder
+from hpsearch.storage.retry import DatabaseUnavailable
+from hpsearch.trainers.records import EpochRecord, format_epoch_line
+
+
+class TrialAbandoned(BaseException):
+    """This worker stops training a trial it may no longer own, and leaves the trial RUNNING.
+
+    Raised when the trial's heartbeat could not be stored for nearly the grace period (another
+    worker may soon fail the trial and take it over), or when the database has been away past
+    ``--db-timeout`` (``error``, a final ``DatabaseUnavailable``: the worker then stops). A
+    ``BaseException`` so that Optuna neither catches it nor tells the trial's state: the trial
+    goes stale, and its heartbeat retry resumes from its last checkpoint, like a killed worker's.
+    """
+
+    def __init__(self, number: int, reason: str, error: DatabaseUnavailable | None = None) -> None:
+        super().__init__(number, reason)
+        self.number, self.reason, self.error = number, reason, error
+
+
+class TrialRecording:
+    """One trial's record, epoch by epoch, then its closing attributes.
+
+    Every epoch: a line through ``echo``, the epoch's row and (single objective) the report of
+    ``metric`` through the recorder, then the pruner's verdict, but for the last epoch, whose work
+    is done. While the database is away, rows are kept and stored with a later epoch's, and
+    training goes on.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        recorder: TrialRecorder,
+        metric: str,
+        epochs: int,
+        pruner: str,
+        multi_objective: bool = False,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.trial, self.recorder, self.metric, self.epochs = trial, recorder, metric, epochs
+        self.pruner, self.multi_objective, self.echo = pruner, multi_objective, echo
+        self.records: list[EpochRecord] = []
+        # Epochs finished but not yet stored: while the database is away, training goes on.
+        self.unstored: list[EpochRecord] = []
+
+    def epoch_ended(self, record: EpochRecord) -> None:
+        """Record a finished epoch; ``optuna.TrialPruned`` if the pruner stops the trial here."""
+        self.records.append(record)
+        self.echo(format_epoch_line(record))
+        self.check_heartbeat()
+        self.unstored.append(record)
+        try:
+            with self.recorder.deferring():  # a first failure defers the writes to the next epoch
+                self.store()
+                prune = not self.multi_objective and record.epoch < self.epochs and self.trial.should_prune()
+        except DatabaseUnavailable as error:
+            if error.final:
+                raise
+            self.echo(f"Trial {self.trial.number}: epoch {record.epoch} is kept and stored once the database is back; training goes on")
+            return
+        if prune:
+            value = record.value(self.metric)
+            raise optuna.TrialPruned(f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={value:.4g}")
+
+    def store(self) -> None:
+        """Store the unstored epochs, oldest first, removing each once stored."""
+        while self.unstored:
+            record = self.unstored[0]
+            value = None if self.multi_objective else record.value(self.metric)
+            self.recorder.write_epoch(self.trial, record.epoch, record.as_row(), value)
+            self.unstored.pop(0)
+
+    def restore(self, restored: Sequence[EpochRecord]) -> None:
+        """Carry a taken-over trial's finished epochs over to this one, without training them again.
+
+        A heartbeat retry inherited the intermediate values the killed trial reported; an epoch
+        it checkpointed but had not yet reported, and every epoch of a grid point queued again,
+        is reported here.
+        """
+        reported = self.recorder.frozen(self.trial).intermediate_values
+        for record in restored:
+            fresh = record.epoch not in reported and not self.multi_objective
+            self.recorder.write_epoch(self.trial, record.epoch, record.as_row(), record.value(self.metric) if fresh else None)
+            self.records.append(record)
+
+    def check_heartbeat(self) -> None:
+        """``TrialAbandoned`` once the trial's heartbeat has gone unstored so long that a peer may take it over."""
+        reason = self.recorder.heartbeat_lost(self.trial)
+        if reason is not None:
+            self.recorder.note_abandoned(self.trial, reason)
+            raise TrialAbandoned(self.trial.number, reason)
+
+    def finish(self, attrs: Mapping[str, Any], reason: tuple[str, str] | None) -> dict[str, Any]:
+        """Store what is left, set the closing attributes (with ``epochs_run``, ``lr_history`` and the reason) and return them."""
+        self.check_heartbeat()
+        self.store()
+        closing = {"epochs_run": len(self.records), "lr_history": [r.lr for r in self.records], **attrs}
+        if reason is not None:
+            closing[reason[0]] = reason[1]
+            self.echo(f"Trial {self.trial.number} {'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}")
+        self.recorder.set_attrs(self.trial, closing)
+        return closing
+
+    def values(self, goals: Sequence[Goal], attrs: Mapping[str, Any]) -> float | list[float]:
+        """The trial's objective values: each goal's last-epoch metric, or its cost attribute."""
+        values = [attrs[COST_OBJECTIVES[g.name]] if g.is_cost else self.records[-1].value(g.name) for g in goals]
+        return values if self.multi_objective else values[0]

@@ -1,0 +1,120 @@
+"""Where a trial's epochs, reports and attributes go: the study database, or memory.
+
+The objective and the simulator record a trial through one small interface, ``TrialRecorder``,
+so that the logic of what is recorded when lives in one place (``search/recording.py``) and
+can be tested, or simulated thousands of times, on an in-memory study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ContextManager, Iterator, Mapping, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
+from hpsearch.storage.retry import DatabaseUnavailable
+
+
+class TrialRecorder(Protocol):
+    """What recording a trial needs from a study's storage."""
+
+    def write_epoch(self, trial: optuna.Trial, epoch: int, row: Mapping[str, Any], value: float | None) -> None:
+        """Store one epoch's row, then report ``value`` at step ``epoch`` (None: report nothing)."""
+
+    def set_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+        """Set several user attributes of a running trial."""
+
+    def frozen(self, trial: optuna.Trial) -> FrozenTrial:
+        """The trial as stored now."""
+
+    def deferring(self) -> ContextManager[None]:
+        """Calls inside give up at their first transient failure (``DatabaseUnavailable``), to be retried later."""
+
+    def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        """Why this worker may no longer own ``trial`` (its heartbeat went unstored too long), else None."""
+
+    def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
+        """Say on the trial why it was left, if the storage answers at once."""
+
+
+class DatabaseRecorder:
+    """A trial's record in the study database: epoch rows in ``hpsearch_epoch_metrics``, the rest in Optuna's tables."""
+
+    def __init__(self, storage: QueuedRDBStorage, epoch_table: EpochMetricsTable) -> None:
+        self.storage = storage
+        self.epoch_table = epoch_table
+
+    def write_epoch(self, trial: optuna.Trial, epoch: int, row: Mapping[str, Any], value: float | None) -> None:
+        # A retry of a half-stored epoch writes it again: the row is an upsert, and Optuna keeps
+        # the first report of a step.
+        self.epoch_table.write(trial_id(trial), row)
+        if value is not None:
+            trial.report(value, epoch)
+
+    def set_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+        self.storage.set_trial_user_attrs(trial_id(trial), attrs)
+
+    def frozen(self, trial: optuna.Trial) -> FrozenTrial:
+        return self.storage.get_trial(trial_id(trial))
+
+    def deferring(self) -> ContextManager[None]:
+        return self.storage.retry.patience(0)
+
+    def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        # The margin is one interval: a peer fails the trial only when the stored heartbeat is
+        # older than the grace period, and the stored one is never newer than our last success.
+        interval, grace = self.storage.heartbeat_interval, self.storage.grace_period
+        if interval is None:
+            return None
+        age = self.storage.heartbeat_age(trial_id(trial))
+        if age <= (grace or 2 * interval) - interval:
+            return None
+        why = self.storage.heartbeat_errors.get(trial_id(trial), "no answer")
+        return f"its heartbeat could not be stored for {age:.0f} s ({why})"
+
+    def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
+        try:
+            with self.storage.retry.patience(0):
+                self.storage.set_trial_user_attrs(trial_id(trial), {"fail_reason": f"abandoned: {reason}"})
+        except (DatabaseUnavailable, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # the trial may already be another worker's
+
+
+class MemoryRecorder:
+    """A trial's record with the epoch rows kept in memory, for studies on Optuna's ``InMemoryStorage``.
+
+    ``rows[trial_number]`` lists the trial's epoch rows in the order they were written.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[int, list[dict[str, Any]]] = {}
+
+    def write_epoch(self, trial: optuna.Trial, epoch: int, row: Mapping[str, Any], value: float | None) -> None:
+        rows = self.rows.setdefault(trial.number, [])
+        rows[:] = [r for r in rows if r.get("epoch") != epoch] + [dict(row)]
+        if value is not None:
+            trial.report(value, epoch)
+
+    def set_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    def frozen(self, trial: optuna.Trial) -> FrozenTrial:
+        return trial.study.get_trials(deepcopy=False)[trial.number]
+
+    def deferring(self) -> ContextManager[None]:
+        return _nothing()
+
+    def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        return None
+
+    def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
+        self.set_attrs(trial, {"fail_reason": f"abandoned: {reason}"})
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
