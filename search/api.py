@@ -19,7 +19,7 @@ from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, user_origin
-from hpsearch.search.spec import ResolvedSpec, StudySpec, prepare
+from hpsearch.search.spec import DEFAULT_PRUNER, ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import sweep_items
 from hpsearch.search.trial import TrialPlan
 from hpsearch.storage.urls import resolve_storage_url
@@ -41,7 +41,7 @@ def search(
     study_name: str | None = None,
     storage: str | None = None,
     sampler: str | None = None,
-    pruner: str = "percentile",
+    pruner: str = DEFAULT_PRUNER,
     metric: str = "val_loss",
     direction: str | None = None,
     objectives: Sequence[str] = (),

@@ -24,7 +24,7 @@ from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageEr
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
-from hpsearch.search.spec import DEFAULT_N_TRIALS, PRUNERS, SAMPLERS, StudySpec
+from hpsearch.search.spec import DEFAULT_N_TRIALS, DEFAULT_PRUNER, PRUNERS, SAMPLERS, StudySpec
 from hpsearch.search.spec import prepare as prepare_spec
 from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.storage.retry import DatabaseUnavailable
@@ -62,6 +62,7 @@ other commands (each has --help):
   hpsearch dashboard           serve optuna-dashboard on the study database (127.0.0.1)
   hpsearch report --study S    one self-contained HTML report with every chart
   hpsearch doctor              what --precision auto measures and picks on this machine
+  hpsearch simulate            a sampler and pruner on a public learning-curve benchmark (lcbench)
 
 exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written).
 """.replace("{trainer_params}", ", ".join(p.name for p in TRAINER_PARAMS))
@@ -87,7 +88,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
     study.add_argument(*flags("output_dir"), dest="output_dir", default=".", help="where the default database and the checkpoints go (default: the working directory)")
     study.add_argument("--sampler", choices=SAMPLERS, help="default: grid when every sweep item is a list, else tpe")
-    study.add_argument("--pruner", choices=PRUNERS, default="percentile", help="performance pruner (default: %(default)s: from the first epoch after the LR warmup, keep only trials among the best quarter of completed trials at that epoch); the divergence guard is always on")
+    study.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="performance pruner (default: %(default)s: from the first epoch after the LR warmup, keep only trials among the best quarter of completed trials at that epoch); the divergence guard is always on")
     study.add_argument("--metric", default="val_loss", help="the monitored value, reported every epoch (default: %(default)s)")
     study.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize for losses, maximize for accuracy")
     study.add_argument("--objectives", type=_comma_list, help="several objectives, e.g. val_loss,flops or val_acc:maximize,params: "
@@ -336,6 +337,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "dashboard": _imported("dashboard_cli", "dashboard_main"),
     "report": _imported("report_cli", "report_main"),
     "doctor": _imported("doctor_cli", "doctor_main"),
+    "simulate": _imported("simulate_cli", "simulate_main"),
 }
 
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
 PRUNERS = ("percentile", "median", "sha", "hyperband", "wilcoxon", "none")
+# The strategy for a sweep with ranges; a sweep of value lists runs as a grid.
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_PRUNER = "percentile"
 DEFAULT_N_TRIALS = 20
 
 
@@ -43,7 +46,7 @@ class StudySpec:
     lr_finder: bool = False
     study_name: str | None = None
     sampler: str | None = None
-    pruner: str = "percentile"
+    pruner: str = DEFAULT_PRUNER
     metric: str = "val_loss"
     direction: str | None = None
     objectives: tuple[str, ...] = ()
@@ -231,7 +234,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
 
 def _sampler(spec: StudySpec, sweep: Sweep) -> str:
     """The sampler the search uses: ``--sampler``, else grid for value lists and TPE for ranges."""
-    sampler = spec.sampler or ("grid" if sweep.is_grid else "tpe")
+    sampler = spec.sampler or ("grid" if sweep.is_grid else DEFAULT_SAMPLER)
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if sampler == "grid" and not sweep.is_grid:

@@ -10,6 +10,8 @@
                     when no server answers, unless ``$CI`` is set: then that is a failure.
 ``storage_url``     parametrized over both backends (test ids ``sqlite`` and ``postgres``).
 ``study_name``      a name no other test or run uses.
+``yahpo_data``      YAHPO Gym's data folder (``$HPSEARCH_YAHPO_DATA``, else ``shared/yahpo_data`` beside the
+                    repository); skipped when absent, unless ``$CI`` is set: then that is a failure.
 
 The suite runs in one process per core (pytest-xdist, see pyproject.toml). Each of those gets
 one torch thread, and so does every subprocess it starts: two processes of two threads each on
@@ -23,6 +25,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +136,16 @@ def postgres_url(postgres_server: str, study_name: str) -> Iterator[str]:
 def storage_url(request: pytest.FixtureRequest) -> str:
     """The test runs once on a SQLite file and once on the PostgreSQL server."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+YAHPO_DATA = Path(os.environ.get("HPSEARCH_YAHPO_DATA") or Path(__file__).resolve().parents[2] / "shared" / "yahpo_data")
+
+
+@pytest.fixture(scope="session")
+def yahpo_data() -> Path:
+    if not YAHPO_DATA.is_dir():
+        reason = f"no YAHPO data folder at {YAHPO_DATA} (set HPSEARCH_YAHPO_DATA to one holding lcbench/)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but there is {reason}")
+        pytest.skip(reason)
+    return YAHPO_DATA

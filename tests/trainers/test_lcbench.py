@@ -1,7 +1,6 @@
 """The lcbench surrogate reader against yahpo-gym's own outputs (lcbench_reference.json).
 
-The YAHPO data folder is ``$HPSEARCH_YAHPO_DATA``, else ``shared/yahpo_data`` beside the repository.
-Without it the tests skip, unless ``$CI`` is set: then that is a failure.
+The YAHPO data folder is the ``yahpo_data`` fixture (tests/conftest.py).
 
 Tolerance: relative 1e-6 against the float32 value yahpo returned. Absolute 1e-6 cannot hold on
 large targets: ``time`` reaches thousands of seconds, where one float32 step is ~1e-4 to 1e-3.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,19 +21,8 @@ import pytest
 from hpsearch.trainers.lcbench import EPOCHS, TARGETS, LCBenchSurrogate, ParamRange
 
 REFERENCE = Path(__file__).with_name("lcbench_reference.json")
-DATA = Path(os.environ.get("HPSEARCH_YAHPO_DATA") or Path(__file__).resolve().parents[3] / "shared" / "yahpo_data")
 CONFIG = {"batch_size": 64, "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.001, "num_layers": 3,
           "max_units": 256, "max_dropout": 0.2}
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not DATA.is_dir():
-        reason = f"no YAHPO data folder at {DATA} (set HPSEARCH_YAHPO_DATA to one holding lcbench/)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but there is {reason}")
-        pytest.skip(reason)
-    return DATA
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +31,9 @@ def reference() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def surrogates(data_dir: Path, reference: list[dict]) -> dict[str, LCBenchSurrogate]:
+def surrogates(yahpo_data: Path, reference: list[dict]) -> dict[str, LCBenchSurrogate]:
     instances = sorted({row["instance"] for row in reference})
-    return {instance: LCBenchSurrogate(instance, data_dir) for instance in instances}
+    return {instance: LCBenchSurrogate(instance, yahpo_data) for instance in instances}
 
 
 def test_every_reference_row_matches_yahpo(surrogates, reference):
@@ -109,25 +96,25 @@ def test_bad_configurations_are_refused(surrogates):
     assert surrogate.curves([])["time"].shape == (0, EPOCHS)
 
 
-def test_unknown_instance_names_the_valid_ones(data_dir):
+def test_unknown_instance_names_the_valid_ones(yahpo_data):
     with pytest.raises(ValueError, match="167168.*189906"):
-        LCBenchSurrogate("1", data_dir)
+        LCBenchSurrogate("1", yahpo_data)
     with pytest.raises(ValueError, match="Unknown lcbench instance '167083'"):  # in encoding.json, not an instance
-        LCBenchSurrogate("167083", data_dir)
+        LCBenchSurrogate("167083", yahpo_data)
 
 
-def test_missing_folder_or_file(data_dir, tmp_path):
+def test_missing_folder_or_file(yahpo_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         LCBenchSurrogate("167168", tmp_path / "nowhere")
-    shutil.copytree(data_dir / "global_statistics", tmp_path / "global_statistics")
+    shutil.copytree(yahpo_data / "global_statistics", tmp_path / "global_statistics")
     (tmp_path / "lcbench").mkdir()
     for name in ("config_space.json", "encoding.json"):
-        shutil.copy(data_dir / "lcbench" / name, tmp_path / "lcbench" / name)
+        shutil.copy(yahpo_data / "lcbench" / name, tmp_path / "lcbench" / name)
     with pytest.raises(FileNotFoundError, match="model.onnx"):
         LCBenchSurrogate("167168", tmp_path)
 
 
-def test_missing_onnxruntime_says_how_to_install(data_dir, monkeypatch):
+def test_missing_onnxruntime_says_how_to_install(yahpo_data, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match="pip install onnxruntime"):
-        LCBenchSurrogate("167168", data_dir)
+        LCBenchSurrogate("167168", yahpo_data)

@@ -1,0 +1,253 @@
+"""Simulated searches: trials whose epochs are read from a learning-curve benchmark instead of trained.
+
+A simulated trial is sampled, recorded and pruned by the code a real search runs: the sampler
+and pruner factories (``search/samplers.py``), ``SweepParam.suggest``, ``TrialRecording`` (epoch
+rows, reports, the pruner's verdict, closing attributes) and a storage recorder. Only the fit
+differs: each epoch's record comes from the benchmark's curve, and a simulated clock advances by
+the benchmark's time for that epoch. N simulated workers take trials asynchronously, as real
+workers would: whichever is free first asks the sampler for the next trial.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+from hpsearch.search.errors import UsageError
+from hpsearch.search.recording import TrialRecording
+from hpsearch.search.samplers import make_pruner, make_sampler
+from hpsearch.search.spec import Goal
+from hpsearch.search.sweep import SweepParam
+from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
+from hpsearch.trainers.records import EpochRecord
+
+BENCHMARKS = ("lcbench",)
+# The protocol of the YAHPO Gym paper for lcbench (7 hyperparameters, 52 epochs):
+# ceil(20·52 + sqrt(7)·52·40) epochs per run.
+LCBENCH_BUDGET = math.ceil(20 * 52 + math.sqrt(7) * 52 * 40)
+BUDGET_SPENT = "stopped: the simulated budget of {budget} epochs was spent"
+
+
+@dataclass(frozen=True)
+class FinishedTrial:
+    """One simulated trial as it ended: when, after how much work, and its value if it ran every epoch."""
+
+    number: int
+    epochs: int
+    value: float | None
+    spent: int  # epochs trained by every worker when it ended
+    clock: float  # simulated seconds when it ended
+
+
+@dataclass
+class SimulationResult:
+    """A finished simulation: its study, its trials in the order they ended, and what it cost."""
+
+    study: optuna.Study
+    finished: list[FinishedTrial]
+    spent: int
+    clock: float
+    recorder: TrialRecorder
+
+    def best(self, direction: str = "maximize") -> float | None:
+        values = [t.value for t in self.finished if t.value is not None]
+        if not values:
+            return None
+        return max(values) if direction == "maximize" else min(values)
+
+
+@dataclass(order=True)
+class _Running:
+    due: float  # simulated time at which its next epoch ends
+    order: int
+    trial: optuna.Trial = field(compare=False)
+    recording: TrialRecording = field(compare=False)
+    curve: dict[str, np.ndarray] = field(compare=False)
+    epoch: int = field(default=1, compare=False)
+
+
+def load_benchmark(benchmark: str, instance: str, data_dir: str | Path) -> Any:
+    """The benchmark's surrogate; ``UsageError`` for an unknown benchmark or instance, or a missing data folder."""
+    if benchmark not in BENCHMARKS:
+        raise UsageError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    from hpsearch.trainers.lcbench import LCBenchSurrogate
+
+    try:
+        return LCBenchSurrogate(instance, data_dir)
+    except FileNotFoundError as error:
+        raise UsageError(f"{str(error).rstrip('.')}; pass --data with YAHPO Gym's data folder (yahpo_data)") from None
+    except (ValueError, ImportError) as error:
+        raise UsageError(str(error).rstrip(".")) from None
+
+
+def space_params(surrogate: Any) -> tuple[SweepParam, ...]:
+    """The benchmark's search space as sweep ranges, so trials suggest values as a real sweep's do."""
+    return tuple(
+        SweepParam(name, "int" if r.integer else "float", (), low=r.low, high=r.high, log=r.log)
+        for name, r in surrogate.space.items()
+    )
+
+
+class CurveSimulation:
+    """A search whose trials read their epochs from ``surrogate``'s learning curves.
+
+    ``budget`` caps the epochs trained by all workers together (trials still running when it is
+    spent end PRUNED, with a ``prune_reason`` that says so); ``n_trials`` caps the trials started.
+    """
+
+    metric = "val_accuracy"
+    direction = "maximize"
+
+    def __init__(
+        self,
+        surrogate: Any,
+        sampler: str,
+        pruner: str,
+        seed: int | None = 0,
+        workers: int = 1,
+        budget: int | None = LCBENCH_BUDGET,
+        n_trials: int | None = None,
+        study: optuna.Study | None = None,
+        recorder: TrialRecorder | None = None,
+        echo: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1 (got {workers})")
+        if budget is None and n_trials is None:
+            raise UsageError("a simulation needs a budget of epochs or a number of trials")
+        from hpsearch.trainers.lcbench import EPOCHS
+
+        self.surrogate, self.sampler, self.pruner, self.epochs = surrogate, sampler, pruner, EPOCHS
+        self.workers, self.budget, self.n_trials, self.echo = workers, budget, n_trials, echo
+        self.params = space_params(surrogate)
+        self.study = study if study is not None else optuna.create_study(direction=self.direction)
+        self.study.sampler = make_sampler(sampler, seed)
+        # The curves have no warmup: a pruner may judge from the first epoch.
+        self.study.pruner = make_pruner(pruner, self.epochs, 0)
+        self.recorder = recorder if recorder is not None else MemoryRecorder()
+
+    def run(self) -> SimulationResult:
+        """Run trials until the budget is spent or ``n_trials`` have started and ended."""
+        running: list[_Running] = []
+        finished: list[FinishedTrial] = []
+        order = itertools.count()
+        started, spent, clock = 0, 0, 0.0
+
+        def start() -> None:
+            nonlocal started
+            if self.n_trials is not None and started >= self.n_trials:
+                return
+            if self.budget is not None and spent >= self.budget:
+                return
+            started += 1
+            trial = self.study.ask()
+            point = {p.name: p.suggest(trial) for p in self.params}
+            curve = {name: values[0] for name, values in self.surrogate.curves([point]).items()}
+            recording = TrialRecording(trial, self.recorder, self.metric, self.epochs, self.pruner, echo=self.echo)
+            heapq.heappush(running, _Running(clock + _epoch_seconds(curve, 1), next(order), trial, recording, curve))
+
+        def end(run: _Running, state: optuna.trial.TrialState, reason: tuple[str, str] | None) -> None:
+            attrs = run.recording.finish({"simulated.seconds": float(run.curve["time"][run.epoch - 1])}, reason)
+            value = None
+            if state == optuna.trial.TrialState.COMPLETE:
+                value = float(run.recording.values((Goal(self.metric, self.direction),), attrs))
+                self.study.tell(run.trial, value)
+            else:
+                self.study.tell(run.trial, state=state)
+            finished.append(FinishedTrial(run.trial.number, len(run.recording.records), value, spent, clock))
+
+        for _ in range(self.workers):
+            start()
+        while running:
+            run = heapq.heappop(running)
+            clock = run.due
+            spent += 1
+            ended = True
+            try:
+                run.recording.epoch_ended(self._record(run))
+            except optuna.TrialPruned as pruned:
+                end(run, optuna.trial.TrialState.PRUNED, ("prune_reason", str(pruned)))
+            else:
+                if run.epoch == self.epochs:
+                    end(run, optuna.trial.TrialState.COMPLETE, None)
+                else:
+                    ended = False
+            if self.budget is not None and spent >= self.budget:
+                # Every trial still running is cut where it stands: no epoch is left to train.
+                reason = ("prune_reason", BUDGET_SPENT.format(budget=self.budget))
+                for cut in sorted(running) if ended else [run, *sorted(running)]:
+                    end(cut, optuna.trial.TrialState.PRUNED, reason)
+                break
+            if ended:
+                start()
+            else:
+                run.epoch += 1
+                run.due = clock + _epoch_seconds(run.curve, run.epoch)
+                heapq.heappush(running, run)
+        return SimulationResult(self.study, finished, spent, clock, self.recorder)
+
+    def _record(self, run: _Running) -> EpochRecord:
+        """The epoch's record as the trainer would emit it, read from the curve."""
+        i, curve = run.epoch - 1, run.curve
+        return EpochRecord(
+            epoch=run.epoch,
+            lr=float(run.trial.params["learning_rate"]),
+            train_loss=float("nan"),  # lcbench gives no training loss
+            val_loss=float(curve["val_cross_entropy"][i]),
+            metrics={"val_accuracy": float(curve["val_accuracy"][i]),
+                     "val_balanced_accuracy": float(curve["val_balanced_accuracy"][i])},
+            epoch_seconds=_epoch_seconds(curve, run.epoch),
+        )
+
+
+def _epoch_seconds(curve: dict[str, np.ndarray], epoch: int) -> float:
+    """The benchmark's time for one epoch: its ``time`` is cumulative, and the surrogate rarely dips."""
+    times = curve["time"]
+    previous = float(times[epoch - 2]) if epoch > 1 else 0.0
+    return max(float(times[epoch - 1]) - previous, 0.0)
+
+
+def optuna_loop(
+    surrogate: Any,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+    budget: int,
+    report_at: tuple[int, ...] | None = None,
+) -> list[FinishedTrial]:
+    """The same search as a bare Optuna ask/tell loop on an in-memory study, one worker, nothing recorded.
+
+    The reference that simulations are checked and timed against, and that runs published
+    baselines: ``report_at`` limits the reports (and pruning decisions) to those epochs.
+    """
+    from hpsearch.trainers.lcbench import EPOCHS
+
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    params = space_params(surrogate)
+    finished: list[FinishedTrial] = []
+    spent = 0
+    while spent < budget:
+        trial = study.ask()
+        curve = surrogate.curves([{p.name: p.suggest(trial) for p in params}])["val_accuracy"][0]
+        for epoch in range(1, EPOCHS + 1):
+            spent += 1
+            if report_at is None or epoch in report_at:
+                trial.report(float(curve[epoch - 1]), epoch)
+                if epoch < EPOCHS and trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    finished.append(FinishedTrial(trial.number, epoch, None, spent, 0.0))
+                    break
+            if epoch == EPOCHS:
+                study.tell(trial, float(curve[epoch - 1]))
+                finished.append(FinishedTrial(trial.number, epoch, float(curve[epoch - 1]), spent, 0.0))
+            elif spent >= budget:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                finished.append(FinishedTrial(trial.number, epoch, None, spent, 0.0))
+                break
+    return finished

@@ -1,0 +1,84 @@
+"""Simulated searches on the lcbench surrogate: the same sampler and pruner decisions as a bare Optuna
+loop, a normal study in a real database, the budget kept, asynchronous workers, and wrong input."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from hpsearch.search.samplers import make_pruner, make_sampler
+from hpsearch.search.simulate import CurveSimulation, load_benchmark, optuna_loop
+from hpsearch.storage.recorder import MemoryRecorder
+
+
+@pytest.fixture(scope="module")
+def surrogate(yahpo_data):
+    return load_benchmark("lcbench", "167168", yahpo_data)
+
+
+@pytest.mark.parametrize(("sampler", "pruner"), [("tpe", "sha"), ("random", "percentile"), ("tpe", "none")])
+def test_a_simulation_decides_as_a_bare_optuna_loop_with_the_same_sampler_and_pruner(surrogate, sampler, pruner):
+    simulated = CurveSimulation(surrogate, sampler, pruner, seed=3, budget=600).run()
+    bare = optuna_loop(surrogate, make_sampler(sampler, 3), make_pruner(pruner, 52, 0), budget=600)
+    assert [(t.number, t.epochs, t.value) for t in simulated.finished] == [(t.number, t.epochs, t.value) for t in bare]
+    assert simulated.spent == 600 == sum(t.epochs for t in simulated.finished)
+    if pruner != "none":
+        assert any(t.epochs < 52 for t in simulated.finished[:-1])  # the pruner did prune
+
+
+def test_the_in_memory_record_holds_every_epoch_and_the_closing_attributes(surrogate):
+    result = CurveSimulation(surrogate, "random", "percentile", seed=0, budget=400).run()
+    assert isinstance(result.recorder, MemoryRecorder)
+    for trial in result.study.get_trials(deepcopy=False):
+        rows = result.recorder.rows[trial.number]
+        assert [row["epoch"] for row in rows] == list(range(1, trial.user_attrs["epochs_run"] + 1))
+        assert list(trial.intermediate_values) == [row["epoch"] for row in rows]
+        assert trial.intermediate_values[len(rows)] == rows[-1]["val_accuracy"]
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert trial.user_attrs["prune_reason"].startswith(("pruned by the percentile pruner at epoch", "stopped: "))
+        else:
+            assert trial.value == rows[-1]["val_accuracy"] and len(rows) == 52
+
+
+def test_four_workers_spend_the_same_budget_in_less_simulated_time(surrogate):
+    one = CurveSimulation(surrogate, "random", "none", seed=1, workers=1, budget=1040).run()
+    four = CurveSimulation(surrogate, "random", "none", seed=1, workers=4, budget=1040).run()
+    assert one.spent == four.spent == 1040
+    assert four.clock < one.clock / 3
+    # Four trials run side by side: the last four end together, cut by the budget.
+    assert sum(t.value is None for t in four.finished) <= 4
+
+
+def test_simulate_stores_a_normal_study(run_hpsearch, yahpo_data, sqlite_url):
+    done = run_hpsearch("simulate", "--data", str(yahpo_data), "--instance", "189906", "--pruner", "median",
+                        "--budget", "300", "--storage", sqlite_url, "--study-name", "sim")
+    assert done.returncode == 0, done.stderr
+    assert "Best val_accuracy" in done.stdout and "optuna-dashboard" in done.stdout
+    study = optuna.load_study(study_name="sim", storage=sqlite_url)
+    trials = study.get_trials()
+    assert sum(t.user_attrs["epochs_run"] for t in trials) == 300
+    assert any(t.state == optuna.trial.TrialState.PRUNED and "median pruner" in t.user_attrs["prune_reason"] for t in trials)
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT COUNT(*) FROM hpsearch_epoch_metrics")).scalar()
+    engine.dispose()
+    assert rows == 300
+    listed = run_hpsearch("trials", "--study", "sim", "--storage", sqlite_url)
+    assert listed.returncode == 0 and "val_accuracy" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--benchmark", "nasbench"], "unknown benchmark 'nasbench'"),
+        (["--instance", "42"], "Unknown lcbench instance '42'"),
+        (["--data", "/no/such/folder"], "/no/such/folder does not exist"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--sampler", "grid"], "unknown sampler 'grid'"),
+    ],
+)
+def test_wrong_input_is_one_line_and_exit_2(run_hpsearch, yahpo_data, args, message):
+    done = run_hpsearch("simulate", "--data", str(yahpo_data), *args)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
