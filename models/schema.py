@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 ParamKind = Literal["int", "float", "bool", "choice", "str"]
 
+# A plain decimal or scientific literal: Python's float() also takes "1_0", "inf", "nan" and "1.",
+# which read silently as something the user did not write.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d+)?")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -42,6 +47,8 @@ class HyperParam:
     def parse(self, text: str) -> Any:
         """Convert command-line text to a typed, validated value (``ValueError`` if it can't)."""
         raw = text.strip()
+        if self.kind in ("int", "float"):
+            self._check_literal(raw)
         try:
             if self.kind == "int":
                 as_float = float(raw)
@@ -68,6 +75,15 @@ class HyperParam:
                 + (f" (choose from {', '.join(map(str, self.choices or ()))})" if self.kind == "choice" else "")
             ) from None
         return self.validate(value)
+
+    def _check_literal(self, raw: str) -> None:
+        if not _NUMBER.fullmatch(raw):
+            raise ValueError(f"{self.name}: {raw!r} is not a valid {self.kind} (write a plain number such as 64, 0.001 or 1e-3)")
+        value = float(raw)
+        underflows = value == 0 and any(c in "123456789" for c in raw.lower().partition("e")[0])
+        # Subnormal floats read as 0 in torch, which flushes them for speed (trainer.fit).
+        if underflows or 0 < abs(value) < sys.float_info.min:
+            raise ValueError(f"{self.name}: {raw!r} is too small for a float and would read as 0")
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` if it is allowed, else raise ``ValueError`` saying why."""

@@ -78,7 +78,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     parser = ArgumentParser(prog=prog, description=description, epilog=EXAMPLES)
     what = parser.add_argument_group("what to search")
     what.add_argument("--models", nargs="+", required=models_required, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
-    what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", default=[], metavar="ITEM", help="sweep items, as separate arguments or one quoted string")
+    what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", action="extend", default=[], metavar="ITEM", help="sweep items, as separate arguments or one quoted string; repeatable")
     add_plugin_argument(what)
     add_task_arguments(parser)
     add_training_arguments(parser)

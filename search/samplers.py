@@ -70,3 +70,17 @@ def make_pruner(name: str, epochs: int, warmup_epochs: float) -> optuna.pruners.
     if name == "none":
         return optuna.pruners.NopPruner()
     raise UsageError(f"unknown pruner {name!r}")
+
+
+def pruner_rungs(name: str, epochs: int, warmup_epochs: float) -> tuple[int, ...]:
+    """The epochs before the last at which the pruner called ``name`` may stop a trial.
+
+    Successive halving judges at its first epoch and then each time the epochs triple (for
+    Hyperband, its first bracket's); the percentile and median pruners judge every epoch.
+    """
+    first = first_judged_epoch(epochs, warmup_epochs)
+    if name in ("sha", "hyperband"):
+        return tuple(first * 3**k for k in range(epochs) if first * 3**k < epochs)
+    if name in ("percentile", "median", "wilcoxon"):
+        return tuple(range(first, epochs))
+    return ()

@@ -328,7 +328,7 @@ def _check_models_build(resolved: ResolvedSpec) -> None:
         plan = TrialPlan.from_point(point, resolved.train_config, (p.name for p in task.step_params))
         try:
             plan.build_model(task, meta=True)
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, RuntimeError, OverflowError) as error:  # torch's size checks raise RuntimeError
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise UsageError(f"{shown} cannot be built: {error}") from None
 

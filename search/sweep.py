@@ -139,6 +139,8 @@ def _parse_body(item: str, name: str, body: str, schema: HyperParam, targets: tu
 
 def _parse_range(item: str, name: str, body: str, schema: HyperParam, targets: tuple[str, ...]) -> SweepParam:
     bounds, _, scale = body.partition(":")
+    if "..." in bounds or bounds.count("..") > 1:
+        raise UsageError(f"sweep item {item!r}: write a range with two dots, {name}:low..high")
     low_text, _, high_text = bounds.partition("..")
     if scale not in ("", "log"):
         raise UsageError(f"sweep item {item!r}: the only range option is ':log'")

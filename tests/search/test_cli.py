@@ -129,6 +129,13 @@ BAD_INPUTS = {
     "no models": (["--param_sweep", "embed_dim:64"], "--models"),
     "unknown task": (["--models", "tfn_classifier", "--task", "nope"], "unknown task"),
     "unknown metric": (["--models", "tfn_classifier", "--metric", "val_f1"], "unknown metric"),
+    "three-dot range": (["--models", "tfn_classifier", "--param_sweep", "lr:1e-4...1e-2"], "write a range with two dots"),
+    "trailing dot": (["--models", "tfn_classifier", "--param_sweep", "lr:1e-4..1e-2."], "is not a valid float"),
+    "underscore in a number": (["--models", "tfn_classifier", "--param_sweep", "lr:1_0e-3,1e-3"], "is not a valid float"),
+    "number that reads as 0": (["--models", "tfn_classifier", "--param_sweep", "lr:1e-320,1e-3"], "would read as 0"),
+    "unbuildably large": (["--models", "tfn_classifier", "--param_sweep", "embed_dim:9999999999"], "cannot be built"),
+    "one name in two sweep flags": (["--models", "tfn_classifier", "--param-sweep", "embed_dim:16", "--param-sweep",
+                                     "embed_dim:32"], "embed_dim is swept twice"),
 }
 
 
@@ -144,6 +151,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, run_hps
     assert lines[0].startswith("hpsearch: error: ") and message in lines[0]
     assert "Traceback" not in result.stderr
     assert list(workdir.iterdir()) == []
+
+
+def test_repeated_sweep_flags_add_up(tmp_path, run_hpsearch):
+    result = run_hpsearch("--models", "tfn_classifier", "--param-sweep", "embed_dim:16,32", "--param-sweep",
+                          "kernel_type:rbf,compact", *TINY, "--epochs", "1", "--dataset-size", "64")
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path / "hpsearch.db", "tfn_classifier-synthetic_tokens")
+    assert sorted((t["params"]["embed_dim"], t["params"]["kernel_type"]) for t in trials) == [
+        (16, "compact"), (16, "rbf"), (32, "compact"), (32, "rbf")]
 
 
 def test_password_in_a_bad_url_is_masked(run_hpsearch):

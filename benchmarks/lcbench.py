@@ -1,0 +1,191 @@
+"""hpsearch's default search strategy on YAHPO Gym's lcbench surrogate, against published baselines.
+
+The protocol of the YAHPO Gym paper (Pfisterer et al., AutoML-Conf 2022) for lcbench: maximize
+``val_accuracy`` on instances 167168, 189873 and 189906, with ceil(20·52 + sqrt(7)·52·40) = 6,544
+epochs per run, 30 seeds; the mean normalized regret ``(max - best) / (max - min)`` at 25%, 50%
+and 100% of the budget, with each instance's min and max ``val_accuracy`` from YAHPO's
+``global_statistics``. ``best`` is the best value of a trial that ran all 52 epochs: what
+``study.best_trial`` gives a user. The surrogate can exceed YAHPO's max, so a regret can be
+below 0.
+
+Sides, each run with the same seeds:
+
+* **hpsearch default**: ``hpsearch simulate``'s simulation (the search's own sampler and pruner
+  factories and trial recording) with the default sampler and pruner, one worker;
+* **random search**: Optuna's ``RandomSampler``, every configuration for 52 epochs;
+* **optuna baseline**: the paper's: TPE with 5 startup trials and ``MedianPruner``, reporting at
+  epochs 2, 6, 17 and 52 only;
+* **hpsearch default, 4 workers**: for the parallel figure.
+
+The references run in a bare Optuna ask/tell loop (``simulate.optuna_loop``).
+
+Accounting, both printed:
+
+* **trained**: epochs actually trained; hpsearch continues a trial through its rungs;
+* **paper**: each evaluation charged its full epoch count, as if a trial restarted at every rung
+  where it was judged: a trial stopped at epoch e is charged the sum of the rungs below e, plus e.
+  Rungs: 2, 6, 17 (optuna baseline); the default pruner's decision epochs (hpsearch).
+
+Also printed: the simulated wall time 4 workers take to reach random search's final best
+against 1 worker's (per seed, where both reach it), and the wall time of one simulated run
+against the same run in a bare Optuna loop (same sampler, pruner and seed).
+
+    python benchmarks/lcbench.py --data ../shared/yahpo_data                 # 30 seeds, ~10 min on 2 cores
+    python benchmarks/lcbench.py --data ../shared/yahpo_data --seeds 5 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import optuna
+
+from hpsearch.search.samplers import make_pruner, make_sampler, pruner_rungs
+from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, FinishedTrial, load_benchmark, optuna_loop
+from hpsearch.search.spec import DEFAULT_PRUNER, DEFAULT_SAMPLER
+
+INSTANCES = ("167168", "189873", "189906")
+FRACTIONS = (0.25, 0.5, 1.0)
+OPTUNA_RUNGS = (2, 6, 17, 52)
+SIDES = ("hpsearch", "random", "optuna", "hpsearch-4w")
+
+
+@dataclass(frozen=True)
+class Run:
+    side: str
+    instance: str
+    seed: int
+    regret: dict[tuple[str, float], float]  # (accounting, fraction) -> normalized regret
+    clock_to_target: float | None  # simulated seconds until random search's final best is reached
+    seconds: float  # wall time of the run
+    trials: int
+
+
+def paper_cost(epochs: int, rungs: tuple[int, ...]) -> int:
+    """Epochs charged when each judged rung is an evaluation of its own: the rungs passed, plus the last epoch."""
+    return sum(r for r in rungs if r < epochs) + epochs
+
+
+def regrets(finished: list[FinishedTrial], rungs: tuple[int, ...], low: float, high: float) -> dict[tuple[str, float], float]:
+    """Normalized regret at each fraction of the budget, in both accountings, for trials in the order they ended."""
+    out = {}
+    for accounting in ("trained", "paper"):
+        spent, best, marks = 0, -math.inf, []
+        for trial in finished:
+            spent = trial.spent if accounting == "trained" else spent + paper_cost(trial.epochs, rungs)
+            if trial.value is not None:
+                best = max(best, trial.value)
+            marks.append((spent, best))
+        for fraction in FRACTIONS:
+            reached = [b for s, b in marks if s <= fraction * LCBENCH_BUDGET]
+            found = reached[-1] if reached else -math.inf
+            out[accounting, fraction] = (high - found) / (high - low) if found > -math.inf else 1.0
+    return out
+
+
+def clock_to(finished: list[FinishedTrial], target: float) -> float | None:
+    return next((t.clock for t in finished if t.value is not None and t.value >= target), None)
+
+
+def run_one(data: str, instance: str, seed: int) -> list[Run]:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    surrogate = load_benchmark("lcbench", instance, data)
+    low, high = surrogate.target_range("val_accuracy")
+    runs = []
+    started = time.perf_counter()
+    random = optuna_loop(surrogate, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(), LCBENCH_BUDGET)
+    runs.append(Run("random", instance, seed, regrets(random, (), low, high), None, time.perf_counter() - started, len(random)))
+    target = max(t.value for t in random if t.value is not None)
+
+    started = time.perf_counter()
+    baseline = optuna_loop(surrogate, optuna.samplers.TPESampler(n_startup_trials=5, seed=seed), optuna.pruners.MedianPruner(),
+                           LCBENCH_BUDGET, report_at=OPTUNA_RUNGS)
+    runs.append(Run("optuna", instance, seed, regrets(baseline, OPTUNA_RUNGS[:-1], low, high), None,
+                    time.perf_counter() - started, len(baseline)))
+
+    rungs = pruner_rungs(DEFAULT_PRUNER, 52, 0)
+    for side, workers in (("hpsearch", 1), ("hpsearch-4w", 4)):
+        started = time.perf_counter()
+        result = CurveSimulation(surrogate, DEFAULT_SAMPLER, DEFAULT_PRUNER, seed=seed, workers=workers).run()
+        runs.append(Run(side, instance, seed, regrets(result.finished, rungs, low, high), clock_to(result.finished, target),
+                        time.perf_counter() - started, len(result.finished)))
+    return runs
+
+
+def speed(data: str, repeats: int) -> tuple[float, float]:
+    """Median wall seconds of one default-strategy run: simulated, and as a bare Optuna loop."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    surrogate = load_benchmark("lcbench", INSTANCES[0], data)
+    simulated, bare = [], []
+    for seed in range(repeats):
+        started = time.perf_counter()
+        CurveSimulation(surrogate, DEFAULT_SAMPLER, DEFAULT_PRUNER, seed=seed).run()
+        simulated.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        optuna_loop(surrogate, make_sampler(DEFAULT_SAMPLER, seed), make_pruner(DEFAULT_PRUNER, 52, 0), LCBENCH_BUDGET)
+        bare.append(time.perf_counter() - started)
+    return statistics.median(simulated), statistics.median(bare)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=os.environ.get("HPSEARCH_YAHPO_DATA", "../shared/yahpo_data"))
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--instances", nargs="+", default=list(INSTANCES))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--speed-repeats", type=int, default=3)
+    args = parser.parse_args()
+    load_benchmark("lcbench", args.instances[0], args.data)  # a wrong folder stops here, not in every job
+
+    print(f"lcbench, {args.seeds} seeds, budget {LCBENCH_BUDGET} epochs; default strategy: "
+          f"--sampler {DEFAULT_SAMPLER} --pruner {DEFAULT_PRUNER}")
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        jobs = [pool.submit(run_one, args.data, instance, seed) for instance in args.instances for seed in range(args.seeds)]
+        runs = [run for job in jobs for run in job.result()]
+    print(f"({time.perf_counter() - started:.0f} s)\n")
+
+    def mean(side: str, instance: str, key: tuple[str, float]) -> float:
+        return statistics.fmean(r.regret[key] for r in runs if r.side == side and r.instance == instance)
+
+    for accounting in ("trained", "paper"):
+        print(f"mean normalized regret ({accounting} epochs), and x random search's final regret")
+        print(f"{'instance':>9} {'side':>12} " + " ".join(f"{f'{f:.0%}':>16}" for f in FRACTIONS) + f" {'trials':>7} {'s/run':>6}")
+        for instance in args.instances:
+            random_final = mean("random", instance, (accounting, 1.0))
+            for side in SIDES:
+                cells = [mean(side, instance, (accounting, f)) for f in FRACTIONS]
+                mine = [r for r in runs if r.side == side and r.instance == instance]
+                print(f"{instance:>9} {side:>12} " + " ".join(f"{c:>8.4f} ({c / random_final:5.2f}x)" for c in cells)
+                      + f" {statistics.fmean(r.trials for r in mine):>7.0f} {statistics.fmean(r.seconds for r in mine):>6.2f}")
+        print()
+
+    print("goal (trained epochs): hpsearch's final regret <= 0.15x random's, and at 25% <= the optuna baseline's final")
+    for instance in args.instances:
+        final = mean("hpsearch", instance, ("trained", 1.0)) / mean("random", instance, ("trained", 1.0))
+        early = mean("hpsearch", instance, ("trained", 0.25)) <= mean("optuna", instance, ("trained", 1.0))
+        print(f"  {instance}: final {final:.2f}x random: {'met' if final <= 0.15 else 'NOT met'}; "
+              f"25% vs optuna's final: {'met' if early else 'NOT met'}")
+
+    print("\nparallel: simulated time to reach random search's final best, 1 worker / 4 workers (median over seeds that reach it)")
+    for instance in args.instances:
+        pairs = [(one.clock_to_target, four.clock_to_target)
+                 for one in runs if one.side == "hpsearch" and one.instance == instance
+                 for four in runs if four.side == "hpsearch-4w" and four.instance == instance and four.seed == one.seed
+                 if one.clock_to_target and four.clock_to_target]
+        ratio = statistics.median(a / b for a, b in pairs) if pairs else float("nan")
+        print(f"  {instance}: {ratio:.2f}x faster with 4 workers ({len(pairs)} of {args.seeds} seeds reach it with both)")
+
+    simulated, bare = speed(args.data, args.speed_repeats)
+    print(f"\nspeed: one {LCBENCH_BUDGET}-epoch run simulated {simulated:.2f} s, bare Optuna loop {bare:.2f} s: "
+          f"{simulated / bare:.2f}x (goal <= 3x)")
+
+
+if __name__ == "__main__":
+    main()
