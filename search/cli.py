@@ -78,7 +78,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     parser = ArgumentParser(prog=prog, description=description, epilog=EXAMPLES)
     what = parser.add_argument_group("what to search")
     what.add_argument("--models", nargs="+", required=models_required, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
-    what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", action="extend", default=[], metavar="ITEM", help="sweep items, as separate arguments or one quoted string; repeatable")
+    what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", action="extend", default=None, metavar="ITEM", help="sweep items, as separate arguments or one quoted string; repeatable")
     add_plugin_argument(what)
     add_task_arguments(parser)
     add_training_arguments(parser)
@@ -116,7 +116,7 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     train, lr_finder = training_settings(args)
     values: dict[str, Any] = {
         "models": tuple(m for arg in args.models or () for m in arg.split(",") if m),
-        "sweep": tuple(args.param_sweep),
+        "sweep": tuple(args.param_sweep or ()),
         "task_options": task_options(args),
         "train": train,
         "lr_finder": lr_finder,
@@ -181,10 +181,13 @@ def given_flags(parser: ArgumentParser, argv: Sequence[str]) -> set[str]:
     ``parser``, so pass a fresh one.
     """
     every = vars(parser.parse_args(argv))
-    # An appending flag's default must be a list or None, so --plugin is told apart by its None.
-    parser.set_defaults(**{dest: _UNSET for dest in every if dest != "plugins"})
+    # An appending flag's default must be a list or None, so --plugin and --param-sweep are told apart by their None.
+    parser.set_defaults(**{dest: _UNSET for dest in every if dest not in APPENDING})
     parsed = vars(parser.parse_args(argv))
-    return {dest for dest, value in parsed.items() if value is not _UNSET and (dest != "plugins" or value is not None)}
+    return {dest for dest, value in parsed.items() if value is not _UNSET and (dest not in APPENDING or value is not None)}
+
+
+APPENDING = frozenset({"plugins", "param_sweep"})
 
 
 _UNSET = object()
