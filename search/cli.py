@@ -63,6 +63,7 @@ other commands (each has --help):
   hpsearch report --study S    one self-contained HTML report with every chart
   hpsearch doctor              what --precision auto measures and picks on this machine
   hpsearch simulate            a sampler and pruner on a public learning-curve benchmark (lcbench)
+  hpsearch replay --study S    a finished study's curves replayed under other pruners
 
 exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written).
 """.replace("{trainer_params}", ", ".join(p.name for p in TRAINER_PARAMS))
@@ -341,6 +342,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "report": _imported("report_cli", "report_main"),
     "doctor": _imported("doctor_cli", "doctor_main"),
     "simulate": _imported("simulate_cli", "simulate_main"),
+    "replay": _imported("replay_cli", "replay_main"),
 }
 
 

@@ -1,0 +1,133 @@
+"""``hpsearch replay``: a study's stored learning curves searched again under other pruners, without training.
+
+A pruner decides from the values reported, and a seeded trial reports the same values whether or
+not it is later pruned. So a study whose trials all ran to the end (a grid, or ``--pruner none``)
+holds everything needed to tell what another pruner would have spent and kept. Each replayed
+trial goes through ``TrialRecording`` and ``make_pruner``, as a live trial does, on an in-memory
+study; many random trial orders show whether a pruner's result is luck.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch.search.errors import UsageError
+from hpsearch.search.recording import TrialRecording
+from hpsearch.search.samplers import make_pruner
+from hpsearch.storage.recorder import MemoryRecorder
+from hpsearch.trainers.records import EpochRecord
+
+
+@dataclass(frozen=True)
+class StoredCurves:
+    """The monitored metric of every trial of a study, epoch by epoch, in trial order."""
+
+    metric: str
+    direction: str
+    epochs: int
+    warmup_epochs: float
+    curves: tuple[tuple[float, ...], ...]
+
+    @property
+    def best(self) -> float:
+        finals = [curve[-1] for curve in self.curves]
+        return max(finals) if self.direction == "maximize" else min(finals)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One replayed search: epochs spent, the best final value found, and trials pruned."""
+
+    epochs: int
+    best: float
+    pruned: int
+
+
+def stored_curves(study: optuna.Study) -> StoredCurves:
+    """Every trial's curve; ``UsageError`` unless every trial ran to the end."""
+    from hpsearch.search.orchestrator import load_spec
+    from hpsearch.trainers.config import TrainConfig
+
+    if len(study.directions) > 1:
+        raise UsageError(f"study {study.study_name!r} has several objectives; replay takes a single-objective study")
+    config = TrainConfig().with_overrides(load_spec(study).train)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    if not trials:
+        raise UsageError(f"study {study.study_name!r} has no trials to replay")
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        if trial.state != TrialState.COMPLETE or steps != list(range(1, config.epochs + 1)):
+            raise UsageError(
+                f"trial {trial.number} of study {study.study_name!r} did not run all {config.epochs} epochs "
+                f"({trial.state.name.lower()} after {len(steps)}); replay needs a study whose trials all ran to the "
+                "end: a grid or a search with --pruner none"
+            )
+    direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+    curves = tuple(tuple(t.intermediate_values[e] for e in range(1, config.epochs + 1)) for t in trials)
+    return StoredCurves(study.user_attrs.get("hpsearch.metric", "val_loss"), direction, config.epochs,
+                        config.warmup_epochs, curves)
+
+
+def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None) -> Replay:
+    """The stored trials run again, in ``order`` (default: as stored), under the pruner called ``pruner``."""
+    study = optuna.create_study(direction=stored.direction, pruner=make_pruner(pruner, stored.epochs, stored.warmup_epochs))
+    recorder = MemoryRecorder()
+    spent, pruned, best = 0, 0, None
+    for index in order if order is not None else range(len(stored.curves)):
+        trial = study.ask()
+        recording = TrialRecording(trial, recorder, stored.metric, stored.epochs, pruner, echo=lambda line: None)
+        try:
+            for epoch, value in enumerate(stored.curves[index], start=1):
+                spent += 1
+                recording.epoch_ended(_record(stored.metric, epoch, value))
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            pruned += 1
+            continue
+        value = stored.curves[index][-1]
+        study.tell(trial, value)
+        best = value if best is None or (value > best if stored.direction == "maximize" else value < best) else best
+    return Replay(spent, math.nan if best is None else best, pruned)
+
+
+def _record(metric: str, epoch: int, value: float) -> EpochRecord:
+    """An epoch record that carries ``value`` as ``metric``, all the pruner reads."""
+    nan = float("nan")
+    if metric in ("val_loss", "train_loss"):
+        return EpochRecord(epoch, nan, value if metric == "train_loss" else nan, value if metric == "val_loss" else nan)
+    return EpochRecord(epoch, nan, nan, nan, metrics={metric: value})
+
+
+@dataclass(frozen=True)
+class PrunerSummary:
+    """A pruner over many replayed orders: median share of the full epochs, and how often it kept the best."""
+
+    pruner: str
+    epoch_share: float
+    kept_best: float
+    pruned: float
+
+
+def compare(stored: StoredCurves, pruners: Sequence[str], orders: int, seed: int = 0) -> list[PrunerSummary]:
+    """Each pruner replayed over the same ``orders`` random trial orders (the stored order first)."""
+    rng = random.Random(seed)
+    n = len(stored.curves)
+    permutations = [list(range(n))] + [rng.sample(range(n), n) for _ in range(orders - 1)]
+    full = n * stored.epochs
+    summaries = []
+    for pruner in pruners:
+        runs = [replay(stored, pruner, order) for order in permutations]
+        summaries.append(PrunerSummary(
+            pruner,
+            statistics.median(r.epochs / full for r in runs),
+            sum(r.best == stored.best for r in runs) / len(runs),
+            statistics.fmean(r.pruned for r in runs),
+        ))
+    return summaries

@@ -1,0 +1,58 @@
+"""``hpsearch replay``: which pruner would have served a finished study best, told from its own curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.search.spec import PRUNERS
+from hpsearch.search.tables_cli import STORAGE_HELP, usage_errors
+
+
+def build_replay_parser() -> ArgumentParser:
+    return ArgumentParser(
+        prog="hpsearch replay",
+        description="Replay a study whose trials all ran to the end (a grid, or --pruner none) under other pruners, "
+        "from its stored learning curves, without training: for each pruner, the share of the epochs it would have "
+        "spent and how often it would have kept the study's best trial, over many random trial orders.",
+        epilog="example:\n  hpsearch --models tfn_classifier --param_sweep embed_dim:32,64 lr:1e-3,3e-3,1e-2 --pruner none\n"
+        "  hpsearch replay --study tfn_classifier-synthetic_tokens --pruners percentile,median,sha,hyperband",
+    )
+
+
+def replay_main(argv: Sequence[str]) -> int:
+    parser = build_replay_parser()
+    parser.add_argument("--study", required=True, help="study name (hpsearch studies lists them)")
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--pruners", default=",".join(p for p in PRUNERS if p != "wilcoxon"),
+                        help="comma-separated pruners to replay (default: %(default)s)")
+    parser.add_argument("--orders", type=int, default=100, help="random trial orders, the stored one first (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the orders (default: %(default)s)")
+    args = parser.parse_args(argv)
+    pruners = [p for p in args.pruners.split(",") if p]
+    unknown = [p for p in pruners if p not in PRUNERS]
+    if unknown or not pruners:
+        raise UsageError(f"unknown pruner {unknown[0]!r}; choose from {', '.join(PRUNERS)}" if unknown else "--pruners names no pruner")
+    if args.orders < 1:
+        raise UsageError(f"--orders must be at least 1 (got {args.orders})")
+    import optuna
+
+    from hpsearch.search.replay import compare, stored_curves
+    from hpsearch.search.tables_cli import read_only_storage
+    from hpsearch.storage.reading import find_study, read_connection
+    from hpsearch.storage.urls import resolve_storage_url
+
+    url = resolve_storage_url(args.storage)
+    with usage_errors(url):
+        with read_connection(url) as connection:
+            find_study(connection, args.study, url)
+        stored = stored_curves(optuna.load_study(study_name=args.study, storage=read_only_storage(url)))
+    n = len(stored.curves)
+    print(f"Study {args.study!r}: {n} trials x {stored.epochs} epochs = {n * stored.epochs} epochs; best {stored.metric} "
+          f"{stored.best:.6g}. Replayed over {args.orders} trial orders:")
+    print(f"{'pruner':<12} {'epochs spent':>12} {'kept the best':>13} {'trials pruned':>13}")
+    for row in compare(stored, pruners, args.orders, args.seed):
+        print(f"{row.pruner:<12} {row.epoch_share:>11.1%} {row.kept_best:>12.0%} {row.pruned:>13.1f}")
+    print("(epochs spent: median share of the full study's; kept the best: share of orders whose best trial is the study's)")
+    return EXIT_OK

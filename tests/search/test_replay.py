@@ -1,0 +1,71 @@
+"""hpsearch replay: a finished study's curves replayed under a pruner decide as a live run with that pruner."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from hpsearch.search.replay import compare, replay, stored_curves
+from tests.search.conftest import TINY
+
+GRID = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:16,32", "lr:1e-4,1e-3,1e-2", "--epochs", "4",
+        "--dataset-size", "300"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same grid run to the end (--pruner none) and live under the percentile pruner, in one database each."""
+    import subprocess
+
+    from tests.search.conftest import hpsearch_command
+
+    urls = {}
+    for pruner in ("none", "percentile"):
+        folder = tmp_path_factory.mktemp(pruner)
+        done = subprocess.run([*hpsearch_command(), *TINY, *GRID, "--pruner", pruner], cwd=folder, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        urls[pruner] = f"sqlite:///{folder}/hpsearch.db"
+    return urls
+
+
+def _study(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="tfn_classifier-synthetic_tokens", storage=url)
+
+
+def test_a_replay_prunes_as_the_live_run_did(runs):
+    live = _study(runs["percentile"]).get_trials()
+    assert any(t.state == optuna.trial.TrialState.PRUNED for t in live)  # else the comparison says nothing
+    stored = stored_curves(_study(runs["none"]))
+    replayed = replay(stored, "percentile")
+    assert replayed.epochs == sum(t.user_attrs["epochs_run"] for t in live)
+    assert replayed.pruned == sum(t.state == optuna.trial.TrialState.PRUNED for t in live)
+    complete = [t.value for t in live if t.state == optuna.trial.TrialState.COMPLETE]
+    assert replayed.best == min(complete)
+    # The pruner none keeps everything: every epoch, the best.
+    assert compare(stored, ["none"], orders=3)[0].epoch_share == 1.0
+
+
+def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
+    done = run_hpsearch("replay", "--study", "tfn_classifier-synthetic_tokens", "--storage", runs["none"],
+                        "--pruners", "percentile,sha", "--orders", "20")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Study 'tfn_classifier-synthetic_tokens': 6 trials x 4 epochs = 24 epochs")
+    assert any(line.startswith("percentile") for line in lines) and any(line.startswith("sha") for line in lines)
+
+
+@pytest.mark.parametrize(("which", "args", "message"), [
+    ("percentile", [], "did not run all 4 epochs"),
+    ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
+    ("none", ["--orders", "0"], "--orders must be at least 1"),
+])
+def test_wrong_input_is_one_line_and_exit_2(runs, run_hpsearch, which, args, message):
+    done = run_hpsearch("replay", "--study", "tfn_classifier-synthetic_tokens", "--storage", runs[which], *args)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_study_is_one_line(runs, run_hpsearch):
+    done = run_hpsearch("replay", "--study", "nope", "--storage", runs["none"])
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
