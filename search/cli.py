@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -77,6 +79,7 @@ DESCRIPTION = (
 
 def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, models_required: bool = True) -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=description, epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"hpsearch {importlib.metadata.version('hpsearch')}")
     what = parser.add_argument_group("what to search")
     what.add_argument("--models", nargs="+", required=models_required, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
     what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", action="extend", default=None, metavar="ITEM", help="sweep items, as separate arguments or one quoted string; repeatable")
@@ -352,9 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not {"-h", "--help"} & set(argv) and (not argv or argv[0] not in WITHOUT_OPTUNA):
         _quiet_optuna()
     try:
-        if argv and argv[0] in SUBCOMMANDS:
-            return SUBCOMMANDS[argv[0]](argv[1:])
-        return search_main(argv)
+        code = SUBCOMMANDS[argv[0]](argv[1:]) if argv and argv[0] in SUBCOMMANDS else search_main(argv)
+        sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
+        return code
     except UsageError as error:
         print(f"hpsearch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -363,6 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and a running one is left to its heartbeat retry.
         print(f"hpsearch: error: {error}; stopped after --db-timeout, finished trials are kept", file=sys.stderr)
         return EXIT_RUN_FAILED
+    except BrokenPipeError:
+        # The reader left (hpsearch models | head): say nothing, and let no flush at exit fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (Interrupted, Exception) as error:
         interrupt = interruption(error)  # also behind an error that the interrupted code's cleanup raised
         if interrupt is None:
@@ -374,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# As a process killed by SIGPIPE exits, so a pipeline reads it as the shell would.
+EXIT_BROKEN_PIPE = 141
 # Commands that never touch Optuna; they, and every --help, skip importing it (a third of a second).
 WITHOUT_OPTUNA = frozenset({"models", "tasks", "doctor"})
 

@@ -60,7 +60,7 @@ class TrialRecording:
     def epoch_ended(self, record: EpochRecord) -> None:
         """Record a finished epoch; ``optuna.TrialPruned`` if the pruner stops the trial here."""
         self.records.append(record)
-        self.echo(format_epoch_line(record))
+        self.echo(f"Trial {self.trial.number} | {format_epoch_line(record)}")  # workers' lines interleave
         self.check_heartbeat()
         self.unstored.append(record)
         try:

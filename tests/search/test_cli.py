@@ -215,3 +215,21 @@ def test_doctor_prints_what_auto_measures_and_picks(run_hpsearch, tmp_path):
     taken = dict(line.split(":", 1) for line in again.stdout.splitlines() if not line.startswith("  "))["taken"]
     assert taken.strip() == lines["taken"].strip().removeprefix("now (").split(")")[0] + ", read from the cache (--remeasure measures again)"
     assert run_hpsearch("doctor", "--device", "tpu").returncode == 2
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+
+    from tests.search.conftest import hpsearch_command
+
+    # The reader is gone before hpsearch writes its first line, as with `hpsearch models | head -0`.
+    process = subprocess.Popen([*hpsearch_command(), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_version(run_hpsearch):
+    done = run_hpsearch("--version")
+    assert done.returncode == 0 and done.stdout.startswith("hpsearch ")

@@ -40,7 +40,8 @@ def trials(tmp_path: Path) -> list[FrozenTrial]:
 
 
 def epoch_lines(text: str) -> list[int]:
-    return [int(line.split()[1]) for line in text.splitlines() if line.startswith("Epoch ")]
+    # "Trial 3 | Epoch 02 | Train Loss: ...": the epoch numbers, in the order printed.
+    return [int(line.split(" | ")[1].split()[1]) for line in text.splitlines() if line.startswith("Trial ") and " | Epoch " in line]
 
 
 def saved_epoch(path: Path) -> int:

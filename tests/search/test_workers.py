@@ -91,7 +91,8 @@ def wait_for(condition, timeout, what):
 
 
 def epoch_lines(text):
-    return [int(line.split()[1]) for line in text.splitlines() if line.startswith("Epoch ")]
+    # "Trial 3 | Epoch 02 | Train Loss: ...": the epoch numbers, in the order printed.
+    return [int(line.split(" | ")[1].split()[1]) for line in text.splitlines() if line.startswith("Trial ") and " | Epoch " in line]
 
 
 def test_a_killed_workers_trial_is_retried_from_its_checkpoint(tmp_path, run_hpsearch):
