@@ -48,7 +48,7 @@ examples:
   hpsearch run studies/tfn_sweep.toml --epochs 1      (a study file; flags override it)
 
 sweep grammar: name:v1,v2,... (a grid when every item is a list), name:low..high[:log]
-(a range; switches to TPE). Sweepable names: the models' hyperparameters (hpsearch models),
+(a range; switches to the GP sampler). Sweepable names: the models' hyperparameters (hpsearch models),
 the task's step's, and the trainer's: {trainer_params}.
 
 other commands (each has --help):
@@ -92,7 +92,9 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
     study.add_argument(*flags("output_dir"), dest="output_dir", default=".", help="where the default database and the checkpoints go (default: the working directory)")
     study.add_argument("--sampler", choices=SAMPLERS, help="default: grid when every sweep item is a list, else tpe")
-    study.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="performance pruner (default: %(default)s: from the first epoch after the LR warmup, keep only trials among the best quarter of completed trials at that epoch); the divergence guard is always on")
+    study.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="performance pruner (default: %(default)s: none for the gp sampler, which learns from complete trials only; "
+                       "otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter of "
+                       "completed trials at that epoch); the divergence guard is always on")
     study.add_argument("--metric", default="val_loss", help="the monitored value, reported every epoch (default: %(default)s)")
     study.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize for losses, maximize for accuracy")
     study.add_argument("--objectives", type=_comma_list, help="several objectives, e.g. val_loss,flops or val_acc:maximize,params: "

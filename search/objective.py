@@ -72,7 +72,7 @@ class Objective:
         plan = self.plan(trial)
         self.echo(f"Trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in trial.params.items()))
         recording = TrialRecording(
-            trial, self.recorder, spec.metric, plan.config.epochs, spec.pruner, resolved.multi_objective, self.echo
+            trial, self.recorder, spec.metric, plan.config.epochs, resolved.pruner, resolved.multi_objective, self.echo
         )
         if spec.max_flops is not None or spec.max_params is not None:
             self._check_budget(trial, plan)

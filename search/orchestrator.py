@@ -140,7 +140,7 @@ class Orchestrator:
             sampler=make_sampler(resolved.sampler, self.sampler_seed, budget_constraints if budgeted else None),
             # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
             pruner=make_pruner(
-                "none" if resolved.multi_objective else self.spec.pruner,
+                "none" if resolved.multi_objective else resolved.pruner,
                 resolved.train_config.epochs,
                 resolved.train_config.warmup_epochs,
             ),

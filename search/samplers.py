@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpsearch.search.errors import UsageError
+from hpsearch.search.spec import auto_pruner
 
 
 def make_sampler(
@@ -45,8 +46,10 @@ def first_judged_epoch(epochs: int, warmup_epochs: float) -> int:
     return max(1, min(epochs, math.ceil(warmup_epochs) + 1))
 
 
-def make_pruner(name: str, epochs: int, warmup_epochs: float) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> optuna.pruners.BasePruner:
     """The Optuna pruner called ``name``, sized for ``epochs`` reports per trial.
+
+    ``auto`` is the default's choice for ``sampler`` (``spec.auto_pruner``).
 
     Every pruner waits for the first epoch after the LR warmup (``first_judged_epoch``), and
     the objective never prunes after a trial's last epoch. ``percentile`` (the default) prunes
@@ -57,6 +60,8 @@ def make_pruner(name: str, epochs: int, warmup_epochs: float) -> optuna.pruners.
     got there. ``hyperband`` runs several successive-halving brackets.
     """
     first = first_judged_epoch(epochs, warmup_epochs)
+    if name == "auto":
+        name = auto_pruner(sampler)
     if name == "percentile":
         return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=first)
     if name == "median":
@@ -72,13 +77,15 @@ def make_pruner(name: str, epochs: int, warmup_epochs: float) -> optuna.pruners.
     raise UsageError(f"unknown pruner {name!r}")
 
 
-def pruner_rungs(name: str, epochs: int, warmup_epochs: float) -> tuple[int, ...]:
+def pruner_rungs(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> tuple[int, ...]:
     """The epochs before the last at which the pruner called ``name`` may stop a trial.
 
     Successive halving judges at its first epoch and then each time the epochs triple (for
     Hyperband, its first bracket's); the percentile and median pruners judge every epoch.
     """
     first = first_judged_epoch(epochs, warmup_epochs)
+    if name == "auto":
+        name = auto_pruner(sampler)
     if name in ("sha", "hyperband"):
         return tuple(first * 3**k for k in range(epochs) if first * 3**k < epochs)
     if name in ("percentile", "median", "wilcoxon"):

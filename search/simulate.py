@@ -23,7 +23,7 @@ import optuna
 from hpsearch.search.errors import UsageError
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner, make_sampler
-from hpsearch.search.spec import Goal
+from hpsearch.search.spec import Goal, auto_pruner
 from hpsearch.search.sweep import SweepParam
 from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
 from hpsearch.trainers.records import EpochRecord
@@ -124,13 +124,14 @@ class CurveSimulation:
             raise UsageError("a simulation needs a budget of epochs or a number of trials")
         from hpsearch.trainers.lcbench import EPOCHS
 
-        self.surrogate, self.sampler, self.pruner, self.epochs = surrogate, sampler, pruner, EPOCHS
+        self.surrogate, self.sampler, self.epochs = surrogate, sampler, EPOCHS
+        self.pruner = auto_pruner(sampler) if pruner == "auto" else pruner
         self.workers, self.budget, self.n_trials, self.echo = workers, budget, n_trials, echo
         self.params = space_params(surrogate)
         self.study = study if study is not None else optuna.create_study(direction=self.direction)
         self.study.sampler = make_sampler(sampler, seed)
         # The curves have no warmup: a pruner may judge from the first epoch.
-        self.study.pruner = make_pruner(pruner, self.epochs, 0)
+        self.study.pruner = make_pruner(pruner, self.epochs, 0, sampler)
         self.recorder = recorder if recorder is not None else MemoryRecorder()
 
     def run(self) -> SimulationResult:

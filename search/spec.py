@@ -23,10 +23,22 @@ if TYPE_CHECKING:
     from hpsearch.trainers.tasks import Task
 
 SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
-PRUNERS = ("percentile", "median", "sha", "hyperband", "wilcoxon", "none")
-# The strategy for a sweep with ranges; a sweep of value lists runs as a grid.
-DEFAULT_SAMPLER = "tpe"
-DEFAULT_PRUNER = "percentile"
+PRUNERS = ("auto", "percentile", "median", "sha", "hyperband", "wilcoxon", "none")
+# The strategy for a sweep with ranges (a sweep of value lists runs as a grid), chosen on the
+# lcbench benchmark (benchmarks/lcbench.py; README, "How the default strategy was chosen").
+DEFAULT_SAMPLER = "gp"
+DEFAULT_PRUNER = "auto"
+
+
+def auto_pruner(sampler: str) -> str:
+    """What ``--pruner auto`` means for ``sampler``.
+
+    The GP sampler learns from complete trials only, so a pruned trial's epochs teach it nothing,
+    and on lcbench the early epochs misrank configurations that learn slowly but end best. A grid
+    (and TPE, which learns from pruned trials' last values too) keeps the percentile pruner, which
+    spent a third of the 16-point grid's epochs and kept its best (benchmarks/pruning_efficiency.py).
+    """
+    return "none" if sampler == "gp" else "percentile"
 DEFAULT_N_TRIALS = 20
 
 
@@ -152,6 +164,7 @@ class ResolvedSpec:
     sampler: str
     goals: tuple[Goal, ...]
     n_trials: int | None
+    pruner: str = "percentile"  # the spec's, with auto resolved for the sampler
 
     @property
     def directions(self) -> list[str]:
@@ -227,7 +240,8 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     if spec.metric not in metrics:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
     goals = _goals(spec, metrics)
-    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials)
+    pruner = auto_pruner(sampler) if spec.pruner == "auto" else spec.pruner
+    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner)
     _check_models_build(resolved)
     return resolved
 

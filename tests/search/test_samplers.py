@@ -37,6 +37,24 @@ def test_every_pruner_name_makes_its_optuna_pruner(name, kind):
         make_pruner("mediam", 10, 1.0)
 
 
+def test_the_auto_pruner_prunes_nothing_under_gp_and_by_percentile_otherwise():
+    assert isinstance(make_pruner("auto", 10, 1.0, "gp"), optuna.pruners.NopPruner)
+    for sampler in ("grid", "tpe", "random"):
+        assert isinstance(make_pruner("auto", 10, 1.0, sampler), optuna.pruners.PercentilePruner)
+
+
+def test_a_range_sweep_defaults_to_gp_without_pruning_and_a_grid_to_the_percentile_pruner():
+    from hpsearch.search.spec import StudySpec, resolve
+
+    ranged = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), task_options={"dataset_size": 64}))
+    assert (ranged.sampler, ranged.pruner) == ("gp", "none")
+    grid = resolve(StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16,32",), task_options={"dataset_size": 64}))
+    assert (grid.sampler, grid.pruner) == ("grid", "percentile")
+    chosen = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), pruner="sha",
+                               task_options={"dataset_size": 64}))
+    assert chosen.pruner == "sha"  # an explicit choice wins
+
+
 def run_curve(study: optuna.Study, values: list[float]) -> int | None:
     """Report ``values`` epoch by epoch; the epoch it was pruned at, or None if it completed."""
     trial = study.ask()
