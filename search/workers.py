@@ -204,7 +204,11 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
     finally:
         bar.close()
         for worker in others:
-            if worker.poll() is None:
+            if worker.poll() is None and worker in idle:
+                # Nothing waits or runs, so an idle worker has no trial to stop: SIGTERM would make
+                # it report an interruption that never happened, on this command's stderr.
+                worker.kill()
+            elif worker.poll() is None:
                 worker.terminate()
         for worker in others:
             worker.wait()

@@ -79,6 +79,8 @@ def test_a_grid_runs_each_point_once_across_workers(tmp_path, run_hpsearch):
     trials = trials_of(f"sqlite:///{tmp_path / 'hpsearch.db'}", "grid")
     points = [(t.params["embed_dim"], t.params["lr"]) for t in trials]
     assert len(points) == 12 and len(set(points)) == 12
+    # Workers stopped for want of work were not interrupted: nothing may say so.
+    assert "stopped by" not in result.stderr and "interrupted" not in result.stderr, result.stderr
 
 
 def wait_for(condition, timeout, what):
