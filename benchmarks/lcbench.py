@@ -72,7 +72,9 @@ def paper_cost(epochs: int, rungs: tuple[int, ...]) -> int:
     return sum(r for r in rungs if r < epochs) + epochs
 
 
-def regrets(finished: list[FinishedTrial], rungs: tuple[int, ...], low: float, high: float) -> dict[tuple[str, float], float]:
+def regrets(
+    finished: list[FinishedTrial], rungs: tuple[int, ...], low: float, high: float
+) -> dict[tuple[str, float], float]:
     """Normalized regret at each fraction of the budget, in both accountings, for trials in the order they ended."""
     out = {}
     for accounting in ("trained", "paper"):
@@ -99,22 +101,49 @@ def run_one(data: str, instance: str, seed: int, parallel: bool) -> list[Run]:
     low, high = surrogate.target_range("val_accuracy")
     runs = []
     started = time.perf_counter()
-    random = optuna_loop(surrogate, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(), LCBENCH_BUDGET)
-    runs.append(Run("random", instance, seed, regrets(random, (), low, high), None, time.perf_counter() - started, len(random)))
+    random = optuna_loop(
+        surrogate, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(), LCBENCH_BUDGET
+    )
+    runs.append(
+        Run("random", instance, seed, regrets(random, (), low, high), None, time.perf_counter() - started, len(random))
+    )
     target = max(t.value for t in random if t.value is not None)
 
     started = time.perf_counter()
-    baseline = optuna_loop(surrogate, optuna.samplers.TPESampler(n_startup_trials=5, seed=seed), optuna.pruners.MedianPruner(),
-                           LCBENCH_BUDGET, report_at=OPTUNA_RUNGS)
-    runs.append(Run("optuna", instance, seed, regrets(baseline, OPTUNA_RUNGS[:-1], low, high), None,
-                    time.perf_counter() - started, len(baseline)))
+    baseline = optuna_loop(
+        surrogate,
+        optuna.samplers.TPESampler(n_startup_trials=5, seed=seed),
+        optuna.pruners.MedianPruner(),
+        LCBENCH_BUDGET,
+        report_at=OPTUNA_RUNGS,
+    )
+    runs.append(
+        Run(
+            "optuna",
+            instance,
+            seed,
+            regrets(baseline, OPTUNA_RUNGS[:-1], low, high),
+            None,
+            time.perf_counter() - started,
+            len(baseline),
+        )
+    )
 
     rungs = pruner_rungs(DEFAULT_PRUNER, 52, 0, DEFAULT_SAMPLER)
     for side, workers in (("hpsearch", 1), ("hpsearch-4w", 4))[: 2 if parallel else 1]:
         started = time.perf_counter()
         result = CurveSimulation(surrogate, DEFAULT_SAMPLER, DEFAULT_PRUNER, seed=seed, workers=workers).run()
-        runs.append(Run(side, instance, seed, regrets(result.finished, rungs, low, high), clock_to(result.finished, target),
-                        time.perf_counter() - started, len(result.finished)))
+        runs.append(
+            Run(
+                side,
+                instance,
+                seed,
+                regrets(result.finished, rungs, low, high),
+                clock_to(result.finished, target),
+                time.perf_counter() - started,
+                len(result.finished),
+            )
+        )
     return runs
 
 
@@ -128,8 +157,12 @@ def speed(data: str, repeats: int) -> tuple[float, float]:
         CurveSimulation(surrogate, DEFAULT_SAMPLER, DEFAULT_PRUNER, seed=seed).run()
         simulated.append(time.perf_counter() - started)
         started = time.perf_counter()
-        optuna_loop(surrogate, make_sampler(DEFAULT_SAMPLER, seed), make_pruner(DEFAULT_PRUNER, 52, 0, DEFAULT_SAMPLER),
-                    LCBENCH_BUDGET)
+        optuna_loop(
+            surrogate,
+            make_sampler(DEFAULT_SAMPLER, seed),
+            make_pruner(DEFAULT_PRUNER, 52, 0, DEFAULT_SAMPLER),
+            LCBENCH_BUDGET,
+        )
         bare.append(time.perf_counter() - started)
     return statistics.median(simulated), statistics.median(bare)
 
@@ -145,13 +178,18 @@ def main() -> None:
     args = parser.parse_args()
     load_benchmark("lcbench", args.instances[0], args.data)  # a wrong folder stops here, not in every job
 
-    print(f"lcbench, {args.seeds} seeds, budget {LCBENCH_BUDGET} epochs; default strategy: "
-          f"--sampler {DEFAULT_SAMPLER} --pruner {DEFAULT_PRUNER}")
+    print(
+        f"lcbench, {args.seeds} seeds, budget {LCBENCH_BUDGET} epochs; default strategy: "
+        f"--sampler {DEFAULT_SAMPLER} --pruner {DEFAULT_PRUNER}"
+    )
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         parallel = args.seeds if args.parallel_seeds is None else args.parallel_seeds
-        jobs = [pool.submit(run_one, args.data, instance, seed, seed < parallel)
-                for instance in args.instances for seed in range(args.seeds)]
+        jobs = [
+            pool.submit(run_one, args.data, instance, seed, seed < parallel)
+            for instance in args.instances
+            for seed in range(args.seeds)
+        ]
         runs = [run for job in jobs for run in job.result()]
     print(f"({time.perf_counter() - started:.0f} s)\n")
 
@@ -160,7 +198,11 @@ def main() -> None:
 
     for accounting in ("trained", "paper"):
         print(f"mean normalized regret ({accounting} epochs), and x random search's final regret")
-        print(f"{'instance':>9} {'side':>12} " + " ".join(f"{f'{f:.0%}':>16}" for f in FRACTIONS) + f" {'trials':>7} {'s/run':>6}")
+        print(
+            f"{'instance':>9} {'side':>12} "
+            + " ".join(f"{f'{f:.0%}':>16}" for f in FRACTIONS)
+            + f" {'trials':>7} {'s/run':>6}"
+        )
         for instance in args.instances:
             random_final = mean("random", instance, (accounting, 1.0))
             for side in SIDES:
@@ -168,29 +210,42 @@ def main() -> None:
                     continue
                 cells = [mean(side, instance, (accounting, f)) for f in FRACTIONS]
                 mine = [r for r in runs if r.side == side and r.instance == instance]
-                print(f"{instance:>9} {side:>12} " + " ".join(f"{c:>8.4f} ({c / random_final:5.2f}x)" for c in cells)
-                      + f" {statistics.fmean(r.trials for r in mine):>7.0f} {statistics.fmean(r.seconds for r in mine):>6.2f}")
+                print(
+                    f"{instance:>9} {side:>12} "
+                    + " ".join(f"{c:>8.4f} ({c / random_final:5.2f}x)" for c in cells)
+                    + f" {statistics.fmean(r.trials for r in mine):>7.0f} {statistics.fmean(r.seconds for r in mine):>6.2f}"
+                )
         print()
 
     print("goal (trained epochs): hpsearch's final regret <= 0.15x random's, and at 25% <= the optuna baseline's final")
     for instance in args.instances:
         final = mean("hpsearch", instance, ("trained", 1.0)) / mean("random", instance, ("trained", 1.0))
         early = mean("hpsearch", instance, ("trained", 0.25)) <= mean("optuna", instance, ("trained", 1.0))
-        print(f"  {instance}: final {final:.2f}x random: {'met' if final <= 0.15 else 'NOT met'}; "
-              f"25% vs optuna's final: {'met' if early else 'NOT met'}")
+        print(
+            f"  {instance}: final {final:.2f}x random: {'met' if final <= 0.15 else 'NOT met'}; "
+            f"25% vs optuna's final: {'met' if early else 'NOT met'}"
+        )
 
-    print("\nparallel: simulated time to reach random search's final best, 1 worker / 4 workers (median over seeds that reach it)")
+    print(
+        "\nparallel: simulated time to reach random search's final best, 1 worker / 4 workers (median over seeds that reach it)"
+    )
     for instance in args.instances:
-        pairs = [(one.clock_to_target, four.clock_to_target)
-                 for one in runs if one.side == "hpsearch" and one.instance == instance
-                 for four in runs if four.side == "hpsearch-4w" and four.instance == instance and four.seed == one.seed
-                 if one.clock_to_target and four.clock_to_target]
+        pairs = [
+            (one.clock_to_target, four.clock_to_target)
+            for one in runs
+            if one.side == "hpsearch" and one.instance == instance
+            for four in runs
+            if four.side == "hpsearch-4w" and four.instance == instance and four.seed == one.seed
+            if one.clock_to_target and four.clock_to_target
+        ]
         ratio = statistics.median(a / b for a, b in pairs) if pairs else float("nan")
         print(f"  {instance}: {ratio:.2f}x faster with 4 workers ({len(pairs)} seeds reach it with both)")
 
     simulated, bare = speed(args.data, args.speed_repeats)
-    print(f"\nspeed: one {LCBENCH_BUDGET}-epoch run simulated {simulated:.2f} s, bare Optuna loop {bare:.2f} s: "
-          f"{simulated / bare:.2f}x (goal <= 3x)")
+    print(
+        f"\nspeed: one {LCBENCH_BUDGET}-epoch run simulated {simulated:.2f} s, bare Optuna loop {bare:.2f} s: "
+        f"{simulated / bare:.2f}x (goal <= 3x)"
+    )
 
 
 if __name__ == "__main__":

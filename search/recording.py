@@ -70,11 +70,15 @@ class TrialRecording:
         except DatabaseUnavailable as error:
             if error.final:
                 raise
-            self.echo(f"Trial {self.trial.number}: epoch {record.epoch} is kept and stored once the database is back; training goes on")
+            self.echo(
+                f"Trial {self.trial.number}: epoch {record.epoch} is kept and stored once the database is back; training goes on"
+            )
             return
         if prune:
             value = record.value(self.metric)
-            raise optuna.TrialPruned(f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={value:.4g}")
+            raise optuna.TrialPruned(
+                f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={value:.4g}"
+            )
 
     def store(self) -> None:
         """Store the unstored epochs, oldest first, removing each once stored."""
@@ -94,7 +98,9 @@ class TrialRecording:
         reported = self.recorder.frozen(self.trial).intermediate_values
         for record in restored:
             fresh = record.epoch not in reported and not self.multi_objective
-            self.recorder.write_epoch(self.trial, record.epoch, record.as_row(), record.value(self.metric) if fresh else None)
+            self.recorder.write_epoch(
+                self.trial, record.epoch, record.as_row(), record.value(self.metric) if fresh else None
+            )
             self.records.append(record)
 
     def check_heartbeat(self) -> None:

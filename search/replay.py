@@ -71,13 +71,16 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
             )
     direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
     curves = tuple(tuple(t.intermediate_values[e] for e in range(1, config.epochs + 1)) for t in trials)
-    return StoredCurves(study.user_attrs.get("hpsearch.metric", "val_loss"), direction, config.epochs,
-                        config.warmup_epochs, curves)
+    return StoredCurves(
+        study.user_attrs.get("hpsearch.metric", "val_loss"), direction, config.epochs, config.warmup_epochs, curves
+    )
 
 
 def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None) -> Replay:
     """The stored trials run again, in ``order`` (default: as stored), under the pruner called ``pruner``."""
-    study = optuna.create_study(direction=stored.direction, pruner=make_pruner(pruner, stored.epochs, stored.warmup_epochs))
+    study = optuna.create_study(
+        direction=stored.direction, pruner=make_pruner(pruner, stored.epochs, stored.warmup_epochs)
+    )
     recorder = MemoryRecorder()
     spent, pruned, best = 0, 0, None
     for index in order if order is not None else range(len(stored.curves)):
@@ -124,10 +127,12 @@ def compare(stored: StoredCurves, pruners: Sequence[str], orders: int, seed: int
     summaries = []
     for pruner in pruners:
         runs = [replay(stored, pruner, order) for order in permutations]
-        summaries.append(PrunerSummary(
-            pruner,
-            statistics.median(r.epochs / full for r in runs),
-            sum(r.best == stored.best for r in runs) / len(runs),
-            statistics.fmean(r.pruned for r in runs),
-        ))
+        summaries.append(
+            PrunerSummary(
+                pruner,
+                statistics.median(r.epochs / full for r in runs),
+                sum(r.best == stored.best for r in runs) / len(runs),
+                statistics.fmean(r.pruned for r in runs),
+            )
+        )
     return summaries

@@ -25,15 +25,24 @@ def replay_main(argv: Sequence[str]) -> int:
     parser = build_replay_parser()
     parser.add_argument("--study", required=True, help="study name (hpsearch studies lists them)")
     parser.add_argument("--storage", help=STORAGE_HELP)
-    parser.add_argument("--pruners", default=",".join(p for p in PRUNERS if p != "wilcoxon"),
-                        help="comma-separated pruners to replay (default: %(default)s)")
-    parser.add_argument("--orders", type=int, default=100, help="random trial orders, the stored one first (default: %(default)s)")
+    parser.add_argument(
+        "--pruners",
+        default=",".join(p for p in PRUNERS if p != "wilcoxon"),
+        help="comma-separated pruners to replay (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--orders", type=int, default=100, help="random trial orders, the stored one first (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the orders (default: %(default)s)")
     args = parser.parse_args(argv)
     pruners = [p for p in args.pruners.split(",") if p]
     unknown = [p for p in pruners if p not in PRUNERS]
     if unknown or not pruners:
-        raise UsageError(f"unknown pruner {unknown[0]!r}; choose from {', '.join(PRUNERS)}" if unknown else "--pruners names no pruner")
+        raise UsageError(
+            f"unknown pruner {unknown[0]!r}; choose from {', '.join(PRUNERS)}"
+            if unknown
+            else "--pruners names no pruner"
+        )
     if args.orders < 1:
         raise UsageError(f"--orders must be at least 1 (got {args.orders})")
     import optuna
@@ -49,10 +58,14 @@ def replay_main(argv: Sequence[str]) -> int:
             find_study(connection, args.study, url)
         stored = stored_curves(optuna.load_study(study_name=args.study, storage=read_only_storage(url)))
     n = len(stored.curves)
-    print(f"Study {args.study!r}: {n} trials x {stored.epochs} epochs = {n * stored.epochs} epochs; best {stored.metric} "
-          f"{stored.best:.6g}. Replayed over {args.orders} trial orders:")
+    print(
+        f"Study {args.study!r}: {n} trials x {stored.epochs} epochs = {n * stored.epochs} epochs; best {stored.metric} "
+        f"{stored.best:.6g}. Replayed over {args.orders} trial orders:"
+    )
     print(f"{'pruner':<12} {'epochs spent':>12} {'kept the best':>13} {'trials pruned':>13}")
     for row in compare(stored, pruners, args.orders, args.seed):
         print(f"{row.pruner:<12} {row.epoch_share:>11.1%} {row.kept_best:>12.0%} {row.pruned:>13.1f}")
-    print("(epochs spent: median share of the full study's; kept the best: share of orders whose best trial is the study's)")
+    print(
+        "(epochs spent: median share of the full study's; kept the best: share of orders whose best trial is the study's)"
+    )
     return EXIT_OK

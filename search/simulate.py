@@ -202,8 +202,10 @@ class CurveSimulation:
             lr=float(run.trial.params["learning_rate"]),
             train_loss=float("nan"),  # lcbench gives no training loss
             val_loss=float(curve["val_cross_entropy"][i]),
-            metrics={"val_accuracy": float(curve["val_accuracy"][i]),
-                     "val_balanced_accuracy": float(curve["val_balanced_accuracy"][i])},
+            metrics={
+                "val_accuracy": float(curve["val_accuracy"][i]),
+                "val_balanced_accuracy": float(curve["val_balanced_accuracy"][i]),
+            },
             epoch_seconds=_epoch_seconds(curve, run.epoch),
         )
 

@@ -22,18 +22,35 @@ def build_simulate_parser() -> ArgumentParser:
         epilog="example: hpsearch simulate --instance 167168 --data ../shared/yahpo_data --pruner sha --workers 4",
     )
     parser.add_argument("--benchmark", default="lcbench", help="the learning-curve benchmark (default: %(default)s)")
-    parser.add_argument("--instance", default="167168", help="the benchmark's instance: an OpenML task id (default: %(default)s)")
+    parser.add_argument(
+        "--instance", default="167168", help="the benchmark's instance: an OpenML task id (default: %(default)s)"
+    )
     parser.add_argument("--data", help=f"YAHPO Gym's data folder, holding lcbench/ (default: ${DATA_ENV})")
     parser.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"{'|'.join(SAMPLERS[1:])} (default: %(default)s)")
     parser.add_argument("--pruner", default=DEFAULT_PRUNER, help=f"{'|'.join(PRUNERS)} (default: %(default)s)")
-    parser.add_argument("--budget", type=int, help="epochs all workers may train together (default: the YAHPO Gym "
-                        "paper's ceil(20*52 + sqrt(7)*52*40) = 6544 unless --n-trials is given)")
-    parser.add_argument("--n-trials", "--n_trials", type=int, help="trials to start (default: until the budget is spent)")
-    parser.add_argument("--workers", type=int, default=1, help="simulated workers taking trials side by side (default: %(default)s)")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        help="epochs all workers may train together (default: the YAHPO Gym "
+        "paper's ceil(20*52 + sqrt(7)*52*40) = 6544 unless --n-trials is given)",
+    )
+    parser.add_argument(
+        "--n-trials", "--n_trials", type=int, help="trials to start (default: until the budget is spent)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="simulated workers taking trials side by side (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: %(default)s)")
-    parser.add_argument("--storage", help="keep the study in this database (sqlite:///file.db, postgresql://...) for "
-                        "the dashboard and the table commands (default: in memory, gone at exit)")
-    parser.add_argument("--study-name", "--study_name", help="the stored study's name (default: sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED)")
+    parser.add_argument(
+        "--storage",
+        help="keep the study in this database (sqlite:///file.db, postgresql://...) for "
+        "the dashboard and the table commands (default: in memory, gone at exit)",
+    )
+    parser.add_argument(
+        "--study-name",
+        "--study_name",
+        help="the stored study's name (default: sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED)",
+    )
     return parser
 
 
@@ -56,26 +73,41 @@ def simulate_main(argv: Sequence[str]) -> int:
     name = args.study_name or f"sim-{args.benchmark}-{args.instance}-{args.sampler}-{args.pruner}-s{args.seed}"
     study, recorder, closing = _open(args.storage, name, args)
     try:
-        result = CurveSimulation(surrogate, args.sampler, args.pruner, args.seed, args.workers, budget, args.n_trials,
-                                 study=study, recorder=recorder).run()
+        result = CurveSimulation(
+            surrogate,
+            args.sampler,
+            args.pruner,
+            args.seed,
+            args.workers,
+            budget,
+            args.n_trials,
+            study=study,
+            recorder=recorder,
+        ).run()
     finally:
         closing()
     low, high = surrogate.target_range("val_accuracy")
     states = [t.state.name for t in result.study.get_trials(deepcopy=False)]
-    print(f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} with {args.workers} worker(s): "
-          f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; {result.spent} epochs trained, "
-          f"{result.clock / 3600:.2f} simulated hours.")
+    print(
+        f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} with {args.workers} worker(s): "
+        f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; {result.spent} epochs trained, "
+        f"{result.clock / 3600:.2f} simulated hours."
+    )
     best = result.best()
     if best is None:
         print("No trial ran all 52 epochs: raise --budget or --n-trials.")
     else:
         params = next(t.params for t in result.study.get_trials(deepcopy=False) if t.value == best)
-        print(f"Best val_accuracy {best:.4f} (normalized regret {(high - best) / (high - low):.4f}): "
-              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()))
+        print(
+            f"Best val_accuracy {best:.4f} (normalized regret {(high - best) / (high - low):.4f}): "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        )
     if args.storage:
         from hpsearch.storage.urls import mask_password
 
-        print(f"Study {name!r} in {mask_password(args.storage)}; browse it with: optuna-dashboard {mask_password(args.storage)}")
+        print(
+            f"Study {name!r} in {mask_password(args.storage)}; browse it with: optuna-dashboard {mask_password(args.storage)}"
+        )
     return EXIT_OK
 
 
@@ -94,8 +126,13 @@ def _open(url: str | None, name: str, args: object) -> tuple:
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
-        raise UsageError(f"study {name!r} already exists in {mask_password(url)}; choose another --study-name") from None
-    study.set_user_attr("hpsearch.simulated", {k: getattr(args, k) for k in ("benchmark", "instance", "sampler", "pruner", "seed", "workers")})
+        raise UsageError(
+            f"study {name!r} already exists in {mask_password(url)}; choose another --study-name"
+        ) from None
+    study.set_user_attr(
+        "hpsearch.simulated",
+        {k: getattr(args, k) for k in ("benchmark", "instance", "sampler", "pruner", "seed", "workers")},
+    )
     study.set_user_attr("hpsearch.metric", "val_accuracy")
     table = EpochMetricsTable(url, storage.retry)
     return study, DatabaseRecorder(storage, table), table.close

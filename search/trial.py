@@ -66,8 +66,11 @@ class TrialPlan:
         trainer = {k: v for k, v in point.items() if k in TRAIN_SETTING_NAMES}
         step = {k: v for k, v in point.items() if k in steps and k not in trainer}
         spec = get_model(model_name)
-        model = {k: v for k, v in point.items()
-                 if k != "model" and k not in trainer and k not in step and spec.param(k) is not None}
+        model = {
+            k: v
+            for k, v in point.items()
+            if k != "model" and k not in trainer and k not in step and spec.param(k) is not None
+        }
         if checkpoints is not None:
             trainer["checkpoint_dir"] = str(checkpoints)
         return cls(model_name, model, step, train_config.with_overrides(trainer) if trainer else train_config)
@@ -105,7 +108,10 @@ class TrialPlan:
         model = self.build_model(task, meta=True)
         flops, params = meta_forward_flops(model, example_inputs(task, device="meta")), count_parameters(model)
         limits = (("flops per sample", flops, max_flops), ("params", params, max_params))
-        over = tuple(f"{name} {value:,.0f} > {limit:,.0f}" for name, value, limit in limits if limit is not None and value > limit)
+        over = tuple(
+            f"{name} {value:,.0f} > {limit:,.0f}"
+            for name, value, limit in limits
+            if limit is not None and value > limit
+        )
         excess = (flops - max_flops if max_flops else 0.0, params - max_params if max_params else 0.0)
         return Budget(flops, params, over, excess)
-

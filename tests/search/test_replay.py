@@ -8,8 +8,17 @@ import pytest
 from hpsearch.search.replay import compare, replay, stored_curves
 from tests.search.conftest import TINY
 
-GRID = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:16,32", "lr:1e-4,1e-3,1e-2", "--epochs", "4",
-        "--dataset-size", "300"]
+GRID = [
+    "--models",
+    "tfn_classifier",
+    "--param_sweep",
+    "embed_dim:16,32",
+    "lr:1e-4,1e-3,1e-2",
+    "--epochs",
+    "4",
+    "--dataset-size",
+    "300",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +31,13 @@ def runs(tmp_path_factory):
     urls = {}
     for pruner in ("none", "percentile"):
         folder = tmp_path_factory.mktemp(pruner)
-        done = subprocess.run([*hpsearch_command(), *TINY, *GRID, "--pruner", pruner], cwd=folder, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [*hpsearch_command(), *TINY, *GRID, "--pruner", pruner],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         urls[pruner] = f"sqlite:///{folder}/hpsearch.db"
     return urls
@@ -47,19 +61,31 @@ def test_a_replay_prunes_as_the_live_run_did(runs):
 
 
 def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
-    done = run_hpsearch("replay", "--study", "tfn_classifier-synthetic_tokens", "--storage", runs["none"],
-                        "--pruners", "percentile,sha", "--orders", "20")
+    done = run_hpsearch(
+        "replay",
+        "--study",
+        "tfn_classifier-synthetic_tokens",
+        "--storage",
+        runs["none"],
+        "--pruners",
+        "percentile,sha",
+        "--orders",
+        "20",
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("Study 'tfn_classifier-synthetic_tokens': 6 trials x 4 epochs = 24 epochs")
     assert any(line.startswith("percentile") for line in lines) and any(line.startswith("sha") for line in lines)
 
 
-@pytest.mark.parametrize(("which", "args", "message"), [
-    ("percentile", [], "did not run all 4 epochs"),
-    ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
-    ("none", ["--orders", "0"], "--orders must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("which", "args", "message"),
+    [
+        ("percentile", [], "did not run all 4 epochs"),
+        ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
+        ("none", ["--orders", "0"], "--orders must be at least 1"),
+    ],
+)
 def test_wrong_input_is_one_line_and_exit_2(runs, run_hpsearch, which, args, message):
     done = run_hpsearch("replay", "--study", "tfn_classifier-synthetic_tokens", "--storage", runs[which], *args)
     assert done.returncode == 2

@@ -36,7 +36,9 @@ def test_the_in_memory_record_holds_every_epoch_and_the_closing_attributes(surro
         assert list(trial.intermediate_values) == [row["epoch"] for row in rows]
         assert trial.intermediate_values[len(rows)] == rows[-1]["val_accuracy"]
         if trial.state == optuna.trial.TrialState.PRUNED:
-            assert trial.user_attrs["prune_reason"].startswith(("pruned by the percentile pruner at epoch", "stopped: "))
+            assert trial.user_attrs["prune_reason"].startswith(
+                ("pruned by the percentile pruner at epoch", "stopped: ")
+            )
         else:
             assert trial.value == rows[-1]["val_accuracy"] and len(rows) == 52
 
@@ -51,14 +53,29 @@ def test_four_workers_spend_the_same_budget_in_less_simulated_time(surrogate):
 
 
 def test_simulate_stores_a_normal_study(run_hpsearch, yahpo_data, sqlite_url):
-    done = run_hpsearch("simulate", "--data", str(yahpo_data), "--instance", "189906", "--pruner", "median",
-                        "--budget", "300", "--storage", sqlite_url, "--study-name", "sim")
+    done = run_hpsearch(
+        "simulate",
+        "--data",
+        str(yahpo_data),
+        "--instance",
+        "189906",
+        "--pruner",
+        "median",
+        "--budget",
+        "300",
+        "--storage",
+        sqlite_url,
+        "--study-name",
+        "sim",
+    )
     assert done.returncode == 0, done.stderr
     assert "Best val_accuracy" in done.stdout and "optuna-dashboard" in done.stdout
     study = optuna.load_study(study_name="sim", storage=sqlite_url)
     trials = study.get_trials()
     assert sum(t.user_attrs["epochs_run"] for t in trials) == 300
-    assert any(t.state == optuna.trial.TrialState.PRUNED and "median pruner" in t.user_attrs["prune_reason"] for t in trials)
+    assert any(
+        t.state == optuna.trial.TrialState.PRUNED and "median pruner" in t.user_attrs["prune_reason"] for t in trials
+    )
     engine = sa.create_engine(sqlite_url)
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT COUNT(*) FROM hpsearch_epoch_metrics")).scalar()
