@@ -96,6 +96,10 @@ def clock_to(finished: list[FinishedTrial], target: float) -> float | None:
 
 
 def run_one(data: str, instance: str, seed: int, parallel: bool) -> list[Run]:
+    import torch  # the GP sampler's model
+
+    # One thread per job: --jobs processes share the cores, and torch's default of a thread per core oversubscribes them.
+    torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     surrogate = load_benchmark("lcbench", instance, data)
     low, high = surrogate.target_range("val_accuracy")

@@ -52,8 +52,8 @@ def test_parse_gives_typed_values(param: HyperParam, text: str, expected: Any) -
     [
         (HyperParam("n", "int", 2), "3.5", "n: '3.5' is not a valid int"),
         (HyperParam("n", "int", 2), "three", "n: 'three' is not a valid int"),
-        (HyperParam("x", "float", 0.1), "nan", "not a finite float"),
-        (HyperParam("x", "float", 0.1), "inf", "not a finite float"),
+        (HyperParam("x", "float", 0.1), "nan", "'nan' is not a valid float"),
+        (HyperParam("x", "float", 0.1), "inf", "'inf' is not a valid float"),
         (HyperParam("x", "float", 0.1), "", "not a valid float"),
         (HyperParam("b", "bool", False), "maybe", "not a valid bool"),
         (HyperParam("k", "choice", "rbf", choices=("rbf", "compact")), "gauss", r"choose from rbf, compact"),
