@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.spec import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from hpsearch.search.spec import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, check_study_name
 
 DATA_ENV = "HPSEARCH_YAHPO_DATA"
 
@@ -71,6 +71,7 @@ def simulate_main(argv: Sequence[str]) -> int:
     surrogate = load_benchmark(args.benchmark, args.instance, data)
     budget = args.budget if args.budget is not None or args.n_trials is not None else LCBENCH_BUDGET
     name = args.study_name or f"sim-{args.benchmark}-{args.instance}-{args.sampler}-{args.pruner}-s{args.seed}"
+    check_study_name(name)
     study, recorder, closing = _open(args.storage, name, args)
     try:
         result = CurveSimulation(

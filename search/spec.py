@@ -193,6 +193,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):
         if limit is not None and limit <= 0:
             raise UsageError(f"{name} must be positive (got {limit:g})")
+    check_study_name(spec.name)
     if spec.pruner not in PRUNERS:
         raise UsageError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}")
     try:
@@ -244,6 +245,16 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner)
     _check_models_build(resolved)
     return resolved
+
+
+# Optuna's studies table holds a name in a VARCHAR(512).
+MAX_STUDY_NAME = 512
+
+
+def check_study_name(name: str) -> None:
+    """``UsageError`` for a study name the database cannot store."""
+    if len(name) > MAX_STUDY_NAME:
+        raise UsageError(f"the study name is {len(name):,} characters; the study database stores at most {MAX_STUDY_NAME}")
 
 
 def _sampler(spec: StudySpec, sweep: Sweep) -> str:

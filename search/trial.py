@@ -7,6 +7,8 @@ name means the same thing on every path. Torch is imported by the methods that b
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -22,9 +24,26 @@ if TYPE_CHECKING:
 TRAIN_SETTING_NAMES = frozenset(p.name for p in SETTINGS)
 
 
+# A name kept as its own folder: no separator, no leading dot, short enough for any filesystem.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=-]{0,99}")
+
+
+def study_folder(study_name: str) -> str:
+    """The folder under ``checkpoints/`` for study ``study_name``: always one path component.
+
+    A plain name is its own folder. Any other (``../x``, ``/abs``, ``./s``, 300 characters) is
+    sanitized and given ``~`` and a hash of the whole name; a plain name has no ``~``, so no two
+    studies share a folder and none reaches outside the output directory.
+    """
+    if _PLAIN_NAME.fullmatch(study_name):
+        return study_name
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", study_name).strip("._")[:60] or "study"
+    return f"{slug}~{hashlib.sha256(study_name.encode()).hexdigest()[:16]}"
+
+
 def checkpoint_dir(output_dir: str, study_name: str, trial_number: int) -> Path:
     """Where a trial keeps ``last.pt`` and ``best.pt``."""
-    return Path(output_dir).resolve() / "checkpoints" / study_name / f"trial-{trial_number}"
+    return Path(output_dir).resolve() / "checkpoints" / study_folder(study_name) / f"trial-{trial_number}"
 
 
 @dataclass(frozen=True)
