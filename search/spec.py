@@ -240,7 +240,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.directions()}
     if spec.metric not in metrics:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
-    goals = _goals(spec, metrics)
+    goals = _goals(spec, metrics, task.undirected())
     pruner = auto_pruner(sampler) if spec.pruner == "auto" else spec.pruner
     resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner)
     _check_models_build(resolved)
@@ -268,9 +268,16 @@ def _sampler(spec: StudySpec, sweep: Sweep) -> str:
     return sampler
 
 
-def _goals(spec: StudySpec, metrics: dict[str, str]) -> tuple[Goal, ...]:
-    """The study's objectives: ``--objectives`` items (``name`` or ``name:direction``), else ``--metric``."""
+def _goals(spec: StudySpec, metrics: dict[str, str], undirected: list[str]) -> tuple[Goal, ...]:
+    """The study's objectives: ``--objectives`` items (``name`` or ``name:direction``), else ``--metric``.
+
+    A metric whose direction nothing declares is refused rather than minimized unasked: an AUROC
+    minimized sorts the worst trials first.
+    """
+    unknown = "does not say whether higher is better (no higher_is_better, and the task's metric_directions does not name it)"
     if not spec.objectives:
+        if spec.direction is None and spec.metric in undirected:
+            raise UsageError(f"metric {spec.metric} {unknown}; pass --direction maximize or --direction minimize")
         return (Goal(spec.metric, spec.direction or metrics[spec.metric]),)
     known = {**metrics, **{name: "minimize" for name in COST_OBJECTIVES}}
     goals = []
@@ -280,6 +287,8 @@ def _goals(spec: StudySpec, metrics: dict[str, str]) -> tuple[Goal, ...]:
             raise UsageError(f"unknown objective {name!r}; choose from {', '.join(known)}")
         if direction not in ("", "minimize", "maximize"):
             raise UsageError(f"objective {item!r}: the direction must be minimize or maximize")
+        if not direction and name in undirected:
+            raise UsageError(f"objective {name} {unknown}; write {name}:maximize or {name}:minimize")
         goals.append(Goal(name, direction or known[name]))
     if len({g.name for g in goals}) < len(goals):
         raise UsageError(f"--objectives names an objective twice: {','.join(spec.objectives)}")

@@ -32,11 +32,17 @@ def make_metric(entry: Any, name: str) -> Metric:
     return metric
 
 
-def metric_direction(metric: Metric, declared: str | None) -> str:
-    """``maximize`` or ``minimize``: as declared, else torchmetrics' ``higher_is_better``, else minimize."""
+def known_direction(metric: Metric, declared: str | None) -> str | None:
+    """``maximize`` or ``minimize`` as declared, else from torchmetrics' ``higher_is_better``; None if neither says."""
     if declared is not None:
         return declared
-    return "maximize" if getattr(metric, "higher_is_better", False) else "minimize"
+    higher = getattr(metric, "higher_is_better", None)
+    return None if higher is None else "maximize" if higher else "minimize"
+
+
+def metric_direction(metric: Metric, declared: str | None) -> str:
+    """``known_direction``, else minimize (what a search refuses to assume: ``Task.undirected``)."""
+    return known_direction(metric, declared) or "minimize"
 
 
 def as_float(value: Any) -> float:

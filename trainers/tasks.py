@@ -15,7 +15,7 @@ from torch import Tensor
 
 from hpsearch.models import DataSpec, HyperParam
 from hpsearch.trainers.data import Split, check_split
-from hpsearch.trainers.metrics import MeanOf, make_metric, metric_direction
+from hpsearch.trainers.metrics import MeanOf, known_direction, make_metric, metric_direction
 from hpsearch.trainers.step import Step, StepFn, supervised_step
 from hpsearch.trainers.task_registry import (  # noqa: F401  the registry's names, importable from here as before
     TaskSpec,
@@ -76,6 +76,11 @@ class Task:
         """Every metric's direction (``maximize``/``minimize``), declared or taken from the metric."""
         return {name: metric_direction(make_metric(entry, name), self.metric_directions.get(name))
                 for name, entry in self.metrics.items()}
+
+    def undirected(self) -> list[str]:
+        """The metrics whose direction neither ``metric_directions`` nor ``higher_is_better`` gives."""
+        return [name for name, entry in self.metrics.items()
+                if known_direction(make_metric(entry, name), self.metric_directions.get(name)) is None]
 
 
 def classification_loss(outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
