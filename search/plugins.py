@@ -104,11 +104,19 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     # Registered before it runs: dataclasses and pickle look a module up in sys.modules by name.
     sys.modules[module_name] = module
+    # The plugin's folder first while it runs, as for `python plugin.py`, so `import helpers` finds the
+    # file beside it; afterwards last, so a later lazy import finds it without it shadowing packages.
+    folder = str(resolved.parent)
+    sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
+    finally:
+        sys.path.remove(folder)
+        if folder not in sys.path:
+            sys.path.append(folder)
     return module
 
 

@@ -79,6 +79,17 @@ def test_a_plugins_models_are_listed_with_their_origin(run_hpsearch):
     assert re.search(r"\n  val_fraction +float +0.2 +0.05..0.9 ", block) and re.search(r"\n  augment +bool +true ", block)
 
 
+def test_a_plugin_imports_a_module_beside_it_from_any_working_directory(tmp_path, run_hpsearch):
+    name, helper = unique("sibling_model"), unique("plugin_helpers")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / f"{helper}.py").write_text(model_plugin(name))
+    (tmp_path / "mine" / "plugin.py").write_text(f"import {helper}\n")
+    (tmp_path / "elsewhere").mkdir()
+    listing = run_hpsearch("models", "--plugin", "../mine/plugin.py", cwd=tmp_path / "elsewhere")
+    assert listing.returncode == 0, listing.stderr
+    assert name in listing.stdout
+
+
 def test_an_installed_entry_point_registers_without_a_flag(tmp_path, run_hpsearch):
     site = tmp_path / "site"
     (site / "hpsearch_demo-0.1.dist-info").mkdir(parents=True)
