@@ -58,6 +58,27 @@ class Objective:
             if not error.final:
                 raise
             raise TrialAbandoned(trial.number, str(error), error) from None
+        except (optuna.TrialPruned, TrialAbandoned):
+            raise
+        except (Interrupted, Exception) as error:
+            self._give_fail_reason(trial, error)
+            raise
+
+    def _give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
+        """A ``fail_reason`` for a trial stopped before training, where ``_run`` records none.
+
+        A signal or an error while the trial is planned, built or resumed would otherwise leave a
+        FAIL trial that says nothing.
+        """
+        if "fail_reason" in self.recorder.frozen(trial).user_attrs:
+            return
+        interrupt = interruption(error)
+        if interrupt is None:
+            self.echo(traceback.format_exc().rstrip())
+            reason = f"{type(error).__name__}: {error}"
+        else:
+            reason = f"interrupted by {interrupt.signal_name} before training"
+        self.recorder.set_attrs(trial, {"fail_reason": reason})
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         """The trial's sampled point, planned; its checkpoints go under the output directory."""
@@ -158,8 +179,11 @@ class Objective:
         if not numbers:
             return None, None, []
         study, output_dir = trial.study.study_name, self.resolved.spec.output_dir
-        candidates = [path for number in sorted(numbers, reverse=True)
-                      for path in CheckpointStore(checkpoint_dir(output_dir, study, number)).candidates()]
+        candidates = [
+            path
+            for number in sorted(numbers, reverse=True)
+            for path in CheckpointStore(checkpoint_dir(output_dir, study, number)).candidates()
+        ]
         expected = model.state_dict()
         parsed: list[EpochRecord] = []
 
