@@ -29,7 +29,8 @@ def resolve_storage_url(cli_url: str | None, output_dir: str | os.PathLike[str] 
 def parse_storage_url(url: str) -> URL:
     """Parse and check ``url``; PostgreSQL URLs are pointed at the psycopg 3 driver."""
     try:
-        parsed = make_url(url)
+        # An "@" in a query password would be taken for the one before the host.
+        parsed = make_url(_QUERY_PASSWORD.sub(lambda m: m[1] + m[0][len(m[1]) :].replace("@", "%40"), url))
     except (ArgumentError, ValueError):
         raise StorageURLError(
             f"malformed storage URL {mask_password(url)!r}; use sqlite:///path/to/file.db "
@@ -73,6 +74,8 @@ def _mask_one(url: str) -> str:
     """``url`` (text that starts with a scheme) with its password masked."""
     head, rest = url.split("://", 1)
     head += "://"
+    # The query's password first: an "@" in it would pass for the one that ends the user info.
+    rest = _QUERY_PASSWORD.sub(rf"\g<1>{MASK}", rest)
     # The password ends at the *last* "@": passwords hold unencoded "@", "/", "?", ":" more
     # often than a query holds "@", and hiding too much never leaks (SQLAlchemy's own parser
     # stops at the first "@" and would show the rest). "sqlite:///a@b.db" has no credentials.
@@ -80,7 +83,7 @@ def _mask_one(url: str) -> str:
     if at and not rest.startswith("/") and ":" in user_info:
         user = user_info.split(":", 1)[0]
         rest = f"{user}:{MASK}@{host}"
-    return head + _QUERY_PASSWORD.sub(rf"\g<1>{MASK}", rest)
+    return head + rest
 
 
 def mask_password(text: str) -> str:

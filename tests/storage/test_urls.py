@@ -26,6 +26,8 @@ PASSWORD_URLS = [
         "postgresql://host/db?user=u&password=***&sslmode=require",
     ),
     ("postgresql://host/db?PASSWORD=s3cret", "s3cret", "postgresql://host/db?PASSWORD=***"),
+    ("postgresql://u@host:5432/db?password=sec@ret", "sec@ret", "postgresql://u@host:5432/db?password=***"),
+    ("postgresql://u@host/db?sslmode=disable&password=s@c@ret", "s@c@ret", "postgresql://u@host/db?sslmode=disable&password=***"),
 ]
 
 
@@ -70,6 +72,12 @@ def test_an_unencoded_at_sign_stays_in_the_password() -> None:
     parsed = parse_storage_url("postgresql://user:p@ss@word@host:5432/db?application_name=me@lab")
     assert (parsed.username, parsed.password, parsed.host, parsed.port) == ("user", "p@ss@word", "host", 5432)
     assert dict(parsed.query) == {"application_name": "me@lab"}
+
+
+def test_an_at_sign_in_a_query_password_stays_in_it() -> None:
+    parsed = parse_storage_url("postgresql://u@host:5432/db?sslmode=disable&password=sec@ret")
+    assert (parsed.username, parsed.password, parsed.host, parsed.port, parsed.database) == ("u", None, "host", 5432, "db")
+    assert dict(parsed.query) == {"sslmode": "disable", "password": "sec@ret"}
 
 
 def test_a_url_with_an_unencoded_at_sign_in_the_password_connects(postgres_server: str) -> None:
