@@ -155,6 +155,10 @@ class Objective:
         budget = plan.budget(self.resolved.task, spec.max_flops, spec.max_params)
         trial.set_user_attr("budget", {"flops_per_sample": budget.flops_per_sample, "params": budget.params})
         trial.set_user_attr("constraints", list(budget.constraints))
+        for key, value in zip(("0", "1"), budget.constraints):
+            # Keys "0" and "1": those Optuna gave the list a constraints_func returned, so a study
+            # begun under an earlier hpsearch keeps one set of names (GP refuses a mix).
+            trial.set_constraint(key, value)
         if budget.over:
             reason = "over budget: " + ", ".join(budget.over)
             trial.set_user_attr("prune_reason", reason)

@@ -83,15 +83,6 @@ def open_storage(
         raise UsageError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None
 
 
-def budget_constraints(trial: FrozenTrial) -> list[float]:
-    """Optuna's constraint values for a trial (feasible when every value is <= 0).
-
-    The objective stores them as ``constraints`` before training; a trial that failed before
-    that counts as feasible rather than teaching the sampler a false boundary.
-    """
-    return list(trial.user_attrs.get("constraints", [0.0, 0.0]))
-
-
 def load_spec(study: optuna.Study) -> StudySpec:
     """The search specification stored with a study by ``hpsearch`` or ``hpsearch create``."""
     stored = study.user_attrs.get(SPEC_ATTR)
@@ -133,11 +124,10 @@ class Orchestrator:
         Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
         self.storage = open_storage(self.storage_url, self.heartbeat, self.echo, wait=self.wait_for_database)
         resolved = self.resolved
-        budgeted = resolved.spec.max_flops is not None or resolved.spec.max_params is not None
         study = optuna.create_study(
             study_name=self.spec.name,
             storage=self.storage,
-            sampler=make_sampler(resolved.sampler, self.sampler_seed, budget_constraints if budgeted else None),
+            sampler=make_sampler(resolved.sampler, self.sampler_seed),
             # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
             pruner=make_pruner(
                 "none" if resolved.multi_objective else resolved.pruner,
@@ -155,7 +145,7 @@ class Orchestrator:
         earlier = len(study.get_trials(deepcopy=False))
         if earlier and self.sampler_seed is not None:
             # A re-run seeded as the first run would draw the first run's parameters again.
-            study.sampler = make_sampler(resolved.sampler, self.sampler_seed + earlier, budget_constraints if budgeted else None)
+            study.sampler = make_sampler(resolved.sampler, self.sampler_seed + earlier)
         return study
 
     def create(self, n_trials: int | None) -> tuple[optuna.Study, int]:

@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from hpsearch.search.errors import UsageError
 from hpsearch.search.spec import auto_pruner
 
 
-def make_sampler(
-    name: str, seed: int | None, constraints: Callable[[FrozenTrial], Sequence[float]] | None = None
-) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler called ``name``.
 
     ``grid`` runs enqueued grid points (the orchestrator enqueues them, which, unlike
     ``GridSampler``, handles parameters that only some models have); its sampler only fills
-    in trials started beyond the grid, which the orchestrator avoids. ``constraints`` (for
-    ``--max-flops``/``--max-params``) go to the samplers that learn from them.
+    in trials started beyond the grid, which the orchestrator avoids. TPE and GP learn
+    ``--max-flops``/``--max-params`` from the constraints each trial sets (``Trial.set_constraint``).
     """
     if name in ("grid", "random"):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+        return optuna.samplers.TPESampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
+        return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401

@@ -66,12 +66,15 @@ def test_over_budget_configurations_are_pruned_in_under_a_second_without_trainin
     assert set(rows["number"]) == {small.number}
 
 
-def test_flops_budget_teaches_the_sampler_through_constraints(tmp_path, run_hpsearch):
-    result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:4..64", "--sampler", "tpe",
-                          "--n-trials", "6", "--max-flops", "300000", "--pruner", "none", "--study-name", "tpe", *TINY)
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_flops_budget_teaches_the_sampler_through_constraints(tmp_path, run_hpsearch, sampler):
+    result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:4..64", "--sampler", sampler,
+                          "--n-trials", "6", "--max-flops", "300000", "--pruner", "none", "--study-name", "s", *TINY)
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{tmp_path / 'hpsearch.db'}")
+    assert "Warning" not in result.stderr  # Optuna 5 deprecates constraints_func; trials set their constraints
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'hpsearch.db'}")
     for trial in study.trials:
         flops_excess = trial.user_attrs["constraints"][0]
+        assert trial.constraints == {"0": flops_excess, "1": trial.user_attrs["constraints"][1]}  # what samplers read
         assert (flops_excess > 0) == (trial.state == TrialState.PRUNED)
         assert trial.user_attrs["budget"]["flops_per_sample"] == pytest.approx(flops_excess + 300000)
