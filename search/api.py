@@ -17,7 +17,7 @@ from torch import nn
 
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
-from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage, silent
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, user_origin
 from hpsearch.search.spec import DEFAULT_PRUNER, ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import sweep_items
@@ -107,9 +107,9 @@ def search(
         if workers > 1:
             _check_workers_can_import(spec)
         show = sys.stderr.isatty() if progress is None else progress
-        orchestrator = Orchestrator(resolved, echo=_echo if verbose else _silent, progress=show, heartbeat=Heartbeat())
+        orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat())
         if workers > 1:
-            return run_local_workers(orchestrator, workers, assigned).study
+            return run_local_workers(orchestrator, workers, assigned, quiet=not verbose).study
         return orchestrator.run().study
 
 
@@ -221,10 +221,6 @@ def _echo(line: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(line)
-
-
-def _silent(line: str) -> None:
-    del line
 
 
 __all__ = ["load_model", "quiet_optuna", "search"]

@@ -107,6 +107,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
                        "cuda or auto (every visible GPU; auto without one: the --device default)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
+    study.add_argument("-q", "--quiet", action="store_true", help="no trial, epoch or FLOPs lines; the results table, warnings and errors stay")
     study.add_argument(*flags("allow_changes"), dest="allow_changes", action="store_true", default=None,
                        help="re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
     add_heartbeat_arguments(study)
@@ -215,7 +216,9 @@ def overrides_from(spec: StudySpec, given: set[str]) -> dict[str, Any]:
 
 def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None) -> int:
     """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results."""
-    from hpsearch.search.orchestrator import Orchestrator
+    from tqdm.auto import tqdm
+
+    from hpsearch.search.orchestrator import Orchestrator, silent
     from hpsearch.search.results import format_results_table
     from hpsearch.search.workers import run_local_workers, use_device, worker_devices
     from hpsearch.storage.urls import mask_password
@@ -225,9 +228,10 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     devices = worker_devices(args.devices, args.workers, spec.train.get("device", "auto"))
     resolved = prepare(spec, where)
     # This process is the first worker: its trainer takes the first device.
-    orchestrator = Orchestrator(use_device(resolved, devices[0]), progress=not args.no_progress, heartbeat=heartbeat_from(args))
+    orchestrator = Orchestrator(use_device(resolved, devices[0]), echo=silent if args.quiet else tqdm.write,
+                                progress=not args.no_progress, heartbeat=heartbeat_from(args))
     with graceful_interrupts():
-        outcome = run_local_workers(orchestrator, args.workers, devices) if args.workers > 1 else orchestrator.run()
+        outcome = run_local_workers(orchestrator, args.workers, devices, args.quiet) if args.workers > 1 else orchestrator.run()
     study = outcome.study
     print()
     print(format_results_table(study, resolved.spec.metric))

@@ -83,6 +83,11 @@ def open_storage(
         raise UsageError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None
 
 
+def silent(line: str) -> None:
+    """An ``echo`` that shows nothing (``--quiet``, ``search(verbose=False)``)."""
+    del line
+
+
 def load_spec(study: optuna.Study) -> StudySpec:
     """The search specification stored with a study by ``hpsearch`` or ``hpsearch create``."""
     stored = study.user_attrs.get(SPEC_ATTR)

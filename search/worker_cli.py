@@ -23,6 +23,7 @@ def build_worker_parser() -> ArgumentParser:
     parser.add_argument("--output-dir", "--output_dir", help="checkpoint root shared by all workers (default: the study's)")
     parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no trial, epoch or FLOPs lines; the results table, warnings and errors stay")
     parser.add_argument("--device", help="this worker's device: cuda:N (one GPU of this machine), cuda, cpu, mps or auto "
                         "(default: the study's --device)")
     add_heartbeat_arguments(parser)
@@ -45,7 +46,7 @@ def worker_main(argv: Sequence[str]) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from hpsearch.search.orchestrator import Orchestrator, load_spec, open_storage
+    from hpsearch.search.orchestrator import Orchestrator, load_spec, open_storage, silent
     from hpsearch.search.plugins import load_plugins
     from hpsearch.search.signals import graceful_interrupts
     from hpsearch.search.spec import resolve
@@ -76,7 +77,8 @@ def worker_main(argv: Sequence[str]) -> int:
         torch.set_num_threads(args.threads)
     load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
     resolved = use_device(resolve(spec), args.device)
-    orchestrator = Orchestrator(resolved, progress=not args.no_progress, heartbeat=heartbeat, seeded_sampler=False)
+    orchestrator = Orchestrator(resolved, echo=silent if args.quiet else tqdm.write, progress=not args.no_progress,
+                                heartbeat=heartbeat, seeded_sampler=False)
     orchestrator.wait_for_database = True
     with graceful_interrupts():
         outcome = orchestrator.work(orchestrator.open(), args.n_trials)

@@ -124,6 +124,7 @@ def worker_launches(
     heartbeat: Heartbeat,
     devices: Sequence[str | None],
     environ: Mapping[str, str],
+    quiet: bool = False,
 ) -> list[Launch]:
     """The ``hpsearch worker`` process to start for each entry of ``devices`` (None: the study's device).
 
@@ -134,7 +135,7 @@ def worker_launches(
         sys.executable, "-m", "hpsearch.search.cli", "worker", "--study", study_name,
         "--output-dir", output_dir, "--threads", str(threads), "--no-progress",
         "--heartbeat-interval", str(heartbeat.interval), "--grace-period", str(heartbeat.grace_period),
-        "--db-timeout", f"{heartbeat.db_timeout:g}",
+        "--db-timeout", f"{heartbeat.db_timeout:g}", *(["--quiet"] if quiet else []),
     ]
     # The URL goes through the environment, not the command line, where `ps` would show a password.
     env = {**environ, STORAGE_ENV: storage_url}
@@ -149,7 +150,9 @@ def worker_launches(
     return launches
 
 
-def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Sequence[str | None] | None = None) -> SearchOutcome:
+def run_local_workers(
+    orchestrator: Orchestrator, n_workers: int, devices: Sequence[str | None] | None = None, quiet: bool = False
+) -> SearchOutcome:
     """Queue the search, then run it in this process and ``n_workers - 1`` worker processes.
 
     This process is one of the workers: it has already paid the seconds of start-up (imports,
@@ -157,7 +160,7 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
     The CPU cores' torch threads are split evenly among the workers. ``devices`` (from
     ``worker_devices``) gives each worker its device; this process's, the first, is already in
     ``orchestrator``'s trainer config (``use_device``): torch has started here, so an environment
-    variable would come too late.
+    variable would come too late. ``quiet`` starts the worker processes with ``--quiet``.
     """
     import torch
 
@@ -174,7 +177,7 @@ def run_local_workers(orchestrator: Orchestrator, n_workers: int, devices: Seque
     # Only trials RUNNING elsewhere are left (a killed worker's, inside its grace period): this
     # process waits for them and runs their retries; other processes would only start up and exit.
     launches = [] if planned == 0 else worker_launches(
-        study.study_name, orchestrator.spec.output_dir, url, threads, orchestrator.heartbeat, devices[1:], os.environ)
+        study.study_name, orchestrator.spec.output_dir, url, threads, orchestrator.heartbeat, devices[1:], os.environ, quiet)
     # Trials already finished or running when this command began are not this command's to count.
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING}
 

@@ -233,3 +233,11 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 def test_version(run_hpsearch):
     done = run_hpsearch("--version")
     assert done.returncode == 0 and done.stdout.startswith("hpsearch ")
+
+
+def test_quiet_keeps_the_results_table_and_drops_the_trial_lines_of_every_worker(tmp_path, run_hpsearch):
+    done = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:16,32", "--workers", "2", "--quiet", *TINY)
+    assert done.returncode == 0, done.stderr
+    assert "trial    state" in done.stdout and done.stdout.count(" COMPLETE ") == 2
+    for chatter in ("Epoch 01", "Trial 0:", "Trial 1:", "FLOPs"):
+        assert chatter not in done.stdout + done.stderr, chatter
