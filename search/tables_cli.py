@@ -85,10 +85,10 @@ def read_only_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna storage on an existing database that creates no table and switches no journal mode."""
     import optuna
 
-    from hpsearch.storage.engine import engine_options
+    from hpsearch.storage.engine import reader_engine_options
     from hpsearch.storage.urls import mask_password
 
-    sa_url, engine_kwargs = engine_options(url)
+    sa_url, engine_kwargs = reader_engine_options(url)
     try:
         return optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
     except RuntimeError as error:  # a schema written by another Optuna version

@@ -6,7 +6,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy
 import sqlalchemy.exc
@@ -26,6 +28,7 @@ __all__ = [
     "create_engine",
     "damaged_sqlite_errors",
     "engine_options",
+    "reader_engine_options",
     "open_optuna_storage",
     "prepare_sqlite",
     "sqlite_damage",
@@ -42,6 +45,36 @@ def engine_options(url: str) -> tuple[str, dict[str, Any]]:
         # failing with "database is locked".
         return parsed.render_as_string(hide_password=False), {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     return parsed.render_as_string(hide_password=False), {"pool_pre_ping": True}
+
+
+def reader_engine_options(url: str) -> tuple[str, dict[str, Any]]:
+    """``engine_options`` for a reader: a SQLite file it cannot open in place is read immutable.
+
+    A WAL database is read through a ``-shm`` file beside it, which cannot be made on a
+    read-only mount or in another user's folder ("attempt to write a readonly database");
+    read immutable, it needs nothing but the file.
+    """
+    sa_url, kwargs = engine_options(url)
+    parsed = parse_storage_url(url)
+    if parsed.get_backend_name() == "sqlite" and not _readable_in_place(Path(parsed.database)):
+        return f"sqlite:///file:{quote(str(Path(parsed.database).resolve()))}?mode=ro&immutable=1&uri=true", kwargs
+    return sa_url, kwargs
+
+
+def _readable_in_place(path: Path) -> bool:
+    if not path.is_file():
+        return True  # the reader's own check names the missing file
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:
+        return False
+    except sqlite3.DatabaseError:
+        return True  # damaged: the reader reports it as such
+    return True
 
 
 # SQLite's result codes for a file that is not a database, and for damaged pages; extended
@@ -153,9 +186,9 @@ def prepare_sqlite(url: str) -> None:
         raise sqlalchemy.exc.OperationalError(None, None, error) from None
 
 
-def create_engine(url: str) -> Engine:
-    """A SQLAlchemy engine on the study database, configured like the Optuna storage's."""
-    sa_url, kwargs = engine_options(url)
+def create_engine(url: str, read_only: bool = False) -> Engine:
+    """A SQLAlchemy engine on the study database, configured like the Optuna storage's (``read_only``: a reader's)."""
+    sa_url, kwargs = reader_engine_options(url) if read_only else engine_options(url)
     return sqlalchemy.create_engine(sa_url, **kwargs)
 
 

@@ -62,7 +62,7 @@ def read_connection(url: str) -> Iterator[Connection]:
             f"no database file {parsed.database}; pass --storage URL or set HPSEARCH_STORAGE "
             "(the default is sqlite:///hpsearch.db in the working directory)"
         )
-    engine = create_engine(url)
+    engine = create_engine(url, read_only=True)
     try:
         try:
             connection = engine.connect()

@@ -238,3 +238,43 @@ def test_studies_still_lists_what_a_damaged_page_elsewhere_leaves_readable(sqlit
     damage_table(sqlite_url, study_name, tmp_path / "hpsearch.db", "trial_params")
     assert studies_main(["--storage", sqlite_url]) == 0
     assert f"{study_name} " in capsys.readouterr().out
+
+
+def test_a_study_file_the_reader_cannot_write_is_read(study_name):
+    """A WAL study file in a folder the reader cannot write (a read-only mount, another user's
+    folder) is read immutable; SQLite would otherwise need its -shm file beside it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="hpsearch-ro-"))
+    try:
+        url = f"sqlite:///{folder / 'hpsearch.db'}"
+        make_study(url, study_name)
+        # As a finished search leaves it: every page in the file, no -wal or -shm beside it.
+        with closing(sqlite3.connect(folder / "hpsearch.db")) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for leftover in ("hpsearch.db-wal", "hpsearch.db-shm"):
+            (folder / leftover).unlink()
+        folder.chmod(0o755)
+        (folder / "hpsearch.db").chmod(0o644)
+        as_reader: list[str] = []
+        if os.geteuid() == 0:  # root writes anywhere: read as nobody, for whom the folder is another user's
+            if shutil.which("setpriv") is None:
+                pytest.skip("needs setpriv to read as another user")
+            as_reader = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        else:
+            folder.chmod(0o555)
+        for command in (["studies"], ["trials", "--study", study_name]):
+            done = subprocess.run([*as_reader, sys.executable, "-m", "hpsearch.search.cli", *command, "--storage", url],
+                                  capture_output=True, text=True, env={**os.environ, "HOME": str(folder)}, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert study_name in done.stdout or "0.25" in done.stdout, done.stdout
+        assert sorted(p.name for p in folder.iterdir()) == ["hpsearch.db"]  # nothing written beside it
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
