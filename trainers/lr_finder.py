@@ -18,8 +18,9 @@ class LRFinderResult:
     """The LRs tried, the smoothed loss at each, and the suggestion.
 
     ``suggested`` is the LR where the smoothed loss falls fastest (steepest negative slope
-    against log LR), as fastai suggests. ``diverged`` says the test stopped early because
-    the smoothed loss exceeded ``diverge_factor`` times its best.
+    against log LR) before its lowest point, as fastai suggests. ``diverged`` says the test
+    stopped early because the loss (raw or smoothed) exceeded ``diverge_factor`` times the
+    best smoothed loss.
     """
 
     lrs: list[float]
@@ -77,7 +78,9 @@ def find_lr(
             value = loss.item()
             average = smoothing * average + (1 - smoothing) * value
             smoothed = average / (1 - smoothing ** (i + 1))  # bias correction for the zero start
-            if not math.isfinite(smoothed) or smoothed > diverge_factor * best:
+            # The raw loss too: over a short test the smoothed one lags a blow-up by many steps,
+            # and its slow fall back to a plateau afterwards looked like the steepest descent.
+            if not math.isfinite(smoothed) or max(smoothed, value) > diverge_factor * best:
                 diverged = True
                 break
             best = min(best, smoothed)
@@ -98,9 +101,13 @@ def find_lr(
 def steepest_descent(lrs: list[float], losses: list[float]) -> float:
     """The LR at which the loss falls fastest against log LR (the first LR if too few points).
 
-    Slopes span a window of 5% of the points on each side: one lucky batch near the end
-    would otherwise win with a two-point slope.
+    Only LRs up to the lowest loss count: past it the loss has turned up, and a fall there is
+    a recovery from a blow-up, not learning. Slopes span a window of 5% of the points on each
+    side: one lucky batch near the end would otherwise win with a two-point slope.
     """
+    if losses:
+        lowest = min(range(len(losses)), key=losses.__getitem__)
+        lrs, losses = lrs[: lowest + 1], losses[: lowest + 1]
     width = max(1, len(lrs) // 20)
     if len(lrs) < 2 * width + 1:
         return lrs[0] if lrs else math.nan

@@ -52,6 +52,22 @@ def test_steepest_descent_picks_the_fastest_fall():
     assert 10**-3.5 <= steepest_descent(lrs, losses) <= 10**-2.5
 
 
+def test_a_fall_after_the_lowest_loss_is_a_recovery_not_the_suggestion():
+    # A smoothed loss that falls a little, blows up, and falls back steeply towards a plateau.
+    lrs = [10.0 ** (-6 + i * 0.25) for i in range(30)]
+    losses = [2.3 - 0.02 * k for k in range(15)] + [9.0 - 0.4 * k for k in range(15)]
+    assert steepest_descent(lrs, losses) <= lrs[14]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_short_test_suggests_an_lr_from_before_the_loss_blew_up(task, precision):
+    trainer = Trainer(small_model(task), task, TrainConfig(device="cpu", precision=precision))
+    result = find_lr(trainer, start_lr=1e-7, end_lr=10, num_iter=50)
+    assert result.diverged  # lr 10 blows up a transformer with AdamW
+    lowest = result.lrs[min(range(len(result.losses)), key=result.losses.__getitem__)]
+    assert result.suggested <= lowest < 10
+
+
 def test_bad_ranges_are_refused(task):
     with pytest.raises(ValueError, match="start_lr < end_lr"):
         find_lr(Trainer(small_model(task), task, TrainConfig(device="cpu")), start_lr=1.0, end_lr=0.1)
