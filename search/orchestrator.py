@@ -165,10 +165,28 @@ class Orchestrator:
         if self.is_grid:
             queued = self._queue_grid(study)
             return study, queued if n_trials is None else min(queued, n_trials)
-        waiting = self._waiting(study)
+        waiting = self._waiting(study) + self._queue_interrupted(study)
         for _ in range((n_trials or 0) - waiting):
             study.enqueue_trial({})
         return study, max(waiting, n_trials or 0)
+
+    @staticmethod
+    def _queue_interrupted(study: optuna.Study) -> int:
+        """Queue again, with its parameters, each sampled trial a signal stopped; return how many.
+
+        The retry carries ``retry_of`` and resumes from the stopped trial's checkpoint, as a grid
+        point's does, so Ctrl-C loses no more than ``kill -9`` (whose heartbeat retry resumes).
+        A trial already retried is not queued again.
+        """
+        trials = study.get_trials(deepcopy=False)
+        retried = {number for trial in trials for number in trial.user_attrs.get("retry_of", [])}
+        queued = 0
+        for trial in trials:
+            stopped = trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason", "").startswith("interrupted by ")
+            if stopped and trial.params and trial.number not in retried:
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": [trial.number]})
+                queued += 1
+        return queued
 
     def run(self) -> SearchOutcome:
         """Create or resume the study and run its trials in this process.

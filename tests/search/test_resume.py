@@ -21,10 +21,10 @@ SEARCH = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:32", "--epoc
           "--dataset-size", "200", "--no-progress", "--pruner", "none", "--study-name", "stopped"]
 
 
-def interrupt_once_written(cwd: Path, written: Path) -> str:
+def interrupt_once_written(cwd: Path, written: Path, search: list[str] = SEARCH) -> str:
     """Run the search, send SIGINT as soon as ``written`` exists, and return its stdout."""
     environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
-    process = subprocess.Popen([*hpsearch_command(), *SEARCH], cwd=cwd, env={**environment, "PYTHONUNBUFFERED": "1"},
+    process = subprocess.Popen([*hpsearch_command(), *search], cwd=cwd, env={**environment, "PYTHONUNBUFFERED": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while not written.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -80,6 +80,26 @@ def test_a_sigint_stopped_grid_point_resumes_from_its_checkpoint_on_the_rerun(tm
     assert trained_first == list(range(1, len(trained_first) + 1)) and len(trained_first) <= checkpointed
     assert trained_again == list(range(checkpointed + 1, EPOCHS + 1))
     assert_completed_every_epoch(tmp_path, resumed)
+
+
+def test_a_sigint_stopped_sampled_trial_is_retried_with_its_parameters_from_its_checkpoint(tmp_path, run_hpsearch):
+    sampled = [*SEARCH[:2], "--param_sweep", "embed_dim:16..48", *SEARCH[4:], "--sampler", "tpe", "--n-trials", "1"]
+    checkpoints = tmp_path / "checkpoints" / "stopped" / "trial-0"
+    interrupt_once_written(tmp_path, checkpoints / "last.pt", sampled)
+    (stopped,) = trials(tmp_path)
+    assert stopped.user_attrs["fail_reason"].startswith("interrupted by SIGINT after ")
+    checkpointed = saved_epoch(checkpoints / "last.pt")
+
+    rerun = run_hpsearch(*sampled)
+    assert rerun.returncode == 0, rerun.stderr
+    failed, resumed = trials(tmp_path)  # --n-trials 1: the retry is the one trial of this run
+    assert resumed.params == stopped.params and resumed.user_attrs["retry_of"] == [stopped.number]
+    assert resumed.user_attrs["resumed_from"] == {"checkpoint": str(checkpoints / "last.pt"), "epoch": checkpointed}
+    assert_completed_every_epoch(tmp_path, resumed)
+
+    again = run_hpsearch(*sampled)  # retried once: the next run samples a new trial
+    assert again.returncode == 0, again.stderr
+    assert "retry_of" not in trials(tmp_path)[2].user_attrs
 
 
 def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(tmp_path, run_hpsearch):
