@@ -121,8 +121,8 @@ class StudySpec:
         return cls(**data)
 
 
-# Trainer settings that change how fast a trial runs, not what it computes.
-SPEED_ONLY_SETTINGS = frozenset({"device", "num_workers", "compile"})
+# Trainer settings that change how fast a trial runs, or what files it keeps, not what it computes.
+SPEED_ONLY_SETTINGS = frozenset({"device", "num_workers", "compile", "checkpoints"})
 
 
 def _default(name: str) -> Any:

@@ -24,14 +24,16 @@ class ForeignCheckpoint(ValueError):
 class CheckpointStore:
     """Saves and loads training states in one directory: ``last.pt``, ``prev.pt`` and ``best.pt``.
 
-    A save writes a temporary file and fsyncs it; only then does the old ``last.pt`` become
+    ``keep`` says which: ``all``; ``last`` (``last.pt`` and ``prev.pt``, what a resume needs);
+    ``best`` (``best.pt`` alone, what ``load_model`` loads). A save writes a temporary file and fsyncs it; only then does the old ``last.pt`` become
     ``prev.pt`` (a hard link renamed into place, so ``last.pt`` never goes missing) and the new
     file ``last.pt``, and the directory is fsynced. A crash or signal at any point leaves a
     complete ``last.pt``, the old one or the new.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], keep: str = "all") -> None:
         self.directory = Path(directory)
+        self.keep = keep
 
     @property
     def last_path(self) -> Path:
@@ -45,8 +47,17 @@ class CheckpointStore:
     def best_path(self) -> Path:
         return self.directory / BEST
 
-    def save(self, state: dict[str, Any], is_best: bool) -> Path:
+    def save(self, state: dict[str, Any], is_best: bool) -> Path | None:
+        """Save ``state``; the path of ``last.pt`` (``best.pt`` when only it is kept, None if not written)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.keep == "best":
+            if not is_best:
+                return None
+            best_partial = self.directory / f".{BEST}.partial"
+            _write_synced(best_partial, lambda f: torch.save(state, f))
+            os.replace(best_partial, self.best_path)
+            _fsync_directory(self.directory)
+            return self.best_path
         partial = self.directory / f".{LAST}.partial"
         _write_synced(partial, lambda f: torch.save(state, f))
         if self.last_path.exists():
@@ -58,7 +69,7 @@ class CheckpointStore:
                 shutil.copyfile(self.last_path, linked)
             os.replace(linked, self.previous_path)
         os.replace(partial, self.last_path)
-        if is_best:
+        if is_best and self.keep == "all":
             best_partial = self.directory / f".{BEST}.partial"
             _write_synced(best_partial, lambda f: _copy_into(self.last_path, f))
             os.replace(best_partial, self.best_path)

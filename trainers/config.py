@@ -17,6 +17,8 @@ from hpsearch.trainers.schedule import SCHEDULERS
 # what each means): the CLI builds its flags from this module without importing torch.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Which checkpoints a trial keeps (trainers/checkpoints.py: CheckpointStore).
+CHECKPOINT_KEEPS = ("all", "last", "best", "none")
 
 
 def setting(
@@ -67,6 +69,8 @@ class TrainConfig:
     deterministic: bool = setting(False, "torch deterministic algorithms")
     seed: int = setting(0, "seed for model init, data order and samplers")
     monitor: str = setting("val_loss", "the value early stopping and best.pt follow (the search sets it from --metric)", flag=False)
+    checkpoints: str = setting("all", "checkpoints a trial keeps: all (last.pt and prev.pt, which resume needs, and best.pt, "
+                               "which load_model loads), last, best or none", choices=CHECKPOINT_KEEPS)
     checkpoint_dir: str | None = setting(None, "where last.pt and best.pt go", kind="str", flag=False)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":

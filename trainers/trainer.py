@@ -142,7 +142,8 @@ class Trainer:
             momentum=config.momentum, beta2=config.beta2, eps=config.eps,
         )
         self.scaler = grad_scaler(self.precision, self.device)
-        self.checkpoints = CheckpointStore(config.checkpoint_dir) if config.checkpoint_dir else None
+        keep = config.checkpoints
+        self.checkpoints = CheckpointStore(config.checkpoint_dir, keep) if config.checkpoint_dir and keep != "none" else None
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.guard = DivergenceGuard(config.divergence_factor)
         self.directions = task.directions()
@@ -237,7 +238,8 @@ class Trainer:
             result.stopped_early = 0 < cfg.early_stopping_patience <= progress.epochs_without_improvement
 
             if self.checkpoints is not None:
-                result.checkpoint = str(self.checkpoints.save(self._state(progress), is_best=improved))
+                saved = self.checkpoints.save(self._state(progress), is_best=improved)
+                result.checkpoint = str(saved) if saved is not None else result.checkpoint
             if last_good is not None:
                 last_good = copy.deepcopy(self._state(progress))
             for callback in self.callbacks:

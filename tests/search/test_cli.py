@@ -241,3 +241,11 @@ def test_quiet_keeps_the_results_table_and_drops_the_trial_lines_of_every_worker
     assert "trial    state" in done.stdout and done.stdout.count(" COMPLETE ") == 2
     for chatter in ("Epoch 01", "Trial 0:", "Trial 1:", "FLOPs"):
         assert chatter not in done.stdout + done.stderr, chatter
+
+
+@pytest.mark.parametrize(("keep", "files"), [("none", None), ("last", ["last.pt", "prev.pt"]), ("best", ["best.pt"])])
+def test_checkpoints_keeps_only_what_it_names(tmp_path, run_hpsearch, keep, files):
+    done = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:16", "--checkpoints", keep, *TINY)
+    assert done.returncode == 0, done.stderr
+    trial = tmp_path / "checkpoints" / "tfn_classifier-synthetic_tokens" / "trial-0"
+    assert (sorted(p.name for p in trial.iterdir()) if trial.exists() else None) == files

@@ -28,6 +28,18 @@ def test_last_previous_and_best_are_kept(tmp_path):
     assert sorted(p.name for p in store.directory.iterdir()) == ["best.pt", "last.pt", "prev.pt"]
 
 
+@pytest.mark.parametrize(
+    ("keep", "files", "returned"),
+    [("last", ["last.pt", "prev.pt"], ["last.pt"] * 3), ("best", ["best.pt"], ["best.pt", None, "best.pt"])],
+)
+def test_only_the_checkpoints_asked_for_are_kept(tmp_path, keep, files, returned):
+    store = CheckpointStore(tmp_path / "trial-0", keep)
+    saved = [store.save({"epoch": e, "w": torch.ones(2)}, is_best=e != 2) for e in (1, 2, 3)]
+    assert [p.name if p else None for p in saved] == returned
+    assert sorted(p.name for p in store.directory.iterdir()) == files
+    assert load_checkpoint(store.directory / files[0])["epoch"] == 3
+
+
 def test_a_save_that_fails_while_writing_leaves_the_last_checkpoint_intact(tmp_path):
     store = CheckpointStore(tmp_path)
     store.save({"epoch": 1}, is_best=False)
