@@ -153,7 +153,9 @@ def load_model(storage: str, study: str, trial: int | None = None, checkpoint: s
         raise UsageError(f"trial {chosen.number} of study {study!r} saved no checkpoint")
     path = Path(saved).with_name(checkpoint)
     if not path.exists():
-        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing")
+        kept = spec.train.get("checkpoints", "all")
+        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing"
+                         + (f" (the study keeps --checkpoints {kept})" if kept != "all" else ""))
     model_name = chosen.params.get("model", spec.models[0])
     from hpsearch.trainers.tasks import build_task
 
