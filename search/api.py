@@ -18,7 +18,7 @@ from torch import nn
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage, silent
-from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, user_origin
+from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.spec import DEFAULT_PRUNER, ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import sweep_items
 from hpsearch.search.trial import TrialPlan
@@ -127,11 +127,15 @@ def _check_workers_can_import(spec: StudySpec) -> None:
                                  "plugins; pass the file that registers it as plugins=[...], or use workers=1")
 
 
-def load_model(storage: str, study: str, trial: int | None = None, checkpoint: str = BEST) -> nn.Module:
+def load_model(
+    storage: str, study: str, trial: int | None = None, checkpoint: str = BEST, allow_changed_code: bool = False
+) -> nn.Module:
     """The model a trial trained, built and loaded from its checkpoint, in eval mode on the CPU.
 
     ``trial`` is a trial number (default: the study's best trial); ``checkpoint`` is ``best.pt``
     (the epoch with the best monitored value) or ``last.pt``. Loads with ``weights_only=True``.
+    Weights trained under other code of a user's model or task than this process has (edited
+    since) are refused unless ``allow_changed_code``.
     """
     with quiet_optuna():
         loaded = optuna.load_study(study_name=study, storage=open_storage(resolve_storage_url(storage)))
@@ -167,6 +171,10 @@ def load_model(storage: str, study: str, trial: int | None = None, checkpoint: s
         # Plugins the study names are loaded above; a model or task the search's script registered is not.
         raise UsageError(f"{error.args[0]}: import or register it in this process before load_model "
                          "(studies run with plugins=[...] load them by themselves)") from None
+    code = chosen.user_attrs.get("code")
+    if code is not None and not allow_changed_code and code != trial_code(code_identity([model_name], task), model_name, task.name):
+        raise UsageError(f"trial {chosen.number} of study {study!r} was trained with other code for model {model_name} or task "
+                         f"{task.name} than this process has; pass allow_changed_code=True to load its weights anyway")
     model = plan.build_model(task)
     model.load_state_dict(load_checkpoint(path)["model"])
     return model.eval()

@@ -16,6 +16,7 @@ import optuna
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.signals import Interrupted, interruption
 from hpsearch.search.spec import ResolvedSpec
@@ -140,7 +141,9 @@ class Objective:
         finally:
             # Whatever stopped training, the epochs it finished are stored before the trial ends.
             if not abandoned:
-                attrs = recording.finish(self._attrs(trainer, model, meter, result, bool(recording.records)), reason)
+                code = trial_code(resolved.code, plan.model_name, resolved.task.name)
+                attrs = self._attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
+                attrs = recording.finish(attrs, reason)
                 stats = meter.stats()
                 if stats.forward_passes:
                     self.echo(stats.format_block())

@@ -30,6 +30,7 @@ __all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_stor
 SPEC_ATTR = "hpsearch.spec"
 # Which code registered each model when the study began: a re-run with another model of the same name is a change.
 MODELS_ATTR = "hpsearch.models"
+CODE_ATTR = "hpsearch.code"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
 # two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
@@ -300,6 +301,7 @@ class Orchestrator:
         if stored is None:
             study.set_user_attr(SPEC_ATTR, self.spec.to_json())
             study.set_user_attr(MODELS_ATTR, {name: model_origin(name) for name in self.spec.models})
+            study.set_user_attr(CODE_ATTR, self.resolved.code)
             study.set_user_attr("hpsearch.metric", self.spec.metric)
             if self.resolved.multi_objective:
                 # Only here: on a single objective, metric names would rename trials_dataframe()'s
@@ -312,6 +314,10 @@ class Orchestrator:
         stored_origins = study.user_attrs.get(MODELS_ATTR, origins)
         changes += [f"model {n} now registered by {origins[n]} (was {stored_origins[n]})"
                     for n in origins if n in stored_origins and stored_origins[n] != origins[n]]
+        # A study begun before hpsearch hashed code has nothing to compare with.
+        stored_code = study.user_attrs.get(CODE_ATTR, self.resolved.code)
+        changes += [f"{name}'s code was edited" for name, digest in self.resolved.code.items()
+                    if name in stored_code and stored_code[name] != digest]
         if changes and not self.spec.allow_changes:
             raise UsageError(
                 f"study {self.spec.name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "

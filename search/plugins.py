@@ -19,12 +19,17 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from hpsearch.models import list_models
+from hpsearch.models import get_model, list_models
+from hpsearch.models.code import code_hash
 from hpsearch.models.registry import model_origin, register_model
 from hpsearch.search.arguments import add_plugin_argument
 from hpsearch.search.errors import UsageError
-from hpsearch.trainers.task_registry import list_tasks, register_task, task_origin
+from hpsearch.trainers.task_registry import get_task, list_tasks, register_task, task_origin
+
+if TYPE_CHECKING:
+    from hpsearch.trainers.tasks import Task
 
 ENTRY_POINT_GROUP = "hpsearch.plugins"
 
@@ -166,6 +171,24 @@ def user_origin(kind: str, name: str) -> str | None:
     if origin is None or origin.startswith("hpsearch."):
         return None
     return "given to search()" if origin.startswith("given to search()") else f"registered by {origin}"
+
+
+def code_identity(models: Sequence[str], task: Task) -> dict[str, str]:
+    """A hash of the user code behind each model and the task (``model NAME``, ``task NAME``).
+
+    The task's hash covers its factory, loss, step and metrics as built. Built-in models and
+    tasks change only with hpsearch itself, and have none.
+    """
+    identity = {f"model {name}": code_hash(get_model(name).build) for name in models if user_origin("model", name)}
+    if user_origin("task", task.name):
+        step = task.step.fn if task.step is not None else None
+        identity[f"task {task.name}"] = code_hash(get_task(task.name).build, task.loss, step, *task.metrics.values())
+    return identity
+
+
+def trial_code(identity: dict[str, str], model: str, task: str) -> str | None:
+    """The hash of the user code a trial of ``model`` on ``task`` runs (its ``code`` attribute); None if all built in."""
+    return "+".join(identity[k] for k in (f"model {model}", f"task {task}") if k in identity) or None
 
 
 def preload_plugins(argv: Sequence[str], more: Sequence[str] = ()) -> None:

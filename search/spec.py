@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
-from hpsearch.search.plugins import load_plugins, user_origin
+from hpsearch.search.plugins import code_identity, load_plugins, user_origin
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.trainers.config import SETTINGS, TrainConfig
 from hpsearch.trainers.task_registry import build_task, get_task
@@ -165,6 +165,7 @@ class ResolvedSpec:
     goals: tuple[Goal, ...]
     n_trials: int | None
     pruner: str = "percentile"  # the spec's, with auto resolved for the sampler
+    code: dict[str, str] = field(default_factory=dict)  # plugins.code_identity: the user code's hashes
 
     @property
     def directions(self) -> list[str]:
@@ -242,7 +243,8 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
     goals = _goals(spec, metrics, task.undirected())
     pruner = auto_pruner(sampler) if spec.pruner == "auto" else spec.pruner
-    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner)
+    code = code_identity([m.name for m in model_specs], task)
+    resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner, code)
     _check_models_build(resolved)
     return resolved
 

@@ -184,3 +184,29 @@ def test_a_model_of_the_wrong_shape_stops_the_console_script(tmp_path, run_hpsea
         "outputs of shape [2, 7] for input of shape [2, 32]; the task needs [2, 4]\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plugin.py"]
+
+
+def test_an_edit_to_a_plugins_model_is_noticed_by_the_rerun_the_workers_and_load_model(tmp_path, run_hpsearch):
+    from hpsearch.search.api import load_model
+
+    name = unique("edited_model")
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(model_plugin(name))
+    model = ["--plugin", "plugin.py", "--models", name, *QUICK]
+    search = [*model, "--param_sweep", "width:4", "--study-name", "s"]
+    assert run_hpsearch(*search).returncode == 0
+    created = run_hpsearch("create", *model, "--param_sweep", "width:4,6", "--study-name", "queued")
+    assert created.returncode == 0, created.stderr
+
+    plugin.write_text(model_plugin(name, output="data.num_outputs + 0 * width"))  # same name, other code
+    message = f"model {name}'s code was edited"
+    rerun = run_hpsearch(*search)
+    assert rerun.returncode == 2 and message in rerun.stderr and len(rerun.stderr.strip().splitlines()) == 1
+    worker = run_hpsearch("worker", "--study", "queued")
+    assert worker.returncode == 2 and message in worker.stderr, worker.stderr
+    assert all(t["state"] == "WAITING" for t in load_trials(tmp_path / "hpsearch.db", "queued"))
+
+    load_plugin(str(plugin))  # this process now has the edited code
+    with pytest.raises(UsageError, match="was trained with other code for model"):
+        load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s")
+    assert load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s", allow_changed_code=True) is not None
