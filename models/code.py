@@ -3,7 +3,9 @@
 A name and a ``module.qualname`` stay the same when a function is edited in its file or a
 notebook cell is run again; the code does not. The hash covers the object's source and, found
 through the global names it uses, every function and class of the same module it reaches,
-so an edit to a helper the builder calls counts too. Comments and blank lines do not count.
+so an edit to a helper the builder calls counts too. Comments and blank lines do not count,
+nor does the code of hpsearch, installed packages and the standard library (torch's loss, a
+torchmetrics class), which changes only with an upgrade.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+import sys
+import sysconfig
 import tokenize
 import types
 from typing import Any
@@ -33,7 +37,7 @@ def _reached(objects: tuple[Any, ...]) -> list[Any]:
     pending = [o for o in objects if o is not None]
     while pending:
         current = _unwrap(pending.pop())
-        if id(current) in seen or not isinstance(current, (types.FunctionType, type)):
+        if id(current) in seen or not isinstance(current, (types.FunctionType, type)) or _is_library(current):
             continue
         seen[id(current)] = current
         module = getattr(current, "__module__", None)
@@ -43,6 +47,20 @@ def _reached(objects: tuple[Any, ...]) -> list[Any]:
             if isinstance(used, (types.FunctionType, type)) and getattr(used, "__module__", None) == module:
                 pending.append(used)
     return sorted(seen.values(), key=lambda o: f"{o.__module__}.{o.__qualname__}")
+
+
+def _library_folders() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
+
+
+def _is_library(obj: Any) -> bool:
+    """Code of hpsearch, an installed package or the standard library: it changes only with an upgrade."""
+    name = getattr(obj, "__module__", None) or ""
+    if name == "hpsearch" or name.startswith("hpsearch."):
+        return True
+    file = getattr(sys.modules.get(name), "__file__", None)
+    return file is not None and file.startswith(_library_folders())
 
 
 def _unwrap(obj: Any) -> Any:

@@ -65,3 +65,12 @@ def test_code_built_at_run_time_has_a_hash_too():
     exec("def build(data, width):\n    return width * 2\n", namespace)  # no source file, as some notebooks
     exec("def other(data, width):\n    return width * 3\n", namespace)
     assert code_hash(namespace["build"]) != code_hash(namespace["other"])
+
+
+def test_library_code_is_left_out_as_it_changes_only_with_an_upgrade():
+    import torch.nn.functional as F
+    from torchmetrics.classification import BinaryAUROC
+
+    from hpsearch.trainers.tasks import classification_loss
+
+    assert code_hash(F.cross_entropy, BinaryAUROC, classification_loss) == code_hash()
