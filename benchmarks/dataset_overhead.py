@@ -121,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     tensors = build_task("synthetic_tokens", {"dataset_size": args.dataset_size})
     train, val = Examples(*tensors.train), Examples(*tensors.val)
     task = Task(name="dataset", train=train, val=val, loss=F.cross_entropy, data=tensors.data)
-    config = TrainConfig(epochs=args.epochs, device="cpu")
+    # Pinned: the hand loop trains in fp32, and the default precision (auto) may pick bf16.
+    config = TrainConfig(epochs=args.epochs, device="cpu", precision="fp32")
     print(f"{MODEL} on a Dataset of {args.dataset_size} synthetic_tokens examples, {args.epochs} epochs, "
-          f"batch {config.batch_size}, num_workers 0, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"batch {config.batch_size}, fp32 on both sides, num_workers 0, torch {torch.__version__}, {torch.get_num_threads()} threads")
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         hand_loop(train, val, tensors.data, config.with_overrides({"epochs": 1}))  # first-use warm-up, untimed
