@@ -103,6 +103,9 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument(*flags("max_params"), dest="max_params", type=int, help="reject configurations above this many parameters, before training")
     study.add_argument(*flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
     study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    study.add_argument(*flags("stop_when_converged"), dest="stop_when_converged", type=int, metavar="N",
+                       help="end the study once N complete trials in a row have not improved the best by 1%% of the values' "
+                       "spread (20 saved about half of lcbench's budget; see the README)")
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
     study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
                        "cuda or auto (every visible GPU; auto without one: the --device default)")
@@ -238,6 +241,11 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     print(f"\nStudy {study.study_name!r} in {mask_password(outcome.storage_url)}: {outcome.trials_run} trials run now, {len(study.trials)} in all.")
     print(f"Browse it:  optuna-dashboard {mask_password(outcome.storage_url)}")
     print(f"       or:  hpsearch dashboard --storage {mask_password(outcome.storage_url)}")
+    if outcome.converged:
+        from optuna.trial import TrialState
+
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        print(f"Converged (--stop-when-converged {resolved.spec.stop_when_converged}): {waiting} queued trials were not run.")
     if outcome.trials_failed:
         print(f"hpsearch: {outcome.trials_failed} trial(s) failed; their fail_reason attributes say why", file=sys.stderr)
         return EXIT_RUN_FAILED

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.models.registry import model_origin
+from hpsearch.search.convergence import CONVERGED_ATTR, ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.samplers import make_pruner, make_sampler
@@ -45,6 +46,7 @@ class SearchOutcome:
     storage_url: str
     trials_run: int
     trials_failed: int
+    converged: bool = False  # --stop-when-converged ended the loop
 
 
 def open_storage(
@@ -226,6 +228,19 @@ class Orchestrator:
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
         bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
         finished: list[TrialState] = []
+        stop = ConvergenceStop(self.spec.stop_when_converged) if self.spec.stop_when_converged else None
+        converged = False
+
+        def check_converged() -> bool:
+            # From the stored trials, not this worker's: every worker reaches the same answer.
+            nonlocal converged
+            if stop is not None and not converged and stop.study_converged(study):
+                converged = True
+                complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": stop.patience})
+                self.echo(f"Study {study.study_name!r} converged: {stop.patience} complete trials in a row did not "
+                          f"improve the best (--stop-when-converged {stop.patience}); no more trials start.")
+            return converged
 
         def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:
             finished.append(trial.state)
@@ -233,13 +248,15 @@ class Orchestrator:
                 on_trial_end()
             else:
                 bar.update(1)
+            if check_converged():
+                study.stop()
 
         objective = Objective(self.resolved, DatabaseRecorder(self.storage, epoch_table), self.echo)
         self.storage.queue_only = True
         try:
             while True:
                 left = None if n_trials is None else n_trials - len(finished)
-                if left is not None and left <= 0:
+                if (left is not None and left <= 0) or check_converged():
                     break
                 try:
                     # study.optimize, not our own loop: it runs the heartbeat thread of each trial.
@@ -264,7 +281,7 @@ class Orchestrator:
             self.storage.queue_only = False
             bar.close()
             epoch_table.close()
-        return SearchOutcome(study, self.storage_url, len(finished), finished.count(TrialState.FAIL))
+        return SearchOutcome(study, self.storage_url, len(finished), finished.count(TrialState.FAIL), converged)
 
     @staticmethod
     def _waiting(study: optuna.Study) -> int:

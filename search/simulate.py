@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 
+from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner, make_sampler
@@ -99,7 +100,8 @@ class CurveSimulation:
     """A search whose trials read their epochs from ``surrogate``'s learning curves.
 
     ``budget`` caps the epochs trained by all workers together (trials still running when it is
-    spent end PRUNED, with a ``prune_reason`` that says so); ``n_trials`` caps the trials started.
+    spent end PRUNED, with a ``prune_reason`` that says so); ``n_trials`` caps the trials started;
+    ``stop`` (``--stop-when-converged``) starts no trial once the complete ones have converged.
     """
 
     metric = "val_accuracy"
@@ -117,6 +119,7 @@ class CurveSimulation:
         study: optuna.Study | None = None,
         recorder: TrialRecorder | None = None,
         echo: Callable[[str], None] = lambda line: None,
+        stop: ConvergenceStop | None = None,
     ) -> None:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1 (got {workers})")
@@ -133,6 +136,7 @@ class CurveSimulation:
         # The curves have no warmup: a pruner may judge from the first epoch.
         self.study.pruner = make_pruner(pruner, self.epochs, 0, sampler)
         self.recorder = recorder if recorder is not None else MemoryRecorder()
+        self.stop = stop
 
     def run(self) -> SimulationResult:
         """Run trials until the budget is spent or ``n_trials`` have started and ended."""
@@ -140,10 +144,13 @@ class CurveSimulation:
         finished: list[FinishedTrial] = []
         order = itertools.count()
         started, spent, clock = 0, 0, 0.0
+        values: list[float] = []  # complete trials', in the order they ended, for the convergence stop
 
         def start() -> None:
             nonlocal started
             if self.n_trials is not None and started >= self.n_trials:
+                return
+            if self.stop is not None and self.stop.converged(values, self.direction):
                 return
             if self.budget is not None and spent >= self.budget:
                 return
@@ -160,6 +167,7 @@ class CurveSimulation:
             if state == optuna.trial.TrialState.COMPLETE:
                 value = float(run.recording.values((Goal(self.metric, self.direction),), attrs))
                 self.study.tell(run.trial, value)
+                values.append(value)
             else:
                 self.study.tell(run.trial, state=state)
             finished.append(FinishedTrial(run.trial.number, len(run.recording.records), value, spent, clock))

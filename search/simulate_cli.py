@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.spec import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, check_study_name
 
@@ -38,6 +39,10 @@ def build_simulate_parser() -> ArgumentParser:
         "--n-trials", "--n_trials", type=int, help="trials to start (default: until the budget is spent)"
     )
     parser.add_argument(
+        "--stop-when-converged", "--stop_when_converged", type=int, metavar="N",
+        help="start no trial once N complete trials in a row have not improved the best (as in a search)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="simulated workers taking trials side by side (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: %(default)s)")
@@ -62,7 +67,9 @@ def simulate_main(argv: Sequence[str]) -> int:
         raise UsageError(f"unknown sampler {args.sampler!r} for a simulation; choose from {', '.join(SAMPLERS[1:])}")
     if args.pruner not in PRUNERS:
         raise UsageError(f"unknown pruner {args.pruner!r}; choose from {', '.join(PRUNERS)}")
-    for flag, value in (("--budget", args.budget), ("--n-trials", args.n_trials), ("--workers", args.workers)):
+    checked = (("--budget", args.budget), ("--n-trials", args.n_trials), ("--workers", args.workers),
+               ("--stop-when-converged", args.stop_when_converged))
+    for flag, value in checked:
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1 (got {value})")
     data = args.data or os.environ.get(DATA_ENV)
@@ -84,6 +91,7 @@ def simulate_main(argv: Sequence[str]) -> int:
             args.n_trials,
             study=study,
             recorder=recorder,
+            stop=ConvergenceStop(args.stop_when_converged) if args.stop_when_converged else None,
         ).run()
     finally:
         closing()

@@ -67,6 +67,7 @@ class StudySpec:
     plugins: tuple[str, ...] = ()
     n_trials: int | None = None
     timeout: float | None = None
+    stop_when_converged: int | None = None
     output_dir: str = "."
     storage: str | None = None
     allow_changes: bool = False
@@ -189,6 +190,10 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(f"--n-trials must be at least 1 (got {spec.n_trials})")
     if spec.timeout is not None and spec.timeout <= 0:
         raise UsageError(f"--timeout must be positive (got {spec.timeout})")
+    if spec.stop_when_converged is not None and spec.stop_when_converged < 1:
+        raise UsageError(f"--stop-when-converged must be at least 1 trial (got {spec.stop_when_converged})")
+    if spec.stop_when_converged is not None and len(spec.objectives) > 1:
+        raise UsageError("--stop-when-converged takes a single objective; a Pareto front has no one best to stop on")
     if spec.direction not in (None, "minimize", "maximize"):
         raise UsageError(f"--direction must be minimize or maximize (got {spec.direction!r})")
     for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):

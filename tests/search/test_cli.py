@@ -249,3 +249,21 @@ def test_checkpoints_keeps_only_what_it_names(tmp_path, run_hpsearch, keep, file
     assert done.returncode == 0, done.stderr
     trial = tmp_path / "checkpoints" / "tfn_classifier-synthetic_tokens" / "trial-0"
     assert (sorted(p.name for p in trial.iterdir()) if trial.exists() else None) == files
+
+
+def test_a_converged_study_starts_no_more_trials(tmp_path, run_hpsearch):
+    from hpsearch.search.convergence import ConvergenceStop
+
+    search = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:8..64", "--sampler", "random", "--n-trials", "12",
+              "--stop-when-converged", "2", "--study-name", "conv", *TINY]
+    done = run_hpsearch(*search)
+    assert done.returncode == 0, done.stderr
+    trials = load_trials(tmp_path / "hpsearch.db", "conv")
+    complete = [t["value"] for t in sorted(trials, key=lambda t: t["number"]) if t["state"] == "COMPLETE"]
+    waiting = sum(t["state"] == "WAITING" for t in trials)
+    assert len(complete) + waiting == 12 and waiting > 0
+    assert ConvergenceStop(2).converged(complete, "minimize") and not ConvergenceStop(2).converged(complete[:-1], "minimize")
+    assert f"Converged (--stop-when-converged 2): {waiting} queued trials were not run." in done.stdout
+
+    again = run_hpsearch(*search)  # still converged: the re-run starts nothing
+    assert again.returncode == 0 and "0 trials run now" in again.stdout

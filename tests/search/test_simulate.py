@@ -99,3 +99,14 @@ def test_wrong_input_is_one_line_and_exit_2(run_hpsearch, yahpo_data, args, mess
     done = run_hpsearch("simulate", "--data", str(yahpo_data), *args)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
+def test_a_converged_simulation_is_the_full_run_cut_where_the_rule_first_holds(surrogate):
+    from hpsearch.search.convergence import ConvergenceStop
+
+    stop = ConvergenceStop(5)
+    full = CurveSimulation(surrogate, "random", "none", seed=1, n_trials=60, budget=None).run().finished
+    cut = CurveSimulation(surrogate, "random", "none", seed=1, n_trials=60, budget=None, stop=stop).run().finished
+    assert 5 < len(cut) < len(full) and full[: len(cut)] == cut
+    values = [t.value for t in cut]
+    assert stop.converged(values, "maximize") and not stop.converged(values[:-1], "maximize")

@@ -1,0 +1,53 @@
+"""``ConvergenceStop``: end a study once further trials are unlikely to improve its best.
+
+The rule is early stopping lifted from epochs to trials: the study has converged when its last
+``patience`` complete trials in a row improved the best value by no more than ``min_delta``
+of the spread of the values seen. A spread, not an absolute step, so that one rule serves a
+loss and an accuracy. (Optuna's own ``optuna.terminator`` is deprecated since 4.9.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+# The study attribute a converged study carries: workers that start later stop at once.
+CONVERGED_ATTR = "hpsearch.converged"
+
+
+@dataclass(frozen=True)
+class ConvergenceStop:
+    """Stop after ``patience`` complete trials in a row without a real improvement of the best."""
+
+    patience: int
+    min_delta: float = 0.01
+
+    def trials_since_improvement(self, values: Sequence[float], direction: str) -> int:
+        """How many of ``values`` (complete trials' values, in the order they ended) came after the last improvement."""
+        sign = 1.0 if direction == "maximize" else -1.0
+        best: float | None = None
+        low = high = None
+        since = 0
+        for value in values:
+            low = value if low is None else min(low, value)
+            high = value if high is None else max(high, value)
+            if best is None or sign * (value - best) > self.min_delta * (high - low):
+                best, since = value, 0
+            else:
+                since += 1
+                if sign * (value - best) > 0:
+                    best = value  # a small gain still moves the bar the next trial must clear
+        return since
+
+    def converged(self, values: Sequence[float], direction: str) -> bool:
+        return self.trials_since_improvement(values, direction) >= self.patience
+
+    def study_converged(self, study: optuna.Study) -> bool:
+        """Whether ``study`` (single-objective) has converged, from its complete trials in the order they ended."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+        direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+        return self.converged([t.value for t in complete if t.value is not None], direction)
