@@ -56,6 +56,7 @@ class SimulationResult:
     spent: int
     clock: float
     recorder: TrialRecorder
+    converged: bool = False  # the convergence stop ended it before its budget or trials
 
     def best(self, direction: str = "maximize") -> float | None:
         values = [t.value for t in self.finished if t.value is not None]
@@ -200,7 +201,8 @@ class CurveSimulation:
                 run.epoch += 1
                 run.due = clock + _epoch_seconds(run.curve, run.epoch)
                 heapq.heappush(running, run)
-        return SimulationResult(self.study, finished, spent, clock, self.recorder)
+        converged = self.stop is not None and self.stop.converged(values, self.direction)
+        return SimulationResult(self.study, finished, spent, clock, self.recorder, converged)
 
     def _record(self, run: _Running) -> EpochRecord:
         """The epoch's record as the trainer would emit it, read from the curve."""

@@ -100,7 +100,8 @@ def simulate_main(argv: Sequence[str]) -> int:
     print(
         f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} with {args.workers} worker(s): "
         f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; {result.spent} epochs trained, "
-        f"{result.clock / 3600:.2f} simulated hours."
+        f"{result.clock / 3600:.2f} simulated hours"
+        + (f"; converged (--stop-when-converged {args.stop_when_converged})." if result.converged else ".")
     )
     best = result.best()
     if best is None:

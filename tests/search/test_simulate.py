@@ -106,7 +106,8 @@ def test_a_converged_simulation_is_the_full_run_cut_where_the_rule_first_holds(s
 
     stop = ConvergenceStop(5)
     full = CurveSimulation(surrogate, "random", "none", seed=1, n_trials=60, budget=None).run().finished
-    cut = CurveSimulation(surrogate, "random", "none", seed=1, n_trials=60, budget=None, stop=stop).run().finished
-    assert 5 < len(cut) < len(full) and full[: len(cut)] == cut
+    stopped = CurveSimulation(surrogate, "random", "none", seed=1, n_trials=60, budget=None, stop=stop).run()
+    cut = stopped.finished
+    assert stopped.converged and 5 < len(cut) < len(full) and full[: len(cut)] == cut
     values = [t.value for t in cut]
     assert stop.converged(values, "maximize") and not stop.converged(values[:-1], "maximize")
