@@ -46,9 +46,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from hpsearch.search.samplers import make_pruner, make_sampler, pruner_rungs
+from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, make_pruner, make_sampler, pruner_rungs
 from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, FinishedTrial, load_benchmark, optuna_loop
-from hpsearch.search.spec import DEFAULT_PRUNER, DEFAULT_SAMPLER
 
 INSTANCES = ("167168", "189873", "189906")
 FRACTIONS = (0.25, 0.5, 1.0)

@@ -19,7 +19,8 @@ from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
-from hpsearch.search.spec import DEFAULT_PRUNER, ResolvedSpec, StudySpec, prepare
+from hpsearch.search.samplers import DEFAULT_PRUNER
+from hpsearch.search.spec import ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import sweep_items
 from hpsearch.search.trial import TrialPlan
 from hpsearch.storage.urls import resolve_storage_url

@@ -26,7 +26,8 @@ from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageEr
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
-from hpsearch.search.spec import DEFAULT_N_TRIALS, DEFAULT_PRUNER, PRUNERS, SAMPLERS, StudySpec
+from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec
 from hpsearch.search.spec import prepare as prepare_spec
 from hpsearch.search.study_file import merge, read_study_file
 from hpsearch.storage.retry import DatabaseUnavailable
@@ -91,7 +92,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument(*flags("study_name"), "--study", dest="study_name", help="default: MODELS-TASK, e.g. tfn_classifier-synthetic_tokens")
     study.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
     study.add_argument(*flags("output_dir"), dest="output_dir", default=".", help="where the default database and the checkpoints go (default: the working directory)")
-    study.add_argument("--sampler", choices=SAMPLERS, help="default: grid when every sweep item is a list, else tpe")
+    study.add_argument("--sampler", choices=SAMPLERS, help=f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}")
     study.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="performance pruner (default: %(default)s: none for the gp sampler, which learns from complete trials only; "
                        "otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter of "
                        "completed trials at that epoch); the divergence guard is always on")

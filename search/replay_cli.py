@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.spec import PRUNERS
+from hpsearch.search.samplers import PRUNERS
 from hpsearch.search.tables_cli import STORAGE_HELP, usage_errors
 
 

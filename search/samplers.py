@@ -1,36 +1,153 @@
-"""Sampler and pruner choice, by the names the CLI accepts."""
+"""Samplers and pruners by the names the CLI accepts: one table each, so a new one is one entry.
+
+Optuna is imported by the factories, not here: the CLI builds its parsers from these names, and
+``hpsearch --help`` must not wait for it.
+"""
 
 from __future__ import annotations
 
 import math
-
-import optuna
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hpsearch.search.errors import UsageError
-from hpsearch.search.spec import auto_pruner
+
+if TYPE_CHECKING:
+    import optuna
+
+# The strategy for a sweep with ranges (a sweep of value lists runs as a grid), chosen on the
+# lcbench benchmark (benchmarks/lcbench.py; README, "How the default strategy was chosen").
+DEFAULT_SAMPLER = "gp"
+DEFAULT_PRUNER = "auto"
+
+
+def _random(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _cmaes(seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        raise UsageError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+    return optuna.samplers.CmaEsSampler(seed=seed)
+
+
+# ``grid`` runs enqueued grid points (the orchestrator enqueues them, which, unlike
+# ``GridSampler``, handles parameters that only some models have); its sampler only fills in
+# trials started beyond the grid, which the orchestrator avoids. TPE and GP learn
+# ``--max-flops``/``--max-params`` from the constraints each trial sets (``Trial.set_constraint``).
+SAMPLER_FACTORIES: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "grid": _random,
+    "tpe": _tpe,
+    "random": _random,
+    "gp": _gp,
+    "cmaes": _cmaes,
+}
+SAMPLERS = tuple(SAMPLER_FACTORIES)
+
+
+def _every_epoch(first: int, epochs: int) -> tuple[int, ...]:
+    return tuple(range(first, epochs))
+
+
+def _tripling(first: int, epochs: int) -> tuple[int, ...]:
+    return tuple(first * 3**k for k in range(epochs) if first * 3**k < epochs)
+
+
+def _percentile(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=first)
+
+
+def _median(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first)
+
+
+def _sha(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
+
+
+def _hyperband(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, epochs), reduction_factor=3)
+
+
+def _wilcoxon(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.WilcoxonPruner()
+
+
+def _nop(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+@dataclass(frozen=True)
+class PrunerKind:
+    """A pruner by name: how to make it, and the epochs it may stop a trial at (both from the first judged epoch and the epochs)."""
+
+    make: Callable[[int, int], optuna.pruners.BasePruner]
+    rungs: Callable[[int, int], tuple[int, ...]]
+
+
+# ``percentile`` prunes a trial whose value at an epoch is worse than the 25th percentile of the
+# completed trials' values at that epoch, once 2 trials have completed; ``median`` does the same
+# with the median. ``sha`` is asynchronous successive halving: at the first judged epoch, then
+# each time the epochs triple, a trial goes on only if it ranks in the best third of the trials
+# that got there. ``hyperband`` runs several successive-halving brackets (its rungs: the first's).
+PRUNER_KINDS: dict[str, PrunerKind] = {
+    "percentile": PrunerKind(_percentile, _every_epoch),
+    "median": PrunerKind(_median, _every_epoch),
+    "sha": PrunerKind(_sha, _tripling),
+    "hyperband": PrunerKind(_hyperband, _tripling),
+    "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
+    "none": PrunerKind(_nop, lambda first, epochs: ()),
+}
+PRUNERS = ("auto", *PRUNER_KINDS)
+
+
+def auto_pruner(sampler: str) -> str:
+    """What ``--pruner auto`` means for ``sampler``.
+
+    The GP sampler learns from complete trials only, so a pruned trial's epochs teach it nothing,
+    and on lcbench the early epochs misrank configurations that learn slowly but end best. A grid
+    (and TPE, which learns from pruned trials' last values too) keeps the percentile pruner, which
+    spent a third of the 16-point grid's epochs and kept its best (benchmarks/pruning_efficiency.py).
+    """
+    return "none" if sampler == "gp" else "percentile"
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name``.
-
-    ``grid`` runs enqueued grid points (the orchestrator enqueues them, which, unlike
-    ``GridSampler``, handles parameters that only some models have); its sampler only fills
-    in trials started beyond the grid, which the orchestrator avoids. TPE and GP learn
-    ``--max-flops``/``--max-params`` from the constraints each trial sets (``Trial.set_constraint``).
-    """
-    if name in ("grid", "random"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise UsageError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    raise UsageError(f"unknown sampler {name!r}")
+    """The Optuna sampler called ``name`` (``SAMPLER_FACTORIES``)."""
+    if name not in SAMPLER_FACTORIES:
+        raise UsageError(f"unknown sampler {name!r}")
+    return SAMPLER_FACTORIES[name](seed)
 
 
 def first_judged_epoch(epochs: int, warmup_epochs: float) -> int:
@@ -42,48 +159,23 @@ def first_judged_epoch(epochs: int, warmup_epochs: float) -> int:
     return max(1, min(epochs, math.ceil(warmup_epochs) + 1))
 
 
+def _kind(name: str, sampler: str) -> PrunerKind:
+    name = auto_pruner(sampler) if name == "auto" else name
+    if name not in PRUNER_KINDS:
+        raise UsageError(f"unknown pruner {name!r}")
+    return PRUNER_KINDS[name]
+
+
 def make_pruner(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> optuna.pruners.BasePruner:
-    """The Optuna pruner called ``name``, sized for ``epochs`` reports per trial.
+    """The Optuna pruner called ``name`` (``PRUNER_KINDS``), sized for ``epochs`` reports per trial.
 
-    ``auto`` is the default's choice for ``sampler`` (``spec.auto_pruner``).
-
-    Every pruner waits for the first epoch after the LR warmup (``first_judged_epoch``), and
-    the objective never prunes after a trial's last epoch. ``percentile`` (the default) prunes
-    a trial whose value at an epoch is worse than the 25th percentile of the completed
-    trials' values at that epoch, once 2 trials have completed; ``median`` does the same with
-    the median. ``sha`` is asynchronous successive halving: at that first epoch, then each time
-    the epochs triple, a trial goes on only if it ranks in the best third of the trials that
-    got there. ``hyperband`` runs several successive-halving brackets.
+    ``auto`` is the default's choice for ``sampler`` (``auto_pruner``). Every pruner waits for the
+    first epoch after the LR warmup (``first_judged_epoch``), and the objective never prunes after
+    a trial's last epoch.
     """
-    first = first_judged_epoch(epochs, warmup_epochs)
-    if name == "auto":
-        name = auto_pruner(sampler)
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=first)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first)
-    if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, epochs), reduction_factor=3)
-    if name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise UsageError(f"unknown pruner {name!r}")
+    return _kind(name, sampler).make(first_judged_epoch(epochs, warmup_epochs), epochs)
 
 
 def pruner_rungs(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> tuple[int, ...]:
-    """The epochs before the last at which the pruner called ``name`` may stop a trial.
-
-    Successive halving judges at its first epoch and then each time the epochs triple (for
-    Hyperband, its first bracket's); the percentile and median pruners judge every epoch.
-    """
-    first = first_judged_epoch(epochs, warmup_epochs)
-    if name == "auto":
-        name = auto_pruner(sampler)
-    if name in ("sha", "hyperband"):
-        return tuple(first * 3**k for k in range(epochs) if first * 3**k < epochs)
-    if name in ("percentile", "median", "wilcoxon"):
-        return tuple(range(first, epochs))
-    return ()
+    """The epochs before the last at which the pruner called ``name`` may stop a trial."""
+    return _kind(name, sampler).rungs(first_judged_epoch(epochs, warmup_epochs), epochs)

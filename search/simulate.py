@@ -23,8 +23,8 @@ import optuna
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.recording import TrialRecording
-from hpsearch.search.samplers import make_pruner, make_sampler
-from hpsearch.search.spec import Goal, auto_pruner
+from hpsearch.search.samplers import auto_pruner, make_pruner, make_sampler
+from hpsearch.search.spec import Goal
 from hpsearch.search.sweep import SweepParam
 from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
 from hpsearch.trainers.records import EpochRecord

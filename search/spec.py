@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
+from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
 from hpsearch.search.sweep import Sweep, parse_sweep
 from hpsearch.trainers.config import SETTINGS, TrainConfig
 from hpsearch.trainers.task_registry import build_task, get_task
@@ -22,23 +23,6 @@ from hpsearch.trainers.task_registry import build_task, get_task
 if TYPE_CHECKING:
     from hpsearch.trainers.tasks import Task
 
-SAMPLERS = ("grid", "tpe", "random", "gp", "cmaes")
-PRUNERS = ("auto", "percentile", "median", "sha", "hyperband", "wilcoxon", "none")
-# The strategy for a sweep with ranges (a sweep of value lists runs as a grid), chosen on the
-# lcbench benchmark (benchmarks/lcbench.py; README, "How the default strategy was chosen").
-DEFAULT_SAMPLER = "gp"
-DEFAULT_PRUNER = "auto"
-
-
-def auto_pruner(sampler: str) -> str:
-    """What ``--pruner auto`` means for ``sampler``.
-
-    The GP sampler learns from complete trials only, so a pruned trial's epochs teach it nothing,
-    and on lcbench the early epochs misrank configurations that learn slowly but end best. A grid
-    (and TPE, which learns from pruned trials' last values too) keeps the percentile pruner, which
-    spent a third of the 16-point grid's epochs and kept its best (benchmarks/pruning_efficiency.py).
-    """
-    return "none" if sampler == "gp" else "percentile"
 DEFAULT_N_TRIALS = 20
 
 
