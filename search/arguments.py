@@ -72,7 +72,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
         try:
             group.add_argument(*flags(name), dest=name, metavar=option.kind.upper(), help=f"{option.help} {_tasks_taking(name)}".replace("%", "%%"))
         except argparse.ArgumentError:
-            continue  # a plugin task's option named like another flag: settable in a study file's [task]
+            continue  # a plugin task's option named like another flag (seed): set in a study file's [task] table
 
 
 def task_option_names() -> list[str]:

@@ -85,7 +85,6 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     what.add_argument("--models", nargs="+", required=models_required, metavar="MODEL", help="one or more registered models (hpsearch models lists them)")
     what.add_argument(*flags("param_sweep"), dest="param_sweep", nargs="+", action="extend", default=None, metavar="ITEM", help="sweep items, as separate arguments or one quoted string; repeatable")
     add_plugin_argument(what)
-    add_task_arguments(parser)
     add_training_arguments(parser)
 
     study = parser.add_argument_group("study")
@@ -115,6 +114,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument(*flags("allow_changes"), dest="allow_changes", action="store_true", default=None,
                        help="re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
     add_heartbeat_arguments(study)
+    add_task_arguments(parser)  # last: a task option named like one of the flags above stays the flag
     return parser
 
 

@@ -40,8 +40,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--num-iter", type=int, default=100, help="default: %(default)s")
     parser.add_argument("--out", default="lr_find.html", help="the plot's HTML file (default: %(default)s)")
     add_plugin_argument(parser)
-    add_task_arguments(parser)
     add_training_arguments(parser)
+    add_task_arguments(parser)  # last: a task option named like one of the flags above stays the flag
     return parser
 
 

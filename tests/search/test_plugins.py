@@ -210,3 +210,25 @@ def test_an_edit_to_a_plugins_model_is_noticed_by_the_rerun_the_workers_and_load
     with pytest.raises(UsageError, match="was trained with other code for model"):
         load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s")
     assert load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s", allow_changed_code=True) is not None
+
+
+def test_a_task_option_named_like_a_trainer_flag_is_no_flag_and_breaks_nothing(tmp_path, run_hpsearch):
+    task = unique("seeded")
+    (tmp_path / "task.py").write_text(f"""
+import torch
+from hpsearch.models import DataSpec, HyperParam
+from hpsearch.trainers import Task, register_task
+
+def make(seed):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randint(0, 20, (64, 8), generator=g), torch.randint(0, 2, (64,), generator=g)
+    return Task(name={task!r}, train=(x[:48], y[:48]), val=(x[48:], y[48:]), loss=torch.nn.functional.cross_entropy,
+                data=DataSpec(kind="tokens", seq_len=8, vocab_size=20, num_outputs=2))
+
+register_task({task!r}, make, [HyperParam("seed", "int", 0, "the data's seed")])
+""")
+    done = run_hpsearch("--plugin", "task.py", "--models", "tfn_classifier", "--task", task, "--param_sweep", "embed_dim:16",
+                        "--seed", "3", "--study-name", "seeded", "--epochs", "1", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    (trial,) = load_trials(tmp_path / "hpsearch.db", "seeded")
+    assert trial["state"] == "COMPLETE"
