@@ -105,7 +105,7 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     study.add_argument(*flags("stop_when_converged"), dest="stop_when_converged", type=int, metavar="N",
                        help="end the study once N complete trials in a row have not improved the best by 1%% of the values' "
-                       "spread (20 saved about half of lcbench's budget; see the README)")
+                       "spread (on lcbench, 30 ended at about half the budget; README: Stopping a study that has converged)")
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
     study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
                        "cuda or auto (every visible GPU; auto without one: the --device default)")

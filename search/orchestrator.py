@@ -168,6 +168,8 @@ class Orchestrator:
         if self.is_grid:
             queued = self._queue_grid(study)
             return study, queued if n_trials is None else min(queued, n_trials)
+        if self.spec.stop_when_converged and ConvergenceStop(self.spec.stop_when_converged).study_converged(study):
+            return study, self._waiting(study)  # converged: a re-run queues nothing more
         waiting = self._waiting(study) + self._queue_interrupted(study)
         for _ in range((n_trials or 0) - waiting):
             study.enqueue_trial({})
