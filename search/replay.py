@@ -67,7 +67,7 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
             raise UsageError(
                 f"trial {trial.number} of study {study.study_name!r} did not run all {config.epochs} epochs "
                 f"({trial.state.name.lower()} after {len(steps)}); replay needs a study whose trials all ran to the "
-                "end: a grid or a search with --pruner none"
+                "end: run it with --pruner none (a grid prunes too, by default)"
             )
     direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
     curves = tuple(tuple(t.intermediate_values[e] for e in range(1, config.epochs + 1)) for t in trials)

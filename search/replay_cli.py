@@ -27,7 +27,8 @@ def replay_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument(
         "--pruners",
-        default=",".join(p for p in PRUNERS if p != "wilcoxon"),
+        # auto is another pruner's name, and wilcoxon judges per-step values that an epoch curve lacks.
+        default=",".join(p for p in PRUNERS if p not in ("auto", "wilcoxon")),
         help="comma-separated pruners to replay (default: %(default)s)",
     )
     parser.add_argument(
