@@ -161,8 +161,9 @@ def load_model(
     path = Path(saved).with_name(checkpoint)
     if not path.exists():
         kept = spec.train.get("checkpoints", "all")
-        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing"
-                         + (f" (the study keeps --checkpoints {kept})" if kept != "all" else ""))
+        hint = {"last": ' (the study keeps --checkpoints last: pass checkpoint="last.pt")',
+                "best": " (the study keeps --checkpoints best)", "none": " (the study keeps --checkpoints none)"}
+        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing{hint.get(kept, '')}")
     model_name = chosen.params.get("model", spec.models[0])
     from hpsearch.trainers.tasks import build_task
 
@@ -179,7 +180,12 @@ def load_model(
         raise UsageError(f"trial {chosen.number} of study {study!r} was trained with other code for model {model_name} or task "
                          f"{task.name} than this process has; pass allow_changed_code=True to load its weights anyway")
     model = plan.build_model(task)
-    model.load_state_dict(load_checkpoint(path)["model"])
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+    except RuntimeError as error:  # allow_changed_code, and the edit changed the weights' shapes
+        first = str(error).strip().splitlines()
+        raise UsageError(f"trial {chosen.number}'s weights do not fit model {model_name} as this process builds it "
+                         f"({first[1].strip() if len(first) > 1 else first[0]}); restore the code it was trained with") from None
     return model.eval()
 
 

@@ -25,8 +25,8 @@ from hpsearch.search.arguments import (
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
-from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec
 from hpsearch.search.spec import prepare as prepare_spec
 from hpsearch.search.study_file import merge, read_study_file
@@ -224,6 +224,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
 
     from hpsearch.search.orchestrator import Orchestrator, silent
     from hpsearch.search.results import format_results_table
+    from hpsearch.search.trial import checkpoint_dir
     from hpsearch.search.workers import run_local_workers, use_device, worker_devices
     from hpsearch.storage.urls import mask_password
 
@@ -242,6 +243,8 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     print(f"\nStudy {study.study_name!r} in {mask_password(outcome.storage_url)}: {outcome.trials_run} trials run now, {len(study.trials)} in all.")
     print(f"Browse it:  optuna-dashboard {mask_password(outcome.storage_url)}")
     print(f"       or:  hpsearch dashboard --storage {mask_password(outcome.storage_url)}")
+    if resolved.train_config.checkpoints != "none":
+        print(f"Checkpoints: {checkpoint_dir(resolved.spec.output_dir, study.study_name, 0).parent}")
     if outcome.converged:
         from optuna.trial import TrialState
 

@@ -1,8 +1,17 @@
 """The error a user can fix: printed as one line on stderr, exit code 2."""
 
+import difflib
+from collections.abc import Iterable
+
 
 class UsageError(Exception):
     """Bad input from the user; the message says what is wrong and how to fix it."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the known name closest to a mistyped ``name``, else nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 EXIT_OK = 0

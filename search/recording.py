@@ -117,7 +117,9 @@ class TrialRecording:
         closing = {"epochs_run": len(self.records), "lr_history": [r.lr for r in self.records], **attrs}
         if reason is not None:
             closing[reason[0]] = reason[1]
-            self.echo(f"Trial {self.trial.number} {'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}")
+            # The pruners' reasons say "pruned by ..." themselves.
+            said = reason[1] if reason[1].startswith("pruned ") else f"{'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}"
+            self.echo(f"Trial {self.trial.number} {said}")
         self.recorder.set_attrs(self.trial, closing)
         return closing
 

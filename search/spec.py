@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import ModelSpec, get_model
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
 from hpsearch.search.sweep import Sweep, parse_sweep
@@ -229,7 +229,8 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
 
     metrics = {"val_loss": "minimize", "train_loss": "minimize", **task.directions()}
     if spec.metric not in metrics:
-        raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}; choose from {', '.join(metrics)}")
+        raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}{did_you_mean(spec.metric, metrics)}; "
+                         f"choose from {', '.join(metrics)}")
     goals = _goals(spec, metrics, task.undirected())
     pruner = auto_pruner(sampler) if spec.pruner == "auto" else spec.pruner
     code = code_identity([m.name for m in model_specs], task)
@@ -275,7 +276,7 @@ def _goals(spec: StudySpec, metrics: dict[str, str], undirected: list[str]) -> t
     for item in spec.objectives:
         name, _, direction = item.partition(":")
         if name not in known:
-            raise UsageError(f"unknown objective {name!r}; choose from {', '.join(known)}")
+            raise UsageError(f"unknown objective {name!r}{did_you_mean(name, known)}; choose from {', '.join(known)}")
         if direction not in ("", "minimize", "maximize"):
             raise UsageError(f"objective {item!r}: the direction must be minimize or maximize")
         if not direction and name in undirected:

@@ -11,14 +11,13 @@ flags name them). ``sweep`` is a list of items, one string, or a table ``name = 
 
 from __future__ import annotations
 
-import difflib
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hpsearch.search.arguments import setting_names
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.plugins import plugin_key
 from hpsearch.search.spec import StudySpec
 from hpsearch.trainers.config import TrainConfig
@@ -68,7 +67,7 @@ def read_study_file(path: str | Path) -> StudyFile:
         elif key in hints:
             values[key] = _conform(value, hints[key], where)
         else:
-            raise UsageError(f"{where}: unknown key{_hint(key, known)}; keys: {', '.join(known)}")
+            raise UsageError(f"{where}: unknown key{did_you_mean(key, known)}; keys: {', '.join(known)}")
     # Absolute, so that the spec stored with the study means the same to workers started elsewhere.
     base = path.resolve().parent
     if "output_dir" in values:
@@ -140,7 +139,7 @@ def _train(value: Any, path: Path) -> dict[str, Any]:
     for key, setting in value.items():
         where = f"{path}: [train] {key}"
         if key not in names:
-            raise UsageError(f"{where}: unknown setting{_hint(key, names)}; settings: {', '.join(names)}")
+            raise UsageError(f"{where}: unknown setting{did_you_mean(key, names)}; settings: {', '.join(names)}")
         train[key] = setting if (key, setting) == ("lr", "auto") else _conform(setting, hints[key], where)
     lr_finder = train.get("lr") == "auto"
     if lr_finder:
@@ -214,6 +213,3 @@ def _describe(hint: Any, plural: bool = False) -> str:
     return names[hint][plural] if hint in names else getattr(hint, "__name__", str(hint))
 
 
-def _hint(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""

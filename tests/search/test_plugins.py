@@ -1,6 +1,7 @@
 """Plugins: models and tasks from a user's file, module or installed entry point, searched end to end."""
 
 import re
+import runpy
 import textwrap
 import uuid
 from pathlib import Path
@@ -210,6 +211,10 @@ def test_an_edit_to_a_plugins_model_is_noticed_by_the_rerun_the_workers_and_load
     with pytest.raises(UsageError, match="was trained with other code for model"):
         load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s")
     assert load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s", allow_changed_code=True) is not None
+    plugin.write_text(model_plugin(name, output="data.num_outputs + 1"))  # the weights no longer fit
+    runpy.run_path(str(plugin))  # the same file run again, as a notebook cell is
+    with pytest.raises(UsageError, match=r"weights do not fit model .*; restore the code it was trained with$"):
+        load_model(f"sqlite:///{tmp_path / 'hpsearch.db'}", "s", allow_changed_code=True)
 
 
 def test_a_task_option_named_like_a_trainer_flag_is_no_flag_and_breaks_nothing(tmp_path, run_hpsearch):
