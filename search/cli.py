@@ -245,6 +245,9 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     print(f"       or:  hpsearch dashboard --storage {mask_password(outcome.storage_url)}")
     if resolved.train_config.checkpoints != "none":
         print(f"Checkpoints: {checkpoint_dir(resolved.spec.output_dir, study.study_name, 0).parent}")
+    if outcome.trials_run == 0 and resolved.sampler == "grid" and resolved.spec.allow_changes:
+        print("Every grid point had run already, so nothing trained with the changed settings: --allow-changes adds "
+              "trials only for points not yet run; pass --study-name NEW to run the changed grid.")
     if outcome.converged:
         from optuna.trial import TrialState
 

@@ -267,3 +267,14 @@ def test_a_converged_study_starts_no_more_trials(tmp_path, run_hpsearch):
 
     again = run_hpsearch(*search)  # still converged: the re-run starts and queues nothing
     assert again.returncode == 0 and "0 trials run now, 12 in all" in again.stdout, again.stdout
+
+
+def test_allow_changes_on_a_finished_grid_says_that_nothing_trained(tmp_path, run_hpsearch):
+    grid = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:16", "--study-name", "g", "--quiet", *TINY]
+    assert run_hpsearch(*grid).returncode == 0
+    refused = run_hpsearch(*grid, "--epochs", "1")
+    assert refused.returncode == 2 and "epochs 2 -> 1" in refused.stderr
+    allowed = run_hpsearch(*grid, "--epochs", "1", "--allow-changes")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "0 trials run now, 1 in all" in allowed.stdout
+    assert "nothing trained with the changed settings" in allowed.stdout
