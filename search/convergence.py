@@ -14,9 +14,6 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-# The study attribute a converged study carries: workers that start later stop at once.
-CONVERGED_ATTR = "hpsearch.converged"
-
 
 @dataclass(frozen=True)
 class ConvergenceStop:

@@ -14,11 +14,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.models.registry import model_origin
-from hpsearch.search.convergence import CONVERGED_ATTR, ConvergenceStop
+from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.spec import ResolvedSpec, StudySpec
+from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.engine import QueuedRDBStorage, QueueEmpty, open_optuna_storage
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.recorder import DatabaseRecorder
@@ -28,10 +29,6 @@ from hpsearch.storage.urls import mask_password, resolve_storage_url
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
 __all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_storage"]
 
-SPEC_ATTR = "hpsearch.spec"
-# Which code registered each model when the study began: a re-run with another model of the same name is a change.
-MODELS_ATTR = "hpsearch.models"
-CODE_ATTR = "hpsearch.code"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
 # two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
@@ -321,7 +318,7 @@ class Orchestrator:
             study.set_user_attr(SPEC_ATTR, self.spec.to_json())
             study.set_user_attr(MODELS_ATTR, {name: model_origin(name) for name in self.spec.models})
             study.set_user_attr(CODE_ATTR, self.resolved.code)
-            study.set_user_attr("hpsearch.metric", self.spec.metric)
+            study.set_user_attr(METRIC_ATTR, self.spec.metric)
             if self.resolved.multi_objective:
                 # Only here: on a single objective, metric names would rename trials_dataframe()'s
                 # familiar ``value`` column.

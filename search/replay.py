@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from hpsearch.search.errors import UsageError
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner
+from hpsearch.storage.attributes import METRIC_ATTR
 from hpsearch.storage.recorder import MemoryRecorder
 from hpsearch.trainers.records import EpochRecord
 
@@ -72,7 +73,7 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
     direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
     curves = tuple(tuple(t.intermediate_values[e] for e in range(1, config.epochs + 1)) for t in trials)
     return StoredCurves(
-        study.user_attrs.get("hpsearch.metric", "val_loss"), direction, config.epochs, config.warmup_epochs, curves
+        study.user_attrs.get(METRIC_ATTR, "val_loss"), direction, config.epochs, config.warmup_epochs, curves
     )
 
 

@@ -35,6 +35,7 @@ from plotly.offline import get_plotlyjs
 
 from hpsearch.search.errors import UsageError
 from hpsearch.search.tables_cli import _read_only_study, usage_errors
+from hpsearch.storage.attributes import METRIC_ATTR
 from hpsearch.storage.export import epochs_frame, trials_frame
 from hpsearch.storage.urls import mask_password
 
@@ -74,7 +75,7 @@ class Objectives:
         n = len(study.directions)
         names = list(study.metric_names or [])
         if not names or (metric_name and n == 1):
-            names = [metric_name or study.user_attrs.get("hpsearch.metric") or "value"] + [f"objective {i}" for i in range(1, n)]
+            names = [metric_name or study.user_attrs.get(METRIC_ATTR) or "value"] + [f"objective {i}" for i in range(1, n)]
         flops = next((i for i, name in enumerate(names) if name.lower().startswith("flops")), None) if n > 1 else None
         metric = next(i for i in range(n) if i != flops)
         return cls(tuple(names), tuple(d == StudyDirection.MAXIMIZE for d in study.directions), metric, flops)

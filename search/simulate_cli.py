@@ -10,6 +10,7 @@ from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from hpsearch.search.spec import check_study_name
+from hpsearch.storage.attributes import METRIC_ATTR, SIMULATED_ATTR
 
 DATA_ENV = "HPSEARCH_YAHPO_DATA"
 
@@ -141,9 +142,9 @@ def _open(url: str | None, name: str, args: object) -> tuple:
             f"study {name!r} already exists in {mask_password(url)}; choose another --study-name"
         ) from None
     study.set_user_attr(
-        "hpsearch.simulated",
+        SIMULATED_ATTR,
         {k: getattr(args, k) for k in ("benchmark", "instance", "sampler", "pruner", "seed", "workers")},
     )
-    study.set_user_attr("hpsearch.metric", "val_accuracy")
+    study.set_user_attr(METRIC_ATTR, "val_accuracy")
     table = EpochMetricsTable(url, storage.retry)
     return study, DatabaseRecorder(storage, table), table.close

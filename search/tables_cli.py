@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.storage.attributes import METRIC_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -127,7 +128,7 @@ def trials_main(argv: Sequence[str]) -> int:
             find_study(connection, args.study, url)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = _read_only_study(url, args.study)
-        metric = args.metric or study.user_attrs.get("hpsearch.metric")
+        metric = args.metric or study.user_attrs.get(METRIC_ATTR)
         table = format_results_table(study, metric)
     print(table)
     return EXIT_OK

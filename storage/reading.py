@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Connection
 
+from hpsearch.storage.attributes import METRIC_ATTR
 from hpsearch.storage.engine import create_engine
 from hpsearch.storage.optuna_seam import (
     METRIC_NAMES_ATTR,
@@ -38,7 +39,6 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 #: The summary's integer columns: the trial count, then one count per state.
 COUNT_COLUMNS = ("trials", *(state.lower() for state in STATES))
 SUMMARY_COLUMNS = ("study", "directions", "metric", *COUNT_COLUMNS, "best_value")
-_HPSEARCH_METRIC_ATTR = "hpsearch.metric"  # the study user attribute the orchestrator sets
 
 
 class ExportError(ValueError):
@@ -135,7 +135,7 @@ def summary_rows(url: str) -> list[dict[str, Any]]:
         names = run(
             sa.union_all(
                 sa.select(system.c.study_id, system.c.key, system.c.value_json).where(system.c.key == METRIC_NAMES_ATTR),
-                sa.select(user.c.study_id, user.c.key, user.c.value_json).where(user.c.key == _HPSEARCH_METRIC_ATTR),
+                sa.select(user.c.study_id, user.c.key, user.c.value_json).where(user.c.key == METRIC_ATTR),
             )
         )
     by_study: dict[int, list[str]] = {}
