@@ -6,6 +6,7 @@ The CLI is a thin layer over the same pieces (``StudySpec`` -> ``prepare`` -> ``
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,7 +17,7 @@ import optuna
 from torch import nn
 
 from hpsearch.models import ModelSpec, get_model
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.samplers import DEFAULT_PRUNER
@@ -73,7 +74,11 @@ def search(
     """
     unknown = sorted(set(settings) - _SETTING_NAMES)
     if unknown:
-        raise UsageError(f"search() got unknown settings {', '.join(unknown)}; trainer settings: {', '.join(sorted(_SETTING_NAMES))}")
+        keywords = [name for name in inspect.signature(search).parameters if name != "settings"]
+        raise UsageError(
+            f"search() got an unknown keyword {unknown[0]!r}{did_you_mean(unknown[0], [*keywords, *_SETTING_NAMES])}; "
+            f"its keywords: {', '.join(keywords)}; trainer settings: {', '.join(sorted(_SETTING_NAMES))}"
+        )
     lr_finder = settings.get("lr") == "auto"
     train = {k: v for k, v in settings.items() if not (k == "lr" and lr_finder)}
     model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
@@ -131,15 +136,23 @@ def _check_workers_can_import(spec: StudySpec) -> None:
 
 
 def load_model(
-    storage: str, study: str, trial: int | None = None, checkpoint: str = BEST, allow_changed_code: bool = False
+    storage: str,
+    study: str,
+    trial: int | None = None,
+    checkpoint: str = BEST,
+    allow_changed_code: bool = False,
+    task: Task | None = None,
 ) -> nn.Module:
     """The model a trial trained, built and loaded from its checkpoint, in eval mode on the CPU.
 
     ``trial`` is a trial number (default: the study's best trial); ``checkpoint`` is ``best.pt``
     (the epoch with the best monitored value) or ``last.pt``. Loads with ``weights_only=True``.
     Weights trained under other code of a user's model or task than this process has (edited
-    since) are refused unless ``allow_changed_code``.
+    since) are refused unless ``allow_changed_code``. ``task`` is the ``Task`` object a study was
+    searched with (``search(model, task, ...)``), for a process that has not registered it.
     """
+    if task is not None:
+        _task_name(task)
     with quiet_optuna():
         loaded = optuna.load_study(study_name=study, storage=open_storage(resolve_storage_url(storage)))
         spec = load_spec(loaded)
@@ -169,17 +182,18 @@ def load_model(
 
     try:
         get_model(model_name)  # an unknown model is named before an unknown task, as the search names them
-        task = build_task(spec.task, spec.task_options)
-        plan = TrialPlan.from_point({**chosen.params, "model": model_name}, TrainConfig(), (p.name for p in task.step_params))
+        built = build_task(spec.task, spec.task_options)
+        plan = TrialPlan.from_point({**chosen.params, "model": model_name}, TrainConfig(), (p.name for p in built.step_params))
     except KeyError as error:
         # Plugins the study names are loaded above; a model or task the search's script registered is not.
-        raise UsageError(f"{error.args[0]}: import or register it in this process before load_model "
-                         "(studies run with plugins=[...] load them by themselves)") from None
+        raise UsageError(f"{error.args[0]}: import or register it in this process before load_model, or pass the Task "
+                         "object the study searched as load_model(..., task=task) (studies run with plugins=[...] load "
+                         "them by themselves)") from None
     code = chosen.user_attrs.get("code")
-    if code is not None and not allow_changed_code and code != trial_code(code_identity([model_name], task), model_name, task.name):
+    if code is not None and not allow_changed_code and code != trial_code(code_identity([model_name], built), model_name, built.name):
         raise UsageError(f"trial {chosen.number} of study {study!r} was trained with other code for model {model_name} or task "
-                         f"{task.name} than this process has; pass allow_changed_code=True to load its weights anyway")
-    model = plan.build_model(task)
+                         f"{built.name} than this process has; pass allow_changed_code=True to load its weights anyway")
+    model = plan.build_model(built)
     try:
         model.load_state_dict(load_checkpoint(path)["model"])
     except RuntimeError as error:  # allow_changed_code, and the edit changed the weights' shapes

@@ -238,7 +238,7 @@ class Orchestrator:
                 complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
                 study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": stop.patience})
                 self.echo(f"Study {study.study_name!r} converged: {stop.patience} complete trials in a row did not "
-                          f"improve the best (--stop-when-converged {stop.patience}); no more trials start.")
+                          f"improve the best (stop_when_converged={stop.patience}); no more trials start.")
             return converged
 
         def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
 from hpsearch.search.spec import check_study_name
 from hpsearch.storage.attributes import METRIC_ATTR, SIMULATED_ATTR
 
@@ -100,7 +100,8 @@ def simulate_main(argv: Sequence[str]) -> int:
     low, high = surrogate.target_range("val_accuracy")
     states = [t.state.name for t in result.study.get_trials(deepcopy=False)]
     print(
-        f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} with {args.workers} worker(s): "
+        f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} (--sampler {args.sampler} "
+        f"--pruner {args.pruner}{f' = {auto_pruner(args.sampler)}' if args.pruner == 'auto' else ''}) with {args.workers} worker(s): "
         f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; {result.spent} epochs trained, "
         f"{result.clock / 3600:.2f} simulated hours"
         + (f"; converged (--stop-when-converged {args.stop_when_converged})." if result.converged else ".")
@@ -111,7 +112,7 @@ def simulate_main(argv: Sequence[str]) -> int:
     else:
         params = next(t.params for t in result.study.get_trials(deepcopy=False) if t.value == best)
         print(
-            f"Best val_accuracy {best:.4f} (normalized regret {(high - best) / (high - low):.4f}): "
+            f"Best val_accuracy {best:.4f}% (normalized regret {(high - best) / (high - low):.4f}): "
             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         )
     if args.storage:

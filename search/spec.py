@@ -354,9 +354,13 @@ def _check_models_build(resolved: ResolvedSpec) -> None:
         plan = TrialPlan.from_point(point, resolved.train_config, (p.name for p in task.step_params))
         try:
             plan.build_model(task, meta=True)
-        except (ValueError, TypeError, RuntimeError, OverflowError) as error:  # torch's size checks raise RuntimeError
+        except Exception as error:  # noqa: BLE001  torch's size checks raise RuntimeError; a user's builder anything
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise UsageError(f"{shown} cannot be built: {error}") from None
+            origin = user_origin("model", plan.model_name)
+            no_data = getattr(task.data, "kind", "any") == "any" and isinstance(error, (AttributeError, TypeError))
+            hint = " (the task gives no DataSpec: pass data=DataSpec(...) to its Task)" if no_data else ""
+            raise UsageError(f"{shown} cannot be built{f' ({origin})' if origin else ''}: "
+                             f"{type(error).__name__}: {error}{hint}") from None
 
 
 def prepare(spec: StudySpec, where: dict[str, str]) -> ResolvedSpec:

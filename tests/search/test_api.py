@@ -103,8 +103,24 @@ def test_load_model_in_a_process_that_lacks_the_scripts_model_says_to_register_i
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith("unknown model 'api_mlp'; known models: ")
-    assert done.stdout.rstrip().endswith("import or register it in this process before load_model "
-                                         "(studies run with plugins=[...] load them by themselves)")
+    assert done.stdout.rstrip().endswith("import or register it in this process before load_model, or pass the Task "
+                                         "object the study searched as load_model(..., task=task) (studies run with "
+                                         "plugins=[...] load them by themselves)")
+
+
+def test_a_task_object_the_study_searched_is_passed_to_load_model_in_another_process(where) -> None:
+    study = search("api_mlp", blobs_task(), ["hidden:4"], epochs=1, **where)
+    script = (
+        "from hpsearch.models import HyperParam, register_model\n"
+        "from hpsearch.search import load_model\n"
+        "from tests.search.test_api import blobs_task, build_api_mlp\n"
+        "register_model('api_mlp', build_api_mlp, [HyperParam('hidden', 'int', 8, 'hidden units', low=1)], input_kind='tabular')\n"
+        f"model = load_model({where['storage']!r}, {study.study_name!r}, task=blobs_task())\n"
+        "print(type(model).__name__, model.training)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Sequential False"
 
 
 def test_rerunning_a_cell_that_registers_a_model_replaces_it() -> None:
@@ -166,8 +182,10 @@ def test_wrong_input_is_one_usage_error_before_anything_is_written(where, tmp_pa
     bad = Task(name="api_bad", train=(torch.utils.data.TensorDataset(x, y), y), val=task.val, loss=F.cross_entropy)
     with pytest.raises(UsageError, match="a tuple holding a TensorDataset \\(a Dataset\\); give the Dataset itself"):
         search("api_mlp", bad, epochs=1, **where)
-    with pytest.raises(UsageError, match="unknown settings epoch;"):
+    with pytest.raises(UsageError, match=r"unknown keyword 'epoch' \(did you mean epochs\?\)"):
         search("api_mlp", task, epoch=1, **where)
+    with pytest.raises(UsageError, match=r"unknown keyword 'n_trial' \(did you mean n_trials\?\); its keywords: models, "):
+        search("api_mlp", task, n_trial=1, **where)
     assert not (tmp_path / "hpsearch.db").exists() and not (tmp_path / "checkpoints").exists()
 
 
@@ -265,3 +283,10 @@ def test_a_task_object_named_as_a_registered_task_is_one_usage_error(where) -> N
     with pytest.raises(UsageError, match=r"a task named 'synthetic_tokens' is already registered \(built in\); pass task='synthetic_tokens'"):
         search("tfn_classifier", tokens, epochs=1, **where)
     assert not (where["output_dir"] / "hpsearch.db").exists()
+
+
+def test_a_model_that_needs_what_a_task_without_a_dataspec_lacks_is_one_usage_error(where) -> None:
+    task = blobs_task("api_no_data")
+    bare = Task(name=task.name, train=task.train, val=task.val, loss=task.loss)  # no data=DataSpec(...)
+    with pytest.raises(UsageError, match=r"hidden=4 cannot be built \(registered by .*\): TypeError: .*pass data=DataSpec"):
+        search("api_mlp", bare, ["hidden:4"], epochs=1, **where)
