@@ -66,19 +66,21 @@ class Objective:
             raise
 
     def _give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
-        """A ``fail_reason`` for a trial stopped before training, where ``_run`` records none.
+        """A ``fail_reason`` for a trial that ``_run`` could not give one.
 
-        A signal or an error while the trial is planned, built or resumed would otherwise leave a
-        FAIL trial that says nothing.
+        A signal or an error while the trial is planned, built or resumed, or one that broke the
+        closing records (the FLOPs meter stopped mid-trace), would otherwise leave a FAIL trial
+        that says nothing.
         """
-        if "fail_reason" in self.recorder.frozen(trial).user_attrs:
+        frozen = self.recorder.frozen(trial)
+        if "fail_reason" in frozen.user_attrs:
             return
         interrupt = interruption(error)
         if interrupt is None:
             self.echo(traceback.format_exc().rstrip())
             reason = f"{type(error).__name__}: {error}"
         else:
-            reason = f"interrupted by {interrupt.signal_name} before training"
+            reason = f"interrupted by {interrupt.signal_name} after {len(frozen.intermediate_values)} epochs"
         self.recorder.set_attrs(trial, {"fail_reason": reason})
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:

@@ -58,7 +58,7 @@ def run_one_trial(tmp_path, on_build: str | None) -> optuna.trial.FrozenTrial:
 
 @pytest.mark.parametrize(
     ("on_build", "reason"),
-    [("signal", "interrupted by SIGTERM before training"), ("error", "RuntimeError: the GPU is gone")],
+    [("signal", "interrupted by SIGTERM after 0 epochs"), ("error", "RuntimeError: the GPU is gone")],
 )
 def test_a_trial_stopped_before_it_trains_says_why(tmp_path, on_build, reason):
     trial = run_one_trial(tmp_path, on_build)
