@@ -73,15 +73,16 @@ class Objective:
         that says nothing.
         """
         frozen = self.recorder.frozen(trial)
-        if "fail_reason" in frozen.user_attrs:
-            return
+        if "fail_reason" not in frozen.user_attrs:
+            self.recorder.set_attrs(trial, {"fail_reason": self._fail_reason(error, len(frozen.intermediate_values))})
+
+    def _fail_reason(self, error: BaseException, epochs: int) -> str:
+        """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
         interrupt = interruption(error)
-        if interrupt is None:
-            self.echo(traceback.format_exc().rstrip())
-            reason = f"{type(error).__name__}: {error}"
-        else:
-            reason = f"interrupted by {interrupt.signal_name} after {len(frozen.intermediate_values)} epochs"
-        self.recorder.set_attrs(trial, {"fail_reason": reason})
+        if interrupt is not None:
+            return f"interrupted by {interrupt.signal_name} after {epochs} epochs"
+        self.echo(traceback.format_exc().rstrip())
+        return f"{type(error).__name__}: {error}"
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         """The trial's sampled point, planned; its checkpoints go under the output directory."""
@@ -133,12 +134,10 @@ class Objective:
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
             raise
         except (Interrupted, Exception) as error:
+            reason = ("fail_reason", self._fail_reason(error, len(recording.records)))
             interrupt = interruption(error)
             if interrupt is None:
-                reason = ("fail_reason", f"{type(error).__name__}: {error}")
-                self.echo(traceback.format_exc().rstrip())
                 raise
-            reason = ("fail_reason", f"interrupted by {interrupt.signal_name} after {len(recording.records)} epochs")
             raise interrupt from None
         finally:
             # Whatever stopped training, the epochs it finished are stored before the trial ends.

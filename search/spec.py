@@ -250,7 +250,7 @@ def check_study_name(name: str) -> None:
 
 
 def _sampler(spec: StudySpec, sweep: Sweep) -> str:
-    """The sampler the search uses: ``--sampler``, else grid for value lists and TPE for ranges."""
+    """The sampler the search uses: ``--sampler``, else grid for value lists and ``DEFAULT_SAMPLER`` for ranges."""
     sampler = spec.sampler or ("grid" if sweep.is_grid else DEFAULT_SAMPLER)
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")

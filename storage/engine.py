@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 # it is re-exported here, where callers open storages.
 from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty
 from hpsearch.storage.retry import DatabaseRetry, error_chain
-from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url
+from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url, sqlite_path
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S",
@@ -55,9 +55,9 @@ def reader_engine_options(url: str) -> tuple[str, dict[str, Any]]:
     read immutable, it needs nothing but the file.
     """
     sa_url, kwargs = engine_options(url)
-    parsed = parse_storage_url(url)
-    if parsed.get_backend_name() == "sqlite" and not _readable_in_place(Path(parsed.database)):
-        return f"sqlite:///file:{quote(str(Path(parsed.database).resolve()))}?mode=ro&immutable=1&uri=true", kwargs
+    path = sqlite_path(url)
+    if path is not None and not _readable_in_place(path):
+        return f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&immutable=1&uri=true", kwargs
     return sa_url, kwargs
 
 

@@ -25,7 +25,9 @@ class CheckpointStore:
     """Saves and loads training states in one directory: ``last.pt``, ``prev.pt`` and ``best.pt``.
 
     ``keep`` says which: ``all``; ``last`` (``last.pt`` and ``prev.pt``, what a resume needs);
-    ``best`` (``best.pt`` alone, what ``load_model`` loads). A save writes a temporary file and fsyncs it; only then does the old ``last.pt`` become
+    ``best`` (``best.pt`` alone, what ``load_model`` loads).
+
+    A save writes a temporary file and fsyncs it; only then does the old ``last.pt`` become
     ``prev.pt`` (a hard link renamed into place, so ``last.pt`` never goes missing) and the new
     file ``last.pt``, and the directory is fsynced. A crash or signal at any point leaves a
     complete ``last.pt``, the old one or the new.
