@@ -33,7 +33,7 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.storage.engine import create_engine, open_optuna_storage
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.export import epochs_frame, export_study, trials_frame
 from hpsearch.trainers.records import EpochRecord
@@ -117,13 +117,13 @@ def build_study(path: Path, n_trials: int) -> None:
     rng = random.Random(0)
     trials, records = zip(*(make_trial(number, rng) for number in range(n_trials)))
     started = time.perf_counter()
-    storage = open_optuna_storage(url)
+    storage = StudyDatabase.open_for_search(url).storage
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="minimize")
     for start in range(0, n_trials, 1000):
         study.add_trials(trials[start : start + 1000])
         print(f"  added {min(start + 1000, n_trials):,} / {n_trials:,} trials", file=sys.stderr)
     storage.engine.dispose()
-    engine = create_engine(url)
+    engine = StudyDatabase.open_for_search(url).engine
     with engine.connect() as connection:
         ids = dict(pd.read_sql("SELECT number, trial_id FROM trials", connection).itertuples(index=False))
     engine.dispose()
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"sqlite:///{path}"
 
     def optuna_frame() -> pd.DataFrame:
-        return optuna.load_study(study_name=STUDY, storage=open_optuna_storage(url)).trials_dataframe()
+        return optuna.load_study(study_name=STUDY, storage=StudyDatabase.open_for_search(url).storage).trials_dataframe()
 
     baseline, expected = median_time(optuna_frame, args.repeats)
     rows: list[tuple[str, float]] = [("optuna load_study + trials_dataframe()", baseline)]

@@ -47,7 +47,7 @@ import torch
 import hpsearch.search.objective as objective_module
 from hpsearch.search.orchestrator import Orchestrator
 from hpsearch.search.spec import StudySpec, resolve
-from hpsearch.storage.engine import open_optuna_storage
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.trainer import FitResult
 
@@ -106,7 +106,7 @@ class NoOpTrainer:
 def bare_loop(path: Path, n_trials: int, epochs: int, hpsearch_storage: bool) -> float:
     url = f"sqlite:///{path}"
     start = time.perf_counter()
-    storage = open_optuna_storage(url) if hpsearch_storage else optuna.storages.RDBStorage(url)
+    storage = StudyDatabase.open_for_search(url).storage if hpsearch_storage else optuna.storages.RDBStorage(url)
     study = optuna.create_study(
         study_name="bare",
         storage=storage,
@@ -157,7 +157,7 @@ def hpsearch_run(workdir: Path, n_trials: int, epochs: int, observe: bool) -> fl
     assert outcome.trials_run == n_trials and outcome.trials_failed == 0, outcome
     assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["epochs_run"] == epochs for t in trials)
     assert all("flops.total" in t.user_attrs for t in trials)
-    orchestrator.storage.engine.dispose()  # release the SQLite file before its directory goes
+    orchestrator.database.close()  # release the SQLite file before its directory goes
     return seconds
 
 

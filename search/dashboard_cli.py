@@ -18,15 +18,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from types import FrameType
-from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.tables_cli import STORAGE_HELP, read_only_storage, usage_errors
-
-if TYPE_CHECKING:
-    import optuna
+from hpsearch.search.tables_cli import STORAGE_HELP
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -66,15 +62,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default: %(default)s; 0 picks a free one)")
     return parser
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna storage on an existing study database; creates no file, table or row."""
-    from hpsearch.storage.reading import read_connection
-
-    with usage_errors(url), read_connection(url):
-        pass  # checks that the file exists, the server answers, and Optuna's tables are there
-    return read_only_storage(url)
 
 
 def dashboard_url(host: str, port: int) -> str:
@@ -120,12 +107,12 @@ def dashboard_main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     import optuna_dashboard
 
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.urls import mask_password, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
-    storage = open_storage(url)
-    try:
-        server = bind(optuna_dashboard.wsgi(storage), args.host, args.port)
+    with StudyDatabase.open_for_reading(url) as database:
+        server = bind(optuna_dashboard.wsgi(database.storage), args.host, args.port)
         with server, _sigterm_stops():
             try:  # a signal may come as soon as the URL is out, before serve_forever starts
                 print(f"optuna-dashboard on {mask_password(url)}")
@@ -134,6 +121,4 @@ def dashboard_main(argv: Sequence[str]) -> int:
                 server.serve_forever()
             except (KeyboardInterrupt, _Stop):
                 print("stopped", file=sys.stderr)
-    finally:
-        storage.engine.dispose()
     return EXIT_OK

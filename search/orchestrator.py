@@ -20,14 +20,14 @@ from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.spec import ResolvedSpec, StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
-from hpsearch.storage.engine import QueuedRDBStorage, QueueEmpty, open_optuna_storage
-from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.database import StudyDatabase
+from hpsearch.storage.optuna_seam import QueueEmpty
 from hpsearch.storage.recorder import DatabaseRecorder
-from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry, database_reason
-from hpsearch.storage.urls import mask_password, resolve_storage_url
+from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
+from hpsearch.storage.urls import resolve_storage_url
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
-__all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_storage"]
+__all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
@@ -46,25 +46,23 @@ class SearchOutcome:
     converged: bool = False  # --stop-when-converged ended the loop
 
 
-def open_storage(
-    url: str, heartbeat: Heartbeat | None = None, echo: Callable[[str], None] | None = None, wait: bool = False
-) -> QueuedRDBStorage:
-    """An Optuna storage on ``url``; an unreachable database is a ``UsageError`` naming it.
+def open_database(
+    url: str, heartbeat: Heartbeat | None = None, echo: Callable[[str], None] | None = None, wait: bool = False, create: bool = True
+) -> StudyDatabase:
+    """The study database at ``url``, opened for search (``StudyDatabase.open_for_search``).
 
     With ``heartbeat``, trials of a killed worker are failed after the grace period and queued
     again, keeping their intermediate values so the retry can resume from the checkpoint, and
     the storage's calls ride out outages of up to ``heartbeat.db_timeout`` seconds, saying so
     through ``echo`` when one begins and ends. With ``wait`` (a worker: a scheduler may start it
     while the server restarts), opening rides out a transient outage too, and only a database
-    that stays away past the timeout stops it (a final ``DatabaseUnavailable``, exit 1).
+    that stays away past the timeout stops it (a final ``DatabaseUnavailable``, exit 1). Without
+    ``create``, a SQLite file that does not exist is an error, not a new database.
     """
-    import sqlalchemy.exc
-    from optuna.exceptions import StorageInternalError
-
     retry = DatabaseRetry(url, heartbeat.db_timeout if heartbeat else DEFAULT_DB_TIMEOUT_S, on_outage=echo, on_recovery=echo)
-    options: dict = {"retry": retry}
+    options: dict = {}
     if heartbeat is not None:
-        options |= {
+        options = {
             "on_stale": echo,
             "heartbeat_interval": heartbeat.interval,
             "grace_period": heartbeat.grace_period,
@@ -72,15 +70,7 @@ def open_storage(
                 max_retry=heartbeat.max_retry, inherit_intermediate_values=True
             ),
         }
-    try:
-        if wait:
-            return retry.call(open_optuna_storage, url, **options)
-        return open_optuna_storage(url, **options)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        raise UsageError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
-    except StorageInternalError as error:  # Optuna's wrapper of a database error while it checks the schema
-        raise UsageError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None
+    return StudyDatabase.open_for_search(url, retry=retry, wait=wait, create=create, **options)
 
 
 def silent(line: str) -> None:
@@ -106,6 +96,7 @@ class Orchestrator:
         progress: bool = True,
         heartbeat: Heartbeat = Heartbeat(),
         seeded_sampler: bool = True,
+        database: StudyDatabase | None = None,
     ) -> None:
         self.resolved = resolved
         # Workers leave the sampler unseeded: identically seeded samplers in several processes
@@ -116,9 +107,8 @@ class Orchestrator:
         self.echo = echo
         self.progress = progress
         self.heartbeat = heartbeat
-        # A worker process waits out a database that is away when it starts (open_storage's wait).
-        self.wait_for_database = False
-        self.storage: QueuedRDBStorage | None = None
+        # Opened by open() unless given (a worker opens it first, to read the stored spec).
+        self.database = database
 
     @property
     def is_grid(self) -> bool:
@@ -127,11 +117,12 @@ class Orchestrator:
     def open(self) -> optuna.Study:
         """Create the study, or load it if it holds the same search."""
         Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
-        self.storage = open_storage(self.storage_url, self.heartbeat, self.echo, wait=self.wait_for_database)
+        if self.database is None:
+            self.database = open_database(self.storage_url, self.heartbeat, self.echo)
         resolved = self.resolved
         study = optuna.create_study(
             study_name=self.spec.name,
-            storage=self.storage,
+            storage=self.database.storage,
             sampler=make_sampler(resolved.sampler, self.sampler_seed),
             # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
             pruner=make_pruner(
@@ -221,9 +212,9 @@ class Orchestrator:
         # Imported here: the objective imports torch, which hpsearch --help (it imports this module) must not wait for.
         from hpsearch.search.objective import Objective, TrialAbandoned
 
-        assert self.storage is not None, "open() the study first"  # open() has failed stale trials already
+        assert self.database is not None, "open() the study first"  # open() has failed stale trials already
+        storage = self.database.storage
         deadline = None if self.spec.timeout is None else time.monotonic() + self.spec.timeout
-        epoch_table = EpochMetricsTable(self.storage_url, self.storage.retry)
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
         bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
         finished: list[TrialState] = []
@@ -250,8 +241,8 @@ class Orchestrator:
             if check_converged():
                 study.stop()
 
-        objective = Objective(self.resolved, DatabaseRecorder(self.storage, epoch_table), self.echo)
-        self.storage.queue_only = True
+        objective = Objective(self.resolved, DatabaseRecorder(storage, self.database.epoch_table), self.echo)
+        storage.queue_only = True
         try:
             while True:
                 left = None if n_trials is None else n_trials - len(finished)
@@ -277,9 +268,8 @@ class Orchestrator:
                 if not self._wait_for_queue(study, deadline, on_trial_end):
                     break
         finally:
-            self.storage.queue_only = False
+            storage.queue_only = False
             bar.close()
-            epoch_table.close()
         return SearchOutcome(study, self.storage_url, len(finished), finished.count(TrialState.FAIL), converged)
 
     @staticmethod

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.samplers import PRUNERS
-from hpsearch.search.tables_cli import STORAGE_HELP, usage_errors
+from hpsearch.search.tables_cli import STORAGE_HELP
 
 
 def build_replay_parser() -> ArgumentParser:
@@ -46,18 +46,12 @@ def replay_main(argv: Sequence[str]) -> int:
         )
     if args.orders < 1:
         raise UsageError(f"--orders must be at least 1 (got {args.orders})")
-    import optuna
-
     from hpsearch.search.replay import compare, stored_curves
-    from hpsearch.search.tables_cli import read_only_storage
-    from hpsearch.storage.reading import find_study, read_connection
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.urls import resolve_storage_url
 
-    url = resolve_storage_url(args.storage)
-    with usage_errors(url):
-        with read_connection(url) as connection:
-            find_study(connection, args.study, url)
-        stored = stored_curves(optuna.load_study(study_name=args.study, storage=read_only_storage(url)))
+    with StudyDatabase.open_for_reading(resolve_storage_url(args.storage)) as database:
+        stored = stored_curves(database.load_study(args.study))
     n = len(stored.curves)
     print(
         f"Study {args.study!r}: {n} trials x {stored.epochs} epochs = {n * stored.epochs} epochs; best {stored.metric} "

@@ -34,8 +34,8 @@ from optuna.visualization import plot_optimization_history, plot_parallel_coordi
 from plotly.offline import get_plotlyjs
 
 from hpsearch.search.errors import UsageError
-from hpsearch.search.tables_cli import _read_only_study, usage_errors
 from hpsearch.storage.attributes import METRIC_ATTR
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.export import epochs_frame, trials_frame
 from hpsearch.storage.urls import mask_password
 
@@ -311,24 +311,24 @@ nav a{margin-right:1rem}"""
 
 def report_sections(url: str, study_name: str, metric_name: str | None = None, top: int = 10) -> tuple[str, list[Section]]:
     """The summary line (HTML) and the sections of the report on study ``study_name`` at ``url``."""
-    with usage_errors(url):
-        trials = trials_frame(url, study_name)  # also checks that the database and the study exist
-        epochs = epochs_frame(url, study_name)
-    if trials.empty:
-        raise UsageError(f"study {study_name!r} has no trials yet; run the search first")
-    study = _read_only_study(url, study_name)
-    objectives = Objectives.of(study, metric_name)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ranked = _ranked(complete, objectives)
-    best = {t.number for t in study.best_trials} if len(objectives.names) > 1 else set()
-    return _summary(study, url, objectives, trials), [
-        history_section(study, objectives, complete),
-        importance_section(study, objectives, complete),
-        parallel_section(study, objectives, complete),
-        *curves_sections(epochs, ranked, objectives.metric_name),
-        flops_section(trials, objectives, best),
-        best_trials_section(trials, objectives, ranked, best, top),
-    ]
+    with StudyDatabase.open_for_reading(url) as database:
+        trials = trials_frame(database, study_name)  # also checks that the study exists
+        epochs = epochs_frame(database, study_name)
+        if trials.empty:
+            raise UsageError(f"study {study_name!r} has no trials yet; run the search first")
+        study = database.load_study(study_name)
+        objectives = Objectives.of(study, metric_name)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ranked = _ranked(complete, objectives)
+        best = {t.number for t in study.best_trials} if len(objectives.names) > 1 else set()
+        return _summary(study, url, objectives, trials), [
+            history_section(study, objectives, complete),
+            importance_section(study, objectives, complete),
+            parallel_section(study, objectives, complete),
+            *curves_sections(epochs, ranked, objectives.metric_name),
+            flops_section(trials, objectives, best),
+            best_trials_section(trials, objectives, ranked, best, top),
+        ]
 
 
 def build_report(url: str, study_name: str, metric_name: str | None = None, top: int = 10) -> str:

@@ -130,14 +130,13 @@ def _open(url: str | None, name: str, args: object) -> tuple:
         return None, None, lambda: None
     import optuna
 
-    from hpsearch.search.orchestrator import open_storage
-    from hpsearch.storage.epoch_metrics import EpochMetricsTable
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.recorder import DatabaseRecorder
     from hpsearch.storage.urls import mask_password
 
-    storage = open_storage(url)
+    database = StudyDatabase.open_for_search(url)
     try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        study = optuna.create_study(study_name=name, storage=database.storage, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         raise UsageError(
             f"study {name!r} already exists in {mask_password(url)}; choose another --study-name"
@@ -147,5 +146,4 @@ def _open(url: str | None, name: str, args: object) -> tuple:
         {k: getattr(args, k) for k in ("benchmark", "instance", "sampler", "pruner", "seed", "workers")},
     )
     study.set_user_attr(METRIC_ATTR, "val_accuracy")
-    table = EpochMetricsTable(url, storage.retry)
-    return study, DatabaseRecorder(storage, table), table.close
+    return study, DatabaseRecorder(database.storage, database.epoch_table), database.close

@@ -11,44 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.storage.attributes import METRIC_ATTR
 
-if TYPE_CHECKING:
-    import optuna
-
 STORAGE_HELP = "study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db in the working directory)"
 # storage.export.EXPORT_FORMATS, repeated so that export --help needs no storage layer; a test holds them equal.
 EXPORT_FORMATS = ("csv", "parquet", "json")
-
-
-@contextmanager
-def usage_errors(url: str = "") -> Iterator[None]:
-    """Turn the storage layer's errors about the user's input into one-line ``UsageError``s.
-
-    With ``url``, an error anywhere inside that says its SQLite file is damaged is one line too.
-    These commands read only the pages they show, so damage elsewhere does not stop them and
-    whatever can still be read can be exported; the search and the worker, which write,
-    check every page first.
-    """
-    from hpsearch.storage.engine import DamagedDatabaseError, sqlite_damage
-    from hpsearch.storage.reading import ExportError
-    from hpsearch.storage.urls import StorageURLError
-
-    try:
-        yield
-    except Exception as error:
-        damage = sqlite_damage(error) if url else None
-        if damage is not None:
-            raise UsageError(str(DamagedDatabaseError(url, str(damage)))) from None
-        if isinstance(error, (StorageURLError, ExportError)):
-            raise UsageError(str(error)) from None
-        raise
 
 
 def studies_main(argv: Sequence[str]) -> int:
@@ -62,12 +33,13 @@ def studies_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     args = parser.parse_args(argv)
     from hpsearch.search.results import aligned_table
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.reading import COUNT_COLUMNS, SUMMARY_COLUMNS, summary_rows
     from hpsearch.storage.urls import mask_password, resolve_storage_url
 
     url = resolve_storage_url(args.storage)
-    with usage_errors(url):
-        rows = summary_rows(url)
+    with StudyDatabase.open_for_reading(url) as database, database.connect() as connection:
+        rows = summary_rows(connection)
     if not rows:
         print(f"no studies in {mask_password(url)}")
         return EXIT_OK
@@ -82,27 +54,6 @@ def studies_main(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def read_only_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna storage on an existing database that creates no table and switches no journal mode."""
-    import optuna
-
-    from hpsearch.storage.engine import reader_engine_options
-    from hpsearch.storage.urls import mask_password
-
-    sa_url, engine_kwargs = reader_engine_options(url)
-    try:
-        return optuna.storages.RDBStorage(sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
-    except RuntimeError as error:  # a schema written by another Optuna version
-        raise UsageError(f"cannot read {mask_password(url)}: {str(error).splitlines()[0]}") from None
-
-
-def _read_only_study(url: str, study_name: str) -> optuna.Study:
-    """Load a study that is known to exist without creating tables or switching journal modes."""
-    import optuna
-
-    return optuna.load_study(study_name=study_name, storage=read_only_storage(url))
-
-
 def trials_main(argv: Sequence[str]) -> int:
     """``hpsearch trials --study NAME``: the study's trials as a table, best first."""
     parser = ArgumentParser(
@@ -115,19 +66,12 @@ def trials_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument("--metric", help="title of the value column (default: the metric the search monitored)")
     args = parser.parse_args(argv)
-    import optuna
-
     from hpsearch.search.results import format_results_table
-    from hpsearch.storage.reading import find_study, read_connection
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.urls import resolve_storage_url
 
-    url = resolve_storage_url(args.storage)
-
-    with usage_errors(url):
-        with read_connection(url) as connection:
-            find_study(connection, args.study, url)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = _read_only_study(url, args.study)
+    with StudyDatabase.open_for_reading(resolve_storage_url(args.storage)) as database:
+        study = database.load_study(args.study)
         metric = args.metric or study.user_attrs.get(METRIC_ATTR)
         table = format_results_table(study, metric)
     print(table)
@@ -157,12 +101,12 @@ def export_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.format == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise UsageError("--format parquet needs pyarrow: pip install 'hpsearch[parquet]' (or use --format csv)")
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.export import export_study
     from hpsearch.storage.urls import resolve_storage_url
 
-    url = resolve_storage_url(args.storage)
-    with usage_errors(url):
-        paths = export_study(url, args.study, args.format, args.out)
+    with StudyDatabase.open_for_reading(resolve_storage_url(args.storage)) as database:
+        paths = export_study(database, args.study, args.format, args.out)
     for path in paths:
         print(f"wrote {path}")
     return EXIT_OK

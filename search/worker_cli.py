@@ -42,16 +42,15 @@ def worker_main(argv: Sequence[str]) -> int:
     """
     args = build_worker_parser().parse_args(argv)
     # Imported after parsing: hpsearch worker --help must not wait for Optuna, the storage layer or torch.
-    import optuna
     import torch
     from tqdm.auto import tqdm
 
-    from hpsearch.search.orchestrator import Orchestrator, load_spec, open_storage, silent
+    from hpsearch.search.orchestrator import Orchestrator, load_spec, open_database, silent
     from hpsearch.search.plugins import load_plugins
     from hpsearch.search.signals import graceful_interrupts
     from hpsearch.search.spec import resolve
     from hpsearch.search.workers import use_device
-    from hpsearch.storage.urls import mask_password, resolve_storage_url, sqlite_path
+    from hpsearch.storage.urls import resolve_storage_url
     from hpsearch.trainers.hardware import resolve_device
 
     if args.n_trials is not None and args.n_trials < 1:
@@ -65,21 +64,15 @@ def worker_main(argv: Sequence[str]) -> int:
             raise UsageError(str(error)) from None
     heartbeat = heartbeat_from(args)
     url = resolve_storage_url(args.storage)
-    database = sqlite_path(url)
-    if database is not None and not database.exists():
-        raise UsageError(f"no study database at {database}; pass --storage, or create the study with hpsearch create")
-    try:
-        stored = optuna.load_study(study_name=args.study, storage=open_storage(url, heartbeat, tqdm.write, wait=True))
-    except KeyError:
-        raise UsageError(f"no study named {args.study!r} in {mask_password(url)}; see hpsearch studies") from None
-    spec = dataclasses.replace(load_spec(stored), storage=url, output_dir=args.output_dir or load_spec(stored).output_dir)
+    database = open_database(url, heartbeat, tqdm.write, wait=True, create=False)
+    stored = load_spec(database.load_study(args.study))
+    spec = dataclasses.replace(stored, storage=url, output_dir=args.output_dir or stored.output_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
     resolved = use_device(resolve(spec), args.device)
     orchestrator = Orchestrator(resolved, echo=silent if args.quiet else tqdm.write, progress=not args.no_progress,
-                                heartbeat=heartbeat, seeded_sampler=False)
-    orchestrator.wait_for_database = True
+                                heartbeat=heartbeat, seeded_sampler=False, database=database)
     with graceful_interrupts():
         outcome = orchestrator.work(orchestrator.open(), args.n_trials)
     print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed.")

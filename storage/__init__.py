@@ -11,7 +11,7 @@ from typing import Any
 # Each name's module, imported when the name is first used: importing one light module of this
 # package (``retry``, ``urls``) must not load pandas, SQLAlchemy and Optuna for the CLI's --help.
 _EXPORTS = {
-    "create_engine": "engine", "open_optuna_storage": "engine",
+    "StudyDatabase": "database", "StorageError": "errors", "StorageOpenError": "errors",
     "EpochMetricsTable": "epoch_metrics", "delete_study": "epoch_metrics",
     "ExportError": "reading", "StorageReadError": "reading", "UnknownStudyError": "reading",
     "epochs_frame": "export", "export_study": "export", "study_summaries": "export", "trials_frame": "export",

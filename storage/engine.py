@@ -1,4 +1,4 @@
-"""Database engines and Optuna storages for a storage URL."""
+"""How an engine is configured for a parsed storage URL, and the SQLite file checks made before a write."""
 
 from __future__ import annotations
 
@@ -12,34 +12,26 @@ from urllib.parse import quote
 
 import sqlalchemy
 import sqlalchemy.exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL
 
-# The queue-aware Optuna storage lives in the one module that touches Optuna's private API;
-# it is re-exported here, where callers open storages.
-from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty
-from hpsearch.storage.retry import DatabaseRetry, error_chain
-from hpsearch.storage.urls import StorageURLError, mask_password, parse_storage_url, sqlite_path
+from hpsearch.storage.retry import error_chain
+from hpsearch.storage.urls import StorageURLError, mask_password
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S",
     "DamagedDatabaseError",
-    "QueueEmpty",
-    "QueuedRDBStorage",
-    "create_engine",
     "damaged_sqlite_errors",
     "engine_options",
-    "reader_engine_options",
-    "open_optuna_storage",
     "prepare_sqlite",
+    "reader_engine_options",
     "sqlite_damage",
 ]
 
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
-def engine_options(url: str) -> tuple[str, dict[str, Any]]:
-    """The SQLAlchemy URL string and engine keyword arguments for ``url``."""
-    parsed = parse_storage_url(url)
+def engine_options(parsed: URL) -> tuple[str, dict[str, Any]]:
+    """The SQLAlchemy URL string and engine keyword arguments for a parsed storage URL."""
     if parsed.get_backend_name() == "sqlite":
         # A long busy timeout lets several local workers queue for the write lock instead of
         # failing with "database is locked".
@@ -47,15 +39,15 @@ def engine_options(url: str) -> tuple[str, dict[str, Any]]:
     return parsed.render_as_string(hide_password=False), {"pool_pre_ping": True}
 
 
-def reader_engine_options(url: str) -> tuple[str, dict[str, Any]]:
+def reader_engine_options(parsed: URL) -> tuple[str, dict[str, Any]]:
     """``engine_options`` for a reader: a SQLite file it cannot open in place is read immutable.
 
     A WAL database is read through a ``-shm`` file beside it, which cannot be made on a
     read-only mount or in another user's folder ("attempt to write a readonly database");
     read immutable, it needs nothing but the file.
     """
-    sa_url, kwargs = engine_options(url)
-    path = sqlite_path(url)
+    sa_url, kwargs = engine_options(parsed)
+    path = Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
     if path is not None and not _readable_in_place(path):
         return f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&immutable=1&uri=true", kwargs
     return sa_url, kwargs
@@ -160,7 +152,7 @@ def _switch_to_wal(connection: sqlite3.Connection, deadline: float) -> None:
             time.sleep(0.05)
 
 
-def prepare_sqlite(url: str) -> None:
+def prepare_sqlite(parsed: URL, url: str) -> None:
     """Check a SQLite database's pages, then switch it to WAL, which lets readers run while one worker writes.
 
     WAL is a property of the file, so setting it once covers every later connection. The
@@ -170,7 +162,6 @@ def prepare_sqlite(url: str) -> None:
     minute) is the ``OperationalError`` SQLAlchemy's engine would raise a moment later, which
     callers already report in one line.
     """
-    parsed = parse_storage_url(url)
     if parsed.get_backend_name() != "sqlite":
         return
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
@@ -184,23 +175,3 @@ def prepare_sqlite(url: str) -> None:
             connection.close()
     except sqlite3.OperationalError as error:
         raise sqlalchemy.exc.OperationalError(None, None, error) from None
-
-
-def create_engine(url: str, read_only: bool = False) -> Engine:
-    """A SQLAlchemy engine on the study database, configured like the Optuna storage's (``read_only``: a reader's)."""
-    sa_url, kwargs = reader_engine_options(url) if read_only else engine_options(url)
-    return sqlalchemy.create_engine(sa_url, **kwargs)
-
-
-def open_optuna_storage(url: str, **kwargs: Any) -> QueuedRDBStorage:
-    """An Optuna storage on ``url`` (extra ``kwargs`` go to ``QueuedRDBStorage``: heartbeats, ``retry``).
-
-    Opening it is not retried: a database that is down when a command starts is one line now,
-    not two minutes of waiting. A SQLite file that is damaged or not a database is a
-    ``DamagedDatabaseError``.
-    """
-    prepare_sqlite(url)
-    sa_url, engine_kwargs = engine_options(url)
-    kwargs.setdefault("retry", DatabaseRetry(url))
-    with damaged_sqlite_errors(url):
-        return QueuedRDBStorage(sa_url, engine_kwargs=engine_kwargs, **kwargs)

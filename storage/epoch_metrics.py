@@ -25,12 +25,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateTable
 
-from hpsearch.storage.engine import create_engine, open_optuna_storage
 from hpsearch.storage.optuna_seam import STUDIES, TRIALS
-from hpsearch.storage.retry import DatabaseRetry
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from hpsearch.storage.database import StudyDatabase
 
 TABLE_NAME = "hpsearch_epoch_metrics"
 KEY_COLUMNS = ("trial_id", "epoch")
@@ -189,18 +189,25 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class EpochMetricsTable:
-    """Writes and reads ``hpsearch_epoch_metrics`` in the database at ``url``.
+    """Writes and reads ``hpsearch_epoch_metrics`` in a study database.
 
-    The table is created on the first construction against a database. Each ``write`` is one
-    transaction, so a crash loses at most the epoch being written.
+    Give it an open ``StudyDatabase`` (its engine and retry are shared, and it stays open when
+    the table is closed), or a URL, which it opens for search and closes with the table. The
+    table is created on the first construction against a database opened for search. Each
+    ``write`` is one transaction, so a crash loses at most the epoch being written.
     """
 
-    def __init__(self, url: str, retry: DatabaseRetry | None = None) -> None:
-        self.url = url
-        self._engine = create_engine(url)
-        # A worker passes its storage's retry, so that one outage clock covers all its writes.
-        self.retry = retry if retry is not None else DatabaseRetry(url)
-        ensure_table(self._engine)
+    def __init__(self, database: str | StudyDatabase) -> None:
+        from hpsearch.storage.database import StudyDatabase
+
+        self._owned = isinstance(database, str)
+        self.database = StudyDatabase.open_for_search(database) if isinstance(database, str) else database
+        self.url = self.database.url
+        self._engine = self.database.engine
+        # One outage clock for all of a worker's writes: the storage's.
+        self.retry = self.database.retry
+        if self.database.writable:
+            ensure_table(self._engine)
 
     def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
         """Store one epoch of trial ``trial_id`` (``optuna_seam.trial_id(trial)``); replaces a rewrite.
@@ -268,8 +275,9 @@ class EpochMetricsTable:
         return result.rowcount
 
     def close(self) -> None:
-        """Release the table's database connections."""
-        self._engine.dispose()
+        """Close the database if the table opened it."""
+        if self._owned:
+            self.database.close()
 
     def __enter__(self) -> EpochMetricsTable:
         return self
@@ -280,13 +288,8 @@ class EpochMetricsTable:
 
 def delete_study(url: str, study_name: str) -> None:
     """Delete a study and its epoch rows (``optuna.delete_study`` alone would orphan them)."""
-    table = EpochMetricsTable(url)
-    try:
-        table.delete_study_rows(study_name)
-    finally:
-        table.close()
-    storage = open_optuna_storage(url)
-    try:
-        optuna.delete_study(study_name=study_name, storage=storage)
-    finally:
-        storage.engine.dispose()
+    from hpsearch.storage.database import StudyDatabase
+
+    with StudyDatabase.open_for_search(url) as database:
+        database.epoch_table.delete_study_rows(study_name)
+        optuna.delete_study(study_name=study_name, storage=database.storage)

@@ -12,9 +12,10 @@ shares: ``duration`` is in seconds (a float), and cells holding lists or dicts (
 ``system_attrs_fixed_params``) or columns mixing value types are JSON text. JSON files are strict
 JSON, which has no infinity: non-finite numbers are ``null`` there (CSV and parquet keep them).
 
-Opening the database, finding the study, the per-study summary rows and the errors they raise
-(``StorageReadError``, ``UnknownStudyError``, both ``ExportError``) live in ``storage/reading.py``,
-which needs no pandas, and are importable from here too.
+Each reader takes a storage URL, or a ``StudyDatabase`` a caller opened once. Finding the study,
+the per-study summary rows and the errors they raise (``StorageReadError``, ``UnknownStudyError``,
+both ``ExportError``) live in ``storage/reading.py``, which needs no pandas, and are importable
+from here too.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from hpsearch.storage.optuna_seam import (
     TRIALS,
     ValueType,
 )
+from hpsearch.storage.database import StudyDatabase, reading
 from hpsearch.storage.pareto import pareto_mask
 from hpsearch.storage.reading import (  # noqa: F401  ExportError and the readers, importable from here as before
     ExportError,
@@ -56,7 +58,6 @@ from hpsearch.storage.reading import (  # noqa: F401  ExportError and the reader
     SUMMARY_COLUMNS,
     UnknownStudyError,
     find_study,
-    read_connection,
     summary_rows,
 )
 
@@ -175,10 +176,13 @@ def _trials(connection: Connection, study_id: int) -> pd.DataFrame:
     return frame.astype({"trial_id": "int64", "number": "int64", "state": str})
 
 
-def trials_frame(url: str, study_name: str) -> pd.DataFrame:
-    """One row per trial, with the columns and values of Optuna's ``study.trials_dataframe()``."""
-    with read_connection(url) as connection:
-        study = find_study(connection, study_name, url)
+def trials_frame(storage: str | StudyDatabase, study_name: str) -> pd.DataFrame:
+    """One row per trial, with the columns and values of Optuna's ``study.trials_dataframe()``.
+
+    ``storage`` is a storage URL or an open ``StudyDatabase``.
+    """
+    with reading(storage) as database, database.connect() as connection:
+        study = find_study(connection, study_name, database.url)
         trials = _trials(connection, study.study_id)
         if trials.empty:
             return pd.DataFrame()
@@ -208,7 +212,7 @@ def _on_front(values: dict[str, list[Any]], directions: tuple[str, ...], states:
     return pareto_mask(table, [d == "MAXIMIZE" for d in directions]).tolist()
 
 
-def epochs_frame(url: str, study_name: str) -> pd.DataFrame:
+def epochs_frame(storage: str | StudyDatabase, study_name: str) -> pd.DataFrame:
     """One row per (trial, epoch): intermediate value, per-epoch metrics, the trial's params.
 
     Columns: ``number``, ``state``, ``epoch``, ``intermediate_value`` (what the trial reported
@@ -216,8 +220,8 @@ def epochs_frame(url: str, study_name: str) -> pd.DataFrame:
     trial's task lacks one), then ``params_*``. Steps without a metrics row, as in a study run
     outside hpsearch, still appear, with NaN metrics.
     """
-    with read_connection(url) as connection:
-        study = find_study(connection, study_name, url)
+    with reading(storage) as database, database.connect() as connection:
+        study = find_study(connection, study_name, database.url)
         trials = _trials(connection, study.study_id)[["trial_id", "number", "state"]]
         position = {trial_id: i for i, trial_id in enumerate(trials["trial_id"].tolist())}
         params = pd.DataFrame({"trial_id": trials["trial_id"], **_param_columns(connection, study.study_id, position)})
@@ -247,14 +251,16 @@ def epochs_frame(url: str, study_name: str) -> pd.DataFrame:
     return frame[order].sort_values(["number", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def study_summaries(url: str) -> pd.DataFrame:
+def study_summaries(storage: str | StudyDatabase) -> pd.DataFrame:
     """One row per study: ``study``, ``directions``, ``metric``, ``trials``, a count per state, ``best_value``.
 
     ``best_value`` is the best complete value of a single-objective study (NaN for none, and for
     multi-objective studies, whose best is a Pareto front). ``metric`` is the name from
     ``study.set_metric_names`` or the metric an hpsearch run monitors, else empty.
     """
-    return pd.DataFrame(summary_rows(url), columns=SUMMARY_COLUMNS).astype({"best_value": "float64"})
+    with reading(storage) as database, database.connect() as connection:
+        rows = summary_rows(connection)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"best_value": "float64"})
 
 
 def _cell_to_json(value: Any) -> Any:
@@ -322,13 +328,14 @@ def check_output_dir(out_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
-def export_study(url: str, study_name: str, fmt: str, out_dir: str | os.PathLike[str]) -> list[Path]:
+def export_study(storage: str | StudyDatabase, study_name: str, fmt: str, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``trials.<fmt>`` and ``epochs.<fmt>`` for ``study_name`` into ``out_dir``; return their paths."""
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     path = check_output_dir(out_dir)
     # Read both before writing either, so an unreadable study leaves nothing behind.
-    frames = {"trials": trials_frame(url, study_name), "epochs": epochs_frame(url, study_name)}
+    with reading(storage) as database:
+        frames = {"trials": trials_frame(database, study_name), "epochs": epochs_frame(database, study_name)}
     if frames["trials"].columns.empty:  # a study without trials still gets a header
         frames["trials"] = pd.DataFrame(columns=["number", "value", "datetime_start", "datetime_complete", "duration", "state"])
     written = []

@@ -1,19 +1,15 @@
-"""Opening an existing study database to read it: ``read_connection``, ``find_study`` and their errors.
+"""Reading a study database: ``find_study``, the studies' summary, and the errors of reading.
 
-Without pandas: ``hpsearch trials`` needs these and no DataFrame. Readers never create anything:
-a missing SQLite file or a database without Optuna's tables is a ``StorageReadError``, an unknown
-study an ``UnknownStudyError``; both are ``ExportError``, a ``ValueError`` the CLI turns into a
-one-line usage error.
+Without pandas: ``hpsearch trials`` needs these and no DataFrame. A missing SQLite file or a
+database without Optuna's tables is a ``StorageReadError``, an unknown study an
+``UnknownStudyError``; both are ``ExportError``, a ``StorageError`` the CLI prints as one line.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +17,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import Connection
 
 from hpsearch.storage.attributes import METRIC_ATTR
-from hpsearch.storage.engine import create_engine
+from hpsearch.storage.errors import StorageError
 from hpsearch.storage.optuna_seam import (
     METRIC_NAMES_ATTR,
     STUDIES,
@@ -33,7 +29,7 @@ from hpsearch.storage.optuna_seam import (
     ValueType,
     state_is,
 )
-from hpsearch.storage.urls import mask_password, parse_storage_url
+from hpsearch.storage.urls import mask_password
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 #: The summary's integer columns: the trial count, then one count per state.
@@ -41,7 +37,7 @@ COUNT_COLUMNS = ("trials", *(state.lower() for state in STATES))
 SUMMARY_COLUMNS = ("study", "directions", "metric", *COUNT_COLUMNS, "best_value")
 
 
-class ExportError(ValueError):
+class ExportError(StorageError):
     """A study cannot be read or written out; the message says what to check."""
 
 
@@ -51,31 +47,6 @@ class StorageReadError(ExportError):
 
 class UnknownStudyError(StorageReadError):
     """No study of that name in the database."""
-
-
-@contextmanager
-def read_connection(url: str) -> Iterator[Connection]:
-    """A connection to an existing study database; creates no file, table or row."""
-    parsed = parse_storage_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
-        raise StorageReadError(
-            f"no database file {parsed.database}; pass --storage URL or set HPSEARCH_STORAGE "
-            "(the default is sqlite:///hpsearch.db in the working directory)"
-        )
-    engine = create_engine(url, read_only=True)
-    try:
-        try:
-            connection = engine.connect()
-            has_studies = sa.inspect(connection).has_table(STUDIES.name)
-        except sa.exc.DBAPIError as error:
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-            raise StorageReadError(f"cannot read storage {mask_password(url)}: {mask_password(reason)}") from None
-        with connection:
-            if not has_studies:
-                raise StorageReadError(f"{mask_password(url)} holds no Optuna studies (it has no '{STUDIES.name}' table)")
-            yield connection
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -117,27 +88,26 @@ def _best(extremes: dict[str, tuple[float, float]], minimize: bool) -> float:
     return math.inf if ValueType.INF_POS in extremes else extremes[finite][1] if finite in extremes else -math.inf
 
 
-def summary_rows(url: str) -> list[dict[str, Any]]:
+def summary_rows(connection: Connection) -> list[dict[str, Any]]:
     """One dict per study, keyed by ``SUMMARY_COLUMNS``: what ``hpsearch studies`` and ``study_summaries`` show."""
-    with read_connection(url) as connection:
-        run = lambda query: connection.execute(query).all()
-        s, d, t, v = STUDIES, STUDY_DIRECTIONS, TRIALS, TRIAL_VALUES
-        studies = run(sa.select(s.c.study_id, s.c.study_name).order_by(s.c.study_id))
-        directions = run(sa.select(d.c.study_id, d.c.direction).order_by(d.c.study_id, d.c.objective))
-        counts = run(sa.select(t.c.study_id, t.c.state, sa.func.count()).group_by(t.c.study_id, t.c.state))
-        best = run(
-            sa.select(t.c.study_id, v.c.value_type, sa.func.min(v.c.value), sa.func.max(v.c.value))
-            .join_from(v, t, t.c.trial_id == v.c.trial_id)
-            .where(state_is(t.c.state, TrialState.COMPLETE), v.c.objective == 0)
-            .group_by(t.c.study_id, v.c.value_type)
+    run = lambda query: connection.execute(query).all()
+    s, d, t, v = STUDIES, STUDY_DIRECTIONS, TRIALS, TRIAL_VALUES
+    studies = run(sa.select(s.c.study_id, s.c.study_name).order_by(s.c.study_id))
+    directions = run(sa.select(d.c.study_id, d.c.direction).order_by(d.c.study_id, d.c.objective))
+    counts = run(sa.select(t.c.study_id, t.c.state, sa.func.count()).group_by(t.c.study_id, t.c.state))
+    best = run(
+        sa.select(t.c.study_id, v.c.value_type, sa.func.min(v.c.value), sa.func.max(v.c.value))
+        .join_from(v, t, t.c.trial_id == v.c.trial_id)
+        .where(state_is(t.c.state, TrialState.COMPLETE), v.c.objective == 0)
+        .group_by(t.c.study_id, v.c.value_type)
+    )
+    system, user = STUDY_SYSTEM_ATTRIBUTES, STUDY_USER_ATTRIBUTES
+    names = run(
+        sa.union_all(
+            sa.select(system.c.study_id, system.c.key, system.c.value_json).where(system.c.key == METRIC_NAMES_ATTR),
+            sa.select(user.c.study_id, user.c.key, user.c.value_json).where(user.c.key == METRIC_ATTR),
         )
-        system, user = STUDY_SYSTEM_ATTRIBUTES, STUDY_USER_ATTRIBUTES
-        names = run(
-            sa.union_all(
-                sa.select(system.c.study_id, system.c.key, system.c.value_json).where(system.c.key == METRIC_NAMES_ATTR),
-                sa.select(user.c.study_id, user.c.key, user.c.value_json).where(user.c.key == METRIC_ATTR),
-            )
-        )
+    )
     by_study: dict[int, list[str]] = {}
     for study_id, direction in directions:
         by_study.setdefault(study_id, []).append(str(direction).lower())

@@ -9,11 +9,13 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from hpsearch.storage.errors import StorageError
+
 STORAGE_ENV = "HPSEARCH_STORAGE"
 DEFAULT_DB_NAME = "hpsearch.db"
 
 
-class StorageURLError(ValueError):
+class StorageURLError(StorageError):
     """A storage URL that cannot be used; the message says how to fix it."""
 
 

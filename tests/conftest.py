@@ -120,10 +120,10 @@ def postgres_url(postgres_server: str, study_name: str) -> Iterator[str]:
     yield postgres_server
     import optuna
 
-    from hpsearch.storage.engine import open_optuna_storage
+    from hpsearch.storage.database import StudyDatabase
     from hpsearch.storage.epoch_metrics import delete_study
 
-    storage = open_optuna_storage(postgres_server)
+    storage = StudyDatabase.open_for_search(postgres_server).storage
     try:
         names = [name for name in optuna.get_all_study_names(storage) if name.startswith(study_name)]
     finally:

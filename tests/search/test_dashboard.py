@@ -19,8 +19,8 @@ import pytest
 
 from hpsearch.search.dashboard_cli import dashboard_main
 from hpsearch.search.errors import UsageError
-from hpsearch.storage import open_optuna_storage, trials_frame
-from hpsearch.storage.export import find_study, read_connection
+from hpsearch.storage import StudyDatabase, trials_frame
+from hpsearch.storage.export import find_study
 from tests.browser import artifacts_dir, browser  # noqa: F401  (browser is a fixture)
 from tests.search.conftest import hpsearch_command
 from tests.search.test_report import SEARCHED_STUDY, files, searched_study
@@ -67,7 +67,7 @@ def real_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_dashboard_shows_trials_intermediate_values_and_flops(real_url, tmp_path, browser):  # noqa: F811
     trials = trials_frame(real_url, SEARCHED_STUDY).set_index("number")
-    with read_connection(real_url) as connection:
+    with StudyDatabase.open_for_reading(real_url).connect() as connection:
         study_id = find_study(connection, SEARCHED_STUDY).study_id
 
     with dashboard("--storage", real_url, "--port", "0", cwd=tmp_path) as (process, url, printed):
@@ -111,7 +111,7 @@ def test_dashboard_shows_trials_intermediate_values_and_flops(real_url, tmp_path
 
 
 def test_ctrl_c_stops_the_server_with_exit_0(sqlite_url, study_name, tmp_path):
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     with dashboard("--storage", sqlite_url, "--port", "0", cwd=tmp_path) as (process, url, _):
         with urllib.request.urlopen(url.replace("/dashboard/", "/api/studies"), timeout=10) as response:
             assert study_name in response.read().decode()
@@ -121,7 +121,7 @@ def test_ctrl_c_stops_the_server_with_exit_0(sqlite_url, study_name, tmp_path):
 
 def test_passwords_are_masked_in_what_is_printed(postgres_url, study_name, tmp_path):
     # The test server trusts local connections, so any password gets in.
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(postgres_url))
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(postgres_url).storage)
     with_password = postgres_url.replace("://postgres@", "://postgres:s3cret-pw@")
     assert "s3cret-pw" in with_password
     with dashboard("--storage", with_password, "--port", "0", cwd=tmp_path) as (process, _, printed):
@@ -144,7 +144,7 @@ def test_passwords_are_masked_in_what_is_printed(postgres_url, study_name, tmp_p
     ],
 )
 def test_bad_input_is_one_usage_error_and_creates_nothing(sqlite_url, study_name, tmp_path, monkeypatch, args, message):
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     monkeypatch.setenv("HPSEARCH_STORAGE", sqlite_url)
     (tmp_path / "empty.db").touch()
     before = files(tmp_path)

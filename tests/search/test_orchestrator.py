@@ -27,7 +27,7 @@ def queued_points(tmp_path, name: str, seed: int) -> tuple[list[dict], list[dict
     study, planned = orchestrator.create(None)
     assert planned == 16
     trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number)
-    orchestrator.storage.engine.dispose()
+    orchestrator.database.close()
     return [t.system_attrs["fixed_params"] for t in trials], resolved.sweep.grid_points()
 
 
@@ -91,8 +91,8 @@ def test_create_on_a_study_with_a_stale_running_trial_queues_its_retry_instead_o
     (retry,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert retry.system_attrs["failed_trial"] == second.number  # Optuna's heartbeat retry, which resumes
     assert retry.params == second.params
-    again.storage.engine.dispose()
-    orchestrator.storage.engine.dispose()
+    again.database.close()
+    orchestrator.database.close()
 
 
 def test_waiting_for_the_queue_lasts_while_a_trial_runs_and_ends_with_its_retry(tmp_path):
@@ -114,7 +114,7 @@ def test_waiting_for_the_queue_lasts_while_a_trial_runs_and_ends_with_its_retry(
     began = time.monotonic()
     assert orchestrator._wait_for_queue(study, None, None) is False
     assert time.monotonic() - began < 1
-    orchestrator.storage.engine.dispose()
+    orchestrator.database.close()
 
 
 def test_waiting_stops_at_the_deadline(tmp_path):
@@ -127,4 +127,4 @@ def test_waiting_stops_at_the_deadline(tmp_path):
     began = time.monotonic()
     assert orchestrator._wait_for_queue(study, time.monotonic() + 1.5, None) is False
     assert 1.4 <= time.monotonic() - began < 2.5
-    orchestrator.storage.engine.dispose()
+    orchestrator.database.close()

@@ -15,9 +15,13 @@ from optuna.trial import TrialState, create_trial
 
 from hpsearch.search import report_cli
 from hpsearch.search.errors import UsageError
+from hpsearch.storage.errors import StorageError
+
+# What the CLI prints as one line, exit 2: the search's usage errors and the storage layer's.
+ONE_LINE_ERRORS = (UsageError, StorageError)
 from hpsearch.search.report import pareto_mask, report_sections
 from hpsearch.search.report_cli import report_main
-from hpsearch.storage import EpochMetricsTable, open_optuna_storage, trial_id, trials_frame
+from hpsearch.storage import EpochMetricsTable, StudyDatabase, trial_id, trials_frame
 from tests.browser import Page, browser  # noqa: F401  (browser is a fixture)
 from tests.search.conftest import TINY, hpsearch_command
 
@@ -55,7 +59,7 @@ def make_study(url: str, name: str, points: list[tuple[TrialState, float | None,
 
     With two directions the FLOPs are the second objective.
     """
-    study = optuna.create_study(study_name=name, storage=open_optuna_storage(url), directions=directions)
+    study = optuna.create_study(study_name=name, storage=StudyDatabase.open_for_search(url).storage, directions=directions)
     if names:
         study.set_metric_names(names)
     for i, (state, value, flops) in enumerate(points):
@@ -166,7 +170,7 @@ def test_pareto_mask():
 
 
 def test_a_study_run_outside_hpsearch_gets_notes_instead_of_missing_charts(sqlite_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     study.add_trial(create_trial(value=1.0, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, intermediate_values={0: 2.0, 1: 1.0}))
 
     _, sections = report_sections(sqlite_url, study_name)
@@ -192,11 +196,11 @@ def test_a_study_run_outside_hpsearch_gets_notes_instead_of_missing_charts(sqlit
 )
 def test_bad_input_is_one_usage_error_and_writes_nothing(sqlite_url, study_name, tmp_path, monkeypatch, args, message):
     make_study(sqlite_url, study_name, [(TrialState.COMPLETE, 1.0, 1e6)], ["minimize"])
-    optuna.create_study(study_name=f"{study_name}-empty", storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=f"{study_name}-empty", storage=StudyDatabase.open_for_search(sqlite_url).storage)
     monkeypatch.setenv("HPSEARCH_STORAGE", sqlite_url)
     before = files(tmp_path)
 
-    with pytest.raises(UsageError, match=message) as error:
+    with pytest.raises(ONE_LINE_ERRORS, match=message) as error:
         report_main([a.format(tmp=tmp_path, study=study_name) for a in args])
 
     assert "\n" not in str(error.value)
@@ -205,7 +209,7 @@ def test_bad_input_is_one_usage_error_and_writes_nothing(sqlite_url, study_name,
 
 def test_missing_sqlite_file_is_not_created(tmp_path):
     path = tmp_path / "typo.db"
-    with pytest.raises(UsageError, match="no database file"):
+    with pytest.raises(ONE_LINE_ERRORS, match="no database file"):
         report_main(["--study", "s", "--storage", f"sqlite:///{path}", "--out", str(tmp_path / "r.html")])
     assert not path.exists()
 
@@ -220,7 +224,7 @@ def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(sqlite_url, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report_cli.os, "replace", full_disk)
-    with pytest.raises(UsageError, match="cannot write --out .*No space left on device"):
+    with pytest.raises(ONE_LINE_ERRORS, match="cannot write --out .*No space left on device"):
         report_main(["--study", study_name, "--storage", sqlite_url, "--out", str(out)])
 
     assert out.read_text() == "old"

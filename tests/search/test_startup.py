@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from hpsearch.search import tables_cli
-from hpsearch.storage import export, open_optuna_storage
+from hpsearch.storage import StudyDatabase, export
 
 # Runs the CLI in this fresh interpreter, then prints the exit code and the big packages loaded.
 PROBE = """
@@ -46,7 +46,7 @@ def test_help_imports_no_torch(command):
 
 @pytest.fixture
 def small_study(sqlite_url: str, study_name: str) -> str:
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     study.set_user_attr("hpsearch.metric", "val_loss")
     study.enqueue_trial({"lr": 0.01})
     study.optimize(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=1)

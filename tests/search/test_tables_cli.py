@@ -15,9 +15,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpsearch.search.errors import UsageError
+from hpsearch.storage.errors import StorageError
+
+# What the CLI prints as one line, exit 2: the search's usage errors and the storage layer's.
+ONE_LINE_ERRORS = (UsageError, StorageError)
 from hpsearch.search.results import format_results_table
 from hpsearch.search.tables_cli import export_main, studies_main, trials_main
-from hpsearch.storage import open_optuna_storage, study_summaries, trials_frame
+from hpsearch.storage import StudyDatabase, study_summaries, trials_frame
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "kernel_type": CategoricalDistribution(["rbf", "compact"])}
@@ -38,7 +42,7 @@ def trial(state: TrialState, value: float | None, lr: float, kernel: str, epochs
 
 
 def make_study(url: str, name: str, direction: str = "minimize") -> optuna.Study:
-    study = optuna.create_study(study_name=name, storage=open_optuna_storage(url), direction=direction)
+    study = optuna.create_study(study_name=name, storage=StudyDatabase.open_for_search(url).storage, direction=direction)
     study.set_user_attr("hpsearch.metric", "val_loss")
     study.add_trials(
         [
@@ -71,7 +75,7 @@ def test_results_table_ranks_complete_trials_by_direction(sqlite_url, study_name
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_results_table_of_a_multi_objective_study(sqlite_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url), directions=["minimize", "maximize"])
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage, directions=["minimize", "maximize"])
     study.set_metric_names(["val_loss", "val_acc"])
     for loss, acc in [(0.5, 0.7), (0.2, 0.6), (0.9, 0.9)]:
         study.tell(study.ask({"lr": DISTRIBUTIONS["lr"]}), [loss, acc])
@@ -84,7 +88,7 @@ def test_results_table_of_a_multi_objective_study(sqlite_url, study_name):
 
 
 def test_results_table_of_an_empty_study(sqlite_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     assert "no trials" in format_results_table(study)
 
 
@@ -98,7 +102,7 @@ def test_trials_command_prints_the_table(sqlite_url, study_name, capsys):
 
 def test_studies_command_lists_counts_and_best(sqlite_url, study_name, capsys):
     make_study(sqlite_url, study_name)
-    optuna.create_study(study_name=f"{study_name}-empty", storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=f"{study_name}-empty", storage=StudyDatabase.open_for_search(sqlite_url).storage)
 
     assert studies_main(["--storage", sqlite_url]) == 0
 
@@ -162,7 +166,7 @@ def test_bad_input_is_one_usage_error_and_writes_nothing(sqlite_url, study_name,
     args = [a.format(tmp=tmp_path, study=study_name) for a in argv[1:]]
     before = sorted(tmp_path.rglob("*"))
 
-    with pytest.raises(UsageError, match=message) as error:
+    with pytest.raises(ONE_LINE_ERRORS, match=message) as error:
         mains[argv[0]](args)
 
     assert "\n" not in str(error.value)
@@ -172,14 +176,14 @@ def test_bad_input_is_one_usage_error_and_writes_nothing(sqlite_url, study_name,
 @pytest.mark.parametrize("command", [studies_main, lambda a: trials_main(["--study", "s", *a]), lambda a: export_main(["--study", "s", "--out", "o", *a])])
 def test_missing_sqlite_file_is_not_created(tmp_path, command):
     path = tmp_path / "typo.db"
-    with pytest.raises(UsageError, match="no database file"):
+    with pytest.raises(ONE_LINE_ERRORS, match="no database file"):
         command(["--storage", f"sqlite:///{path}"])
     assert not path.exists()
 
 
 def test_passwords_are_masked_in_errors():
     # Nothing listens on port 9 of this machine: the connection is refused at once.
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(ONE_LINE_ERRORS) as error:
         studies_main(["--storage", "postgresql://alice:s3cret-pw@127.0.0.1:9/db"])
     assert "s3cret-pw" not in str(error.value) and "alice:***@127.0.0.1:9" in str(error.value)
 
@@ -225,7 +229,7 @@ def test_a_page_damaged_where_the_command_reads_is_one_usage_error(sqlite_url, s
         "export": (export_main, ["--study", study_name, "--out", str(tmp_path / "o")]),
     }[command]
 
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(ONE_LINE_ERRORS) as error:
         main([*args, "--storage", sqlite_url])
 
     message = str(error.value)

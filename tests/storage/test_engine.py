@@ -14,14 +14,15 @@ import pytest
 import sqlalchemy
 
 from hpsearch.storage import trial_id
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.engine import (
     DamagedDatabaseError,
     damaged_sqlite_errors,
-    open_optuna_storage,
     prepare_sqlite,
     sqlite_damage,
 )
-from hpsearch.storage.urls import StorageURLError
+from hpsearch.storage.errors import StorageOpenError
+from hpsearch.storage.urls import StorageURLError, parse_storage_url
 
 ATTRS = {
     "epochs_run": 3,
@@ -34,7 +35,7 @@ ATTRS = {
 
 
 def test_set_trial_user_attrs_stores_what_set_user_attr_stores(storage_url: str, study_name: str) -> None:
-    storage = open_optuna_storage(storage_url)
+    storage = StudyDatabase.open_for_search(storage_url).storage
     study = optuna.create_study(study_name=study_name, storage=storage)
     one_by_one, batched = study.ask(), study.ask()
     for key, value in ATTRS.items():
@@ -47,7 +48,7 @@ def test_set_trial_user_attrs_stores_what_set_user_attr_stores(storage_url: str,
 
 
 def test_set_trial_user_attrs_replaces_existing_keys_and_keeps_others(sqlite_url: str, study_name: str) -> None:
-    storage = open_optuna_storage(sqlite_url)
+    storage = StudyDatabase.open_for_search(sqlite_url).storage
     trial = optuna.create_study(study_name=study_name, storage=storage).ask()
     trial.set_user_attr("epochs_run", 1)
     trial.set_user_attr("lr_finder.suggested", 0.01)
@@ -63,7 +64,7 @@ def test_set_trial_user_attrs_replaces_existing_keys_and_keeps_others(sqlite_url
 
 
 def test_set_trial_user_attrs_refuses_a_finished_trial_and_writes_nothing(sqlite_url: str, study_name: str) -> None:
-    storage = open_optuna_storage(sqlite_url)
+    storage = StudyDatabase.open_for_search(sqlite_url).storage
     study = optuna.create_study(study_name=study_name, storage=storage)
     trial = study.ask()
     study.tell(trial, 0.5)
@@ -78,7 +79,7 @@ def test_set_trial_user_attrs_refuses_a_finished_trial_and_writes_nothing(sqlite
 
 def _study_file(sqlite_url: str, study_name: str) -> Path:
     """A real study database with a few finished trials, its WAL folded back into the file."""
-    storage = open_optuna_storage(sqlite_url)
+    storage = StudyDatabase.open_for_search(sqlite_url).storage
     study = optuna.create_study(study_name=study_name, storage=storage)
     for value in (0.3, 0.2, 0.1):
         study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), value)
@@ -116,7 +117,7 @@ def test_a_damaged_file_is_one_clear_error_and_is_left_as_it_was(damage: str, sq
         damaged = _overwrite(path, *_table_page(path, "trials"))
 
     with pytest.raises(DamagedDatabaseError) as error:
-        open_optuna_storage(sqlite_url)
+        StudyDatabase.open_for_search(sqlite_url)
 
     line = str(error.value)
     assert "\n" not in line and line.startswith(f"cannot open storage {sqlite_url}: ")
@@ -132,7 +133,7 @@ def test_a_file_of_random_bytes_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "random.db"
     path.write_bytes(random.Random(0).randbytes(8192))
     with pytest.raises(DamagedDatabaseError, match=r"\(file is not a database\)"):
-        prepare_sqlite(f"sqlite:///{path}")
+        prepare_sqlite(parse_storage_url(f"sqlite:///{path}"), f"sqlite:///{path}")
     assert path.read_bytes() == random.Random(0).randbytes(8192)
 
 
@@ -153,15 +154,17 @@ def test_damage_found_behind_optuna_and_sqlalchemy_errors(sqlite_url: str, study
     assert sqlite_damage(ValueError("database disk image is malformed")) is None
 
 
-def test_a_sqlite_file_that_cannot_be_opened_is_sqlalchemys_operational_error(tmp_path: Path) -> None:
-    # Raw sqlite3 errors would escape the handlers that report an unusable database in one line.
-    with pytest.raises(sqlalchemy.exc.OperationalError, match="unable to open database file") as error:
-        open_optuna_storage(f"sqlite:///{tmp_path / 'no such folder' / 'x.db'}")
+def test_a_sqlite_file_that_cannot_be_opened_is_one_storage_open_error(tmp_path: Path) -> None:
+    # Raw sqlite3 errors would escape the CLI's handler of storage errors, which prints one line.
+    url = f"sqlite:///{tmp_path / 'no such folder' / 'x.db'}"
+    with pytest.raises(StorageOpenError, match="unable to open database file") as error:
+        StudyDatabase.open_for_search(url)
+    assert str(error.value) == f"cannot open storage {url}: unable to open database file"
     assert not isinstance(error.value, DamagedDatabaseError)
 
 
 def test_a_healthy_file_opens_after_the_check(sqlite_url: str, study_name: str) -> None:
     _study_file(sqlite_url, study_name)
-    storage = open_optuna_storage(sqlite_url)
+    storage = StudyDatabase.open_for_search(sqlite_url).storage
     assert [t.value for t in optuna.load_study(study_name=study_name, storage=storage).trials] == [0.3, 0.2, 0.1]
     storage.engine.dispose()

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from hpsearch.storage import trial_id
-from hpsearch.storage.engine import create_engine, open_optuna_storage
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import TABLE_NAME, EpochMetricsTable, delete_study, has_table
 from hpsearch.trainers.records import EpochRecord
 
@@ -34,7 +34,7 @@ def record(epoch: int, loss: float, **metrics: float) -> EpochRecord:
 def run_study(url: str, name: str) -> tuple[optuna.Study, list[tuple[int, int]]]:
     """Optimize like the orchestrator does: write the row, report, ask the pruner, every epoch."""
     study = optuna.create_study(
-        study_name=name, storage=open_optuna_storage(url), pruner=optuna.pruners.ThresholdPruner(upper=4.0)
+        study_name=name, storage=StudyDatabase.open_for_search(url).storage, pruner=optuna.pruners.ThresholdPruner(upper=4.0)
     )
     for x in POINTS:
         study.enqueue_trial({"x": x})
@@ -83,7 +83,7 @@ def test_one_row_per_finished_epoch_of_every_trial(storage_url, study_name):
 
 
 def test_row_holds_every_field_of_the_record(storage_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(storage_url))
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(storage_url).storage)
     trial = study.ask()
     expected = record(2, 0.75).as_row()
     with EpochMetricsTable(storage_url) as table:
@@ -97,7 +97,7 @@ def test_row_holds_every_field_of_the_record(storage_url, study_name):
 
 
 def test_rewriting_an_epoch_replaces_it(storage_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(storage_url))
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(storage_url).storage)
     trial = study.ask()
     with EpochMetricsTable(storage_url) as table:
         table.write(trial_id(trial), record(1, 2.0).as_row())
@@ -110,8 +110,8 @@ def test_rewriting_an_epoch_replaces_it(storage_url, study_name):
 
 
 def test_tasks_with_different_metrics_share_the_table(storage_url, study_name):
-    engine = create_engine(storage_url)
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(storage_url))
+    engine = StudyDatabase.open_for_search(storage_url).engine
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(storage_url).storage)
     classification, regression = study.ask(), study.ask()
     with EpochMetricsTable(storage_url) as table:
         columns_before = {c["name"] for c in sa.inspect(engine).get_columns(TABLE_NAME)}
@@ -126,7 +126,7 @@ def test_tasks_with_different_metrics_share_the_table(storage_url, study_name):
 
 
 def test_non_finite_values_read_back(storage_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(storage_url))
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(storage_url).storage)
     trial = study.ask()
     diverged = EpochRecord(epoch=1, lr=0.1, train_loss=math.inf, val_loss=math.nan, metrics={"val_acc": math.nan})
     with EpochMetricsTable(storage_url) as table:
@@ -155,14 +155,14 @@ def test_creating_the_table_at_once_from_many_connections(tmp_path):
 
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(open_and_write, range(6)))  # re-raises any worker's error
-    engine = create_engine(url)
+    engine = StudyDatabase.open_for_search(url).engine
     with engine.connect() as connection:
         assert connection.execute(sa.text(f"SELECT COUNT(*) FROM {TABLE_NAME}")).scalar() == 6
     engine.dispose()
 
 
 def test_table_is_created_on_demand_and_only_once(storage_url, study_name):
-    engine = create_engine(storage_url)
+    engine = StudyDatabase.open_for_search(storage_url).engine
     with EpochMetricsTable(storage_url), EpochMetricsTable(storage_url):
         assert has_table(engine)
     engine.dispose()
@@ -170,7 +170,7 @@ def test_table_is_created_on_demand_and_only_once(storage_url, study_name):
 
 def test_delete_study_removes_its_rows_only(storage_url, study_name):
     _, written = run_study(storage_url, study_name)
-    kept = optuna.create_study(study_name=f"{study_name}-kept", storage=open_optuna_storage(storage_url))
+    kept = optuna.create_study(study_name=f"{study_name}-kept", storage=StudyDatabase.open_for_search(storage_url).storage)
     kept_trial = kept.ask()
     with EpochMetricsTable(storage_url) as table:
         table.write(trial_id(kept_trial), record(1, 1.0).as_row())
@@ -179,7 +179,7 @@ def test_delete_study_removes_its_rows_only(storage_url, study_name):
 
     delete_study(storage_url, study_name)
 
-    assert study_name not in optuna.get_all_study_names(open_optuna_storage(storage_url))
+    assert study_name not in optuna.get_all_study_names(StudyDatabase.open_for_search(storage_url).storage)
     with EpochMetricsTable(storage_url) as table:
         assert table.frame(study_name).empty
         assert len(table.frame(f"{study_name}-kept")) == 2

@@ -14,15 +14,14 @@ from hpsearch.storage import (
     EpochMetricsTable,
     ExportError,
     StorageReadError,
+    StudyDatabase,
     UnknownStudyError,
     epochs_frame,
     export_study,
-    open_optuna_storage,
     study_summaries,
     trial_id,
     trials_frame,
 )
-from hpsearch.storage.engine import create_engine
 from hpsearch.storage.epoch_metrics import has_table
 from hpsearch.storage.export import file_ready
 from hpsearch.trainers.records import EpochRecord
@@ -39,7 +38,7 @@ def build_study(url: str, name: str, n_trials: int = 10) -> optuna.Study:
     """
     study = optuna.create_study(
         study_name=name,
-        storage=open_optuna_storage(url),
+        storage=StudyDatabase.open_for_search(url).storage,
         sampler=optuna.samplers.RandomSampler(seed=1),
         pruner=optuna.pruners.ThresholdPruner(upper=6.0),
     )
@@ -82,7 +81,7 @@ def build_study(url: str, name: str, n_trials: int = 10) -> optuna.Study:
 
 
 def optuna_frame(url: str, name: str) -> pd.DataFrame:
-    return optuna.load_study(study_name=name, storage=open_optuna_storage(url)).trials_dataframe()
+    return optuna.load_study(study_name=name, storage=StudyDatabase.open_for_search(url).storage).trials_dataframe()
 
 
 def test_trials_frame_equals_trials_dataframe(storage_url, study_name):
@@ -100,7 +99,7 @@ def test_trials_frame_equals_trials_dataframe(storage_url, study_name):
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_multi_objective_with_metric_names_equals_trials_dataframe(storage_url, study_name):
-    study = optuna.create_study(study_name=study_name, storage=open_optuna_storage(storage_url), directions=["minimize", "maximize"])
+    study = optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(storage_url).storage, directions=["minimize", "maximize"])
     study.set_metric_names(["val_loss", "val_acc"])
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_int("n", 1, 5) / 5), n_trials=5)
 
@@ -108,13 +107,13 @@ def test_multi_objective_with_metric_names_equals_trials_dataframe(storage_url, 
 
     assert list(frame.columns[:4]) == ["number", "values_val_loss", "values_val_acc", "pareto"]
     # The export adds one column Optuna lacks: membership of the Pareto front.
-    study = optuna.load_study(study_name=study_name, storage=open_optuna_storage(storage_url))
+    study = optuna.load_study(study_name=study_name, storage=StudyDatabase.open_for_search(storage_url).storage)
     assert set(frame.loc[frame["pareto"], "number"]) == {t.number for t in study.best_trials}
     pd.testing.assert_frame_equal(frame.drop(columns="pareto"), optuna_frame(storage_url, study_name))
 
 
 def test_study_without_trials_gives_empty_frames_and_files(sqlite_url, study_name, tmp_path):
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
 
     assert trials_frame(sqlite_url, study_name).equals(optuna_frame(sqlite_url, study_name))
     assert epochs_frame(sqlite_url, study_name).empty
@@ -150,14 +149,14 @@ def test_epochs_frame_of_a_plain_optuna_study_reads_intermediate_values(sqlite_u
             trial.report(step * 2.0, step)
         return trial.suggest_float("x", 0, 1)
 
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url)).optimize(objective, n_trials=2)
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage).optimize(objective, n_trials=2)
 
     frame = epochs_frame(sqlite_url, study_name)
 
     assert list(frame["epoch"]) == [0, 1, 2, 0, 1, 2]
     assert list(frame["intermediate_value"]) == [0.0, 2.0, 4.0] * 2
     assert frame["val_loss"].isna().all()
-    engine = create_engine(sqlite_url)
+    engine = StudyDatabase.open_for_search(sqlite_url).engine
     assert not has_table(engine)  # reading created nothing
     engine.dispose()
 
@@ -214,7 +213,7 @@ def frame_seconds(url: str, name: str) -> float:
 
 def test_study_summaries_count_trials_by_state(storage_url, study_name):
     study = build_study(storage_url, study_name)
-    other = optuna.create_study(study_name=f"{study_name}-max", storage=open_optuna_storage(storage_url), direction="maximize")
+    other = optuna.create_study(study_name=f"{study_name}-max", storage=StudyDatabase.open_for_search(storage_url).storage, direction="maximize")
     other.optimize(lambda t: t.suggest_float("y", 0, 1), n_trials=3)
 
     summary = study_summaries(storage_url).set_index("study")
@@ -230,7 +229,7 @@ def test_study_summaries_count_trials_by_state(storage_url, study_name):
 
 
 def test_unknown_study_names_the_ones_there_are(sqlite_url, study_name):
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     for read in (trials_frame, epochs_frame):
         with pytest.raises(UnknownStudyError, match=f"no study named 'nope'.*{study_name}"):
             read(sqlite_url, "nope")
@@ -255,7 +254,7 @@ def test_database_without_optuna_tables_is_an_error(tmp_path):
 
 
 def test_export_checks_everything_before_writing(sqlite_url, study_name, tmp_path):
-    optuna.create_study(study_name=study_name, storage=open_optuna_storage(sqlite_url))
+    optuna.create_study(study_name=study_name, storage=StudyDatabase.open_for_search(sqlite_url).storage)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(ExportError, match="is a file"):

@@ -27,7 +27,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from hpsearch.storage import optuna_seam as seam
-from hpsearch.storage.engine import open_optuna_storage
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty, trial_id
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -48,7 +48,7 @@ def east_of_utc(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def storage(storage_url: str):
-    storage = open_optuna_storage(storage_url)
+    storage = StudyDatabase.open_for_search(storage_url).storage
     yield storage
     storage.engine.dispose()
 
@@ -143,12 +143,12 @@ def test_queue_only_takes_queued_trials_and_never_starts_a_fresh_one(
 
 
 def test_heartbeat_retries_are_created_under_queue_only(sqlite_url: str, study_name: str) -> None:
-    storage = open_optuna_storage(
+    storage = StudyDatabase.open_for_search(
         sqlite_url,
         heartbeat_interval=1,
         grace_period=1,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1, inherit_intermediate_values=True),
-    )
+    ).storage
     try:
         study = optuna.create_study(study_name=study_name, storage=storage)
         killed = study.ask({"x": X})
@@ -412,7 +412,7 @@ def test_a_final_state_whose_answer_was_lost_is_not_refused_on_retry(
 def test_the_take_writes_the_first_heartbeat_so_a_trial_of_a_worker_killed_at_once_goes_stale(
     sqlite_url: str, study_name: str
 ) -> None:
-    storage = open_optuna_storage(sqlite_url, heartbeat_interval=1, grace_period=1)
+    storage = StudyDatabase.open_for_search(sqlite_url, heartbeat_interval=1, grace_period=1).storage
     try:
         study = optuna.create_study(study_name=study_name, storage=storage)
         study.enqueue_trial({"x": 0.5})

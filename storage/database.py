@@ -1,0 +1,216 @@
+"""``StudyDatabase``: a study database opened once per process, for searching or for reading."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.engine import Connection, Engine
+
+from hpsearch.storage.engine import (
+    DamagedDatabaseError,
+    damaged_sqlite_errors,
+    engine_options,
+    prepare_sqlite,
+    reader_engine_options,
+    sqlite_damage,
+)
+from hpsearch.storage.errors import StorageOpenError
+from hpsearch.storage.optuna_seam import STUDIES, QueuedRDBStorage
+from hpsearch.storage.reading import StorageReadError, StudyInfo, UnknownStudyError, find_study
+from hpsearch.storage.retry import DatabaseRetry, database_reason
+from hpsearch.storage.urls import mask_password, parse_storage_url
+
+if TYPE_CHECKING:
+    from hpsearch.storage.epoch_metrics import EpochMetricsTable
+
+__all__ = ["StudyDatabase", "reading"]
+
+# Optuna creates about 20 tables and rows one by one; processes racing on a new database may each
+# lose a few of those races before one of them has made them all.
+CREATION_TRIES = 20
+
+
+class StudyDatabase:
+    """One study database: its URL parsed once, one engine, one retry policy, opened for what the caller does.
+
+    ``open_for_search`` is for the processes that write (a search, a worker, ``create``,
+    ``simulate``); ``open_for_reading`` for those that only look (tables, export, report,
+    dashboard, replay). Either hands out the Optuna storage (``storage``) and the per-epoch
+    table (``epoch_table``) on the same engine. Used as a context manager, it is closed at the
+    end, and any error inside that says its SQLite file is damaged becomes a
+    ``DamagedDatabaseError``. Every error a user can act on is a ``StorageError`` (one line).
+    """
+
+    def __init__(self, url: str, storage: optuna.storages.RDBStorage, retry: DatabaseRetry, writable: bool) -> None:
+        self.url, self.storage, self.retry, self.writable = url, storage, retry, writable
+        self._epoch_table: EpochMetricsTable | None = None
+
+    @classmethod
+    def open_for_search(
+        cls, url: str, *, retry: DatabaseRetry | None = None, wait: bool = False, create: bool = True, **options: Any
+    ) -> StudyDatabase:
+        """Open ``url`` to run trials in: a new SQLite file is made (unless not ``create``), Optuna's tables are created.
+
+        A SQLite file's pages are checked and it is switched to WAL first (``prepare_sqlite``).
+        Every storage call then rides out outages through ``retry`` (``DatabaseRetry(url)`` if
+        not given); ``options`` go to ``QueuedRDBStorage`` (heartbeats, ``on_stale``). Opening is
+        not retried unless ``wait`` (a worker that a scheduler may start while the server
+        restarts): a database down when a command starts is one line now, not minutes of waiting.
+        """
+        parsed = parse_storage_url(url)
+        if not create and parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
+            raise StorageOpenError(f"no study database at {parsed.database}; pass --storage, or create the study with hpsearch create")
+        retry = retry if retry is not None else DatabaseRetry(url)
+        sa_url, engine_kwargs = engine_options(parsed)
+
+        def attempt() -> QueuedRDBStorage:
+            prepare_sqlite(parsed, url)
+            # Each lost race means another process created a table, so a few tries always get through.
+            for tries_left in reversed(range(CREATION_TRIES)):
+                try:
+                    with damaged_sqlite_errors(url):
+                        return QueuedRDBStorage(sa_url, engine_kwargs=engine_kwargs, retry=retry, **options)
+                except sa.exc.DBAPIError as error:
+                    if tries_left == 0 or not _lost_creation_race(error):
+                        raise
+                    time.sleep(random.uniform(0.01, 0.1))
+            raise AssertionError("unreachable")
+
+        try:
+            storage = retry.call(attempt) if wait else attempt()
+        except DamagedDatabaseError:
+            raise
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            raise StorageOpenError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
+        except StorageInternalError as error:  # Optuna's wrapper of a database error while it checks the schema
+            raise StorageOpenError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None
+        return cls(url, storage, retry, writable=True)
+
+    @classmethod
+    def open_for_reading(cls, url: str) -> StudyDatabase:
+        """Open an existing study database to read it: no file, table or row is created, no journal mode switched.
+
+        A missing SQLite file, a server that does not answer, a database without Optuna's
+        tables or with another Optuna version's are each a ``StorageReadError``. A SQLite file
+        that cannot be opened in place (a read-only folder) is read immutable.
+        """
+        parsed = parse_storage_url(url)
+        if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
+            raise StorageReadError(
+                f"no database file {parsed.database}; pass --storage URL or set HPSEARCH_STORAGE "
+                "(the default is sqlite:///hpsearch.db in the working directory)"
+            )
+        sa_url, engine_kwargs = reader_engine_options(parsed)
+        with damaged_sqlite_errors(url):
+            _check_readable(url, sa.create_engine(sa_url, **engine_kwargs))
+            # Built only now: Optuna's storage reads its version table as it is made.
+            storage = optuna.storages.RDBStorage(
+                sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True, skip_compatibility_check=True
+            )
+        database = cls(url, storage, DatabaseRetry(url), writable=False)
+        current, head = storage.get_current_version(), storage.get_head_version()
+        if current != head:
+            database.close()
+            raise StorageReadError(
+                f"cannot read {database.shown_url}: its tables were written by another Optuna version (schema {current}, "
+                f"this Optuna reads {head}); run optuna storage upgrade --storage URL, or install the Optuna that wrote it"
+            )
+        return database
+
+    @property
+    def engine(self) -> Engine:
+        """The one engine: the Optuna storage's, shared by the epoch table and the readers."""
+        return self.storage.engine
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be printed: its password masked."""
+        return mask_password(self.url)
+
+    @property
+    def epoch_table(self) -> EpochMetricsTable:
+        """``hpsearch_epoch_metrics`` on this database's engine (created here when opened for search)."""
+        if self._epoch_table is None:
+            from hpsearch.storage.epoch_metrics import EpochMetricsTable
+
+            self._epoch_table = EpochMetricsTable(self)
+        return self._epoch_table
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reads on the shared engine."""
+        with damaged_sqlite_errors(self.url), self.engine.connect() as connection:
+            yield connection
+
+    def find_study(self, name: str) -> StudyInfo:
+        """The study called ``name``; ``UnknownStudyError`` lists the studies there are."""
+        with self.connect() as connection:
+            return find_study(connection, name, self.url)
+
+    def load_study(self, name: str) -> optuna.Study:
+        """``optuna.load_study`` on this database; an unknown name is an ``UnknownStudyError``."""
+        if not self.writable:
+            self.find_study(name)  # one line listing the studies, before Optuna's KeyError
+        try:
+            return optuna.load_study(study_name=name, storage=self.storage)
+        except KeyError:
+            raise UnknownStudyError(f"no study named {name!r} in {self.shown_url}; hpsearch studies lists them") from None
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        self.storage.engine.dispose()
+
+    def __enter__(self) -> StudyDatabase:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        self.close()
+        if isinstance(error, Exception) and not isinstance(error, DamagedDatabaseError):
+            damage = sqlite_damage(error)
+            if damage is not None:
+                raise DamagedDatabaseError(self.url, str(damage)) from error
+
+
+def _lost_creation_race(error: sa.exc.DBAPIError) -> bool:
+    """Whether another process created Optuna's tables while this one did (workers starting on a new database).
+
+    Optuna's ``create_all`` checks for each table, then creates it; the loser of a race meets the
+    winner's table ("already exists") or, on PostgreSQL, its row type (a unique violation in
+    ``pg_type``); then both insert the schema's version row (a unique violation in
+    ``alembic_version``). Building the storage again finds all of it and creates nothing.
+    """
+    message = str(error.orig)
+    return any(sign in message for sign in ("already exists", "pg_type_typname_nsp_index", "alembic_version"))
+
+
+def _check_readable(url: str, engine: Engine) -> None:
+    """``StorageReadError`` unless the database answers and holds Optuna's tables; ``engine`` is disposed."""
+    try:
+        with engine.connect() as connection:
+            has_studies = sa.inspect(connection).has_table(STUDIES.name)
+    except sa.exc.DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        raise StorageReadError(f"cannot read storage {mask_password(url)}: {mask_password(reason)}") from None
+    finally:
+        engine.dispose()
+    if not has_studies:
+        raise StorageReadError(f"{mask_password(url)} holds no Optuna studies (it has no '{STUDIES.name}' table)")
+
+
+@contextmanager
+def reading(source: str | StudyDatabase) -> Iterator[StudyDatabase]:
+    """``source`` itself when it is an open database, else the database at that URL, opened for reading and closed after."""
+    if isinstance(source, StudyDatabase):
+        yield source
+        return
+    with StudyDatabase.open_for_reading(source) as database:
+        yield database
