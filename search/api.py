@@ -7,29 +7,31 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import optuna
 from torch import nn
 
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError, did_you_mean
-from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, open_storage, silent
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
-from hpsearch.search.samplers import DEFAULT_PRUNER
-from hpsearch.search.spec import ResolvedSpec, StudySpec, prepare
-from hpsearch.search.study_file import sweep_items
+from hpsearch.search.spec import STUDY_OPTIONS, ResolvedSpec, StudySpec, prepare
+from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
 from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
 from hpsearch.trainers.tasks import Task, TaskSpec, register_task
 
 _SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
+_OPTION_NAMES = tuple(option.name for option in STUDY_OPTIONS)
 # The registry origin of tasks given to search() as objects.
 GIVEN_ORIGIN = "given to search()"
 
@@ -40,47 +42,28 @@ def search(
     sweep: Sequence[str] | Mapping[str, Any] | str = (),
     *,
     task_options: Mapping[str, Any] | None = None,
-    study_name: str | None = None,
-    storage: str | None = None,
-    sampler: str | None = None,
-    pruner: str = DEFAULT_PRUNER,
-    metric: str = "val_loss",
-    direction: str | None = None,
-    objectives: Sequence[str] = (),
-    max_flops: float | None = None,
-    max_params: int | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    stop_when_converged: int | None = None,
-    output_dir: str | Path = ".",
     plugins: Sequence[str] = (),
-    allow_changes: bool = False,
     workers: int = 1,
     devices: str | None = None,
     verbose: bool = False,
     progress: bool | None = None,
-    **settings: Any,
+    **options: Any,
 ) -> optuna.Study:
     """Run a search and return its ``optuna.Study``; the arguments are the CLI's flags.
 
     ``models`` are registered names (or what ``register_model`` returned); ``task`` is a
     registered name, or a ``Task`` object, used as it is. ``sweep`` is a list of sweep items
     (``["embed_dim:16,32", "lr:1e-4..1e-2:log"]``) or a dict (``{"embed_dim": [16, 32], "lr":
-    "1e-4..1e-2:log"}``). Every other keyword is a trainer setting (``epochs=3``,
-    ``optimizer="sgd"``, ``lr="auto"``, ...). Quiet by default: ``verbose=True`` prints each
-    epoch and FLOPs block; a progress bar shows where stderr is a terminal. Wrong input raises
-    ``UsageError`` before anything is written. ``workers > 1`` needs models and tasks that
-    worker processes can import (plugins), not objects defined here.
+    "1e-4..1e-2:log"}``). ``options`` are the study options, named as the CLI's study flags
+    (``study_name=``, ``storage=``, ``output_dir=``, ``sampler=``, ``pruner=``, ``metric=``,
+    ``direction=``, ``objectives=``, ``max_flops=``, ``max_params=``, ``n_trials=``,
+    ``timeout=``, ``stop_when_converged=``, ``allow_changes=``), and trainer settings
+    (``epochs=3``, ``optimizer="sgd"``, ``lr="auto"``, ...). Quiet by default: ``verbose=True``
+    prints each epoch and FLOPs block; a progress bar shows where stderr is a terminal. Wrong
+    input raises ``UsageError`` before anything is written. ``workers > 1`` needs models and
+    tasks that worker processes can import (plugins), not objects defined here.
     """
-    unknown = sorted(set(settings) - _SETTING_NAMES)
-    if unknown:
-        keywords = [name for name in inspect.signature(search).parameters if name != "settings"]
-        raise UsageError(
-            f"search() got an unknown keyword {unknown[0]!r}{did_you_mean(unknown[0], [*keywords, *_SETTING_NAMES])}; "
-            f"its keywords: {', '.join(keywords)}; trainer settings: {', '.join(sorted(_SETTING_NAMES))}"
-        )
-    lr_finder = settings.get("lr") == "auto"
-    train = {k: v for k, v in settings.items() if not (k == "lr" and lr_finder)}
+    study_options, train = _split_options(options)
     model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
     spec = StudySpec(
         models=tuple(m.name if isinstance(m, ModelSpec) else m for m in model_list),
@@ -88,22 +71,8 @@ def search(
         task=_task_name(task),
         task_options=dict(task_options or {}),
         train=train,
-        lr_finder=lr_finder,
-        study_name=study_name,
-        sampler=sampler,
-        pruner=pruner,
-        metric=metric,
-        direction=direction,
-        objectives=tuple(objectives),
-        max_flops=max_flops,
-        max_params=max_params,
         plugins=tuple(plugin_key(p, Path.cwd()) for p in plugins),
-        n_trials=n_trials,
-        timeout=timeout,
-        stop_when_converged=stop_when_converged,
-        output_dir=str(output_dir),
-        storage=storage,
-        allow_changes=allow_changes,
+        **study_options,
     )
     if workers < 1:
         raise UsageError(f"workers must be at least 1 (got {workers})")
@@ -119,6 +88,27 @@ def search(
         if workers > 1:
             return run_local_workers(orchestrator, workers, assigned, quiet=not verbose).study
         return orchestrator.run().study
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``search()``'s keywords as study options (checked against their declared types) and trainer settings."""
+    hints = get_type_hints(StudySpec)
+    study: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in _OPTION_NAMES:
+            value = os.fspath(value) if isinstance(value, os.PathLike) else value
+            study[name] = conform(value, hints[name], f"search({name}=...)")
+        elif name in _SETTING_NAMES:
+            train[name] = value
+        else:
+            keywords = [p for p in inspect.signature(search).parameters if p != "options"]
+            raise UsageError(
+                f"search() got an unknown keyword {name!r}{did_you_mean(name, [*keywords, *_OPTION_NAMES, *_SETTING_NAMES])}; "
+                f"its keywords: {', '.join(keywords)}; study options: {', '.join(_OPTION_NAMES)}; "
+                f"trainer settings: {', '.join(sorted(_SETTING_NAMES))}"
+            )
+    return study, train
 
 
 def _check_workers_can_import(spec: StudySpec) -> None:
@@ -154,7 +144,8 @@ def load_model(
     if task is not None:
         _task_name(task)
     with quiet_optuna():
-        loaded = optuna.load_study(study_name=study, storage=open_storage(resolve_storage_url(storage)))
+        with StudyDatabase.open_for_reading(resolve_storage_url(storage)) as database:
+            loaded = database.load_study(study)
         spec = load_spec(loaded)
         load_plugins(spec.plugins)
         if trial is None:

@@ -62,7 +62,7 @@ def flags(name: str) -> list[str]:
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """``--task`` and a flag for every option of every registered task (plugins' too: load them first)."""
     group = parser.add_argument_group("task (options: each applies to the tasks listed after it, with their defaults)")
-    group.add_argument("--task", default="synthetic_tokens", help="task: data, step, loss and metrics (default: %(default)s)")
+    group.add_argument("--task", help="task: data, step, loss and metrics (default: synthetic_tokens)")
     options: dict[str, HyperParam] = {}
     for task in list_tasks():
         for option in task.options:
@@ -117,13 +117,9 @@ def given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def training_settings(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    """The ``TrainConfig`` settings the user gave, and whether ``--lr auto``."""
-    train = given(args, setting_names())
-    lr_auto = train.get("lr") == "auto"
-    if lr_auto:
-        del train["lr"]
-    return train, lr_auto
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``TrainConfig`` settings the user gave (``lr`` may be ``"auto"``)."""
+    return given(args, setting_names())
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:

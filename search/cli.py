@@ -10,7 +10,7 @@ import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, get_args, get_origin, get_type_hints
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
 from hpsearch.search.arguments import (
@@ -25,11 +25,11 @@ from hpsearch.search.arguments import (
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
-from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
-from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec
+from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.spec import prepare as prepare_spec
 from hpsearch.search.study_file import merge, read_study_file
+from hpsearch.storage.errors import StorageError
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.config import TRAINER_PARAMS
 from hpsearch.trainers.task_registry import list_tasks
@@ -88,58 +88,67 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     add_training_arguments(parser)
 
     study = parser.add_argument_group("study")
-    study.add_argument(*flags("study_name"), "--study", dest="study_name", help="default: MODELS-TASK, e.g. tfn_classifier-synthetic_tokens")
-    study.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
-    study.add_argument(*flags("output_dir"), dest="output_dir", default=".", help="where the default database and the checkpoints go (default: the working directory)")
-    study.add_argument("--sampler", choices=SAMPLERS, help=f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}")
-    study.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="performance pruner (default: %(default)s: none for the gp sampler, which learns from complete trials only; "
-                       "otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter of "
-                       "completed trials at that epoch); the divergence guard is always on")
-    study.add_argument("--metric", default="val_loss", help="the monitored value, reported every epoch (default: %(default)s)")
-    study.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize for losses, maximize for accuracy")
-    study.add_argument("--objectives", type=_comma_list, help="several objectives, e.g. val_loss,flops or val_acc:maximize,params: "
-                       "a multi-objective study (Pareto front); pruners are off there, the divergence guard stays")
-    study.add_argument(*flags("max_flops"), dest="max_flops", type=float, help="reject configurations above this many forward FLOPs per sample, before training")
-    study.add_argument(*flags("max_params"), dest="max_params", type=int, help="reject configurations above this many parameters, before training")
-    study.add_argument(*flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
-    study.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    study.add_argument(*flags("stop_when_converged"), dest="stop_when_converged", type=int, metavar="N",
-                       help="end the study once N complete trials in a row have not improved the best by 1%% of the values' "
-                       "spread (on lcbench, 30 ended at about half the budget; README: Stopping a study that has converged)")
+    add_study_arguments(study)
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
     study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
                        "cuda or auto (every visible GPU; auto without one: the --device default)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     study.add_argument("-q", "--quiet", action="store_true", help="no trial, epoch or FLOPs lines; the results table, warnings and errors stay")
-    study.add_argument(*flags("allow_changes"), dest="allow_changes", action="store_true", default=None,
-                       help="re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
     add_heartbeat_arguments(study)
     add_task_arguments(parser)  # last: a task option named like one of the flags above stays the flag
     return parser
 
 
-def _comma_list(text: str) -> list[str]:
-    return [item for item in text.split(",") if item]
+def add_study_arguments(group: argparse._ArgumentGroup) -> None:
+    """A flag for every study option, from its declaration in ``StudySpec`` (``spec.study_option``).
+
+    Each defaults to None, so the flags a user gave are the ones that are not None.
+    """
+    hints = get_type_hints(StudySpec)
+    for option in STUDY_OPTIONS:
+        declared, kind = option.metadata["option"], _flag_type(hints[option.name])
+        names = [*flags(option.name), *declared["aliases"]]
+        if kind is bool:
+            group.add_argument(*names, dest=option.name, action="store_true", default=None, help=declared["help"])
+            continue
+        metavar = declared["metavar"] or ("{" + ",".join(declared["choices"]) + "}" if declared["choices"] else None)
+        group.add_argument(*names, dest=option.name, type=kind, choices=declared["choices"], metavar=metavar,
+                           help=declared["help"].replace("%", "%%"))
 
 
-def spec_from_args(args: argparse.Namespace) -> StudySpec:
-    """The ``StudySpec`` the parsed flags describe; only flags the user gave are kept."""
-    train, lr_finder = training_settings(args)
-    values: dict[str, Any] = {
-        "models": tuple(m for arg in args.models or () for m in arg.split(",") if m),
-        "sweep": tuple(args.param_sweep or ()),
-        "task_options": task_options(args),
-        "train": train,
-        "lr_finder": lr_finder,
-        "plugins": tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
-    }
-    # Every other field comes from the flag of the same name: a field added to StudySpec
-    # together with its flag needs nothing here (nor in study files, which map fields too).
-    for field in fields(StudySpec):
-        value = getattr(args, field.name, None)
-        if field.name not in values and value is not None:
-            values[field.name] = tuple(value) if isinstance(value, list) else value
-    return StudySpec(**values)
+def _flag_type(hint: Any) -> Callable[[str], Any]:
+    """How a flag's text becomes the option's value: its annotated type, a comma list for a tuple."""
+    kinds = [arg for arg in get_args(hint) if arg is not type(None)] or [hint]
+    if get_origin(kinds[0]) is tuple:
+        return _comma_list
+    return kinds[0]
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item for item in text.split(",") if item)
+
+
+def given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``StudySpec`` fields the parsed flags set; a flag not given sets nothing.
+
+    One pass over the flags serves both a plain search (``StudySpec(**values)``) and ``hpsearch
+    run``, whose study file's values these override.
+    """
+    values: dict[str, Any] = {}
+    if args.models:
+        values["models"] = tuple(m for arg in args.models for m in arg.split(",") if m)
+    if args.param_sweep is not None:
+        values["sweep"] = tuple(args.param_sweep)
+    if args.plugins is not None:
+        values["plugins"] = tuple(plugin_key(p, Path.cwd()) for p in args.plugins)
+    if task_options(args):
+        values["task_options"] = task_options(args)
+    if training_settings(args):
+        values["train"] = training_settings(args)
+    for option in (*STUDY_OPTIONS, *(f for f in fields(StudySpec) if f.name == "task")):
+        if getattr(args, option.name, None) is not None:
+            values[option.name] = getattr(args, option.name)
+    return values
 
 
 def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpec:
@@ -155,7 +164,7 @@ def search_main(argv: Sequence[str]) -> int:
     """Run the search the flags describe and print the results."""
     preload_plugins(argv)
     args = build_search_parser().parse_args(argv)
-    return run_search(args, spec_from_args(args))
+    return run_search(args, StudySpec(**given_values(args)))
 
 
 def run_main(argv: Sequence[str]) -> int:
@@ -165,7 +174,7 @@ def run_main(argv: Sequence[str]) -> int:
     preload_plugins(argv, preloaded.values.get("plugins", ()) if preloaded else ())
     args = build_run_parser().parse_args(argv)
     study = preloaded if preloaded is not None and args.study_file == first else read_study_file(args.study_file)
-    overrides = overrides_from(spec_from_args(args), given_flags(build_run_parser(), argv))
+    overrides = given_values(args)
     values = merge(study.values, overrides)
     if not values.get("models"):
         raise UsageError(f"{study.path}: no models; add models = [\"tfn_classifier\"] or pass --models")
@@ -183,39 +192,6 @@ def build_run_parser() -> ArgumentParser:
     )
     parser.add_argument("study_file", metavar="FILE.toml", help="the study file (studies/ has examples)")
     return parser
-
-
-def given_flags(parser: ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The destinations of the flags ``argv`` gives: argparse alone cannot tell them from defaults.
-
-    Every default becomes a sentinel, so what differs from it was set by ``argv``; this changes
-    ``parser``, so pass a fresh one.
-    """
-    every = vars(parser.parse_args(argv))
-    # An appending flag's default must be a list or None, so --plugin and --param-sweep are told apart by their None.
-    parser.set_defaults(**{dest: _UNSET for dest in every if dest not in APPENDING})
-    parsed = vars(parser.parse_args(argv))
-    return {dest for dest, value in parsed.items() if value is not _UNSET and (dest not in APPENDING or value is not None)}
-
-
-APPENDING = frozenset({"plugins", "param_sweep"})
-
-
-_UNSET = object()
-
-
-def overrides_from(spec: StudySpec, given: set[str]) -> dict[str, Any]:
-    """The fields of ``spec`` (made from flags) that flags in ``given`` set."""
-    flag_of = {"sweep": "param_sweep", "lr_finder": "lr"}
-    overrides: dict[str, Any] = {"train": {k: v for k, v in spec.train.items() if k in given}}
-    for field in fields(StudySpec):
-        if field.name in ("task_options", "train"):
-            continue
-        if flag_of.get(field.name, field.name) in given:
-            overrides[field.name] = getattr(spec, field.name)
-    if spec.task_options:
-        overrides["task_options"] = spec.task_options
-    return overrides
 
 
 def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None) -> int:
@@ -269,7 +245,7 @@ def create_main(argv: Sequence[str]) -> int:
 
     if args.workers != 1 or args.devices is not None:
         raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU)")
-    orchestrator = Orchestrator(prepare(spec_from_args(args)), progress=False, heartbeat=heartbeat_from(args))
+    orchestrator = Orchestrator(prepare(StudySpec(**given_values(args))), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(describe_queue(study, planned, orchestrator.storage_url))
     return EXIT_OK
@@ -379,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = SUBCOMMANDS[argv[0]](argv[1:]) if argv and argv[0] in SUBCOMMANDS else search_main(argv)
         sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
         return code
-    except UsageError as error:
+    except (UsageError, StorageError) as error:
         print(f"hpsearch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseUnavailable as error:

@@ -62,7 +62,7 @@ def lr_find_main(argv: Sequence[str]) -> int:
         sweep=tuple(args.hyperparameters),
         task=args.task,
         task_options=task_options(args),
-        train=training_settings(args)[0],
+        train=training_settings(args),
         plugins=tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
     )
     from hpsearch.search.trial import TrialPlan

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,22 @@ if TYPE_CHECKING:
 DEFAULT_N_TRIALS = 20
 
 
+def study_option(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple[str, ...] | None = None,
+                 metavar: str | None = None) -> Any:
+    """A ``StudySpec`` field that users set: its flag (``--dashed-name`` and ``aliases``), study-file key and
+    ``search()`` keyword come from this one declaration (type from the field's annotation)."""
+    return field(default=default, metadata={"option": {"help": help, "aliases": aliases, "choices": choices, "metavar": metavar}})
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """A search as the user described it.
 
-    ``train`` holds fixed ``TrainConfig`` settings and ``task_options`` the task's options;
-    ``sweep`` keeps the sweep items as written, so the spec stores and reloads as JSON.
+    ``train`` holds fixed ``TrainConfig`` settings (``lr`` may be ``"auto"``: the LR range test
+    per trial) and ``task_options`` the task's options; ``sweep`` keeps the sweep items as
+    written, so the spec stores and reloads as JSON. The fields declared with ``study_option``
+    are the study options; the others have flags of their own shape (``--models``,
+    ``--param-sweep``, ``--plugin``, ``--task`` and its options, the trainer's settings).
     """
 
     models: tuple[str, ...]
@@ -39,22 +49,38 @@ class StudySpec:
     task: str = "synthetic_tokens"
     task_options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
-    lr_finder: bool = False
-    study_name: str | None = None
-    sampler: str | None = None
-    pruner: str = DEFAULT_PRUNER
-    metric: str = "val_loss"
-    direction: str | None = None
-    objectives: tuple[str, ...] = ()
-    max_flops: float | None = None
-    max_params: int | None = None
     plugins: tuple[str, ...] = ()
-    n_trials: int | None = None
-    timeout: float | None = None
-    stop_when_converged: int | None = None
-    output_dir: str = "."
-    storage: str | None = None
-    allow_changes: bool = False
+    study_name: str | None = study_option(None, "default: MODELS-TASK, e.g. tfn_classifier-synthetic_tokens", aliases=("--study",))
+    storage: str | None = study_option(None, "study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
+    output_dir: str = study_option(".", "where the default database and the checkpoints go (default: the working directory)")
+    sampler: str | None = study_option(None, f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}", choices=SAMPLERS)
+    pruner: str = study_option(
+        DEFAULT_PRUNER, f"performance pruner (default: {DEFAULT_PRUNER}: none for the gp sampler, which learns from complete "
+        "trials only; otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter "
+        "of completed trials at that epoch); the divergence guard is always on", choices=PRUNERS)
+    metric: str = study_option("val_loss", "the monitored value, reported every epoch (default: val_loss)")
+    direction: str | None = study_option(None, "default: minimize for losses, maximize for accuracy", choices=("minimize", "maximize"))
+    objectives: tuple[str, ...] = study_option(
+        (), "several objectives, e.g. val_loss,flops or val_acc:maximize,params: a multi-objective study (Pareto front); "
+        "pruners are off there, the divergence guard stays", metavar="NAME[:DIRECTION],...")
+    max_flops: float | None = study_option(None, "reject configurations above this many forward FLOPs per sample, before training")
+    max_params: int | None = study_option(None, "reject configurations above this many parameters, before training")
+    n_trials: int | None = study_option(None, f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
+    timeout: float | None = study_option(None, "stop starting trials after this many seconds")
+    stop_when_converged: int | None = study_option(
+        None, "end the study once N complete trials in a row have not improved the best by 1% of the values' spread "
+        "(on lcbench, 30 ended at about half the budget; README: Stopping a study that has converged)", metavar="N")
+    allow_changes: bool = study_option(
+        False, "re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
+
+    @property
+    def lr_finder(self) -> bool:
+        """Whether each trial's LR comes from the LR range test (``lr = "auto"``)."""
+        return self.train.get("lr") == "auto"
+
+    def fixed_train(self) -> dict[str, Any]:
+        """The trainer settings as ``TrainConfig`` takes them: an ``"auto"`` LR is left to each trial's range test."""
+        return {name: value for name, value in self.train.items() if not (name == "lr" and value == "auto")}
 
     @property
     def name(self) -> str:
@@ -89,8 +115,6 @@ class StudySpec:
             old, new = previous.train.get(name, _default(name)), self.train.get(name, _default(name))
             if old != new:
                 changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
-        if self.lr_finder != previous.lr_finder:
-            changes.append(f"lr {'auto' if previous.lr_finder else 'fixed'} -> {'auto' if self.lr_finder else 'fixed'}")
         return changes
 
     def to_json(self) -> str:
@@ -103,7 +127,13 @@ class StudySpec:
         data = json.loads(text)
         for key in ("models", "sweep", "objectives", "plugins"):
             data[key] = tuple(data.get(key, ()))
+        if data.pop("lr_finder", False):  # how studies begun before lr = "auto" was a setting stored it
+            data["train"] = {**data.get("train", {}), "lr": "auto"}
         return cls(**data)
+
+
+#: The study options (``study_option`` fields), in declaration order.
+STUDY_OPTIONS: tuple[Field[Any], ...] = tuple(f for f in fields(StudySpec) if "option" in f.metadata)
 
 
 # Trainer settings that change how fast a trial runs, or what files it keeps, not what it computes.
@@ -187,7 +217,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     if spec.pruner not in PRUNERS:
         raise UsageError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}")
     try:
-        train_config = TrainConfig().with_overrides({**spec.train, "monitor": spec.metric})
+        train_config = TrainConfig().with_overrides({**spec.fixed_train(), "monitor": spec.metric})
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     _check_settings(train_config)
@@ -209,7 +239,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
             raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives {task.data.kind}")
     sweep = parse_sweep(spec.sweep, model_specs, task.step_params)
 
-    for name in [*spec.train, *(["lr"] if spec.lr_finder else [])]:
+    for name in spec.train:
         if any(p.name == name for p in sweep.params):
             raise UsageError(f"{name} is both fixed by --{name.replace('_', '-')} and swept; drop one of them")
     from hpsearch.trainers.hardware import choose_precision, resolve_device

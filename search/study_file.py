@@ -31,7 +31,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
         tomllib = None  # type: ignore[assignment]
 
 # Fields a file sets through its tables, not as top-level keys.
-TABLE_FIELDS = {"task_options": "[task]", "train": "[train]", "lr_finder": "[train] lr = \"auto\""}
+TABLE_FIELDS = {"task_options": "[task]", "train": "[train]"}
 DEFAULT_TASK = next(f.default for f in fields(StudySpec) if f.name == "task")
 # Task options that name files, resolved relative to the study file.
 PATH_TASK_OPTIONS = ("data",)
@@ -65,7 +65,7 @@ def read_study_file(path: str | Path) -> StudyFile:
         elif key in TABLE_FIELDS:
             raise UsageError(f"{where}: set it with {TABLE_FIELDS[key]}")
         elif key in hints:
-            values[key] = _conform(value, hints[key], where)
+            values[key] = conform(value, hints[key], where)
         else:
             raise UsageError(f"{where}: unknown key{did_you_mean(key, known)}; keys: {', '.join(known)}")
     # Absolute, so that the spec stored with the study means the same to workers started elsewhere.
@@ -122,7 +122,7 @@ def _task(value: Any, path: Path) -> dict[str, Any]:
     options = dict(value)
     found: dict[str, Any] = {"task_options": options}
     if "name" in options:
-        found["task"] = _conform(options.pop("name"), str, f"{path}: [task] name")
+        found["task"] = conform(options.pop("name"), str, f"{path}: [task] name")
     for option in PATH_TASK_OPTIONS:
         if isinstance(options.get(option), str) and options[option]:
             options[option] = str(path.resolve().parent / Path(options[option]).expanduser())
@@ -130,7 +130,7 @@ def _task(value: Any, path: Path) -> dict[str, Any]:
 
 
 def _train(value: Any, path: Path) -> dict[str, Any]:
-    """The ``[train]`` table: ``TrainConfig`` settings by their flag names; ``lr = "auto"`` is the LR finder."""
+    """The ``[train]`` table: ``TrainConfig`` settings by their flag names (``lr = "auto"``: the LR finder)."""
     if not isinstance(value, dict):
         raise UsageError(f"{path}: train must be a [train] table of trainer settings (got {value!r})")
     names = setting_names()
@@ -140,11 +140,8 @@ def _train(value: Any, path: Path) -> dict[str, Any]:
         where = f"{path}: [train] {key}"
         if key not in names:
             raise UsageError(f"{where}: unknown setting{did_you_mean(key, names)}; settings: {', '.join(names)}")
-        train[key] = setting if (key, setting) == ("lr", "auto") else _conform(setting, hints[key], where)
-    lr_finder = train.get("lr") == "auto"
-    if lr_finder:
-        del train["lr"]
-    return {"train": train, "lr_finder": lr_finder}
+        train[key] = setting if (key, setting) == ("lr", "auto") else conform(setting, hints[key], where)
+    return {"train": train}
 
 
 def sweep_items(value: Any, where: str) -> tuple[str, ...]:
@@ -168,7 +165,7 @@ def _sweep_values(values: Any, where: str) -> str:
     return ",".join(str(v).lower() if isinstance(v, bool) else str(v) for v in listed)
 
 
-def _conform(value: Any, hint: Any, where: str) -> Any:
+def conform(value: Any, hint: Any, where: str) -> Any:
     """``value`` as the type ``hint`` names (a TOML array becomes a tuple); ``UsageError`` if it isn't one."""
     try:
         return _convert(value, hint)
@@ -190,7 +187,7 @@ def _convert(value: Any, hint: Any) -> Any:
         raise TypeError(" or ".join(wanted))
     if origin in (tuple, list):
         wanted = f"a list of {_describe(args[0], plural=True) if args else 'values'}"
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise TypeError(wanted)
         try:
             converted = [_convert(item, args[0]) if args else item for item in value]

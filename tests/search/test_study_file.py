@@ -61,8 +61,7 @@ def test_every_key_maps_to_a_spec_field_with_paths_relative_to_the_file(tmp_path
         "task": "csv_timeseries",
         "task_options": {"data": str(tmp_path / "data" / "series.csv"), "window": 12},
         "sweep": ("embed_dim:16,32", "lr:1e-4..1e-2:log", "compile:false"),
-        "train": {"epochs": 2, "warmup_epochs": 1.0},  # an integer where a float is wanted is fine
-        "lr_finder": True,
+        "train": {"epochs": 2, "lr": "auto", "warmup_epochs": 1.0},  # an integer where a float is wanted is fine
     }
     StudySpec(**values)  # and they make a spec
 
