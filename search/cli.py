@@ -118,10 +118,9 @@ def add_study_arguments(group: argparse._ArgumentGroup) -> None:
 
 def _flag_type(hint: Any) -> Callable[[str], Any]:
     """How a flag's text becomes the option's value: its annotated type, a comma list for a tuple."""
-    kinds = [arg for arg in get_args(hint) if arg is not type(None)] or [hint]
-    if get_origin(kinds[0]) is tuple:
+    if get_origin(hint) is tuple:
         return _comma_list
-    return kinds[0]
+    return next(arg for arg in get_args(hint) if arg is not type(None)) if get_args(hint) else hint
 
 
 def _comma_list(text: str) -> tuple[str, ...]:

