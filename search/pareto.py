@@ -7,9 +7,12 @@ the trials that reached the same epoch, on all the study's objectives at that ep
 
 The rule: at each rung, the trials that reached the epoch are sorted into non-dominated fronts
 (front 1 is their Pareto front). A trial goes on if the trials in better fronts than its own
-are fewer than ``KEEP_FRACTION`` of them; that is, the fronts kept are those that hold the best
-third (as successive halving keeps the best third on one objective). Its first front always
-goes on. A trial is judged once ``MIN_PEERS`` other trials reached the epoch.
+are fewer than ``KEEP_FRACTION`` (half) of them; that is, the fronts kept are those that hold
+the better half. The first front always goes on. A trial is judged once ``MIN_PEERS`` other
+trials reached the epoch. The rungs are successive halving's after its first (``samplers``):
+at the first judged epoch a cost such as time is already exact while accuracy still misranks,
+so the fronts would be sorted by cost alone; on lcbench, judging there and keeping a third lost
+hypervolume (benchmarks/lcbench_mo.py).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from hpsearch.storage.recorder import TrialRecorder
 
 PARETO = "pareto"
-KEEP_FRACTION = 1 / 3
+KEEP_FRACTION = 1 / 2
 MIN_PEERS = 4
 # The trials a trial is compared with: a failed trial's last epochs may be what failed it.
 PEER_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

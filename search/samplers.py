@@ -117,7 +117,8 @@ class PrunerKind:
 
 
 # ``pareto`` is for multi-objective studies, which Optuna's pruners refuse: the Optuna side is
-# no pruner, and ``search/pareto.py`` judges each trial on the epoch table at the ``sha`` rungs.
+# no pruner, and ``search/pareto.py`` judges each trial on the epoch table at the ``sha`` rungs
+# after the first (three times the first judged epoch, then each time the epochs triple).
 # ``percentile`` prunes a trial whose value at an epoch is worse than the 25th percentile of the
 # completed trials' values at that epoch, once 2 trials have completed; ``median`` does the same
 # with the median. ``sha`` is asynchronous successive halving: at the first judged epoch, then
@@ -129,7 +130,7 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "sha": PrunerKind(_sha, _tripling),
     "hyperband": PrunerKind(_hyperband, _tripling),
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
-    "pareto": PrunerKind(_nop, _tripling),
+    "pareto": PrunerKind(_nop, lambda first, epochs: _tripling(3 * first, epochs)),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
