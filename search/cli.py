@@ -94,11 +94,13 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study.add_argument("--sampler", choices=SAMPLERS, help=f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}")
     study.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="performance pruner (default: %(default)s: none for the gp sampler, which learns from complete trials only; "
                        "otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter of "
-                       "completed trials at that epoch); the divergence guard is always on")
+                       "completed trials at that epoch; and none for several --objectives). pareto is for several objectives: "
+                       "at sha's rungs after the first, keep a trial while the Pareto fronts ahead of it hold fewer than half "
+                       "the trials that reached that epoch. The divergence guard is always on")
     study.add_argument("--metric", default="val_loss", help="the monitored value, reported every epoch (default: %(default)s)")
     study.add_argument("--direction", choices=("minimize", "maximize"), help="default: minimize for losses, maximize for accuracy")
     study.add_argument("--objectives", type=_comma_list, help="several objectives, e.g. val_loss,flops or val_acc:maximize,params: "
-                       "a multi-objective study (Pareto front); pruners are off there, the divergence guard stays")
+                       "a multi-objective study (Pareto front); it takes --pruner pareto or none (the default), the divergence guard stays")
     study.add_argument(*flags("max_flops"), dest="max_flops", type=float, help="reject configurations above this many forward FLOPs per sample, before training")
     study.add_argument(*flags("max_params"), dest="max_params", type=int, help="reject configurations above this many parameters, before training")
     study.add_argument(*flags("n_trials"), dest="n_trials", type=int, help=f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")

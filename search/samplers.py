@@ -139,9 +139,9 @@ PRUNERS = ("auto", *PRUNER_KINDS)
 def auto_pruner(sampler: str, multi_objective: bool = False) -> str:
     """What ``--pruner auto`` means for ``sampler``, in a study of one objective or of several.
 
-    A multi-objective study gets the Pareto-rank pruner whatever the sampler: on lcbench's
-    accuracy against training time it reached at half the budget the hypervolume that no
-    pruning reached with all of it (benchmarks/lcbench_mo.py).
+    A multi-objective study gets no performance pruner: ``pareto`` is there to choose, but on
+    lcbench's accuracy against training time it did not reach at half the budget the
+    hypervolume that no pruning reached with all of it (benchmarks/lcbench_mo.py).
 
     The GP sampler learns from complete trials only, so a pruned trial's epochs teach it nothing,
     and on lcbench the early epochs misrank configurations that learn slowly but end best. A grid
@@ -149,7 +149,7 @@ def auto_pruner(sampler: str, multi_objective: bool = False) -> str:
     spent a third of the 16-point grid's epochs and kept its best (benchmarks/pruning_efficiency.py).
     """
     if multi_objective:
-        return "pareto"
+        return "none"
     return "none" if sampler == "gp" else "percentile"
 
 

@@ -67,7 +67,7 @@ def test_a_trial_goes_on_while_the_fronts_ahead_of_it_hold_fewer_than_half_the_t
 
 def test_no_verdict_off_a_rung_or_with_too_few_peers(peers):
     assert judge(peers, 4.0, 4.0, rungs=(2, 9)) is None  # epoch 3 is no rung
-    study, recorder = peers
+    _, recorder = peers
     for number in (0, 1):
         del recorder.rows[number]  # two peers never reached epoch 3: 2 left, fewer than MIN_PEERS
     assert judge(peers, 4.0, 4.0) is None
@@ -89,11 +89,11 @@ def surrogate(yahpo_data):
 
 def test_a_simulated_multi_objective_study_prunes_with_a_prune_reason(surrogate):
     goals = (Goal("val_accuracy", "maximize"), Goal(TIME_OBJECTIVE, "minimize"))
-    result = CurveSimulation(surrogate, "random", "auto", seed=0, budget=900, objectives=goals).run()
+    result = CurveSimulation(surrogate, "random", "pareto", seed=0, budget=900, objectives=goals).run()
     assert result.study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     trials = result.study.get_trials(deepcopy=False)
     by_pareto = [t for t in trials if t.user_attrs.get("prune_reason", "").startswith("pruned by the pareto pruner")]
-    assert by_pareto, "--pruner auto on two objectives prunes by Pareto rank"
+    assert by_pareto
     assert {t.user_attrs["epochs_run"] for t in by_pareto} <= {3, 9, 27}
     assert all(t.state == TrialState.PRUNED and t.intermediate_values == {} for t in by_pareto)
     for trial in trials:
