@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import socket
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.signals import Interrupted, interruption
@@ -51,6 +52,8 @@ class Objective:
         # FLOPs counts per model and hyperparameters: the task's data is fixed within a search, so
         # these make the same module, and a sweep over lr or the trainer's settings traces it once.
         self.flops_counts: dict[tuple[str, str], dict] = {}
+        config = resolved.train_config
+        self.pareto = ParetoPruner.for_study(resolved.pruner, resolved.goals, config.epochs, config.warmup_epochs)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
@@ -97,7 +100,8 @@ class Objective:
         plan = self.plan(trial)
         self.echo(f"Trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in trial.params.items()))
         recording = TrialRecording(
-            trial, self.recorder, spec.metric, plan.config.epochs, resolved.pruner, resolved.multi_objective, self.echo
+            trial, self.recorder, spec.metric, plan.config.epochs, resolved.pruner, resolved.multi_objective, self.echo,
+            self.pareto,
         )
         if spec.max_flops is not None or spec.max_params is not None:
             self._check_budget(trial, plan)
@@ -105,6 +109,7 @@ class Objective:
         model = plan.build_model(resolved.task)
         resume_from, state, restored = self._checkpoint_to_resume(trial, model)
         meter = FlopsMeter(model, counts=self.flops_counts.setdefault(plan.architecture, {}))
+        recording.costs = lambda: self._costs(model, meter)
         config = plan.config
         if spec.lr_finder:
             suggested = trial.user_attrs.get("lr_finder.suggested")
@@ -208,15 +213,19 @@ class Objective:
         return found.path, found.state, parsed if found.path is not None else []
 
     @staticmethod
+    def _costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:
+        """The model's costs so far: its parameters and the ``flops.*`` statistics of its forward passes."""
+        return {"params.count": count_parameters(model), **meter.stats().as_user_attrs()}
+
+    @classmethod
     def _attrs(
-        trainer: Trainer, model: torch.nn.Module, meter: FlopsMeter, result: FitResult | None, trained: bool
+        cls, trainer: Trainer, model: torch.nn.Module, meter: FlopsMeter, result: FitResult | None, trained: bool
     ) -> dict[str, object]:
         """What the trainer knows at the end of a trial: parameters, precision, worker, checkpoint, FLOPs."""
         attrs = {
-            "params.count": count_parameters(model),
+            **cls._costs(model, meter),
             "precision": trainer.precision,
             "worker": f"{socket.gethostname()}:{os.getpid()}:{device_label(trainer.device)}",
-            **meter.stats().as_user_attrs(),
         }
         if trained and trainer.checkpoints is not None:
             attrs["checkpoint"] = str(trainer.checkpoints.last_path)

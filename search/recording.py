@@ -7,14 +7,18 @@ decisions, so what a simulated benchmark judges is what a real search does.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from hpsearch.search.spec import COST_OBJECTIVES, Goal
+from hpsearch.search.goals import Goal
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
+
+if TYPE_CHECKING:
+    from hpsearch.search.pareto import ParetoPruner
 
 
 class TrialAbandoned(BaseException):
@@ -37,8 +41,11 @@ class TrialRecording:
 
     Every epoch: a line through ``echo``, the epoch's row and (single objective) the report of
     ``metric`` through the recorder, then the pruner's verdict, but for the last epoch, whose work
-    is done. While the database is away, rows are kept and stored with a later epoch's, and
-    training goes on.
+    is done: Optuna's pruner's on one objective, ``pareto``'s (``search/pareto.py``) on several.
+    While the database is away, rows are kept and stored with a later epoch's, and training goes on.
+
+    ``costs`` gives the model's cost attributes (``params.count``, ``flops.*``) once it has run an
+    epoch; a multi-objective trial stores them then, so that peers can rank it while it runs.
     """
 
     def __init__(
@@ -50,9 +57,12 @@ class TrialRecording:
         pruner: str,
         multi_objective: bool = False,
         echo: Callable[[str], None] = print,
+        pareto: ParetoPruner | None = None,
     ) -> None:
         self.trial, self.recorder, self.metric, self.epochs = trial, recorder, metric, epochs
-        self.pruner, self.multi_objective, self.echo = pruner, multi_objective, echo
+        self.pruner, self.multi_objective, self.echo, self.pareto = pruner, multi_objective, echo, pareto
+        self.costs: Callable[[], Mapping[str, Any]] = dict
+        self.costs_stored = False
         self.records: list[EpochRecord] = []
         # Epochs finished but not yet stored: while the database is away, training goes on.
         self.unstored: list[EpochRecord] = []
@@ -66,7 +76,7 @@ class TrialRecording:
         try:
             with self.recorder.deferring():  # a first failure defers the writes to the next epoch
                 self.store()
-                prune = not self.multi_objective and record.epoch < self.epochs and self.trial.should_prune()
+                reason = self.prune_reason(record) if record.epoch < self.epochs else None
         except DatabaseUnavailable as error:
             if error.final:
                 raise
@@ -74,11 +84,28 @@ class TrialRecording:
                 f"Trial {self.trial.number}: epoch {record.epoch} is kept and stored once the database is back; training goes on"
             )
             return
-        if prune:
-            value = record.value(self.metric)
-            raise optuna.TrialPruned(
-                f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={value:.4g}"
-            )
+        if reason is not None:
+            raise optuna.TrialPruned(reason)
+
+    def prune_reason(self, record: EpochRecord) -> str | None:
+        """Why the pruner stops the trial after ``record``'s epoch, or None if it goes on."""
+        if self.multi_objective:
+            if self.pareto is None:
+                return None
+            costs = self.costs()
+            if costs and not self.costs_stored:
+                self.recorder.set_attrs(self.trial, costs)
+                self.costs_stored = True
+            if record.epoch not in self.pareto.rungs:
+                return None  # before building its rows: most epochs are no rung
+            return self.pareto.prune_reason(self.trial, self.recorder, self.rows(), costs)
+        if not self.trial.should_prune():
+            return None
+        return f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={record.value(self.metric):.4g}"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The epoch rows of the trial so far, oldest first."""
+        return [record.as_row() for record in self.records]
 
     def store(self) -> None:
         """Store the unstored epochs, oldest first, removing each once stored."""
@@ -124,6 +151,7 @@ class TrialRecording:
         return closing
 
     def values(self, goals: Sequence[Goal], attrs: Mapping[str, Any]) -> float | list[float]:
-        """The trial's objective values: each goal's last-epoch metric, or its cost attribute."""
-        values = [attrs[COST_OBJECTIVES[g.name]] if g.is_cost else self.records[-1].value(g.name) for g in goals]
+        """The trial's objective values: each goal's value after the last epoch (``Goal.value``)."""
+        rows = self.rows()
+        values = [goal.value(rows, attrs) for goal in goals]
         return values if self.multi_objective else values[0]

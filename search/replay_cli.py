@@ -9,6 +9,9 @@ from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.samplers import PRUNERS
 from hpsearch.search.tables_cli import STORAGE_HELP
 
+# A replay judges one objective's curves; the Pareto pruner is for multi-objective studies.
+REPLAYABLE = tuple(p for p in PRUNERS if p != "pareto")
+
 
 def build_replay_parser() -> ArgumentParser:
     return ArgumentParser(
@@ -28,7 +31,7 @@ def replay_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--pruners",
         # auto is another pruner's name, and wilcoxon judges per-step values that an epoch curve lacks.
-        default=",".join(p for p in PRUNERS if p not in ("auto", "wilcoxon")),
+        default=",".join(p for p in REPLAYABLE if p not in ("auto", "wilcoxon")),
         help="comma-separated pruners to replay (default: %(default)s)",
     )
     parser.add_argument(
@@ -37,10 +40,10 @@ def replay_main(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the orders (default: %(default)s)")
     args = parser.parse_args(argv)
     pruners = [p for p in args.pruners.split(",") if p]
-    unknown = [p for p in pruners if p not in PRUNERS]
+    unknown = [p for p in pruners if p not in REPLAYABLE]
     if unknown or not pruners:
         raise UsageError(
-            f"unknown pruner {unknown[0]!r}; choose from {', '.join(PRUNERS)}"
+            f"unknown pruner {unknown[0]!r}; choose from {', '.join(REPLAYABLE)}"
             if unknown
             else "--pruners names no pruner"
         )

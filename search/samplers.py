@@ -116,6 +116,9 @@ class PrunerKind:
     rungs: Callable[[int, int], tuple[int, ...]]
 
 
+# ``pareto`` is for multi-objective studies, which Optuna's pruners refuse: the Optuna side is
+# no pruner, and ``search/pareto.py`` judges each trial on the epoch table at the ``sha`` rungs
+# after the first (three times the first judged epoch, then each time the epochs triple).
 # ``percentile`` prunes a trial whose value at an epoch is worse than the 25th percentile of the
 # completed trials' values at that epoch, once 2 trials have completed; ``median`` does the same
 # with the median. ``sha`` is asynchronous successive halving: at the first judged epoch, then
@@ -127,19 +130,26 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "sha": PrunerKind(_sha, _tripling),
     "hyperband": PrunerKind(_hyperband, _tripling),
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
+    "pareto": PrunerKind(_nop, lambda first, epochs: _tripling(3 * first, epochs)),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
 
 
-def auto_pruner(sampler: str) -> str:
-    """What ``--pruner auto`` means for ``sampler``.
+def auto_pruner(sampler: str, multi_objective: bool = False) -> str:
+    """What ``--pruner auto`` means for ``sampler``, in a study of one objective or of several.
+
+    A multi-objective study gets no performance pruner: ``pareto`` is there to choose, but on
+    lcbench's accuracy against training time it did not reach at half the budget the
+    hypervolume that no pruning reached with all of it (benchmarks/lcbench_mo.py).
 
     The GP sampler learns from complete trials only, so a pruned trial's epochs teach it nothing,
     and on lcbench the early epochs misrank configurations that learn slowly but end best. A grid
     (and TPE, which learns from pruned trials' last values too) keeps the percentile pruner, which
     spent a third of the 16-point grid's epochs and kept its best (benchmarks/pruning_efficiency.py).
     """
+    if multi_objective:
+        return "none"
     return "none" if sampler == "gp" else "percentile"
 
 

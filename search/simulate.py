@@ -13,18 +13,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import optuna
 
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
+from hpsearch.search.goals import TIME_OBJECTIVE, Goal
+from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import auto_pruner, make_pruner, make_sampler
-from hpsearch.search.spec import Goal
 from hpsearch.search.sweep import SweepParam
 from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
 from hpsearch.trainers.records import EpochRecord
@@ -34,17 +36,29 @@ BENCHMARKS = ("lcbench",)
 # ceil(20·52 + sqrt(7)·52·40) epochs per run.
 LCBENCH_BUDGET = math.ceil(20 * 52 + math.sqrt(7) * 52 * 40)
 BUDGET_SPENT = "stopped: the simulated budget of {budget} epochs was spent"
+# The objectives a simulated study may have, with their directions: lcbench's curves, and the
+# simulated training time (``goals.TIME_OBJECTIVE``: the sum of the epochs' simulated seconds).
+SIMULATED_OBJECTIVES = {
+    "val_accuracy": "maximize",
+    "val_balanced_accuracy": "maximize",
+    "val_loss": "minimize",
+    TIME_OBJECTIVE: "minimize",
+}
 
 
 @dataclass(frozen=True)
 class FinishedTrial:
-    """One simulated trial as it ended: when, after how much work, and its value if it ran every epoch."""
+    """One simulated trial as it ended: when, after how much work, and its value(s) if it ran every epoch.
+
+    ``value`` is its first objective's; ``values`` holds every objective's, in the study's order.
+    """
 
     number: int
     epochs: int
     value: float | None
     spent: int  # epochs trained by every worker when it ended
     clock: float  # simulated seconds when it ended
+    values: tuple[float, ...] = ()
 
 
 @dataclass
@@ -103,10 +117,9 @@ class CurveSimulation:
     ``budget`` caps the epochs trained by all workers together (trials still running when it is
     spent end PRUNED, with a ``prune_reason`` that says so); ``n_trials`` caps the trials started;
     ``stop`` (``--stop-when-converged``) starts no trial once the complete ones have converged.
+    ``objectives`` are the study's (``SIMULATED_OBJECTIVES``; default: maximize ``val_accuracy``);
+    with several, the study is multi-objective, and its pruner ``pareto`` or ``none``.
     """
-
-    metric = "val_accuracy"
-    direction = "maximize"
 
     def __init__(
         self,
@@ -121,21 +134,28 @@ class CurveSimulation:
         recorder: TrialRecorder | None = None,
         echo: Callable[[str], None] = lambda line: None,
         stop: ConvergenceStop | None = None,
+        objectives: Sequence[Goal] = (Goal("val_accuracy", "maximize"),),
     ) -> None:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1 (got {workers})")
         if budget is None and n_trials is None:
             raise UsageError("a simulation needs a budget of epochs or a number of trials")
+        if stop is not None and len(objectives) > 1:
+            raise UsageError("--stop-when-converged takes a single objective; a Pareto front has no one best to stop on")
         from hpsearch.trainers.lcbench import EPOCHS
 
-        self.surrogate, self.sampler, self.epochs = surrogate, sampler, EPOCHS
-        self.pruner = auto_pruner(sampler) if pruner == "auto" else pruner
+        self.surrogate, self.sampler, self.epochs, self.goals = surrogate, sampler, EPOCHS, tuple(objectives)
+        self.metric, self.direction = self.goals[0].name, self.goals[0].direction
+        self.multi_objective = len(self.goals) > 1
+        self.pruner = auto_pruner(sampler, self.multi_objective) if pruner == "auto" else pruner
+        # The curves have no warmup: a pruner may judge from the first epoch.
+        self.pareto = ParetoPruner.for_study(self.pruner, self.goals, self.epochs, 0)
         self.workers, self.budget, self.n_trials, self.echo = workers, budget, n_trials, echo
         self.params = space_params(surrogate)
-        self.study = study if study is not None else optuna.create_study(direction=self.direction)
+        directions = [goal.direction for goal in self.goals]
+        self.study = study if study is not None else optuna.create_study(directions=directions)
         self.study.sampler = make_sampler(sampler, seed)
-        # The curves have no warmup: a pruner may judge from the first epoch.
-        self.study.pruner = make_pruner(pruner, self.epochs, 0, sampler)
+        self.study.pruner = make_pruner(self.pruner, self.epochs, 0, sampler)
         self.recorder = recorder if recorder is not None else MemoryRecorder()
         self.stop = stop
 
@@ -159,19 +179,23 @@ class CurveSimulation:
             trial = self.study.ask()
             point = {p.name: p.suggest(trial) for p in self.params}
             curve = {name: values[0] for name, values in self.surrogate.curves([point]).items()}
-            recording = TrialRecording(trial, self.recorder, self.metric, self.epochs, self.pruner, echo=self.echo)
+            recording = TrialRecording(
+                trial, self.recorder, self.metric, self.epochs, self.pruner, self.multi_objective, self.echo, self.pareto
+            )
             heapq.heappush(running, _Running(clock + _epoch_seconds(curve, 1), next(order), trial, recording, curve))
 
         def end(run: _Running, state: optuna.trial.TrialState, reason: tuple[str, str] | None) -> None:
             attrs = run.recording.finish({"simulated.seconds": float(run.curve["time"][run.epoch - 1])}, reason)
-            value = None
+            told: tuple[float, ...] = ()
             if state == optuna.trial.TrialState.COMPLETE:
-                value = float(run.recording.values((Goal(self.metric, self.direction),), attrs))
-                self.study.tell(run.trial, value)
-                values.append(value)
+                found = run.recording.values(self.goals, attrs)
+                told = tuple(float(v) for v in found) if isinstance(found, list) else (float(found),)
+                self.study.tell(run.trial, list(told) if self.multi_objective else told[0])
+                values.append(told[0])
             else:
                 self.study.tell(run.trial, state=state)
-            finished.append(FinishedTrial(run.trial.number, len(run.recording.records), value, spent, clock))
+            value = told[0] if told else None
+            finished.append(FinishedTrial(run.trial.number, len(run.recording.records), value, spent, clock, told))
 
         for _ in range(self.workers):
             start()

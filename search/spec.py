@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError, did_you_mean
+from hpsearch.search.goals import COST_OBJECTIVES, TIME_OBJECTIVE, Goal
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
 from hpsearch.search.sweep import Sweep, parse_sweep
@@ -57,12 +58,14 @@ class StudySpec:
     pruner: str = study_option(
         DEFAULT_PRUNER, f"performance pruner (default: {DEFAULT_PRUNER}: none for the gp sampler, which learns from complete "
         "trials only; otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter "
-        "of completed trials at that epoch); the divergence guard is always on", choices=PRUNERS)
+        "of completed trials at that epoch; and none for several --objectives). pareto is for several objectives: at sha's "
+        "rungs after the first, keep a trial while the Pareto fronts ahead of it hold fewer than half the trials that reached "
+        "that epoch. The divergence guard is always on", choices=PRUNERS)
     metric: str = study_option("val_loss", "the monitored value, reported every epoch (default: val_loss)")
     direction: str | None = study_option(None, "default: minimize for losses, maximize for accuracy", choices=("minimize", "maximize"))
     objectives: tuple[str, ...] = study_option(
         (), "several objectives, e.g. val_loss,flops or val_acc:maximize,params: a multi-objective study (Pareto front); "
-        "pruners are off there, the divergence guard stays", metavar="NAME[:DIRECTION],...")
+        "it takes --pruner pareto or none (the default), the divergence guard stays", metavar="NAME[:DIRECTION],...")
     max_flops: float | None = study_option(None, "reject configurations above this many forward FLOPs per sample, before training")
     max_params: int | None = study_option(None, "reject configurations above this many parameters, before training")
     n_trials: int | None = study_option(None, f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
@@ -98,7 +101,7 @@ class StudySpec:
             "metric": self.metric,
         }
 
-    def changes_from(self, previous: "StudySpec") -> list[str]:
+    def changes_from(self, previous: StudySpec) -> list[str]:
         """What differs from ``previous`` in the settings that make trials comparable, as ``name old -> new``.
 
         That is the search itself (models, sweep, task and its options, objectives, metric) and
@@ -123,7 +126,7 @@ class StudySpec:
         return json.dumps(data, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "StudySpec":
+    def from_json(cls, text: str) -> StudySpec:
         data = json.loads(text)
         for key in ("models", "sweep", "objectives", "plugins"):
             data[key] = tuple(data.get(key, ()))
@@ -148,23 +151,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "none"
     return str(value)
-
-
-# Objectives that are costs of the model rather than metrics of its training, and the user
-# attribute each is read from.
-COST_OBJECTIVES = {"flops": "flops.per_sample_forward", "params": "params.count"}
-
-
-@dataclass(frozen=True)
-class Goal:
-    """One value the study optimizes: a metric of the last epoch, or a cost of the model."""
-
-    name: str
-    direction: str
-
-    @property
-    def is_cost(self) -> bool:
-        return self.name in COST_OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -262,7 +248,10 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}{did_you_mean(spec.metric, metrics)}; "
                          f"choose from {', '.join(metrics)}")
     goals = _goals(spec, metrics, task.undirected())
-    pruner = auto_pruner(sampler) if spec.pruner == "auto" else spec.pruner
+    pruner = auto_pruner(sampler, len(goals) > 1) if spec.pruner == "auto" else spec.pruner
+    from hpsearch.search.pareto import ParetoPruner  # here: it imports optuna, which --help does without
+
+    ParetoPruner.for_study(pruner, goals, train_config.epochs, train_config.warmup_epochs)  # a check
     code = code_identity([m.name for m in model_specs], task)
     resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner, code)
     _check_models_build(resolved)
@@ -301,7 +290,7 @@ def _goals(spec: StudySpec, metrics: dict[str, str], undirected: list[str]) -> t
         if spec.direction is None and spec.metric in undirected:
             raise UsageError(f"metric {spec.metric} {unknown}; pass --direction maximize or --direction minimize")
         return (Goal(spec.metric, spec.direction or metrics[spec.metric]),)
-    known = {**metrics, **{name: "minimize" for name in COST_OBJECTIVES}}
+    known = {**metrics, **{name: "minimize" for name in (*COST_OBJECTIVES, TIME_OBJECTIVE)}}
     goals = []
     for item in spec.objectives:
         name, _, direction = item.partition(":")
@@ -315,7 +304,7 @@ def _goals(spec: StudySpec, metrics: dict[str, str], undirected: list[str]) -> t
     if len({g.name for g in goals}) < len(goals):
         raise UsageError(f"--objectives names an objective twice: {','.join(spec.objectives)}")
     if all(g.is_cost for g in goals):
-        raise UsageError("--objectives needs a training metric besides flops and params, e.g. val_loss,flops")
+        raise UsageError("--objectives needs a training metric besides flops, params and time, e.g. val_loss,flops")
     return tuple(goals)
 
 

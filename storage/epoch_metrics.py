@@ -150,26 +150,34 @@ def fetch_rows(connection: Connection, sql: str | sa.Select) -> tuple[list[str],
         cursor.close()
 
 
+RAW_NAMES = ("trial_id", "number", "epoch", *FIXED_COLUMNS, TASK_METRICS_COLUMN)
+
+
+def _raw_study_rows(connection: Connection, study_name: str, through_epoch: int | None = None) -> list[tuple[Any, ...]]:
+    """The raw rows (``RAW_NAMES``) of one study, up to ``through_epoch`` if given, ordered by number and epoch."""
+    study_id = None
+    if sa.inspect(connection).has_table(TRIALS.name):  # else there is no study, hence no rows
+        study_id = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_name == study_name)).scalar()
+    if study_id is None:
+        return []
+    e, t = epoch_metrics.alias("e"), TRIALS.alias("t")
+    query = (
+        sa.select(e.c.trial_id, t.c.number, e.c.epoch, *(e.c[name] for name in RAW_NAMES[3:]))
+        .join_from(e, t, t.c.trial_id == e.c.trial_id)
+        # study_id is an integer read from the database, so writing it into the SQL is safe.
+        .where(t.c.study_id == int(study_id))
+        .order_by(t.c.number, e.c.epoch)
+    )
+    if through_epoch is not None:
+        query = query.where(e.c.epoch <= int(through_epoch))
+    return fetch_rows(connection, query)[1]
+
+
 def read_study_rows(connection: Connection, study_name: str) -> pd.DataFrame:
     """The raw rows of one study with the trial ``number`` added, ordered by number and epoch."""
     import pandas as pd
 
-    names = ["trial_id", "number", "epoch", *FIXED_COLUMNS, TASK_METRICS_COLUMN]
-    study_id = None
-    if sa.inspect(connection).has_table(TRIALS.name):  # else there is no study, hence no rows
-        study_id = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_name == study_name)).scalar()
-    rows: list[tuple[Any, ...]] = []
-    if study_id is not None:
-        e, t = epoch_metrics.alias("e"), TRIALS.alias("t")
-        query = (
-            sa.select(e.c.trial_id, t.c.number, e.c.epoch, *(e.c[name] for name in names[3:]))
-            .join_from(e, t, t.c.trial_id == e.c.trial_id)
-            # study_id is an integer read from the database, so writing it into the SQL is safe.
-            .where(t.c.study_id == int(study_id))
-            .order_by(t.c.number, e.c.epoch)
-        )
-        _, rows = fetch_rows(connection, query)
-    frame = pd.DataFrame.from_records(rows, columns=names)
+    frame = pd.DataFrame.from_records(_raw_study_rows(connection, study_name), columns=list(RAW_NAMES))
     for name in ("trial_id", "number", "epoch"):
         frame[name] = frame[name].astype("int64")
     # NULL is how SQLite keeps NaN; an all-NULL column would otherwise come back as object.
@@ -240,6 +248,23 @@ class EpochMetricsTable:
         """
         with self._engine.connect() as connection:
             return _tidy(read_study_rows(connection, study_name))
+
+    def rows_by_trial(self, study_name: str, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
+        """Study ``study_name``'s rows up to ``through_epoch``, as ``EpochRecord.as_row()`` dicts, by trial number.
+
+        Without pandas: a worker's pruner reads these at its rungs. Transient errors are retried.
+        """
+
+        def read() -> list[tuple[Any, ...]]:
+            with self._engine.connect() as connection:
+                return _raw_study_rows(connection, study_name, through_epoch)
+
+        by_trial: dict[int, list[dict[str, Any]]] = {}
+        for raw in self.retry.call(read):
+            row = dict(zip(RAW_NAMES[2:-1], raw[2:-1]))
+            row.update(json.loads(raw[-1]))
+            by_trial.setdefault(raw[1], []).append(row)
+        return by_trial
 
     def delete_trials(self, trial_ids: Iterable[int]) -> int:
         """Delete the rows of the given trials; returns how many rows went."""

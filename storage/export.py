@@ -39,6 +39,7 @@ from optuna.distributions import (
 from sqlalchemy.engine import Connection
 
 from hpsearch.storage import epoch_metrics as em
+from hpsearch.storage.database import StudyDatabase, reading
 from hpsearch.storage.optuna_seam import (
     NONFINITE_VALUES,
     TRIAL_INTERMEDIATE_VALUES,
@@ -49,13 +50,12 @@ from hpsearch.storage.optuna_seam import (
     TRIALS,
     ValueType,
 )
-from hpsearch.storage.database import StudyDatabase, reading
 from hpsearch.storage.pareto import pareto_mask
 from hpsearch.storage.reading import (  # noqa: F401  ExportError and the readers, importable from here as before
+    SUMMARY_COLUMNS,
     ExportError,
     StorageReadError,
     StudyInfo,
-    SUMMARY_COLUMNS,
     UnknownStudyError,
     find_study,
     summary_rows,

@@ -8,7 +8,8 @@ can be tested, or simulated thousands of times, on an in-memory study.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterator, Mapping, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, ContextManager, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -29,6 +30,9 @@ class TrialRecorder(Protocol):
 
     def frozen(self, trial: optuna.Trial) -> FrozenTrial:
         """The trial as stored now."""
+
+    def epoch_rows(self, trial: optuna.Trial, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
+        """The epoch rows up to ``through_epoch`` of every trial of ``trial``'s study, oldest first, by trial number."""
 
     def deferring(self) -> ContextManager[None]:
         """Calls inside give up at their first transient failure (``DatabaseUnavailable``), to be retried later."""
@@ -59,6 +63,9 @@ class DatabaseRecorder:
 
     def frozen(self, trial: optuna.Trial) -> FrozenTrial:
         return self.storage.get_trial(trial_id(trial))
+
+    def epoch_rows(self, trial: optuna.Trial, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
+        return self.epoch_table.rows_by_trial(trial.study.study_name, through_epoch)
 
     def deferring(self) -> ContextManager[None]:
         return self.storage.retry.patience(0)
@@ -104,6 +111,13 @@ class MemoryRecorder:
 
     def frozen(self, trial: optuna.Trial) -> FrozenTrial:
         return trial.study.get_trials(deepcopy=False)[trial.number]
+
+    def epoch_rows(self, trial: optuna.Trial, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
+        # Rows are kept in the order written; a rewritten epoch went to the end.
+        return {
+            number: sorted((r for r in rows if r["epoch"] <= through_epoch), key=lambda r: r["epoch"])
+            for number, rows in self.rows.items()
+        }
 
     def deferring(self) -> ContextManager[None]:
         return _nothing()
