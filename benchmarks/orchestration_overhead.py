@@ -7,7 +7,7 @@ file per run, with a seeded ``RandomSampler`` drawing ``lr`` on a log scale and 
 * **bare Optuna**: ``optuna.create_study`` on ``sqlite:///FILE`` + ``study.optimize`` of an
   objective that suggests ``lr`` and calls ``trial.report`` + ``trial.should_prune`` per epoch;
 * **bare Optuna, hpsearch's storage** (context): the same loop on
-  ``hpsearch.storage.open_optuna_storage`` (WAL journal, busy timeout, the queued take), which
+  ``hpsearch.storage.StudyDatabase.open_for_search`` (WAL journal, busy timeout, the queued take), which
   separates the storage settings from the rest of the orchestration;
 * **hpsearch, no-op trainer**: ``Orchestrator.run()`` on a ``StudySpec`` (``tfn_classifier``,
   ``lr:1e-4..1e-2:log``, random sampler, median pruner) with ``hpsearch.search.objective.Trainer``

@@ -76,3 +76,30 @@ def test_a_direction_given_anywhere_is_taken(tmp_path, run_hpsearch, flags):
     (tmp_path / "task.py").write_text(UNDIRECTED_TASK)
     run = run_hpsearch(*BASE, *flags)
     assert run.returncode == 0, run.stderr
+
+
+def test_each_study_option_is_a_flag_a_study_file_key_and_a_search_keyword(tmp_path):
+    # One declaration (a study_option field of StudySpec) makes all three; none is listed by hand.
+    from hpsearch.search.api import _split_options
+    from hpsearch.search.cli import build_search_parser, given_values
+    from hpsearch.search.spec import STUDY_OPTIONS
+    from hpsearch.search.study_file import read_study_file
+
+    examples = {"str": "x", "int": 3, "float": 2.5, "bool": True}
+    assert len(STUDY_OPTIONS) >= 14
+    for option in STUDY_OPTIONS:
+        declared = option.metadata["option"]
+        value = (declared["choices"] or ("val_loss",))[-1] if option.name in ("objectives", "sampler", "pruner", "direction") else None
+        kind = "bool" if isinstance(option.default, bool) else "int" if option.name in ("max_params", "n_trials", "stop_when_converged") \
+            else "float" if option.name in ("max_flops", "timeout") else "str"
+        value = value if value is not None else examples[kind]
+        flag = f"--{option.name.replace('_', '-')}"
+        argv = ["--models", "m", flag] + ([] if kind == "bool" else [str(value)])
+        parsed = given_values(build_search_parser().parse_args(argv))
+        expected = (value,) if option.name == "objectives" else value
+        assert parsed[option.name] == expected, option.name
+        toml = tmp_path / f"{option.name}.toml"
+        shown = str(value).lower() if kind == "bool" else repr(value) if kind == "str" else value
+        toml.write_text(f'models = ["m"]\n{option.name} = {f"[{shown}]" if option.name == "objectives" else shown}\n'.replace("'", '"'))
+        assert read_study_file(toml).values[option.name] in (expected, str(tmp_path / str(value))), option.name
+        assert _split_options({option.name: expected})[0] == {option.name: expected}, option.name
