@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +18,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import Connection, Engine
 
 from hpsearch.storage.engine import (
+    SQLITE_BUSY_TIMEOUT_S,
     DamagedDatabaseError,
     damaged_sqlite_errors,
     engine_options,
@@ -52,6 +56,8 @@ class StudyDatabase:
     def __init__(self, url: str, storage: optuna.storages.RDBStorage, retry: DatabaseRetry, writable: bool) -> None:
         self.url, self.storage, self.retry, self.writable = url, storage, retry, writable
         self._epoch_table: EpochMetricsTable | None = None
+        self._held_locks: dict[str, int] = {}  # study name -> depth, so that a holder may take its lock again
+        self._locks_guard = threading.Lock()
 
     @classmethod
     def open_for_search(
@@ -164,6 +170,74 @@ class StudyDatabase:
             return optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:
             raise UnknownStudyError(f"no study named {name!r} in {self.shown_url}; hpsearch studies lists them") from None
+
+    @contextmanager
+    def queue_lock(self, study_name: str) -> Iterator[None]:
+        """Hold study ``study_name``'s queue lock for the block: one process at a time creates, claims and queues it.
+
+        On PostgreSQL it is a transaction-scoped advisory lock keyed by the study's name, held on a
+        connection of its own; on SQLite, the write lock (``BEGIN IMMEDIATE``) of a lock file beside
+        the database, since holding the database's own write lock would block this process's
+        writes too. Either way the database releases it when the block ends or the process dies,
+        and a process already holding it takes it again at once.
+        """
+        with self._locks_guard:
+            depth = self._held_locks.get(study_name, 0)
+            self._held_locks[study_name] = depth + 1
+        try:
+            if depth:
+                yield
+                return
+            with self._take_queue_lock(study_name):
+                yield
+        finally:
+            with self._locks_guard:
+                self._held_locks[study_name] -= 1
+
+    @contextmanager
+    def _take_queue_lock(self, study_name: str) -> Iterator[None]:
+        parsed = parse_storage_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            if not parsed.database or parsed.database == ":memory:":
+                yield  # a database no other process can open
+                return
+            path = Path(parsed.database)
+            lock_file = path.with_name(path.name + ".queue-lock")
+
+            def take_sqlite() -> sqlite3.Connection:
+                connection = sqlite3.connect(lock_file, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as error:
+                    connection.close()
+                    raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, error) from None  # "locked": transient
+                return connection
+
+            held = self.retry.call(take_sqlite)
+            try:
+                yield
+            finally:
+                held.close()  # ends the transaction, and with it the lock
+            return
+        key = int.from_bytes(hashlib.blake2b(f"hpsearch-queue:{study_name}".encode(), digest_size=8).digest(), "big", signed=True)
+
+        def take_advisory() -> Connection:
+            connection = self.engine.connect()
+            try:
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            except Exception:
+                connection.close()
+                raise
+            return connection
+
+        locked = self.retry.call(take_advisory)
+        try:
+            yield
+        finally:
+            try:
+                locked.rollback()  # ends the transaction, and with it the lock
+            finally:
+                locked.close()
 
     def close(self) -> None:
         """Release the engine's connections."""
