@@ -72,7 +72,7 @@ def lr_find_main(argv: Sequence[str]) -> int:
     load_plugins(spec.plugins)
     check_task_options(spec, {name: f"--{name.replace('_', '-')}" for name in spec.task_options})
     resolved = resolve(spec)
-    plan = TrialPlan.from_point(resolved.sweep.grid_points()[0], resolved.train_config, (p.name for p in resolved.task.step_params))
+    plan = TrialPlan.from_point(resolved.sweep.grid_point(0), resolved.train_config, (p.name for p in resolved.task.step_params))
     seed_everything(plan.config.seed)
     trainer = Trainer(plan.build_model(resolved.task), resolved.task, plan.config, hparams=plan.hparams)
     result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import Heartbeat
+from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.spec import ResolvedSpec, StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
@@ -27,9 +27,8 @@ from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
 from hpsearch.storage.urls import resolve_storage_url
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
-__all__ = ["Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
+__all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
 # two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
 POLL_SECONDS = 1.0
@@ -109,77 +108,82 @@ class Orchestrator:
         self.heartbeat = heartbeat
         # Opened by open() unless given (a worker opens it first, to read the stored spec).
         self.database = database
+        self.queue = StudyQueue(resolved.sweep, resolved.train_config.seed)
 
     @property
     def is_grid(self) -> bool:
         return self.resolved.sampler == "grid"
 
     def open(self) -> optuna.Study:
-        """Create the study, or load it if it holds the same search."""
-        Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
-        if self.database is None:
-            self.database = open_database(self.storage_url, self.heartbeat, self.echo)
+        """Create the study, or load it if it holds the same search.
+
+        Under the study's queue lock, so that commands starting at once on one study create it
+        once and store its search once, and a refused study is not written to.
+        """
+        database = self._database()
         resolved = self.resolved
-        study = optuna.create_study(
-            study_name=self.spec.name,
-            storage=self.database.storage,
-            sampler=make_sampler(resolved.sampler, self.sampler_seed),
-            # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
-            pruner=make_pruner(
-                "none" if resolved.multi_objective else resolved.pruner,
-                resolved.train_config.epochs,
-                resolved.train_config.warmup_epochs,
-            ),
-            directions=resolved.directions,
-            load_if_exists=True,
+        sampler = make_sampler(resolved.sampler, self.sampler_seed)
+        # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
+        pruner = make_pruner(
+            "none" if resolved.multi_objective else resolved.pruner, resolved.train_config.epochs, resolved.train_config.warmup_epochs
         )
-        self._claim(study)
-        # A dead worker's trial is failed and its retry queued before anyone counts the queue:
-        # left RUNNING, a grid would count its point as taken and stop at "nothing to do".
-        # After _claim, so that a refused study is not written to.
-        optuna.storages.fail_stale_trials(study)
+        with database.queue_lock(self.spec.name):
+            try:
+                study = optuna.create_study(study_name=self.spec.name, storage=database.storage, sampler=sampler,
+                                            pruner=pruner, directions=resolved.directions, load_if_exists=True)
+            except optuna.exceptions.DuplicatedStudyError:
+                # Optuna versions that do not load on a lost race of creation raise this instead.
+                study = optuna.load_study(study_name=self.spec.name, storage=database.storage, sampler=sampler, pruner=pruner)
+            self._claim(study)
+            # A dead worker's trial is failed and its retry queued before anyone counts the queue:
+            # left RUNNING, a grid would count its point as taken and stop at "nothing to do".
+            optuna.storages.fail_stale_trials(study)
         earlier = len(study.get_trials(deepcopy=False))
         if earlier and self.sampler_seed is not None:
             # A re-run seeded as the first run would draw the first run's parameters again.
             study.sampler = make_sampler(resolved.sampler, self.sampler_seed + earlier)
         return study
 
+    def _database(self) -> StudyDatabase:
+        """The study database, opened (and the output directory made) on first use."""
+        Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
+        if self.database is None:
+            self.database = open_database(self.storage_url, self.heartbeat, self.echo)
+        return self.database
+
     def create(self, n_trials: int | None) -> tuple[optuna.Study, int]:
-        """Open the study and queue its work; return the study and how many trials wait.
+        """Open the study and queue its work; return the study and how many trials are left to run.
 
-        A grid queues every point not yet finished, queued or running. A sampled study queues
-        ``n_trials`` parameterless trials whose values the sampler fills in when a worker
-        takes one: Optuna hands each WAITING trial to exactly one worker, so workers share a
-        budget exactly, which counting finished trials cannot do without a race.
+        A grid queues a first batch of the points not yet finished, queued or running, and
+        workers queue the next ones as they need them (``StudyQueue``). A sampled study queues
+        what its budget of ``n_trials`` lacks. Both under the study's queue lock: commands that
+        start at once queue the work once.
         """
-        study = self.open()
+        with self._database().queue_lock(self.spec.name):
+            study = self.open()
+            if self.is_grid:
+                waiting, unqueued = self.queue.queue_grid(study, n_trials, retry_failed=True)
+                left = waiting + unqueued
+                return study, left if n_trials is None else min(left, n_trials)
+            if self.spec.stop_when_converged and ConvergenceStop(self.spec.stop_when_converged).study_converged(study):
+                return study, self._waiting(study)  # converged: a re-run queues nothing more
+            return study, self.queue.queue_budget(study, n_trials or 0)
+
+    def nothing_to_do(self) -> str:
+        """What a command says when the study has run all its work."""
         if self.is_grid:
-            queued = self._queue_grid(study)
-            return study, queued if n_trials is None else min(queued, n_trials)
-        if self.spec.stop_when_converged and ConvergenceStop(self.spec.stop_when_converged).study_converged(study):
-            return study, self._waiting(study)  # converged: a re-run queues nothing more
-        waiting = self._waiting(study) + self._queue_interrupted(study)
-        for _ in range((n_trials or 0) - waiting):
-            study.enqueue_trial({})
-        return study, max(waiting, n_trials or 0)
+            return f"Study {self.spec.name!r}: every grid point has already run; nothing to do."
+        return (f"Study {self.spec.name!r}: its {self.resolved.n_trials} trials (--n-trials) have already run; nothing to do "
+                "(a larger --n-trials adds trials).")
 
-    @staticmethod
-    def _queue_interrupted(study: optuna.Study) -> int:
-        """Queue again, with its parameters, each sampled trial a signal stopped; return how many.
-
-        The retry carries ``retry_of`` and resumes from the stopped trial's checkpoint, as a grid
-        point's does, so Ctrl-C loses no more than ``kill -9`` (whose heartbeat retry resumes).
-        A trial already retried is not queued again.
-        """
-        trials = study.get_trials(deepcopy=False)
-        retried = {number for trial in trials for number in trial.user_attrs.get("retry_of", [])}
-        queued = 0
-        for trial in trials:
-            stopped = trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason", "").startswith("interrupted by ")
-            if stopped and trial.params and trial.number not in retried:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": [trial.number]})
-                queued += 1
-        return queued
+    def top_up(self, study: optuna.Study) -> bool:
+        """Queue the grid's next batch, if it has points left; True when a trial waits now."""
+        if not self.is_grid:
+            return False
+        assert self.database is not None
+        with self.database.queue_lock(self.spec.name):
+            waiting, _ = self.queue.queue_grid(study)
+        return waiting > 0
 
     def run(self) -> SearchOutcome:
         """Create or resume the study and run its trials in this process.
@@ -190,7 +194,7 @@ class Orchestrator:
         study, planned = self.create(self.resolved.n_trials)
         running = self._running(study)
         if planned == 0 and running == 0:
-            self.echo(f"Study {self.spec.name!r}: every grid point has already run; nothing to do.")
+            self.echo(self.nothing_to_do())
             return SearchOutcome(study, self.storage_url, 0, 0)
         return self.work(study, planned + running)
 
@@ -259,7 +263,9 @@ class Orchestrator:
                     )
                     break  # n_trials run, or the timeout reached
                 except QueueEmpty:
-                    pass  # the queue is empty; past it a grid would repeat a point, a budget would overrun
+                    # The queue is empty; past it a grid would repeat a point, a budget would overrun.
+                    if self.top_up(study):
+                        continue
                 except TrialAbandoned as abandoned:
                     self.echo(f"Trial {abandoned.number}: left RUNNING for its heartbeat retry: {abandoned.reason}")
                     if abandoned.error is not None:
@@ -330,34 +336,3 @@ class Orchestrator:
                 "compare with new ones; pass --study-name NEW (study_name= in Python) for a new study, "
                 "or --allow-changes (allow_changes=True) to add trials anyway"
             )
-
-    def _queue_grid(self, study: optuna.Study) -> int:
-        """Enqueue every grid point not yet finished, queued or running; return how many wait.
-
-        The points go in a random order seeded by ``--seed``, as ``GridSampler`` draws them: a
-        pruner judges each trial against the earlier ones, and the written order would start
-        with one corner of the grid (every point with the first value of the first item).
-        A point whose trials failed (stopped by SIGINT/SIGTERM, or by an error) is queued with the
-        user attribute ``retry_of``, those trials' numbers, so that its new trial resumes from
-        their last checkpoint (``Objective._checkpoint_to_resume``) instead of from epoch 1.
-        """
-        taken = []
-        failed: list[tuple[dict, int]] = []
-        waiting = 0
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state == TrialState.WAITING:
-                waiting += 1
-                # An enqueued point carries fixed_params; a heartbeat retry carries params.
-                taken.append(trial.system_attrs.get("fixed_params") or trial.params)
-            elif trial.state in (*FINISHED, TrialState.RUNNING):
-                taken.append(trial.params)
-            elif trial.state == TrialState.FAIL:
-                failed.append((trial.params or trial.system_attrs.get("fixed_params") or {}, trial.number))
-        points = self.resolved.sweep.grid_points()
-        random.Random(self.resolved.train_config.seed).shuffle(points)
-        for point in points:
-            if point not in taken:
-                retry_of = [number for params, number in failed if params == point]
-                study.enqueue_trial(point, user_attrs={"retry_of": retry_of} if retry_of else None)
-                waiting += 1
-        return waiting

@@ -72,13 +72,12 @@ def probe_models(resolved: ResolvedSpec, origin_of: Any) -> None:
     """
     task = resolved.task
     task_origin = origin_of("task", task.name)
-    points = resolved.sweep.grid_points() if resolved.sweep.is_grid else []
     for model_spec in resolved.model_specs:
         model_origin = origin_of("model", model_spec.name)
         if model_origin is None and task_origin is None:
             continue
         where = f"model {model_spec.name}{f' ({model_origin})' if model_origin else ''} on task {task.name}{f' ({task_origin})' if task_origin else ''}"
-        point = next((p for p in points if p["model"] == model_spec.name), {})
+        point = resolved.sweep.first_point(model_spec.name) if resolved.sweep.is_grid else {}
         _probe(resolved, model_spec, point, where)
 
 

@@ -171,7 +171,7 @@ def run_local_workers(
     url = orchestrator.storage_url
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if planned == 0 and not running:
-        orchestrator.echo(f"Study {study.study_name!r}: every grid point has already run; nothing to do.")
+        orchestrator.echo(orchestrator.nothing_to_do())
         return SearchOutcome(study, url, 0, 0)
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     # Only trials RUNNING elsewhere are left (a killed worker's, inside its grace period): this
