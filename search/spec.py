@@ -68,7 +68,9 @@ class StudySpec:
         "it takes --pruner pareto or none (the default), the divergence guard stays", metavar="NAME[:DIRECTION],...")
     max_flops: float | None = study_option(None, "reject configurations above this many forward FLOPs per sample, before training")
     max_params: int | None = study_option(None, "reject configurations above this many parameters, before training")
-    n_trials: int | None = study_option(None, f"trials to run (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
+    n_trials: int | None = study_option(
+        None, f"trials to run: of a grid, this many of its points; of another sampler, the study's budget, which a re-run "
+        f"with the same number has spent already (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
     timeout: float | None = study_option(None, "stop starting trials after this many seconds")
     stop_when_converged: int | None = study_option(
         None, "end the study once N complete trials in a row have not improved the best by 1% of the values' spread "

@@ -97,7 +97,8 @@ def test_a_sigint_stopped_sampled_trial_is_retried_with_its_parameters_from_its_
     assert resumed.user_attrs["resumed_from"] == {"checkpoint": str(checkpoints / "last.pt"), "epoch": checkpointed}
     assert_completed_every_epoch(tmp_path, resumed)
 
-    again = run_hpsearch(*sampled)  # retried once: the next run samples a new trial
+    # Retried once: a run with a larger budget samples a new trial (the same budget is spent already).
+    again = run_hpsearch(*sampled[:-1], "2")
     assert again.returncode == 0, again.stderr
     assert "retry_of" not in trials(tmp_path)[2].user_attrs
 

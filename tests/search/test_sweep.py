@@ -84,3 +84,31 @@ def test_bad_items_say_what_to_fix(item, message):
 def test_a_name_swept_twice_is_an_error():
     with pytest.raises(UsageError, match="swept twice"):
         parse_sweep(["embed_dim:64", "embed_dim:128"], [TFN])
+
+
+def test_grid_points_are_decoded_from_their_index_and_found_again():
+    from hpsearch.search.sweep import Sweep, SweepParam
+
+    sweep = Sweep(("a", "b"), (SweepParam("x", "int", ("a",), values=(1, 2, 3)), SweepParam("lr", "float", (), values=(0.1, 0.2)),
+                               SweepParam("z", "int", ("b",), values=(7, 8, 9, 10))))
+    points = sweep.grid_points()
+    assert sweep.grid_size == len(points) == 14
+    assert [sweep.grid_point(i) for i in range(sweep.grid_size)] == points
+    assert [sweep.grid_index(p) for p in points] == list(range(14))
+    assert sweep.grid_index({"model": "a", "x": 4, "lr": 0.1}) is None and sweep.first_point("b") == points[6]
+
+
+def test_the_seeded_order_is_the_old_shuffle_and_a_permutation_past_it(monkeypatch):
+    import random
+
+    from hpsearch.search import sweep as sweep_module
+
+    shuffled = list(range(1000))
+    random.Random(7).shuffle(shuffled)
+    assert list(sweep_module.SeededOrder(1000, 7)) == shuffled  # small grids keep the order they always had
+    monkeypatch.setattr(sweep_module, "SHUFFLED_UP_TO", 100)
+    for size in (101, 1024, 1025, 5000):
+        order = sweep_module.SeededOrder(size, 7)
+        assert sorted(order[k] for k in range(size)) == list(range(size))  # each index once
+    assert [order[k] for k in range(20)] != list(range(20))
+    assert [order[k] for k in range(20)] != [sweep_module.SeededOrder(5000, 8)[k] for k in range(20)]
