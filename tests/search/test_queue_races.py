@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -125,6 +126,8 @@ def time_to_first_trial(args: list[str], cwd: Path, env: dict[str, str]) -> tupl
     command = [sys.executable, "-m", "hpsearch.search.cli", *args]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stop = threading.Timer(60, process.kill)  # a grid queued up front takes an hour to start: fail in a minute
+    stop.start()
     first = None
     lines = []
     assert process.stdout is not None
@@ -133,6 +136,7 @@ def time_to_first_trial(args: list[str], cwd: Path, env: dict[str, str]) -> tupl
         if first is None and line.startswith("Trial 0:"):
             first = time.monotonic() - started
     _, status, usage = os.wait4(process.pid, 0)
+    stop.cancel()
     process.returncode = os.waitstatus_to_exitcode(status)
     assert process.returncode == 0, "".join(lines)
     assert first is not None, "".join(lines)
