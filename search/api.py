@@ -24,6 +24,7 @@ from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plu
 from hpsearch.search.spec import STUDY_OPTIONS, ResolvedSpec, StudySpec, prepare
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
+from hpsearch.storage.attributes import CHECKPOINT_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
@@ -159,7 +160,7 @@ def load_model(
             chosen = next((t for t in loaded.get_trials(deepcopy=False) if t.number == trial), None)
             if chosen is None:
                 raise UsageError(f"study {study!r} has no trial {trial}")
-    saved = chosen.user_attrs.get("checkpoint")
+    saved = chosen.user_attrs.get(CHECKPOINT_ATTR)
     if saved is None:
         raise UsageError(f"trial {chosen.number} of study {study!r} saved no checkpoint")
     path = Path(saved).with_name(checkpoint)

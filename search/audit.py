@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.trial import checkpoint_dir
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.trainers.trainer import checkpoint_records
 
@@ -57,7 +58,7 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str) -> EpochAud
             trained.setdefault(key, Counter()).update(epochs)
         if trial.state in FINISHED:
             finished.add(key)
-            lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get("epochs_run", 0) + 1))
+            lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get(EPOCHS_RUN_ATTR, 0) + 1))
     return EpochAudit(
         configurations=len({tuple(sorted(t.params.items())) for t in trials}),
         finished=len(finished),

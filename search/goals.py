@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hpsearch.storage.attributes import PARAMS_COUNT_ATTR
+
 # Objectives that are costs of the model rather than metrics of its training, and the user
 # attribute each is read from; and the cost of training so far: the epochs' seconds, summed.
-COST_OBJECTIVES = {"flops": "flops.per_sample_forward", "params": "params.count"}
+COST_OBJECTIVES = {"flops": "flops.per_sample_forward", "params": PARAMS_COUNT_ATTR}
 TIME_OBJECTIVE = "time"
 
 

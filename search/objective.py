@@ -19,7 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
-from hpsearch.search.signals import Interrupted, interruption
+from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
 from hpsearch.search.spec import ResolvedSpec
 from hpsearch.search.trial import TrialPlan, checkpoint_dir
 from hpsearch.storage.recorder import TrialRecorder
@@ -43,12 +43,24 @@ class Objective:
     ``prune_reason`` or ``fail_reason``. A trial that takes over an earlier one (a heartbeat
     retry of a killed trial, or a grid point queued again after its trial failed) resumes from
     that trial's last readable checkpoint.
+
+    With ``preemption``, a stop request ends training at the next epoch end or, past its grace,
+    at the next optimizer step; the trial then fails with ``fail_reason`` "preempted by SIGTERM
+    after N epochs", and a retry with its parameters is queued first, which resumes from its
+    checkpoint (``retry_of``).
     """
 
-    def __init__(self, resolved: ResolvedSpec, recorder: TrialRecorder, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        resolved: ResolvedSpec,
+        recorder: TrialRecorder,
+        echo: Callable[[str], None] = print,
+        preemption: Preemption | None = None,
+    ) -> None:
         self.resolved = resolved
         self.recorder = recorder
         self.echo = echo
+        self.preemption = preemption
         # FLOPs counts per model and hyperparameters: the task's data is fixed within a search, so
         # these make the same module, and a sweep over lr or the trainer's settings traces it once.
         self.flops_counts: dict[tuple[str, str], dict] = {}
@@ -57,16 +69,35 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
-            return self._run(trial)
+            try:
+                return self._run(trial)
+            except Preempted as error:
+                self._give_fail_reason(trial, error)
+                self._queue_resume(trial)
+                raise
+            except (optuna.TrialPruned, TrialAbandoned, DatabaseUnavailable):
+                raise
+            except (Interrupted, Exception) as error:
+                self._give_fail_reason(trial, error)
+                raise
         except DatabaseUnavailable as error:
+            # Also from the writes above: a preempted worker stops waiting for an absent database.
             if not error.final:
                 raise
             raise TrialAbandoned(trial.number, str(error), error) from None
-        except (optuna.TrialPruned, TrialAbandoned):
-            raise
-        except (Interrupted, Exception) as error:
-            self._give_fail_reason(trial, error)
-            raise
+
+    def _queue_resume(self, trial: optuna.Trial) -> None:
+        """Queue a retry of a preempted trial: its parameters, and ``retry_of`` naming every trial it takes over.
+
+        The trials this one took over are named too: preempted before its first checkpoint, it
+        has none of its own, and the retry resumes from theirs.
+        """
+        frozen = self.recorder.frozen(trial)
+        taken_over = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
+        params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
+        trial.study.enqueue_trial(params, user_attrs={"retry_of": sorted({*taken_over, trial.number})})
+        self.echo(f"Trial {trial.number}: {frozen.user_attrs.get('fail_reason', 'preempted')}; "
+                  "queued again to resume from its checkpoint")
 
     def _give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
         """A ``fail_reason`` for a trial that ``_run`` could not give one.
@@ -81,6 +112,8 @@ class Objective:
 
     def _fail_reason(self, error: BaseException, epochs: int) -> str:
         """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
+        if isinstance(error, Preempted):
+            return f"{error} after {epochs} epochs"
         interrupt = interruption(error)
         if interrupt is not None:
             return f"interrupted by {interrupt.signal_name} after {epochs} epochs"
@@ -118,8 +151,22 @@ class Objective:
             trial.set_user_attr("lr_finder.suggested", suggested)
             self.echo(f"Trial {trial.number}: LR range test suggests lr={suggested:.3g}")
             config = config.with_overrides({"lr": suggested})
-        trainer = Trainer(model, resolved.task, config, [recording.epoch_ended], meter, plan.hparams)
+        callbacks = [recording.epoch_ended]
+        preemption = self.preemption
+        if preemption is not None:
+            preemption.check(at_epoch_end=True)  # asked to stop while the trial was being set up
+
+            def stop_after_epoch(record: EpochRecord) -> None:
+                # After the recording's callback: the epoch and its checkpoint are stored. Not after
+                # the last epoch, whose trial is complete.
+                if record.epoch < config.epochs:
+                    preemption.check(at_epoch_end=True)
+
+            callbacks.append(stop_after_epoch)
+        trainer = Trainer(model, resolved.task, config, callbacks, meter, plan.hparams)
         trainer.step_checks.append(lambda _step: recording.check_heartbeat())
+        if preemption is not None:
+            trainer.step_checks.append(lambda _step: preemption.check())
         result: FitResult | None = None
         reason: tuple[str, str] | None = None
         abandoned = False  # then the trial is no longer this worker's to write
@@ -137,6 +184,9 @@ class Objective:
             raise
         except (TrialAbandoned, DatabaseUnavailable):
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
+            raise
+        except Preempted as error:
+            reason = ("fail_reason", self._fail_reason(error, len(recording.records)))
             raise
         except (Interrupted, Exception) as error:
             reason = ("fail_reason", self._fail_reason(error, len(recording.records)))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -18,6 +18,7 @@ from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.samplers import make_pruner, make_sampler
+from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import ResolvedSpec, StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
@@ -43,6 +44,7 @@ class SearchOutcome:
     trials_run: int
     trials_failed: int
     converged: bool = False  # --stop-when-converged ended the loop
+    preempted: int = 0  # trials handed back to the queue by a stop request (not counted as failed)
 
 
 def open_database(
@@ -199,7 +201,12 @@ class Orchestrator:
         return self.work(study, planned + running)
 
     def work(
-        self, study: optuna.Study, n_trials: int | None = None, on_trial_end: Callable[[], None] | None = None
+        self,
+        study: optuna.Study,
+        n_trials: int | None = None,
+        on_trial_end: Callable[[], None] | None = None,
+        preemption: Preemption | None = None,
+        max_seconds: float | None = None,
     ) -> SearchOutcome:
         """The worker loop: run queued trials until none waits or runs, or ``n_trials`` of them.
 
@@ -212,16 +219,23 @@ class Orchestrator:
         A trial this worker abandons (its heartbeat could not be stored for too long) is waited
         for like a dead worker's; a database away past ``--db-timeout`` ends the loop with a final
         ``DatabaseUnavailable``, the running trial left to its heartbeat retry.
+
+        With ``preemption``, a stop request ends the running trial at its next boundary (its retry
+        queued at once, see ``Objective``) and starts no other. After ``max_seconds`` (from now,
+        as the study's ``--timeout``) no trial starts; the running one finishes.
         """
         # Imported here: the objective imports torch, which hpsearch --help (it imports this module) must not wait for.
         from hpsearch.search.objective import Objective, TrialAbandoned
 
         assert self.database is not None, "open() the study first"  # open() has failed stale trials already
         storage = self.database.storage
-        deadline = None if self.spec.timeout is None else time.monotonic() + self.spec.timeout
+        limits = [seconds for seconds in (self.spec.timeout, max_seconds) if seconds is not None]
+        deadline = time.monotonic() + min(limits) if limits else None
+        stop_requested = (lambda: preemption.requested) if preemption is not None else (lambda: False)
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
         bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
         finished: list[TrialState] = []
+        preempted: list[int] = []
         stop = ConvergenceStop(self.spec.stop_when_converged) if self.spec.stop_when_converged else None
         converged = False
 
@@ -237,20 +251,24 @@ class Orchestrator:
             return converged
 
         def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:
-            finished.append(trial.state)
+            if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason", "").startswith("preempted "):
+                preempted.append(trial.number)
+            else:
+                finished.append(trial.state)
             if on_trial_end is not None:
                 on_trial_end()
             else:
                 bar.update(1)
-            if check_converged():
+            if stop_requested() or check_converged():
                 study.stop()
 
-        objective = Objective(self.resolved, DatabaseRecorder(storage, self.database.epoch_table), self.echo)
+        recorder = DatabaseRecorder(storage, self.database.epoch_table)
+        objective = Objective(self.resolved, recorder, self.echo, preemption)
         storage.queue_only = True
         try:
             while True:
                 left = None if n_trials is None else n_trials - len(finished)
-                if (left is not None and left <= 0) or check_converged():
+                if (left is not None and left <= 0) or stop_requested() or check_converged():
                     break
                 try:
                     # study.optimize, not our own loop: it runs the heartbeat thread of each trial.
@@ -271,12 +289,14 @@ class Orchestrator:
                     if abandoned.error is not None:
                         raise abandoned.error from None
                     # The wait below fails it once its heartbeat is stale, and queues its retry.
-                if not self._wait_for_queue(study, deadline, on_trial_end):
+                if not self._wait_for_queue(study, deadline, on_trial_end, stop_requested):
                     break
         finally:
             storage.queue_only = False
             bar.close()
-        return SearchOutcome(study, self.storage_url, len(finished), finished.count(TrialState.FAIL), converged)
+        return SearchOutcome(
+            study, self.storage_url, len(finished), finished.count(TrialState.FAIL), converged, len(preempted)
+        )
 
     @staticmethod
     def _waiting(study: optuna.Study) -> int:
@@ -287,15 +307,21 @@ class Orchestrator:
         return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     @staticmethod
-    def _wait_for_queue(study: optuna.Study, deadline: float | None, on_poll: Callable[[], None] | None) -> bool:
+    def _wait_for_queue(
+        study: optuna.Study,
+        deadline: float | None,
+        on_poll: Callable[[], None] | None,
+        stop_requested: Callable[[], bool] = lambda: False,
+    ) -> bool:
         """Wait while another worker's trial runs; True as soon as a trial waits in the queue.
 
         Exiting on an empty queue would leave a dying worker's trial RUNNING for good: only a
         live worker can fail it once its heartbeat is older than the grace period, and queue its
         retry. So each poll fails stale trials (Optuna's retry callback queues the retry, which
-        this worker then takes). False when nothing waits or runs, or at the ``deadline``.
+        this worker then takes). False when nothing waits or runs, at the ``deadline``, or once
+        ``stop_requested``.
         """
-        while True:
+        while not stop_requested():
             optuna.storages.fail_stale_trials(study)
             unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
             states = {t.state for t in unfinished}
@@ -306,6 +332,7 @@ class Orchestrator:
             if on_poll is not None:
                 on_poll()
             time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
+        return False
 
     def _claim(self, study: optuna.Study) -> None:
         """Store the spec with a new study; refuse to resume one that holds another search."""

@@ -34,7 +34,7 @@ from optuna.visualization import plot_optimization_history, plot_parallel_coordi
 from plotly.offline import get_plotlyjs
 
 from hpsearch.search.errors import UsageError
-from hpsearch.storage.attributes import METRIC_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, METRIC_ATTR, PARAMS_COUNT_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.export import epochs_frame, trials_frame
 from hpsearch.storage.urls import mask_password
@@ -43,7 +43,7 @@ from hpsearch.storage.urls import mask_password
 FLOPS_ATTRS = ("flops.per_sample_forward", "flops.total")
 MAX_CURVES = 30  # trials drawn in the per-epoch charts (the best ones); more is unreadable
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-TABLE_ATTRS = ("flops.per_sample_forward", "flops.total", "params.count", "epochs_run")
+TABLE_ATTRS = ("flops.per_sample_forward", "flops.total", PARAMS_COUNT_ATTR, EPOCHS_RUN_ATTR)
 
 
 @dataclass

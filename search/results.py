@@ -9,6 +9,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR
+
 MISSING = "-"
 
 
@@ -69,7 +71,7 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
         row |= {name: _format(trial.params.get(name), 4) for name in params}
         values = trial.values or [None] * len(objectives)
         row |= {name: _format(value, 6) for name, value in zip(objectives, values)}
-        row["epochs"] = _format(trial.user_attrs.get("epochs_run"), 6)
+        row["epochs"] = _format(trial.user_attrs.get(EPOCHS_RUN_ATTR), 6)
         duration = trial.duration
         row["seconds"] = MISSING if duration is None else f"{duration.total_seconds():.1f}"
         row["pareto"] = "*" if trial.number in front else ""

@@ -1,4 +1,8 @@
-"""Graceful stops: the first SIGINT or SIGTERM fails the running trial cleanly, a second SIGINT exits."""
+"""Graceful stops: the first SIGINT or SIGTERM fails the running trial cleanly, a second SIGINT exits.
+
+A worker treats SIGTERM as preemption instead (``Preemption``): the trial stops at a step or
+epoch boundary and is handed back to the queue, so that the next worker resumes it at once.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,13 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any, Iterator
+import time
+from collections.abc import Iterator
+from typing import Any
+
+# A preempted worker's exit code: a process ended by SIGTERM, as a shell reports it. A scheduler
+# reads it as "stopped, run me again" (see the README's "Preemption"); 0 means the work is done.
+EXIT_PREEMPTED = 128 + signal.SIGTERM.value
 
 
 class Interrupted(KeyboardInterrupt):
@@ -42,13 +52,67 @@ def interruption(error: BaseException) -> Interrupted | None:
     return None
 
 
+class Preempted(Exception):
+    """Raised at a step or epoch boundary of a trial whose worker was asked to stop (SIGTERM).
+
+    An ``Exception``: Optuna records the trial as FAIL and its loop goes on to the callbacks,
+    which stop the study; the objective has queued the trial's retry by then.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"preempted by {signal_name}")
+        self.signal_name = signal_name
+
+
+class Preemption:
+    """A worker's stop request: when it came, and how long training may go on to reach a checkpoint.
+
+    After the request, training continues up to ``grace`` seconds to finish its epoch, whose
+    checkpoint is then saved, and stops there; an epoch that cannot end within the grace is
+    stopped at the next optimizer step, and the trial resumes from the previous epoch's checkpoint.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.signal_name: str | None = None
+        self.since: float | None = None
+
+    def request(self, signal_name: str) -> None:
+        """Ask the worker to stop; a repeated request changes nothing."""
+        if self.since is None:
+            self.signal_name, self.since = signal_name, time.monotonic()
+
+    @property
+    def requested(self) -> bool:
+        return self.since is not None
+
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` past which nothing waits any more (the database included); None before a request."""
+        return None if self.since is None else self.since + self.grace
+
+    def check(self, at_epoch_end: bool = False) -> None:
+        """``Preempted`` if a request came and this boundary is where to stop: an epoch's end, or any step past the grace."""
+        if self.since is None:
+            return
+        if at_epoch_end or time.monotonic() - self.since >= self.grace:
+            raise Preempted(self.signal_name or "SIGTERM")
+
+
 @contextlib.contextmanager
-def graceful_interrupts() -> Iterator[None]:
-    """Within the block, SIGINT/SIGTERM raise ``Interrupted``; a second SIGINT exits at once."""
+def graceful_interrupts(preemption: Preemption | None = None) -> Iterator[None]:
+    """Within the block, SIGINT/SIGTERM raise ``Interrupted``; a second SIGINT exits at once.
+
+    With ``preemption``, SIGTERM raises nothing: it makes the request, and the worker stops at
+    the next boundary (``Preemption.check``).
+    """
     received: list[str] = []
 
     def handle(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
+        if preemption is not None and signum == signal.SIGTERM:
+            # No print here: a handler that writes while the main thread writes raises "reentrant call".
+            preemption.request(name)
+            return
         if received:
             if signum == signal.SIGINT:
                 print("hpsearch: second interrupt; exiting now", file=sys.stderr, flush=True)

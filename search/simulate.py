@@ -28,6 +28,7 @@ from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import auto_pruner, make_pruner, make_sampler
 from hpsearch.search.sweep import SweepParam
+from hpsearch.storage.attributes import PRUNE_REASON_ATTR
 from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
 from hpsearch.trainers.records import EpochRecord
 
@@ -207,7 +208,7 @@ class CurveSimulation:
             try:
                 run.recording.epoch_ended(self._record(run))
             except optuna.TrialPruned as pruned:
-                end(run, optuna.trial.TrialState.PRUNED, ("prune_reason", str(pruned)))
+                end(run, optuna.trial.TrialState.PRUNED, (PRUNE_REASON_ATTR, str(pruned)))
             else:
                 if run.epoch == self.epochs:
                     end(run, optuna.trial.TrialState.COMPLETE, None)
@@ -215,7 +216,7 @@ class CurveSimulation:
                     ended = False
             if self.budget is not None and spent >= self.budget:
                 # Every trial still running is cut where it stands: no epoch is left to train.
-                reason = ("prune_reason", BUDGET_SPENT.format(budget=self.budget))
+                reason = (PRUNE_REASON_ATTR, BUDGET_SPENT.format(budget=self.budget))
                 for cut in sorted(running) if ended else [run, *sorted(running)]:
                     end(cut, optuna.trial.TrialState.PRUNED, reason)
                 break

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
+from hpsearch.search.signals import EXIT_PREEMPTED
+
+# Seconds a SIGTERM'd worker may train on to reach an epoch's checkpoint: well inside the 30 s
+# that Kubernetes (terminationGracePeriodSeconds) and most schedulers give before SIGKILL.
+DEFAULT_PREEMPT_GRACE_S = 5.0
 
 
 def build_worker_parser() -> ArgumentParser:
@@ -19,7 +25,15 @@ def build_worker_parser() -> ArgumentParser:
     )
     parser.add_argument("--study", required=True, help="the study's name")
     parser.add_argument("--storage", help="study database URL (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)")
-    parser.add_argument("--n-trials", "--n_trials", type=int, help="stop after this many trials of this worker")
+    parser.add_argument("--max-trials", "--n-trials", "--n_trials", dest="n_trials", type=int,
+                        help="stop after this many trials of this worker, with exit 0")
+    parser.add_argument("--max-time", "--max_time", type=float, metavar="SECONDS",
+                        help="start no trial after this many seconds; the running one finishes, then exit 0 "
+                        "(leave room for one trial before the job's time limit)")
+    parser.add_argument("--preempt-grace", "--preempt_grace", type=float, default=DEFAULT_PREEMPT_GRACE_S, metavar="SECONDS",
+                        help="on SIGTERM, train on up to this many seconds to finish the epoch and its checkpoint, "
+                        "else stop at the next step; the trial is queued again at once and the worker exits "
+                        f"{EXIT_PREEMPTED} (default: %(default)g)")
     parser.add_argument("--output-dir", "--output_dir", help="checkpoint root shared by all workers (default: the study's)")
     parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -47,14 +61,19 @@ def worker_main(argv: Sequence[str]) -> int:
 
     from hpsearch.search.orchestrator import Orchestrator, load_spec, open_database, silent
     from hpsearch.search.plugins import load_plugins
-    from hpsearch.search.signals import graceful_interrupts
+    from hpsearch.search.signals import Preemption, graceful_interrupts
     from hpsearch.search.spec import resolve
     from hpsearch.search.workers import use_device
+    from hpsearch.storage.retry import DatabaseWaitStopped
     from hpsearch.storage.urls import resolve_storage_url
     from hpsearch.trainers.hardware import resolve_device
 
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError(f"--n-trials must be at least 1 (got {args.n_trials})")
+    if args.max_time is not None and not args.max_time > 0:
+        raise UsageError(f"--max-time must be a positive number of seconds (got {args.max_time:g})")
+    if not args.preempt_grace >= 0:
+        raise UsageError(f"--preempt-grace must be 0 or more seconds (got {args.preempt_grace:g})")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     if args.device is not None:
@@ -73,7 +92,19 @@ def worker_main(argv: Sequence[str]) -> int:
     resolved = use_device(resolve(spec), args.device)
     orchestrator = Orchestrator(resolved, echo=silent if args.quiet else tqdm.write, progress=not args.no_progress,
                                 heartbeat=heartbeat, seeded_sampler=False, database=database)
-    with graceful_interrupts():
-        outcome = orchestrator.work(orchestrator.open(), args.n_trials)
-    print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed.")
+    preemption = Preemption(args.preempt_grace)
+    # A worker told to stop waits for an absent database no longer than its grace.
+    database.storage.retry.give_up_at = preemption.deadline
+    with graceful_interrupts(preemption):
+        try:
+            outcome = orchestrator.work(orchestrator.open(), args.n_trials, preemption=preemption, max_seconds=args.max_time)
+        except DatabaseWaitStopped as error:
+            print(f"hpsearch: preempted by {preemption.signal_name} while {error}; "
+                  "the running trial is left to its heartbeat retry", file=sys.stderr)
+            return EXIT_PREEMPTED
+    handed_back = f", {outcome.preempted} handed back to the queue" if outcome.preempted else ""
+    print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed{handed_back}.")
+    if preemption.requested:
+        print(f"hpsearch: preempted by {preemption.signal_name}; the study's queue holds the rest of the work", file=sys.stderr)
+        return EXIT_PREEMPTED
     return EXIT_RUN_FAILED if outcome.trials_failed else EXIT_OK

@@ -1,4 +1,4 @@
-"""The study user attributes hpsearch writes, each key named once.
+"""The study and trial user attributes hpsearch writes, each key named once.
 
 Readers outside a search (tables, export, report, replay) read them as well as the search that
 writes them, so they live here, below both.
@@ -16,3 +16,23 @@ METRIC_ATTR = "hpsearch.metric"
 CONVERGED_ATTR = "hpsearch.converged"
 # A simulated study's benchmark, instance, sampler, pruner, seed and workers.
 SIMULATED_ATTR = "hpsearch.simulated"
+
+# --- Trial user attributes: what every reader of a trial may look up (README: Where results go). ---
+# Why a FAIL trial failed: an error, a signal, an abandoned heartbeat.
+FAIL_REASON_ATTR = "fail_reason"
+# Why a PRUNED trial was pruned: the pruner's verdict, divergence, or a budget.
+PRUNE_REASON_ATTR = "prune_reason"
+# The numbers of the trials a queued retry takes over (it resumes from their checkpoints).
+RETRY_OF_ATTR = "retry_of"
+# The last checkpoint the trial wrote; best.pt lies beside it.
+CHECKPOINT_ATTR = "checkpoint"
+# Epochs the trial reported, and the LR of each.
+EPOCHS_RUN_ATTR = "epochs_run"
+LR_HISTORY_ATTR = "lr_history"
+# The model's parameter count, a cost objective and a table column.
+PARAMS_COUNT_ATTR = "params.count"
+# The precision the trial trained in, and the process that ran it (host:pid:device).
+PRECISION_ATTR = "precision"
+WORKER_ATTR = "worker"
+# The LR range test's suggestion, kept so a retry of the trial does not run the test again.
+LR_SUGGESTED_ATTR = "lr_finder.suggested"

@@ -314,12 +314,16 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
         A killed worker's trial otherwise ends FAIL with nothing on it. Its ``fail_reason`` is
         written although the trial has finished, which Optuna's API refuses; a reason the worker
-        stored itself (an abandoned trial's) is kept.
+        stored itself (an abandoned trial's) is kept. A trial whose retry a preempted worker
+        already queued is not queued again.
         """
         queue_retry = super().get_heartbeat_stale_trial_callback()
 
         def fail_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-            if queue_retry is not None:
+            # A preempted worker queues its trial's retry (``retry_of``) before the trial is told
+            # FAIL; killed in between, the trial goes stale with its retry already queued.
+            queued = any(trial.number in t.user_attrs.get("retry_of", ()) for t in study.get_trials(deepcopy=False))
+            if queue_retry is not None and not queued:
                 queue_retry(study, trial)
             reason = trial.user_attrs.get("fail_reason")
             if reason is None:

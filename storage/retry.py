@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 # SQLAlchemy and the URL helpers are imported by the functions that use them: the CLI imports
 # this module for its exit-code mapping and the --db-timeout default, and --help must not wait.
 
-__all__ = ["DEFAULT_DB_TIMEOUT_S", "DatabaseRetry", "DatabaseUnavailable", "database_reason", "error_chain", "is_transient"]
+__all__ = [
+    "DEFAULT_DB_TIMEOUT_S",
+    "DatabaseRetry",
+    "DatabaseUnavailable",
+    "DatabaseWaitStopped",
+    "database_reason",
+    "error_chain",
+    "is_transient",
+]
 
 DEFAULT_DB_TIMEOUT_S = 120.0
 T = TypeVar("T")
@@ -106,6 +114,20 @@ class DatabaseUnavailable(Exception):
         return f"the database {mask_password(self.url)} has not answered for {self.seconds:.0f} s ({self.reason})"
 
 
+class DatabaseWaitStopped(DatabaseUnavailable):
+    """A database call gave up before ``--db-timeout`` because the worker was told to stop (preempted).
+
+    Final, like an outage past the timeout: the running trial is left to its heartbeat retry,
+    since the database that would record anything else is away.
+    """
+
+    def __init__(self, url: str, seconds: float, reason: str) -> None:
+        super().__init__(url, seconds, reason, True)
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; stopped waiting for it: the worker was told to stop"
+
+
 def database_reason(error: BaseException) -> str:
     """The first line of the innermost database message behind ``error``, password masked."""
     from hpsearch.storage.urls import mask_password
@@ -128,7 +150,9 @@ class DatabaseRetry:
     long the database has been gone. ``patience`` caps one thread's wait below that, for calls
     that should give up early and try again later. ``on_outage``/``on_recovery`` get one line
     each per outage (the worker prints them). ``before_retry`` runs before each new attempt (the
-    storage drops its broken session there).
+    storage drops its broken session there). ``give_up_at``, when it returns a
+    ``time.monotonic()`` value, ends every wait there with ``DatabaseWaitStopped`` (a preempted
+    worker must exit within the scheduler's grace, not at the end of an outage).
     """
 
     def __init__(
@@ -144,6 +168,7 @@ class DatabaseRetry:
         self.on_outage = on_outage
         self.on_recovery = on_recovery
         self.before_retry = before_retry
+        self.give_up_at: Callable[[], float | None] | None = None
         self.outage_since: float | None = None
         self.retried_calls = 0
         self._local = threading.local()
@@ -178,11 +203,16 @@ class DatabaseRetry:
                 final = now - outage >= self.timeout
                 if final or (patience is not None and now - started >= patience):
                     raise DatabaseUnavailable(self.url, now - outage, database_reason(error), final) from error
+                stop_at = self.give_up_at() if self.give_up_at is not None else None
+                if stop_at is not None and now >= stop_at:
+                    raise DatabaseWaitStopped(self.url, now - outage, database_reason(error)) from error
                 # Jitter keeps workers that lost the server together from reconnecting in lockstep.
                 wait = min(delay * (1 + random.random()), self.timeout - (now - outage))
                 if patience is not None:
                     wait = min(wait, max(patience - (now - started), 0.0))
-                time.sleep(max(wait, 0.0))
+                if stop_at is not None:
+                    wait = min(wait, stop_at - now)
+                self._sleep(max(wait, 0.0))
                 delay = min(delay * 2, 2.0)
                 if self.before_retry is not None:
                     self.before_retry()
@@ -193,6 +223,19 @@ class DatabaseRetry:
                 self.retried_calls += 1
             self._succeeded()
             return result
+
+    def _sleep(self, seconds: float) -> None:
+        # In short naps: a stop requested during a nap (a signal handler sets it) ends the wait
+        # within a tenth of a second, not at the end of a backoff of up to 2 s.
+        if self.give_up_at is None:
+            time.sleep(seconds)
+            return
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            stop_at = self.give_up_at() if self.give_up_at is not None else None
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return
+            time.sleep(min(left, 0.1))
 
     def _failed(self, now: float, error: BaseException) -> float:
         from hpsearch.storage.urls import mask_password

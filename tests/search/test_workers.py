@@ -272,7 +272,8 @@ def test_a_rerun_recovers_the_running_trial_of_a_killed_command(tmp_path, run_hp
     assert sorted({t.params["lr"] for t in trials if t.state == TrialState.COMPLETE}) == [1e-4, 2e-4]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+# SIGTERM preempts a worker instead: tests/search/test_preemption.py.
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130)])
 def test_a_signal_fails_the_running_trial_with_a_reason_and_exits_cleanly(signum, code, tmp_path, run_hpsearch):
     url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
     slow = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:32", "--epochs", "20", "--dataset-size", "600",
