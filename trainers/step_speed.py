@@ -34,8 +34,9 @@ from hpsearch.trainers.precision import SPEEDUP
 from hpsearch.trainers.tasks import Task
 from hpsearch.trainers.trainer import Trainer
 
-#: Timed rounds, each one step in fp32 and one in the lower precision, after one warm-up step of each.
-ROUNDS = 3
+#: Timed rounds, each one step in fp32 and one in the lower precision, after one warm-up step of each;
+#: five, so that a burst of other load in one or two rounds does not decide (the median of their ratios does).
+ROUNDS = 5
 
 
 @dataclass(frozen=True)
