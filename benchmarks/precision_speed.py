@@ -1,24 +1,31 @@
-"""Precision speed: the seed sweep's wall time with ``--precision auto`` against ``fp32``.
+"""Precision speed: a search's wall time with ``--precision auto`` against ``fp32``, on two workloads.
 
-Runs the README's seed command as a real subprocess, each run in a fresh temporary directory
-(its own ``hpsearch.db`` and checkpoints)::
+Each workload is a real ``hpsearch`` subprocess, each run in a fresh temporary directory (its own
+``hpsearch.db`` and checkpoints):
+
+* ``seed``: the README's seed command, a Token Field Network sweep::
 
     hpsearch --models tfn_classifier --param_sweep embed_dim:64,128 kernel_type:rbf,compact \\
         --precision auto|fp32 [--epochs E --dataset-size N]
 
-alternating ``auto`` and ``fp32`` (the order flips every pair, so drift in machine load hits both
-alike), and prints for each: the command's wall time, the summed training time of its four
-trials (from the study's trial timestamps, without interpreter start-up), the precision the
-trials recorded (user attribute ``precision``) and the best ``val_loss``, so the accuracy cost
-of a lower precision is visible beside the speed. The figures are medians of per-pair ratios.
+* ``digits``: a small CNN, ``hpsearch run studies/digits_cnn.toml --precision auto|fp32 [--epochs E]``
+  (needs scikit-learn: ``pip install -e ".[examples]"``).
 
-For context it also times a 2048 x 2048 matmul in bf16 and in fp32 on this CPU, and says what
-``auto`` resolves to here and why (``trainers.precision``: bf16 where its measured matmul speed
-is at least 1.15x fp32's, else fp32).
+Runs alternate ``auto`` and ``fp32`` (the order flips every pair, so drift in machine load hits
+both alike). For each it prints the command's wall time, the summed training time of its trials
+(from the study's trial timestamps, without interpreter start-up), the precisions the trials
+recorded (user attribute ``precision``), the step speedups ``auto`` measured (``precision.speedup``:
+how many times faster the model's steps ran in bf16 than in fp32) and the best value, so the
+accuracy cost of a lower precision is visible beside the speed. The figures are medians of
+per-pair ratios. The step timing ``auto`` takes is part of the ``auto`` runs' wall time.
 
-    python benchmarks/precision_speed.py                 # README defaults (5 epochs, 4,000 examples), 3 pairs
-    python benchmarks/precision_speed.py --quick         # 2 epochs, 1,000 examples, 2 pairs
-    python benchmarks/precision_speed.py --epochs 3 --dataset-size 2000 --repeats 5
+For context it also times a 2048 x 2048 matmul in bf16 and in fp32 on this CPU, and says what the
+machine's matmul check (``hpsearch doctor``) says; only where it says bf16 does ``auto`` time each
+model's steps (``trainers.step_speed``).
+
+    python benchmarks/precision_speed.py                 # both workloads, their defaults, 3 pairs
+    python benchmarks/precision_speed.py --quick         # 2 epochs (seed: 1,000 examples), 2 pairs
+    python benchmarks/precision_speed.py --workload digits --epochs 3 --repeats 5
 """
 
 from __future__ import annotations
@@ -40,7 +47,12 @@ from hpsearch.storage import trial_id
 from hpsearch.trainers.precision import precision_choice
 
 SEED_COMMAND = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:64,128", "kernel_type:rbf,compact"]
-STUDY = "tfn_classifier-synthetic_tokens"
+DIGITS_STUDY = Path(__file__).resolve().parent.parent / "studies" / "digits_cnn.toml"
+#: Workload name -> the hpsearch arguments that run it, and the study they write.
+WORKLOADS = {
+    "seed": (SEED_COMMAND, "tfn_classifier-synthetic_tokens"),
+    "digits": (["run", str(DIGITS_STUDY)], "digits_cnn"),
+}
 
 
 @dataclass
@@ -48,18 +60,22 @@ class SweepRun:
     wall: float
     training: float
     precisions: set[str]
+    speedups: list[float]  # precision.speedup of each trial that has one
     best: float
     best_acc: float
 
 
-def run_sweep(precision: str, epochs: int | None, dataset_size: int | None, threads: int | None) -> SweepRun:
-    """One seed sweep in a fresh directory; its wall time and what its study holds."""
+def run_sweep(
+    workload: str, precision: str, epochs: int | None, dataset_size: int | None, threads: int | None
+) -> SweepRun:
+    """One run of ``workload`` in a fresh directory; its wall time and what its study holds."""
+    arguments, study_name = WORKLOADS[workload]
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "hpsearch.search.cli", *SEED_COMMAND, "--precision", precision]
+        command = [sys.executable, "-m", "hpsearch.search.cli", *arguments, "--precision", precision]
         command += ["--output-dir", tmp, "--no-progress"]
         if epochs is not None:
             command += ["--epochs", str(epochs)]
-        if dataset_size is not None:
+        if dataset_size is not None and workload == "seed":
             command += ["--dataset-size", str(dataset_size)]
         start = time.perf_counter()
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
@@ -68,13 +84,13 @@ def run_sweep(precision: str, epochs: int | None, dataset_size: int | None, thre
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}/hpsearch.db")
-        study = optuna.load_study(study_name=STUDY, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         training = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
         best_acc = _best_acc(Path(tmp) / "hpsearch.db", trial_id(study.best_trial))
-        result = SweepRun(
-            wall, training, {t.user_attrs.get("precision", "?") for t in trials}, study.best_value, best_acc
-        )
+        precisions = {t.user_attrs.get("precision", "?") for t in trials}
+        speedups = [t.user_attrs["precision.speedup"] for t in trials if "precision.speedup" in t.user_attrs]
+        result = SweepRun(wall, training, precisions, speedups, study.best_value, best_acc)
         storage.engine.dispose()
         return result
 
@@ -106,11 +122,13 @@ def matmul_seconds(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--workload", nargs="+", choices=sorted(WORKLOADS), default=["seed", "digits"],
+                        help="what to run (default: both)")
     parser.add_argument("--repeats", type=int, default=3, help="auto/fp32 pairs (default %(default)s)")
-    parser.add_argument("--epochs", type=int, help="epochs per trial (default: the CLI's, 5)")
-    parser.add_argument("--dataset-size", type=int, help="synthetic_tokens examples (default: the CLI's, 4000)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: the workload's: seed 5, digits 6)")
+    parser.add_argument("--dataset-size", type=int, help="seed: synthetic_tokens examples (default: the CLI's, 4000)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: unset, torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 1,000 examples, 2 pairs")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, seed 1,000 examples, 2 pairs")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.epochs, args.dataset_size = 2, 2, 1000
@@ -119,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)  # the matmul below, like the runs
 
     choice = precision_choice(torch.device("cpu"))
-    resolved = choice.chosen
     measured = ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in choice.flops_per_second.items())
-    print(f"--precision auto resolves to {resolved} on this CPU (measured by hpsearch doctor: {measured})")
+    then = "auto times each model's steps in fp32 and bf16" if choice.chosen != "fp32" else "auto is fp32, untimed"
+    print(f"machine matmul check (hpsearch doctor): {choice.chosen} ({measured}); so {then}")
 
     # Micro-benchmark for context: alternate the dtypes, median of the per-round ratios.
     ratios, f32_times, b16_times = [], [], []
@@ -135,42 +153,57 @@ def main(argv: list[str] | None = None) -> int:
         f"2048x2048 matmul, {torch.get_num_threads()} threads: fp32 {1e3 * f32:.1f} ms ({flop / f32 / 1e9:.0f} GFLOP/s), "
         f"bf16 {1e3 * b16:.1f} ms ({flop / b16 / 1e9:.0f} GFLOP/s): bf16/fp32 time {statistics.median(ratios):.2f}x"
     )
-    shown = " ".join(SEED_COMMAND)
+    summaries = [run_workload(workload, args) for workload in args.workload]
+    print()
+    for line in summaries:
+        print(line)
+    return 0
+
+
+def run_workload(workload: str, args: argparse.Namespace) -> str:
+    """Alternate ``auto`` and ``fp32`` runs of ``workload``; print each pair and the medians, return a summary line."""
+    arguments = list(WORKLOADS[workload][0])
+    if arguments[0] == "run":
+        arguments[1] = os.path.relpath(arguments[1])
     extra = (f" --epochs {args.epochs}" if args.epochs else "") + (
-        f" --dataset-size {args.dataset_size}" if args.dataset_size else ""
+        f" --dataset-size {args.dataset_size}" if args.dataset_size and workload == "seed" else ""
     )
     threads = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
-    print(f"\n{threads}hpsearch {shown} --precision auto|fp32{extra}")
+    print(f"\n{threads}hpsearch {' '.join(arguments)} --precision auto|fp32{extra}")
 
     runs: dict[str, list[SweepRun]] = {"auto": [], "fp32": []}
     for repeat in range(args.repeats):
         for precision in ("auto", "fp32") if repeat % 2 == 0 else ("fp32", "auto"):
-            runs[precision].append(run_sweep(precision, args.epochs, args.dataset_size, args.threads))
+            runs[precision].append(run_sweep(workload, precision, args.epochs, args.dataset_size, args.threads))
         a, f = runs["auto"][-1], runs["fp32"][-1]
         print(
-            f"pair {repeat + 1}: auto ({'/'.join(sorted(a.precisions))}) {a.wall:6.1f} s wall, {a.training:6.1f} s training   "
+            f"pair {repeat + 1}: auto ({_ran(a)}) {a.wall:6.1f} s wall, {a.training:6.1f} s training   "
             f"fp32 {f.wall:6.1f} s wall, {f.training:6.1f} s training   auto/fp32 {a.wall / f.wall:.3f}x"
         )
 
     def median_ratio(field: str) -> float:
         return statistics.median(getattr(a, field) / getattr(f, field) for a, f in zip(runs["auto"], runs["fp32"]))
 
-    print(f"\nmedian of {args.repeats} pairs")
-    print(f"{'precision':<16} {'wall s':>8} {'training s':>11} {'best val_loss':>14} {'its val_acc':>12}")
+    print(f"median of {args.repeats} pairs")
+    print(f"{'precision':<16} {'wall s':>8} {'training s':>11} {'best value':>11} {'its val_acc':>12}")
     for name, side in runs.items():
-        label = f"{name} ({'/'.join(sorted(side[0].precisions))})"
+        label = f"{name} ({'/'.join(sorted(set().union(*(r.precisions for r in side))))})"
         print(
             f"{label:<16} {statistics.median(r.wall for r in side):8.1f} {statistics.median(r.training for r in side):11.1f} "
-            f"{statistics.median(r.best for r in side):14.4f} {statistics.median(r.best_acc for r in side):12.4f}"
+            f"{statistics.median(r.best for r in side):11.4f} {statistics.median(r.best_acc for r in side):12.4f}"
         )
     wall, training = median_ratio("wall"), median_ratio("training")
     a_best, f_best = statistics.median(r.best for r in runs["auto"]), statistics.median(r.best for r in runs["fp32"])
-    word = "faster" if wall < 1 else "slower"
-    print(
-        f"\n--precision auto ({resolved}) / fp32 wall time: {wall:.3f}x ({word} than fp32; training time alone {training:.3f}x); "
-        f"best val_loss {a_best:.4f} vs {f_best:.4f} ({100 * (a_best / f_best - 1):+.1f}%)"
+    return (
+        f"{workload}: --precision auto / fp32 wall time {wall:.3f}x (training time alone {training:.3f}x), "
+        f"median of {args.repeats} pairs; best value {a_best:.4f} vs {f_best:.4f} ({100 * (a_best / f_best - 1):+.1f}%)"
     )
-    return 0
+
+
+def _ran(run: SweepRun) -> str:
+    """What an auto run's trials ran in, and the step speedups it measured: ``bf16/fp32, steps 1.31x 0.95x``."""
+    ran = "/".join(sorted(run.precisions))
+    return f"{ran}, steps {' '.join(f'{x:.2f}x' for x in run.speedups)}" if run.speedups else f"{ran}, untimed"
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ def doctor_main(argv: Sequence[str]) -> int:
     parser = ArgumentParser(
         prog="hpsearch doctor",
         description="Measure (once per machine, device and torch version; then from the cache) a matmul's speed "
-        "in each precision on a device, and print what --precision auto picks there and the peak FLOP/s that "
-        "flops.mfu divides by.",
+        "in each precision on a device, and print what --precision auto picks there (where it says bf16, a search "
+        "then decides per model from the model's own steps) and the peak FLOP/s that flops.mfu divides by.",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
     parser.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
@@ -37,6 +37,12 @@ def doctor_main(argv: Sequence[str]) -> int:
     for precision, rate in choice.flops_per_second.items():
         print(f"  {precision:<5} {rate / 1e9:10.1f} GFLOP/s  ({choice.speedup(precision):.2f}x fp32)")
     print(f"auto:      {choice.chosen} (a lower precision needs {SPEEDUP}x fp32's speed)")
+    if choice.chosen == "fp32":
+        print("per model: nothing to time; auto runs every model in fp32 here")
+    else:
+        print(f"per model: a search decides auto per model from its own steps: it times a few training steps in fp32 and "
+              f"{choice.chosen} (once per model and hyperparameters) and runs {choice.chosen} only where they are "
+              f"{SPEEDUP}x faster; each trial's precision.speedup says what was measured")
     peaks = ", ".join(f"{p} {peak_flops(device, p) / 1e9:.1f} GFLOP/s" for p in choice.flops_per_second)
     print(f"MFU peak:  {peaks}")
     if cached is None:

@@ -67,6 +67,7 @@ def lr_find_main(argv: Sequence[str]) -> int:
     )
     from hpsearch.search.trial import TrialPlan
     from hpsearch.trainers.lr_finder import find_lr
+    from hpsearch.trainers.step_speed import decide_precision
     from hpsearch.trainers.trainer import Trainer, seed_everything
 
     load_plugins(spec.plugins)
@@ -74,7 +75,10 @@ def lr_find_main(argv: Sequence[str]) -> int:
     resolved = resolve(spec)
     plan = TrialPlan.from_point(resolved.sweep.grid_point(0), resolved.train_config, (p.name for p in resolved.task.step_params))
     seed_everything(plan.config.seed)
-    trainer = Trainer(plan.build_model(resolved.task), resolved.task, plan.config, hparams=plan.hparams)
+    model = plan.build_model(resolved.task)
+    # The precision a trial of this point runs in: auto times the model's own steps.
+    precision, _ = decide_precision(model, resolved.task, plan.config, plan.hparams, {}, plan.step_cost)
+    trainer = Trainer(model, resolved.task, plan.config.with_overrides({"precision": precision}), hparams=plan.hparams)
     result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)
     write_plot(result, out, title=f"LR range test: {plan.model_name} {' '.join(args.hyperparameters)}".strip())
     stop = "stopped early at divergence" if result.diverged else "ran every step"

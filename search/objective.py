@@ -29,6 +29,7 @@ from hpsearch.trainers.flops import FlopsMeter
 from hpsearch.trainers.hardware import device_label
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord
+from hpsearch.trainers.step_speed import StepTiming, decide_precision
 from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, count_parameters, seed_everything
 
 # Re-exported: the orchestrator catches it, audit and tests name the checkpoint place.
@@ -39,8 +40,9 @@ class Objective:
     """Plans a sampled configuration, trains it, and records what happened on the trial.
 
     At the end, whatever the outcome, the trial carries ``lr_history``, ``epochs_run``,
-    ``params.count``, ``precision``, ``worker``, ``checkpoint``, the ``flops.*`` statistics, and
-    ``prune_reason`` or ``fail_reason``. A trial that takes over an earlier one (a heartbeat
+    ``params.count``, ``precision`` (and ``precision.speedup`` where ``auto`` timed the model's
+    steps), ``worker``, ``checkpoint``, the ``flops.*`` statistics, and ``prune_reason`` or
+    ``fail_reason``. A trial that takes over an earlier one (a heartbeat
     retry of a killed trial, or a grid point queued again after its trial failed) resumes from
     that trial's last readable checkpoint.
 
@@ -66,6 +68,8 @@ class Objective:
         self.flops_counts: dict[tuple[str, str], dict] = {}
         config = resolved.train_config
         self.pareto = ParetoPruner.for_study(resolved.pruner, resolved.goals, config.epochs, config.warmup_epochs)
+        # --precision auto's step timings, by the plan's step cost: a sweep over lr times each model once.
+        self.step_timings: dict[tuple[str, str, int, str, str], StepTiming] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
@@ -141,9 +145,15 @@ class Objective:
         seed_everything(plan.config.seed)
         model = plan.build_model(resolved.task)
         resume_from, state, restored = self._checkpoint_to_resume(trial, model)
+        precision, timing = decide_precision(
+            model, resolved.task, plan.config, plan.hparams, self.step_timings, plan.step_cost
+        )
+        if timing is not None:
+            speed = f"{timing.lower} steps ran {timing.speedup:.2f}x as fast as fp32's"
+            self.echo(f"Trial {trial.number}: precision auto: {precision} ({speed})")
         meter = FlopsMeter(model, counts=self.flops_counts.setdefault(plan.architecture, {}))
         recording.costs = lambda: self._costs(model, meter)
-        config = plan.config
+        config = plan.config.with_overrides({"precision": precision})
         if spec.lr_finder:
             suggested = trial.user_attrs.get("lr_finder.suggested")
             if suggested is None:
@@ -199,6 +209,8 @@ class Objective:
             if not abandoned:
                 code = trial_code(resolved.code, plan.model_name, resolved.task.name)
                 attrs = self._attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
+                if timing is not None:
+                    attrs["precision.speedup"] = round(timing.speedup, 3)
                 attrs = recording.finish(attrs, reason)
                 stats = meter.stats()
                 if stats.forward_passes:

@@ -104,6 +104,17 @@ class TrialPlan:
         """Plans with the same key build the same module, so they share FLOPs counts."""
         return self.model_name, repr(sorted(self.model_params.items()))
 
+    @property
+    def step_cost(self) -> tuple[str, str, int, str, str]:
+        """Plans with the same key take training steps of the same cost, so they share ``auto``'s precision timing.
+
+        The model and its hyperparameters, the step's, and the settings that change what a step
+        computes (batch size, optimizer, device); not the LR or the schedule, which a sweep over
+        them would otherwise time again for nothing.
+        """
+        config = self.config
+        return self.model_name, repr(sorted(self.hparams.items())), config.batch_size, config.optimizer, config.device
+
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in {"model": self.model_name, **self.hparams}.items())
 

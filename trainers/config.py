@@ -60,7 +60,7 @@ class TrainConfig:
     grad_accum_steps: int = setting(1, "micro-batches per optimizer step", low=1, sweepable=True)
     early_stopping_patience: int = setting(0, "stop a trial after this many epochs without improvement of --metric, 0 for never", low=0)
     num_workers: int = setting(0, "DataLoader worker processes for Dataset splits", low=0)
-    precision: str = setting("auto", "auto: bf16 where it measures at least 1.15x faster than fp32 on this device (hpsearch doctor shows it), else fp32", choices=PRECISIONS)
+    precision: str = setting("auto", "auto: bf16 where the model's own training steps run at least 1.15x faster than fp32's on this device (a search times them once per model and hyperparameters), else fp32", choices=PRECISIONS)
     device: str = setting("auto", "auto: CUDA, then MPS, then the CPU", choices=DEVICES)
     on_divergence: str = setting("prune", "prune the trial, or restore the last good epoch and halve the LR", choices=("prune", "reduce-lr"))
     divergence_factor: float = setting(10.0, "a batch loss and running loss both above this multiple of the best running loss is divergence, 0 for off", low=0.0)

@@ -85,7 +85,8 @@ def choose_precision(requested: str, device: torch.device) -> str:
     """The precision a run uses: ``auto`` is the fastest as measured on this device (``trainers.precision``).
 
     bf16 (fp16 with a gradient scaler on CUDA without bf16) only where its matmuls run at least
-    1.15x faster than fp32's; fp32 on other devices.
+    1.15x faster than fp32's; fp32 on other devices. This is the machine's answer; a search then
+    decides ``auto`` per model from the model's own steps (``trainers.step_speed``).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")

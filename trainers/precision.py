@@ -6,7 +6,9 @@ candidate precision on the actual device (fp32, bf16 autocast, and fp16 autocast
 without bf16). ``auto`` picks bf16 (or fp16) only where it is at least ``SPEEDUP`` times faster
 than fp32. The result is cached per machine, device and torch version in the user's cache
 directory (``$HPSEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/hpsearch``, else
-``~/.cache/hpsearch``), so each machine measures once. ``hpsearch doctor`` prints it.
+``~/.cache/hpsearch``), so each machine measures once. ``hpsearch doctor`` prints it. Where it
+says bf16 (or fp16), a search still times each model's own training steps before taking it
+(``trainers.step_speed``): a matmul's speed is not every model's.
 
 Peak FLOP/s for MFU: on GPUs the datasheet's dense peak of the chosen precision (a small table,
 ``DATASHEET_PEAKS``); on CPUs, and GPUs not in the table, the measured matmul rate of the

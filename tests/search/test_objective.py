@@ -13,6 +13,7 @@ from hpsearch.search.objective import Objective
 from hpsearch.search.signals import Interrupted, graceful_interrupts
 from hpsearch.search.spec import StudySpec, resolve
 from hpsearch.storage.recorder import MemoryRecorder
+from hpsearch.trainers import step_speed
 
 # What the model's build does on a real (not meta) device: "signal" sends this process SIGTERM.
 ON_BUILD: list[str] = []
@@ -70,3 +71,70 @@ def test_a_trial_that_trains_has_no_fail_reason(tmp_path):
     trial = run_one_trial(tmp_path, None)
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert "fail_reason" not in trial.user_attrs and trial.user_attrs["epochs_run"] == 1
+
+
+def run_trials(tmp_path, sweep: tuple[str, ...], **train) -> list[optuna.trial.FrozenTrial]:
+    """A grid of ``MODEL`` trials through the objective, in order; ``train`` overrides trainer settings."""
+    register_model(MODEL, build, [HyperParam("width", "int", 4, "embedding width", low=1)])
+    spec = StudySpec(
+        models=(MODEL,),
+        sweep=sweep,
+        task_options={"dataset_size": 64},
+        train={"epochs": 1, **train},
+        output_dir=str(tmp_path),
+    )
+    resolved = resolve(spec)
+    objective = Objective(resolved, MemoryRecorder(), echo=lambda _line: None)
+    study = optuna.create_study()
+    points = resolved.sweep.grid_points()
+    for point in points:
+        study.enqueue_trial(point)
+    study.optimize(objective, n_trials=len(points))
+    return sorted(study.trials, key=lambda t: (t.params["width"], t.params.get("lr", 0)))
+
+
+@pytest.fixture
+def machine_says_bf16(monkeypatch):
+    """auto as on a machine whose matmuls run faster in bf16: the per-model timing decides."""
+
+    def choose(requested: str, device: object) -> str:
+        return "bf16" if requested == "auto" else requested
+
+    monkeypatch.setattr(step_speed, "choose_precision", choose)
+
+
+def test_auto_times_each_model_once_and_records_the_speedup(tmp_path, machine_says_bf16, monkeypatch):
+    timed: list[object] = []
+    measure = step_speed.measure_step_speed
+
+    def counted(*args, **kwargs):
+        timed.append(args[0])
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+    trials = run_trials(tmp_path, ("width:4,8", "lr:1e-3,2e-3"))
+    assert len(trials) == 4 and len(timed) == 2  # one timing per width; the lr does not change a step's cost
+    for trial in trials:
+        speedup = trial.user_attrs["precision.speedup"]
+        chosen = "bf16" if speedup >= step_speed.SPEEDUP else "fp32"
+        assert speedup > 0 and trial.user_attrs["precision"] == chosen
+    assert trials[0].user_attrs["precision.speedup"] == trials[1].user_attrs["precision.speedup"]
+
+
+def test_auto_that_times_fp32_faster_trains_exactly_as_fp32(tmp_path, machine_says_bf16, monkeypatch):
+    monkeypatch.setattr(step_speed, "SPEEDUP", float("inf"))  # the steps are timed, and fp32 always wins
+    (auto,) = run_trials(tmp_path / "auto", ("width:4",))
+    (fp32,) = run_trials(tmp_path / "fp32", ("width:4",), precision="fp32")
+    assert auto.user_attrs["precision"] == fp32.user_attrs["precision"] == "fp32"
+    assert "precision.speedup" in auto.user_attrs and "precision.speedup" not in fp32.user_attrs
+    assert auto.intermediate_values == fp32.intermediate_values and auto.value == fp32.value
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_explicit_precision_runs_as_given_untimed(tmp_path, machine_says_bf16, monkeypatch, precision):
+    def refuse(*args, **kwargs):
+        pytest.fail("timed the steps of an explicit precision")
+
+    monkeypatch.setattr(step_speed, "measure_step_speed", refuse)
+    (trial,) = run_trials(tmp_path, ("width:4",), precision=precision)
+    assert trial.user_attrs["precision"] == precision and "precision.speedup" not in trial.user_attrs

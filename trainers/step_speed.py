@@ -1,0 +1,127 @@
+"""``--precision auto`` per model: decided from the model's own training steps, timed in each precision.
+
+The machine's matmul measurement (``trainers.precision``) says whether a lower precision *can*
+be faster on a device. It cannot say whether a given model gets that speed: a small model whose
+time goes to casts, small kernels and per-operation overhead can run slower in bf16 (a small CNN
+used 1.6x fp32's CPU time on a machine whose bf16 matmuls ran 1.95x faster). So where the machine
+says a lower precision, ``decide_precision`` times a few training steps of the trial's model in
+fp32 and in that precision, and keeps the lower one only where its steps are at least
+``SPEEDUP`` times faster; where the machine says fp32, nothing is timed. A timing is kept per
+key (the caller's: what changes a step's cost), so the points of a sweep that differ only in,
+say, the learning rate are timed once.
+
+The steps run on copies of the model and fresh optimizers, with torch's RNG state restored
+afterwards: the trial's own training is unaffected, and a trial that ``auto`` runs in fp32 gives
+the values of ``--precision fp32``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from collections.abc import Hashable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpsearch.trainers.config import TrainConfig
+from hpsearch.trainers.hardware import choose_precision, resolve_device
+from hpsearch.trainers.precision import SPEEDUP
+from hpsearch.trainers.tasks import Task
+from hpsearch.trainers.trainer import Trainer
+
+#: Timed rounds, each one step in fp32 and one in the lower precision, after one warm-up step of each;
+#: five, so that a burst of other load in one or two rounds does not decide (the median of their ratios does).
+ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One model's training step timed in fp32 and in a lower precision, round by round."""
+
+    lower: str  # the precision compared with fp32: bf16, or fp16 on CUDA without bf16
+    fp32_seconds: tuple[float, ...]
+    lower_seconds: tuple[float, ...]
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster a step runs in ``lower`` than in fp32 (below 1: slower); the median of the rounds."""
+        return statistics.median(f / s for f, s in zip(self.fp32_seconds, self.lower_seconds))
+
+    @property
+    def chosen(self) -> str:
+        """``lower`` where its steps beat fp32's by ``SPEEDUP``, else fp32."""
+        return self.lower if self.speedup >= SPEEDUP else "fp32"
+
+
+def measure_step_speed(
+    model: nn.Module, task: Task, config: TrainConfig, hparams: Mapping[str, Any], lower: str, rounds: int = ROUNDS
+) -> StepTiming:
+    """Seconds of one training step of ``model`` on a batch of ``task``'s training data, in fp32 and in ``lower``.
+
+    A step is the trainer's: the task's step under autocast, backward (through the gradient
+    scaler), clipping and the optimizer's step. Each precision trains its own copy of ``model``
+    with its own optimizer, built from ``config``; the precisions take turns, round by round, so
+    a burst of other load on the machine hits both alike.
+    """
+    device = resolve_device(config.device)
+    # Copies, fresh optimizers and a forked RNG: nothing here reaches the trial's training.
+    # Eager steps even under --compile: compiling two more copies would cost more than it tells.
+    throwaway = {"checkpoints": "none", "checkpoint_dir": None, "compile": False}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # As Trainer.fit does: denormals would slow fp32's steps and not the lower precision's.
+        torch.set_flush_denormal(True)
+        trainers = {}
+        for precision in ("fp32", lower):
+            settings = config.with_overrides({**throwaway, "precision": precision})
+            trainers[precision] = Trainer(copy.deepcopy(model), task, settings, hparams=hparams)
+        batch = next(iter(trainers["fp32"].batches("train")))
+        seconds: dict[str, list[float]] = {"fp32": [], lower: []}
+        for round_ in range(rounds + 1):
+            for precision, trainer in trainers.items():
+                start = time.perf_counter()
+                _train_step(trainer, batch)
+                if round_:  # the first round warms up kernels, allocations and the optimizer's state
+                    seconds[precision].append(time.perf_counter() - start)
+    return StepTiming(lower, tuple(seconds["fp32"]), tuple(seconds[lower]))
+
+
+def _train_step(trainer: Trainer, batch: Any) -> None:
+    """One optimizer step as ``Trainer._train_epoch`` takes it, without accumulation or the guard's bookkeeping."""
+    out = trainer.run_step(batch, training=True)
+    trainer.scaler.scale(out.loss).backward()
+    trainer.scaler.unscale_(trainer.optimizer)
+    max_grad_norm = trainer.config.grad_clip if trainer.config.grad_clip > 0 else math.inf
+    norm = nn.utils.clip_grad_norm_(trainer.model.parameters(), max_grad_norm)
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    torch.stack([out.loss.detach().float(), norm.float()]).tolist()  # waits for the device, as the trainer's reads do
+
+
+def decide_precision(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    hparams: Mapping[str, Any],
+    timings: MutableMapping[Hashable, StepTiming],
+    key: Hashable,
+) -> tuple[str, StepTiming | None]:
+    """The precision a trial of ``model`` runs in, and the step timing it was decided from (None: nothing timed).
+
+    An explicit ``config.precision`` is returned as it is. ``auto`` is fp32 where the machine's
+    matmul measurement says so, else the faster of fp32 and the lower precision on this model's
+    own steps; ``timings`` holds them by ``key``, and a key found there is not timed again.
+    """
+    device = resolve_device(config.device)
+    machine = choose_precision(config.precision, device)
+    if config.precision != "auto" or machine == "fp32":
+        return machine, None
+    timing = timings.get(key)
+    if timing is None:
+        timing = timings[key] = measure_step_speed(model, task, config, hparams, machine)
+    return timing.chosen, timing
