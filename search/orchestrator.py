@@ -20,7 +20,7 @@ from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import ResolvedSpec, StudySpec
-from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
+from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.optuna_seam import QueueEmpty
 from hpsearch.storage.recorder import DatabaseRecorder
@@ -251,7 +251,7 @@ class Orchestrator:
             return converged
 
         def after_trial(_study: optuna.Study, trial: FrozenTrial) -> None:
-            if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason", "").startswith("preempted "):
+            if trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON_ATTR, "").startswith("preempted "):
                 preempted.append(trial.number)
             else:
                 finished.append(trial.state)

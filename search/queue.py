@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.search.sweep import SeededOrder, Sweep
+from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -71,7 +72,7 @@ class StudyQueue:
         if retry_failed:
             for key, (point, numbers) in failed.items():
                 if key not in taken and self.sweep.grid_index(point) is not None:
-                    study.enqueue_trial(point, user_attrs={"retry_of": numbers})
+                    study.enqueue_trial(point, user_attrs={RETRY_OF_ATTR: numbers})
                     taken.add(key)
                     waiting += 1
         wanted = self.BATCH if limit is None else min(self.BATCH, limit)
@@ -115,12 +116,12 @@ class StudyQueue:
         A trial already retried is not queued again.
         """
         trials = study.get_trials(deepcopy=False)
-        retried = {number for trial in trials for number in trial.user_attrs.get("retry_of", [])}
+        retried = {number for trial in trials for number in trial.user_attrs.get(RETRY_OF_ATTR, [])}
         queued = 0
         for trial in trials:
-            stopped = trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason", "").startswith("interrupted by ")
+            stopped = trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON_ATTR, "").startswith("interrupted by ")
             if stopped and trial.params and trial.number not in retried:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": [trial.number]})
+                study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: [trial.number]})
                 queued += 1
         return queued
 
@@ -128,4 +129,4 @@ class StudyQueue:
 def _replaces(trial: FrozenTrial) -> list[int]:
     """The failed trials ``trial`` took over: a signal's retry (``retry_of``) or Optuna's heartbeat retry."""
     failed = trial.system_attrs.get("failed_trial")
-    return [*trial.user_attrs.get("retry_of", []), *([] if failed is None else [failed])]
+    return [*trial.user_attrs.get(RETRY_OF_ATTR, []), *([] if failed is None else [failed])]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from hpsearch.search.goals import Goal
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
@@ -141,7 +142,7 @@ class TrialRecording:
         """Store what is left, set the closing attributes (with ``epochs_run``, ``lr_history`` and the reason) and return them."""
         self.check_heartbeat()
         self.store()
-        closing = {"epochs_run": len(self.records), "lr_history": [r.lr for r in self.records], **attrs}
+        closing = {EPOCHS_RUN_ATTR: len(self.records), LR_HISTORY_ATTR: [r.lr for r in self.records], **attrs}
         if reason is not None:
             closing[reason[0]] = reason[1]
             # The pruners' reasons say "pruned by ..." themselves.

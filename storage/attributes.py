@@ -33,6 +33,8 @@ LR_HISTORY_ATTR = "lr_history"
 PARAMS_COUNT_ATTR = "params.count"
 # The precision the trial trained in, and the process that ran it (host:pid:device).
 PRECISION_ATTR = "precision"
+# fp32's step time over the lower precision's, where --precision auto timed the model's own steps.
+PRECISION_SPEEDUP_ATTR = "precision.speedup"
 WORKER_ATTR = "worker"
 # The LR range test's suggestion, kept so a retry of the trial does not run the test again.
 LR_SUGGESTED_ATTR = "lr_finder.suggested"

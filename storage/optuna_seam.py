@@ -52,6 +52,7 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
 from hpsearch.storage.retry import DatabaseRetry
 
 
@@ -322,14 +323,14 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         def fail_stale(study: optuna.Study, trial: FrozenTrial) -> None:
             # A preempted worker queues its trial's retry (``retry_of``) before the trial is told
             # FAIL; killed in between, the trial goes stale with its retry already queued.
-            queued = any(trial.number in t.user_attrs.get("retry_of", ()) for t in study.get_trials(deepcopy=False))
+            queued = any(trial.number in t.user_attrs.get(RETRY_OF_ATTR, ()) for t in study.get_trials(deepcopy=False))
             if queue_retry is not None and not queued:
                 queue_retry(study, trial)
-            reason = trial.user_attrs.get("fail_reason")
+            reason = trial.user_attrs.get(FAIL_REASON_ATTR)
             if reason is None:
                 grace = self.grace_period or 2 * (self.heartbeat_interval or 0)  # Optuna's default grace
                 reason = f"no heartbeat for over {grace} s: its worker was killed or lost the database"
-                self.retry.call(self._set_trial_user_attrs, trial_id(trial), {"fail_reason": reason}, True)
+                self.retry.call(self._set_trial_user_attrs, trial_id(trial), {FAIL_REASON_ATTR: reason}, True)
             if self.on_stale is not None:
                 again = "queued again to resume from its checkpoint" if queue_retry is not None else "not retried"
                 self.on_stale(f"Trial {trial.number} failed: {reason}; {again}")

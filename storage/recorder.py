@@ -14,6 +14,7 @@ from typing import Any, ContextManager, Protocol
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpsearch.storage.attributes import FAIL_REASON_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
 from hpsearch.storage.retry import DatabaseUnavailable
@@ -85,7 +86,7 @@ class DatabaseRecorder:
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         try:
             with self.storage.retry.patience(0):
-                self.storage.set_trial_user_attrs(trial_id(trial), {"fail_reason": f"abandoned: {reason}"})
+                self.storage.set_trial_user_attrs(trial_id(trial), {FAIL_REASON_ATTR: f"abandoned: {reason}"})
         except (DatabaseUnavailable, optuna.exceptions.UpdateFinishedTrialError):
             pass  # the trial may already be another worker's
 
@@ -126,7 +127,7 @@ class MemoryRecorder:
         return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
-        self.set_attrs(trial, {"fail_reason": f"abandoned: {reason}"})
+        self.set_attrs(trial, {FAIL_REASON_ATTR: f"abandoned: {reason}"})
 
 
 @contextlib.contextmanager
