@@ -10,6 +10,9 @@
                     when no server answers, unless ``$CI`` is set: then that is a failure.
 ``storage_url``     parametrized over both backends (test ids ``sqlite`` and ``postgres``).
 ``study_name``      a name no other test or run uses.
+``s3_server``       a real S3-compatible server (moto's, ``tests/s3_server.py``) on 127.0.0.1, for the session.
+``s3_bucket``       a new bucket on it, with the ``AWS_*`` variables (dummy credentials, its endpoint) set for
+                    this process and the subprocesses it starts.
 ``yahpo_data``      YAHPO Gym's data folder (``$HPSEARCH_YAHPO_DATA``, else ``shared/yahpo_data`` beside the
                     repository); skipped when absent, unless ``$CI`` is set: then that is a failure.
 
@@ -28,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.s3_server import MotoServer
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -139,6 +144,25 @@ def storage_url(request: pytest.FixtureRequest) -> str:
 
 
 YAHPO_DATA = Path(os.environ.get("HPSEARCH_YAHPO_DATA") or Path(__file__).resolve().parents[2] / "shared" / "yahpo_data")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket's name, with the AWS_* variables pointing at the server."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"hpsearch-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(bucket)
+    return bucket
 
 
 @pytest.fixture(scope="session")
