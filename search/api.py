@@ -9,6 +9,7 @@ import contextlib
 import inspect
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
 from hpsearch.storage.attributes import CHECKPOINT_ATTR
 from hpsearch.storage.database import StudyDatabase
-from hpsearch.storage.urls import resolve_storage_url
+from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
 from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
 from hpsearch.trainers.tasks import Task, TaskSpec, register_task
@@ -163,12 +164,32 @@ def load_model(
     saved = chosen.user_attrs.get(CHECKPOINT_ATTR)
     if saved is None:
         raise UsageError(f"trial {chosen.number} of study {study!r} saved no checkpoint")
-    path = Path(saved).with_name(checkpoint)
+    scratch = tempfile.TemporaryDirectory(prefix="hpsearch-load-")
+    with scratch:
+        return _load_trained(spec, study, chosen, Path(saved).with_name(checkpoint), Path(scratch.name), allow_changed_code)
+
+
+def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial, path: Path, scratch: Path,
+                  allow_changed_code: bool) -> nn.Module:
+    """``chosen``'s model with the weights of ``path``, fetched into ``scratch`` from the study's artifact store if absent."""
+    checkpoint = path.name
+    if not path.exists() and spec.artifacts is not None:
+        from hpsearch.search.checkpoint_sync import artifact_key
+        from hpsearch.storage.artifacts import ArtifactStoreError, CheckpointArchive
+
+        try:
+            archive = CheckpointArchive.open(spec.artifacts)
+            key = artifact_key(study, chosen.number, checkpoint)
+            if archive.download(key, scratch / checkpoint):
+                path = scratch / checkpoint
+        except ArtifactStoreError as error:
+            raise UsageError(str(error)) from None
     if not path.exists():
         kept = spec.train.get("checkpoints", "all")
         hint = {"last": ' (the study keeps --checkpoints last: pass checkpoint="last.pt")',
                 "best": " (the study keeps --checkpoints best)", "none": " (the study keeps --checkpoints none)"}
-        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing{hint.get(kept, '')}")
+        stored = f" here or in {mask_password(spec.artifacts)}" if spec.artifacts else ""
+        raise UsageError(f"trial {chosen.number}'s checkpoint {path} is missing{stored}{hint.get(kept, '')}")
     model_name = chosen.params.get("model", spec.models[0])
     from hpsearch.trainers.tasks import build_task
 

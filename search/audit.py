@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from hpsearch.search.checkpoint_sync import artifact_key
 from hpsearch.search.trial import checkpoint_dir
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR
+from hpsearch.storage.artifacts import CheckpointArchive
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SPEC_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.trainers.trainer import checkpoint_records
 
@@ -32,14 +37,19 @@ class EpochAudit:
     running: int
 
 
-def audit_epochs(storage_url: str, study_name: str, output_dir: str) -> EpochAudit:
+def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: str | None = None) -> EpochAudit:
     """Audit study ``study_name`` from its trials, the epoch table and each trial's ``last.pt``.
 
     A trial trained the epochs in its last checkpoint after the one it resumed from
-    (``resumed_from``); an epoch that no checkpoint holds was not finished, so not counted.
+    (``resumed_from``); an epoch that no checkpoint holds was not finished, so not counted. A
+    ``last.pt`` not under ``output_dir`` is read from the artifact store: ``artifacts``, else the
+    study's ``--artifacts`` (workers that shared no filesystem each kept their own files).
     """
     study = optuna.load_study(study_name=study_name, storage=storage_url)
     trials = study.get_trials(deepcopy=False)
+    artifacts = artifacts or json.loads(study.user_attrs.get(SPEC_ATTR, "{}")).get("artifacts")
+    archive = CheckpointArchive.open(artifacts) if artifacts else None
+    scratch = tempfile.TemporaryDirectory(prefix="hpsearch-audit-")
     table = EpochMetricsTable(storage_url)
     try:
         rows = table.frame(study_name)
@@ -52,6 +62,9 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str) -> EpochAud
     for trial in trials:
         key = tuple(sorted(trial.params.items()))
         path = checkpoint_dir(output_dir, study_name, trial.number) / "last.pt"
+        if not path.exists() and archive is not None:
+            fetched = Path(scratch.name) / f"trial-{trial.number}.pt"
+            path = fetched if archive.download(artifact_key(study_name, trial.number, "last.pt"), fetched) else path
         if path.exists():
             resumed = trial.user_attrs.get("resumed_from", {}).get("epoch", 0)
             epochs = [r.epoch for r in checkpoint_records(path) if r.epoch > resumed]
@@ -59,6 +72,7 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str) -> EpochAud
         if trial.state in FINISHED:
             finished.add(key)
             lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get(EPOCHS_RUN_ATTR, 0) + 1))
+    scratch.cleanup()
     return EpochAudit(
         configurations=len({tuple(sorted(t.params.items())) for t in trials}),
         finished=len(finished),

@@ -16,15 +16,18 @@ import optuna
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates
 from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
 from hpsearch.search.spec import ResolvedSpec
 from hpsearch.search.trial import TrialPlan, checkpoint_dir
+from hpsearch.storage.artifacts import CheckpointArchive
+from hpsearch.storage.attributes import ARTIFACTS_ATTR
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
-from hpsearch.trainers.checkpoints import CheckpointStore, check_training_state, first_readable
+from hpsearch.trainers.checkpoints import check_training_state, first_readable
 from hpsearch.trainers.flops import FlopsMeter
 from hpsearch.trainers.hardware import device_label
 from hpsearch.trainers.lr_finder import find_lr
@@ -70,6 +73,9 @@ class Objective:
         self.pareto = ParetoPruner.for_study(resolved.pruner, resolved.goals, config.epochs, config.warmup_epochs)
         # --precision auto's step timings, by the plan's step cost: a sweep over lr times each model once.
         self.step_timings: dict[tuple[str, str, int, str, str], StepTiming] = {}
+        # --artifacts: checkpoints go to the store too, and retries on other machines fetch them from there.
+        artifacts = resolved.spec.artifacts
+        self.archive = CheckpointArchive.open(artifacts, echo=echo) if artifacts else None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
@@ -161,7 +167,11 @@ class Objective:
             trial.set_user_attr("lr_finder.suggested", suggested)
             self.echo(f"Trial {trial.number}: LR range test suggests lr={suggested:.3g}")
             config = config.with_overrides({"lr": suggested})
-        callbacks = [recording.epoch_ended]
+        uploads = None
+        if self.archive is not None and plan.config.checkpoint_dir and plan.config.checkpoints != "none":
+            uploads = CheckpointUploads(self.archive, Path(plan.config.checkpoint_dir), trial.study.study_name, trial.number)
+        # Uploads first: they start in the background before the epoch's records are written.
+        callbacks = [*([uploads.epoch_ended] if uploads else []), recording.epoch_ended]
         preemption = self.preemption
         if preemption is not None:
             preemption.check(at_epoch_end=True)  # asked to stop while the trial was being set up
@@ -186,6 +196,8 @@ class Objective:
                 trial.set_user_attr("resumed_from", {"checkpoint": str(resume_from), "epoch": len(restored)})
                 self.echo(f"Trial {trial.number}: resuming from {resume_from} after epoch {len(restored)}")
             result = trainer.fit(resume_from=state)  # loaded once, when it was checked
+            if uploads is not None:
+                uploads.flush()  # a COMPLETE trial's best.pt is in the store before anyone can load it
         except DivergenceError as error:
             reason = ("prune_reason", error.reason)
             raise optuna.TrialPruned(error.reason) from None
@@ -206,11 +218,16 @@ class Objective:
             raise interrupt from None
         finally:
             # Whatever stopped training, the epochs it finished are stored before the trial ends.
+            upload_error = uploads.close() if uploads is not None else None
+            if upload_error is not None and result is None:
+                self.echo(f"Trial {trial.number}: checkpoints not stored in {self.archive.shown_url}: {upload_error}")
             if not abandoned:
                 code = trial_code(resolved.code, plan.model_name, resolved.task.name)
                 attrs = self._attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
                 if timing is not None:
                     attrs["precision.speedup"] = round(timing.speedup, 3)
+                if uploads is not None and recording.records:
+                    attrs[ARTIFACTS_ATTR] = uploads.uri
                 attrs = recording.finish(attrs, reason)
                 stats = meter.stats()
                 if stats.forward_passes:
@@ -239,13 +256,13 @@ class Objective:
 
     def _checkpoint_to_resume(
         self, trial: optuna.Trial, model: torch.nn.Module
-    ) -> tuple[Path | None, dict | None, list[EpochRecord]]:
+    ) -> tuple[str | None, dict | None, list[EpochRecord]]:
         """The newest readable checkpoint of the trials this one takes over: its path, state and epoch records.
 
         Those trials are the ones a heartbeat retry replaces (Optuna's retry history) and, for a
         grid point queued again, the failed trials of the same point (``retry_of``, written by
         ``Orchestrator._queue_grid``). For each, newest first, ``last.pt`` then ``prev.pt`` is
-        tried; a file that cannot be read, is no training checkpoint or belongs to another model
+        tried (fetched from the artifact store where this machine has neither); a file that cannot be read, is no training checkpoint or belongs to another model
         is passed over, and ``checkpoint_fallback`` says which file and why, and where training
         starts instead. With nothing readable the trial starts fresh.
         """
@@ -253,12 +270,7 @@ class Objective:
         numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
         if not numbers:
             return None, None, []
-        study, output_dir = trial.study.study_name, self.resolved.spec.output_dir
-        candidates = [
-            path
-            for number in sorted(numbers, reverse=True)
-            for path in CheckpointStore(checkpoint_dir(output_dir, study, number)).candidates()
-        ]
+        candidates = ResumeCandidates(self.resolved.spec.output_dir, trial.study.study_name, numbers, self.archive)
         expected = model.state_dict()
         parsed: list[EpochRecord] = []
 
@@ -267,12 +279,13 @@ class Objective:
             parsed[:] = [EpochRecord(**r) for r in state["progress"]["records"]]
 
         found = first_readable(candidates, check)
+        where = candidates.shown(found.path) if found.path is not None else None
         if found.skipped:
-            outcome = f"resumed from {found.path}" if found.path is not None else "started fresh from epoch 1"
+            outcome = f"resumed from {where}" if where is not None else "started fresh from epoch 1"
             fallback = "; ".join(f"unreadable checkpoint {skipped}" for skipped in found.skipped) + f"; {outcome}"
             trial.set_user_attr("checkpoint_fallback", fallback)
             self.echo(f"Trial {trial.number}: {fallback}")
-        return found.path, found.state, parsed if found.path is not None else []
+        return where, found.state, parsed if found.path is not None else []
 
     @staticmethod
     def _costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:

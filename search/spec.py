@@ -54,6 +54,10 @@ class StudySpec:
     study_name: str | None = study_option(None, "default: MODELS-TASK, e.g. tfn_classifier-synthetic_tokens", aliases=("--study",))
     storage: str | None = study_option(None, "study database URL (default: $HPSEARCH_STORAGE, else sqlite:///OUTPUT_DIR/hpsearch.db)")
     output_dir: str = study_option(".", "where the default database and the checkpoints go (default: the working directory)")
+    artifacts: str | None = study_option(
+        None, "also keep checkpoints in an artifact store, for workers that share no filesystem: file:///path or "
+        "s3://bucket/prefix (S3 credentials, region and endpoint from the AWS_* variables; needs hpsearch[s3])",
+        metavar="URL")
     sampler: str | None = study_option(None, f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}", choices=SAMPLERS)
     pruner: str = study_option(
         DEFAULT_PRUNER, f"performance pruner (default: {DEFAULT_PRUNER}: none for the gp sampler, which learns from complete "
@@ -125,6 +129,10 @@ class StudySpec:
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("storage")  # a URL may carry a password; the study never stores it
+        if data["artifacts"] is not None:
+            from hpsearch.storage.urls import mask_password
+
+            data["artifacts"] = mask_password(data["artifacts"])  # open() refuses credentials in it; this is a second guard
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -211,6 +219,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     _check_settings(train_config)
     _check_storage(spec)
     _check_output_dir(Path(spec.output_dir))
+    _check_artifacts(spec)
     try:
         task_spec = get_task(spec.task)
         if user_origin("task", spec.task) is None:
@@ -344,6 +353,18 @@ def _check_storage(spec: StudySpec) -> None:
     try:
         parse_storage_url(spec.storage)
     except StorageURLError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_artifacts(spec: StudySpec) -> None:
+    """The artifact store must be usable now: its URL parsed, and a probe object written and removed."""
+    if spec.artifacts is None:
+        return
+    from hpsearch.storage.artifacts import ArtifactStoreError, CheckpointArchive
+
+    try:
+        CheckpointArchive.open(spec.artifacts).check()
+    except ArtifactStoreError as error:
         raise UsageError(str(error)) from None
 
 

@@ -26,6 +26,8 @@ PRUNE_REASON_ATTR = "prune_reason"
 RETRY_OF_ATTR = "retry_of"
 # The last checkpoint the trial wrote; best.pt lies beside it.
 CHECKPOINT_ATTR = "checkpoint"
+# Where the trial's last.pt and best.pt are in the artifact store (--artifacts), as a URL of their folder.
+ARTIFACTS_ATTR = "artifacts"
 # Epochs the trial reported, and the LR of each.
 EPOCHS_RUN_ATTR = "epochs_run"
 LR_HISTORY_ATTR = "lr_history"
