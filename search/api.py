@@ -59,7 +59,7 @@ def search(
     "1e-4..1e-2:log"}``). ``options`` are the study options, named as the CLI's study flags
     (``study_name=``, ``storage=``, ``output_dir=``, ``sampler=``, ``pruner=``, ``metric=``,
     ``direction=``, ``objectives=``, ``max_flops=``, ``max_params=``, ``n_trials=``,
-    ``timeout=``, ``stop_when_converged=``, ``allow_changes=``), and trainer settings
+    ``timeout=``, ``stop_when_converged=``, ``allow_changes=``, ``artifacts=``), and trainer settings
     (``epochs=3``, ``optimizer="sgd"``, ``lr="auto"``, ...). Quiet by default: ``verbose=True``
     prints each epoch and FLOPs block; a progress bar shows where stderr is a terminal. Wrong
     input raises ``UsageError`` before anything is written. ``workers > 1`` needs models and
