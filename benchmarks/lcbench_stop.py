@@ -22,8 +22,8 @@ from concurrent.futures import ProcessPoolExecutor
 import optuna
 
 from hpsearch.search.convergence import ConvergenceStop
-from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, FinishedTrial, load_benchmark, optuna_loop
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
+from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, FinishedTrial, load_benchmark, optuna_loop
 
 INSTANCES = ("167168", "189873", "189906")
 PATIENCES = (10, 20, 30, 40)

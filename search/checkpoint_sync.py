@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.search.trial import checkpoint_dir, study_folder
 from hpsearch.storage.artifacts import CheckpointArchive
-from hpsearch.trainers.checkpoints import BEST, LAST, CheckpointStore
+from hpsearch.trainers.checkpoints import BEST, LAST, CheckpointStore, check_training_state, first_readable
 from hpsearch.trainers.records import EpochRecord
 
-__all__ = ["CheckpointUploads", "ResumeCandidates", "artifact_key"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["CheckpointUploads", "ResumeCandidates", "ResumePoint", "artifact_key"]
 
 
 def artifact_key(study_name: str, trial_number: int, filename: str) -> str:
@@ -145,3 +150,35 @@ class ResumeCandidates:
 
     def shown(self, path: Path) -> str:
         return self.fetched.get(path, str(path))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a retry resumes: the checkpoint as a user should read its name, its training state and epoch records.
+
+    ``fallback`` says which checkpoints could not be used and why, and where training starts
+    instead; it is None when nothing was passed over. An empty point starts fresh.
+    """
+
+    where: str | None = None
+    state: dict[str, Any] | None = None
+    records: list[EpochRecord] = field(default_factory=list)
+    fallback: str | None = None
+
+    @classmethod
+    def first_readable(cls, candidates: ResumeCandidates, model: nn.Module) -> ResumePoint:
+        """The first of ``candidates`` that reads as a training checkpoint of ``model``'s architecture."""
+        expected = model.state_dict()
+        parsed: list[EpochRecord] = []
+
+        def check(state: dict) -> None:
+            check_training_state(state, expected)
+            parsed[:] = [EpochRecord(**r) for r in state["progress"]["records"]]
+
+        found = first_readable(candidates, check)
+        where = candidates.shown(found.path) if found.path is not None else None
+        fallback = None
+        if found.skipped:
+            outcome = f"resumed from {where}" if where is not None else "started fresh from epoch 1"
+            fallback = "; ".join(f"unreadable checkpoint {skipped}" for skipped in found.skipped) + f"; {outcome}"
+        return cls(where, found.state, parsed if found.path is not None else [], fallback)

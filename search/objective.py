@@ -16,18 +16,29 @@ import optuna
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates
+from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
 from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
+from hpsearch.search.resolve import ResolvedSpec
 from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
-from hpsearch.search.spec import ResolvedSpec
 from hpsearch.search.trial import TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
-from hpsearch.storage.attributes import ARTIFACTS_ATTR
+from hpsearch.storage.attributes import (
+    ARTIFACTS_ATTR,
+    CHECKPOINT_ATTR,
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    LR_SUGGESTED_ATTR,
+    PARAMS_COUNT_ATTR,
+    PRECISION_ATTR,
+    PRECISION_SPEEDUP_ATTR,
+    PRUNE_REASON_ATTR,
+    RETRY_OF_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
-from hpsearch.trainers.checkpoints import check_training_state, first_readable
 from hpsearch.trainers.flops import FlopsMeter
 from hpsearch.trainers.hardware import device_label
 from hpsearch.trainers.lr_finder import find_lr
@@ -103,10 +114,10 @@ class Objective:
         has none of its own, and the retry resumes from theirs.
         """
         frozen = self.recorder.frozen(trial)
-        taken_over = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
+        taken_over = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
-        trial.study.enqueue_trial(params, user_attrs={"retry_of": sorted({*taken_over, trial.number})})
-        self.echo(f"Trial {trial.number}: {frozen.user_attrs.get('fail_reason', 'preempted')}; "
+        trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over, trial.number})})
+        self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
                   "queued again to resume from its checkpoint")
 
     def _give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
@@ -117,8 +128,8 @@ class Objective:
         that says nothing.
         """
         frozen = self.recorder.frozen(trial)
-        if "fail_reason" not in frozen.user_attrs:
-            self.recorder.set_attrs(trial, {"fail_reason": self._fail_reason(error, len(frozen.intermediate_values))})
+        if FAIL_REASON_ATTR not in frozen.user_attrs:
+            self.recorder.set_attrs(trial, {FAIL_REASON_ATTR: self._fail_reason(error, len(frozen.intermediate_values))})
 
     def _fail_reason(self, error: BaseException, epochs: int) -> str:
         """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
@@ -150,7 +161,8 @@ class Objective:
             self._check_budget(trial, plan)
         seed_everything(plan.config.seed)
         model = plan.build_model(resolved.task)
-        resume_from, state, restored = self._checkpoint_to_resume(trial, model)
+        resume = self._checkpoint_to_resume(trial, model)
+        resume_from, state, restored = resume.where, resume.state, resume.records
         precision, timing = decide_precision(
             model, resolved.task, plan.config, plan.hparams, self.step_timings, plan.step_cost
         )
@@ -161,10 +173,10 @@ class Objective:
         recording.costs = lambda: self._costs(model, meter)
         config = plan.config.with_overrides({"precision": precision})
         if spec.lr_finder:
-            suggested = trial.user_attrs.get("lr_finder.suggested")
+            suggested = trial.user_attrs.get(LR_SUGGESTED_ATTR)
             if suggested is None:
                 suggested = find_lr(Trainer(model, resolved.task, config, hparams=plan.hparams)).suggested
-            trial.set_user_attr("lr_finder.suggested", suggested)
+            trial.set_user_attr(LR_SUGGESTED_ATTR, suggested)
             self.echo(f"Trial {trial.number}: LR range test suggests lr={suggested:.3g}")
             config = config.with_overrides({"lr": suggested})
         uploads = None
@@ -199,19 +211,19 @@ class Objective:
             if uploads is not None:
                 uploads.flush()  # a COMPLETE trial's best.pt is in the store before anyone can load it
         except DivergenceError as error:
-            reason = ("prune_reason", error.reason)
+            reason = (PRUNE_REASON_ATTR, error.reason)
             raise optuna.TrialPruned(error.reason) from None
         except optuna.TrialPruned as error:
-            reason = ("prune_reason", str(error))
+            reason = (PRUNE_REASON_ATTR, str(error))
             raise
         except (TrialAbandoned, DatabaseUnavailable):
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
             raise
         except Preempted as error:
-            reason = ("fail_reason", self._fail_reason(error, len(recording.records)))
+            reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
             raise
         except (Interrupted, Exception) as error:
-            reason = ("fail_reason", self._fail_reason(error, len(recording.records)))
+            reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
             interrupt = interruption(error)
             if interrupt is None:
                 raise
@@ -225,7 +237,7 @@ class Objective:
                 code = trial_code(resolved.code, plan.model_name, resolved.task.name)
                 attrs = self._attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
                 if timing is not None:
-                    attrs["precision.speedup"] = round(timing.speedup, 3)
+                    attrs[PRECISION_SPEEDUP_ATTR] = round(timing.speedup, 3)
                 if uploads is not None and recording.records:
                     attrs[ARTIFACTS_ATTR] = uploads.uri
                 attrs = recording.finish(attrs, reason)
@@ -249,48 +261,35 @@ class Objective:
             trial.set_constraint(key, value)
         if budget.over:
             reason = "over budget: " + ", ".join(budget.over)
-            trial.set_user_attr("prune_reason", reason)
-            trial.set_user_attr("epochs_run", 0)
+            trial.set_user_attr(PRUNE_REASON_ATTR, reason)
+            trial.set_user_attr(EPOCHS_RUN_ATTR, 0)
             self.echo(f"Trial {trial.number} pruned: {reason}")
             raise optuna.TrialPruned(reason)
 
-    def _checkpoint_to_resume(
-        self, trial: optuna.Trial, model: torch.nn.Module
-    ) -> tuple[str | None, dict | None, list[EpochRecord]]:
-        """The newest readable checkpoint of the trials this one takes over: its path, state and epoch records.
+    def _checkpoint_to_resume(self, trial: optuna.Trial, model: torch.nn.Module) -> ResumePoint:
+        """The newest readable checkpoint of the trials this one takes over (``ResumePoint.first_readable``).
 
         Those trials are the ones a heartbeat retry replaces (Optuna's retry history) and, for a
-        grid point queued again, the failed trials of the same point (``retry_of``, written by
-        ``Orchestrator._queue_grid``). For each, newest first, ``last.pt`` then ``prev.pt`` is
-        tried (fetched from the artifact store where this machine has neither); a file that cannot be read, is no training checkpoint or belongs to another model
-        is passed over, and ``checkpoint_fallback`` says which file and why, and where training
-        starts instead. With nothing readable the trial starts fresh.
+        point queued again, the trials it retries (``retry_of``). For each, newest first,
+        ``last.pt`` then ``prev.pt`` is tried (fetched from the artifact store where this machine
+        has neither); a checkpoint passed over is named in ``checkpoint_fallback``, with where
+        training starts instead. With nothing readable the trial starts fresh.
         """
         frozen = self.recorder.frozen(trial)
-        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get("retry_of", [])}
+        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
         if not numbers:
-            return None, None, []
+            return ResumePoint()
         candidates = ResumeCandidates(self.resolved.spec.output_dir, trial.study.study_name, numbers, self.archive)
-        expected = model.state_dict()
-        parsed: list[EpochRecord] = []
-
-        def check(state: dict) -> None:
-            check_training_state(state, expected)
-            parsed[:] = [EpochRecord(**r) for r in state["progress"]["records"]]
-
-        found = first_readable(candidates, check)
-        where = candidates.shown(found.path) if found.path is not None else None
-        if found.skipped:
-            outcome = f"resumed from {where}" if where is not None else "started fresh from epoch 1"
-            fallback = "; ".join(f"unreadable checkpoint {skipped}" for skipped in found.skipped) + f"; {outcome}"
-            trial.set_user_attr("checkpoint_fallback", fallback)
-            self.echo(f"Trial {trial.number}: {fallback}")
-        return where, found.state, parsed if found.path is not None else []
+        point = ResumePoint.first_readable(candidates, model)
+        if point.fallback is not None:
+            trial.set_user_attr("checkpoint_fallback", point.fallback)
+            self.echo(f"Trial {trial.number}: {point.fallback}")
+        return point
 
     @staticmethod
     def _costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:
         """The model's costs so far: its parameters and the ``flops.*`` statistics of its forward passes."""
-        return {"params.count": count_parameters(model), **meter.stats().as_user_attrs()}
+        return {PARAMS_COUNT_ATTR: count_parameters(model), **meter.stats().as_user_attrs()}
 
     @classmethod
     def _attrs(
@@ -299,11 +298,11 @@ class Objective:
         """What the trainer knows at the end of a trial: parameters, precision, worker, checkpoint, FLOPs."""
         attrs = {
             **cls._costs(model, meter),
-            "precision": trainer.precision,
-            "worker": f"{socket.gethostname()}:{os.getpid()}:{device_label(trainer.device)}",
+            PRECISION_ATTR: trainer.precision,
+            WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}:{device_label(trainer.device)}",
         }
         if trained and trainer.checkpoints is not None:
-            attrs["checkpoint"] = str(trainer.checkpoints.last_path)
+            attrs[CHECKPOINT_ATTR] = str(trainer.checkpoints.last_path)
         if result is not None and result.lr_reductions:
             attrs["lr_reductions"] = result.lr_reductions
         return attrs

@@ -17,9 +17,10 @@ from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
+from hpsearch.search.resolve import ResolvedSpec
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
-from hpsearch.search.spec import ResolvedSpec, StudySpec
+from hpsearch.search.spec import StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.optuna_seam import QueueEmpty

@@ -19,8 +19,8 @@ import pytest
 
 from hpsearch.search.dashboard_cli import dashboard_main
 from hpsearch.search.errors import UsageError
-from hpsearch.storage.errors import StorageError
 from hpsearch.storage import StudyDatabase, trials_frame
+from hpsearch.storage.errors import StorageError
 from hpsearch.storage.export import find_study
 from tests.browser import artifacts_dir, browser  # noqa: F401  (browser is a fixture)
 from tests.search.conftest import hpsearch_command

@@ -10,8 +10,9 @@ from torch import nn
 
 from hpsearch.models import HyperParam, register_model
 from hpsearch.search.objective import Objective
+from hpsearch.search.resolve import resolve
 from hpsearch.search.signals import Interrupted, graceful_interrupts
-from hpsearch.search.spec import StudySpec, resolve
+from hpsearch.search.spec import StudySpec
 from hpsearch.storage.recorder import MemoryRecorder
 from hpsearch.trainers import step_speed
 

@@ -18,7 +18,8 @@ from sqlalchemy.engine import make_url
 from hpsearch.search import workers
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator
-from hpsearch.search.spec import StudySpec, resolve
+from hpsearch.search.resolve import resolve
+from hpsearch.search.spec import StudySpec
 from hpsearch.search.workers import assign_devices, describe_queue, worker_devices, worker_launches
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from tests.search.conftest import hpsearch_command
