@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import sqlalchemy as sa
 from optuna.exceptions import StorageInternalError
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 
 from hpsearch.storage.engine import (
     SQLITE_BUSY_TIMEOUT_S,
@@ -53,8 +53,10 @@ class StudyDatabase:
     ``DamagedDatabaseError``. Every error a user can act on is a ``StorageError`` (one line).
     """
 
-    def __init__(self, url: str, storage: optuna.storages.RDBStorage, retry: DatabaseRetry, writable: bool) -> None:
-        self.url, self.storage, self.retry, self.writable = url, storage, retry, writable
+    def __init__(
+        self, url: str, parsed: URL, storage: optuna.storages.RDBStorage, retry: DatabaseRetry, writable: bool
+    ) -> None:
+        self.url, self.parsed, self.storage, self.retry, self.writable = url, parsed, storage, retry, writable
         self._epoch_table: EpochMetricsTable | None = None
         self._held_locks: dict[str, int] = {}  # study name -> depth, so that a holder may take its lock again
         self._locks_guard = threading.Lock()
@@ -99,7 +101,7 @@ class StudyDatabase:
             raise StorageOpenError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
         except StorageInternalError as error:  # Optuna's wrapper of a database error while it checks the schema
             raise StorageOpenError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None
-        return cls(url, storage, retry, writable=True)
+        return cls(url, parsed, storage, retry, writable=True)
 
     @classmethod
     def open_for_reading(cls, url: str) -> StudyDatabase:
@@ -122,7 +124,7 @@ class StudyDatabase:
             storage = optuna.storages.RDBStorage(
                 sa_url, engine_kwargs=engine_kwargs, skip_table_creation=True, skip_compatibility_check=True
             )
-        database = cls(url, storage, DatabaseRetry(url), writable=False)
+        database = cls(url, parsed, storage, DatabaseRetry(url), writable=False)
         current, head = storage.get_current_version(), storage.get_head_version()
         if current != head:
             database.close()
@@ -196,7 +198,7 @@ class StudyDatabase:
 
     @contextmanager
     def _take_queue_lock(self, study_name: str) -> Iterator[None]:
-        parsed = parse_storage_url(self.url)
+        parsed = self.parsed
         if parsed.get_backend_name() == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
                 yield  # a database no other process can open
