@@ -28,6 +28,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,26 @@ def postgres_server() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but {problem}")
         pytest.skip(problem)
+    with new_postgres_database("hpsearch_test") as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_database(postgres_server: str) -> Iterator[str]:
+    """A new database with no tables at all, as a job array's workers find on their first start."""
+    with new_postgres_database("hpsearch_race") as url:
+        yield url
+
+
+@contextmanager
+def new_postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on the PostgreSQL server (no tables at all), dropped after."""
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
     from hpsearch.storage.urls import parse_storage_url
 
-    name = f"hpsearch_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     # CREATE and DROP DATABASE refuse to run inside a transaction.
     admin = sqlalchemy.create_engine(parse_storage_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from hpsearch.search.audit import audit_epochs
 from tests.private_postgres import private_cluster
+from tests.search.study_progress import epochs_stored, wait_until
 from tests.search.test_workers import start_worker
 
 # Seven forward passes an epoch (five training, two validation), each at least PACE_MS long, so a
@@ -36,29 +36,6 @@ def _states(url, study):
     return [t.state for t in optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)]
 
 
-def _epochs_stored(url, study):
-    """The epoch rows of ``study``'s trials: the module's cluster also holds its earlier tests' rows."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(
-                sa.text("SELECT count(*) FROM hpsearch_epoch_metrics m JOIN trials t ON t.trial_id = m.trial_id "
-                        "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :study"),
-                {"study": study},
-            ).scalar()
-    finally:
-        engine.dispose()
-
-
-def _wait_until(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _create(run_hpsearch, url, study, *extra):
     created = run_hpsearch("create", "--study", study, "--storage", url, *GRID, *extra)
     assert created.returncode == 0, created.stderr
@@ -74,11 +51,11 @@ def test_two_workers_survive_two_restarts_and_a_20_s_stop(cluster, run_hpsearch,
                for _ in range(2)]
     try:
         # Faults follow the workers' progress, not the clock, so a fast machine meets them too.
-        assert _wait_until(lambda: _states(url, study_name).count(TrialState.RUNNING) == 2, 120)
+        assert wait_until(lambda: _states(url, study_name).count(TrialState.RUNNING) == 2, 120)
         for _ in range(2):
             cluster.restart()
-            stored = _epochs_stored(url, study_name)
-            assert _wait_until(lambda stored=stored: _epochs_stored(url, study_name) >= stored + 1, 120)
+            stored = epochs_stored(url, study_name)
+            assert wait_until(lambda stored=stored: epochs_stored(url, study_name) >= stored + 1, 120)
         # Trials still wait: the work goes on after the server comes back.
         assert _states(url, study_name).count(TrialState.WAITING) >= 1
         cluster.stop()
@@ -115,7 +92,7 @@ def test_a_heartbeat_missed_for_one_interval_does_not_hand_the_trial_to_a_waitin
     second = None
     first = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
     try:
-        assert _wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
+        assert wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
         second = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
         time.sleep(8)  # the second worker is up, its queue empty, waiting on the running trial
         cluster.stop()
@@ -141,8 +118,8 @@ def test_past_db_timeout_a_worker_stops_with_one_line_and_its_trial_is_resumed_l
     beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
     worker = start_worker("--study", study_name, "--storage", url, "--threads", "1", "--db-timeout", "4", *beat, cwd=tmp_path)
     try:
-        assert _wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
-        assert _wait_until(lambda: _epochs_stored(url, study_name) >= 2, 120)  # a checkpoint to resume from
+        assert wait_until(lambda: _states(url, study_name) == [TrialState.RUNNING], 120)
+        assert wait_until(lambda: epochs_stored(url, study_name) >= 2, 120)  # a checkpoint to resume from
         cluster.stop()
         out, err = worker.communicate(timeout=120)
     finally:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from hpsearch.search.audit import audit_epochs
 from hpsearch.search.signals import EXIT_PREEMPTED
 from hpsearch.search.worker_cli import DEFAULT_PREEMPT_GRACE_S
 from tests.private_postgres import private_cluster
+from tests.search.study_progress import epochs_stored, wait_until
 from tests.search.test_workers import start_worker
 
 PACED = Path(__file__).with_name("paced_plugin.py")
@@ -38,34 +38,6 @@ def _trials(url, study):
     return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
 
 
-def _epochs_stored(url, study):
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(
-                sa.text("SELECT count(*) FROM hpsearch_epoch_metrics m JOIN trials t ON t.trial_id = m.trial_id "
-                        "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :study"),
-                {"study": study},
-            ).scalar()
-    except sa.exc.ProgrammingError:
-        return 0  # PostgreSQL: the table does not exist before the first epoch
-    except sa.exc.OperationalError as error:
-        if "no such table" in str(error):
-            return 0  # SQLite: the same
-        raise
-    finally:
-        engine.dispose()
-
-
-def _wait_until(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _terminate(worker):
     """SIGTERM ``worker``; its output and the seconds from the signal to its exit."""
     sent = time.monotonic()
@@ -83,7 +55,7 @@ def test_sigterm_mid_epoch_hands_the_trial_to_the_next_worker_at_once(sweep, gra
     graced = [] if grace is None else ["--preempt-grace", str(grace)]
     first = start_worker("--study", study, "--storage", url, "--threads", "1", *HEARTBEAT, *graced, cwd=tmp_path)
     try:
-        assert _wait_until(lambda: _epochs_stored(url, study) >= 1, 120), first.communicate()
+        assert wait_until(lambda: epochs_stored(url, study) >= 1, 120), first.communicate()
         time.sleep(0.4)  # into the second epoch's steps
         out, err, seconds = _terminate(first)
     finally:
@@ -164,7 +136,7 @@ def test_sigterm_during_a_database_outage_exits_within_10_s(run_hpsearch, tmp_pa
         worker = start_worker("--study", study, "--storage", url, "--threads", "1", *patient, cwd=tmp_path)
         stopped = False
         try:
-            assert _wait_until(lambda: _epochs_stored(url, study) >= 1, 120)
+            assert wait_until(lambda: epochs_stored(url, study) >= 1, 120)
             cluster.stop()
             stopped = True
             time.sleep(1)  # the worker is training on, or waiting for the database

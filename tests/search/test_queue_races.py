@@ -20,7 +20,6 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
-from tests.storage.test_database import empty_postgres_database  # noqa: F401  (a fixture)
 
 GRID = ["--models", "tfn_classifier", "--param-sweep", "embed_dim:8,16", "lr:1e-3,3e-3"]
 BUDGET = ["--models", "tfn_classifier", "--param-sweep", "lr:1e-4..1e-2:log", "--n-trials", "6"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +15,6 @@ from hpsearch.storage.database import StudyDatabase, reading
 from hpsearch.storage.engine import DamagedDatabaseError
 from hpsearch.storage.errors import StorageError, StorageOpenError
 from hpsearch.storage.reading import StorageReadError, UnknownStudyError
-from tests.conftest import POSTGRES_ADMIN_URL
 
 
 def _study(url: str, name: str) -> None:
@@ -70,38 +67,14 @@ def test_an_unreachable_server_is_one_line_with_the_password_masked() -> None:
 
 def test_damage_met_while_reading_is_a_damaged_database_error(sqlite_url: str, study_name: str) -> None:
     _study(sqlite_url, study_name)
-    with pytest.raises(DamagedDatabaseError, match="damaged or is not a SQLite database"):
-        with StudyDatabase.open_for_reading(sqlite_url):
-            raise sqlalchemy.exc.DatabaseError("SELECT 1", None, _malformed())
+    with pytest.raises(DamagedDatabaseError, match="damaged or is not a SQLite database"), StudyDatabase.open_for_reading(sqlite_url):
+        raise sqlalchemy.exc.DatabaseError("SELECT 1", None, _malformed())
 
 
 def _malformed() -> sqlite3.DatabaseError:
     error = sqlite3.DatabaseError("database disk image is malformed")
     error.sqlite_errorcode = 11  # SQLITE_CORRUPT
     return error
-
-
-@pytest.fixture
-def empty_postgres_database(postgres_server: str) -> Iterator[str]:
-    """A new database with no tables at all, as a job array's workers find on their first start."""
-    from sqlalchemy.engine import make_url
-
-    from hpsearch.storage.urls import parse_storage_url
-
-    name = f"hpsearch_race_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(parse_storage_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                sqlalchemy.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
-                {"n": name},
-            )
-            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
