@@ -46,7 +46,7 @@ import torch
 
 import hpsearch.search.objective as objective_module
 from hpsearch.search.orchestrator import Orchestrator
-from hpsearch.search.resolve import resolve
+from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.trainers.records import EpochRecord

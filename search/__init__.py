@@ -10,7 +10,7 @@ from typing import Any
 _EXPORTS = {
     "load_model": "api", "search": "api",
     "UsageError": "errors",
-    "ResolvedSpec": "spec", "StudySpec": "spec", "resolve": "spec",
+    "ResolvedSpec": "resolved", "StudySpec": "spec", "resolve": "resolved",
     "Sweep": "sweep", "SweepParam": "sweep", "parse_sweep": "sweep",
 }
 

@@ -22,7 +22,7 @@ from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
-from hpsearch.search.resolve import ResolvedSpec, prepare
+from hpsearch.search.resolved import ResolvedSpec, prepare
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan

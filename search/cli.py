@@ -25,7 +25,7 @@ from hpsearch.search.arguments import (
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
-from hpsearch.search.resolve import prepare as prepare_spec
+from hpsearch.search.resolved import prepare as prepare_spec
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import merge, read_study_file
@@ -35,7 +35,7 @@ from hpsearch.trainers.config import TRAINER_PARAMS
 from hpsearch.trainers.task_registry import list_tasks
 
 if TYPE_CHECKING:
-    from hpsearch.search.resolve import ResolvedSpec
+    from hpsearch.search.resolved import ResolvedSpec
 
 # Modules that import torch, Optuna, the storage layer or plotly are imported by the functions
 # that use them: every command, --help included, would otherwise wait seconds for them.

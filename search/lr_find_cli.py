@@ -19,7 +19,7 @@ from hpsearch.search.arguments import (
 )
 from hpsearch.search.errors import EXIT_OK, UsageError
 from hpsearch.search.plugins import load_plugins, plugin_key, preload_plugins
-from hpsearch.search.resolve import check_task_options, resolve
+from hpsearch.search.resolved import check_task_options, resolve
 from hpsearch.search.spec import StudySpec
 
 if TYPE_CHECKING:

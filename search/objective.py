@@ -20,7 +20,7 @@ from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates,
 from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
-from hpsearch.search.resolve import ResolvedSpec
+from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
 from hpsearch.search.trial import TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
@@ -100,6 +100,10 @@ class Objective:
                 raise
             except (Interrupted, Exception) as error:
                 self._give_fail_reason(trial, error)
+                # A signal whose cleanup raised (planning, building, timing steps) still stops the search as that signal.
+                interrupt = interruption(error)
+                if interrupt is not None and interrupt is not error:
+                    raise interrupt from None
                 raise
         except DatabaseUnavailable as error:
             # Also from the writes above: a preempted worker stops waiting for an absent database.

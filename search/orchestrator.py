@@ -17,7 +17,7 @@ from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
-from hpsearch.search.resolve import ResolvedSpec
+from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec

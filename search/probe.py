@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, IterableDataset, default_collate
 
 from hpsearch.models.registry import ModelSpec
 from hpsearch.search.errors import UsageError
-from hpsearch.search.resolve import ResolvedSpec
+from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.search.trial import TrialPlan
 from hpsearch.trainers.data import DataError, move_to_device
 from hpsearch.trainers.metrics import MetricSet

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.resolve import check_study_name
+from hpsearch.search.resolved import check_study_name
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
 from hpsearch.storage.attributes import METRIC_ATTR, SIMULATED_ATTR
 

@@ -1,6 +1,6 @@
 """``StudySpec``: everything that defines a search as the user gave it, each study option declared once.
 
-``search/resolve.py`` checks a spec and builds its parts.
+``search/resolved.py`` checks a spec and builds its parts.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def worker_main(argv: Sequence[str]) -> int:
 
     from hpsearch.search.orchestrator import Orchestrator, load_spec, open_database, silent
     from hpsearch.search.plugins import load_plugins
-    from hpsearch.search.resolve import resolve
+    from hpsearch.search.resolved import resolve
     from hpsearch.search.signals import Preemption, graceful_interrupts
     from hpsearch.search.workers import use_device
     from hpsearch.storage.retry import DatabaseWaitStopped

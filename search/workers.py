@@ -21,7 +21,7 @@ from hpsearch.search.orchestrator import (
     Orchestrator,
     SearchOutcome,
 )
-from hpsearch.search.resolve import ResolvedSpec
+from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.storage.urls import (
     STORAGE_ENV,
     mask_password,

@@ -10,7 +10,7 @@ from torch import nn
 
 from hpsearch.models import HyperParam, register_model
 from hpsearch.search.objective import Objective
-from hpsearch.search.resolve import resolve
+from hpsearch.search.resolved import resolve
 from hpsearch.search.signals import Interrupted, graceful_interrupts
 from hpsearch.search.spec import StudySpec
 from hpsearch.storage.recorder import MemoryRecorder

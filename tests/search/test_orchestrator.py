@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator
-from hpsearch.search.resolve import resolve
+from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
 
 SWEEP = ("embed_dim:16,32", "lr:1e-3,3e-3,1e-2,3e-2", "kernel_type:rbf,compact")

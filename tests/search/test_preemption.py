@@ -62,7 +62,9 @@ def test_sigterm_mid_epoch_hands_the_trial_to_the_next_worker_at_once(sweep, gra
         first.kill() if first.poll() is None else None
     print(f"SIGTERM to exit: {seconds:.2f} s")
     assert first.returncode == EXIT_PREEMPTED, out[-3000:] + err[-3000:]
-    assert seconds <= (DEFAULT_PREEMPT_GRACE_S if grace is None else grace) + 5, seconds
+    # The grace, then the stop, the retry queued and the process gone; well inside a scheduler's 30 s before SIGKILL
+    # even on a CI machine whose two cores run other tests (14 s seen there; under 2 s on a quiet one).
+    assert seconds <= (DEFAULT_PREEMPT_GRACE_S if grace is None else grace) + 15, seconds
     assert "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("hpsearch: preempted by SIGTERM"), err
     (stopped,) = [t for t in _trials(url, study) if t.state == TrialState.FAIL]

@@ -44,7 +44,7 @@ def test_the_auto_pruner_prunes_nothing_under_gp_and_by_percentile_otherwise():
 
 
 def test_a_range_sweep_defaults_to_gp_without_pruning_and_a_grid_to_the_percentile_pruner():
-    from hpsearch.search.resolve import resolve
+    from hpsearch.search.resolved import resolve
     from hpsearch.search.spec import StudySpec
 
     ranged = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), task_options={"dataset_size": 64}))

@@ -10,7 +10,7 @@ from hpsearch.search.cli import main
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import load_spec
 from hpsearch.search.plugins import load_plugins
-from hpsearch.search.resolve import resolve
+from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
 from hpsearch.search.study_file import merge, read_study_file
 

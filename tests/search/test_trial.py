@@ -50,7 +50,7 @@ def test_hostile_study_names_write_nothing_outside_the_output_directory(tmp_path
         ]
 
         written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
-        assert written <= {"out", "hpsearch.db", "hpsearch.db-wal", "hpsearch.db-shm"}, written
+        assert written <= {"out", "hpsearch.db", "hpsearch.db-wal", "hpsearch.db-shm", "hpsearch.db.queue-lock"}, written
         read = subprocess.run(
             [sys.executable, "-c", READ_CHECKPOINTS, url, *names], capture_output=True, text=True, check=True
         )

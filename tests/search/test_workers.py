@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from hpsearch.search import workers
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator
-from hpsearch.search.resolve import resolve
+from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
 from hpsearch.search.workers import assign_devices, describe_queue, worker_devices, worker_launches
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
