@@ -27,7 +27,9 @@ class EpochAudit:
 
     ``trained_twice``: epochs of a configuration that more than one of its trials trained (a
     retry that resumed from the checkpoint trains none twice). ``lost``: epochs that a finished
-    trial ran but the epoch table lacks. ``running``: trials still RUNNING.
+    trial ran but the epoch table lacks. ``running``: trials still RUNNING. ``unreadable``: the
+    checkpoints that could not be read (truncated or damaged by the incident), each with why;
+    their trials' epochs are not counted as trained.
     """
 
     configurations: int
@@ -35,6 +37,7 @@ class EpochAudit:
     trained_twice: int
     lost: int
     running: int
+    unreadable: tuple[str, ...] = ()
 
 
 def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: str | None = None) -> EpochAudit:
@@ -58,6 +61,7 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: 
     stored = Counter(zip(rows["number"], rows["epoch"]))
     trained: dict[tuple, Counter] = {}
     finished: set[tuple] = set()
+    unreadable: list[str] = []
     lost = 0
     for trial in trials:
         key = tuple(sorted(trial.params.items()))
@@ -67,8 +71,13 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: 
             path = fetched if archive.download(artifact_key(study_name, trial.number, "last.pt"), fetched) else path
         if path.exists():
             resumed = trial.user_attrs.get("resumed_from", {}).get("epoch", 0)
-            epochs = [r.epoch for r in checkpoint_records(path) if r.epoch > resumed]
-            trained.setdefault(key, Counter()).update(epochs)
+            try:
+                records = checkpoint_records(path)
+            except Exception as error:  # noqa: BLE001  whatever a damaged file makes torch.load raise: an audit reports it
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                unreadable.append(f"trial {trial.number}: {path}: {reason}")
+            else:
+                trained.setdefault(key, Counter()).update(r.epoch for r in records if r.epoch > resumed)
         if trial.state in FINISHED:
             finished.add(key)
             lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get(EPOCHS_RUN_ATTR, 0) + 1))
@@ -79,4 +88,5 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: 
         trained_twice=sum(count - 1 for counts in trained.values() for count in counts.values() if count > 1),
         lost=lost,
         running=sum(t.state == TrialState.RUNNING for t in trials),
+        unreadable=tuple(unreadable),
     )

@@ -1,0 +1,25 @@
+"""``audit_epochs`` after an incident: a damaged checkpoint is reported, not raised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpsearch.search import search
+from hpsearch.search.audit import audit_epochs
+from hpsearch.search.trial import checkpoint_dir
+
+
+def test_an_unreadable_checkpoint_is_reported_and_the_rest_audited(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    study = search("tfn_classifier", "synthetic_tokens", {"embed_dim": [8, 16]}, study_name="audited", storage=url,
+                   output_dir=str(tmp_path), task_options={"dataset_size": 64}, epochs=2, precision="fp32")
+    assert len(study.trials) == 2
+    clean = audit_epochs(url, "audited", str(tmp_path))
+    assert (clean.finished, clean.trained_twice, clean.lost, clean.running, clean.unreadable) == (2, 0, 0, 0, ())
+
+    damaged = checkpoint_dir(str(tmp_path), "audited", 0) / "last.pt"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # what a kill mid-write on a filesystem without atomic renames leaves
+    audit = audit_epochs(url, "audited", str(tmp_path))
+
+    assert len(audit.unreadable) == 1 and audit.unreadable[0].startswith(f"trial 0: {damaged}: "), audit.unreadable
+    assert (audit.finished, audit.trained_twice, audit.lost, audit.running) == (2, 0, 0, 0)
