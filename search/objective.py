@@ -27,7 +27,6 @@ from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import (
     ARTIFACTS_ATTR,
     CHECKPOINT_ATTR,
-    EPOCHS_RUN_ATTR,
     FAIL_REASON_ATTR,
     LR_SUGGESTED_ATTR,
     PARAMS_COUNT_ATTR,
@@ -162,7 +161,7 @@ class Objective:
             self.pareto,
         )
         if spec.max_flops is not None or spec.max_params is not None:
-            self._check_budget(trial, plan)
+            recording.check_budget(plan.budget(resolved.task, spec.max_flops, spec.max_params))
         seed_everything(plan.config.seed)
         model = plan.build_model(resolved.task)
         resume = self._checkpoint_to_resume(trial, model)
@@ -249,26 +248,6 @@ class Objective:
                 if stats.forward_passes:
                     self.echo(stats.format_block())
         return recording.values(resolved.goals, attrs)
-
-    def _check_budget(self, trial: optuna.Trial, plan: TrialPlan) -> None:
-        """Reject a configuration over ``--max-flops``/``--max-params`` before anything is trained.
-
-        The excess goes to the sampler as Optuna constraints, so it learns to avoid the region.
-        """
-        spec = self.resolved.spec
-        budget = plan.budget(self.resolved.task, spec.max_flops, spec.max_params)
-        trial.set_user_attr("budget", {"flops_per_sample": budget.flops_per_sample, "params": budget.params})
-        trial.set_user_attr("constraints", list(budget.constraints))
-        for key, value in zip(("0", "1"), budget.constraints):
-            # Keys "0" and "1": those Optuna gave the list a constraints_func returned, so a study
-            # begun under an earlier hpsearch keeps one set of names (GP refuses a mix).
-            trial.set_constraint(key, value)
-        if budget.over:
-            reason = "over budget: " + ", ".join(budget.over)
-            trial.set_user_attr(PRUNE_REASON_ATTR, reason)
-            trial.set_user_attr(EPOCHS_RUN_ATTR, 0)
-            self.echo(f"Trial {trial.number} pruned: {reason}")
-            raise optuna.TrialPruned(reason)
 
     def _checkpoint_to_resume(self, trial: optuna.Trial, model: torch.nn.Module) -> ResumePoint:
         """The newest readable checkpoint of the trials this one takes over (``ResumePoint.first_readable``).

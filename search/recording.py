@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from hpsearch.search.goals import Goal
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR, PRUNE_REASON_ATTR
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
 
 if TYPE_CHECKING:
     from hpsearch.search.pareto import ParetoPruner
+    from hpsearch.search.trial import Budget
 
 
 class TrialAbandoned(BaseException):
@@ -137,6 +138,25 @@ class TrialRecording:
         if reason is not None:
             self.recorder.note_abandoned(self.trial, reason)
             raise TrialAbandoned(self.trial.number, reason)
+
+    def check_budget(self, budget: Budget) -> None:
+        """Prune a configuration over ``--max-flops``/``--max-params`` before anything is trained.
+
+        The excess goes to the sampler as Optuna constraints, so it learns to avoid the region.
+        """
+        trial = self.trial
+        trial.set_user_attr("budget", {"flops_per_sample": budget.flops_per_sample, "params": budget.params})
+        trial.set_user_attr("constraints", list(budget.constraints))
+        for key, value in zip(("0", "1"), budget.constraints):
+            # Keys "0" and "1": those Optuna gave the list a constraints_func returned, so a study
+            # begun under an earlier hpsearch keeps one set of names (GP refuses a mix).
+            trial.set_constraint(key, value)
+        if budget.over:
+            reason = "over budget: " + ", ".join(budget.over)
+            trial.set_user_attr(PRUNE_REASON_ATTR, reason)
+            trial.set_user_attr(EPOCHS_RUN_ATTR, 0)
+            self.echo(f"Trial {trial.number} pruned: {reason}")
+            raise optuna.TrialPruned(reason)
 
     def finish(self, attrs: Mapping[str, Any], reason: tuple[str, str] | None) -> dict[str, Any]:
         """Store what is left, set the closing attributes (with ``epochs_run``, ``lr_history`` and the reason) and return them."""
