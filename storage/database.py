@@ -98,6 +98,9 @@ class StudyDatabase:
             raise
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            folder = Path(parsed.database).parent if parsed.get_backend_name() == "sqlite" else None
+            if folder is not None and not folder.is_dir():
+                reason += f" (no folder {folder}: create it, or pass another --storage)"
             raise StorageOpenError(f"cannot open storage {mask_password(url)}: {mask_password(reason)}") from None
         except StorageInternalError as error:  # Optuna's wrapper of a database error while it checks the schema
             raise StorageOpenError(f"cannot open storage {mask_password(url)}: {database_reason(error)}") from None

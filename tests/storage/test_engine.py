@@ -159,7 +159,10 @@ def test_a_sqlite_file_that_cannot_be_opened_is_one_storage_open_error(tmp_path:
     url = f"sqlite:///{tmp_path / 'no such folder' / 'x.db'}"
     with pytest.raises(StorageOpenError, match="unable to open database file") as error:
         StudyDatabase.open_for_search(url)
-    assert str(error.value) == f"cannot open storage {url}: unable to open database file"
+    folder = tmp_path / "no such folder"
+    assert str(error.value) == (
+        f"cannot open storage {url}: unable to open database file (no folder {folder}: create it, or pass another --storage)"
+    )
     assert not isinstance(error.value, DamagedDatabaseError)
 
 
