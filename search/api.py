@@ -95,7 +95,7 @@ def search(
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``search()``'s keywords as study options (checked against their declared types) and trainer settings."""
-    hints = get_type_hints(StudySpec)
+    hints, setting_hints = get_type_hints(StudySpec), get_type_hints(TrainConfig)
     study: dict[str, Any] = {}
     train: dict[str, Any] = {}
     for name, value in options.items():
@@ -103,7 +103,8 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
             value = os.fspath(value) if isinstance(value, os.PathLike) else value
             study[name] = conform(value, hints[name], f"search({name}=...)")
         elif name in _SETTING_NAMES:
-            train[name] = value
+            auto_lr = name == "lr" and value == "auto"
+            train[name] = value if auto_lr else conform(value, setting_hints[name], f"search({name}=...)")
         else:
             keywords = [p for p in inspect.signature(search).parameters if p != "options"]
             raise UsageError(

@@ -189,6 +189,11 @@ def test_wrong_input_is_one_usage_error_before_anything_is_written(where, tmp_pa
         search("api_mlp", task, epoch=1, **where)
     with pytest.raises(UsageError, match=r"unknown keyword 'n_trial' \(did you mean n_trials\?\); its keywords: models, "):
         search("api_mlp", task, n_trial=1, **where)
+    # Wrong types are named as the keyword was written, for study options and trainer settings alike.
+    with pytest.raises(UsageError, match=r"search\(n_trials=\.\.\.\) must be an integer \(got '3'\)"):
+        search("api_mlp", task, n_trials="3", **where)
+    with pytest.raises(UsageError, match=r"search\(epochs=\.\.\.\) must be an integer \(got '2'\)"):
+        search("api_mlp", task, epochs="2", **where)
     assert not (tmp_path / "hpsearch.db").exists() and not (tmp_path / "checkpoints").exists()
 
 
