@@ -108,41 +108,43 @@ def test_a_folder_under_a_file_is_found_by_the_check(tmp_path):
         CheckpointArchive.open(f"file://{tmp_path / 'file' / 'store'}").check()
 
 
-def test_an_upload_rides_out_a_server_outage(tmp_path, monkeypatch):
+@pytest.fixture
+def own_server(monkeypatch):
+    """An S3 server of this test's own, which it may pause or stop; the AWS_* variables point at it."""
+    server = MotoServer()
+    try:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_an_upload_rides_out_a_server_outage(tmp_path, own_server):
     """The server stops answering (SIGSTOP) for longer than a request's read timeout, then comes back."""
-    server = MotoServer()
-    try:
-        for name, value in server.env.items():
-            monkeypatch.setenv(name, value)
-        server.create_bucket("outage")
-        lines: list[str] = []
-        archive = CheckpointArchive.open("s3://outage/p", timeout=60, echo=lines.append)
-        archive.check()
-        source = tmp_path / "last.pt"
-        source.write_bytes(os.urandom(1 << 20))
-        server.pause()
-        threading.Timer(13, server.resume).start()  # past the 10 s read timeout: a real failed request
-        started = time.monotonic()
-        archive.upload(source, "s/trial-0/last.pt")
-        assert time.monotonic() - started >= 12
-        assert archive.download("s/trial-0/last.pt", tmp_path / "back.pt")
-        assert (tmp_path / "back.pt").read_bytes() == source.read_bytes()
-        assert lines[0].startswith("artifact store s3://outage/p unavailable (") and "retrying the upload" in lines[0]
-        assert lines[-1].startswith("artifact store s3://outage/p back after ")
-    finally:
-        server.stop()
+    server = own_server
+    server.create_bucket("outage")
+    lines: list[str] = []
+    archive = CheckpointArchive.open("s3://outage/p", timeout=60, echo=lines.append)
+    archive.check()
+    source = tmp_path / "last.pt"
+    source.write_bytes(os.urandom(1 << 20))
+    server.pause()
+    threading.Timer(13, server.resume).start()  # past the 10 s read timeout: a real failed request
+    started = time.monotonic()
+    archive.upload(source, "s/trial-0/last.pt")
+    assert time.monotonic() - started >= 12
+    assert archive.download("s/trial-0/last.pt", tmp_path / "back.pt")
+    assert (tmp_path / "back.pt").read_bytes() == source.read_bytes()
+    assert lines[0].startswith("artifact store s3://outage/p unavailable (") and "retrying the upload" in lines[0]
+    assert lines[-1].startswith("artifact store s3://outage/p back after ")
 
 
-def test_an_outage_past_the_timeout_is_unavailable(tmp_path, monkeypatch):
-    server = MotoServer()
-    try:
-        for name, value in server.env.items():
-            monkeypatch.setenv(name, value)
-        server.create_bucket("gone")
-        archive = CheckpointArchive.open("s3://gone/p", timeout=2)
-        (tmp_path / "x").write_bytes(b"x")
-        server.stop()
-        with pytest.raises(ArtifactStoreUnavailable, match="has not answered for"):
-            archive.upload(tmp_path / "x", "s/trial-0/last.pt")
-    finally:
-        server.stop()
+def test_an_outage_past_the_timeout_is_unavailable(tmp_path, own_server):
+    server = own_server
+    server.create_bucket("gone")
+    archive = CheckpointArchive.open("s3://gone/p", timeout=2)
+    (tmp_path / "x").write_bytes(b"x")
+    server.stop()
+    with pytest.raises(ArtifactStoreUnavailable, match="has not answered for"):
+        archive.upload(tmp_path / "x", "s/trial-0/last.pt")
