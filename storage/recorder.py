@@ -8,6 +8,7 @@ can be tested, or simulated thousands of times, on an in-memory study.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, ContextManager, Protocol
 
@@ -54,10 +55,14 @@ class DatabaseRecorder:
 
     def write_epoch(self, trial: optuna.Trial, epoch: int, row: Mapping[str, Any], value: float | None) -> None:
         # A retry of a half-stored epoch writes it again: the row is an upsert, and Optuna keeps
-        # the first report of a step.
+        # the first report of a step. So does a heartbeat retry that trains again the epochs its
+        # killed predecessor reported but never got into the artifact store (an S3 outage): the
+        # values it inherited stay, and Optuna's warning about it says nothing a user can act on.
         self.epoch_table.write(trial_id(trial), row)
         if value is not None:
-            trial.report(value, epoch)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+                trial.report(value, epoch)
 
     def set_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         self.storage.set_trial_user_attrs(trial_id(trial), attrs)
