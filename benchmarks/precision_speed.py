@@ -12,7 +12,8 @@ Each workload is a real ``hpsearch`` subprocess, each run in a fresh temporary d
   (needs scikit-learn: ``pip install -e ".[examples]"``).
 
 Runs alternate ``auto`` and ``fp32`` (the order flips every pair, so drift in machine load hits
-both alike). For each it prints the command's wall time, the summed training time of its trials
+both alike). For each it prints the command's wall time, its CPU time (user + system: other load on a shared
+machine stretches wall time far more than CPU time), the summed training time of its trials
 (from the study's trial timestamps, without interpreter start-up), the precisions the trials
 recorded (user attribute ``precision``), the step speedups ``auto`` measured (``precision.speedup``:
 how many times faster the model's steps ran in bf16 than in fp32) and the best value, so the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,6 +60,7 @@ WORKLOADS = {
 @dataclass
 class SweepRun:
     wall: float
+    cpu: float  # the run's user + system CPU seconds: what other load on the machine inflates least
     training: float
     precisions: set[str]
     speedups: list[float]  # precision.speedup of each trial that has one
@@ -77,10 +80,11 @@ def run_sweep(
             command += ["--epochs", str(epochs)]
         if dataset_size is not None and workload == "seed":
             command += ["--dataset-size", str(dataset_size)]
-        start = time.perf_counter()
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env, check=False)
-        wall = time.perf_counter() - start
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}/hpsearch.db")
@@ -90,7 +94,7 @@ def run_sweep(
         best_acc = _best_acc(Path(tmp) / "hpsearch.db", trial_id(study.best_trial))
         precisions = {t.user_attrs.get("precision", "?") for t in trials}
         speedups = [t.user_attrs["precision.speedup"] for t in trials if "precision.speedup" in t.user_attrs]
-        result = SweepRun(wall, training, precisions, speedups, study.best_value, best_acc)
+        result = SweepRun(wall, cpu, training, precisions, speedups, study.best_value, best_acc)
         storage.engine.dispose()
         return result
 
@@ -177,25 +181,26 @@ def run_workload(workload: str, args: argparse.Namespace) -> str:
             runs[precision].append(run_sweep(workload, precision, args.epochs, args.dataset_size, args.threads))
         a, f = runs["auto"][-1], runs["fp32"][-1]
         print(
-            f"pair {repeat + 1}: auto ({_ran(a)}) {a.wall:6.1f} s wall, {a.training:6.1f} s training   "
-            f"fp32 {f.wall:6.1f} s wall, {f.training:6.1f} s training   auto/fp32 {a.wall / f.wall:.3f}x"
+            f"pair {repeat + 1}: auto ({_ran(a)}) {a.wall:6.1f} s wall, {a.cpu:6.1f} s CPU   "
+            f"fp32 {f.wall:6.1f} s wall, {f.cpu:6.1f} s CPU   auto/fp32 wall {a.wall / f.wall:.3f}x, CPU {a.cpu / f.cpu:.3f}x"
         )
 
     def median_ratio(field: str) -> float:
         return statistics.median(getattr(a, field) / getattr(f, field) for a, f in zip(runs["auto"], runs["fp32"]))
 
     print(f"median of {args.repeats} pairs")
-    print(f"{'precision':<16} {'wall s':>8} {'training s':>11} {'best value':>11} {'its val_acc':>12}")
+    print(f"{'precision':<16} {'wall s':>8} {'CPU s':>8} {'training s':>11} {'best value':>11} {'its val_acc':>12}")
     for name, side in runs.items():
         label = f"{name} ({'/'.join(sorted(set().union(*(r.precisions for r in side))))})"
         print(
-            f"{label:<16} {statistics.median(r.wall for r in side):8.1f} {statistics.median(r.training for r in side):11.1f} "
+            f"{label:<16} {statistics.median(r.wall for r in side):8.1f} {statistics.median(r.cpu for r in side):8.1f} "
+            f"{statistics.median(r.training for r in side):11.1f} "
             f"{statistics.median(r.best for r in side):11.4f} {statistics.median(r.best_acc for r in side):12.4f}"
         )
-    wall, training = median_ratio("wall"), median_ratio("training")
+    wall, cpu, training = median_ratio("wall"), median_ratio("cpu"), median_ratio("training")
     a_best, f_best = statistics.median(r.best for r in runs["auto"]), statistics.median(r.best for r in runs["fp32"])
     return (
-        f"{workload}: --precision auto / fp32 wall time {wall:.3f}x (training time alone {training:.3f}x), "
+        f"{workload}: --precision auto / fp32 wall time {wall:.3f}x (training time alone {training:.3f}x; CPU time {cpu:.3f}x), "
         f"median of {args.repeats} pairs; best value {a_best:.4f} vs {f_best:.4f} ({100 * (a_best / f_best - 1):+.1f}%)"
     )
 
