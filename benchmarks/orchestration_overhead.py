@@ -10,7 +10,7 @@ file per run, with a seeded ``RandomSampler`` drawing ``lr`` on a log scale and 
   ``hpsearch.storage.StudyDatabase.open_for_search`` (WAL journal, busy timeout, the queued take), which
   separates the storage settings from the rest of the orchestration;
 * **hpsearch, no-op trainer**: ``Orchestrator.run()`` on a ``StudySpec`` (``tfn_classifier``,
-  ``lr:1e-4..1e-2:log``, random sampler, median pruner) with ``hpsearch.search.objective.Trainer``
+  ``lr:1e-4..1e-2:log``, random sampler, median pruner, ``precision = fp32``) with ``hpsearch.search.objective.Trainer``
   replaced by a stub whose ``fit()`` only calls the callbacks with synthetic ``EpochRecord``\\ s.
   So everything around training runs for real: queueing the trials, the heartbeat, the sweep's
   suggest, building the model, the per-epoch ``hpsearch_epoch_metrics`` row, ``trial.report`` +
@@ -137,7 +137,8 @@ def hpsearch_run(workdir: Path, n_trials: int, epochs: int, observe: bool) -> fl
         models=("tfn_classifier",),
         sweep=("lr:1e-4..1e-2:log",),
         task_options={"dataset_size": 500},
-        train={"epochs": epochs},
+        # fp32 pinned: auto would time real training steps once per model, training work the bare loop does not do.
+        train={"epochs": epochs, "precision": "fp32"},
         sampler="random",
         pruner="median",
         n_trials=n_trials,
