@@ -36,6 +36,7 @@ from hpsearch.storage.attributes import (
     RETRY_OF_ATTR,
     WORKER_ATTR,
 )
+from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.flops import FlopsMeter
@@ -91,6 +92,8 @@ class Objective:
         try:
             try:
                 return self._run(trial)
+            except DiskFullError as error:
+                raise self._hand_back(trial, error) from None
             except Preempted as error:
                 self._give_fail_reason(trial, error)
                 self._queue_resume(trial)
@@ -109,6 +112,24 @@ class Objective:
             if not error.final:
                 raise
             raise TrialAbandoned(trial.number, str(error), error) from None
+
+    def _hand_back(self, trial: optuna.Trial, error: DiskFullError) -> TrialAbandoned:
+        """Hand a trial stopped by a full disk back to the queue, as a preempted one; what stops the worker.
+
+        Every later trial would meet the same disk, so the worker stops (``TrialAbandoned``, which
+        Optuna does not tell). Where the study database can still be written (the checkpoint
+        folder was full), the retry is queued at once and the orchestrator tells the trial FAIL;
+        where it cannot (its own disk is full), the trial stays RUNNING and, once space is freed,
+        a worker fails it by its stale heartbeat and resumes it, like a killed worker's.
+        """
+        try:
+            self._give_fail_reason(trial, error)
+            self._queue_resume(trial)
+        except DiskFullError:
+            error.outcome = f"trial {trial.number} is left RUNNING, to be resumed once its heartbeat is stale (--grace-period)"
+            return TrialAbandoned(trial.number, str(error), error)
+        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint"
+        return TrialAbandoned(trial.number, str(error), error, handed_back=True)
 
     def _queue_resume(self, trial: optuna.Trial) -> None:
         """Queue a retry of a preempted trial: its parameters, and ``retry_of`` naming every trial it takes over.
@@ -137,6 +158,8 @@ class Objective:
     def _fail_reason(self, error: BaseException, epochs: int) -> str:
         """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
         if isinstance(error, Preempted):
+            return f"{error} after {epochs} epochs"
+        if isinstance(error, DiskFullError):
             return f"{error} after {epochs} epochs"
         interrupt = interruption(error)
         if interrupt is not None:
@@ -222,10 +245,14 @@ class Objective:
         except (TrialAbandoned, DatabaseUnavailable):
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
             raise
-        except Preempted as error:
+        except (Preempted, DiskFullError) as error:
             reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
             raise
         except (Interrupted, Exception) as error:
+            if is_disk_full(error):  # a checkpoint's write; the study database's arrives as a DiskFullError
+                full = DiskFullError(str(config.checkpoint_dir), f"saving the checkpoint of trial {trial.number}")
+                reason = (FAIL_REASON_ATTR, self._fail_reason(full, len(recording.records)))
+                raise full from error
             reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
             interrupt = interruption(error)
             if interrupt is None:

@@ -14,6 +14,7 @@ import optuna
 
 from hpsearch.search.goals import Goal
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR, PRUNE_REASON_ATTR
+from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
@@ -27,15 +28,19 @@ class TrialAbandoned(BaseException):
     """This worker stops training a trial it may no longer own, and leaves the trial RUNNING.
 
     Raised when the trial's heartbeat could not be stored for nearly the grace period (another
-    worker may soon fail the trial and take it over), or when the database has been away past
-    ``--db-timeout`` (``error``, a final ``DatabaseUnavailable``: the worker then stops). A
-    ``BaseException`` so that Optuna neither catches it nor tells the trial's state: the trial
+    worker may soon fail the trial and take it over), when a peer has already failed it, when the
+    database has been away past ``--db-timeout`` (``error``, a final ``DatabaseUnavailable``: the
+    worker then stops), or when a disk is full (``error``, a ``DiskFullError``: the worker stops).
+    A ``BaseException`` so that Optuna neither catches it nor tells the trial's state: the trial
     goes stale, and its heartbeat retry resumes from its last checkpoint, like a killed worker's.
+    ``handed_back``: the trial's retry is queued already, and the orchestrator tells it FAIL.
     """
 
-    def __init__(self, number: int, reason: str, error: DatabaseUnavailable | None = None) -> None:
+    def __init__(
+        self, number: int, reason: str, error: DatabaseUnavailable | DiskFullError | None = None, handed_back: bool = False
+    ) -> None:
         super().__init__(number, reason)
-        self.number, self.reason, self.error = number, reason, error
+        self.number, self.reason, self.error, self.handed_back = number, reason, error, handed_back
 
 
 class TrialRecording:
