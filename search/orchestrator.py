@@ -290,7 +290,7 @@ class Orchestrator:
                     if abandoned.handed_back:
                         self._fail_handed_back(study, abandoned.number)
                     elif not isinstance(abandoned.error, DiskFullError):  # whose one line says where the trial is
-                        self.echo(f"Trial {abandoned.number}: left RUNNING for its heartbeat retry: {abandoned.reason}")
+                        self.echo(f"Trial {abandoned.number}: left to its heartbeat retry: {abandoned.reason}")
                     if abandoned.error is not None:
                         raise abandoned.error from None
                     # The wait below fails it once its heartbeat is stale, and queues its retry.

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ContextManager, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
@@ -43,6 +43,9 @@ class TrialRecorder(Protocol):
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         """Say on the trial why it was left, if the storage answers at once."""
+
+    def confirm_owner(self, trial: optuna.Trial) -> str | None:
+        """Store ``trial``'s heartbeat now; why this worker no longer owns it (a peer ended it, no beat stored), else None."""
 
 
 class DatabaseRecorder:
@@ -82,6 +85,19 @@ class DatabaseRecorder:
             return None
         why = self.storage.heartbeat_errors.get(trial_id(trial), "no answer")
         return f"its heartbeat could not be stored for {age:.0f} s ({why})"
+
+    def confirm_owner(self, trial: optuna.Trial) -> str | None:
+        # A beat stored now keeps peers from judging the trial stale for a whole grace period, so
+        # a trial still RUNNING after it can be told COMPLETE by this worker and no other.
+        if self.storage.heartbeat_interval is not None:
+            self.storage.record_heartbeat(trial_id(trial))
+        lost = self.heartbeat_lost(trial)
+        if lost is not None:
+            return lost
+        state = self.frozen(trial).state
+        if state != TrialState.RUNNING:
+            return f"a peer ended it as {state.name} while this worker could not reach the database"
+        return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         try:
@@ -124,6 +140,9 @@ class MemoryRecorder:
         return _nothing()
 
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        return None
+
+    def confirm_owner(self, trial: optuna.Trial) -> str | None:
         return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
