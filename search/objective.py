@@ -39,8 +39,9 @@ from hpsearch.storage.attributes import (
 from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
+from hpsearch.trainers.checkpoints import CheckpointStore
 from hpsearch.trainers.flops import FlopsMeter
-from hpsearch.trainers.hardware import device_label
+from hpsearch.trainers.hardware import device_label, resolve_device
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.step_speed import StepTiming, decide_precision
@@ -188,6 +189,8 @@ class Objective:
         seed_everything(plan.config.seed)
         model = plan.build_model(resolved.task)
         resume = self._checkpoint_to_resume(trial, model)
+        if resume.records and resume.records[-1].epoch >= plan.config.epochs:
+            return self._record_finished(trial, plan, recording, resume, model)
         resume_from, state, restored = resume.where, resume.state, resume.records
         precision, timing = decide_precision(
             model, resolved.task, plan.config, plan.hparams, self.step_timings, plan.step_cost
@@ -295,6 +298,50 @@ class Objective:
             trial.set_user_attr("checkpoint_fallback", point.fallback)
             self.echo(f"Trial {trial.number}: {point.fallback}")
         return point
+
+    def _record_finished(
+        self, trial: optuna.Trial, plan: TrialPlan, recording: TrialRecording, resume: ResumePoint, model: torch.nn.Module
+    ) -> float | list[float]:
+        """Record a taken-over trial that trained every epoch (its worker lost the database at the end), training nothing.
+
+        The result comes from the epochs its checkpoint holds; its costs (``flops.*``,
+        ``precision``) from what it stored, where it did (a worker that never reached its closing
+        writes stored none, and a count of 0 would be wrong); its checkpoint files are copied into
+        this trial's folder (and store), so that ``checkpoint`` names a file that exists.
+        """
+        number = trial.number
+        recording.restore(resume.records)
+        trial.set_user_attr("resumed_from", {"checkpoint": resume.where, "epoch": len(resume.records)})
+        self.echo(f"Trial {number}: {resume.where} holds all {plan.config.epochs} epochs; recording them, nothing to train")
+        attrs: dict[str, object] = {
+            PARAMS_COUNT_ATTR: count_parameters(model),
+            WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}:{device_label(resolve_device(plan.config.device))}",
+            **self._stored_costs(trial),
+        }
+        code = trial_code(self.resolved.code, plan.model_name, self.resolved.task.name)
+        attrs |= {"code": code} if code else {}
+        if plan.config.checkpoint_dir and resume.path is not None:
+            own = CheckpointStore(plan.config.checkpoint_dir, plan.config.checkpoints)
+            if own.adopt(resume.path.parent):
+                attrs[CHECKPOINT_ATTR] = str(own.last_path if own.last_path.exists() else own.best_path)
+            if self.archive is not None:
+                uploads = CheckpointUploads(self.archive, own.directory, trial.study.study_name, number)
+                uploads.flush()
+                uploads.close()
+                attrs[ARTIFACTS_ATTR] = uploads.uri
+        return recording.values(self.resolved.goals, recording.finish(attrs, None))
+
+    def _stored_costs(self, trial: optuna.Trial) -> dict[str, object]:
+        """The cost attributes that the newest trial this one takes over stored at its end; none if none did."""
+        frozen = self.recorder.frozen(trial)
+        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+        taken_over = sorted((t for t in trial.study.get_trials(deepcopy=False) if t.number in numbers),
+                            key=lambda t: t.number, reverse=True)
+        costs = (PRECISION_ATTR, PRECISION_SPEEDUP_ATTR, "lr_reductions")
+        for earlier in taken_over:
+            if any(key.startswith("flops.") for key in earlier.user_attrs):
+                return {k: v for k, v in earlier.user_attrs.items() if k.startswith("flops.") or k in costs}
+        return {}
 
     @staticmethod
     def _costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -58,8 +60,33 @@ class CheckpointStore:
         folder keeps the complete files it had, and a retry finds no half-written file to skip.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        try:
+        with self._partials_removed_on_failure():
             return self._save(state, is_best)
+
+    def adopt(self, source: str | os.PathLike[str]) -> list[Path]:
+        """Copy the files that ``keep`` asks for from another trial's folder ``source``; the paths written.
+
+        For a trial that takes over one whose every epoch is done: its own folder then holds the
+        model it reports. Each file lands complete or not at all, as a save's do.
+        """
+        wanted = {"all": (LAST, PREVIOUS, BEST), "last": (LAST, PREVIOUS), "best": (BEST,)}.get(self.keep, ())
+        self.directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        with self._partials_removed_on_failure():
+            for name in wanted:
+                original = Path(source) / name
+                if original.exists():
+                    partial = self.directory / f".{name}{PARTIAL}"
+                    _write_synced(partial, lambda f, original=original: _copy_into(original, f))
+                    os.replace(partial, self.directory / name)
+                    written.append(self.directory / name)
+            _fsync_directory(self.directory)
+        return written
+
+    @contextlib.contextmanager
+    def _partials_removed_on_failure(self) -> Iterator[None]:
+        try:
+            yield
         except BaseException:
             for partial in self.directory.glob(f".*{PARTIAL}"):
                 partial.unlink(missing_ok=True)
