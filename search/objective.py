@@ -51,6 +51,11 @@ from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, count
 __all__ = ["Objective", "TrialAbandoned", "checkpoint_dir"]
 
 
+def taken_over_by(frozen: optuna.trial.FrozenTrial) -> set[int]:
+    """The numbers of the trials ``frozen`` takes over: a heartbeat retry's (Optuna's retry history), a requeued point's (``retry_of``)."""
+    return {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+
+
 class Objective:
     """Plans a sampled configuration, trains it, and records what happened on the trial.
 
@@ -139,7 +144,7 @@ class Objective:
         has none of its own, and the retry resumes from theirs.
         """
         frozen = self.recorder.frozen(trial)
-        taken_over = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+        taken_over = taken_over_by(frozen)
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over, trial.number})})
         self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
@@ -289,7 +294,7 @@ class Objective:
         training starts instead. With nothing readable the trial starts fresh.
         """
         frozen = self.recorder.frozen(trial)
-        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+        numbers = taken_over_by(frozen)
         if not numbers:
             return ResumePoint()
         candidates = ResumeCandidates(self.resolved.spec.output_dir, trial.study.study_name, numbers, self.archive)
@@ -333,8 +338,7 @@ class Objective:
 
     def _stored_costs(self, trial: optuna.Trial) -> dict[str, object]:
         """The cost attributes that the newest trial this one takes over stored at its end; none if none did."""
-        frozen = self.recorder.frozen(trial)
-        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+        numbers = taken_over_by(self.recorder.frozen(trial))
         taken_over = sorted((t for t in trial.study.get_trials(deepcopy=False) if t.number in numbers),
                             key=lambda t: t.number, reverse=True)
         costs = (PRECISION_ATTR, PRECISION_SPEEDUP_ATTR, "lr_reductions")

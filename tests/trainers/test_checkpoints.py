@@ -165,3 +165,14 @@ def test_a_save_on_a_full_disk_raises_enospc_and_leaves_the_complete_files_and_n
     small_disk.free()
     store.save({"epoch": 2, "w": torch.zeros(2)}, is_best=True)
     assert load_checkpoint(store.directory / kept[0])["epoch"] == 2
+
+
+@pytest.mark.parametrize(("keep", "files"), [("all", ["best.pt", "last.pt", "prev.pt"]), ("last", ["last.pt", "prev.pt"])])
+def test_adopt_copies_the_kept_files_of_another_trials_folder(tmp_path, keep, files):
+    earlier = CheckpointStore(tmp_path / "trial-0")
+    for epoch in (1, 2):
+        earlier.save({"epoch": epoch, "w": torch.ones(2)}, is_best=epoch == 1)
+    retry = CheckpointStore(tmp_path / "trial-1", keep)
+    assert [p.name for p in retry.adopt(earlier.directory)] == [f for f in ("last.pt", "prev.pt", "best.pt") if f in files]
+    assert sorted(p.name for p in retry.directory.iterdir()) == files  # no temporary file either
+    assert [load_checkpoint(retry.directory / f)["epoch"] for f in files] == [{"best.pt": 1, "last.pt": 2, "prev.pt": 1}[f] for f in files]
