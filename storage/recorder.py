@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
 from hpsearch.storage.retry import DatabaseUnavailable
 
@@ -39,7 +40,10 @@ class TrialRecorder(Protocol):
         """Calls inside give up at their first transient failure (``DatabaseUnavailable``), to be retried later."""
 
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
-        """Why this worker may no longer own ``trial`` (its heartbeat went unstored too long), else None."""
+        """Why this worker may no longer own ``trial`` (its heartbeat went unstored too long), else None.
+
+        ``DiskFullError`` if the last beat failed on a full disk.
+        """
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         """Say on the trial why it was left, if the storage answers at once."""
@@ -75,6 +79,10 @@ class DatabaseRecorder:
         return self.storage.retry.patience(0)
 
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        failure = self.storage.heartbeat_errors.get(trial_id(trial))
+        if isinstance(failure, DiskFullError):
+            # Nothing can be stored until space is freed: stop now, not after the grace period.
+            raise DiskFullError(failure.path, failure.doing)
         # The margin is one interval: a peer fails the trial only when the stored heartbeat is
         # older than the grace period, and the stored one is never newer than our last success.
         interval, grace = self.storage.heartbeat_interval, self.storage.grace_period
@@ -83,7 +91,7 @@ class DatabaseRecorder:
         age = self.storage.heartbeat_age(trial_id(trial))
         if age <= (grace or 2 * interval) - interval:
             return None
-        why = self.storage.heartbeat_errors.get(trial_id(trial), "no answer")
+        why = f"{type(failure).__name__}: {failure}" if failure is not None else "no answer"
         return f"its heartbeat could not be stored for {age:.0f} s ({why})"
 
     def confirm_owner(self, trial: optuna.Trial) -> str | None:

@@ -5,6 +5,7 @@ its trial back to be resumed, take no other trial and leave no ``.partial`` file
 freed, the next worker resumes the trial, and ``audit_epochs`` finds no epoch trained twice or lost.
 """
 
+import time
 from pathlib import Path
 
 import optuna
@@ -18,8 +19,9 @@ from tests.search.test_workers import start_worker
 
 PACED = Path(__file__).with_name("paced_plugin.py")
 # Ten forward passes an epoch, each at least 50 ms: the disk fills while the trial's second epoch trains.
-GRID = ["--plugin", str(PACED), "--models", "paced_classifier", "--param_sweep", "embed_dim:8,16,24", "pace_ms:50",
-        "--epochs", "3", "--dataset-size", "64", "--batch-size", "8", "--seq-len", "8", "--pruner", "none", "--no-progress"]
+SMALL = ["--plugin", str(PACED), "--models", "paced_classifier", "--epochs", "3", "--dataset-size", "64",
+         "--batch-size", "8", "--seq-len", "8", "--pruner", "none", "--no-progress"]
+GRID = [*SMALL, "--param_sweep", "embed_dim:8,16,24", "pace_ms:50"]
 # A short grace: where the study file itself is full, the trial is left RUNNING for its heartbeat retry.
 BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
 
@@ -78,3 +80,39 @@ def test_a_full_disk_stops_the_worker_with_one_line_and_the_trial_resumes_exactl
     audit = audit_epochs(url, study, str(output_dir))
     assert (audit.configurations, audit.finished, audit.trained_twice, audit.lost, audit.running) == (3, 3, 0, 0, 0), audit
     assert small_disk.partial_files() == []
+
+
+def test_a_full_study_file_stops_the_worker_mid_epoch_at_its_next_heartbeat_not_after_the_grace(
+    small_disk, tmp_path, run_hpsearch
+):
+    """Epochs of 50 steps of at least 300 ms (15 s), a heartbeat every second and a 20 s grace: the failed beat stops the worker within seconds.
+
+    Before, a beat failed on a full disk read as an outage: the trial trained on to the end of its
+    epoch, whose write then met the full disk, or to the grace period's end, if sooner.
+    """
+    url, study = f"sqlite:///{small_disk.path / 'study.db'}", "full-beat"
+    long_epochs = ["--plugin", str(PACED), "--models", "paced_classifier", "--param_sweep", "embed_dim:8", "pace_ms:300",
+                   "--epochs", "2", "--dataset-size", "500", "--batch-size", "8", "--seq-len", "8", "--pruner", "none",
+                   "--no-progress"]
+    created = run_hpsearch("create", "--study", study, "--storage", url, *long_epochs, "--output-dir", str(tmp_path / "runs"))
+    assert created.returncode == 0, created.stderr
+    worker = start_worker("--study", study, "--storage", url, "--threads", "1", "--heartbeat-interval", "1",
+                          "--grace-period", "20", cwd=tmp_path)
+    try:
+        assert wait_until(lambda: epochs_stored(url, study) >= 1, 120), worker.communicate()
+        small_disk.fill()
+        filled = time.monotonic()
+        out, err = worker.communicate(timeout=120)
+        seconds = time.monotonic() - filled
+    finally:
+        worker.kill() if worker.poll() is None else None
+    assert worker.returncode == EXIT_DISK_FULL, out[-3000:] + err[-3000:]
+    assert seconds < 8, (seconds, out[-2000:])  # the epoch's end is 15 s away, the grace's 19 s
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"hpsearch: no space left on {small_disk.path / 'study.db'} while writing to the study database")
+    small_disk.free()
+    again = start_worker("--study", study, "--storage", url, "--threads", "1", *BEAT, cwd=tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, out[-3000:] + err[-3000:]
+    audit = audit_epochs(url, study, str(tmp_path / "runs"))
+    assert (audit.finished, audit.trained_twice, audit.lost, audit.running) == (1, 0, 0, 0), audit
