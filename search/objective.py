@@ -163,9 +163,7 @@ class Objective:
 
     def _fail_reason(self, error: BaseException, epochs: int) -> str:
         """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
-        if isinstance(error, Preempted):
-            return f"{error} after {epochs} epochs"
-        if isinstance(error, DiskFullError):
+        if isinstance(error, (Preempted, DiskFullError)):
             return f"{error} after {epochs} epochs"
         interrupt = interruption(error)
         if interrupt is not None:
