@@ -157,3 +157,18 @@ def test_a_sqlite_file_on_a_full_disk_is_a_disk_full_error_naming_the_file_not_r
         assert not is_transient(raised.value.__cause__)
     finally:
         engine.dispose()
+
+
+def test_postgresql_disk_full_is_a_disk_full_error_naming_the_server_without_its_password():
+    import psycopg.errors
+
+    def write() -> None:
+        # What psycopg raises for SQLSTATE 53100 (the server could not extend a file); filling a
+        # server's disk is not something a test can do to the shared one.
+        raise sa.exc.OperationalError("INSERT", {}, psycopg.errors.DiskFull("could not extend file: No space left on device"))
+
+    with pytest.raises(DiskFullError) as raised:
+        DatabaseRetry("postgresql://user:secret@db-host/hpsearch", timeout=30).call(write)
+    assert str(raised.value) == (
+        "no space left on the disk of the database server postgresql://user:***@db-host/hpsearch while writing to the study database"
+    )
