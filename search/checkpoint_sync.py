@@ -164,6 +164,7 @@ class ResumePoint:
     state: dict[str, Any] | None = None
     records: list[EpochRecord] = field(default_factory=list)
     fallback: str | None = None
+    path: Path | None = None  # the file on this machine (``where`` may be the store's URL of it)
 
     @classmethod
     def first_readable(cls, candidates: ResumeCandidates, model: nn.Module) -> ResumePoint:
@@ -181,4 +182,4 @@ class ResumePoint:
         if found.skipped:
             outcome = f"resumed from {where}" if where is not None else "started fresh from epoch 1"
             fallback = "; ".join(f"unreadable checkpoint {skipped}" for skipped in found.skipped) + f"; {outcome}"
-        return cls(where, found.state, parsed if found.path is not None else [], fallback)
+        return cls(where, found.state, parsed if found.path is not None else [], fallback, found.path)

@@ -22,14 +22,14 @@ from hpsearch.search.arguments import (
     task_options,
     training_settings,
 )
-from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
+from hpsearch.search.errors import EXIT_DISK_FULL, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
 from hpsearch.search.resolved import prepare as prepare_spec
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import merge, read_study_file
-from hpsearch.storage.errors import StorageError
+from hpsearch.storage.errors import DiskFullError, StorageError
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.config import TRAINER_PARAMS
 from hpsearch.trainers.task_registry import list_tasks
@@ -68,7 +68,7 @@ other commands (each has --help):
   hpsearch simulate            a sampler and pruner on a public learning-curve benchmark (lcbench)
   hpsearch replay --study S    a finished study's curves replayed under other pruners
 
-exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written).
+exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written); 74 a disk is full.
 """.replace("{trainer_params}", ", ".join(p.name for p in TRAINER_PARAMS))
 
 
@@ -354,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = SUBCOMMANDS[argv[0]](argv[1:]) if argv and argv[0] in SUBCOMMANDS else search_main(argv)
         sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
         return code
+    except DiskFullError as error:
+        # Before StorageError: a full disk is met at run time, after things were written.
+        print(f"hpsearch: {error}; free space and start a worker again", file=sys.stderr)
+        return EXIT_DISK_FULL
     except (UsageError, StorageError) as error:
         print(f"hpsearch: error: {error}", file=sys.stderr)
         return EXIT_USAGE

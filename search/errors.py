@@ -17,3 +17,6 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
+# A disk hpsearch writes to is full (sysexits.h's EX_IOERR): free space, then start the worker again.
+# Not 2, which promises that nothing was written; not 1, which a retry loop may take for a bad trial.
+EXIT_DISK_FULL = 74

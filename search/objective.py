@@ -36,10 +36,12 @@ from hpsearch.storage.attributes import (
     RETRY_OF_ATTR,
     WORKER_ATTR,
 )
+from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
+from hpsearch.trainers.checkpoints import CheckpointStore
 from hpsearch.trainers.flops import FlopsMeter
-from hpsearch.trainers.hardware import device_label
+from hpsearch.trainers.hardware import device_label, resolve_device
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.step_speed import StepTiming, decide_precision
@@ -47,6 +49,11 @@ from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, count
 
 # Re-exported: the orchestrator catches it, audit and tests name the checkpoint place.
 __all__ = ["Objective", "TrialAbandoned", "checkpoint_dir"]
+
+
+def taken_over_by(frozen: optuna.trial.FrozenTrial) -> set[int]:
+    """The numbers of the trials ``frozen`` takes over: a heartbeat retry's (Optuna's retry history), a requeued point's (``retry_of``)."""
+    return {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
 
 
 class Objective:
@@ -91,6 +98,8 @@ class Objective:
         try:
             try:
                 return self._run(trial)
+            except DiskFullError as error:
+                raise self._hand_back(trial, error) from None
             except Preempted as error:
                 self._give_fail_reason(trial, error)
                 self._queue_resume(trial)
@@ -110,6 +119,24 @@ class Objective:
                 raise
             raise TrialAbandoned(trial.number, str(error), error) from None
 
+    def _hand_back(self, trial: optuna.Trial, error: DiskFullError) -> TrialAbandoned:
+        """Hand a trial stopped by a full disk back to the queue, as a preempted one; what stops the worker.
+
+        Every later trial would meet the same disk, so the worker stops (``TrialAbandoned``, which
+        Optuna does not tell). Where the study database can still be written (the checkpoint
+        folder was full), the retry is queued at once and the orchestrator tells the trial FAIL;
+        where it cannot (its own disk is full), the trial stays RUNNING and, once space is freed,
+        a worker fails it by its stale heartbeat and resumes it, like a killed worker's.
+        """
+        try:
+            self._give_fail_reason(trial, error)
+            self._queue_resume(trial)
+        except DiskFullError:
+            error.outcome = f"trial {trial.number} is left RUNNING, to be resumed once its heartbeat is stale (--grace-period)"
+            return TrialAbandoned(trial.number, str(error), error)
+        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint"
+        return TrialAbandoned(trial.number, str(error), error, handed_back=True)
+
     def _queue_resume(self, trial: optuna.Trial) -> None:
         """Queue a retry of a preempted trial: its parameters, and ``retry_of`` naming every trial it takes over.
 
@@ -117,7 +144,7 @@ class Objective:
         has none of its own, and the retry resumes from theirs.
         """
         frozen = self.recorder.frozen(trial)
-        taken_over = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+        taken_over = taken_over_by(frozen)
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over, trial.number})})
         self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
@@ -136,7 +163,7 @@ class Objective:
 
     def _fail_reason(self, error: BaseException, epochs: int) -> str:
         """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
-        if isinstance(error, Preempted):
+        if isinstance(error, (Preempted, DiskFullError)):
             return f"{error} after {epochs} epochs"
         interrupt = interruption(error)
         if interrupt is not None:
@@ -165,6 +192,8 @@ class Objective:
         seed_everything(plan.config.seed)
         model = plan.build_model(resolved.task)
         resume = self._checkpoint_to_resume(trial, model)
+        if resume.records and resume.records[-1].epoch >= plan.config.epochs:
+            return self._record_finished(trial, plan, recording, resume, model)
         resume_from, state, restored = resume.where, resume.state, resume.records
         precision, timing = decide_precision(
             model, resolved.task, plan.config, plan.hparams, self.step_timings, plan.step_cost
@@ -222,10 +251,14 @@ class Objective:
         except (TrialAbandoned, DatabaseUnavailable):
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
             raise
-        except Preempted as error:
+        except (Preempted, DiskFullError) as error:
             reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
             raise
         except (Interrupted, Exception) as error:
+            if is_disk_full(error):  # a checkpoint's write; the study database's arrives as a DiskFullError
+                full = DiskFullError(str(config.checkpoint_dir), f"saving the checkpoint of trial {trial.number}")
+                reason = (FAIL_REASON_ATTR, self._fail_reason(full, len(recording.records)))
+                raise full from error
             reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
             interrupt = interruption(error)
             if interrupt is None:
@@ -259,7 +292,7 @@ class Objective:
         training starts instead. With nothing readable the trial starts fresh.
         """
         frozen = self.recorder.frozen(trial)
-        numbers = {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+        numbers = taken_over_by(frozen)
         if not numbers:
             return ResumePoint()
         candidates = ResumeCandidates(self.resolved.spec.output_dir, trial.study.study_name, numbers, self.archive)
@@ -268,6 +301,49 @@ class Objective:
             trial.set_user_attr("checkpoint_fallback", point.fallback)
             self.echo(f"Trial {trial.number}: {point.fallback}")
         return point
+
+    def _record_finished(
+        self, trial: optuna.Trial, plan: TrialPlan, recording: TrialRecording, resume: ResumePoint, model: torch.nn.Module
+    ) -> float | list[float]:
+        """Record a taken-over trial that trained every epoch (its worker lost the database at the end), training nothing.
+
+        The result comes from the epochs its checkpoint holds; its costs (``flops.*``,
+        ``precision``) from what it stored, where it did (a worker that never reached its closing
+        writes stored none, and a count of 0 would be wrong); its checkpoint files are copied into
+        this trial's folder (and store), so that ``checkpoint`` names a file that exists.
+        """
+        number = trial.number
+        recording.restore(resume.records)
+        trial.set_user_attr("resumed_from", {"checkpoint": resume.where, "epoch": len(resume.records)})
+        self.echo(f"Trial {number}: {resume.where} holds all {plan.config.epochs} epochs; recording them, nothing to train")
+        attrs: dict[str, object] = {
+            PARAMS_COUNT_ATTR: count_parameters(model),
+            WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}:{device_label(resolve_device(plan.config.device))}",
+            **self._stored_costs(trial),
+        }
+        code = trial_code(self.resolved.code, plan.model_name, self.resolved.task.name)
+        attrs |= {"code": code} if code else {}
+        if plan.config.checkpoint_dir and resume.path is not None:
+            own = CheckpointStore(plan.config.checkpoint_dir, plan.config.checkpoints)
+            if own.adopt(resume.path.parent):
+                attrs[CHECKPOINT_ATTR] = str(own.last_path if own.last_path.exists() else own.best_path)
+            if self.archive is not None:
+                uploads = CheckpointUploads(self.archive, own.directory, trial.study.study_name, number)
+                uploads.flush()
+                uploads.close()
+                attrs[ARTIFACTS_ATTR] = uploads.uri
+        return recording.values(self.resolved.goals, recording.finish(attrs, None))
+
+    def _stored_costs(self, trial: optuna.Trial) -> dict[str, object]:
+        """The cost attributes that the newest trial this one takes over stored at its end; none if none did."""
+        numbers = taken_over_by(self.recorder.frozen(trial))
+        taken_over = sorted((t for t in trial.study.get_trials(deepcopy=False) if t.number in numbers),
+                            key=lambda t: t.number, reverse=True)
+        costs = (PRECISION_ATTR, PRECISION_SPEEDUP_ATTR, "lr_reductions")
+        for earlier in taken_over:
+            if any(key.startswith("flops.") for key in earlier.user_attrs):
+                return {k: v for k, v in earlier.user_attrs.items() if k.startswith("flops.") or k in costs}
+        return {}
 
     @staticmethod
     def _costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:

@@ -23,6 +23,7 @@ from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
+from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.optuna_seam import QueueEmpty
 from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
@@ -286,7 +287,10 @@ class Orchestrator:
                     if self.top_up(study):
                         continue
                 except TrialAbandoned as abandoned:
-                    self.echo(f"Trial {abandoned.number}: left RUNNING for its heartbeat retry: {abandoned.reason}")
+                    if abandoned.handed_back:
+                        self._fail_handed_back(study, abandoned.number)
+                    elif not isinstance(abandoned.error, DiskFullError):  # whose one line says where the trial is
+                        self.echo(f"Trial {abandoned.number}: left to its heartbeat retry: {abandoned.reason}")
                     if abandoned.error is not None:
                         raise abandoned.error from None
                     # The wait below fails it once its heartbeat is stale, and queues its retry.
@@ -298,6 +302,14 @@ class Orchestrator:
         return SearchOutcome(
             study, self.storage_url, len(finished), finished.count(TrialState.FAIL), converged, len(preempted)
         )
+
+    @staticmethod
+    def _fail_handed_back(study: optuna.Study, number: int) -> None:
+        """Tell FAIL a trial whose retry is queued; one that cannot be told goes stale, and is not queued twice."""
+        try:
+            study.tell(number, state=TrialState.FAIL)
+        except DiskFullError:
+            pass
 
     @staticmethod
     def _waiting(study: optuna.Study) -> int:

@@ -7,13 +7,15 @@ decisions, so what a simulated benchmark judges is what a real search does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from hpsearch.search.goals import Goal
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR, PRUNE_REASON_ATTR
+from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.records import EpochRecord, format_epoch_line
@@ -27,15 +29,19 @@ class TrialAbandoned(BaseException):
     """This worker stops training a trial it may no longer own, and leaves the trial RUNNING.
 
     Raised when the trial's heartbeat could not be stored for nearly the grace period (another
-    worker may soon fail the trial and take it over), or when the database has been away past
-    ``--db-timeout`` (``error``, a final ``DatabaseUnavailable``: the worker then stops). A
-    ``BaseException`` so that Optuna neither catches it nor tells the trial's state: the trial
+    worker may soon fail the trial and take it over), when a peer has already failed it, when the
+    database has been away past ``--db-timeout`` (``error``, a final ``DatabaseUnavailable``: the
+    worker then stops), or when a disk is full (``error``, a ``DiskFullError``: the worker stops).
+    A ``BaseException`` so that Optuna neither catches it nor tells the trial's state: the trial
     goes stale, and its heartbeat retry resumes from its last checkpoint, like a killed worker's.
+    ``handed_back``: the trial's retry is queued already, and the orchestrator tells it FAIL.
     """
 
-    def __init__(self, number: int, reason: str, error: DatabaseUnavailable | None = None) -> None:
+    def __init__(
+        self, number: int, reason: str, error: DatabaseUnavailable | DiskFullError | None = None, handed_back: bool = False
+    ) -> None:
         super().__init__(number, reason)
-        self.number, self.reason, self.error = number, reason, error
+        self.number, self.reason, self.error, self.handed_back = number, reason, error, handed_back
 
 
 class TrialRecording:
@@ -76,7 +82,7 @@ class TrialRecording:
         self.check_heartbeat()
         self.unstored.append(record)
         try:
-            with self.recorder.deferring():  # a first failure defers the writes to the next epoch
+            with self.recorder.deferring(), self.owned():  # a first failure defers the writes to the next epoch
                 self.store()
                 reason = self.prune_reason(record) if record.epoch < self.epochs else None
         except DatabaseUnavailable as error:
@@ -159,17 +165,37 @@ class TrialRecording:
             raise optuna.TrialPruned(reason)
 
     def finish(self, attrs: Mapping[str, Any], reason: tuple[str, str] | None) -> dict[str, Any]:
-        """Store what is left, set the closing attributes (with ``epochs_run``, ``lr_history`` and the reason) and return them."""
+        """Store what is left, set the closing attributes (with ``epochs_run``, ``lr_history`` and the reason) and return them.
+
+        ``TrialAbandoned`` if the trial is no longer this worker's to end: the writes can wait out an
+        outage longer than the grace period, during which a peer may have failed the trial and
+        queued its retry (which then records the stored epochs), or may be about to.
+        """
         self.check_heartbeat()
-        self.store()
+        with self.owned():
+            self.store()
         closing = {EPOCHS_RUN_ATTR: len(self.records), LR_HISTORY_ATTR: [r.lr for r in self.records], **attrs}
         if reason is not None:
             closing[reason[0]] = reason[1]
             # The pruners' reasons say "pruned by ..." themselves.
             said = reason[1] if reason[1].startswith("pruned ") else f"{'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}"
             self.echo(f"Trial {self.trial.number} {said}")
-        self.recorder.set_attrs(self.trial, closing)
+        with self.owned():
+            self.recorder.set_attrs(self.trial, closing)
+        lost = self.recorder.confirm_owner(self.trial)
+        if lost is not None:
+            raise TrialAbandoned(self.trial.number, lost)
         return closing
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[None]:
+        """Within the block, a write refused because a peer has ended the trial is ``TrialAbandoned``."""
+        try:
+            yield
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise TrialAbandoned(
+                self.trial.number, "a peer failed it while this worker could not reach the database; its retry records it"
+            ) from None
 
     def values(self, goals: Sequence[Goal], attrs: Mapping[str, Any]) -> float | list[float]:
         """The trial's objective values: each goal's value after the last epoch (``Goal.value``)."""

@@ -222,7 +222,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         # A session whose connection broke is dropped before the next attempt.
         self.retry.before_retry = self.remove_session
         self._beats: dict[int, float] = {}
-        self.heartbeat_errors: dict[int, str] = {}
+        self.heartbeat_errors: dict[int, Exception] = {}
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
@@ -280,7 +280,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             with self.retry.patience(float(self.heartbeat_interval or 1)):
                 self.retry.call(super().record_heartbeat, trial_id)
         except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
-            self.heartbeat_errors[trial_id] = f"{type(error).__name__}: {error}"
+            self.heartbeat_errors[trial_id] = error
             return
         self._beats[trial_id] = time.monotonic()
         self.heartbeat_errors.pop(trial_id, None)

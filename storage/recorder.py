@@ -13,10 +13,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ContextManager, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
 from hpsearch.storage.retry import DatabaseUnavailable
 
@@ -40,10 +41,16 @@ class TrialRecorder(Protocol):
         """Calls inside give up at their first transient failure (``DatabaseUnavailable``), to be retried later."""
 
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
-        """Why this worker may no longer own ``trial`` (its heartbeat went unstored too long), else None."""
+        """Why this worker may no longer own ``trial`` (its heartbeat went unstored too long), else None.
+
+        ``DiskFullError`` if the last beat failed on a full disk.
+        """
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         """Say on the trial why it was left, if the storage answers at once."""
+
+    def confirm_owner(self, trial: optuna.Trial) -> str | None:
+        """Store ``trial``'s heartbeat now; why this worker no longer owns it (a peer ended it, no beat stored), else None."""
 
 
 class DatabaseRecorder:
@@ -77,6 +84,10 @@ class DatabaseRecorder:
         return self.storage.retry.patience(0)
 
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        failure = self.storage.heartbeat_errors.get(trial_id(trial))
+        if isinstance(failure, DiskFullError):
+            # Nothing can be stored until space is freed: stop now, not after the grace period.
+            raise DiskFullError(failure.path, failure.doing)
         # The margin is one interval: a peer fails the trial only when the stored heartbeat is
         # older than the grace period, and the stored one is never newer than our last success.
         interval, grace = self.storage.heartbeat_interval, self.storage.grace_period
@@ -85,8 +96,21 @@ class DatabaseRecorder:
         age = self.storage.heartbeat_age(trial_id(trial))
         if age <= (grace or 2 * interval) - interval:
             return None
-        why = self.storage.heartbeat_errors.get(trial_id(trial), "no answer")
+        why = f"{type(failure).__name__}: {failure}" if failure is not None else "no answer"
         return f"its heartbeat could not be stored for {age:.0f} s ({why})"
+
+    def confirm_owner(self, trial: optuna.Trial) -> str | None:
+        # A beat stored now keeps peers from judging the trial stale for a whole grace period, so
+        # a trial still RUNNING after it can be told COMPLETE by this worker and no other.
+        if self.storage.heartbeat_interval is not None:
+            self.storage.record_heartbeat(trial_id(trial))
+        lost = self.heartbeat_lost(trial)
+        if lost is not None:
+            return lost
+        state = self.frozen(trial).state
+        if state != TrialState.RUNNING:
+            return f"a peer ended it as {state.name} while this worker could not reach the database"
+        return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         try:
@@ -129,6 +153,9 @@ class MemoryRecorder:
         return _nothing()
 
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
+        return None
+
+    def confirm_owner(self, trial: optuna.Trial) -> str | None:
         return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:

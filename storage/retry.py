@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from hpsearch.storage.errors import DiskFullError, error_chain, is_disk_full
+
 # SQLAlchemy and the URL helpers are imported by the functions that use them: the CLI imports
 # this module for its exit-code mapping and the --db-timeout default, and --help must not wait.
 
@@ -56,19 +58,6 @@ _TRANSIENT_MESSAGES = (
     "database is locked",
     "database table is locked",
 )
-
-
-def error_chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and what it wraps: SQLAlchemy's ``orig``, and the cause and context chain."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
 
 
 def is_transient(error: BaseException) -> bool:
@@ -195,6 +184,8 @@ class DatabaseRetry:
                 result = function(*args, **kwargs)
             except Exception as error:
                 if not is_transient(error):
+                    if is_disk_full(error) and not isinstance(error, DiskFullError):
+                        raise DiskFullError(self.disk_shown(), "writing to the study database") from error
                     raise
                 attempts += 1
                 now = time.monotonic()
@@ -223,6 +214,13 @@ class DatabaseRetry:
                 self.retried_calls += 1
             self._succeeded()
             return result
+
+    def disk_shown(self) -> str:
+        """Where the database's disk is, as an operator looks for it: the SQLite file, or the server."""
+        from hpsearch.storage.urls import mask_password, sqlite_path
+
+        path = sqlite_path(self.url)
+        return str(path) if path is not None else f"the disk of the database server {mask_password(self.url)}"
 
     def _sleep(self, seconds: float) -> None:
         # In short naps: a stop requested during a nap (a signal handler sets it) ends the wait

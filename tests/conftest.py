@@ -13,6 +13,8 @@
 ``s3_server``       a real S3-compatible server (moto's, ``tests/s3_server.py``) on 127.0.0.1, for the session.
 ``s3_bucket``       a new bucket on it, with the ``AWS_*`` variables (dummy credentials, its endpoint) set for
                     this process and the subprocesses it starts.
+``small_disk``      a 2 MiB tmpfs in tmp_path (``tests/small_disk.py``) that a test fills for a real ENOSPC; skipped
+                    where the mount is refused (not root, a container), unless ``$CI`` is set.
 ``yahpo_data``      YAHPO Gym's data folder (``$HPSEARCH_YAHPO_DATA``, else ``shared/yahpo_data`` beside the
                     repository); skipped when absent, unless ``$CI`` is set: then that is a failure.
 
@@ -34,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.s3_server import MotoServer
+from tests.small_disk import SmallDisk
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -178,6 +181,13 @@ def s3_bucket(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"hpsearch-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(bucket)
     return bucket
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    disk = SmallDisk(tmp_path / "small-disk")
+    yield disk
+    disk.unmount()
 
 
 @pytest.fixture(scope="session")

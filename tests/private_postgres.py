@@ -66,8 +66,15 @@ class PrivateCluster:
         subprocess.run([*AS_POSTGRES, f"{self.bin_dir}/pg_ctl", "-D", str(self.root / "data"), "-w", *args],
                        check=check, capture_output=True)
 
-    def start(self) -> None:
-        self._pg_ctl("-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "-l", str(self.root / "log"), "start")
+    def socket_url(self, database: str = "postgres") -> str:
+        """The URL through the cluster's Unix socket, which answers after ``start(tcp=False)`` too."""
+        secret = f":{self.password}" if self.password is not None else ""
+        return f"postgresql://postgres{secret}@/{database}?host={self.root}&port={self.port}"
+
+    def start(self, tcp: bool = True) -> None:
+        """Start the server; without ``tcp`` only its Unix socket answers, so clients of ``url()`` still find it away."""
+        listen = "127.0.0.1" if tcp else "''"
+        self._pg_ctl("-o", f"-p {self.port} -k {self.root} -c listen_addresses={listen}", "-l", str(self.root / "log"), "start")
 
     def stop(self) -> None:
         """A fast shutdown, as a restart by an operator: open connections are cut mid-session."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
 LAST = "last.pt"
 PREVIOUS = "prev.pt"
 BEST = "best.pt"
+# The suffix of a file being written, renamed into place only once complete.
+PARTIAL = ".partial"
 # What ``Trainer._state`` writes; a file without these keys is not a training checkpoint.
 STATE_KEYS = ("model", "optimizer", "scaler", "rng", "guard", "progress")
 
@@ -50,20 +54,57 @@ class CheckpointStore:
         return self.directory / BEST
 
     def save(self, state: dict[str, Any], is_best: bool) -> Path | None:
-        """Save ``state``; the path of ``last.pt`` (``best.pt`` when only it is kept, None if not written)."""
+        """Save ``state``; the path of ``last.pt`` (``best.pt`` when only it is kept, None if not written).
+
+        A save that fails (a full disk, a signal) removes its temporary files and raises: the
+        folder keeps the complete files it had, and a retry finds no half-written file to skip.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
+        with self._partials_removed_on_failure():
+            return self._save(state, is_best)
+
+    def adopt(self, source: str | os.PathLike[str]) -> list[Path]:
+        """Copy the files that ``keep`` asks for from another trial's folder ``source``; the paths written.
+
+        For a trial that takes over one whose every epoch is done: its own folder then holds the
+        model it reports. Each file lands complete or not at all, as a save's do.
+        """
+        wanted = {"all": (LAST, PREVIOUS, BEST), "last": (LAST, PREVIOUS), "best": (BEST,)}.get(self.keep, ())
+        self.directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        with self._partials_removed_on_failure():
+            for name in wanted:
+                original = Path(source) / name
+                if original.exists():
+                    partial = self.directory / f".{name}{PARTIAL}"
+                    _write_synced(partial, lambda f, original=original: _copy_into(original, f))
+                    os.replace(partial, self.directory / name)
+                    written.append(self.directory / name)
+            _fsync_directory(self.directory)
+        return written
+
+    @contextlib.contextmanager
+    def _partials_removed_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            for partial in self.directory.glob(f".*{PARTIAL}"):
+                partial.unlink(missing_ok=True)
+            raise
+
+    def _save(self, state: dict[str, Any], is_best: bool) -> Path | None:
         if self.keep == "best":
             if not is_best:
                 return None
-            best_partial = self.directory / f".{BEST}.partial"
+            best_partial = self.directory / f".{BEST}{PARTIAL}"
             _write_synced(best_partial, lambda f: torch.save(state, f))
             os.replace(best_partial, self.best_path)
             _fsync_directory(self.directory)
             return self.best_path
-        partial = self.directory / f".{LAST}.partial"
+        partial = self.directory / f".{LAST}{PARTIAL}"
         _write_synced(partial, lambda f: torch.save(state, f))
         if self.last_path.exists():
-            linked = self.directory / f".{PREVIOUS}.partial"
+            linked = self.directory / f".{PREVIOUS}{PARTIAL}"
             linked.unlink(missing_ok=True)
             try:
                 os.link(self.last_path, linked)
@@ -72,7 +113,7 @@ class CheckpointStore:
             os.replace(linked, self.previous_path)
         os.replace(partial, self.last_path)
         if is_best and self.keep == "all":
-            best_partial = self.directory / f".{BEST}.partial"
+            best_partial = self.directory / f".{BEST}{PARTIAL}"
             _write_synced(best_partial, lambda f: _copy_into(self.last_path, f))
             os.replace(best_partial, self.best_path)
         _fsync_directory(self.directory)

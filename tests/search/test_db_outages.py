@@ -12,7 +12,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpsearch.search.api import load_model
 from hpsearch.search.audit import audit_epochs
+from hpsearch.search.orchestrator import Heartbeat, open_database
 from tests.private_postgres import private_cluster
 from tests.search.study_progress import epochs_stored, wait_until
 from tests.search.test_workers import start_worker
@@ -140,3 +142,55 @@ def test_past_db_timeout_a_worker_stops_with_one_line_and_its_trial_is_resumed_l
     assert retried.user_attrs.get("resumed_from", {}).get("epoch", 0) >= 1, (retried.user_attrs, out[-3000:])
     audit = audit_epochs(url, study_name, str(tmp_path / "runs"))
     assert (audit.trained_twice, audit.lost, audit.running) == (0, 0, 0)
+
+
+def test_a_trial_whose_last_epoch_ends_during_an_outage_past_the_grace_is_recorded_once_and_its_worker_lives(
+    cluster, run_hpsearch, study_name, tmp_path
+):
+    """The worker's closing writes wait out the outage; a peer fails the trial meanwhile and queues its retry.
+
+    The peer is this test, through the cluster's Unix socket while TCP clients (the worker) still
+    find the server away: so the peer acts first every time, where in the field it did in 1 of 3
+    tries. The worker died then (``Cannot tell a FAIL trial``, exit 1), and the retry "resumed
+    after epoch 6 of 6", trained nothing and recorded COMPLETE with ``flops.total`` 0 and a
+    ``checkpoint`` that was never written.
+    """
+    url, epochs, runs = cluster.url(), 6, tmp_path / "runs"
+    _create(run_hpsearch, url, study_name, "--n-trials", "1", "--sampler", "random", "--epochs", str(epochs),
+            "--output-dir", str(runs))
+    # A trial's stale-heartbeat retry after 6 s; the worker leaves a trial whose heartbeat it could
+    # not store for 5 s, which the two epochs it trains into the outage (about 1.2 s) stay under.
+    grace = 6
+    beat = ["--heartbeat-interval", "1", "--grace-period", str(grace), "--db-timeout", "90"]
+    worker = start_worker("--study", study_name, "--storage", url, "--threads", "1", *beat, cwd=tmp_path)
+    try:
+        assert wait_until(lambda: epochs_stored(url, study_name) >= epochs - 2, 120)
+        cluster.stop()  # the last epochs end while it is away, and the worker's closing writes wait
+        time.sleep(grace + 6)
+        cluster.start(tcp=False)
+        peer = open_database(cluster.socket_url(), Heartbeat(interval=1, grace_period=grace))
+        try:
+            optuna.storages.fail_stale_trials(peer.load_study(study_name))
+            states = [t.state for t in peer.load_study(study_name).get_trials(deepcopy=False)]
+        finally:
+            peer.close()
+        cluster.stop()
+        cluster.start()
+        assert states == [TrialState.FAIL, TrialState.WAITING], states  # failed by the peer, its retry queued
+        out, err = worker.communicate(timeout=300)
+    finally:
+        worker.kill() if worker.poll() is None else None
+    assert worker.returncode == 0, out[-3000:] + err[-3000:]
+    assert "Traceback" not in out + err, out[-3000:] + err[-3000:]
+    failed, retried = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+    assert (failed.state, retried.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    # Every epoch was trained and checkpointed by the failed trial: the retry records them and trains none.
+    assert retried.user_attrs["resumed_from"]["epoch"] == epochs, (retried.user_attrs, out[-3000:])
+    assert sorted(retried.intermediate_values) == list(range(1, epochs + 1))
+    assert retried.user_attrs["epochs_run"] == epochs
+    assert Path(retried.user_attrs["checkpoint"]).exists(), retried.user_attrs
+    assert retried.user_attrs.get("flops.total", 1) > 0, retried.user_attrs  # the original's count, or none; never 0
+    model = load_model(url, study_name)
+    assert sum(p.numel() for p in model.parameters()) == retried.user_attrs["params.count"]
+    audit = audit_epochs(url, study_name, str(runs))
+    assert (audit.finished, audit.trained_twice, audit.lost, audit.running) == (1, 0, 0, 0), audit

@@ -7,6 +7,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.retry import DatabaseRetry, DatabaseUnavailable, is_transient
 
 
@@ -132,3 +133,42 @@ def test_a_permanent_error_is_raised_at_once():
     with pytest.raises(ValueError):
         retry.call(wrong)
     assert calls == [1] and retry.outage_since is None
+
+
+def test_a_sqlite_file_on_a_full_disk_is_a_disk_full_error_naming_the_file_not_retried(small_disk):
+    path = small_disk.path / "study.db"
+    url = f"sqlite:///{path}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE t (x BLOB)"))
+        small_disk.fill()
+
+        def write() -> None:
+            with engine.begin() as connection:
+                connection.execute(sa.text("INSERT INTO t VALUES (zeroblob(200000))"))
+
+        retry = DatabaseRetry(url, timeout=30)
+        started = time.monotonic()
+        with pytest.raises(DiskFullError) as raised:
+            retry.call(write)
+        assert time.monotonic() - started < 5  # not waited on as an outage
+        assert str(raised.value) == f"no space left on {path} while writing to the study database"
+        assert not is_transient(raised.value.__cause__)
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_disk_full_is_a_disk_full_error_naming_the_server_without_its_password():
+    import psycopg.errors
+
+    def write() -> None:
+        # What psycopg raises for SQLSTATE 53100 (the server could not extend a file); filling a
+        # server's disk is not something a test can do to the shared one.
+        raise sa.exc.OperationalError("INSERT", {}, psycopg.errors.DiskFull("could not extend file: No space left on device"))
+
+    with pytest.raises(DiskFullError) as raised:
+        DatabaseRetry("postgresql://user:secret@db-host/hpsearch", timeout=30).call(write)
+    assert str(raised.value) == (
+        "no space left on the disk of the database server postgresql://user:***@db-host/hpsearch while writing to the study database"
+    )

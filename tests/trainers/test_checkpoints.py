@@ -4,6 +4,7 @@ import pickle
 import pytest
 import torch
 
+from hpsearch.storage.errors import is_disk_full
 from hpsearch.trainers.checkpoints import (
     CheckpointStore,
     check_training_state,
@@ -148,3 +149,30 @@ def test_resuming_from_the_previous_checkpoint_matches_the_uninterrupted_run(tmp
     again = TrainConfig(epochs=3, checkpoint_dir=str(tmp_path / "again"))
     resumed = Trainer(model(), task, again).fit(resume_from=found.path)
     assert losses(resumed.records) == losses(whole.records)
+
+
+@pytest.mark.parametrize("keep", ["all", "best"])
+def test_a_save_on_a_full_disk_raises_enospc_and_leaves_the_complete_files_and_no_partial_one(small_disk, keep):
+    store = CheckpointStore(small_disk.path / "trial-0", keep)
+    store.save({"epoch": 1, "w": torch.ones(2)}, is_best=True)
+    kept = sorted(p.name for p in store.directory.iterdir())
+    small_disk.fill()
+    with pytest.raises(Exception) as raised:  # torch.save's zip writer wraps the OSError in a RuntimeError
+        store.save({"epoch": 2, "w": torch.zeros(100_000)}, is_best=True)
+    assert is_disk_full(raised.value), repr(raised.value)
+    assert sorted(p.name for p in store.directory.iterdir()) == kept  # no .partial file
+    assert load_checkpoint(store.directory / kept[0])["epoch"] == 1
+    small_disk.free()
+    store.save({"epoch": 2, "w": torch.zeros(2)}, is_best=True)
+    assert load_checkpoint(store.directory / kept[0])["epoch"] == 2
+
+
+@pytest.mark.parametrize(("keep", "files"), [("all", ["best.pt", "last.pt", "prev.pt"]), ("last", ["last.pt", "prev.pt"])])
+def test_adopt_copies_the_kept_files_of_another_trials_folder(tmp_path, keep, files):
+    earlier = CheckpointStore(tmp_path / "trial-0")
+    for epoch in (1, 2):
+        earlier.save({"epoch": epoch, "w": torch.ones(2)}, is_best=epoch == 1)
+    retry = CheckpointStore(tmp_path / "trial-1", keep)
+    assert [p.name for p in retry.adopt(earlier.directory)] == [f for f in ("last.pt", "prev.pt", "best.pt") if f in files]
+    assert sorted(p.name for p in retry.directory.iterdir()) == files  # no temporary file either
+    assert [load_checkpoint(retry.directory / f)["epoch"] for f in files] == [{"best.pt": 1, "last.pt": 2, "prev.pt": 1}[f] for f in files]
