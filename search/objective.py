@@ -6,54 +6,39 @@ through the storage's recorder; nothing else.
 
 from __future__ import annotations
 
-import os
-import socket
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
+from hpsearch.search.checkpoint_sync import CheckpointUploads
+from hpsearch.search.handover import TrialHandover
 from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
 from hpsearch.search.trial import TrialPlan, checkpoint_dir
+from hpsearch.search.trial_attrs import model_costs, trainer_attrs
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import (
     ARTIFACTS_ATTR,
-    CHECKPOINT_ATTR,
     FAIL_REASON_ATTR,
     LR_SUGGESTED_ATTR,
-    PARAMS_COUNT_ATTR,
-    PRECISION_ATTR,
     PRECISION_SPEEDUP_ATTR,
     PRUNE_REASON_ATTR,
-    RETRY_OF_ATTR,
-    WORKER_ATTR,
 )
 from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
-from hpsearch.trainers.checkpoints import CheckpointStore
 from hpsearch.trainers.flops import FlopsMeter
-from hpsearch.trainers.hardware import device_label, resolve_device
 from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.step_speed import StepTiming, decide_precision
-from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, count_parameters, seed_everything
+from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, seed_everything
 
 # Re-exported: the orchestrator catches it, audit and tests name the checkpoint place.
 __all__ = ["Objective", "TrialAbandoned", "checkpoint_dir"]
-
-
-def taken_over_by(frozen: optuna.trial.FrozenTrial) -> set[int]:
-    """The numbers of the trials ``frozen`` takes over: a heartbeat retry's (Optuna's retry history), a requeued point's (``retry_of``)."""
-    return {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
 
 
 class Objective:
@@ -93,21 +78,22 @@ class Objective:
         # --artifacts: checkpoints go to the store too, and retries on other machines fetch them from there.
         artifacts = resolved.spec.artifacts
         self.archive = CheckpointArchive.open(artifacts, echo=echo) if artifacts else None
+        self.handover = TrialHandover(recorder, resolved.spec.output_dir, self.archive, echo)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
             try:
                 return self._run(trial)
             except DiskFullError as error:
-                raise self._hand_back(trial, error) from None
+                raise self.handover.hand_back(trial, error) from None
             except Preempted as error:
-                self._give_fail_reason(trial, error)
-                self._queue_resume(trial)
+                self.handover.give_fail_reason(trial, error)
+                self.handover.queue_resume(trial)
                 raise
             except (optuna.TrialPruned, TrialAbandoned, DatabaseUnavailable):
                 raise
             except (Interrupted, Exception) as error:
-                self._give_fail_reason(trial, error)
+                self.handover.give_fail_reason(trial, error)
                 # A signal whose cleanup raised (planning, building, timing steps) still stops the search as that signal.
                 interrupt = interruption(error)
                 if interrupt is not None and interrupt is not error:
@@ -118,58 +104,6 @@ class Objective:
             if not error.final:
                 raise
             raise TrialAbandoned(trial.number, str(error), error) from None
-
-    def _hand_back(self, trial: optuna.Trial, error: DiskFullError) -> TrialAbandoned:
-        """Hand a trial stopped by a full disk back to the queue, as a preempted one; what stops the worker.
-
-        Every later trial would meet the same disk, so the worker stops (``TrialAbandoned``, which
-        Optuna does not tell). Where the study database can still be written (the checkpoint
-        folder was full), the retry is queued at once and the orchestrator tells the trial FAIL;
-        where it cannot (its own disk is full), the trial stays RUNNING and, once space is freed,
-        a worker fails it by its stale heartbeat and resumes it, like a killed worker's.
-        """
-        try:
-            self._give_fail_reason(trial, error)
-            self._queue_resume(trial)
-        except DiskFullError:
-            error.outcome = f"trial {trial.number} is left RUNNING, to be resumed once its heartbeat is stale (--grace-period)"
-            return TrialAbandoned(trial.number, str(error), error)
-        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint"
-        return TrialAbandoned(trial.number, str(error), error, handed_back=True)
-
-    def _queue_resume(self, trial: optuna.Trial) -> None:
-        """Queue a retry of a preempted trial: its parameters, and ``retry_of`` naming every trial it takes over.
-
-        The trials this one took over are named too: preempted before its first checkpoint, it
-        has none of its own, and the retry resumes from theirs.
-        """
-        frozen = self.recorder.frozen(trial)
-        taken_over = taken_over_by(frozen)
-        params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
-        trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over, trial.number})})
-        self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
-                  "queued again to resume from its checkpoint")
-
-    def _give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
-        """A ``fail_reason`` for a trial that ``_run`` could not give one.
-
-        A signal or an error while the trial is planned, built or resumed, or one that broke the
-        closing records (the FLOPs meter stopped mid-trace), would otherwise leave a FAIL trial
-        that says nothing.
-        """
-        frozen = self.recorder.frozen(trial)
-        if FAIL_REASON_ATTR not in frozen.user_attrs:
-            self.recorder.set_attrs(trial, {FAIL_REASON_ATTR: self._fail_reason(error, len(frozen.intermediate_values))})
-
-    def _fail_reason(self, error: BaseException, epochs: int) -> str:
-        """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
-        if isinstance(error, (Preempted, DiskFullError)):
-            return f"{error} after {epochs} epochs"
-        interrupt = interruption(error)
-        if interrupt is not None:
-            return f"interrupted by {interrupt.signal_name} after {epochs} epochs"
-        self.echo(traceback.format_exc().rstrip())
-        return f"{type(error).__name__}: {error}"
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         """The trial's sampled point, planned; its checkpoints go under the output directory."""
@@ -191,9 +125,11 @@ class Objective:
             recording.check_budget(plan.budget(resolved.task, spec.max_flops, spec.max_params))
         seed_everything(plan.config.seed)
         model = plan.build_model(resolved.task)
-        resume = self._checkpoint_to_resume(trial, model)
+        resume = self.handover.resume_point(trial, model)
+        code = trial_code(resolved.code, plan.model_name, resolved.task.name)
         if resume.records and resume.records[-1].epoch >= plan.config.epochs:
-            return self._record_finished(trial, plan, recording, resume, model)
+            attrs = self.handover.record_finished(trial, plan, recording, resume, model, code)
+            return recording.values(resolved.goals, attrs)
         resume_from, state, restored = resume.where, resume.state, resume.records
         precision, timing = decide_precision(
             model, resolved.task, plan.config, plan.hparams, self.step_timings, plan.step_cost
@@ -202,7 +138,7 @@ class Objective:
             speed = f"{timing.lower} steps ran {timing.speedup:.2f}x as fast as fp32's"
             self.echo(f"Trial {trial.number}: precision auto: {precision} ({speed})")
         meter = FlopsMeter(model, counts=self.flops_counts.setdefault(plan.architecture, {}))
-        recording.costs = lambda: self._costs(model, meter)
+        recording.costs = lambda: model_costs(model, meter)
         config = plan.config.with_overrides({"precision": precision})
         if spec.lr_finder:
             suggested = trial.user_attrs.get(LR_SUGGESTED_ATTR)
@@ -252,14 +188,14 @@ class Objective:
             abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
             raise
         except (Preempted, DiskFullError) as error:
-            reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
+            reason = (FAIL_REASON_ATTR, self.handover.fail_reason(error, len(recording.records)))
             raise
         except (Interrupted, Exception) as error:
             if is_disk_full(error):  # a checkpoint's write; the study database's arrives as a DiskFullError
                 full = DiskFullError(str(config.checkpoint_dir), f"saving the checkpoint of trial {trial.number}")
-                reason = (FAIL_REASON_ATTR, self._fail_reason(full, len(recording.records)))
+                reason = (FAIL_REASON_ATTR, self.handover.fail_reason(full, len(recording.records)))
                 raise full from error
-            reason = (FAIL_REASON_ATTR, self._fail_reason(error, len(recording.records)))
+            reason = (FAIL_REASON_ATTR, self.handover.fail_reason(error, len(recording.records)))
             interrupt = interruption(error)
             if interrupt is None:
                 raise
@@ -270,8 +206,7 @@ class Objective:
             if upload_error is not None and result is None:
                 self.echo(f"Trial {trial.number}: checkpoints not stored in {self.archive.shown_url}: {upload_error}")
             if not abandoned:
-                code = trial_code(resolved.code, plan.model_name, resolved.task.name)
-                attrs = self._attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
+                attrs = trainer_attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
                 if timing is not None:
                     attrs[PRECISION_SPEEDUP_ATTR] = round(timing.speedup, 3)
                 if uploads is not None and recording.records:
@@ -281,87 +216,3 @@ class Objective:
                 if stats.forward_passes:
                     self.echo(stats.format_block())
         return recording.values(resolved.goals, attrs)
-
-    def _checkpoint_to_resume(self, trial: optuna.Trial, model: torch.nn.Module) -> ResumePoint:
-        """The newest readable checkpoint of the trials this one takes over (``ResumePoint.first_readable``).
-
-        Those trials are the ones a heartbeat retry replaces (Optuna's retry history) and, for a
-        point queued again, the trials it retries (``retry_of``). For each, newest first,
-        ``last.pt`` then ``prev.pt`` is tried (fetched from the artifact store where this machine
-        has neither); a checkpoint passed over is named in ``checkpoint_fallback``, with where
-        training starts instead. With nothing readable the trial starts fresh.
-        """
-        frozen = self.recorder.frozen(trial)
-        numbers = taken_over_by(frozen)
-        if not numbers:
-            return ResumePoint()
-        candidates = ResumeCandidates(self.resolved.spec.output_dir, trial.study.study_name, numbers, self.archive)
-        point = ResumePoint.first_readable(candidates, model)
-        if point.fallback is not None:
-            trial.set_user_attr("checkpoint_fallback", point.fallback)
-            self.echo(f"Trial {trial.number}: {point.fallback}")
-        return point
-
-    def _record_finished(
-        self, trial: optuna.Trial, plan: TrialPlan, recording: TrialRecording, resume: ResumePoint, model: torch.nn.Module
-    ) -> float | list[float]:
-        """Record a taken-over trial that trained every epoch (its worker lost the database at the end), training nothing.
-
-        The result comes from the epochs its checkpoint holds; its costs (``flops.*``,
-        ``precision``) from what it stored, where it did (a worker that never reached its closing
-        writes stored none, and a count of 0 would be wrong); its checkpoint files are copied into
-        this trial's folder (and store), so that ``checkpoint`` names a file that exists.
-        """
-        number = trial.number
-        recording.restore(resume.records)
-        trial.set_user_attr("resumed_from", {"checkpoint": resume.where, "epoch": len(resume.records)})
-        self.echo(f"Trial {number}: {resume.where} holds all {plan.config.epochs} epochs; recording them, nothing to train")
-        attrs: dict[str, object] = {
-            PARAMS_COUNT_ATTR: count_parameters(model),
-            WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}:{device_label(resolve_device(plan.config.device))}",
-            **self._stored_costs(trial),
-        }
-        code = trial_code(self.resolved.code, plan.model_name, self.resolved.task.name)
-        attrs |= {"code": code} if code else {}
-        if plan.config.checkpoint_dir and resume.path is not None:
-            own = CheckpointStore(plan.config.checkpoint_dir, plan.config.checkpoints)
-            if own.adopt(resume.path.parent):
-                attrs[CHECKPOINT_ATTR] = str(own.last_path if own.last_path.exists() else own.best_path)
-            if self.archive is not None:
-                uploads = CheckpointUploads(self.archive, own.directory, trial.study.study_name, number)
-                uploads.flush()
-                uploads.close()
-                attrs[ARTIFACTS_ATTR] = uploads.uri
-        return recording.values(self.resolved.goals, recording.finish(attrs, None))
-
-    def _stored_costs(self, trial: optuna.Trial) -> dict[str, object]:
-        """The cost attributes that the newest trial this one takes over stored at its end; none if none did."""
-        numbers = taken_over_by(self.recorder.frozen(trial))
-        taken_over = sorted((t for t in trial.study.get_trials(deepcopy=False) if t.number in numbers),
-                            key=lambda t: t.number, reverse=True)
-        costs = (PRECISION_ATTR, PRECISION_SPEEDUP_ATTR, "lr_reductions")
-        for earlier in taken_over:
-            if any(key.startswith("flops.") for key in earlier.user_attrs):
-                return {k: v for k, v in earlier.user_attrs.items() if k.startswith("flops.") or k in costs}
-        return {}
-
-    @staticmethod
-    def _costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:
-        """The model's costs so far: its parameters and the ``flops.*`` statistics of its forward passes."""
-        return {PARAMS_COUNT_ATTR: count_parameters(model), **meter.stats().as_user_attrs()}
-
-    @classmethod
-    def _attrs(
-        cls, trainer: Trainer, model: torch.nn.Module, meter: FlopsMeter, result: FitResult | None, trained: bool
-    ) -> dict[str, object]:
-        """What the trainer knows at the end of a trial: parameters, precision, worker, checkpoint, FLOPs."""
-        attrs = {
-            **cls._costs(model, meter),
-            PRECISION_ATTR: trainer.precision,
-            WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}:{device_label(trainer.device)}",
-        }
-        if trained and trainer.checkpoints is not None:
-            attrs[CHECKPOINT_ATTR] = str(trainer.checkpoints.last_path)
-        if result is not None and result.lr_reductions:
-            attrs["lr_reductions"] = result.lr_reductions
-        return attrs

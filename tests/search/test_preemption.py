@@ -94,7 +94,9 @@ def test_sigterm_mid_epoch_hands_the_trial_to_the_next_worker_at_once(sweep, gra
           f"{(retry.datetime_start - started_at).total_seconds():.1f} s after it")
     configurations = {tuple(sorted(t.params.items())) for t in trials}
     complete = {tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE}
-    assert complete == configurations and len(configurations) == 2
+    # Two trials complete: the retry and the other point (a random sampler may draw the preempted point's
+    # parameters again, 1 time in 13 here, so configurations are not counted).
+    assert complete == configurations and sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert [t.number for t in trials if t.state == TrialState.FAIL] == [stopped.number]
     audit = audit_epochs(url, study, str(tmp_path))
     # The stopped epoch was never checkpointed: only finished epochs count, and none twice.

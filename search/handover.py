@@ -1,0 +1,162 @@
+"""``TrialHandover``: what a trial takes over from the trials before it, and what it hands back to the queue.
+
+A trial takes over earlier ones when it is a heartbeat retry of a killed trial (Optuna's retry
+history) or a point queued again after its trial was preempted, failed or stopped by a full disk
+(``retry_of``). It resumes from their newest readable checkpoint or, where that checkpoint holds
+every epoch (the worker lost the database at the very end), records their result and trains
+nothing. A trial stopped by a signal or a full disk says why (``fail_reason``) and, where it can
+be resumed, hands its point back: a retry is queued first, naming every trial it takes over.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
+from hpsearch.search.recording import TrialAbandoned
+from hpsearch.search.signals import Preempted, interruption
+from hpsearch.search.trial_attrs import model_attrs
+from hpsearch.storage.artifacts import CheckpointArchive
+from hpsearch.storage.attributes import (
+    ARTIFACTS_ATTR,
+    CHECKPOINT_ATTR,
+    FAIL_REASON_ATTR,
+    PRECISION_ATTR,
+    PRECISION_SPEEDUP_ATTR,
+    RETRY_OF_ATTR,
+)
+from hpsearch.storage.errors import DiskFullError
+from hpsearch.storage.recorder import TrialRecorder
+from hpsearch.trainers.checkpoints import CheckpointStore
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from hpsearch.search.recording import TrialRecording
+    from hpsearch.search.trial import TrialPlan
+
+
+def taken_over_by(frozen: optuna.trial.FrozenTrial) -> set[int]:
+    """The numbers of the trials ``frozen`` takes over: a heartbeat retry's (Optuna's retry history), a requeued point's (``retry_of``)."""
+    return {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
+
+
+class TrialHandover:
+    """Resumes a trial from the trials it takes over, and hands a stopped trial's point back to the queue."""
+
+    def __init__(
+        self, recorder: TrialRecorder, output_dir: str, archive: CheckpointArchive | None, echo: Callable[[str], None]
+    ) -> None:
+        self.recorder, self.output_dir, self.archive, self.echo = recorder, output_dir, archive, echo
+
+    def resume_point(self, trial: optuna.Trial, model: nn.Module) -> ResumePoint:
+        """The newest readable checkpoint of the trials this one takes over (``ResumePoint.first_readable``).
+
+        For each of them, newest first, ``last.pt`` then ``prev.pt`` is tried (fetched from the
+        artifact store where this machine has neither); a checkpoint passed over is named in
+        ``checkpoint_fallback``, with where training starts instead. With nothing readable the
+        trial starts fresh.
+        """
+        numbers = taken_over_by(self.recorder.frozen(trial))
+        if not numbers:
+            return ResumePoint()
+        candidates = ResumeCandidates(self.output_dir, trial.study.study_name, numbers, self.archive)
+        point = ResumePoint.first_readable(candidates, model)
+        if point.fallback is not None:
+            trial.set_user_attr("checkpoint_fallback", point.fallback)
+            self.echo(f"Trial {trial.number}: {point.fallback}")
+        return point
+
+    def record_finished(
+        self, trial: optuna.Trial, plan: TrialPlan, recording: TrialRecording, resume: ResumePoint, model: nn.Module,
+        code: dict | None,
+    ) -> dict[str, object]:
+        """Record a taken-over trial that trained every epoch, training nothing; its closing attributes.
+
+        The result comes from the epochs its checkpoint holds; its costs (``flops.*``,
+        ``precision``) from what it stored, where it did (a worker that never reached its closing
+        writes stored none, and a count of 0 would be wrong); its checkpoint files are copied into
+        this trial's folder (and store), so that ``checkpoint`` names a file that exists.
+        """
+        recording.restore(resume.records)
+        trial.set_user_attr("resumed_from", {"checkpoint": resume.where, "epoch": len(resume.records)})
+        self.echo(f"Trial {trial.number}: {resume.where} holds all {plan.config.epochs} epochs; recording them, nothing to train")
+        attrs: dict[str, object] = {**model_attrs(model, plan.config.device), **self._stored_costs(trial)}
+        attrs |= {"code": code} if code else {}
+        if plan.config.checkpoint_dir and resume.path is not None:
+            own = CheckpointStore(plan.config.checkpoint_dir, plan.config.checkpoints)
+            if own.adopt(resume.path.parent):
+                attrs[CHECKPOINT_ATTR] = str(own.last_path if own.last_path.exists() else own.best_path)
+            if self.archive is not None:
+                uploads = CheckpointUploads(self.archive, own.directory, trial.study.study_name, trial.number)
+                uploads.flush()
+                uploads.close()
+                attrs[ARTIFACTS_ATTR] = uploads.uri
+        return recording.finish(attrs, None)
+
+    def _stored_costs(self, trial: optuna.Trial) -> dict[str, object]:
+        """The cost attributes that the newest trial this one takes over stored at its end; none if none did."""
+        numbers = taken_over_by(self.recorder.frozen(trial))
+        taken_over = sorted((t for t in trial.study.get_trials(deepcopy=False) if t.number in numbers),
+                            key=lambda t: t.number, reverse=True)
+        costs = (PRECISION_ATTR, PRECISION_SPEEDUP_ATTR, "lr_reductions")
+        for earlier in taken_over:
+            if any(key.startswith("flops.") for key in earlier.user_attrs):
+                return {k: v for k, v in earlier.user_attrs.items() if k.startswith("flops.") or k in costs}
+        return {}
+
+    def queue_resume(self, trial: optuna.Trial) -> None:
+        """Queue a retry of a preempted trial: its parameters, and ``retry_of`` naming every trial it takes over.
+
+        The trials this one took over are named too: preempted before its first checkpoint, it
+        has none of its own, and the retry resumes from theirs.
+        """
+        frozen = self.recorder.frozen(trial)
+        params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
+        trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over_by(frozen), trial.number})})
+        self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
+                  "queued again to resume from its checkpoint")
+
+    def hand_back(self, trial: optuna.Trial, error: DiskFullError) -> TrialAbandoned:
+        """Hand a trial stopped by a full disk back to the queue, as a preempted one; what stops the worker.
+
+        Every later trial would meet the same disk, so the worker stops (``TrialAbandoned``, which
+        Optuna does not tell). Where the study database can still be written (the checkpoint
+        folder was full), the retry is queued at once and the orchestrator tells the trial FAIL;
+        where it cannot (its own disk is full), the trial stays RUNNING and, once space is freed,
+        a worker fails it by its stale heartbeat and resumes it, like a killed worker's.
+        """
+        try:
+            self.give_fail_reason(trial, error)
+            self.queue_resume(trial)
+        except DiskFullError:
+            error.outcome = f"trial {trial.number} is left RUNNING, to be resumed once its heartbeat is stale (--grace-period)"
+            return TrialAbandoned(trial.number, str(error), error)
+        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint"
+        return TrialAbandoned(trial.number, str(error), error, handed_back=True)
+
+    def give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
+        """A ``fail_reason`` for a trial that the objective could not give one.
+
+        A signal or an error while the trial is planned, built or resumed, or one that broke the
+        closing records (the FLOPs meter stopped mid-trace), would otherwise leave a FAIL trial
+        that says nothing.
+        """
+        frozen = self.recorder.frozen(trial)
+        if FAIL_REASON_ATTR not in frozen.user_attrs:
+            self.recorder.set_attrs(trial, {FAIL_REASON_ATTR: self.fail_reason(error, len(frozen.intermediate_values))})
+
+    def fail_reason(self, error: BaseException, epochs: int) -> str:
+        """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
+        if isinstance(error, (Preempted, DiskFullError)):
+            return f"{error} after {epochs} epochs"
+        interrupt = interruption(error)
+        if interrupt is not None:
+            return f"interrupted by {interrupt.signal_name} after {epochs} epochs"
+        self.echo(traceback.format_exc().rstrip())
+        return f"{type(error).__name__}: {error}"
