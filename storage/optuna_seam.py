@@ -31,6 +31,9 @@ Private things relied on, and why:
    trial writes ``trials``; ``export.py`` and ``epoch_metrics.py`` read these tables with set-based
    SQL instead of building one ``FrozenTrial`` per trial.
 
+6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
+   from it so that ``study.optimize`` runs its heartbeat thread (see the end of this module).
+
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
 trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
@@ -48,6 +51,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
@@ -367,3 +371,10 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
 for _name in _RETRIED_AS_THEY_ARE:
     setattr(QueuedRDBStorage, _name, _retried(_name))
+
+
+# --- 6. Heartbeats through the storage proxy. -----------------------------------------------------
+# Optuna runs a trial's heartbeat thread, and fails stale trials, only for a storage that is an
+# instance of its private ``BaseHeartbeat``; its gRPC client is not one. The storage proxy's client
+# (``storage/proxy_client.py``) derives from it, so that a worker behind the proxy beats.
+HeartbeatStorage = BaseHeartbeat

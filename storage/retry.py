@@ -80,6 +80,8 @@ def is_transient(error: BaseException) -> bool:
     import sqlalchemy.exc
 
     for cause in error_chain(error):
+        if _proxy_unreachable(cause):
+            return True
         if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
             return True
         if isinstance(cause, sqlalchemy.exc.PendingRollbackError):
@@ -94,6 +96,24 @@ def is_transient(error: BaseException) -> bool:
             if any(text in message for text in _TRANSIENT_MESSAGES):
                 return True
     return False
+
+
+# gRPC status codes of an ``hpsearch proxy`` that is away (restarting, unreachable, overloaded), not wrong.
+_TRANSIENT_PROXY_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+
+
+def _proxy_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` is a gRPC call to the storage proxy that failed because the proxy is away.
+
+    Told by the status code's name, so that this module needs no grpc (an optional dependency).
+    """
+    code = getattr(error, "code", None)
+    if not callable(code) or type(error).__module__.split(".")[0] != "grpc":
+        return False
+    try:
+        return getattr(code(), "name", None) in _TRANSIENT_PROXY_CODES
+    except Exception:  # noqa: BLE001  (an error object without a status)
+        return False
 
 
 class DatabaseUnavailable(Exception):
@@ -134,6 +154,8 @@ def database_reason(error: BaseException) -> str:
 
     text = ""
     for cause in error_chain(error):
+        if type(cause).__module__.split(".")[0] == "grpc" and callable(getattr(cause, "details", None)):
+            return mask_password(f"proxy: {cause.details()}")  # str() of a gRPC error is a multi-line dump
         lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
         if lines and not lines[0].startswith(("An exception is raised during the commit", "(Background on")):
             text = lines[0]
