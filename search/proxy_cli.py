@@ -22,9 +22,10 @@ workers share this process's few database connections (and PostgreSQL's max_conn
 instead of each holding its own. Workers, hpsearch create and hpsearch use it with
 --storage grpc://HOST:PORT (or HPSEARCH_STORAGE); the database URL and its password stay here.
 hpsearch's own records travel through it too: the per-epoch table, heartbeats and the queue
-lock. Every heartbeat interval the proxy fails trials whose worker went silent for the grace
-period and queues their retries, as workers do on a database URL; give it the workers'
---heartbeat-interval and --grace-period. Reading commands (trials, export, report, dashboard)
+lock. Every --heartbeat-interval the proxy fails trials whose worker went silent for its grace
+period and queues their retries, as workers do on a database URL: each trial is judged by the
+--grace-period its worker declares with its heartbeats, and never sooner than the proxy's own
+--grace-period. Reading commands (trials, export, report, dashboard)
 take the database URL, not the proxy's. Needs pip install "hpsearch[proxy]"."""
 
 EPILOG = """\

@@ -20,14 +20,16 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import TrialState
 
-from hpsearch.storage.optuna_seam import QueuedRDBStorage
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
 
 if TYPE_CHECKING:
     from hpsearch.storage.database import StudyDatabase
 
 # Trial system attributes that are requests to the proxy, not attributes.
-HEARTBEAT_KEY = "hpsearch:proxy:heartbeat"  # value ignored: the proxy stores the heartbeat at its database's time
+# Value: {"grace": the worker's --grace-period}. The proxy stores the heartbeat at its database's time.
+HEARTBEAT_KEY = "hpsearch:proxy:heartbeat"
 EPOCH_KEY = "hpsearch:proxy:epoch"  # value: one row of hpsearch_epoch_metrics (epoch_metrics.to_db_row)
 USER_ATTRS_KEY = "hpsearch:proxy:user_attrs"  # value: {key: value}, set in one transaction
 # A study system attribute that is a request: {"study": name, "token": holder, "take": bool}.
@@ -50,10 +52,17 @@ class ProxiedStorage(QueuedRDBStorage):
     def attach(self, database: StudyDatabase, echo: Callable[[str], None]) -> None:
         self.database = database
         self.queue_locks = ProxyQueueLocks(database, echo)
+        # The grace period each running trial's worker declared with its heartbeats (its
+        # --grace-period), by trial id: a trial is judged by its own worker's patience, never
+        # by a shorter one of the proxy's.
+        self.declared_grace: dict[int, float] = {}
+        self.own_grace = float(self.grace_period or 2 * (self.heartbeat_interval or 10))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
             self.record_heartbeat(trial_id)
+            if isinstance(value, dict) and value.get("grace"):
+                self.declared_grace[trial_id] = float(value["grace"])
         elif key == EPOCH_KEY:
             assert self.database is not None, "attach() the database first"
             self.database.epoch_table.write_stored(value)
@@ -131,19 +140,37 @@ def fail_stale_trials_of_every_study(storage: ProxiedStorage) -> None:
     What each worker does for its own study when the database is its storage; behind the proxy,
     workers cannot read heartbeats, so the proxy does it for them.
     """
-    for study in storage.get_all_studies():
-        optuna.storages.fail_stale_trials(optuna.load_study(study_name=study.study_name, storage=storage))
+    running_ids: set[int] = set()
+    for frozen in storage.get_all_studies():
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running_ids.update(trial_id(trial) for trial in running)
+        if not running:
+            continue
+        # Judged by the longest grace its running trials' workers declared: a trial whose worker
+        # has a shorter one is failed a little later, and none whose worker is alive is failed.
+        declared = [storage.declared_grace.get(trial_id(trial), 0.0) for trial in running]
+        storage.grace_period = max([storage.own_grace, *declared])  # only this thread judges staleness
+        optuna.storages.fail_stale_trials(study)
+    for finished in set(storage.declared_grace) - running_ids:  # a trial that went on beating is RUNNING
+        storage.declared_grace.pop(finished, None)
 
 
 def watch(storage: ProxiedStorage, every: float, stop: threading.Event, echo: Callable[[str], None]) -> None:
     """Until ``stop``: every ``every`` seconds, fail stale trials and end expired queue-lock leases."""
-    while not stop.wait(every):
+    # The first check waits a grace period: a restarted proxy knows no worker's declared grace
+    # until its next heartbeat.
+    if stop.wait(max(storage.own_grace, every)):
+        return
+    while True:
         try:
             fail_stale_trials_of_every_study(storage)
             if storage.queue_locks is not None:
                 storage.queue_locks.expire()
         except Exception as error:  # noqa: BLE001  (the next round tries again; the proxy must go on serving)
             echo(f"hpsearch proxy: stale-trial check failed, trying again in {every:g} s: {type(error).__name__}: {error}")
+        if stop.wait(every):
+            return
 
 
 def serve(database: StudyDatabase, host: str, port: int, threads: int, echo: Callable[[str], None]) -> None:

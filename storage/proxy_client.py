@@ -9,7 +9,6 @@ worker, fails stale trials and queues their retries.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,9 +40,11 @@ _RETRIED = (
 
 def require_grpc() -> None:
     """``StorageURLError`` (one line) unless grpcio and protobuf, which the proxy needs, are installed."""
-    missing = [name for name in ("grpc", "google.protobuf") if importlib.util.find_spec(name.split(".")[0]) is None]
-    if missing:
-        raise StorageURLError('the storage proxy (grpc://) needs grpcio and protobuf: pip install "hpsearch[proxy]"')
+    try:
+        import google.protobuf  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError:
+        raise StorageURLError('the storage proxy (grpc://) needs grpcio and protobuf: pip install "hpsearch[proxy]"') from None
 
 
 class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
@@ -106,7 +107,9 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         """A heartbeat, stored by the proxy at its database's time; it never raises, so its thread lives on."""
         try:
             with self.retry.patience(float(self.heartbeat_interval or 1)):
-                self.retry.call(self._request, trial_id, HEARTBEAT_KEY, None)
+                # With this worker's grace: the proxy judges the trial by it (storage/proxy.py).
+                grace = self.grace_period or 2 * (self.heartbeat_interval or 1)
+                self.retry.call(self._request, trial_id, HEARTBEAT_KEY, {"grace": grace})
         except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
             self.heartbeat_errors[trial_id] = f"{type(error).__name__}: {error}"
             return
