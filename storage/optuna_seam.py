@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -57,7 +56,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
-from hpsearch.storage.retry import DatabaseRetry
+from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger
 
 
 # --- 5. Optuna's tables: only the columns hpsearch uses. Optuna creates and owns them. -----------
@@ -225,8 +224,8 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         self.retry = retry if retry is not None else DatabaseRetry(url)
         # A session whose connection broke is dropped before the next attempt.
         self.retry.before_retry = self.remove_session
-        self._beats: dict[int, float] = {}
-        self.heartbeat_errors: dict[int, str] = {}
+        self.heartbeats = HeartbeatLedger()
+        self.heartbeat_errors = self.heartbeats.errors
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
@@ -271,7 +270,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                         sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp())
                     )
         if taken:
-            self._beats[trial_id] = time.monotonic()
+            self.heartbeats.stored(trial_id)
         return taken
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -280,19 +279,12 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         Optuna's heartbeat thread stops for good at the first exception, and the trial then
         goes stale while it trains. A beat that fails is recorded in ``heartbeat_errors``.
         """
-        try:
-            with self.retry.patience(float(self.heartbeat_interval or 1)):
-                self.retry.call(super().record_heartbeat, trial_id)
-        except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
-            self.heartbeat_errors[trial_id] = f"{type(error).__name__}: {error}"
-            return
-        self._beats[trial_id] = time.monotonic()
-        self.heartbeat_errors.pop(trial_id, None)
+        store = super().record_heartbeat
+        self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1), lambda: store(trial_id))
 
     def heartbeat_age(self, trial_id: int) -> float:
         """Seconds since this process last stored a heartbeat of ``trial_id`` (0 if it never took it)."""
-        last = self._beats.get(trial_id)
-        return 0.0 if last is None else time.monotonic() - last
+        return self.heartbeats.age(trial_id)
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Set several user attributes of a running trial in one transaction.

@@ -9,7 +9,6 @@ worker, fails stale trials and queues their retries.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
 from hpsearch.storage.optuna_seam import HeartbeatStorage, QueueEmpty
 from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY
-from hpsearch.storage.retry import DatabaseRetry
+from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
 
 # How long opening waits for the proxy to answer: a worker (``wait``) may start with the proxy
@@ -63,8 +62,8 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         super().__init__(host=address.host, port=address.port)
         self.address, self.retry = address, retry
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self._beats: dict[int, float] = {}
-        self.heartbeat_errors: dict[int, str] = {}
+        self.heartbeats = HeartbeatLedger()
+        self.heartbeat_errors = self.heartbeats.errors
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if self.queue_only and template_trial is None:
@@ -86,7 +85,7 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
                     return True
                 raise
             if taken and state == TrialState.RUNNING:
-                self._beats[trial_id] = time.monotonic()  # the proxy stored the first heartbeat with the take
+                self.heartbeats.stored(trial_id)  # the proxy stored the first heartbeat with the take
             return taken
 
         return self.retry.call(apply)
@@ -105,21 +104,14 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
 
     def record_heartbeat(self, trial_id: int) -> None:
         """A heartbeat, stored by the proxy at its database's time; it never raises, so its thread lives on."""
-        try:
-            with self.retry.patience(float(self.heartbeat_interval or 1)):
-                # With this worker's grace: the proxy judges the trial by it (storage/proxy.py).
-                grace = self.grace_period or 2 * (self.heartbeat_interval or 1)
-                self.retry.call(self._request, trial_id, HEARTBEAT_KEY, {"grace": grace})
-        except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
-            self.heartbeat_errors[trial_id] = f"{type(error).__name__}: {error}"
-            return
-        self._beats[trial_id] = time.monotonic()
-        self.heartbeat_errors.pop(trial_id, None)
+        # With this worker's grace: the proxy judges the trial by it (storage/proxy.py).
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 1)
+        self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1),
+                             lambda: self._request(trial_id, HEARTBEAT_KEY, {"grace": grace}))
 
     def heartbeat_age(self, trial_id: int) -> float:
         """Seconds since this process last had a heartbeat of ``trial_id`` stored (0 if it never took it)."""
-        last = self._beats.get(trial_id)
-        return 0.0 if last is None else time.monotonic() - last
+        return self.heartbeats.age(trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return []  # the proxy fails stale trials (storage/proxy.py); its clients cannot read heartbeats

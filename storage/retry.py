@@ -283,3 +283,37 @@ class DatabaseRetry:
                 self.outage_since = None
                 if self.on_recovery is not None:
                     self.on_recovery(f"database {mask_password(self.url)} back after {seconds:.1f} s")
+
+
+class HeartbeatLedger:
+    """When this process last had each trial's heartbeat stored, and why its last beat failed.
+
+    A worker stops training a trial whose heartbeat it could not store for too long (a peer, or
+    the storage proxy, will judge it dead); this is what it asks. ``beat`` never raises, so the
+    heartbeat thread, which Optuna ends at its first exception, lives to beat again.
+    """
+
+    def __init__(self) -> None:
+        self.stored_at: dict[int, float] = {}
+        self.errors: dict[int, str] = {}  # trial id -> why the last beat failed
+
+    def beat(self, trial_id: int, retry: DatabaseRetry, patience: float, store: Callable[[], Any]) -> None:
+        """``store()`` the heartbeat through ``retry`` for up to ``patience`` seconds; a failure is noted in ``errors``."""
+        try:
+            with retry.patience(patience):
+                retry.call(store)
+        except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
+            self.errors[trial_id] = f"{type(error).__name__}: {error}"
+            return
+        self.stored(trial_id)
+
+    def stored(self, trial_id: int) -> None:
+        """A heartbeat of ``trial_id`` was stored now (a beat, or the take that wrote the first one)."""
+        self.stored_at[trial_id] = time.monotonic()
+        self.errors.pop(trial_id, None)
+
+    def age(self, trial_id: int) -> float:
+        """Seconds since a heartbeat of ``trial_id`` was last stored (0 if this process never took it)."""
+        last = self.stored_at.get(trial_id)
+        return 0.0 if last is None else time.monotonic() - last
+
