@@ -274,11 +274,13 @@ def _verdict(results: list[Figures], baseline: Figures) -> None:
         print(f"{f.workers} workers, {f.mode}: {f.training_share:.1%} of worker time training, {f.steady_share:.1%} after "
               f"each worker's first trial (goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
     print("0 lost, duplicated or RUNNING in every run, every worker exit 0" if clean else "NOT CLEAN: see the table")
-    print("Extrapolation: the orchestration per trial is CPU work (about 1 s of it per trial here is shared by up to 32 "
-          "processes on 2 cores), so on a machine with a core per worker it is the baseline's figure; with T-second "
-          "trials the training share is about T / (T + that). Peak connections are per worker direct and fixed "
-          "behind the proxy (its pool), which is what bounds PostgreSQL's max_connections at scale.")
-
+    cost = baseline.steady_ms / 1000
+    print(f"Extrapolation: orchestration is CPU work in each worker ({baseline.steady_ms:.0f} ms a trial in the one-worker "
+          f"steady state here). With a core per worker it stays that, so T-second trials spend about T / (T + {cost:.2f}) "
+          f"training: {1 / (1 + cost):.0%} at 1 s, {10 / (10 + cost):.0%} at 10 s, whatever N. Here N workers share 2 cores "
+          "(and whatever else runs), so each trial's orchestration waits its turn and the share falls with N. "
+          "Connections: about 2 per worker straight to PostgreSQL (N x 2 against max_connections), and the proxy's pool "
+          "(at most 15) behind it, whatever N.")
 
 if __name__ == "__main__":
     sys.exit(main())
