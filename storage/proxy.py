@@ -55,14 +55,14 @@ class ProxiedStorage(QueuedRDBStorage):
         # The grace period each running trial's worker declared with its heartbeats (its
         # --grace-period), by trial id: a trial is judged by its own worker's patience, never
         # by a shorter one of the proxy's.
-        self.declared_grace: dict[int, float] = {}
-        self.own_grace = float(self.grace_period or 2 * (self.heartbeat_interval or 10))
+        self.declared_grace: dict[int, int] = {}
+        self.own_grace: int = self.grace_period or 2 * (self.heartbeat_interval or 10)  # Optuna's default grace
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
             self.record_heartbeat(trial_id)
             if isinstance(value, dict) and value.get("grace"):
-                self.declared_grace[trial_id] = float(value["grace"])
+                self.declared_grace[trial_id] = int(value["grace"])  # whole seconds, as --grace-period is
         elif key == EPOCH_KEY:
             assert self.database is not None, "attach() the database first"
             self.database.epoch_table.write_stored(value)
@@ -149,7 +149,7 @@ def fail_stale_trials_of_every_study(storage: ProxiedStorage) -> None:
             continue
         # Judged by the longest grace its running trials' workers declared: a trial whose worker
         # has a shorter one is failed a little later, and none whose worker is alive is failed.
-        declared = [storage.declared_grace.get(trial_id(trial), 0.0) for trial in running]
+        declared = [storage.declared_grace.get(trial_id(trial), 0) for trial in running]
         storage.grace_period = max([storage.own_grace, *declared])  # only this thread judges staleness
         optuna.storages.fail_stale_trials(study)
     for finished in set(storage.declared_grace) - running_ids:  # a trial that went on beating is RUNNING

@@ -84,8 +84,10 @@ def test_a_killed_workers_trial_behind_the_proxy_is_failed_by_the_proxy_and_resu
     assert failed.user_attrs["fail_reason"] == reason
     resumed_after = retried.user_attrs["resumed_from"]["epoch"]
     assert resumed_after >= 2
-    # No epoch trained twice or lost: the killed worker trained 1..k, the survivor k+1..6.
-    assert epoch_lines(doomed_out)[:resumed_after] == list(range(1, resumed_after + 1))
+    # No epoch trained twice or lost: the killed worker trained 1..k, the survivor k+1..6. (The kill may
+    # land between epoch k's checkpoint and its printed line.)
+    printed = epoch_lines(doomed_out)
+    assert printed == list(range(1, len(printed) + 1)) and len(printed) in (resumed_after - 1, resumed_after)
     assert epoch_lines(survivor_out) == list(range(resumed_after + 1, 7))
     rows = table.frame(study_name)
     assert sorted(rows[rows["number"] == retried.number]["epoch"]) == [1, 2, 3, 4, 5, 6]
