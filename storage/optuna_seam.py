@@ -56,7 +56,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
-from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger
+from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 
 
 # --- 5. Optuna's tables: only the columns hpsearch uses. Optuna creates and owns them. -----------
@@ -176,17 +176,6 @@ _RETRIED_AS_THEY_ARE = (
     "set_trial_user_attr",
     "set_trial_system_attr",
 )
-
-
-def _retried(name: str) -> Callable[..., Any]:
-    parent = getattr(optuna.storages.RDBStorage, name)
-
-    def method(self: QueuedRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self.retry.call(parent, self, *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = f"``RDBStorage.{name}``, retried through transient database errors (``self.retry``)."
-    return method
 
 
 class QueuedRDBStorage(optuna.storages.RDBStorage):
@@ -362,7 +351,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
 
 for _name in _RETRIED_AS_THEY_ARE:
-    setattr(QueuedRDBStorage, _name, _retried(_name))
+    setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
 
 
 # --- 6. Heartbeats through the storage proxy. -----------------------------------------------------

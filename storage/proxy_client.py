@@ -22,7 +22,7 @@ from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
 from hpsearch.storage.optuna_seam import HeartbeatStorage, QueueEmpty
 from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY
-from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger
+from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
 
 # How long opening waits for the proxy to answer: a worker (``wait``) may start with the proxy
@@ -127,19 +127,8 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         self.retry.call(super().set_study_system_attr, 0, QUEUE_LOCK_KEY, {"study": study_name, "token": token, "take": take})
 
 
-def _retried(name: str) -> Callable[..., Any]:
-    parent = getattr(optuna.storages.GrpcStorageProxy, name)
-
-    def method(self: ProxyStorage, *args: Any, **kwargs: Any) -> Any:
-        return self.retry.call(parent, self, *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = f"``GrpcStorageProxy.{name}``, retried while the proxy is away (``self.retry``)."
-    return method
-
-
 for _name in _RETRIED:
-    setattr(ProxyStorage, _name, _retried(_name))
+    setattr(ProxyStorage, _name, retried_method(optuna.storages.GrpcStorageProxy, _name))
 
 
 class ProxyEpochTable:

@@ -317,3 +317,18 @@ class HeartbeatLedger:
         last = self.stored_at.get(trial_id)
         return 0.0 if last is None else time.monotonic() - last
 
+
+def retried_method(parent_class: type, name: str) -> Callable[..., Any]:
+    """``parent_class.name`` as a method of a subclass that calls it through ``self.retry`` (a ``DatabaseRetry``).
+
+    For storages whose calls are idempotent as they are: reads, and upserts keyed by trial and name.
+    """
+    parent = getattr(parent_class, name)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.retry.call(parent, self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``{parent_class.__name__}.{name}``, retried through transient errors (``self.retry``)."
+    return method
+
