@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -135,3 +136,47 @@ def test_wrong_proxy_input_is_one_line_and_exit_2(run_hpsearch, sqlite_url):
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "pw" not in result.stderr
+
+
+PACED = ["--plugin", str(Path(__file__).with_name("paced_plugin.py")), "--models", "paced_classifier",
+         "--param_sweep", "embed_dim:8", "pace_ms:150", "--epochs", "4", "--dataset-size", "64", "--batch-size", "8",
+         "--seq-len", "8", "--pruner", "none", "--no-progress"]
+
+
+def test_a_worker_rides_out_a_restart_of_its_proxy_and_stops_within_its_grace_when_told_to_during_one(
+    sqlite_url, tmp_path, run_hpsearch
+):
+    # A grace period longer than the outage: the trial stays this worker's throughout.
+    patient = ["--heartbeat-interval", "2", "--grace-period", "30"]
+    port = free_port()
+    assert run_hpsearch("create", "--study", "restart", "--storage", sqlite_url, *PACED).returncode == 0
+    proxy_url = f"grpc://127.0.0.1:{port}"
+    table = EpochMetricsTable(sqlite_url)
+    with running_proxy(sqlite_url, port, *patient) as proxy:
+        rides_out = start_worker("--study", "restart", "--storage", proxy_url, *patient, cwd=tmp_path)
+        wait_for(lambda: len(table.frame("restart")) >= 1, 120, "an epoch behind the proxy")
+        proxy.kill()  # the proxy dies mid-trial
+        proxy.wait()
+        time.sleep(2)
+    with running_proxy(sqlite_url, port, *patient):  # and comes back on the same port
+        out, err = rides_out.communicate(timeout=180)
+    assert rides_out.returncode == 0, err
+    assert f"database {proxy_url} unavailable (proxy: " in out and f"database {proxy_url} back after " in out
+    (trial,) = optuna.load_study(study_name="restart", storage=sqlite_url).get_trials()
+    assert trial.state == TrialState.COMPLETE and sorted(table.frame("restart")["epoch"]) == [1, 2, 3, 4]
+
+    # Told to stop while its proxy is away: it waits for the proxy no longer than --preempt-grace.
+    assert run_hpsearch("create", "--study", "stopped", "--storage", sqlite_url, *PACED).returncode == 0
+    with running_proxy(sqlite_url, port, *patient) as proxy:
+        stopped = start_worker("--study", "stopped", "--storage", proxy_url, "--preempt-grace", "3", *patient, cwd=tmp_path)
+        wait_for(lambda: len(table.frame("stopped")) >= 1, 120, "an epoch behind the proxy")
+        proxy.kill()
+        proxy.wait()
+        time.sleep(1)
+        signalled = time.monotonic()
+        stopped.send_signal(signal.SIGTERM)
+        _, err = stopped.communicate(timeout=60)
+    assert stopped.returncode == 143
+    assert time.monotonic() - signalled < 15
+    assert "hpsearch: preempted by SIGTERM while the database " + proxy_url in err
+    table.close()
