@@ -32,7 +32,8 @@ Private things relied on, and why:
    SQL instead of building one ``FrozenTrial`` per trial.
 
 6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
-   from it so that ``study.optimize`` runs its heartbeat thread (see the end of this module).
+   from it so that ``study.optimize`` runs its heartbeat thread, and so implements its abstract
+   methods, the private ``_get_stale_trial_ids`` among them (see the end of this module).
 
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING

@@ -8,6 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
+from hpsearch.storage.optuna_seam import trial_id
 from hpsearch.storage.proxy import ProxyQueueLocks
 from hpsearch.storage.retry import DatabaseRetry
 from tests.search.test_proxy_cli import free_port, running_proxy
@@ -30,7 +31,7 @@ def running_trial(database: StudyDatabase, study_name: str) -> int:
     study = optuna.create_study(study_name=study_name, storage=database.storage)
     study.enqueue_trial({})
     trial = study.ask()
-    database.storage.record_heartbeat(trial._trial_id)  # declares this worker's grace
+    database.storage.record_heartbeat(trial_id(trial))  # declares this worker's grace
     return trial.number
 
 
