@@ -62,6 +62,7 @@ other commands (each has --help):
   hpsearch lr-find --models M  the LR range test for one configuration, with a plot
   hpsearch create --study S    store a search with a new study and queue it; run nothing
   hpsearch worker --study S    run a stored study's trials (start one per machine or core)
+  hpsearch proxy --storage DB  serve the study database to many workers (grpc://host:port)
   hpsearch dashboard           serve optuna-dashboard on the study database (127.0.0.1)
   hpsearch report --study S    one self-contained HTML report with every chart
   hpsearch doctor              what --precision auto measures and picks on this machine
@@ -337,6 +338,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "lr-find": _imported("lr_find_cli", "lr_find_main"),
     "create": create_main,
     "worker": _imported("worker_cli", "worker_main"),
+    "proxy": _imported("proxy_cli", "proxy_main"),
     "dashboard": _imported("dashboard_cli", "dashboard_main"),
     "report": _imported("report_cli", "report_main"),
     "doctor": _imported("doctor_cli", "doctor_main"),

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -50,7 +51,12 @@ class SearchOutcome:
 
 
 def open_database(
-    url: str, heartbeat: Heartbeat | None = None, echo: Callable[[str], None] | None = None, wait: bool = False, create: bool = True
+    url: str,
+    heartbeat: Heartbeat | None = None,
+    echo: Callable[[str], None] | None = None,
+    wait: bool = False,
+    create: bool = True,
+    **storage: Any,
 ) -> StudyDatabase:
     """The study database at ``url``, opened for search (``StudyDatabase.open_for_search``).
 
@@ -60,7 +66,8 @@ def open_database(
     through ``echo`` when one begins and ends. With ``wait`` (a worker: a scheduler may start it
     while the server restarts), opening rides out a transient outage too, and only a database
     that stays away past the timeout stops it (a final ``DatabaseUnavailable``, exit 1). Without
-    ``create``, a SQLite file that does not exist is an error, not a new database.
+    ``create``, a SQLite file that does not exist is an error, not a new database. ``storage``
+    goes to ``StudyDatabase.open_for_search`` (``storage_class``: the storage proxy's).
     """
     retry = DatabaseRetry(url, heartbeat.db_timeout if heartbeat else DEFAULT_DB_TIMEOUT_S, on_outage=echo, on_recovery=echo)
     options: dict = {}
@@ -73,7 +80,7 @@ def open_database(
                 max_retry=heartbeat.max_retry, inherit_intermediate_values=True
             ),
         }
-    return StudyDatabase.open_for_search(url, retry=retry, wait=wait, create=create, **options)
+    return StudyDatabase.open_for_search(url, retry=retry, wait=wait, create=create, **storage, **options)
 
 
 def silent(line: str) -> None:

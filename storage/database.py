@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from hpsearch.storage.errors import StorageOpenError
 from hpsearch.storage.optuna_seam import STUDIES, QueuedRDBStorage
 from hpsearch.storage.reading import StorageReadError, StudyInfo, UnknownStudyError, find_study
 from hpsearch.storage.retry import DatabaseRetry, database_reason
-from hpsearch.storage.urls import mask_password, parse_storage_url
+from hpsearch.storage.urls import is_proxy_url, mask_password, parse_storage_url
 
 if TYPE_CHECKING:
     from hpsearch.storage.epoch_metrics import EpochMetricsTable
@@ -54,7 +54,7 @@ class StudyDatabase:
     """
 
     def __init__(
-        self, url: str, parsed: URL, storage: optuna.storages.RDBStorage, retry: DatabaseRetry, writable: bool
+        self, url: str, parsed: URL | None, storage: optuna.storages.BaseStorage, retry: DatabaseRetry, writable: bool
     ) -> None:
         self.url, self.parsed, self.storage, self.retry, self.writable = url, parsed, storage, retry, writable
         self._epoch_table: EpochMetricsTable | None = None
@@ -63,7 +63,14 @@ class StudyDatabase:
 
     @classmethod
     def open_for_search(
-        cls, url: str, *, retry: DatabaseRetry | None = None, wait: bool = False, create: bool = True, **options: Any
+        cls,
+        url: str,
+        *,
+        retry: DatabaseRetry | None = None,
+        wait: bool = False,
+        create: bool = True,
+        storage_class: type[QueuedRDBStorage] = QueuedRDBStorage,
+        **options: Any,
     ) -> StudyDatabase:
         """Open ``url`` to run trials in: a new SQLite file is made (unless not ``create``), Optuna's tables are created.
 
@@ -72,7 +79,12 @@ class StudyDatabase:
         not given); ``options`` go to ``QueuedRDBStorage`` (heartbeats, ``on_stale``). Opening is
         not retried unless ``wait`` (a worker that a scheduler may start while the server
         restarts): a database down when a command starts is one line now, not minutes of waiting.
+        A ``grpc://`` URL opens the study through an ``hpsearch proxy`` (``proxy_client``).
         """
+        if is_proxy_url(url):
+            from hpsearch.storage.proxy_client import open_through_proxy
+
+            return open_through_proxy(url, retry=retry, wait=wait, **options)
         parsed = parse_storage_url(url)
         if not create and parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
             raise StorageOpenError(f"no study database at {parsed.database}; pass --storage, or create the study with hpsearch create")
@@ -85,7 +97,7 @@ class StudyDatabase:
             for tries_left in reversed(range(CREATION_TRIES)):
                 try:
                     with damaged_sqlite_errors(url):
-                        return QueuedRDBStorage(sa_url, engine_kwargs=engine_kwargs, retry=retry, **options)
+                        return storage_class(sa_url, engine_kwargs=engine_kwargs, retry=retry, **options)
                 except sa.exc.DBAPIError as error:
                     if tries_left == 0 or not _lost_creation_race(error):
                         raise
@@ -199,6 +211,14 @@ class StudyDatabase:
             with self._locks_guard:
                 self._held_locks[study_name] -= 1
 
+    def hold_queue_lock(self, study_name: str) -> AbstractContextManager[None]:
+        """Study ``study_name``'s queue lock, taken on entry even if this process holds it: not re-entrant.
+
+        For the storage proxy, which holds locks for many clients: its own holding of a study's
+        lock must not let another client in, as ``queue_lock`` lets its holder in again.
+        """
+        return self._take_queue_lock(study_name)
+
     @contextmanager
     def _take_queue_lock(self, study_name: str) -> Iterator[None]:
         parsed = self.parsed
@@ -210,7 +230,8 @@ class StudyDatabase:
             lock_file = path.with_name(path.name + ".queue-lock")
 
             def take_sqlite() -> sqlite3.Connection:
-                connection = sqlite3.connect(lock_file, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+                # Not bound to its thread: the storage proxy releases a lock in another request's thread.
+                connection = sqlite3.connect(lock_file, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
                 try:
                     connection.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as error:

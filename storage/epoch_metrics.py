@@ -225,6 +225,10 @@ class EpochMetricsTable:
         values = to_db_row(trial_id, row)
         self.retry.call(self._upsert_rows, [values])
 
+    def write_stored(self, values: Mapping[str, Any]) -> None:
+        """Store one row already in the table's form (``to_db_row``): what a worker behind the storage proxy sends."""
+        self.retry.call(self._upsert_rows, [dict(values)])
+
     def _upsert_rows(self, values: list[dict[str, Any]]) -> None:
         with self._engine.begin() as connection:
             connection.execute(_upsert(connection.dialect.name, values))

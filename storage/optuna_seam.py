@@ -31,6 +31,10 @@ Private things relied on, and why:
    trial writes ``trials``; ``export.py`` and ``epoch_metrics.py`` read these tables with set-based
    SQL instead of building one ``FrozenTrial`` per trial.
 
+6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
+   from it so that ``study.optimize`` runs its heartbeat thread, and so implements its abstract
+   methods, the private ``_get_stale_trial_ids`` among them (see the end of this module).
+
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
 trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
@@ -40,7 +44,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -48,12 +51,13 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
-from hpsearch.storage.retry import DatabaseRetry
+from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 
 
 # --- 5. Optuna's tables: only the columns hpsearch uses. Optuna creates and owns them. -----------
@@ -175,17 +179,6 @@ _RETRIED_AS_THEY_ARE = (
 )
 
 
-def _retried(name: str) -> Callable[..., Any]:
-    parent = getattr(optuna.storages.RDBStorage, name)
-
-    def method(self: QueuedRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self.retry.call(parent, self, *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = f"``RDBStorage.{name}``, retried through transient database errors (``self.retry``)."
-    return method
-
-
 class QueuedRDBStorage(optuna.storages.RDBStorage):
     """``RDBStorage`` that rides out database outages and hands each WAITING trial to exactly one worker.
 
@@ -221,8 +214,8 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         self.retry = retry if retry is not None else DatabaseRetry(url)
         # A session whose connection broke is dropped before the next attempt.
         self.retry.before_retry = self.remove_session
-        self._beats: dict[int, float] = {}
-        self.heartbeat_errors: dict[int, Exception] = {}
+        self.heartbeats = HeartbeatLedger()
+        self.heartbeat_errors = self.heartbeats.errors
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
@@ -267,7 +260,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                         sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp())
                     )
         if taken:
-            self._beats[trial_id] = time.monotonic()
+            self.heartbeats.stored(trial_id)
         return taken
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -276,19 +269,12 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         Optuna's heartbeat thread stops for good at the first exception, and the trial then
         goes stale while it trains. A beat that fails is recorded in ``heartbeat_errors``.
         """
-        try:
-            with self.retry.patience(float(self.heartbeat_interval or 1)):
-                self.retry.call(super().record_heartbeat, trial_id)
-        except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
-            self.heartbeat_errors[trial_id] = error
-            return
-        self._beats[trial_id] = time.monotonic()
-        self.heartbeat_errors.pop(trial_id, None)
+        store = super().record_heartbeat
+        self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1), lambda: store(trial_id))
 
     def heartbeat_age(self, trial_id: int) -> float:
         """Seconds since this process last stored a heartbeat of ``trial_id`` (0 if it never took it)."""
-        last = self._beats.get(trial_id)
-        return 0.0 if last is None else time.monotonic() - last
+        return self.heartbeats.age(trial_id)
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
         """Set several user attributes of a running trial in one transaction.
@@ -366,4 +352,11 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
 
 for _name in _RETRIED_AS_THEY_ARE:
-    setattr(QueuedRDBStorage, _name, _retried(_name))
+    setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
+
+
+# --- 6. Heartbeats through the storage proxy. -----------------------------------------------------
+# Optuna runs a trial's heartbeat thread, and fails stale trials, only for a storage that is an
+# instance of its private ``BaseHeartbeat``; its gRPC client is not one. The storage proxy's client
+# (``storage/proxy_client.py``) derives from it, so that a worker behind the proxy beats.
+HeartbeatStorage = BaseHeartbeat

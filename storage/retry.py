@@ -69,6 +69,8 @@ def is_transient(error: BaseException) -> bool:
     import sqlalchemy.exc
 
     for cause in error_chain(error):
+        if _proxy_unreachable(cause):
+            return True
         if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
             return True
         if isinstance(cause, sqlalchemy.exc.PendingRollbackError):
@@ -83,6 +85,24 @@ def is_transient(error: BaseException) -> bool:
             if any(text in message for text in _TRANSIENT_MESSAGES):
                 return True
     return False
+
+
+# gRPC status codes of an ``hpsearch proxy`` that is away (restarting, unreachable, overloaded), not wrong.
+_TRANSIENT_PROXY_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+
+
+def _proxy_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` is a gRPC call to the storage proxy that failed because the proxy is away.
+
+    Told by the status code's name, so that this module needs no grpc (an optional dependency).
+    """
+    code = getattr(error, "code", None)
+    if not callable(code) or type(error).__module__.split(".")[0] != "grpc":
+        return False
+    try:
+        return getattr(code(), "name", None) in _TRANSIENT_PROXY_CODES
+    except Exception:  # noqa: BLE001  (an error object without a status)
+        return False
 
 
 class DatabaseUnavailable(Exception):
@@ -123,6 +143,8 @@ def database_reason(error: BaseException) -> str:
 
     text = ""
     for cause in error_chain(error):
+        if type(cause).__module__.split(".")[0] == "grpc" and callable(getattr(cause, "details", None)):
+            return mask_password(f"proxy: {cause.details()}")  # str() of a gRPC error is a multi-line dump
         lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
         if lines and not lines[0].startswith(("An exception is raised during the commit", "(Background on")):
             text = lines[0]
@@ -259,3 +281,52 @@ class DatabaseRetry:
                 self.outage_since = None
                 if self.on_recovery is not None:
                     self.on_recovery(f"database {mask_password(self.url)} back after {seconds:.1f} s")
+
+
+class HeartbeatLedger:
+    """When this process last had each trial's heartbeat stored, and why its last beat failed.
+
+    A worker stops training a trial whose heartbeat it could not store for too long (a peer, or
+    the storage proxy, will judge it dead); this is what it asks. ``beat`` never raises, so the
+    heartbeat thread, which Optuna ends at its first exception, lives to beat again.
+    """
+
+    def __init__(self) -> None:
+        self.stored_at: dict[int, float] = {}
+        self.errors: dict[int, Exception] = {}  # trial id -> why the last beat failed (its kind tells a full disk)
+
+    def beat(self, trial_id: int, retry: DatabaseRetry, patience: float, store: Callable[[], Any]) -> None:
+        """``store()`` the heartbeat through ``retry`` for up to ``patience`` seconds; a failure is noted in ``errors``."""
+        try:
+            with retry.patience(patience):
+                retry.call(store)
+        except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
+            self.errors[trial_id] = error
+            return
+        self.stored(trial_id)
+
+    def stored(self, trial_id: int) -> None:
+        """A heartbeat of ``trial_id`` was stored now (a beat, or the take that wrote the first one)."""
+        self.stored_at[trial_id] = time.monotonic()
+        self.errors.pop(trial_id, None)
+
+    def age(self, trial_id: int) -> float:
+        """Seconds since a heartbeat of ``trial_id`` was last stored (0 if this process never took it)."""
+        last = self.stored_at.get(trial_id)
+        return 0.0 if last is None else time.monotonic() - last
+
+
+def retried_method(parent_class: type, name: str) -> Callable[..., Any]:
+    """``parent_class.name`` as a method of a subclass that calls it through ``self.retry`` (a ``DatabaseRetry``).
+
+    For storages whose calls are idempotent as they are: reads, and upserts keyed by trial and name.
+    """
+    parent = getattr(parent_class, name)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.retry.call(parent, self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``{parent_class.__name__}.{name}``, retried through transient errors (``self.retry``)."
+    return method
+

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -53,9 +55,55 @@ def parse_storage_url(url: str) -> URL:
         if not parsed.database:
             raise StorageURLError(f"storage URL {mask_password(url)!r} names no database; add /dbname")
         return parsed.set(drivername="postgresql+psycopg")
+    if backend == "grpc":
+        raise StorageURLError(
+            f"{mask_password(url)} is an hpsearch proxy: workers, create and searches use it, but this command reads the "
+            "database itself; pass its sqlite:/// or postgresql:// URL"
+        )
     raise StorageURLError(
-        f"unsupported storage URL scheme {parsed.drivername!r}; use sqlite:/// or postgresql://"
+        f"unsupported storage URL scheme {parsed.drivername!r}; use sqlite:///, postgresql:// or grpc://host:port (hpsearch proxy)"
     )
+
+
+PROXY_SCHEME = "grpc"
+DEFAULT_PROXY_PORT = 13000
+
+
+@dataclass(frozen=True)
+class ProxyAddress:
+    """Where an ``hpsearch proxy`` listens, from a ``grpc://host:port`` storage URL."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{PROXY_SCHEME}://{self.host}:{self.port}"
+
+
+def is_proxy_url(url: str) -> bool:
+    """Whether ``url`` names an ``hpsearch proxy`` (``grpc://``) rather than a database."""
+    return url.lower().startswith(f"{PROXY_SCHEME}://")
+
+
+def parse_proxy_url(url: str) -> ProxyAddress:
+    """``grpc://host[:port]`` as a ``ProxyAddress`` (port 13000 if none); anything else in it is refused.
+
+    The proxy holds the database's URL and password; a worker's URL names only where it listens.
+    """
+    shown = mask_password(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise StorageURLError(f"malformed proxy URL {shown!r}; use grpc://host:port, e.g. grpc://127.0.0.1:13000") from None
+    if not parts.hostname:
+        raise StorageURLError(f"proxy URL {shown!r} names no host; use grpc://host:port, e.g. grpc://127.0.0.1:13000")
+    if parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment:
+        raise StorageURLError(
+            f"proxy URL {shown!r} holds more than host and port; use grpc://host:port "
+            "(the database's URL and password stay with hpsearch proxy --storage)"
+        )
+    return ProxyAddress(parts.hostname, DEFAULT_PROXY_PORT if port is None else port)
 
 
 def sqlite_path(url: str) -> Path | None:

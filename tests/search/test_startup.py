@@ -25,7 +25,7 @@ big = ("torch", "optuna", "pandas", "sqlalchemy", "plotly", "optuna_dashboard", 
 print(json.dumps({"code": code, "loaded": [p for p in big if p in sys.modules]}), file=sys.stderr)
 """
 
-SUBCOMMANDS = ["worker", "studies", "trials", "export", "create", "run", "models", "tasks", "dashboard", "report", "doctor", "lr-find"]
+SUBCOMMANDS = ["worker", "proxy", "studies", "trials", "export", "create", "run", "models", "tasks", "dashboard", "report", "doctor", "lr-find"]
 
 
 def probe(*argv: str, cwd=None) -> tuple[int, set[str], str]:

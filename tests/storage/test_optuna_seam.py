@@ -422,3 +422,16 @@ def test_the_take_writes_the_first_heartbeat_so_a_trial_of_a_worker_killed_at_on
         assert storage._get_stale_trial_ids(storage.get_study_id_from_name(study_name)) == [trial_id(taken)]
     finally:
         storage.engine.dispose()
+
+
+def test_heartbeat_storage_is_what_optuna_beats_for(sqlite_url: str) -> None:
+    # The storage proxy's client derives from it: Optuna must run a heartbeat thread, and fail
+    # stale trials, for any instance with an interval, and ask it for exactly these methods.
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    assert seam.HeartbeatStorage.__abstractmethods__ == {
+        "record_heartbeat", "_get_stale_trial_ids", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback"
+    }
+    with_beat = QueuedRDBStorage(sqlite_url, heartbeat_interval=1)
+    assert isinstance(with_beat, seam.HeartbeatStorage) and is_heartbeat_enabled(with_beat)
+    with_beat.engine.dispose()

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from hpsearch.storage.urls import mask_password, parse_storage_url
+from hpsearch.storage.urls import ProxyAddress, StorageURLError, mask_password, parse_proxy_url, parse_storage_url
 
 # Each: a URL, the password in it as the user wrote it, what mask_password shows.
 PASSWORD_URLS = [
@@ -92,3 +92,30 @@ def test_a_url_with_an_unencoded_at_sign_in_the_password_connects(postgres_serve
             assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [("grpc://127.0.0.1:13001", ProxyAddress("127.0.0.1", 13001)), ("grpc://proxy-host", ProxyAddress("proxy-host", 13000)),
+     ("GRPC://proxy-host:80/", ProxyAddress("proxy-host", 80))],
+)
+def test_a_proxy_url_is_a_host_and_a_port(url: str, address: ProxyAddress) -> None:
+    assert parse_proxy_url(url) == address
+    assert str(address) == f"grpc://{address.host}:{address.port}"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("grpc://", "names no host"), ("grpc://host:99999", "malformed proxy URL"),
+     ("grpc://user:s3cret@host:1", "holds more than host and port"), ("grpc://host:1/db", "holds more than host and port"),
+     ("grpc://host:1?password=s3cret", "holds more than host and port")],
+)
+def test_a_proxy_url_with_anything_but_host_and_port_is_refused_without_its_password(url: str, message: str) -> None:
+    with pytest.raises(StorageURLError, match=message) as refused:
+        parse_proxy_url(url)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_proxy_url_where_a_database_is_read_says_to_pass_the_database() -> None:
+    with pytest.raises(StorageURLError, match="reads the database itself; pass its sqlite:/// or postgresql:// URL"):
+        parse_storage_url("grpc://127.0.0.1:13000")

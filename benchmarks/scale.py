@@ -1,0 +1,286 @@
+"""Scale: 8, 16 and 32 worker processes on one study, straight to PostgreSQL and through ``hpsearch proxy``.
+
+Each run makes a new database on the PostgreSQL server (``--admin-url``, dropped after), queues
+a sampled study of ``trials`` trials with ``hpsearch create`` and starts N ``hpsearch worker``
+processes at once (one torch thread each), as a job array would; with ``--proxy`` an ``hpsearch
+proxy`` stands in front of the database and the workers pass ``--storage grpc://...``. A trial
+is one epoch of ``tests/search/paced_plugin.py``'s model, whose ten forward passes sleep 100 ms
+each: a 1 s trial that mostly waits, so that 32 workers fit on 2 cores and what is measured is
+the orchestration around the trial, not the CPU. Per run it prints:
+
+* **trials/s**: trials / (last trial's end - first trial's start);
+* **training share**: the epochs' time (``epoch_seconds`` in ``hpsearch_epoch_metrics``) over
+  the workers' busy time, each worker from its first trial's start to its last trial's end
+  (process start-up, which a long-lived worker pays once, is reported apart as **start s**);
+* **orchestration ms/trial**: (busy time - epoch time) / trials: taking, planning, building the
+  model, the FLOPs count, checkpoints, the records and the heartbeat;
+* **steady** share and ms: the same from the end of each worker's first trial, which alone pays
+  the once-per-process costs (the ``--precision auto`` probe, the first FLOPs count): the rate of a
+  worker that runs many trials, which is what the goal is judged on;
+* **peak connections**: the most rows ``pg_stat_activity`` held for the run's database, sampled
+  every 0.1 s;
+* **lost / duplicated / RUNNING** at the end: trials not COMPLETE plus epochs lost, epochs trained
+  twice, trials left RUNNING (``hpsearch.search.audit.audit_epochs``: the epoch table and checkpoints).
+
+A one-worker direct run first is the baseline: each run's trials/s is also given as a share of N
+times the baseline's (scaling efficiency). Goal: at 32 workers, at least 90% of worker time
+spent training, with 0 lost, duplicated or RUNNING.
+
+    python benchmarks/scale.py                       # 8, 16, 32 workers; direct and proxy; 4 trials a worker, at least 64
+    python benchmarks/scale.py --workers 8 --modes proxy --trials-per-worker 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from hpsearch.storage.optuna_seam import stored_now  # the clock Optuna's trial datetimes are in
+
+GOAL_TRAINING_SHARE = 0.90
+# The fault tests' model: each forward pass sleeps pace_ms, so trials mostly wait.
+PLUGIN = Path(__file__).resolve().parents[1] / "tests" / "search" / "paced_plugin.py"
+STUDY = "scale"
+# Ten forward passes of 100 ms: 8 training steps of 8 samples and 2 validation batches.
+TRIAL = ["--plugin", str(PLUGIN), "--models", "paced_classifier", "--param_sweep", "lr:1e-4..1e-2:log", "embed_dim:8", "pace_ms:100",
+         "--sampler", "random", "--pruner", "none", "--epochs", "1", "--dataset-size", "64", "--batch-size", "8",
+         "--seq-len", "8", "--no-progress"]
+HPSEARCH = [str(Path(sys.executable).with_name("hpsearch"))]
+
+
+@dataclass
+class Figures:
+    workers: int
+    mode: str
+    trials: int
+    wall_s: float
+    trials_per_s: float
+    training_share: float
+    orchestration_ms: float
+    steady_share: float  # each worker's trials after its first: what a long-lived worker runs at
+    steady_ms: float
+    start_s: float
+    peak_connections: int
+    lost: int
+    duplicated: int
+    running: int
+    exit_codes: list[int]
+
+
+def new_database(admin_url: str) -> str:
+    name = f"hpsearch_scale_{uuid.uuid4().hex[:10]}"
+    with sa.create_engine(_psycopg(admin_url), isolation_level="AUTOCOMMIT").connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    engine = sa.create_engine(_psycopg(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n "
+                                   "AND pid <> pg_backend_pid()"), {"n": name})
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    engine.dispose()
+
+
+def _psycopg(url: str) -> str:
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+class ConnectionPeak(threading.Thread):
+    """Samples ``pg_stat_activity`` for one database every 0.1 s; ``peak`` is the most backends seen (its own excluded)."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(_psycopg(admin_url), pool_size=1)
+        self.database, self.peak, self.stop = database, 0, threading.Event()
+
+    def run(self) -> None:
+        query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()")
+        with self.engine.connect() as connection:
+            while not self.stop.wait(0.1):
+                self.peak = max(self.peak, connection.execute(query, {"n": self.database}).scalar_one())
+                connection.commit()
+
+    def finish(self) -> int:
+        self.stop.set()
+        self.join()
+        self.engine.dispose()
+        return self.peak
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(admin_url: str, workers: int, trials: int, mode: str, folder: Path) -> Figures:
+    url = new_database(admin_url)
+    env = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proxy = None
+    try:
+        subprocess.run([*HPSEARCH, "create", "--study", STUDY, "--storage", url, "--n-trials", str(trials),
+                        "--output-dir", str(folder / "runs"), *TRIAL], env=env, cwd=folder, check=True, capture_output=True)
+        storage = url
+        if mode == "proxy":
+            port = free_port()
+            proxy = subprocess.Popen([*HPSEARCH, "proxy", "--storage", url, "--port", str(port)], env=env, cwd=folder,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            storage = f"grpc://127.0.0.1:{port}"
+            _wait_for_port(port)
+        peak = ConnectionPeak(admin_url, make_url(url).database)
+        peak.start()
+        started = stored_now()
+        procs = [subprocess.Popen([*HPSEARCH, "worker", "--study", STUDY, "--storage", storage, "--threads", "1", "-q",
+                                   "--no-progress"], env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(workers)]
+        codes = []
+        for proc in procs:
+            _, err = proc.communicate()
+            codes.append(proc.returncode)
+            if proc.returncode:
+                print(f"  worker exit {proc.returncode}: {err.strip().splitlines()[-1:]}", file=sys.stderr)
+        wall = (stored_now() - started).total_seconds()
+        peak_connections = peak.finish()
+        return measure(url, folder / "runs", workers, trials, mode, wall, started, peak_connections, codes)
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
+        drop_database(admin_url, url)
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the proxy did not start")
+
+
+def measure(
+    url: str, output_dir: Path, workers: int, trials: int, mode: str, wall: float, started: datetime, peak: int, codes: list[int]
+) -> Figures:
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpsearch.search.audit import audit_epochs
+    from hpsearch.storage.epoch_metrics import EpochMetricsTable
+
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    all_trials = study.get_trials(deepcopy=False)
+    table = EpochMetricsTable(url)
+    rows = table.frame(STUDY)
+    table.close()
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    # Epochs trained twice or lost, and trials left RUNNING, from the epoch table and the checkpoints.
+    audit = audit_epochs(url, STUDY, str(output_dir))
+    by_worker: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
+    for trial in complete:
+        by_worker[trial.user_attrs.get("worker", "?")].append(trial)
+    busy = sum((max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)).total_seconds()
+               for ts in by_worker.values())
+    epoch_seconds = rows.groupby("number")["epoch_seconds"].sum()
+    training = float(epoch_seconds.sum())
+    # A worker's first trial also pays what a process does once (the precision probe, the first
+    # FLOPs count, warm caches); from the end of it on is the steady state of a long-lived worker.
+    later = {w: sorted(ts, key=lambda t: t.datetime_start)[1:] for w, ts in by_worker.items()}
+    steady_busy = sum((max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)).total_seconds()
+                      for ts in later.values() if ts)
+    steady_training = sum(float(epoch_seconds.get(t.number, 0.0)) for ts in later.values() for t in ts)
+    steady_trials = sum(len(ts) for ts in later.values())
+    first = min(t.datetime_start for t in complete)
+    last = max(t.datetime_complete for t in complete)
+    # Start-up: from the processes' start to each worker's first trial.
+    starts = [(min(t.datetime_start for t in ts) - started).total_seconds() for ts in by_worker.values()]
+    return Figures(workers, mode, trials, wall, len(complete) / (last - first).total_seconds(),
+                   training / busy if busy else 0.0, 1000 * (busy - training) / max(len(complete), 1),
+                   steady_training / steady_busy if steady_busy else 0.0,
+                   1000 * (steady_busy - steady_training) / max(steady_trials, 1),
+                   statistics.median(starts), peak, trials - len(complete) + audit.lost, audit.trained_twice, audit.running, codes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--admin-url", default=os.environ.get("HPSEARCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                        help="a PostgreSQL URL allowed to create databases (default: %(default)s)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--modes", nargs="+", choices=["direct", "proxy"], default=["direct", "proxy"])
+    parser.add_argument("--trials-per-worker", type=int, default=4)
+    parser.add_argument("--min-trials", type=int, default=64)
+    args = parser.parse_args()
+
+    results: list[Figures] = []
+    with tempfile.TemporaryDirectory(prefix="hpsearch-scale-") as tmp:
+        _mkdir(Path(tmp) / "baseline")
+        baseline = run(args.admin_url, 1, 8, "direct", Path(tmp) / "baseline")
+        print(_header())
+        print(_line(baseline, baseline))
+        for workers in args.workers:
+            for mode in args.modes:
+                folder = Path(tmp) / f"{mode}-{workers}"
+                _mkdir(folder)
+                trials = max(args.min_trials, workers * args.trials_per_worker)
+                figures = run(args.admin_url, workers, trials, mode, folder)
+                results.append(figures)
+                print(_line(figures, baseline), flush=True)
+    _verdict(results, baseline)
+    return 0
+
+
+def _mkdir(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _header() -> str:
+    return (f"{'workers':>7} {'mode':>6} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'vs N x 1':>8} {'training':>8} "
+            f"{'orch ms/trial':>13} {'steady':>7} {'ms':>5} {'start s':>7} {'peak conn':>9} {'lost/dup/RUNNING':>16} exits")
+
+
+def _line(f: Figures, baseline: Figures) -> str:
+    efficiency = f.trials_per_s / (f.workers * baseline.trials_per_s)
+    exits = ",".join(sorted({str(c) for c in f.exit_codes}))
+    return (f"{f.workers:>7} {f.mode:>6} {f.trials:>6} {f.wall_s:>7.1f} {f.trials_per_s:>8.2f} {efficiency:>8.0%} "
+            f"{f.training_share:>8.1%} {f.orchestration_ms:>13.0f} {f.steady_share:>7.1%} {f.steady_ms:>5.0f} {f.start_s:>7.1f} {f.peak_connections:>9} "
+            f"{f'{f.lost}/{f.duplicated}/{f.running}':>16} {exits}")
+
+
+def _verdict(results: list[Figures], baseline: Figures) -> None:
+    print(f"\nbaseline (1 worker, direct): {baseline.trials_per_s:.2f} trials/s, {baseline.orchestration_ms:.0f} ms "
+          "orchestration per trial; 'vs N x 1' is trials/s over N times that")
+    clean = all(f.lost == f.duplicated == f.running == 0 and set(f.exit_codes) == {0} for f in results)
+    for f in [f for f in results if f.workers == max(r.workers for r in results)]:
+        ok = f.steady_share >= GOAL_TRAINING_SHARE and clean
+        print(f"{f.workers} workers, {f.mode}: {f.training_share:.1%} of worker time training, {f.steady_share:.1%} after "
+              f"each worker's first trial (goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
+    print("0 lost, duplicated or RUNNING in every run, every worker exit 0" if clean else "NOT CLEAN: see the table")
+    cost = baseline.steady_ms / 1000
+    print(f"Extrapolation: orchestration is CPU work in each worker ({baseline.steady_ms:.0f} ms a trial in the one-worker "
+          f"steady state here). With a core per worker it stays that, so T-second trials spend about T / (T + {cost:.2f}) "
+          f"training: {1 / (1 + cost):.0%} at 1 s, {10 / (10 + cost):.0%} at 10 s, whatever N. Here N workers share 2 cores "
+          "(and whatever else runs), so each trial's orchestration waits its turn and the share falls with N. "
+          "Connections: about 2 per worker straight to PostgreSQL (N x 2 against max_connections), and the proxy's pool "
+          "(at most 15) behind it, whatever N.")
+
+if __name__ == "__main__":
+    sys.exit(main())

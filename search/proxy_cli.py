@@ -1,0 +1,87 @@
+"""``hpsearch proxy``: serve a study database to many workers through Optuna's gRPC storage proxy."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from hpsearch.search.arguments import ArgumentParser
+from hpsearch.search.errors import UsageError
+from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
+
+DEFAULT_HOST = "127.0.0.1"  # DESIGN: servers bind 127.0.0.1 unless the user passes --host
+DEFAULT_PORT = 13000  # Optuna's default for its proxy
+# Requests served at once. One waiting for a study's queue lock holds a thread but no database
+# connection, so there are more threads than a study has workers; database work shares the
+# engine's pool (SQLAlchemy's default: 5 connections, up to 15 under load).
+DEFAULT_THREADS = 256
+
+DESCRIPTION = """\
+Serve a study database to workers through Optuna's gRPC storage proxy, so that hundreds of
+workers share this process's few database connections (and PostgreSQL's max_connections)
+instead of each holding its own. Workers, hpsearch create and hpsearch use it with
+--storage grpc://HOST:PORT (or HPSEARCH_STORAGE); the database URL and its password stay here.
+hpsearch's own records travel through it too: the per-epoch table, heartbeats and the queue
+lock. Every --heartbeat-interval the proxy fails trials whose worker went silent for its grace
+period and queues their retries, as workers do on a database URL: each trial is judged by the
+--grace-period its worker declares with its heartbeats, and never sooner than the proxy's own
+--grace-period. Reading commands (trials, export, report, dashboard)
+take the database URL, not the proxy's. Needs pip install "hpsearch[proxy]"."""
+
+EPILOG = """\
+example:
+  hpsearch proxy --storage postgresql://user:pass@db-host/hpsearch --host 0.0.0.0 --port 13000
+  hpsearch worker --study sweep1 --storage grpc://proxy-host:13000      (on every machine)
+
+The proxy has no authentication: bind it to a private network (the default, 127.0.0.1, serves
+this machine only)."""
+
+
+def build_proxy_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="hpsearch proxy", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--storage", help="the study database URL it serves (default: $HPSEARCH_STORAGE, "
+                        "else sqlite:///hpsearch.db); postgresql:// for many machines")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, this machine "
+                        "only; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="requests served at once; keep it above the number of workers (default: %(default)s)")
+    add_heartbeat_arguments(parser)
+    return parser
+
+
+def proxy_main(argv: Sequence[str]) -> int:
+    """``hpsearch proxy``: open the database, then serve it until stopped (Ctrl-C, SIGTERM)."""
+    args = build_proxy_parser().parse_args(argv)
+    from hpsearch.search.orchestrator import open_database
+    from hpsearch.storage.proxy import ProxiedStorage, serve
+    from hpsearch.storage.proxy_client import require_grpc
+    from hpsearch.storage.urls import is_proxy_url, mask_password, resolve_storage_url
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
+    heartbeat = heartbeat_from(args)
+    url = resolve_storage_url(args.storage)
+    if is_proxy_url(url):
+        raise UsageError(f"hpsearch proxy serves a database; --storage {mask_password(url)} is a proxy: pass the "
+                         "sqlite:/// or postgresql:// URL")
+    require_grpc()
+
+    def echo(line: str) -> None:
+        print(mask_password(line), flush=True)
+
+    database = open_database(url, heartbeat, echo, storage_class=ProxiedStorage)
+    where = f"grpc://{args.host}:{args.port}"
+    echo(f"hpsearch proxy: serving {database.shown_url} on {where}; workers pass --storage {where} "
+         f"(stale trials failed after {heartbeat.grace_period} s without a heartbeat). Ctrl-C stops it.")
+    try:
+        serve(database, args.host, args.port, args.threads, echo)
+    except RuntimeError as error:  # grpc cannot bind the address
+        raise UsageError(f"cannot listen on {args.host}:{args.port} ({error}); pick another --port or --host") from None
+    except KeyboardInterrupt:
+        print("hpsearch proxy: stopped", file=sys.stderr)
+    finally:
+        database.close()
+    return 0

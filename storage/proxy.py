@@ -1,0 +1,189 @@
+"""The storage proxy's server: Optuna's gRPC proxy in front of a study database, carrying what hpsearch adds.
+
+Optuna's proxy (``optuna.storages.run_grpc_proxy_server``) serves Optuna's storage API, and
+only that: many workers share its few database connections. An hpsearch worker also writes the
+per-epoch table, sends heartbeats, batches a trial's user attributes and takes the study's queue
+lock, none of which that API has. They travel through it as attributes under reserved keys
+(``TUNNEL_KEYS``), which the proxy's storage acts on instead of storing them; an Optuna client
+that is not hpsearch never sends them. (Optuna's servicer hands such a call to the storage as it
+comes, study id 0 included; ``tests/storage/test_proxy.py`` holds that.) The proxy also does what a worker's stale-trial check
+does, since its clients cannot read heartbeats: every heartbeat interval it fails each study's
+trials whose heartbeat is older than the grace period and queues their retries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
+
+if TYPE_CHECKING:
+    from hpsearch.storage.database import StudyDatabase
+
+# Trial system attributes that are requests to the proxy, not attributes.
+# Value: {"grace": the worker's --grace-period}. The proxy stores the heartbeat at its database's time.
+HEARTBEAT_KEY = "hpsearch:proxy:heartbeat"
+EPOCH_KEY = "hpsearch:proxy:epoch"  # value: one row of hpsearch_epoch_metrics (epoch_metrics.to_db_row)
+USER_ATTRS_KEY = "hpsearch:proxy:user_attrs"  # value: {key: value}, set in one transaction
+# A study system attribute that is a request: {"study": name, "token": holder, "take": bool}.
+QUEUE_LOCK_KEY = "hpsearch:proxy:queue_lock"
+TUNNEL_KEYS = frozenset({HEARTBEAT_KEY, EPOCH_KEY, USER_ATTRS_KEY, QUEUE_LOCK_KEY})
+
+# A queue lock whose holder has not released it after this long is released by the proxy: its
+# holder died (a top-up of the queue takes well under a second).
+QUEUE_LOCK_LEASE_S = 120.0
+
+class ProxiedStorage(QueuedRDBStorage):
+    """The proxy's storage: ``QueuedRDBStorage`` that acts on the requests hpsearch's workers tunnel to it.
+
+    ``attach`` gives it the study database it serves (for the epoch table and the queue locks).
+    """
+
+    database: StudyDatabase | None = None
+    queue_locks: ProxyQueueLocks | None = None
+
+    def attach(self, database: StudyDatabase, echo: Callable[[str], None]) -> None:
+        self.database = database
+        self.queue_locks = ProxyQueueLocks(database, echo)
+        # The grace period each running trial's worker declared with its heartbeats (its
+        # --grace-period), by trial id: a trial is judged by its own worker's patience, never
+        # by a shorter one of the proxy's.
+        self.declared_grace: dict[int, int] = {}
+        self.own_grace: int = self.grace_period or 2 * (self.heartbeat_interval or 10)  # Optuna's default grace
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key == HEARTBEAT_KEY:
+            self.record_heartbeat(trial_id)
+            if isinstance(value, dict) and value.get("grace"):
+                self.declared_grace[trial_id] = int(value["grace"])  # whole seconds, as --grace-period is
+        elif key == EPOCH_KEY:
+            assert self.database is not None, "attach() the database first"
+            self.database.epoch_table.write_stored(value)
+        elif key == USER_ATTRS_KEY:
+            self.set_trial_user_attrs(trial_id, value)
+        else:
+            super().set_trial_system_attr(trial_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        if key != QUEUE_LOCK_KEY:
+            super().set_study_system_attr(study_id, key, value)
+            return
+        # The study may not exist yet (create takes the lock first): its name is in the request.
+        assert self.queue_locks is not None, "attach() the database first"
+        if value["take"]:
+            self.queue_locks.take(value["study"], value["token"])
+        else:
+            self.queue_locks.release(value["token"])
+
+
+class ProxyQueueLocks:
+    """The study queue locks the proxy holds for its clients, each until released or its lease ends.
+
+    A client's take waits on a lock of this process first, so that of many clients waiting for one
+    study's lock only one holds a database connection (the database's lock, which also keeps out
+    workers and ``create`` commands that reach the database directly). A take or release repeated
+    after a lost answer is applied once (the token names the holder).
+    """
+
+    def __init__(self, database: StudyDatabase, echo: Callable[[str], None]) -> None:
+        self.database, self.echo = database, echo
+        self._guard = threading.Lock()
+        self._studies: dict[str, threading.Lock] = {}
+        self._held: dict[str, tuple[str, AbstractContextManager[None], float]] = {}
+
+    def take(self, study_name: str, token: str) -> None:
+        with self._guard:
+            if token in self._held:
+                return
+            local = self._studies.setdefault(study_name, threading.Lock())
+        local.acquire()
+        try:
+            held = self.database.hold_queue_lock(study_name)
+            held.__enter__()
+        except BaseException:
+            local.release()
+            raise
+        with self._guard:
+            self._held[token] = (study_name, held, time.monotonic())
+
+    def release(self, token: str) -> None:
+        with self._guard:
+            entry = self._held.pop(token, None)
+        if entry is None:
+            return  # released already: an answer lost, or the lease ended
+        study_name, held, _ = entry
+        try:
+            held.__exit__(None, None, None)
+        finally:
+            self._studies[study_name].release()
+
+    def expire(self, lease: float = QUEUE_LOCK_LEASE_S) -> None:
+        """Release every lock held longer than ``lease`` seconds: its holder died while holding it."""
+        now = time.monotonic()
+        with self._guard:
+            expired = [(token, entry[0]) for token, entry in self._held.items() if now - entry[2] > lease]
+        for token, study_name in expired:
+            self.release(token)
+            self.echo(f"study {study_name!r}: released a queue lock held over {lease:.0f} s (its worker is gone)")
+
+
+def fail_stale_trials_of_every_study(storage: ProxiedStorage) -> None:
+    """Fail the trials whose heartbeat went stale, in every study, and queue their retries.
+
+    What each worker does for its own study when the database is its storage; behind the proxy,
+    workers cannot read heartbeats, so the proxy does it for them.
+    """
+    running_ids: set[int] = set()
+    for frozen in storage.get_all_studies():
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running_ids.update(trial_id(trial) for trial in running)
+        if not running:
+            continue
+        # Judged by the longest grace its running trials' workers declared: a trial whose worker
+        # has a shorter one is failed a little later, and none whose worker is alive is failed.
+        declared = [storage.declared_grace.get(trial_id(trial), 0) for trial in running]
+        storage.grace_period = max([storage.own_grace, *declared])  # only this thread judges staleness
+        optuna.storages.fail_stale_trials(study)
+    for finished in set(storage.declared_grace) - running_ids:  # a trial that went on beating is RUNNING
+        storage.declared_grace.pop(finished, None)
+
+
+def watch(storage: ProxiedStorage, every: float, stop: threading.Event, echo: Callable[[str], None]) -> None:
+    """Until ``stop``: every ``every`` seconds, fail stale trials and end expired queue-lock leases."""
+    # The first check waits a grace period: a restarted proxy knows no worker's declared grace
+    # until its next heartbeat.
+    if stop.wait(max(storage.own_grace, every)):
+        return
+    while True:
+        try:
+            fail_stale_trials_of_every_study(storage)
+            if storage.queue_locks is not None:
+                storage.queue_locks.expire()
+        except Exception as error:  # noqa: BLE001  (the next round tries again; the proxy must go on serving)
+            echo(f"hpsearch proxy: stale-trial check failed, trying again in {every:g} s: {type(error).__name__}: {error}")
+        if stop.wait(every):
+            return
+
+
+def serve(database: StudyDatabase, host: str, port: int, threads: int, echo: Callable[[str], None]) -> None:
+    """Serve ``database`` (opened with ``storage_class=ProxiedStorage``) on ``host:port`` until the process ends."""
+    storage = database.storage
+    assert isinstance(storage, ProxiedStorage), "open the database with storage_class=ProxiedStorage"
+    storage.attach(database, echo)
+    stop = threading.Event()
+    every = float(storage.heartbeat_interval or 10)
+    watcher = threading.Thread(target=watch, args=(storage, every, stop, echo), name="stale-trials", daemon=True)
+    watcher.start()
+    try:
+        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port, thread_pool=ThreadPoolExecutor(threads))
+    finally:
+        stop.set()

@@ -1,0 +1,198 @@
+"""A worker's side of the storage proxy: the study opened through ``grpc://host:port`` instead of a database URL.
+
+``ProxyStorage`` is Optuna's ``GrpcStorageProxy`` with what a worker needs of ``QueuedRDBStorage``:
+every call rides out a proxy that is away (``retry``), ``queue_only``, heartbeats (Optuna's gRPC
+client has none, so a killed worker's trial would stay RUNNING), batched user attributes and the
+epoch rows, the last three sent as the requests ``storage/proxy.py`` describes. The proxy, not the
+worker, fails stale trials and queues their retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.storage.database import StudyDatabase
+from hpsearch.storage.epoch_metrics import to_db_row
+from hpsearch.storage.errors import StorageError, StorageOpenError
+from hpsearch.storage.optuna_seam import HeartbeatStorage, QueueEmpty
+from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY
+from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
+from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
+
+# How long opening waits for the proxy to answer: a worker (``wait``) may start with the proxy
+# in a job array; any other command says at once that nothing listens there.
+CONNECT_WAIT_S, CONNECT_WAIT_WORKER_S = 3.0, 15.0
+# GrpcStorageProxy's storage methods, each retried while the proxy is away.
+_RETRIED = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_all_studies", "set_trial_param", "get_trial_id_from_study_id_trial_number", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials",
+)
+
+
+def require_grpc() -> None:
+    """``StorageURLError`` (one line) unless grpcio and protobuf, which the proxy needs, are installed."""
+    try:
+        import google.protobuf  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError:
+        raise StorageURLError('the storage proxy (grpc://) needs grpcio and protobuf: pip install "hpsearch[proxy]"') from None
+
+
+class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
+    """Optuna's gRPC client, with retries, heartbeats and the worker's queue-only mode."""
+
+    queue_only: bool = False
+
+    def __init__(
+        self,
+        address: ProxyAddress,
+        retry: DatabaseRetry,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        **ignored: Any,  # on_stale and the stale-trial callback: the proxy runs those
+    ) -> None:
+        super().__init__(host=address.host, port=address.port)
+        self.address, self.retry = address, retry
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.heartbeats = HeartbeatLedger()
+        self.heartbeat_errors = self.heartbeats.errors
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if self.queue_only and template_trial is None:
+            raise QueueEmpty("no trial is waiting in the queue")
+        return self.retry.call(super().create_new_trial, study_id, template_trial)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        parent = super().set_trial_state_values
+        attempts: list[int] = []
+
+        def apply() -> bool:
+            attempts.append(1)
+            try:
+                taken = parent(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                trial = optuna.storages.GrpcStorageProxy.get_trial(self, trial_id)
+                # An earlier attempt was applied, and only its answer was lost.
+                if len(attempts) > 1 and trial.state == state and (values is None or list(trial.values or []) == list(values)):
+                    return True
+                raise
+            if taken and state == TrialState.RUNNING:
+                self.heartbeats.stored(trial_id)  # the proxy stored the first heartbeat with the take
+            return taken
+
+        return self.retry.call(apply)
+
+    # --- What Optuna's API lacks, sent as requests the proxy acts on. ----------------------------
+    def _request(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Set several user attributes of a running trial in one request (and one transaction)."""
+        self.retry.call(self._request, trial_id, USER_ATTRS_KEY, dict(attrs))
+
+    def write_epoch_row(self, trial_id: int, row: Mapping[str, Any]) -> None:
+        """Store one row of ``hpsearch_epoch_metrics`` through the proxy (an upsert, so a retry is exact)."""
+        self.retry.call(self._request, trial_id, EPOCH_KEY, to_db_row(trial_id, row))
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """A heartbeat, stored by the proxy at its database's time; it never raises, so its thread lives on."""
+        # With this worker's grace: the proxy judges the trial by it (storage/proxy.py).
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 1)
+        self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1),
+                             lambda: self._request(trial_id, HEARTBEAT_KEY, {"grace": grace}))
+
+    def heartbeat_age(self, trial_id: int) -> float:
+        """Seconds since this process last had a heartbeat of ``trial_id`` stored (0 if it never took it)."""
+        return self.heartbeats.age(trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return []  # the proxy fails stale trials (storage/proxy.py); its clients cannot read heartbeats
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return None
+
+    def queue_lock_request(self, study_name: str, token: str, take: bool) -> None:
+        # Study id 0: the request names its study, which may not exist yet.
+        self.retry.call(super().set_study_system_attr, 0, QUEUE_LOCK_KEY, {"study": study_name, "token": token, "take": take})
+
+
+for _name in _RETRIED:
+    setattr(ProxyStorage, _name, retried_method(optuna.storages.GrpcStorageProxy, _name))
+
+
+class ProxyEpochTable:
+    """``hpsearch_epoch_metrics`` as a worker behind the proxy sees it: it writes rows; reading is the database's."""
+
+    def __init__(self, storage: ProxyStorage) -> None:
+        self.storage, self.retry = storage, storage.retry
+
+    def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
+        self.storage.write_epoch_row(trial_id, row)
+
+    def rows_by_trial(self, study_name: str, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
+        raise StorageError(
+            "the pareto pruner reads other trials' epoch rows, which the storage proxy does not serve; run this "
+            "multi-objective study's workers on the database URL, or with --pruner none"
+        )
+
+
+class ProxiedStudyDatabase(StudyDatabase):
+    """A study opened through an ``hpsearch proxy``: Optuna's storage, the epoch rows and the queue lock all go through it."""
+
+    storage: ProxyStorage
+
+    @property
+    def engine(self) -> Any:
+        raise StorageError(f"{self.shown_url} is the storage proxy; reading tables needs the database URL")
+
+    @property
+    def epoch_table(self) -> ProxyEpochTable:  # type: ignore[override]
+        if self._epoch_table is None:
+            self._epoch_table = ProxyEpochTable(self.storage)  # type: ignore[assignment]
+        return self._epoch_table  # type: ignore[return-value]
+
+    @contextmanager
+    def _take_queue_lock(self, study_name: str) -> Iterator[None]:
+        token = uuid.uuid4().hex
+        self.storage.queue_lock_request(study_name, token, take=True)
+        try:
+            yield
+        finally:
+            self.storage.queue_lock_request(study_name, token, take=False)
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def open_through_proxy(url: str, *, retry: DatabaseRetry | None = None, wait: bool = False, **options: Any) -> StudyDatabase:
+    """The study database behind the ``hpsearch proxy`` at ``url`` (``grpc://host:port``), for a worker or a search.
+
+    ``StorageURLError`` without grpcio, ``StorageOpenError`` when nothing answers at that address
+    within a few seconds (``CONNECT_WAIT_WORKER_S`` with ``wait``); ``options`` are the heartbeat
+    settings ``StudyDatabase.open_for_search`` takes.
+    """
+    require_grpc()
+    address = parse_proxy_url(url)
+    retry = retry if retry is not None else DatabaseRetry(url)
+    storage = ProxyStorage(address, retry, **options)
+    seconds = CONNECT_WAIT_WORKER_S if wait else CONNECT_WAIT_S
+    try:
+        storage.wait_server_ready(timeout=seconds)
+    except ConnectionError:
+        storage.close()
+        raise StorageOpenError(
+            f"no storage proxy answers at {address} (waited {seconds:g} s); start one with hpsearch proxy --storage "
+            f"DATABASE_URL --host HOST --port {address.port}, or check the host and port"
+        ) from None
+    return ProxiedStudyDatabase(url, None, storage, retry, writable=True)

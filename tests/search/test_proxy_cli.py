@@ -1,0 +1,182 @@
+"""``hpsearch proxy`` and workers behind it, as real processes on the real PostgreSQL server."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from tests.search.conftest import hpsearch_command
+from tests.search.test_workers import epoch_lines, start_worker, wait_for
+
+BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_proxy(database_url: str, port: int, *extra: str):
+    """An ``hpsearch proxy`` process serving ``database_url`` on 127.0.0.1:``port``; yields it once it answers."""
+    environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+    proxy = subprocess.Popen([*hpsearch_command(), "proxy", "--storage", database_url, "--port", str(port), *BEAT, *extra],
+                             env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _answers(port) or proxy.poll() is not None, 60, "the proxy to listen")
+        assert proxy.poll() is None, proxy.stdout.read()
+        yield proxy
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        try:
+            proxy.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait()
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_killed_workers_trial_behind_the_proxy_is_failed_by_the_proxy_and_resumed_by_another_worker(
+    postgres_url, study_name, tmp_path, run_hpsearch
+):
+    slow = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:32", "--epochs", "6", "--dataset-size", "600",
+            "--pruner", "none", "--no-progress", *BEAT]
+    port = free_port()
+    with running_proxy(postgres_url, port) as proxy:
+        proxy_url = f"grpc://127.0.0.1:{port}"
+        # The study is created through the proxy too (its queue lock travels through it).
+        created = run_hpsearch("create", "--study", study_name, "--storage", proxy_url, *slow)
+        assert created.returncode == 0, created.stderr
+        doomed = start_worker("--study", study_name, "--storage", proxy_url, "--threads", "1", *BEAT, cwd=tmp_path)
+        table = EpochMetricsTable(postgres_url)  # the epoch rows it sends through the proxy land in the database
+        wait_for(lambda: len(table.frame(study_name)) >= 2, 180, "two finished epochs behind the proxy")
+        doomed.send_signal(signal.SIGKILL)
+        doomed_out, _ = doomed.communicate()
+        (original,) = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials()
+        assert original.state == TrialState.RUNNING
+
+        # Started at once: it finds nothing waiting, waits on the RUNNING trial, and takes its retry
+        # once the proxy has failed it (the worker cannot read heartbeats; the proxy can).
+        survivor = start_worker("--study", study_name, "--storage", proxy_url, "--threads", "1", *BEAT, cwd=tmp_path)
+        survivor_out, survivor_err = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, survivor_err
+        assert "Traceback" not in survivor_err
+
+    proxy_out = proxy.stdout.read()
+    reason = "no heartbeat for over 3 s: its worker was killed or lost the database"
+    assert f"Trial 0 failed: {reason}; queued again to resume from its checkpoint" in proxy_out
+    trials = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # none RUNNING, none lost
+    failed, retried = trials
+    assert failed.user_attrs["fail_reason"] == reason
+    resumed_after = retried.user_attrs["resumed_from"]["epoch"]
+    assert resumed_after >= 2
+    # No epoch trained twice or lost: the killed worker trained 1..k, the survivor k+1..6. (The kill may
+    # land between epoch k's checkpoint and its printed line.)
+    printed = epoch_lines(doomed_out)
+    assert printed == list(range(1, len(printed) + 1)) and len(printed) in (resumed_after - 1, resumed_after)
+    assert epoch_lines(survivor_out) == list(range(resumed_after + 1, 7))
+    rows = table.frame(study_name)
+    assert sorted(rows[rows["number"] == retried.number]["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert retried.user_attrs["epochs_run"] == 6 and "flops.total" in retried.user_attrs  # the batched attributes
+    table.close()
+
+
+def test_the_proxy_masks_the_database_password_and_binds_to_this_machine(postgres_server):
+    with_password = make_url(postgres_server).set(password="s3cr3t-word").render_as_string(hide_password=False)
+    port = free_port()
+    with running_proxy(with_password, port) as proxy:
+        pass
+    out = proxy.stdout.read()
+    assert f"on grpc://127.0.0.1:{port}" in out and "***" in out
+    assert "s3cr3t-word" not in out
+
+
+def test_a_worker_whose_proxy_does_not_answer_is_one_line_and_exit_2(tmp_path, run_hpsearch):
+    started = time.monotonic()
+    result = run_hpsearch("worker", "--study", "s", "--storage", f"grpc://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert result.stderr.startswith("hpsearch: error: no storage proxy answers at grpc://127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60
+
+
+def test_a_proxy_url_without_grpcio_names_the_extra_to_install(tmp_path):
+    # grpc made unimportable in a real process, as on a machine without the extra.
+    code = ("import sys; sys.modules['grpc'] = None; from hpsearch.search.cli import main; "
+            "sys.exit(main(['worker', '--study', 's', '--storage', 'grpc://127.0.0.1:13000']))")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ('hpsearch: error: the storage proxy (grpc://) needs grpcio and protobuf: '
+                                     'pip install "hpsearch[proxy]"')
+
+
+def test_wrong_proxy_input_is_one_line_and_exit_2(run_hpsearch, sqlite_url):
+    for args, message in [
+        (["worker", "--study", "s", "--storage", "grpc://user:pw@127.0.0.1:13000"], "holds more than host and port"),
+        (["proxy", "--storage", "grpc://127.0.0.1:13000"], "hpsearch proxy serves a database"),
+        (["proxy", "--storage", sqlite_url, "--port", "0"], "--port must be between 1 and 65535"),
+        (["trials", "--study", "s", "--storage", "grpc://127.0.0.1:13000"], "this command reads the database itself"),
+    ]:
+        result = run_hpsearch(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "pw" not in result.stderr
+
+
+PACED = ["--plugin", str(Path(__file__).with_name("paced_plugin.py")), "--models", "paced_classifier",
+         "--param_sweep", "embed_dim:8", "pace_ms:150", "--epochs", "4", "--dataset-size", "64", "--batch-size", "8",
+         "--seq-len", "8", "--pruner", "none", "--no-progress"]
+
+
+def test_a_worker_rides_out_a_restart_of_its_proxy_and_stops_within_its_grace_when_told_to_during_one(
+    sqlite_url, tmp_path, run_hpsearch
+):
+    # A grace period longer than the outage: the trial stays this worker's throughout.
+    patient = ["--heartbeat-interval", "2", "--grace-period", "30"]
+    port = free_port()
+    assert run_hpsearch("create", "--study", "restart", "--storage", sqlite_url, *PACED).returncode == 0
+    proxy_url = f"grpc://127.0.0.1:{port}"
+    table = EpochMetricsTable(sqlite_url)
+    with running_proxy(sqlite_url, port, *patient) as proxy:
+        rides_out = start_worker("--study", "restart", "--storage", proxy_url, *patient, cwd=tmp_path)
+        wait_for(lambda: len(table.frame("restart")) >= 1, 120, "an epoch behind the proxy")
+        proxy.kill()  # the proxy dies mid-trial
+        proxy.wait()
+        time.sleep(2)
+    with running_proxy(sqlite_url, port, *patient):  # and comes back on the same port
+        out, err = rides_out.communicate(timeout=180)
+    assert rides_out.returncode == 0, err
+    assert f"database {proxy_url} unavailable (proxy: " in out and f"database {proxy_url} back after " in out
+    (trial,) = optuna.load_study(study_name="restart", storage=sqlite_url).get_trials()
+    assert trial.state == TrialState.COMPLETE and sorted(table.frame("restart")["epoch"]) == [1, 2, 3, 4]
+
+    # Told to stop while its proxy is away: it waits for the proxy no longer than --preempt-grace.
+    assert run_hpsearch("create", "--study", "stopped", "--storage", sqlite_url, *PACED).returncode == 0
+    with running_proxy(sqlite_url, port, *patient) as proxy:
+        stopped = start_worker("--study", "stopped", "--storage", proxy_url, "--preempt-grace", "3", *patient, cwd=tmp_path)
+        wait_for(lambda: len(table.frame("stopped")) >= 1, 120, "an epoch behind the proxy")
+        proxy.kill()
+        proxy.wait()
+        time.sleep(1)
+        signalled = time.monotonic()
+        stopped.send_signal(signal.SIGTERM)
+        _, err = stopped.communicate(timeout=60)
+    assert stopped.returncode == 143
+    assert time.monotonic() - signalled < 15
+    assert "hpsearch: preempted by SIGTERM while the database " + proxy_url in err
+    table.close()

@@ -1,0 +1,86 @@
+"""The storage proxy's server and client: a real ``hpsearch proxy`` process, clients in this process."""
+
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.storage.database import StudyDatabase
+from hpsearch.storage.optuna_seam import trial_id
+from hpsearch.storage.proxy import ProxyQueueLocks
+from hpsearch.storage.retry import DatabaseRetry
+from tests.search.test_proxy_cli import free_port, running_proxy
+
+
+@pytest.fixture
+def proxy_url(sqlite_url):
+    """A proxy on a SQLite file that checks for stale trials every second, with a 2 s grace of its own."""
+    port = free_port()
+    with running_proxy(sqlite_url, port, "--heartbeat-interval", "1", "--grace-period", "2"):
+        yield f"grpc://127.0.0.1:{port}"
+
+
+def through(proxy_url: str, grace: int) -> StudyDatabase:
+    return StudyDatabase.open_for_search(proxy_url, retry=DatabaseRetry(proxy_url, 10), heartbeat_interval=1, grace_period=grace)
+
+
+def running_trial(database: StudyDatabase, study_name: str) -> int:
+    """A new study through the proxy, with one trial taken (RUNNING, its first heartbeat stored by the take)."""
+    study = optuna.create_study(study_name=study_name, storage=database.storage)
+    study.enqueue_trial({})
+    trial = study.ask()
+    database.storage.record_heartbeat(trial_id(trial))  # declares this worker's grace
+    return trial.number
+
+
+def state_of(sqlite_url: str, study_name: str, number: int) -> TrialState:
+    return optuna.load_study(study_name=study_name, storage=sqlite_url).trials[number].state
+
+
+def test_the_proxy_fails_a_silent_trial_after_its_workers_grace_and_not_before(proxy_url, sqlite_url):
+    patient, hasty = through(proxy_url, grace=30), through(proxy_url, grace=2)
+    kept, failed = running_trial(patient, "patient"), running_trial(hasty, "hasty")
+    time.sleep(6)  # neither beats again: past the hasty worker's grace and the proxy's own, inside the patient one's
+    assert state_of(sqlite_url, "hasty", failed) == TrialState.FAIL
+    assert state_of(sqlite_url, "patient", kept) == TrialState.RUNNING
+    # The failed trial's retry is queued, as a worker on the database URL would queue it.
+    assert [t.state for t in optuna.load_study(study_name="hasty", storage=sqlite_url).trials] == [TrialState.FAIL, TrialState.WAITING]
+    patient.close()
+    hasty.close()
+
+
+def test_a_study_queue_lock_through_the_proxy_keeps_a_second_client_out_until_released(proxy_url):
+    first, second = through(proxy_url, 30), through(proxy_url, 30)
+    events: list[str] = []
+    with first.queue_lock("locked"):
+        waiter = threading.Thread(target=lambda: _take_and_note(second, events))
+        waiter.start()
+        time.sleep(1.5)
+        events.append("first releases")
+    waiter.join(timeout=30)
+    assert events == ["first releases", "second holds"]
+    first.close()
+    second.close()
+
+
+def _take_and_note(database: StudyDatabase, events: list[str]) -> None:
+    with database.queue_lock("locked"):
+        events.append("second holds")
+
+
+def test_a_lock_whose_holder_died_is_released_when_its_lease_ends(sqlite_url):
+    database = StudyDatabase.open_for_search(sqlite_url)
+    lines: list[str] = []
+    locks = ProxyQueueLocks(database, lines.append)
+    locks.take("s", "dead-holder")
+    locks.take("s", "dead-holder")  # a take repeated after a lost answer is the same hold
+    locks.expire(lease=0)
+    assert lines == ["study 's': released a queue lock held over 0 s (its worker is gone)"]
+    taken = threading.Event()
+    threading.Thread(target=lambda: (locks.take("s", "next"), taken.set()), daemon=True).start()
+    assert taken.wait(10)
+    locks.release("next")
+    locks.release("next")  # a repeated release changes nothing
+    database.close()
