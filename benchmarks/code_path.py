@@ -65,7 +65,9 @@ class PathRecorder:
     def _call(self, frame: FrameType) -> None:
         code = frame.f_code
         name = code.co_filename
-        if code.co_name == "parse_storage_url" or (code.co_name == "create_engine" and "sqlalchemy" in name):
+        # SQLAlchemy's create_engine runs inside a generated wrapper of the same name: count the real one only.
+        engine = code.co_name == "create_engine" and name.endswith(os.path.join("sqlalchemy", "engine", "create.py"))
+        if code.co_name == "parse_storage_url" or engine:
             self.calls[code.co_name] += 1
         if not name.startswith(OWN):
             return
