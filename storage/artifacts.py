@@ -127,7 +127,7 @@ class CheckpointArchive:
                 reader.read()
             self.store.remove(key)
         except Exception as error:  # noqa: BLE001 - every failure here is the user's to fix, in one line
-            raise ArtifactStoreError(f"cannot use artifact store {self.shown_url}: {_describe(error, self)}") from None
+            raise ArtifactStoreError(f"cannot use artifact store {self.shown_url}: {_describe(error, self.url)}") from None
 
     def upload(self, local_path: str | os.PathLike[str], key: str) -> None:
         """Store the file at ``local_path`` as ``key``, replacing what was there; retried through outages."""
@@ -176,11 +176,11 @@ class CheckpointArchive:
                 now = time.monotonic()
                 if since is None:
                     since = now
-                    self._say(f"artifact store {self.shown_url} unavailable ({_describe(error, self)}); "
+                    self._say(f"artifact store {self.shown_url} unavailable ({_describe(error, self.url)}); "
                               f"retrying the {what} for up to {self.timeout:.0f} s")
                 if now - since >= self.timeout:
                     raise ArtifactStoreUnavailable(f"the artifact store {self.shown_url} has not answered for "
-                                                   f"{now - since:.0f} s ({_describe(error, self)})") from error
+                                                   f"{now - since:.0f} s ({_describe(error, self.url)})") from error
                 time.sleep(max(0.0, min(delay * (1 + random.random()), self.timeout - (now - since))))
                 delay = min(delay * 2, 2.0)
                 continue
@@ -206,7 +206,10 @@ def _s3_store(bucket: str) -> object:
     config = Config(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
                     retries={"total_max_attempts": 1, "mode": "standard"})
     # A session of its own: boto3's default one keeps the credentials it found first, for good.
-    client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
+    try:
+        client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
+    except Exception as error:  # noqa: BLE001 - partial credentials, a malformed endpoint: the user's to fix, in one line
+        raise ArtifactStoreError(f"cannot use artifact store s3://{bucket}: {_describe(error, f's3://{bucket}')}") from None
     # avoid_buf_copy: the file is read straight from disk; a checkpoint is not copied into memory first.
     return Boto3ArtifactStore(bucket, client, avoid_buf_copy=True)
 
@@ -228,7 +231,7 @@ def _is_transient(error: BaseException) -> bool:
     return False
 
 
-def _describe(error: BaseException, archive: CheckpointArchive) -> str:
+def _describe(error: BaseException, url: str) -> str:
     """What is wrong with the store, in words a user can act on, credentials masked."""
     try:
         import botocore.exceptions as botocore_errors
@@ -243,7 +246,7 @@ def _describe(error: BaseException, archive: CheckpointArchive) -> str:
             if isinstance(cause, botocore_errors.ClientError):
                 code = (cause.response or {}).get("Error", {}).get("Code", "")
                 if code == "NoSuchBucket":
-                    bucket = urlsplit(archive.url).netloc
+                    bucket = urlsplit(url).netloc
                     return f"no bucket {bucket!r} there (create it, or fix the URL or AWS_ENDPOINT_URL)"
                 if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
                     return f"access refused ({code}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's policy"

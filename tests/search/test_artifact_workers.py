@@ -123,17 +123,20 @@ def test_an_s3_outage_mid_run_loses_nothing(postgres_url, study_name, tmp_path, 
         server.stop()
 
 
-@pytest.mark.parametrize("case", ["scheme", "bucket", "credentials"])
+@pytest.mark.parametrize("case", ["scheme", "bucket", "credentials", "partial credentials"])
 def test_a_wrong_artifact_store_is_one_line_before_anything_is_written(case, s3_bucket, tmp_path, run_hpsearch):
-    url = {"scheme": "gs://bucket/p", "bucket": "s3://no-such-bucket/p", "credentials": f"s3://{s3_bucket}/p"}[case]
+    url = {"scheme": "gs://bucket/p", "bucket": "s3://no-such-bucket/p"}.get(case, f"s3://{s3_bucket}/p")
     env = {}
-    if case == "credentials":
-        env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-               "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    if case.endswith("credentials"):
+        # Partial: a key id without its secret, which boto3 refuses as it builds the client, before any request.
+        env = {"AWS_ACCESS_KEY_ID": "testing" if case.startswith("partial") else "", "AWS_SECRET_ACCESS_KEY": "",
+               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+               "AWS_EC2_METADATA_DISABLED": "true"}
     result = run_hpsearch("--models", "tfn_classifier", "--epochs", "1", "--dataset-size", "16", "--artifacts", url,
                           "--no-progress", env=env)
     says = {"scheme": "unsupported artifact store URL 'gs://bucket/p'", "bucket": "no bucket 'no-such-bucket' there",
-            "credentials": "no S3 credentials; set AWS_ACCESS_KEY_ID"}[case]
+            "credentials": "no S3 credentials; set AWS_ACCESS_KEY_ID",
+            "partial credentials": "no S3 credentials; set AWS_ACCESS_KEY_ID"}[case]
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
     assert not (tmp_path / "hpsearch.db").exists() and not (tmp_path / "checkpoints").exists()
