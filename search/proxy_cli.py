@@ -68,6 +68,7 @@ def proxy_main(argv: Sequence[str]) -> int:
         raise UsageError(f"hpsearch proxy serves a database; --storage {mask_password(url)} is a proxy: pass the "
                          "sqlite:/// or postgresql:// URL")
     require_grpc()
+    _check_port_free(args.host, args.port)
 
     def echo(line: str) -> None:
         print(mask_password(line), flush=True)
@@ -85,3 +86,20 @@ def proxy_main(argv: Sequence[str]) -> int:
     finally:
         database.close()
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """``UsageError`` if something listens on ``host:port`` already.
+
+    gRPC binds with SO_REUSEPORT on Linux, so a second proxy on a port in use would start and
+    silently share the port with the first: workers would be spread between two proxies.
+    """
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as error:
+        raise UsageError(f"cannot listen on {host}:{port} ({error.strerror or error}); another hpsearch proxy or "
+                         "server may hold it: pick another --port or --host") from None

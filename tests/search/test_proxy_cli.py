@@ -106,6 +106,16 @@ def test_the_proxy_masks_the_database_password_and_binds_to_this_machine(postgre
     assert "s3cr3t-word" not in out
 
 
+def test_a_second_proxy_on_a_port_in_use_is_refused_in_one_line(postgres_server, run_hpsearch):
+    # gRPC binds with SO_REUSEPORT: unchecked, a second proxy would share the port with the first.
+    port = free_port()
+    with running_proxy(postgres_server, port):
+        result = run_hpsearch("proxy", "--storage", postgres_server, "--port", str(port))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"hpsearch: error: cannot listen on 127.0.0.1:{port} (")
+    assert len(result.stderr.strip().splitlines()) == 1 and "serving" not in result.stdout
+
+
 def test_a_worker_whose_proxy_does_not_answer_is_one_line_and_exit_2(tmp_path, run_hpsearch):
     started = time.monotonic()
     result = run_hpsearch("worker", "--study", "s", "--storage", f"grpc://127.0.0.1:{free_port()}")
