@@ -247,7 +247,7 @@ def create_main(argv: Sequence[str]) -> int:
         raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU)")
     orchestrator = Orchestrator(prepare(StudySpec(**given_values(args))), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
-    print(describe_queue(study, planned, orchestrator.storage_url))
+    print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts))
     return EXIT_OK
 
 

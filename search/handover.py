@@ -120,7 +120,7 @@ class TrialHandover:
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over_by(frozen), trial.number})})
         self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
-                  "queued again to resume from its checkpoint")
+                  "queued again to resume from its checkpoint, if it saved one")
 
     def hand_back(self, trial: optuna.Trial, error: DiskFullError) -> TrialAbandoned:
         """Hand a trial stopped by a full disk back to the queue, as a preempted one; what stops the worker.
@@ -137,7 +137,7 @@ class TrialHandover:
         except DiskFullError:
             error.outcome = f"trial {trial.number} is left RUNNING, to be resumed once its heartbeat is stale (--grace-period)"
             return TrialAbandoned(trial.number, str(error), error)
-        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint"
+        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint, if it saved one"
         return TrialAbandoned(trial.number, str(error), error, handed_back=True)
 
     def give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:

@@ -34,7 +34,8 @@ def build_worker_parser() -> ArgumentParser:
                         help="on SIGTERM, train on up to this many seconds to finish the epoch and its checkpoint, "
                         "else stop at the next step; the trial is queued again at once and the worker exits "
                         f"{EXIT_PREEMPTED} (default: %(default)g)")
-    parser.add_argument("--output-dir", "--output_dir", help="checkpoint root shared by all workers (default: the study's)")
+    parser.add_argument("--output-dir", "--output_dir", help="this worker's checkpoint folder (default: the study's, a path on the machine that created it; "
+                        "with --artifacts, give each machine a folder of its own)")
     parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-q", "--quiet", action="store_true", help="no trial, epoch or FLOPs lines; the results table, warnings and errors stay")
@@ -103,7 +104,8 @@ def worker_main(argv: Sequence[str]) -> int:
                   "the running trial is left to its heartbeat retry", file=sys.stderr)
             return EXIT_PREEMPTED
     handed_back = f", {outcome.preempted} handed back to the queue" if outcome.preempted else ""
-    print(f"Worker {os.getpid()}: {outcome.trials_run} trials run, {outcome.trials_failed} failed{handed_back}.")
+    trials = f"{outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'}"
+    print(f"Worker {os.getpid()}: {trials} run, {outcome.trials_failed} failed{handed_back}.")
     if preemption.requested:
         print(f"hpsearch: preempted by {preemption.signal_name}; the study's queue holds the rest of the work", file=sys.stderr)
         return EXIT_PREEMPTED

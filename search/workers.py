@@ -29,15 +29,19 @@ from hpsearch.storage.urls import (
 from hpsearch.trainers.hardware import cuda_index, physical_gpu, resolve_device, visible_gpus
 
 
-def describe_queue(study: optuna.Study, planned: int, url: str) -> str:
+def describe_queue(study: optuna.Study, planned: int, url: str, artifacts: str | None = None) -> str:
     """What ``hpsearch create`` prints: the study, its planned trials, and a worker command to paste.
 
     A URL with a password is never printed whole, and a masked one would not connect, so then
     the command takes the storage from ``$HPSEARCH_STORAGE``, which the user sets themselves.
+    With an artifact store, machines share no folder: the command keeps each worker's working
+    copies in a folder of its own (the study's ``--output-dir`` is a path on this machine).
     """
     shown = mask_password(url)
     head = f"Study {study.study_name!r} in {shown}: {planned} trials to run. Start workers with\n"
     worker = f"hpsearch worker --study {shlex.quote(study.study_name)}"
+    if artifacts:
+        worker += " --output-dir checkpoints"
     if shown == url:
         return f"{head}  {worker} --storage {shlex.quote(url)}"
     return (

@@ -318,7 +318,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 reason = f"no heartbeat for over {grace} s: its worker was killed or lost the database"
                 self.retry.call(self._set_trial_user_attrs, trial_id(trial), {FAIL_REASON_ATTR: reason}, True)
             if self.on_stale is not None:
-                again = "queued again to resume from its checkpoint" if queue_retry is not None else "not retried"
+                again = "queued again to resume from its checkpoint, if it saved one" if queue_retry is not None else "not retried"
                 self.on_stale(f"Trial {trial.number} failed: {reason}; {again}")
 
         return fail_stale

@@ -107,7 +107,7 @@ def test_a_heartbeat_missed_for_one_interval_does_not_hand_the_trial_to_a_waitin
     assert [w.returncode for w in (first, second)] == [0, 0], outputs
     trials = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE]  # no FAIL, no retry
-    assert " 1 trials run" in outputs[0][0] and " 0 trials run" in outputs[1][0]
+    assert " 1 trial run" in outputs[0][0] and " 0 trials run" in outputs[1][0]
 
 
 def test_past_db_timeout_a_worker_stops_with_one_line_and_its_trial_is_resumed_later(

@@ -115,7 +115,7 @@ def test_max_trials_and_max_time_end_a_worker_cleanly(tmp_path, run_hpsearch):
     # A trial lasts about 3 s: the first starts at once, and none starts after one second.
     timed = run_hpsearch("worker", "--study", study, "--storage", url, "--threads", "1", "--max-time", "1")
     assert timed.returncode == 0, timed.stderr
-    assert " 1 trials run, 0 failed." in timed.stdout, timed.stdout[-2000:]
+    assert " 1 trial run, 0 failed." in timed.stdout, timed.stdout[-2000:]
     states = [t.state for t in _trials(url, study)]
     assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.WAITING) == 1, states
 

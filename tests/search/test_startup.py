@@ -142,5 +142,5 @@ def test_a_worker_trains_without_pandas_or_torchmetrics(run_hpsearch, sqlite_url
                            "--epochs", "1", "--dataset-size", "20", "--seq-len", "4", "--output-dir", str(tmp_path))
     assert created.returncode == 0, created.stderr
     code, loaded, out = probe("worker", "--study", study_name, "--storage", sqlite_url, "--no-progress", cwd=tmp_path)
-    assert code == 0 and "1 trials run, 0 failed" in out
+    assert code == 0 and "1 trial run, 0 failed" in out
     assert "torch" in loaded and not loaded & {"pandas", "torchmetrics", "sklearn", "plotly", "optuna_dashboard"}

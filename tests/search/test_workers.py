@@ -329,6 +329,12 @@ def test_the_queue_without_a_password_prints_the_whole_command():
         assert command == f"  hpsearch worker --study sweep --storage {shlex.quote(url)}"
 
 
+def test_the_queue_of_a_study_with_an_artifact_store_gives_each_worker_its_own_folder():
+    study = optuna.create_study(study_name="sweep")
+    command = describe_queue(study, 3, "postgresql://db-host/runs", "s3://bucket/runs").splitlines()[1]
+    assert command == "  hpsearch worker --study sweep --output-dir checkpoints --storage postgresql://db-host/runs"
+
+
 def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, tmp_path, run_hpsearch):
     # The test server trusts every connection: any password is let in, and it must not be printed.
     url = make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
