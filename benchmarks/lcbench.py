@@ -30,7 +30,7 @@ Also printed: the simulated wall time 4 workers take to reach random search's fi
 against 1 worker's (per seed, where both reach it), and the wall time of one simulated run
 against the same run in a bare Optuna loop (same sampler, pruner and seed).
 
-    python benchmarks/lcbench.py --data ../shared/yahpo_data                 # 30 seeds, ~10 min on 2 cores
+    python benchmarks/lcbench.py --data ../shared/yahpo_data                 # 30 seeds: each GP run takes 1-4 min of a core
     python benchmarks/lcbench.py --data ../shared/yahpo_data --seeds 5 --jobs 2
     python benchmarks/lcbench.py --data ../shared/yahpo_data --seeds 5 --first-seed 5   # seeds 5..9
 """
