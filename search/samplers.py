@@ -35,9 +35,9 @@ def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
-    import optuna
+    from hpsearch.search.gp_sampler import SobolStartGPSampler
 
-    return optuna.samplers.GPSampler(seed=seed)
+    return SobolStartGPSampler(seed=seed)
 
 
 def _cmaes(seed: int | None) -> optuna.samplers.BaseSampler:
