@@ -99,6 +99,9 @@ def _check_port_free(host: str, port: int) -> None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         with socket.socket(family, kind, proto) as probe:
+            # SO_REUSEADDR: a port whose last proxy just stopped (connections in TIME_WAIT) is free;
+            # one something listens on is still refused.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as error:
         raise UsageError(f"cannot listen on {host}:{port} ({error.strerror or error}); another hpsearch proxy or "
