@@ -33,7 +33,7 @@ Private things relied on, and why:
 
 6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
    from it so that ``study.optimize`` runs its heartbeat thread, and so implements its abstract
-   methods, the private ``_get_stale_trial_ids`` among them (see the end of this module).
+   methods; the private ``_get_stale_trial_ids`` is implemented here, at the end of this module.
 
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
@@ -359,4 +359,12 @@ for _name in _RETRIED_AS_THEY_ARE:
 # Optuna runs a trial's heartbeat thread, and fails stale trials, only for a storage that is an
 # instance of its private ``BaseHeartbeat``; its gRPC client is not one. The storage proxy's client
 # (``storage/proxy_client.py``) derives from it, so that a worker behind the proxy beats.
-HeartbeatStorage = BaseHeartbeat
+class HeartbeatStorage(BaseHeartbeat):
+    """``BaseHeartbeat`` for a storage whose stale trials are failed elsewhere (by the proxy), so it reports none.
+
+    Its clients cannot read other trials' heartbeats; the proxy fails stale trials itself
+    (``storage/proxy.py``). Subclasses implement the public heartbeat methods.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return []

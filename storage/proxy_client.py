@@ -113,9 +113,6 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         """Seconds since this process last had a heartbeat of ``trial_id`` stored (0 if it never took it)."""
         return self.heartbeats.age(trial_id)
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return []  # the proxy fails stale trials (storage/proxy.py); its clients cannot read heartbeats
-
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
 
