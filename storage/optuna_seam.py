@@ -154,7 +154,8 @@ WRITE_ID_ATTR = "hpsearch:write_id"
 # Storage methods that Optuna's cached storage and hpsearch call, each retried through transient
 # errors as it is (they are idempotent: reads, and upserts keyed by trial and name). The others
 # that write are overridden below with what makes their retry exact.
-_RETRIED_AS_THEY_ARE = (
+# The public ones are every storage's (the proxy's client retries the same).
+RETRIED_STORAGE_METHODS = (
     "create_new_study",
     "delete_study",
     "set_study_user_attr",
@@ -168,14 +169,17 @@ _RETRIED_AS_THEY_ARE = (
     "get_trial_id_from_study_id_trial_number",
     "get_trial",
     "get_all_trials",
-    "_get_trials",
-    "_get_best_trial_id",
-    "_get_stale_trial_ids",
-    "_set_trial_param",
     "set_trial_param",
     "set_trial_intermediate_value",
     "set_trial_user_attr",
     "set_trial_system_attr",
+)
+_RETRIED_AS_THEY_ARE = (
+    *RETRIED_STORAGE_METHODS,
+    "_get_trials",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
+    "_set_trial_param",
 )
 
 

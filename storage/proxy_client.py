@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
-from hpsearch.storage.optuna_seam import HeartbeatStorage, QueueEmpty
+from hpsearch.storage.optuna_seam import RETRIED_STORAGE_METHODS, HeartbeatStorage, QueueEmpty
 from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
@@ -28,13 +28,6 @@ from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
 # How long opening waits for the proxy to answer: a worker (``wait``) may start with the proxy
 # in a job array; any other command says at once that nothing listens there.
 CONNECT_WAIT_S, CONNECT_WAIT_WORKER_S = 3.0, 15.0
-# GrpcStorageProxy's storage methods, each retried while the proxy is away.
-_RETRIED = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
-    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_all_studies", "set_trial_param", "get_trial_id_from_study_id_trial_number", "set_trial_intermediate_value",
-    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials",
-)
 
 
 def require_grpc() -> None:
@@ -124,7 +117,7 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         self.retry.call(super().set_study_system_attr, 0, QUEUE_LOCK_KEY, {"study": study_name, "token": token, "take": take})
 
 
-for _name in _RETRIED:
+for _name in RETRIED_STORAGE_METHODS:  # each retried while the proxy is away
     setattr(ProxyStorage, _name, retried_method(optuna.storages.GrpcStorageProxy, _name))
 
 
