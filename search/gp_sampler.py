@@ -12,7 +12,13 @@ parameters), so asynchronous workers do not pile onto one point. A constant liar
 told the best value so far) did worse than that on lcbench with 4 simulated workers (README, "How
 the default strategy was chosen"), so the running trials are left to the GP.
 
-Everything here is Optuna's public sampler API: each trial is routed, once, to one of two samplers.
+The GP also learns from pruned trials: each reads as complete at its last report
+(``storage.optuna_seam.PrunedAsComplete``), a pessimistic stand-in for where its curve would
+have ended. ``GPSampler`` alone fits complete trials only, so under a pruner it knows nothing of
+the regions it pruned and samples them again.
+
+Apart from that view, everything here is Optuna's public sampler API: each trial is routed, once,
+to one of two samplers.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.storage.optuna_seam import PrunedAsComplete
+
 # Complete trials before the GP models the objective: GPSampler's own default.
 SOBOL_STARTUP_TRIALS = 10
 # The scramble of the Sobol design when the caller gives no seed (unseeded workers of one study):
@@ -37,7 +45,8 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
     """``GPSampler`` whose trials come from a scrambled Sobol design until ``startup`` trials have completed.
 
     The first trial of a study, whose search space nothing knows yet, and parameters outside the
-    space the trials share (another model's) are sampled at random, as ``GPSampler`` does.
+    space the trials share (another model's) are sampled at random, as ``GPSampler`` does. Pruned
+    trials count as complete at their last report, in a study of one objective.
     """
 
     def __init__(self, seed: int | None = None, startup: int = SOBOL_STARTUP_TRIALS) -> None:
@@ -58,8 +67,8 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
         self._lock = threading.Lock()
 
     def in_design(self, study: optuna.Study) -> bool:
-        """Whether a trial started now is a point of the design: fewer than ``startup`` trials have completed."""
-        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < self.startup
+        """Whether a trial started now is a point of the design: fewer than ``startup`` trials have a value."""
+        return len(_learned_from(study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < self.startup
 
     def _sampler_for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         with self._lock:
@@ -76,12 +85,12 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
         self._gp.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._sampler_for(study, trial).infer_relative_search_space(study, trial)
+        return self._sampler_for(study, trial).infer_relative_search_space(_learned_from(study), trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self._sampler_for(study, trial).sample_relative(study, trial, search_space)
+        return self._sampler_for(study, trial).sample_relative(_learned_from(study), trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
@@ -94,3 +103,8 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
         with self._lock:
             self._from_design.pop(trial.number, None)
         self._gp.after_trial(study, trial, state, values)
+
+
+def _learned_from(study: optuna.Study) -> optuna.Study | PrunedAsComplete:
+    """The trials the GP learns from: pruned ones too, in a study of one objective (a Pareto front has no one value to stand in)."""
+    return PrunedAsComplete(study) if len(study.directions) == 1 else study

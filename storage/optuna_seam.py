@@ -34,6 +34,9 @@ Private things relied on, and why:
 6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
    from it so that ``study.optimize`` runs its heartbeat thread, and so implements its abstract
    methods; the private ``_get_stale_trial_ids`` is implemented here, at the end of this module.
+7. ``Study._get_trials(deepcopy, states, use_cache)``: how ``GPSampler`` reads the trials it
+   learns from (complete ones only). :class:`PrunedAsComplete` answers it with pruned trials shown
+   as complete at their last reported value, so the default sampler learns from pruned trials.
 
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -372,3 +376,44 @@ class HeartbeatStorage(BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return []
+
+
+# --- 7. What the GP sampler learns from. ----------------------------------------------------------
+class PrunedAsComplete:
+    """A view of a study in which each pruned trial reads as complete, valued at its last report.
+
+    ``GPSampler`` fits its model to complete trials only (read through the private
+    ``Study._get_trials``), so a pruned trial's region stays unknown to it and it samples there
+    again. A pruned trial's last report is a pessimistic stand-in for the value it would have
+    ended at: its curve was still improving when it was judged worse than its peers. Pruned trials
+    without a finite report (stopped before reporting, diverged) stay out. Everything else is the
+    study's own.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        shown = None if states is None else (*states, TrialState.PRUNED)
+        trials = []
+        for trial in self._study._get_trials(deepcopy=deepcopy, states=shown, use_cache=use_cache):
+            if trial.state == TrialState.PRUNED:
+                if states is not None and TrialState.COMPLETE not in states:
+                    continue
+                last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
+                if last is None or not math.isfinite(last):
+                    continue
+                trial = copy.copy(trial)
+                trial.state, trial.values = TrialState.COMPLETE, [last]
+            trials.append(trial)
+        return trials
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)

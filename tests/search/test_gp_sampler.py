@@ -85,3 +85,30 @@ def test_the_gp_takes_over_once_the_startup_trials_have_completed():
         trial = study.ask(SPACE)
         study.tell(trial, bowl(trial.params))
     assert not sampler.in_design(study)
+
+
+def test_the_gp_learns_from_a_pruned_trial_and_does_not_sample_its_point_again():
+    # The GP's choice after the history, pruned there at a bad value: a GP that knew only complete
+    # trials would go back to the same spot, as it does after a failed trial (the test above).
+    study = optuna.create_study(sampler=SobolStartGPSampler(seed=1))
+    study.add_trials(history())
+    choice = study.ask(SPACE)
+    study.tell(choice, state=TrialState.FAIL)
+    study.add_trial(
+        create_trial(params=choice.params, distributions=SPACE, state=TrialState.PRUNED, intermediate_values={3: 1.0})
+    )
+    again = study.ask(SPACE).params
+    assert distance(choice.params, again) > 0.05
+
+
+def test_pruned_trials_with_a_report_count_towards_the_design():
+    sampler = SobolStartGPSampler(seed=0, startup=4)
+    study = optuna.create_study(sampler=sampler)
+    for i in range(4):
+        assert sampler.in_design(study)
+        point = {"x": 0.1 + 0.2 * i, "y": 0.5}
+        study.add_trial(
+            create_trial(params=point, distributions=SPACE, state=TrialState.PRUNED, intermediate_values={1: 2.0})
+        )
+    study.add_trial(create_trial(params={"x": 0.5, "y": 0.5}, distributions=SPACE, state=TrialState.PRUNED))
+    assert not sampler.in_design(study)

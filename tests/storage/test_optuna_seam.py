@@ -440,3 +440,32 @@ def test_heartbeat_storage_is_what_optuna_beats_for(sqlite_url: str) -> None:
     with_beat = QueuedRDBStorage(sqlite_url, heartbeat_interval=1)
     assert isinstance(with_beat, base) and is_heartbeat_enabled(with_beat)
     with_beat.engine.dispose()
+
+
+def test_gp_sampler_reads_the_trials_it_learns_from_through_get_trials(sqlite_url: str, study_name: str) -> None:
+    # GPSampler fits complete trials read by Study._get_trials; PrunedAsComplete answers that call.
+    source = inspect.getsource(optuna.samplers.GPSampler.sample_relative)
+    assert "study._get_trials(" in source and "TrialState.COMPLETE" in source
+    study = optuna.create_study(storage=sqlite_url, study_name=study_name)
+    dist = {"x": FloatDistribution(0.0, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, value=0.5))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.2}, distributions=dist, state=TrialState.PRUNED, intermediate_values={1: 0.9, 4: 0.7}
+        )
+    )
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.3}, distributions=dist, state=TrialState.PRUNED))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.4}, distributions=dist, state=TrialState.PRUNED, intermediate_values={2: math.nan}
+        )
+    )
+    view = seam.PrunedAsComplete(study)
+    shown = view._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING), use_cache=False)
+    assert [(t.params["x"], t.state, t.values) for t in shown] == [
+        (0.1, TrialState.COMPLETE, [0.5]),
+        (0.2, TrialState.COMPLETE, [0.7]),  # its last report, not its first
+    ]
+    assert [t.state for t in study.get_trials()][1] == TrialState.PRUNED  # the study's own trials are untouched
+    assert view.get_trials(states=(TrialState.PRUNED,)) == []
+    assert view.directions == study.directions
