@@ -17,20 +17,13 @@ from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.resolved import ResolvedSpec
-from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
+from hpsearch.search.signals import Interrupted, Preemption
 from hpsearch.search.trial import SharedMeasurements, TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
-from hpsearch.storage.attributes import (
-    ARTIFACTS_ATTR,
-    FAIL_REASON_ATTR,
-    LR_SUGGESTED_ATTR,
-    PRUNE_REASON_ATTR,
-)
-from hpsearch.storage.errors import DiskFullError, is_disk_full
+from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_SUGGESTED_ATTR
 from hpsearch.storage.recorder import TrialRecorder
-from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.records import EpochRecord
-from hpsearch.trainers.trainer import DivergenceError, FitResult
+from hpsearch.trainers.trainer import FitResult
 
 # Re-exported: the orchestrator catches it, audit and tests name the checkpoint place.
 __all__ = ["Objective", "TrialAbandoned", "checkpoint_dir"]
@@ -74,28 +67,13 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
-            try:
-                return self._run(trial)
-            except DiskFullError as error:
-                raise self.handover.hand_back(trial, error) from None
-            except Preempted as error:
-                self.handover.give_fail_reason(trial, error)
-                self.handover.queue_resume(trial)
+            return self._run(trial)
+        except (Exception, Interrupted) as error:
+            # The trial says why it stopped, and one that can resume is queued again (search/handover.py).
+            raises = self.handover.trial_stopped(trial, error)
+            if raises is error:
                 raise
-            except (optuna.TrialPruned, TrialAbandoned, DatabaseUnavailable):
-                raise
-            except (Interrupted, Exception) as error:
-                self.handover.give_fail_reason(trial, error)
-                # A signal whose cleanup raised (planning, building, timing steps) still stops the search as that signal.
-                interrupt = interruption(error)
-                if interrupt is not None and interrupt is not error:
-                    raise interrupt from None
-                raise
-        except DatabaseUnavailable as error:
-            # Also from the writes above: a preempted worker stops waiting for an absent database.
-            if not error.final:
-                raise
-            raise TrialAbandoned(trial.number, str(error), error) from None
+            raise raises from None
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         """The trial's sampled point, planned; its checkpoints go under the output directory."""
@@ -160,28 +138,14 @@ class Objective:
             result = trainer.fit(resume_from=state)  # loaded once, when it was checked
             if uploads is not None:
                 uploads.flush()  # a COMPLETE trial's best.pt is in the store before anyone can load it
-        except DivergenceError as error:
-            reason = (PRUNE_REASON_ATTR, error.reason)
-            raise optuna.TrialPruned(error.reason) from None
-        except optuna.TrialPruned as error:
-            reason = (PRUNE_REASON_ATTR, str(error))
-            raise
-        except (TrialAbandoned, DatabaseUnavailable):
-            abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
-            raise
-        except (Preempted, DiskFullError) as error:
-            reason = (FAIL_REASON_ATTR, self.handover.fail_reason(error, len(recording.records)))
-            raise
-        except (Interrupted, Exception) as error:
-            if is_disk_full(error):  # a checkpoint's write; the study database's arrives as a DiskFullError
-                full = DiskFullError(str(plan.config.checkpoint_dir), f"saving the checkpoint of trial {trial.number}")
-                reason = (FAIL_REASON_ATTR, self.handover.fail_reason(full, len(recording.records)))
-                raise full from error
-            reason = (FAIL_REASON_ATTR, self.handover.fail_reason(error, len(recording.records)))
-            interrupt = interruption(error)
-            if interrupt is None:
+        except (Exception, Interrupted, TrialAbandoned) as error:
+            # What the error means for the trial: pruned, failed, abandoned (search/handover.py).
+            epochs = len(recording.records)
+            stop = self.handover.training_stopped(trial.number, error, epochs, plan.config.checkpoint_dir)
+            reason, abandoned = stop.reason, stop.abandoned
+            if stop.raises is error:
                 raise
-            raise interrupt from None
+            raise stop.raises from stop.cause
         finally:
             # Whatever stopped training, the epochs it finished are stored before the trial ends.
             upload_error = uploads.close() if uploads is not None else None
