@@ -205,7 +205,6 @@ class TrialPlan:
         retry trains with the same LR. ``measured`` keeps what other plans may reuse.
         """
         from hpsearch.trainers.flops import FlopsMeter
-        from hpsearch.trainers.lr_finder import find_lr
         from hpsearch.trainers.step_speed import decide_precision
         from hpsearch.trainers.trainer import Trainer
 
@@ -215,6 +214,8 @@ class TrialPlan:
         config = self.config.with_overrides({"precision": precision})
         if lr_finder:
             if suggested_lr is None:
+                from hpsearch.trainers.lr_finder import find_lr  # loaded by the searches that run it only
+
                 # The test's own trainer: the trial's is built with the LR it suggests.
                 suggested_lr = find_lr(Trainer(model, task, config, hparams=self.hparams)).suggested
             config = config.with_overrides({"lr": suggested_lr})
