@@ -1,7 +1,9 @@
 """The objective: one Optuna trial becomes one run of the shared trainer.
 
-It plans the trial (``search/trial.py``), fits it, and records it (``search/recording.py``)
-through the storage's recorder; nothing else.
+It plans the trial and prepares its run (``search/trial.py``), fits it, and records it
+(``search/recording.py``) through the storage's recorder; nothing else. What a trial takes over
+from earlier ones, what an error that stops it means, and what it hands back to the queue are
+``search/handover.py``'s.
 """
 
 from __future__ import annotations
