@@ -4,14 +4,16 @@ A trial takes over earlier ones when it is a heartbeat retry of a killed trial (
 history) or a point queued again after its trial was preempted, failed or stopped by a full disk
 (``retry_of``). It resumes from their newest readable checkpoint or, where that checkpoint holds
 every epoch (the worker lost the database at the very end), records their result and trains
-nothing. A trial stopped by a signal or a full disk says why (``fail_reason``) and, where it can
-be resumed, hands its point back: a retry is queued first, naming every trial it takes over.
+nothing. A stopped trial says why (``prune_reason``, ``fail_reason``: ``training_stopped`` and
+``trial_stopped`` tell each error's meaning) and, where it can be resumed (preempted, a full
+disk), hands its point back: a retry is queued first, naming every trial it takes over.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import optuna
@@ -19,7 +21,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
 from hpsearch.search.recording import TrialAbandoned
-from hpsearch.search.signals import Preempted, interruption
+from hpsearch.search.signals import Interrupted, Preempted, interruption
 from hpsearch.search.trial_attrs import model_attrs
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import (
@@ -28,11 +30,14 @@ from hpsearch.storage.attributes import (
     FAIL_REASON_ATTR,
     PRECISION_ATTR,
     PRECISION_SPEEDUP_ATTR,
+    PRUNE_REASON_ATTR,
     RETRY_OF_ATTR,
 )
-from hpsearch.storage.errors import DiskFullError
+from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.recorder import TrialRecorder
+from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.checkpoints import CheckpointStore
+from hpsearch.trainers.trainer import DivergenceError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,8 +51,18 @@ def taken_over_by(frozen: optuna.trial.FrozenTrial) -> set[int]:
     return {*RetryHeartbeatStaleTrialCallback.retry_history(frozen), *frozen.user_attrs.get(RETRY_OF_ATTR, [])}
 
 
+@dataclass(frozen=True)
+class Stop:
+    """What an error that stopped a trial's training means: what the trial raises for it, and what it records."""
+
+    raises: BaseException
+    cause: BaseException | None = None  # what ``raises`` is raised from, where it is another error than the one caught
+    reason: tuple[str, str] | None = None  # the closing attribute that says why: prune_reason or fail_reason
+    abandoned: bool = False  # the trial is no longer this worker's to write
+
+
 class TrialHandover:
-    """Resumes a trial from the trials it takes over, and hands a stopped trial's point back to the queue."""
+    """Resumes a trial from the trials it takes over; says why a trial stopped, and hands its point back."""
 
     def __init__(
         self, recorder: TrialRecorder, output_dir: str, archive: CheckpointArchive | None, echo: Callable[[str], None]
@@ -139,6 +154,62 @@ class TrialHandover:
             return TrialAbandoned(trial.number, str(error), error)
         error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint, if it saved one"
         return TrialAbandoned(trial.number, str(error), error, handed_back=True)
+
+    def training_stopped(
+        self,
+        trial_number: int,
+        error: Exception | Interrupted | TrialAbandoned,
+        epochs: int,
+        checkpoint_dir: str | None,
+    ) -> Stop:
+        """What ``error``, raised while the trial trained (``epochs`` epochs done), means: what it raises and records.
+
+        Call it while handling ``error``: an unexpected error's traceback is echoed. A diverged
+        trial is pruned; a trial abandoned, or whose database is gone past ``--db-timeout``, is
+        no longer this worker's to write (its retry stores the epochs); a checkpoint that met a
+        full disk is a ``DiskFullError``; a signal whose cleanup raised is raised as that signal.
+        """
+        if isinstance(error, DivergenceError):
+            return Stop(optuna.TrialPruned(error.reason), reason=(PRUNE_REASON_ATTR, error.reason))
+        if isinstance(error, optuna.TrialPruned):
+            return Stop(error, reason=(PRUNE_REASON_ATTR, str(error)))
+        if isinstance(error, (TrialAbandoned, DatabaseUnavailable)):
+            return Stop(error, abandoned=True)
+        if isinstance(error, (Preempted, DiskFullError)):
+            return Stop(error, reason=(FAIL_REASON_ATTR, self.fail_reason(error, epochs)))
+        if is_disk_full(error):  # a checkpoint's write; the study database's arrives as a DiskFullError
+            full = DiskFullError(str(checkpoint_dir), f"saving the checkpoint of trial {trial_number}")
+            return Stop(full, error, (FAIL_REASON_ATTR, self.fail_reason(full, epochs)))
+        reason = (FAIL_REASON_ATTR, self.fail_reason(error, epochs))
+        return Stop(interruption(error) or error, reason=reason)
+
+    def trial_stopped(self, trial: optuna.Trial, error: Exception | Interrupted) -> BaseException:
+        """What the worker raises for a trial that ``error`` stopped, once the trial says why.
+
+        A full disk hands the trial back (``hand_back``); a preempted trial is queued again to
+        resume; a pruned trial and a database outage pass as they are; any other error or signal
+        gets a ``fail_reason`` where training gave it none, and a signal whose cleanup raised (while
+        planning, building, timing steps) stops the search as that signal. A database outage
+        past ``--db-timeout``, in training or in these writes, abandons the trial: a preempted
+        worker stops waiting for an absent database, and the trial's retry stores its epochs. A
+        shorter outage in these writes is raised.
+        """
+        try:
+            if isinstance(error, DiskFullError):
+                return self.hand_back(trial, error)
+            if isinstance(error, Preempted):
+                self.give_fail_reason(trial, error)
+                self.queue_resume(trial)
+            elif not isinstance(error, (optuna.TrialPruned, DatabaseUnavailable)):
+                self.give_fail_reason(trial, error)
+                error = interruption(error) or error
+        except DatabaseUnavailable as unavailable:
+            if not unavailable.final:
+                raise
+            return TrialAbandoned(trial.number, str(unavailable), unavailable)
+        if isinstance(error, DatabaseUnavailable) and error.final:
+            return TrialAbandoned(trial.number, str(error), error)
+        return error
 
     def give_fail_reason(self, trial: optuna.Trial, error: BaseException) -> None:
         """A ``fail_reason`` for a trial that the objective could not give one.

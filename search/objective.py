@@ -1,7 +1,9 @@
 """The objective: one Optuna trial becomes one run of the shared trainer.
 
-It plans the trial (``search/trial.py``), fits it, and records it (``search/recording.py``)
-through the storage's recorder; nothing else.
+It plans the trial and prepares its run (``search/trial.py``), fits it, and records it
+(``search/recording.py``) through the storage's recorder; nothing else. What a trial takes over
+from earlier ones, what an error that stops it means, and what it hands back to the queue are
+``search/handover.py``'s.
 """
 
 from __future__ import annotations
@@ -17,25 +19,13 @@ from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.resolved import ResolvedSpec
-from hpsearch.search.signals import Interrupted, Preempted, Preemption, interruption
-from hpsearch.search.trial import TrialPlan, checkpoint_dir
-from hpsearch.search.trial_attrs import model_costs, trainer_attrs
+from hpsearch.search.signals import Interrupted, Preemption
+from hpsearch.search.trial import SharedMeasurements, TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
-from hpsearch.storage.attributes import (
-    ARTIFACTS_ATTR,
-    FAIL_REASON_ATTR,
-    LR_SUGGESTED_ATTR,
-    PRECISION_SPEEDUP_ATTR,
-    PRUNE_REASON_ATTR,
-)
-from hpsearch.storage.errors import DiskFullError, is_disk_full
+from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_SUGGESTED_ATTR
 from hpsearch.storage.recorder import TrialRecorder
-from hpsearch.storage.retry import DatabaseUnavailable
-from hpsearch.trainers.flops import FlopsMeter
-from hpsearch.trainers.lr_finder import find_lr
 from hpsearch.trainers.records import EpochRecord
-from hpsearch.trainers.step_speed import StepTiming, decide_precision
-from hpsearch.trainers.trainer import DivergenceError, FitResult, Trainer, seed_everything
+from hpsearch.trainers.trainer import FitResult
 
 # Re-exported: the orchestrator catches it, audit and tests name the checkpoint place.
 __all__ = ["Objective", "TrialAbandoned", "checkpoint_dir"]
@@ -68,13 +58,10 @@ class Objective:
         self.recorder = recorder
         self.echo = echo
         self.preemption = preemption
-        # FLOPs counts per model and hyperparameters: the task's data is fixed within a search, so
-        # these make the same module, and a sweep over lr or the trainer's settings traces it once.
-        self.flops_counts: dict[tuple[str, str], dict] = {}
+        # Shared by this search's trials: each architecture's FLOPs traced, each step cost timed, once.
+        self.measured = SharedMeasurements()
         config = resolved.train_config
         self.pareto = ParetoPruner.for_study(resolved.pruner, resolved.goals, config.epochs, config.warmup_epochs)
-        # --precision auto's step timings, by the plan's step cost: a sweep over lr times each model once.
-        self.step_timings: dict[tuple[str, str, int, str, str], StepTiming] = {}
         # --artifacts: checkpoints go to the store too, and retries on other machines fetch them from there.
         artifacts = resolved.spec.artifacts
         self.archive = CheckpointArchive.open(artifacts, echo=echo) if artifacts else None
@@ -82,28 +69,13 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
-            try:
-                return self._run(trial)
-            except DiskFullError as error:
-                raise self.handover.hand_back(trial, error) from None
-            except Preempted as error:
-                self.handover.give_fail_reason(trial, error)
-                self.handover.queue_resume(trial)
+            return self._run(trial)
+        except (Exception, Interrupted) as error:
+            # The trial says why it stopped, and one that can resume is queued again (search/handover.py).
+            raises = self.handover.trial_stopped(trial, error)
+            if raises is error:
                 raise
-            except (optuna.TrialPruned, TrialAbandoned, DatabaseUnavailable):
-                raise
-            except (Interrupted, Exception) as error:
-                self.handover.give_fail_reason(trial, error)
-                # A signal whose cleanup raised (planning, building, timing steps) still stops the search as that signal.
-                interrupt = interruption(error)
-                if interrupt is not None and interrupt is not error:
-                    raise interrupt from None
-                raise
-        except DatabaseUnavailable as error:
-            # Also from the writes above: a preempted worker stops waiting for an absent database.
-            if not error.final:
-                raise
-            raise TrialAbandoned(trial.number, str(error), error) from None
+            raise raises from None
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:
         """The trial's sampled point, planned; its checkpoints go under the output directory."""
@@ -123,35 +95,28 @@ class Objective:
         )
         if spec.max_flops is not None or spec.max_params is not None:
             recording.check_budget(plan.budget(resolved.task, spec.max_flops, spec.max_params))
-        seed_everything(plan.config.seed)
-        model = plan.build_model(resolved.task)
+        model = plan.initial_model(resolved.task)
         resume = self.handover.resume_point(trial, model)
         code = trial_code(resolved.code, plan.model_name, resolved.task.name)
         if resume.records and resume.records[-1].epoch >= plan.config.epochs:
             attrs = self.handover.record_finished(trial, plan, recording, resume, model, code)
             return recording.values(resolved.goals, attrs)
         resume_from, state, restored = resume.where, resume.state, resume.records
-        precision, timing = decide_precision(
-            model, resolved.task, plan.config, plan.hparams, self.step_timings, plan.step_cost
-        )
-        if timing is not None:
-            speed = f"{timing.lower} steps ran {timing.speedup:.2f}x as fast as fp32's"
-            self.echo(f"Trial {trial.number}: precision auto: {precision} ({speed})")
-        meter = FlopsMeter(model, counts=self.flops_counts.setdefault(plan.architecture, {}))
-        recording.costs = lambda: model_costs(model, meter)
-        config = plan.config.with_overrides({"precision": precision})
-        if spec.lr_finder:
-            suggested = trial.user_attrs.get(LR_SUGGESTED_ATTR)
-            if suggested is None:
-                suggested = find_lr(Trainer(model, resolved.task, config, hparams=plan.hparams)).suggested
-            trial.set_user_attr(LR_SUGGESTED_ATTR, suggested)
-            self.echo(f"Trial {trial.number}: LR range test suggests lr={suggested:.3g}")
-            config = config.with_overrides({"lr": suggested})
+        run = plan.prepare(resolved.task, model, self.measured, spec.lr_finder, trial.user_attrs.get(LR_SUGGESTED_ATTR))
+        if run.timing is not None:
+            speed = f"{run.timing.lower} steps ran {run.timing.speedup:.2f}x as fast as fp32's"
+            self.echo(f"Trial {trial.number}: precision auto: {run.timing.chosen} ({speed})")
+        if run.suggested_lr is not None:
+            trial.set_user_attr(LR_SUGGESTED_ATTR, run.suggested_lr)  # a retry of this trial trains with the same LR
+            self.echo(f"Trial {trial.number}: LR range test suggests lr={run.suggested_lr:.3g}")
+        recording.costs = run.costs
         uploads = None
         if self.archive is not None and plan.config.checkpoint_dir and plan.config.checkpoints != "none":
             uploads = CheckpointUploads(self.archive, Path(plan.config.checkpoint_dir), trial.study.study_name, trial.number)
+        trainer = run.trainer
         # Uploads first: they start in the background before the epoch's records are written.
-        callbacks = [*([uploads.epoch_ended] if uploads else []), recording.epoch_ended]
+        trainer.callbacks += [*([uploads.epoch_ended] if uploads else []), recording.epoch_ended]
+        trainer.step_checks.append(lambda _step: recording.check_heartbeat())
         preemption = self.preemption
         if preemption is not None:
             preemption.check(at_epoch_end=True)  # asked to stop while the trial was being set up
@@ -159,13 +124,10 @@ class Objective:
             def stop_after_epoch(record: EpochRecord) -> None:
                 # After the recording's callback: the epoch and its checkpoint are stored. Not after
                 # the last epoch, whose trial is complete.
-                if record.epoch < config.epochs:
+                if record.epoch < plan.config.epochs:
                     preemption.check(at_epoch_end=True)
 
-            callbacks.append(stop_after_epoch)
-        trainer = Trainer(model, resolved.task, config, callbacks, meter, plan.hparams)
-        trainer.step_checks.append(lambda _step: recording.check_heartbeat())
-        if preemption is not None:
+            trainer.callbacks.append(stop_after_epoch)
             trainer.step_checks.append(lambda _step: preemption.check())
         result: FitResult | None = None
         reason: tuple[str, str] | None = None
@@ -178,41 +140,25 @@ class Objective:
             result = trainer.fit(resume_from=state)  # loaded once, when it was checked
             if uploads is not None:
                 uploads.flush()  # a COMPLETE trial's best.pt is in the store before anyone can load it
-        except DivergenceError as error:
-            reason = (PRUNE_REASON_ATTR, error.reason)
-            raise optuna.TrialPruned(error.reason) from None
-        except optuna.TrialPruned as error:
-            reason = (PRUNE_REASON_ATTR, str(error))
-            raise
-        except (TrialAbandoned, DatabaseUnavailable):
-            abandoned = True  # a final DatabaseUnavailable: past --db-timeout, the retry stores the epochs
-            raise
-        except (Preempted, DiskFullError) as error:
-            reason = (FAIL_REASON_ATTR, self.handover.fail_reason(error, len(recording.records)))
-            raise
-        except (Interrupted, Exception) as error:
-            if is_disk_full(error):  # a checkpoint's write; the study database's arrives as a DiskFullError
-                full = DiskFullError(str(config.checkpoint_dir), f"saving the checkpoint of trial {trial.number}")
-                reason = (FAIL_REASON_ATTR, self.handover.fail_reason(full, len(recording.records)))
-                raise full from error
-            reason = (FAIL_REASON_ATTR, self.handover.fail_reason(error, len(recording.records)))
-            interrupt = interruption(error)
-            if interrupt is None:
+        except (Exception, Interrupted, TrialAbandoned) as error:
+            # What the error means for the trial: pruned, failed, abandoned (search/handover.py).
+            epochs = len(recording.records)
+            stop = self.handover.training_stopped(trial.number, error, epochs, plan.config.checkpoint_dir)
+            reason, abandoned = stop.reason, stop.abandoned
+            if stop.raises is error:
                 raise
-            raise interrupt from None
+            raise stop.raises from stop.cause
         finally:
             # Whatever stopped training, the epochs it finished are stored before the trial ends.
             upload_error = uploads.close() if uploads is not None else None
             if upload_error is not None and result is None:
                 self.echo(f"Trial {trial.number}: checkpoints not stored in {self.archive.shown_url}: {upload_error}")
             if not abandoned:
-                attrs = trainer_attrs(trainer, model, meter, result, bool(recording.records)) | ({"code": code} if code else {})
-                if timing is not None:
-                    attrs[PRECISION_SPEEDUP_ATTR] = round(timing.speedup, 3)
+                attrs = run.attrs(result, bool(recording.records)) | ({"code": code} if code else {})
                 if uploads is not None and recording.records:
                     attrs[ARTIFACTS_ATTR] = uploads.uri
                 attrs = recording.finish(attrs, reason)
-                stats = meter.stats()
+                stats = run.meter.stats()
                 if stats.forward_passes:
                     self.echo(stats.format_block())
         return recording.values(resolved.goals, attrs)

@@ -2,16 +2,19 @@
 
 A point is what Optuna holds for a trial: ``model`` and every swept name. The objective, the
 LR finder, the probe, the spec's build check and ``load_model`` all split it here, so a swept
-name means the same thing on every path. Torch is imported by the methods that build.
+name means the same thing on every path. ``TrialPlan.prepare`` then makes the run the objective
+fits (``PreparedRun``): the precision, the FLOPs meter, the LR and the trainer, decided and built
+once. Torch is imported by the methods that build.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import get_model
 from hpsearch.trainers.config import SETTINGS, TrainConfig
@@ -19,7 +22,10 @@ from hpsearch.trainers.config import SETTINGS, TrainConfig
 if TYPE_CHECKING:
     from torch import nn
 
+    from hpsearch.trainers.flops import FlopsMeter, ForwardCount
+    from hpsearch.trainers.step_speed import StepTiming
     from hpsearch.trainers.tasks import Task
+    from hpsearch.trainers.trainer import FitResult, Trainer
 
 TRAIN_SETTING_NAMES = frozenset(p.name for p in SETTINGS)
 
@@ -55,6 +61,53 @@ class Budget:
     over: tuple[str, ...]
     # Optuna's constraint values (feasible when every one is <= 0): the sampler learns the boundary.
     constraints: tuple[float, float]
+
+
+@dataclass
+class SharedMeasurements:
+    """What the trials of one search measure once and share, kept by whoever runs them (the objective).
+
+    The task's data is fixed within a search, so plans with the same ``architecture`` build the
+    same module and trace it once (``flops_counts``), and plans with the same ``step_cost`` take
+    the same steps, so ``--precision auto`` times them once (``step_timings``): a sweep over the
+    LR or the schedule measures each model once.
+    """
+
+    flops_counts: dict[tuple[str, str], dict[Any, ForwardCount]] = field(default_factory=dict)
+    step_timings: dict[tuple[str, str, int, str, str], StepTiming] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A planned trial ready to fit: its model, the FLOPs meter on it, the trainer, and what was decided for them."""
+
+    model: nn.Module
+    meter: FlopsMeter
+    trainer: Trainer
+    # --precision auto's timing of the model's steps; None where nothing was timed (an explicit precision, or a
+    # machine whose matmuls are fastest in fp32).
+    timing: StepTiming | None
+    # The LR range test's suggestion, which the trainer uses; None unless the LR is "auto".
+    suggested_lr: float | None
+
+    def costs(self) -> dict[str, object]:
+        """The model's costs so far: ``params.count`` and the ``flops.*`` statistics."""
+        from hpsearch.search.trial_attrs import model_costs
+
+        return model_costs(self.model, self.meter)
+
+    def attrs(self, result: FitResult | None, trained: bool) -> dict[str, object]:
+        """What the run leaves on its trial at the end: parameters, FLOPs, precision, worker, checkpoint.
+
+        ``precision.speedup`` too, where ``auto`` timed the model's steps.
+        """
+        from hpsearch.search.trial_attrs import trainer_attrs
+        from hpsearch.storage.attributes import PRECISION_SPEEDUP_ATTR
+
+        attrs = trainer_attrs(self.trainer, self.model, self.meter, result, trained)
+        if self.timing is not None:
+            attrs[PRECISION_SPEEDUP_ATTR] = round(self.timing.speedup, 3)
+        return attrs
 
 
 @dataclass(frozen=True)
@@ -128,6 +181,46 @@ class TrialPlan:
             with torch.device("meta"):
                 return build_model(self.model_name, self.model_params, task.data)
         return build_model(self.model_name, self.model_params, task.data)
+
+    def initial_model(self, task: Task) -> nn.Module:
+        """The model the trial trains: built after seeding with the plan's seed, so every run starts alike."""
+        from hpsearch.trainers.trainer import seed_everything
+
+        seed_everything(self.config.seed)
+        return self.build_model(task)
+
+    def prepare(
+        self,
+        task: Task,
+        model: nn.Module,
+        measured: SharedMeasurements,
+        lr_finder: bool = False,
+        suggested_lr: float | None = None,
+    ) -> PreparedRun:
+        """The run of ``model`` (``initial_model``'s) that the trial fits; the caller adds the trainer's callbacks.
+
+        The precision is the plan's, ``auto`` decided on the model's own steps; the FLOPs meter
+        shares the counts of the plan's architecture; with ``lr_finder`` the trainer takes the LR
+        range test's suggestion: ``suggested_lr`` where an earlier try of the trial found one, so a
+        retry trains with the same LR. ``measured`` keeps what other plans may reuse.
+        """
+        from hpsearch.trainers.flops import FlopsMeter
+        from hpsearch.trainers.step_speed import decide_precision
+        from hpsearch.trainers.trainer import Trainer
+
+        timings = measured.step_timings
+        precision, timing = decide_precision(model, task, self.config, self.hparams, timings, self.step_cost)
+        meter = FlopsMeter(model, counts=measured.flops_counts.setdefault(self.architecture, {}))
+        config = self.config.with_overrides({"precision": precision})
+        if lr_finder:
+            if suggested_lr is None:
+                from hpsearch.trainers.lr_finder import find_lr  # loaded by the searches that run it only
+
+                # The test's own trainer: the trial's is built with the LR it suggests.
+                suggested_lr = find_lr(Trainer(model, task, config, hparams=self.hparams)).suggested
+            config = config.with_overrides({"lr": suggested_lr})
+        trainer = Trainer(model, task, config, flops_meter=meter, hparams=self.hparams)
+        return PreparedRun(model, meter, trainer, timing, suggested_lr if lr_finder else None)
 
     def budget(self, task: Task, max_flops: float | None, max_params: int | None) -> Budget:
         """The model's FLOPs per sample and parameter count, and which of the limits they pass."""

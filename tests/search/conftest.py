@@ -32,3 +32,14 @@ def run_hpsearch(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture
+def machine_says_bf16(monkeypatch):
+    """auto as on a machine whose matmuls run faster in bf16: the per-model timing decides."""
+    from hpsearch.trainers import step_speed  # here, not at collection: torch loads only for the tests that use it
+
+    def choose(requested: str, device: object) -> str:
+        return "bf16" if requested == "auto" else requested
+
+    monkeypatch.setattr(step_speed, "choose_precision", choose)

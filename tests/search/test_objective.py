@@ -13,8 +13,9 @@ from hpsearch.search.objective import Objective
 from hpsearch.search.resolved import resolve
 from hpsearch.search.signals import Interrupted, graceful_interrupts
 from hpsearch.search.spec import StudySpec
+from hpsearch.storage.attributes import LR_SUGGESTED_ATTR
 from hpsearch.storage.recorder import MemoryRecorder
-from hpsearch.trainers import step_speed
+from hpsearch.trainers import lr_finder, step_speed
 
 # What the model's build does on a real (not meta) device: "signal" sends this process SIGTERM.
 ON_BUILD: list[str] = []
@@ -94,16 +95,6 @@ def run_trials(tmp_path, sweep: tuple[str, ...], **train) -> list[optuna.trial.F
     return sorted(study.trials, key=lambda t: (t.params["width"], t.params.get("lr", 0)))
 
 
-@pytest.fixture
-def machine_says_bf16(monkeypatch):
-    """auto as on a machine whose matmuls run faster in bf16: the per-model timing decides."""
-
-    def choose(requested: str, device: object) -> str:
-        return "bf16" if requested == "auto" else requested
-
-    monkeypatch.setattr(step_speed, "choose_precision", choose)
-
-
 def test_auto_times_each_model_once_and_records_the_speedup(tmp_path, machine_says_bf16, monkeypatch):
     timed: list[object] = []
     measure = step_speed.measure_step_speed
@@ -139,3 +130,29 @@ def test_an_explicit_precision_runs_as_given_untimed(tmp_path, machine_says_bf16
     monkeypatch.setattr(step_speed, "measure_step_speed", refuse)
     (trial,) = run_trials(tmp_path, ("width:4",), precision=precision)
     assert trial.user_attrs["precision"] == precision and "precision.speedup" not in trial.user_attrs
+
+
+def test_a_trial_that_carries_an_lr_suggestion_trains_with_it_untested(tmp_path, monkeypatch):
+    """A retry of a --lr auto trial (its point queued again with its attributes) keeps the LR its first try found."""
+
+    def refuse(*args, **kwargs):
+        pytest.fail("ran the LR range test of a trial that carries its suggestion")
+
+    monkeypatch.setattr(lr_finder, "find_lr", refuse)
+    register_model(MODEL, build, [HyperParam("width", "int", 4, "embedding width", low=1)])
+    spec = StudySpec(
+        models=(MODEL,),
+        sweep=("width:4",),
+        task_options={"dataset_size": 64},
+        train={"epochs": 1, "lr": "auto", "precision": "fp32"},
+        output_dir=str(tmp_path),
+    )
+    resolved = resolve(spec)
+    lines: list[str] = []
+    study = optuna.create_study()
+    study.enqueue_trial(resolved.sweep.grid_points()[0], user_attrs={LR_SUGGESTED_ATTR: 0.0123})
+    study.optimize(Objective(resolved, MemoryRecorder(), echo=lines.append), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs[LR_SUGGESTED_ATTR] == 0.0123
+    assert "Trial 0: LR range test suggests lr=0.0123" in lines
+    assert 0 < max(trial.user_attrs["lr_history"]) <= 0.0123
