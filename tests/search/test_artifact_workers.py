@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -34,7 +33,7 @@ def machines(tmp_path, *names):
 
 
 def test_a_killed_workers_trial_resumes_on_another_machine_from_the_store(
-    postgres_url, study_name, s3_server, s3_bucket, tmp_path, run_hpsearch
+    postgres_url, study_name, s3_server, s3_bucket, tmp_path, run_hpsearch, monkeypatch
 ):
     artifacts = f"s3://{s3_bucket}/runs"
     created = run_hpsearch("create", "--study", study_name, "--storage", postgres_url, "--artifacts", artifacts,
@@ -79,7 +78,7 @@ def test_a_killed_workers_trial_resumes_on_another_machine_from_the_store(
         for path in sorted(machine.rglob("*.pt"), reverse=True):
             path.unlink()
     best = optuna.load_study(study_name=study_name, storage=postgres_url).best_trial
-    os.chdir(laptop)
+    monkeypatch.chdir(laptop)  # the later tests' subprocesses start where pytest started
     model = load_model(postgres_url, study_name)
     stored = laptop / "best.pt"
     client.download_file(s3_bucket, f"runs/{study_name}/trial-{best.number}/best.pt", str(stored))
