@@ -60,7 +60,7 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, FAIL_REASON_ATTR, RETRY_OF_ATTR
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 
 
@@ -307,9 +307,9 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         """Optuna's stale-trial callback (the retry), after the failed trial is told why.
 
-        A killed worker's trial otherwise ends FAIL with nothing on it. Its ``fail_reason`` is
-        written although the trial has finished, which Optuna's API refuses; a reason the worker
-        stored itself (an abandoned trial's) is kept. A trial whose retry a preempted worker
+        A killed worker's trial otherwise ends FAIL with nothing on it. Its ``fail_reason`` and
+        ``epochs_run`` are written although the trial has finished, which Optuna's API refuses; a
+        reason the worker stored itself (an abandoned trial's) is kept. A trial whose retry a preempted worker
         already queued is not queued again.
         """
         queue_retry = super().get_heartbeat_stale_trial_callback()
@@ -320,11 +320,16 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             queued = any(trial.number in t.user_attrs.get(RETRY_OF_ATTR, ()) for t in study.get_trials(deepcopy=False))
             if queue_retry is not None and not queued:
                 queue_retry(study, trial)
+            closing: dict[str, Any] = {}
             reason = trial.user_attrs.get(FAIL_REASON_ATTR)
             if reason is None:
                 grace = self.grace_period or 2 * (self.heartbeat_interval or 0)  # Optuna's default grace
                 reason = f"no heartbeat for over {grace} s: its worker was killed or lost the database"
-                self.retry.call(self._set_trial_user_attrs, trial_id(trial), {FAIL_REASON_ATTR: reason}, True)
+                closing[FAIL_REASON_ATTR] = reason
+            if EPOCHS_RUN_ATTR not in trial.user_attrs and len(study.directions) == 1:
+                closing[EPOCHS_RUN_ATTR] = len(trial.intermediate_values)  # one report per epoch it stored
+            if closing:
+                self.retry.call(self._set_trial_user_attrs, trial_id(trial), closing, True)
             if self.on_stale is not None:
                 again = "queued again to resume from its checkpoint, if it saved one" if queue_retry is not None else "not retried"
                 self.on_stale(f"Trial {trial.number} failed: {reason}; {again}")

@@ -123,6 +123,7 @@ def test_a_killed_workers_trial_is_retried_from_its_checkpoint(tmp_path, run_hps
     assert failed.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
     reason = "no heartbeat for over 3 s: its worker was killed or lost the database"
     assert failed.user_attrs["fail_reason"] == reason and "fail_reason" not in retried.user_attrs
+    assert failed.user_attrs["epochs_run"] == len(failed.intermediate_values) >= 2
     assert f"Trial 0 failed: {reason}; queued again to resume from its checkpoint" in second_out
     resumed_after = retried.user_attrs["resumed_from"]["epoch"]
     assert resumed_after >= 2
