@@ -102,6 +102,18 @@ def _wilcoxon(first: int, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.WilcoxonPruner()
 
 
+def _rung(first: int, epochs: int) -> optuna.pruners.BasePruner:
+    from hpsearch.search.rung_pruner import RungPruner, third_rung
+
+    return RungPruner(third_rung(first, epochs))
+
+
+def _rung_epochs(first: int, epochs: int) -> tuple[int, ...]:
+    from hpsearch.search.rung_pruner import third_rung
+
+    return tuple(e for e in (third_rung(first, epochs),) if e < epochs)
+
+
 def _nop(first: int, epochs: int) -> optuna.pruners.BasePruner:
     import optuna
 
@@ -124,12 +136,15 @@ class PrunerKind:
 # with the median. ``sha`` is asynchronous successive halving: at the first judged epoch, then
 # each time the epochs triple, a trial goes on only if it ranks in the best third of the trials
 # that got there. ``hyperband`` runs several successive-halving brackets (its rungs: the first's).
+# ``rung`` judges once, at a third of the epochs: a trial below the median of every trial that got
+# there stops (``search/rung_pruner.py``).
 PRUNER_KINDS: dict[str, PrunerKind] = {
     "percentile": PrunerKind(_percentile, _every_epoch),
     "median": PrunerKind(_median, _every_epoch),
     "sha": PrunerKind(_sha, _tripling),
     "hyperband": PrunerKind(_hyperband, _tripling),
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
+    "rung": PrunerKind(_rung, _rung_epochs),
     "pareto": PrunerKind(_nop, lambda first, epochs: _tripling(3 * first, epochs)),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
@@ -143,14 +158,15 @@ def auto_pruner(sampler: str, multi_objective: bool = False) -> str:
     lcbench's accuracy against training time it did not reach at half the budget the
     hypervolume that no pruning reached with all of it (benchmarks/lcbench_mo.py).
 
-    The GP sampler learns from complete trials only, so a pruned trial's epochs teach it nothing,
-    and on lcbench the early epochs misrank configurations that learn slowly but end best. A grid
-    (and TPE, which learns from pruned trials' last values too) keeps the percentile pruner, which
-    spent a third of the 16-point grid's epochs and kept its best (benchmarks/pruning_efficiency.py).
+    The GP sampler gets ``rung``: one judgement at a third of the epochs, where lcbench's early
+    epochs would misrank configurations that learn slowly but end best, and the GP learns from
+    the pruned trials (``gp_sampler``), so the budget buys more trials. A grid (and TPE) keeps the
+    percentile pruner, which spent a third of the 16-point grid's epochs and kept its best
+    (benchmarks/pruning_efficiency.py).
     """
     if multi_objective:
         return "none"
-    return "none" if sampler == "gp" else "percentile"
+    return "rung" if sampler == "gp" else "percentile"
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

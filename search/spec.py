@@ -48,9 +48,9 @@ class StudySpec:
         metavar="URL")
     sampler: str | None = study_option(None, f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}", choices=SAMPLERS)
     pruner: str = study_option(
-        DEFAULT_PRUNER, f"performance pruner (default: {DEFAULT_PRUNER}: none for the gp sampler, which learns from complete "
-        "trials only; otherwise percentile: from the first epoch after the LR warmup, keep only trials among the best quarter "
-        "of completed trials at that epoch; and none for several --objectives). pareto is for several objectives: at sha's "
+        DEFAULT_PRUNER, f"performance pruner (default: {DEFAULT_PRUNER}: rung for the gp sampler: at a third of the epochs, stop a trial "
+        "below the median of every trial that got there; otherwise percentile: from the first epoch after the LR warmup, "
+        "keep only trials among the best quarter of completed trials at that epoch; and none for several --objectives). pareto is for several objectives: at sha's "
         "rungs after the first, keep a trial while the Pareto fronts ahead of it hold fewer than half the trials that reached "
         "that epoch. The divergence guard is always on", choices=PRUNERS)
     metric: str = study_option("val_loss", "the monitored value, reported every epoch (default: val_loss)")

@@ -37,18 +37,20 @@ def test_every_pruner_name_makes_its_optuna_pruner(name, kind):
         make_pruner("mediam", 10, 1.0)
 
 
-def test_the_auto_pruner_prunes_nothing_under_gp_and_by_percentile_otherwise():
-    assert isinstance(make_pruner("auto", 10, 1.0, "gp"), optuna.pruners.NopPruner)
+def test_the_auto_pruner_is_the_rung_pruner_under_gp_and_percentile_otherwise():
+    from hpsearch.search.rung_pruner import RungPruner
+
+    assert isinstance(make_pruner("auto", 10, 1.0, "gp"), RungPruner)
     for sampler in ("grid", "tpe", "random"):
         assert isinstance(make_pruner("auto", 10, 1.0, sampler), optuna.pruners.PercentilePruner)
 
 
-def test_a_range_sweep_defaults_to_gp_without_pruning_and_a_grid_to_the_percentile_pruner():
+def test_a_range_sweep_defaults_to_gp_with_the_rung_pruner_and_a_grid_to_the_percentile_pruner():
     from hpsearch.search.resolved import resolve
     from hpsearch.search.spec import StudySpec
 
     ranged = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), task_options={"dataset_size": 64}))
-    assert (ranged.sampler, ranged.pruner) == ("gp", "none")
+    assert (ranged.sampler, ranged.pruner) == ("gp", "rung")
     grid = resolve(StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16,32",), task_options={"dataset_size": 64}))
     assert (grid.sampler, grid.pruner) == ("grid", "percentile")
     chosen = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), pruner="sha",
