@@ -127,8 +127,8 @@ class ResumeCandidates:
 
     For each trial taken over (newest first): its local ``last.pt`` and ``prev.pt`` if this machine
     ran it; else its ``last.pt`` from the store, downloaded into its local folder only when the
-    trials before it had nothing readable. ``shown`` names a file as a user should read it: the
-    store's URL for a downloaded one.
+    trials before it had nothing readable (with its ``best.pt``). ``shown`` names a file as a user
+    should read it: the store's URL for a downloaded one.
     """
 
     def __init__(self, output_dir: str, study_name: str, numbers: Iterable[int], archive: CheckpointArchive | None) -> None:
@@ -146,6 +146,8 @@ class ResumeCandidates:
             key = artifact_key(self.study_name, number, LAST)
             if self.archive.download(key, local.last_path):
                 self.fetched[local.last_path] = self.archive.uri(key)
+                # Beside it, the trial's best.pt: a retry keeps it as its own best until an epoch beats it.
+                self.archive.download(artifact_key(self.study_name, number, BEST), local.best_path)
                 yield local.last_path
 
     def shown(self, path: Path) -> str:

@@ -87,6 +87,16 @@ class TrialHandover:
             self.echo(f"Trial {trial.number}: {point.fallback}")
         return point
 
+    def carry_best(self, resume: ResumePoint, plan: TrialPlan) -> None:
+        """Copy the ``best.pt`` of the checkpoint's trial into this trial's folder, before it resumes training.
+
+        The trainer writes ``best.pt`` only when an epoch beats the best so far, which the resumed
+        state carries: where the best epoch was the earlier trial's, this trial's folder (and
+        store) would otherwise have no ``best.pt`` for ``load_model``.
+        """
+        if plan.config.checkpoint_dir and resume.path is not None:
+            CheckpointStore(plan.config.checkpoint_dir, plan.config.checkpoints).adopt(resume.path.parent, best_only=True)
+
     def record_finished(
         self, trial: optuna.Trial, plan: TrialPlan, recording: TrialRecording, resume: ResumePoint, model: nn.Module,
         code: dict | None,

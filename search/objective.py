@@ -102,6 +102,7 @@ class Objective:
             attrs = self.handover.record_finished(trial, plan, recording, resume, model, code)
             return recording.values(resolved.goals, attrs)
         resume_from, state, restored = resume.where, resume.state, resume.records
+        self.handover.carry_best(resume, plan)
         run = plan.prepare(resolved.task, model, self.measured, spec.lr_finder, trial.user_attrs.get(LR_SUGGESTED_ATTR))
         if run.timing is not None:
             speed = f"{run.timing.lower} steps ran {run.timing.speedup:.2f}x as fast as fp32's"

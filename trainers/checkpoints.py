@@ -63,13 +63,16 @@ class CheckpointStore:
         with self._partials_removed_on_failure():
             return self._save(state, is_best)
 
-    def adopt(self, source: str | os.PathLike[str]) -> list[Path]:
-        """Copy the files that ``keep`` asks for from another trial's folder ``source``; the paths written.
+    def adopt(self, source: str | os.PathLike[str], best_only: bool = False) -> list[Path]:
+        """Copy the files that ``keep`` asks for (``best.pt`` alone with ``best_only``) from another trial's folder ``source``.
 
         For a trial that takes over one whose every epoch is done: its own folder then holds the
-        model it reports. Each file lands complete or not at all, as a save's do.
+        model it reports. For a trial that resumes another: the best epoch may be behind it, and
+        its ``best.pt`` is then the other's. Each file lands complete or not at all, as a save's do.
+        Returns the paths written.
         """
         wanted = {"all": (LAST, PREVIOUS, BEST), "last": (LAST, PREVIOUS), "best": (BEST,)}.get(self.keep, ())
+        wanted = tuple(name for name in wanted if name == BEST) if best_only else wanted
         self.directory.mkdir(parents=True, exist_ok=True)
         written = []
         with self._partials_removed_on_failure():

@@ -82,3 +82,40 @@ def test_a_database_gone_past_its_timeout_abandons_the_trial_and_a_shorter_outag
     assert isinstance(abandoned, TrialAbandoned) and abandoned.error is gone and not abandoned.handed_back
     brief = DatabaseUnavailable("sqlite:///x.db", 5, "locked", final=False)
     assert handover.trial_stopped(trial, brief) is brief
+
+
+def test_a_resumed_trial_keeps_the_best_checkpoint_of_the_trial_it_took_over(tmp_path):
+    # The killed trial's best epoch is behind the retry; the trainer writes best.pt only when an epoch
+    # beats it, so without the carried file the retry's folder would have none for load_model.
+    from types import SimpleNamespace
+
+    from hpsearch.search.checkpoint_sync import ResumePoint
+    from hpsearch.trainers.checkpoints import CheckpointStore
+
+    source = CheckpointStore(tmp_path / "trial-0")
+    source.save({"epoch": 1}, is_best=True)
+    source.save({"epoch": 2}, is_best=False)
+    own = tmp_path / "trial-1"
+    plan = SimpleNamespace(config=SimpleNamespace(checkpoint_dir=str(own), checkpoints="all"))
+    handover = TrialHandover(MemoryRecorder(), str(tmp_path), None, print)
+    handover.carry_best(ResumePoint(path=source.last_path), plan)
+    assert (own / "best.pt").read_bytes() == source.best_path.read_bytes()
+    assert not (own / "last.pt").exists()  # the trainer writes its own from the next epoch
+
+    for keep in ("last", "none"):  # a study that keeps no best.pt gets none
+        plan = SimpleNamespace(config=SimpleNamespace(checkpoint_dir=str(tmp_path / keep), checkpoints=keep))
+        handover.carry_best(ResumePoint(path=source.last_path), plan)
+        assert not (tmp_path / keep / "best.pt").exists()
+
+
+def test_a_checkpoint_fetched_from_the_store_comes_with_its_trials_best(tmp_path):
+    from hpsearch.search.checkpoint_sync import ResumeCandidates, artifact_key
+    from hpsearch.storage.artifacts import CheckpointArchive
+
+    archive = CheckpointArchive.open(f"file://{tmp_path / 'store'}")
+    for name in ("last.pt", "best.pt"):
+        (tmp_path / name).write_bytes(name.encode())
+        archive.upload(tmp_path / name, artifact_key("s", 0, name))
+    candidates = ResumeCandidates(str(tmp_path / "machine-b"), "s", [0], archive)
+    (fetched,) = list(candidates)
+    assert fetched.read_bytes() == b"last.pt" and (fetched.parent / "best.pt").read_bytes() == b"best.pt"
