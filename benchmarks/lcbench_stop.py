@@ -1,6 +1,6 @@
 """--stop-when-converged on YAHPO Gym's lcbench surrogate: the compute it saves and the regret it costs.
 
-The default strategy (``--sampler gp``, no pruning) runs the paper's full budget (6,544 epochs)
+The default strategy (``--sampler gp --pruner auto``, which is ``rung``) runs the paper's full budget (6,544 epochs)
 on instances 167168, 189873 and 189906, one simulated worker, seeds 0..N-1. With one worker a
 study that stops is the same run cut short: the sampler's choices up to the stop do not depend
 on what comes after. So each run is simulated once, and ``ConvergenceStop`` (the class the

@@ -217,6 +217,8 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     print()
     print(format_results_table(study, resolved.spec.metric))
     print(f"\nStudy {study.study_name!r} in {mask_password(outcome.storage_url)}: {outcome.trials_run} trials run now, {len(study.trials)} in all.")
+    auto = " (--pruner auto)" if resolved.spec.pruner == "auto" else ""
+    print(f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped")
     print(f"Browse it:  optuna-dashboard {mask_password(outcome.storage_url)}")
     print(f"       or:  hpsearch dashboard --storage {mask_password(outcome.storage_url)}")
     if resolved.train_config.checkpoints != "none":

@@ -109,7 +109,11 @@ class TrialRecording:
             return self.pareto.prune_reason(self.trial, self.recorder, self.rows(), costs)
         if not self.trial.should_prune():
             return None
-        return f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={record.value(self.metric):.4g}"
+        reason = f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={record.value(self.metric):.4g}"
+        # A pruner may say what it judged against (the rung pruner's median); Optuna's say nothing.
+        explain = getattr(self.trial.study.pruner, "explain", None)
+        why = explain(self.trial.number) if explain is not None else None
+        return f"{reason}, {why}" if why else reason
 
     def rows(self) -> list[dict[str, Any]]:
         """The epoch rows of the trial so far, oldest first."""

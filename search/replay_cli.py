@@ -6,11 +6,16 @@ from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.samplers import PRUNERS
+from hpsearch.search.samplers import PRUNER_KINDS, auto_pruner
 from hpsearch.search.tables_cli import STORAGE_HELP
 
-# A replay judges one objective's curves; the Pareto pruner is for multi-objective studies.
-REPLAYABLE = tuple(p for p in PRUNERS if p != "pareto")
+# A replay judges one objective's curves; the Pareto pruner is for multi-objective studies. auto
+# is not a pruner of its own: it means one of these, by sampler.
+REPLAYABLE = tuple(p for p in PRUNER_KINDS if p != "pareto")
+NOT_REPLAYABLE = {
+    "pareto": "pareto judges several objectives; a replay judges one objective's curves",
+    "auto": f"auto means {auto_pruner('gp')} under the gp sampler and {auto_pruner('grid')} otherwise: name the one to replay",
+}
 
 
 def build_replay_parser() -> ArgumentParser:
@@ -30,8 +35,8 @@ def replay_main(argv: Sequence[str]) -> int:
     parser.add_argument("--storage", help=STORAGE_HELP)
     parser.add_argument(
         "--pruners",
-        # auto is another pruner's name, and wilcoxon judges per-step values that an epoch curve lacks.
-        default=",".join(p for p in REPLAYABLE if p not in ("auto", "wilcoxon")),
+        # wilcoxon judges per-step values that an epoch curve lacks.
+        default=",".join(p for p in REPLAYABLE if p != "wilcoxon"),
         help="comma-separated pruners to replay (default: %(default)s)",
     )
     parser.add_argument(
@@ -41,6 +46,8 @@ def replay_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     pruners = [p for p in args.pruners.split(",") if p]
     unknown = [p for p in pruners if p not in REPLAYABLE]
+    if unknown and unknown[0] in NOT_REPLAYABLE:
+        raise UsageError(f"--pruners {unknown[0]}: {NOT_REPLAYABLE[unknown[0]]}")
     if unknown or not pruners:
         raise UsageError(
             f"unknown pruner {unknown[0]!r}; choose from {', '.join(REPLAYABLE)}"

@@ -30,6 +30,14 @@ class RungPruner(optuna.pruners.BasePruner):
 
     def __init__(self, rung: int, min_trials: int = MIN_TRIALS_AT_RUNG) -> None:
         self.rung, self.min_trials = rung, min_trials
+        self._bars: dict[int, tuple[float, int]] = {}  # trial number -> (median, trials) it was judged against
+
+    def explain(self, trial_number: int) -> str | None:
+        """Why the trial was pruned, as its ``prune_reason`` ends: the median it missed and of how many trials."""
+        if trial_number not in self._bars:
+            return None
+        median, count = self._bars[trial_number]
+        return f"worse than the median {median:.4g} of the {count} other trials that reached epoch {self.rung}"
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if trial.last_step != self.rung:
@@ -43,7 +51,8 @@ class RungPruner(optuna.pruners.BasePruner):
         others = [v for v in others if not math.isnan(v)]
         if len(others) < self.min_trials:
             return False
+        median = statistics.median(others)
+        self._bars[trial.number] = (median, len(others))
         if math.isnan(mine):
             return True
-        median = statistics.median(others)
         return mine < median if study.direction == StudyDirection.MAXIMIZE else mine > median

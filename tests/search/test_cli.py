@@ -269,6 +269,7 @@ def test_a_converged_study_starts_no_more_trials(tmp_path, run_hpsearch):
     assert len(complete) + waiting == 12 and waiting > 0
     assert ConvergenceStop(2).converged(complete, "minimize") and not ConvergenceStop(2).converged(complete[:-1], "minimize")
     assert f"Converged (--stop-when-converged 2): {waiting} queued trials were not run." in done.stdout
+    assert "Strategy:   --sampler random --pruner percentile (--pruner auto);" in done.stdout
 
     again = run_hpsearch(*search)  # still converged: the re-run starts and queues nothing
     assert again.returncode == 0 and "0 trials run now, 12 in all" in again.stdout, again.stdout

@@ -73,3 +73,12 @@ def test_the_rung_is_a_third_of_the_epochs_and_never_the_warmup():
     assert pruner_rungs("rung", 1, 0) == ()  # the last epoch is never a rung
     pruner = make_pruner("rung", 10, 1.0)
     assert isinstance(pruner, RungPruner) and pruner.rung == 3
+
+
+def test_a_pruned_trial_is_told_the_median_it_missed():
+    study = study_with([(TrialState.COMPLETE, v) for v in (0.7, 0.8, 0.9, 0.95, 0.99)])
+    trial = study.ask(DIST)
+    trial.report(0.5, 17)
+    assert trial.should_prune()
+    assert study.pruner.explain(trial.number) == "worse than the median 0.9 of the 5 other trials that reached epoch 17"
+    assert study.pruner.explain(trial.number + 1) is None
