@@ -8,9 +8,10 @@ import importlib.metadata
 import os
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
 from hpsearch.search.arguments import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError

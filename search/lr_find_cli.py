@@ -6,8 +6,9 @@ wait for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import (
     ArgumentParser,

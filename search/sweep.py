@@ -7,9 +7,10 @@ import itertools
 import math
 import random
 from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import HyperParam, ModelSpec
 from hpsearch.search.errors import UsageError
