@@ -9,7 +9,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
 
 MISSING = "-"
 
@@ -52,7 +52,8 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
     Complete trials are ranked by the study direction (the first objective of a multi-objective
     study); pruned, failed, running and waiting trials follow in trial order, showing the value
     Optuna kept for them (a pruned trial keeps its last reported one). ``epochs`` is the
-    ``epochs_run`` user attribute.
+    ``epochs_run`` user attribute; ``seconds`` the trial's wall time, or for a simulated trial its
+    training time by the benchmark's clock.
     """
     trials = study.get_trials(deepcopy=False)
     if not trials:
@@ -72,8 +73,9 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
         values = trial.values or [None] * len(objectives)
         row |= {name: _format(value, 6) for name, value in zip(objectives, values)}
         row["epochs"] = _format(trial.user_attrs.get(EPOCHS_RUN_ATTR), 6)
-        duration = trial.duration
-        row["seconds"] = MISSING if duration is None else f"{duration.total_seconds():.1f}"
+        simulated, duration = trial.user_attrs.get(SIMULATED_SECONDS_ATTR), trial.duration
+        seconds = simulated if simulated is not None else duration.total_seconds() if duration is not None else None
+        row["seconds"] = MISSING if seconds is None else f"{seconds:.1f}"
         row["pareto"] = "*" if trial.number in front else ""
         rows.append(row)
     columns = ["trial", "state", *params, *objectives, "epochs", "seconds", *(["pareto"] if front else [])]

@@ -28,7 +28,7 @@ from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import auto_pruner, make_pruner, make_sampler
 from hpsearch.search.sweep import SweepParam
-from hpsearch.storage.attributes import PRUNE_REASON_ATTR
+from hpsearch.storage.attributes import PRUNE_REASON_ATTR, SIMULATED_SECONDS_ATTR
 from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
 from hpsearch.trainers.records import EpochRecord
 
@@ -186,7 +186,7 @@ class CurveSimulation:
             heapq.heappush(running, _Running(clock + _epoch_seconds(curve, 1), next(order), trial, recording, curve))
 
         def end(run: _Running, state: optuna.trial.TrialState, reason: tuple[str, str] | None) -> None:
-            attrs = run.recording.finish({"simulated.seconds": float(run.curve["time"][run.epoch - 1])}, reason)
+            attrs = run.recording.finish({SIMULATED_SECONDS_ATTR: float(run.curve["time"][run.epoch - 1])}, reason)
             told: tuple[float, ...] = ()
             if state == optuna.trial.TrialState.COMPLETE:
                 found = run.recording.values(self.goals, attrs)

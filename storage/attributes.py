@@ -18,6 +18,8 @@ CONVERGED_ATTR = "hpsearch.converged"
 SIMULATED_ATTR = "hpsearch.simulated"
 
 # --- Trial user attributes: what every reader of a trial may look up (README: Where results go). ---
+# A simulated trial's training time by the benchmark's clock (``hpsearch simulate``).
+SIMULATED_SECONDS_ATTR = "simulated.seconds"
 # Why a FAIL trial failed: an error, a signal, an abandoned heartbeat.
 FAIL_REASON_ATTR = "fail_reason"
 # Why a PRUNED trial was pruned: the pruner's verdict, divergence, or a budget.

@@ -17,3 +17,16 @@ def test_aligned_text_is_pandas_to_string_without_the_index(seed):
     columns = list(dict.fromkeys(columns))
     rows = [[rng.choice(cells) for _ in columns] for _ in range(rng.randint(1, 8))]
     assert aligned_table(columns, rows) == pd.DataFrame(rows, columns=columns).to_string(index=False)
+
+
+def test_a_simulated_trial_shows_its_simulated_seconds_not_the_wall_time():
+    import optuna
+
+    from hpsearch.search.results import format_results_table
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"simulated.seconds": 1234.5, "epochs_run": 52}))
+    study.add_trial(optuna.trial.create_trial(value=0.7))
+    lines = format_results_table(study).splitlines()
+    assert lines[1].split()[-1] == "1234.5"  # the best trial first
+    assert lines[2].split()[-1] == "0.0"  # a real trial's wall time (created complete: none elapsed)
