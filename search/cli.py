@@ -200,10 +200,8 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     from tqdm.auto import tqdm
 
     from hpsearch.search.orchestrator import Orchestrator, silent
-    from hpsearch.search.results import format_results_table
-    from hpsearch.search.trial import checkpoint_dir
+    from hpsearch.search.results import format_results_table, run_summary
     from hpsearch.search.workers import run_local_workers, use_device, worker_devices
-    from hpsearch.storage.urls import mask_password
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
@@ -214,24 +212,10 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
                                 progress=not args.no_progress, heartbeat=heartbeat_from(args))
     with graceful_interrupts():
         outcome = run_local_workers(orchestrator, args.workers, devices, args.quiet) if args.workers > 1 else orchestrator.run()
-    study = outcome.study
     print()
-    print(format_results_table(study, resolved.spec.metric))
-    print(f"\nStudy {study.study_name!r} in {mask_password(outcome.storage_url)}: {outcome.trials_run} trials run now, {len(study.trials)} in all.")
-    auto = " (--pruner auto)" if resolved.spec.pruner == "auto" else ""
-    print(f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped")
-    print(f"Browse it:  optuna-dashboard {mask_password(outcome.storage_url)}")
-    print(f"       or:  hpsearch dashboard --storage {mask_password(outcome.storage_url)}")
-    if resolved.train_config.checkpoints != "none":
-        print(f"Checkpoints: {checkpoint_dir(resolved.spec.output_dir, study.study_name, 0).parent}")
-    if outcome.trials_run == 0 and resolved.sampler == "grid" and resolved.spec.allow_changes:
-        print("Every grid point had run already, so nothing trained with the changed settings: --allow-changes adds "
-              "trials only for points not yet run; pass --study-name NEW to run the changed grid.")
-    if outcome.converged:
-        from optuna.trial import TrialState
-
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        print(f"Converged (--stop-when-converged {resolved.spec.stop_when_converged}): {waiting} queued trials were not run.")
+    print(format_results_table(outcome.study, resolved.spec.metric))
+    print()
+    print("\n".join(run_summary(outcome, resolved)))
     if outcome.trials_failed:
         print(f"hpsearch: {outcome.trials_failed} trial(s) failed; their fail_reason attributes say why", file=sys.stderr)
         return EXIT_RUN_FAILED

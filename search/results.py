@@ -1,15 +1,20 @@
-"""The results table printed at the end of a search and by ``hpsearch trials``."""
+"""The results table printed at the end of a search and by ``hpsearch trials``, and the lines that close a search."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
+from hpsearch.storage.urls import mask_password
+
+if TYPE_CHECKING:
+    from hpsearch.search.orchestrator import SearchOutcome
+    from hpsearch.search.resolved import ResolvedSpec
 
 MISSING = "-"
 
@@ -90,3 +95,28 @@ def aligned_table(columns: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(columns)]
     lines = [columns, *rows]
     return "\n".join(" ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines)
+
+
+def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
+    """The lines that close a search's output: where the study is, how to browse it, what ran and what did not."""
+    from hpsearch.search.trial import checkpoint_dir
+
+    study, spec, url = outcome.study, resolved.spec, mask_password(outcome.storage_url)
+    lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trials run now, {len(study.trials)} in all."]
+    auto = " (--pruner auto)" if spec.pruner == "auto" else ""
+    lines.append(f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped")
+    if url.startswith("grpc://"):
+        # The dashboard and hpsearch's readers open the database itself; the proxy serves workers only.
+        lines.append("Browse it:  optuna-dashboard DATABASE_URL, or hpsearch dashboard --storage DATABASE_URL, with the "
+                     "database URL the proxy serves (its --storage)")
+    else:
+        lines += [f"Browse it:  optuna-dashboard {url}", f"       or:  hpsearch dashboard --storage {url}"]
+    if resolved.train_config.checkpoints != "none":
+        lines.append(f"Checkpoints: {checkpoint_dir(spec.output_dir, study.study_name, 0).parent}")
+    if outcome.trials_run == 0 and resolved.sampler == "grid" and spec.allow_changes:
+        lines.append("Every grid point had run already, so nothing trained with the changed settings: --allow-changes adds "
+                     "trials only for points not yet run; pass --study-name NEW to run the changed grid.")
+    if outcome.converged:
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        lines.append(f"Converged (--stop-when-converged {spec.stop_when_converged}): {waiting} queued trials were not run.")
+    return lines

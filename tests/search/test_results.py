@@ -30,3 +30,27 @@ def test_a_simulated_trial_shows_its_simulated_seconds_not_the_wall_time():
     lines = format_results_table(study).splitlines()
     assert lines[1].split()[-1] == "1234.5"  # the best trial first
     assert lines[2].split()[-1] == "0.0"  # a real trial's wall time (created complete: none elapsed)
+
+
+@pytest.mark.parametrize(
+    ("url", "browse"),
+    [
+        ("sqlite:///h.db", "Browse it:  optuna-dashboard sqlite:///h.db"),
+        ("postgresql://u:secret@db/s", "Browse it:  optuna-dashboard postgresql://u:***@db/s"),
+        ("grpc://127.0.0.1:13000", "Browse it:  optuna-dashboard DATABASE_URL, or hpsearch dashboard --storage DATABASE_URL"),
+    ],
+)
+def test_a_search_ends_naming_its_strategy_and_how_to_browse_it(url, browse):
+    # The dashboard reads the database; through the proxy the study's URL is not one it can open.
+    import optuna
+
+    from hpsearch.search.orchestrator import SearchOutcome
+    from hpsearch.search.resolved import resolve
+    from hpsearch.search.results import run_summary
+    from hpsearch.search.spec import StudySpec
+
+    resolved = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), task_options={"dataset_size": 64}))
+    lines = run_summary(SearchOutcome(optuna.create_study(study_name="s"), url, 0, 0), resolved)
+    assert any(line.startswith(browse) for line in lines), lines
+    assert "Strategy:   --sampler gp --pruner rung (--pruner auto); prune_reason says why a trial stopped" in lines
+    assert "secret" not in "\n".join(lines)
