@@ -35,6 +35,22 @@ def run_hpsearch(tmp_path):
 
 
 @pytest.fixture
+def timed_steps(monkeypatch) -> list[object]:
+    """The models whose steps ``--precision auto`` timed, in order (``measure_step_speed`` still runs)."""
+    from hpsearch.trainers import step_speed
+
+    timed: list[object] = []
+    measure = step_speed.measure_step_speed
+
+    def counted(*args, **kwargs):
+        timed.append(args[0])
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+    return timed
+
+
+@pytest.fixture
 def machine_says_bf16(monkeypatch):
     """auto as on a machine whose matmuls run faster in bf16: the per-model timing decides."""
     from hpsearch.trainers import step_speed  # here, not at collection: torch loads only for the tests that use it

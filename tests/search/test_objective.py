@@ -95,15 +95,8 @@ def run_trials(tmp_path, sweep: tuple[str, ...], **train) -> list[optuna.trial.F
     return sorted(study.trials, key=lambda t: (t.params["width"], t.params.get("lr", 0)))
 
 
-def test_auto_times_each_model_once_and_records_the_speedup(tmp_path, machine_says_bf16, monkeypatch):
-    timed: list[object] = []
-    measure = step_speed.measure_step_speed
-
-    def counted(*args, **kwargs):
-        timed.append(args[0])
-        return measure(*args, **kwargs)
-
-    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+def test_auto_times_each_model_once_and_records_the_speedup(tmp_path, machine_says_bf16, timed_steps, monkeypatch):
+    timed = timed_steps
     trials = run_trials(tmp_path, ("width:4,8", "lr:1e-3,2e-3"))
     assert len(trials) == 4 and len(timed) == 2  # one timing per width; the lr does not change a step's cost
     for trial in trials:

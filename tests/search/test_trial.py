@@ -100,17 +100,10 @@ def test_the_initial_model_is_the_same_on_every_run_of_a_plan():
 
 @pytest.mark.parametrize(("speedup", "chosen"), [(0.0, "bf16"), (float("inf"), "fp32")])
 def test_auto_times_each_step_cost_once_and_the_run_trains_and_records_what_it_chose(
-    machine_says_bf16, monkeypatch, speedup, chosen
+    machine_says_bf16, timed_steps, monkeypatch, speedup, chosen
 ):
     monkeypatch.setattr(step_speed, "SPEEDUP", speedup)  # the steps are timed, and this decides
-    timed: list[object] = []
-    measure = step_speed.measure_step_speed
-
-    def counted(*args, **kwargs):
-        timed.append(args[0])
-        return measure(*args, **kwargs)
-
-    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+    timed = timed_steps
     measured = SharedMeasurements()
     # The LR does not change what a step computes; the width does.
     runs = [prepared({"embed_dim": 16, "lr": lr}, measured) for lr in (1e-3, 2e-3)]
