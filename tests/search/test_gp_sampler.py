@@ -101,14 +101,16 @@ def test_the_gp_learns_from_a_pruned_trial_and_does_not_sample_its_point_again()
     assert distance(choice.params, again) > 0.05
 
 
-def test_pruned_trials_with_a_report_count_towards_the_design():
+def test_the_design_goes_on_until_its_points_have_completed_not_been_pruned():
     sampler = SobolStartGPSampler(seed=0, startup=4)
     study = optuna.create_study(sampler=sampler)
     for i in range(4):
-        assert sampler.in_design(study)
         point = {"x": 0.1 + 0.2 * i, "y": 0.5}
         study.add_trial(
             create_trial(params=point, distributions=SPACE, state=TrialState.PRUNED, intermediate_values={1: 2.0})
         )
-    study.add_trial(create_trial(params={"x": 0.5, "y": 0.5}, distributions=SPACE, state=TrialState.PRUNED))
+    assert sampler.in_design(study)
+    for i in range(4):
+        assert sampler.in_design(study)
+        study.add_trial(create_trial(params={"x": 0.2 * i, "y": 0.1}, distributions=SPACE, value=1.0))
     assert not sampler.in_design(study)
