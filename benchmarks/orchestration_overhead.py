@@ -10,7 +10,7 @@ file per run, with a seeded ``RandomSampler`` drawing ``lr`` on a log scale and 
   ``hpsearch.storage.StudyDatabase.open_for_search`` (WAL journal, busy timeout, the queued take), which
   separates the storage settings from the rest of the orchestration;
 * **hpsearch, no-op trainer**: ``Orchestrator.run()`` on a ``StudySpec`` (``tfn_classifier``,
-  ``lr:1e-4..1e-2:log``, random sampler, median pruner, ``precision = fp32``) with ``hpsearch.search.objective.Trainer``
+  ``lr:1e-4..1e-2:log``, random sampler, median pruner, ``precision = fp32``) with ``hpsearch.trainers.trainer.Trainer``
   replaced by a stub whose ``fit()`` only calls the callbacks with synthetic ``EpochRecord``\\ s.
   So everything around training runs for real: queueing the trials, the heartbeat, the sweep's
   suggest, building the model, the per-epoch ``hpsearch_epoch_metrics`` row, ``trial.report`` +
@@ -44,7 +44,7 @@ from typing import Any
 import optuna
 import torch
 
-import hpsearch.search.objective as objective_module
+import hpsearch.trainers.trainer as trainer_module
 from hpsearch.search.orchestrator import Orchestrator
 from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
@@ -146,15 +146,16 @@ def hpsearch_run(workdir: Path, n_trials: int, epochs: int, observe: bool) -> fl
     )
     resolved = resolve(spec)  # builds the task: set-up, not per-trial work, so outside the timing
     NoOpTrainer.observe, NoOpTrainer.started = observe, 0
-    original = objective_module.Trainer
-    objective_module.Trainer = NoOpTrainer  # type: ignore[misc,assignment]
+    # The trial plan imports Trainer from its module when it prepares a run (search/trial.py).
+    original = trainer_module.Trainer
+    trainer_module.Trainer = NoOpTrainer  # type: ignore[misc,assignment]
     try:
         start = time.perf_counter()
         orchestrator = Orchestrator(resolved, echo=lambda line: None, progress=False)
         outcome = orchestrator.run()
         seconds = time.perf_counter() - start
     finally:
-        objective_module.Trainer = original  # type: ignore[misc]
+        trainer_module.Trainer = original  # type: ignore[misc]
     trials = outcome.study.get_trials(deepcopy=False)
     assert outcome.trials_run == n_trials and outcome.trials_failed == 0, outcome
     assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["epochs_run"] == epochs for t in trials)
