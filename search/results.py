@@ -10,7 +10,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
-from hpsearch.storage.urls import mask_password
+from hpsearch.storage.urls import is_proxy_url, mask_password
 
 if TYPE_CHECKING:
     from hpsearch.search.orchestrator import SearchOutcome
@@ -105,7 +105,7 @@ def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trials run now, {len(study.trials)} in all."]
     auto = " (--pruner auto)" if spec.pruner == "auto" else ""
     lines.append(f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped")
-    if url.startswith("grpc://"):
+    if is_proxy_url(outcome.storage_url):
         # The dashboard and hpsearch's readers open the database itself; the proxy serves workers only.
         lines.append("Browse it:  optuna-dashboard DATABASE_URL, or hpsearch dashboard --storage DATABASE_URL, with the "
                      "database URL the proxy serves (its --storage)")

@@ -404,12 +404,13 @@ class PrunedAsComplete:
     def _get_trials(
         self, deepcopy: bool = True, states: Sequence[TrialState] | None = None, use_cache: bool = False
     ) -> list[FrozenTrial]:
-        shown = None if states is None else (*states, TrialState.PRUNED)
+        # Pruned trials are read only where they are to be shown, as complete ones.
+        shown = states if states is None or TrialState.COMPLETE not in states else (*states, TrialState.PRUNED)
         trials = []
         for trial in self._study._get_trials(deepcopy=deepcopy, states=shown, use_cache=use_cache):
             if trial.state == TrialState.PRUNED:
                 if states is not None and TrialState.COMPLETE not in states:
-                    continue
+                    continue  # asked for pruned trials by name: in this view there are none
                 last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
                 if last is None or not math.isfinite(last):
                     continue
