@@ -25,8 +25,9 @@ hpsearch's own records travel through it too: the per-epoch table, heartbeats an
 lock. Every --heartbeat-interval the proxy fails trials whose worker went silent for its grace
 period and queues their retries, as workers do on a database URL: each trial is judged by the
 --grace-period its worker declares with its heartbeats, and never sooner than the proxy's own
---grace-period. Reading commands (trials, export, report, dashboard)
-take the database URL, not the proxy's. Needs pip install "hpsearch[proxy]"."""
+--grace-period. The proxy waits out a database outage for its --db-timeout on each request,
+then answers that the database is away; its workers keep retrying until their own --db-timeout.
+Reading commands (trials, export, report, dashboard) take the database URL, not the proxy's. Needs pip install "hpsearch[proxy]"."""
 
 EPILOG = """\
 example:

@@ -89,6 +89,10 @@ def is_transient(error: BaseException) -> bool:
 
 # gRPC status codes of an ``hpsearch proxy`` that is away (restarting, unreachable, overloaded), not wrong.
 _TRANSIENT_PROXY_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+# How gRPC reports an exception raised by a server's handler: status UNKNOWN, with this before its str().
+_SERVER_EXCEPTION_PREFIX = "Exception calling application: "
+# What a ``DatabaseUnavailable`` says, so a proxy's worker knows the proxy's database is away.
+_UNANSWERED = "has not answered for"
 
 
 def _proxy_unreachable(error: BaseException) -> bool:
@@ -100,9 +104,22 @@ def _proxy_unreachable(error: BaseException) -> bool:
     if not callable(code) or type(error).__module__.split(".")[0] != "grpc":
         return False
     try:
-        return getattr(code(), "name", None) in _TRANSIENT_PROXY_CODES
+        name = getattr(code(), "name", None)
     except Exception:  # noqa: BLE001  (an error object without a status)
         return False
+    if name in _TRANSIENT_PROXY_CODES:
+        return True
+    # The proxy itself answered, but its database is away: it gave up after its own --db-timeout,
+    # and the worker waits out the rest of its own.
+    details = _proxy_details(error)
+    return name == "UNKNOWN" and (_UNANSWERED in details or any(text in details.lower() for text in _TRANSIENT_MESSAGES))
+
+
+def _proxy_details(error: BaseException) -> str:
+    """The message of a gRPC error from the proxy, without gRPC's prefix for a server-side exception."""
+    details = getattr(error, "details", None)
+    text = str(details() or "") if callable(details) else ""
+    return text.removeprefix(_SERVER_EXCEPTION_PREFIX)
 
 
 class DatabaseUnavailable(Exception):
@@ -120,7 +137,7 @@ class DatabaseUnavailable(Exception):
     def __str__(self) -> str:
         from hpsearch.storage.urls import mask_password
 
-        return f"the database {mask_password(self.url)} has not answered for {self.seconds:.0f} s ({self.reason})"
+        return f"the database {mask_password(self.url)} {_UNANSWERED} {self.seconds:.0f} s ({self.reason})"
 
 
 class DatabaseWaitStopped(DatabaseUnavailable):
@@ -144,7 +161,7 @@ def database_reason(error: BaseException) -> str:
     text = ""
     for cause in error_chain(error):
         if type(cause).__module__.split(".")[0] == "grpc" and callable(getattr(cause, "details", None)):
-            return mask_password(f"proxy: {cause.details()}")  # str() of a gRPC error is a multi-line dump
+            return mask_password(f"proxy: {_proxy_details(cause)}")  # str() of a gRPC error is a multi-line dump
         lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
         if lines and not lines[0].startswith(("An exception is raised during the commit", "(Background on")):
             text = lines[0]

@@ -194,3 +194,37 @@ def test_a_trial_whose_last_epoch_ends_during_an_outage_past_the_grace_is_record
     assert sum(p.numel() for p in model.parameters()) == retried.user_attrs["params.count"]
     audit = audit_epochs(url, study_name, str(runs))
     assert (audit.finished, audit.trained_twice, audit.lost, audit.running) == (1, 0, 0, 0), audit
+
+
+def test_an_outage_longer_than_the_proxys_db_timeout_is_ridden_out_by_its_workers(
+    cluster, run_hpsearch, study_name, tmp_path
+):
+    """The proxy gives up on a request after its own --db-timeout; its workers wait for theirs.
+
+    The proxy's answer then was an unknown error to the worker, which stopped (exit 1) though its
+    own --db-timeout had far to go.
+    """
+    from tests.search.test_proxy_cli import free_port, running_proxy
+
+    url, port = cluster.url(), free_port()
+    _create(run_hpsearch, url, study_name, "--n-trials", "1", "--sampler", "random", "--epochs", "12",
+            "--output-dir", str(tmp_path / "runs"))
+    patient = ["--heartbeat-interval", "2", "--grace-period", "60"]  # the trial stays this worker's
+    with running_proxy(url, port, *patient, "--db-timeout", "2"):
+        worker = start_worker("--study", study_name, "--storage", f"grpc://127.0.0.1:{port}", "--threads", "1",
+                              "--db-timeout", "90", *patient, cwd=tmp_path)
+        try:
+            assert wait_until(lambda: epochs_stored(url, study_name) >= 2, 120)
+            cluster.stop()
+            time.sleep(8)  # four times the proxy's patience
+            cluster.start()
+            out, err = worker.communicate(timeout=300)
+        finally:
+            worker.kill() if worker.poll() is None else None
+    assert worker.returncode == 0, out[-3000:] + err[-3000:]
+    assert "Traceback" not in out + err, out[-3000:] + err[-3000:]
+    assert f"database grpc://127.0.0.1:{port} unavailable (proxy: " in out, out[-3000:]
+    (trial,) = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs_run"] == 12
+    audit = audit_epochs(url, study_name, str(tmp_path / "runs"))
+    assert (audit.finished, audit.trained_twice, audit.lost, audit.running) == (1, 0, 0, 0), audit
