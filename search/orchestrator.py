@@ -235,6 +235,7 @@ class Orchestrator:
         """
         # Imported here: the objective imports torch, which hpsearch --help (it imports this module) must not wait for.
         from hpsearch.search.objective import Objective, TrialAbandoned
+        from hpsearch.search.trial_attrs import worker_name
 
         assert self.database is not None, "open() the study first"  # open() has failed stale trials already
         storage = self.database.storage
@@ -274,6 +275,7 @@ class Orchestrator:
         recorder = DatabaseRecorder(storage, self.database.epoch_table)
         objective = Objective(self.resolved, recorder, self.echo, preemption)
         storage.queue_only = True
+        storage.worker_name = worker_name(self.resolved.train_config.device)
         try:
             while True:
                 left = None if n_trials is None else n_trials - len(finished)

@@ -18,10 +18,15 @@ def model_costs(model: torch.nn.Module, meter: FlopsMeter) -> dict[str, object]:
     return {PARAMS_COUNT_ATTR: count_parameters(model), **meter.stats().as_user_attrs()}
 
 
+def worker_name(device: str | torch.device) -> str:
+    """This process as a trial's ``worker`` attribute names it: ``host:pid:device``."""
+    label = device_label(resolve_device(device) if isinstance(device, str) else device)
+    return f"{socket.gethostname()}:{os.getpid()}:{label}"
+
+
 def model_attrs(model: torch.nn.Module, device: str | torch.device) -> dict[str, object]:
     """The model's parameters and the worker that holds it: ``host:pid:device``."""
-    label = device_label(resolve_device(device) if isinstance(device, str) else device)
-    return {PARAMS_COUNT_ATTR: count_parameters(model), WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}:{label}"}
+    return {PARAMS_COUNT_ATTR: count_parameters(model), WORKER_ATTR: worker_name(device)}
 
 
 def trainer_attrs(

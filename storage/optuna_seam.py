@@ -60,7 +60,7 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, FAIL_REASON_ATTR, RETRY_OF_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, FAIL_REASON_ATTR, RETRY_OF_ATTR, WORKER_ATTR
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 
 
@@ -213,6 +213,9 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     """
 
     queue_only: bool = False
+    # The ``worker`` attribute a take writes (``host:pid:device``), so that a trial whose worker
+    # dies says whose it was; None: the take writes none (the proxy's, whose client sends its own).
+    worker_name: str | None = None
 
     def __init__(
         self, url: str, retry: DatabaseRetry | None = None, on_stale: Callable[[str], None] | None = None, **kwargs: Any
@@ -266,6 +269,13 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 if taken and self.heartbeat_interval is not None:
                     connection.execute(
                         sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp())
+                    )
+                if taken and self.worker_name is not None:
+                    # A heartbeat retry inherits its failed trial's attributes, the dead worker's name among them.
+                    attrs = optuna_models.TrialUserAttributeModel.__table__
+                    connection.execute(sa.delete(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == WORKER_ATTR))
+                    connection.execute(
+                        sa.insert(attrs).values(trial_id=trial_id, key=WORKER_ATTR, value_json=json.dumps(self.worker_name))
                     )
         if taken:
             self.heartbeats.stored(trial_id)
@@ -324,7 +334,9 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             reason = trial.user_attrs.get(FAIL_REASON_ATTR)
             if reason is None:
                 grace = self.grace_period or 2 * (self.heartbeat_interval or 0)  # Optuna's default grace
-                reason = f"no heartbeat for over {grace} s: its worker was killed or lost the database"
+                worker = trial.user_attrs.get(WORKER_ATTR)
+                whose = f"its worker ({worker})" if worker else "its worker"
+                reason = f"no heartbeat for over {grace} s: {whose} was killed or lost the database"
                 closing[FAIL_REASON_ATTR] = reason
             if EPOCHS_RUN_ATTR not in trial.user_attrs and len(study.directions) == 1:
                 closing[EPOCHS_RUN_ATTR] = len(trial.intermediate_values)  # one report per epoch it stored

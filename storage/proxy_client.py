@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.storage.attributes import WORKER_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
@@ -43,6 +44,7 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
     """Optuna's gRPC client, with retries, heartbeats and the worker's queue-only mode."""
 
     queue_only: bool = False
+    worker_name: str | None = None  # as QueuedRDBStorage's: the ``worker`` attribute of each trial it takes
 
     def __init__(
         self,
@@ -81,7 +83,10 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
                 self.heartbeats.stored(trial_id)  # the proxy stored the first heartbeat with the take
             return taken
 
-        return self.retry.call(apply)
+        taken = self.retry.call(apply)
+        if taken and state == TrialState.RUNNING and self.worker_name is not None:
+            self.set_trial_user_attrs(trial_id, {WORKER_ATTR: self.worker_name})  # the proxy's take names no worker
+        return taken
 
     # --- What Optuna's API lacks, sent as requests the proxy acts on. ----------------------------
     def _request(self, trial_id: int, key: str, value: Any) -> None:

@@ -77,11 +77,14 @@ def test_a_killed_workers_trial_behind_the_proxy_is_failed_by_the_proxy_and_resu
         assert "Traceback" not in survivor_err
 
     proxy_out = proxy.stdout.read()
-    reason = "no heartbeat for over 3 s: its worker was killed or lost the database"
-    assert f"Trial 0 failed: {reason}; queued again to resume from its checkpoint" in proxy_out
     trials = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # none RUNNING, none lost
     failed, retried = trials
+    # The worker named itself when it took the trial (the proxy's take names no one).
+    assert failed.user_attrs["worker"].split(":")[1] == str(doomed.pid)
+    assert retried.user_attrs["worker"].split(":")[1] == str(survivor.pid)
+    reason = f"no heartbeat for over 3 s: its worker ({failed.user_attrs['worker']}) was killed or lost the database"
+    assert f"Trial 0 failed: {reason}; queued again to resume from its checkpoint" in proxy_out
     assert failed.user_attrs["fail_reason"] == reason
     resumed_after = retried.user_attrs["resumed_from"]["epoch"]
     assert resumed_after >= 2

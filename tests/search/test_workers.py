@@ -121,7 +121,10 @@ def test_a_killed_workers_trial_is_retried_from_its_checkpoint(tmp_path, run_hps
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed, retried = trials
     assert failed.state == TrialState.FAIL and retried.state == TrialState.COMPLETE
-    reason = "no heartbeat for over 3 s: its worker was killed or lost the database"
+    # The take named the worker, so the trial of one that died says whose it was.
+    dead, survivor = failed.user_attrs["worker"], retried.user_attrs["worker"]
+    assert dead.split(":")[1:] == [str(first.pid), "cpu"] and survivor.split(":")[1:] == [str(second.pid), "cpu"]
+    reason = f"no heartbeat for over 3 s: its worker ({dead}) was killed or lost the database"
     assert failed.user_attrs["fail_reason"] == reason and "fail_reason" not in retried.user_attrs
     assert failed.user_attrs["epochs_run"] == len(failed.intermediate_values) >= 2
     assert f"Trial 0 failed: {reason}; queued again to resume from its checkpoint" in second_out
