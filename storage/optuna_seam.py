@@ -154,6 +154,8 @@ def stored_now() -> datetime:
 # The system attribute that names one creation of a trial, so that a retried creation whose first
 # attempt did commit finds that trial instead of adding a second.
 WRITE_ID_ATTR = "hpsearch:write_id"
+# The write id a proxy client sends with a queued trial's template; the proxy stores it as WRITE_ID_ATTR.
+SENT_WRITE_ID_ATTR = "hpsearch:proxy:write_id"
 
 # Storage methods that Optuna's cached storage and hpsearch call, each retried through transient
 # errors as it is (they are idempotent: reads, and upserts keyed by trial and name). The others
@@ -354,10 +356,15 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         parent = super()._create_new_trial
         if template_trial is None:
             return self.retry.call(parent, study_id, None)
-        write_id = uuid.uuid4().hex
+        # A proxy client names its create, and may have sent it before and lost the answer: the
+        # trial may exist already. (A stored write id is not that: a heartbeat retry inherits its
+        # failed trial's system attributes, write id included.)
+        attrs = dict(template_trial.system_attrs)
+        sent = attrs.pop(SENT_WRITE_ID_ATTR, None)
+        write_id = sent or uuid.uuid4().hex
         template = copy.copy(template_trial)
-        template.system_attrs = {**template_trial.system_attrs, WRITE_ID_ATTR: write_id}
-        attempts: list[int] = []
+        template.system_attrs = {**attrs, WRITE_ID_ATTR: write_id}
+        attempts: list[int] = [1] if sent else []
 
         def create() -> FrozenTrial:
             if attempts:

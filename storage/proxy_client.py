@@ -9,6 +9,7 @@ worker, fails stale trials and queues their retries.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from hpsearch.storage.attributes import WORKER_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
-from hpsearch.storage.optuna_seam import RETRIED_STORAGE_METHODS, HeartbeatStorage, QueueEmpty
+from hpsearch.storage.optuna_seam import RETRIED_STORAGE_METHODS, SENT_WRITE_ID_ATTR, HeartbeatStorage, QueueEmpty
 from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
@@ -63,6 +64,11 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if self.queue_only and template_trial is None:
             raise QueueEmpty("no trial is waiting in the queue")
+        if template_trial is not None:
+            # A queued trial: a retry after a lost answer must not queue it twice. The proxy's
+            # storage finds the trial this write id made, if the first attempt made one.
+            template_trial = copy.copy(template_trial)
+            template_trial.system_attrs = {**template_trial.system_attrs, SENT_WRITE_ID_ATTR: uuid.uuid4().hex}
         return self.retry.call(super().create_new_trial, study_id, template_trial)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,7 +102,7 @@ def _proxy_unreachable(error: BaseException) -> bool:
     Told by the status code's name, so that this module needs no grpc (an optional dependency).
     """
     code = getattr(error, "code", None)
-    if not callable(code) or type(error).__module__.split(".")[0] != "grpc":
+    if not callable(code) or not _is_grpc_error(error):
         return False
     try:
         name = getattr(code(), "name", None)
@@ -113,6 +114,12 @@ def _proxy_unreachable(error: BaseException) -> bool:
     # and the worker waits out the rest of its own.
     details = _proxy_details(error)
     return name == "UNKNOWN" and (_UNANSWERED in details or any(text in details.lower() for text in _TRANSIENT_MESSAGES))
+
+
+def _is_grpc_error(error: BaseException) -> bool:
+    """Whether ``error`` is a gRPC call's failure; grpc is not imported where no proxy was used."""
+    grpc = sys.modules.get("grpc")
+    return grpc is not None and isinstance(error, grpc.RpcError)
 
 
 def _proxy_details(error: BaseException) -> str:
@@ -160,7 +167,7 @@ def database_reason(error: BaseException) -> str:
 
     text = ""
     for cause in error_chain(error):
-        if type(cause).__module__.split(".")[0] == "grpc" and callable(getattr(cause, "details", None)):
+        if _is_grpc_error(cause) and callable(getattr(cause, "details", None)):
             return mask_password(f"proxy: {_proxy_details(cause)}")  # str() of a gRPC error is a multi-line dump
         lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
         if lines and not lines[0].startswith(("An exception is raised during the commit", "(Background on")):

@@ -3,8 +3,10 @@
 import threading
 import time
 
+import grpc
 import optuna
 import pytest
+from optuna.storages._grpc.auto_generated import api_pb2_grpc
 from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
@@ -83,4 +85,45 @@ def test_a_lock_whose_holder_died_is_released_when_its_lease_ends(sqlite_url):
     assert taken.wait(10)
     locks.release("next")
     locks.release("next")  # a repeated release changes nothing
+    database.close()
+
+
+class LostAnswer(grpc.RpcError):
+    """What a worker sees when the network drops the proxy's answer: the proxy is unreachable."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "the answer was lost on the way back"
+
+
+class LoseFirstAnswer(grpc.UnaryUnaryClientInterceptor):
+    """The first call of ``method`` reaches the proxy and is carried out; its answer is lost."""
+
+    def __init__(self, method: str) -> None:
+        self.method, self.lost = method, 0
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        answer = continuation(client_call_details, request)
+        if client_call_details.method.endswith(f"/{self.method}") and not self.lost:
+            answer.result()  # the proxy has done it
+            self.lost += 1
+            raise LostAnswer()
+        return answer
+
+
+def test_a_queued_trial_whose_answer_is_lost_is_queued_once(proxy_url, sqlite_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    lose = LoseFirstAnswer("CreateNewTrial")
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, lose))
+    study = optuna.create_study(study_name="lost", storage=storage)
+    study.enqueue_trial({"x": 1.0})  # retried after the lost answer
+    study.enqueue_trial({"x": 2.0})
+    assert lose.lost == 1 and storage.retry.retried_calls == 1
+    queued = optuna.load_study(study_name="lost", storage=sqlite_url).get_trials(deepcopy=False)
+    assert [(t.state, t.system_attrs["fixed_params"]) for t in queued] == [
+        (TrialState.WAITING, {"x": 1.0}), (TrialState.WAITING, {"x": 2.0})
+    ]
     database.close()
