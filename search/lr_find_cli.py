@@ -69,17 +69,12 @@ def lr_find_main(argv: Sequence[str]) -> int:
     )
     from hpsearch.search.trial import TrialPlan
     from hpsearch.trainers.lr_finder import find_lr
-    from hpsearch.trainers.step_speed import decide_precision
-    from hpsearch.trainers.trainer import Trainer
 
     load_plugins(spec.plugins)
     check_task_options(spec, {name: f"--{name.replace('_', '-')}" for name in spec.task_options})
     resolved = resolve(spec)
     plan = TrialPlan.from_point(resolved.sweep.grid_point(0), resolved.train_config, (p.name for p in resolved.task.step_params))
-    model = plan.initial_model(resolved.task)
-    # The precision a trial of this point runs in: auto times the model's own steps.
-    precision, _ = decide_precision(model, resolved.task, plan.config, plan.hparams, {}, plan.step_cost)
-    trainer = Trainer(model, resolved.task, plan.config.with_overrides({"precision": precision}), hparams=plan.hparams)
+    trainer = plan.lr_test_trainer(resolved.task, plan.initial_model(resolved.task))
     result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)
     write_plot(result, out, title=f"LR range test: {plan.model_name} {' '.join(args.hyperparameters)}".strip())
     stop = "stopped early at divergence" if result.diverged else "ran every step"

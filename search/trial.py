@@ -205,13 +205,10 @@ class TrialPlan:
         retry trains with the same LR. ``measured`` keeps what other plans may reuse.
         """
         from hpsearch.trainers.flops import FlopsMeter
-        from hpsearch.trainers.step_speed import decide_precision
         from hpsearch.trainers.trainer import Trainer
 
-        timings = measured.step_timings
-        precision, timing = decide_precision(model, task, self.config, self.hparams, timings, self.step_cost)
+        config, timing = self._in_precision(task, model, measured.step_timings)
         meter = FlopsMeter(model, counts=measured.flops_counts.setdefault(self.architecture, {}))
-        config = self.config.with_overrides({"precision": precision})
         if lr_finder:
             if suggested_lr is None:
                 from hpsearch.trainers.lr_finder import find_lr  # loaded by the searches that run it only
@@ -221,6 +218,19 @@ class TrialPlan:
             config = config.with_overrides({"lr": suggested_lr})
         trainer = Trainer(model, task, config, flops_meter=meter, hparams=self.hparams)
         return PreparedRun(model, meter, trainer, timing, suggested_lr if lr_finder else None)
+
+    def lr_test_trainer(self, task: Task, model: nn.Module) -> Trainer:
+        """The trainer ``hpsearch lr-find`` tests LRs with: the trial's, in its precision, without a FLOPs meter."""
+        from hpsearch.trainers.trainer import Trainer
+
+        return Trainer(model, task, self._in_precision(task, model, {})[0], hparams=self.hparams)
+
+    def _in_precision(self, task: Task, model: nn.Module, timings: dict) -> tuple[TrainConfig, StepTiming | None]:
+        """The plan's settings in the precision the trial trains in: ``auto`` times the model's own steps."""
+        from hpsearch.trainers.step_speed import decide_precision
+
+        precision, timing = decide_precision(model, task, self.config, self.hparams, timings, self.step_cost)
+        return self.config.with_overrides({"precision": precision}), timing
 
     def budget(self, task: Task, max_flops: float | None, max_params: int | None) -> Budget:
         """The model's FLOPs per sample and parameter count, and which of the limits they pass."""
