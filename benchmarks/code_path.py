@@ -13,7 +13,8 @@ calls into hpsearch's own files (``models/``, ``trainers/``, ``storage/``, ``sea
   file the walk had already left;
 - URL parses and engines per process: calls of ``parse_storage_url`` and of SQLAlchemy's
   ``create_engine`` during ``run_search``;
-- ``search/objective.py``: lines, and the modules it imports from outside ``search/``.
+- ``search/objective.py``: lines, and the modules it imports from outside ``search/``, at run time and
+  for annotations only (under ``TYPE_CHECKING``).
 
     python benchmarks/code_path.py
     PYTHONPATH=/tmp/before_pkg python benchmarks/code_path.py   # an older checkout, linked as /tmp/before_pkg/hpsearch/{models,...}
@@ -85,13 +86,25 @@ class PathRecorder:
             self.trial_files.add(short)
 
 
-def objective_figures() -> tuple[int, list[str]]:
+def objective_figures() -> tuple[int, list[str], list[str]]:
+    """objective.py's lines, and its imports from outside ``search/``: at run time, and for annotations only."""
     source = (ROOT / "search" / "objective.py").read_text()
-    outside = set()
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for node in ast.walk(block)
+    }
+    outside: dict[str, bool] = {}  # module -> imported at run time
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hpsearch.") and not node.module.startswith("hpsearch.search"):
-            outside.add(node.module)
-    return len(source.splitlines()), sorted(outside)
+            outside[node.module] = outside.get(node.module, False) or id(node) not in typing_only
+    return (
+        len(source.splitlines()),
+        sorted(m for m, runtime in outside.items() if runtime),
+        sorted(m for m, runtime in outside.items() if not runtime),
+    )
 
 
 def main() -> None:
@@ -107,14 +120,17 @@ def main() -> None:
             sys.setprofile(None)
     assert code == 0, f"the search exited {code}"
     returns = len(recorder.walk) - len(set(recorder.walk))
-    lines, outside = objective_figures()
+    lines, outside, for_types = objective_figures()
     print(f"files on the search's path:   {len(recorder.search_files)}")
     print(f"files on one trial's path:    {len(recorder.trial_files)}")
     print(f"run_search walk:              {len(recorder.walk)} steps, {returns} returns to a file it had left")
     print("  " + " > ".join(Path(step).stem for step in recorder.walk))
     for call, count in sorted(recorder.calls.items()):
         print(f"{call + ' calls:':<30}{count}")
-    print(f"search/objective.py:          {lines} lines, {len(outside)} imports from outside search/: {', '.join(outside)}")
+    print(
+        f"search/objective.py:          {lines} lines, {len(outside)} imports from outside search/ at run time: "
+        f"{', '.join(outside)}; {len(for_types)} for annotations only: {', '.join(for_types)}"
+    )
 
 
 if __name__ == "__main__":

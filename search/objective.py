@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -23,9 +24,11 @@ from hpsearch.search.signals import Interrupted, Preemption
 from hpsearch.search.trial import SharedMeasurements, TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_SUGGESTED_ATTR
-from hpsearch.storage.recorder import TrialRecorder
-from hpsearch.trainers.records import EpochRecord
-from hpsearch.trainers.trainer import FitResult
+
+if TYPE_CHECKING:
+    from hpsearch.storage.recorder import TrialRecorder
+    from hpsearch.trainers.records import EpochRecord
+    from hpsearch.trainers.trainer import FitResult
 
 # Re-exported: the orchestrator catches it, audit and tests name the checkpoint place.
 __all__ = ["Objective", "TrialAbandoned", "checkpoint_dir"]
