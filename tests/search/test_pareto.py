@@ -1,4 +1,4 @@
-"""The Pareto-rank pruner: its rule on hand-made peers, and a simulated multi-objective study that it prunes."""
+"""The Pareto pruner: its rule on hand-made complete trials, and a simulated multi-objective study that it prunes."""
 
 from __future__ import annotations
 
@@ -15,62 +15,67 @@ from hpsearch.search.simulate import CurveSimulation, load_benchmark
 from hpsearch.storage.recorder import MemoryRecorder
 
 LOSS_AND_FLOPS = (Goal("val_loss", "minimize"), Goal("flops", "minimize"))
-# (val_loss, flops): A and D make the first front, B the second, C the third.
-PEERS = {"A": (1.0, 1.0), "B": (2.0, 2.0), "C": (3.0, 3.0), "D": (0.5, 5.0)}
+# Complete trials of 6 epochs, (val_loss at epoch 3, at epoch 6, flops). Their changes after
+# epoch 3 are -0.5 ... -0.1; the best quarter's is -0.4, which the optimistic guess adds.
+COMPLETE = [(1.5, 1.0, 1.0), (2.4, 2.0, 2.0), (3.3, 3.0, 3.0), (0.7, 0.5, 5.0), (4.1, 4.0, 0.5)]
 
 
-def rows_through(epoch: int, loss: float) -> list[dict]:
-    return [{"epoch": e, "val_loss": loss if e == epoch else 9.0, "epoch_seconds": 1.0} for e in range(1, epoch + 1)]
+def rows_of(losses: dict[int, float], epochs: int, seconds: float = 1.0) -> list[dict]:
+    """Epoch rows 1..``epochs``, with ``losses[e]`` at the epochs it names and 9.0 elsewhere."""
+    return [{"epoch": e, "val_loss": losses.get(e, 9.0), "epoch_seconds": seconds} for e in range(1, epochs + 1)]
 
 
 @pytest.fixture
-def peers() -> tuple[optuna.Study, MemoryRecorder]:
-    """A two-objective study whose four trials reached epoch 3 with ``PEERS``' values, and a failed one that did too."""
+def study() -> tuple[optuna.Study, MemoryRecorder]:
+    """A two-objective study of the ``COMPLETE`` trials, and a failed one that would dominate every trial."""
     study = optuna.create_study(directions=["minimize", "minimize"])
     recorder = MemoryRecorder()
-    for loss, flops in [*PEERS.values(), (0.1, 0.1)]:
+    for at, final, flops in [*COMPLETE, (0.1, 0.1, 0.1)]:
         trial = study.ask()
         trial.set_user_attr("flops.per_sample_forward", flops)
-        for row in rows_through(3, loss):
+        for row in rows_of({3: at, 6: final}, 6):
             recorder.write_epoch(trial, row["epoch"], row, None)
-        if loss == 0.1:
-            study.tell(trial, state=TrialState.FAIL)  # it would dominate everyone, but a failed trial is no peer
+        study.tell(trial, [final, flops] if at != 0.1 else None, state=TrialState.COMPLETE if at != 0.1 else TrialState.FAIL)
     return study, recorder
 
 
-def judge(peers, loss: float, flops: float, epoch: int = 3, rungs=(3,)) -> str | None:
-    study, recorder = peers
+def judge(study, loss: float, flops: float, epoch: int = 3, rungs=(3,), goals=LOSS_AND_FLOPS) -> str | None:
+    study, recorder = study
     trial = study.ask()
-    return ParetoPruner(LOSS_AND_FLOPS, rungs).prune_reason(
-        trial, recorder, rows_through(epoch, loss), {"flops.per_sample_forward": flops}
-    )
+    return ParetoPruner(goals, rungs, 6).prune_reason(trial, recorder, rows_of({epoch: loss}, epoch), {"flops.per_sample_forward": flops})
 
 
 @pytest.mark.parametrize(
-    ("loss", "flops", "pruned", "front", "ahead"),
+    ("loss", "flops", "by"),
     [
-        (1.5, 0.5, False, 1, 0),  # on the first front
-        (1.5, 1.5, False, 2, 2),  # behind A and D only: 2 of 5 trials, fewer than half
-        (2.5, 2.5, True, 3, 3),  # behind A, D and B: 3 of 5, half or more
-        (4.0, 4.0, True, 4, 4),  # dominated by A, B and C, behind D too: after the third front
+        (1.2, 1.0, None),  # its guess (0.8, 1.0) beats trial 0's end (1.0, 1.0)
+        (0.8, 6.0, None),  # its guess (0.4, 6.0) beats every end in loss
+        (1.5, 1.0, 0),  # its guess (1.1, 1.0): trial 0 ends at (1.0, 1.0), better in loss, as good in flops
+        (2.0, 4.0, 0),  # its guess (1.6, 4.0) is worse than trial 0's end in both
     ],
 )
-def test_a_trial_goes_on_while_the_fronts_ahead_of_it_hold_fewer_than_half_the_trials(
-    peers, loss, flops, pruned, front, ahead
-):
-    reason = judge(peers, loss, flops)
-    assert (reason is not None) == pruned
-    if pruned:
-        assert reason.startswith(f"pruned by the pareto pruner at epoch 3: val_loss={loss:.4g}, flops={flops:.4g}; ")
-        assert f"in front {front}, behind {ahead} of the 5 trials that reached this epoch" in reason
+def test_a_trial_stops_when_a_complete_trial_dominates_an_optimistic_guess_of_its_end(study, loss, flops, by):
+    reason = judge(study, loss, flops)
+    assert (reason is None) == (by is None)
+    if by is not None:
+        assert reason == (
+            f"pruned by the pareto pruner at epoch 3: val_loss={loss:.4g}, flops={flops:.4g}; trial {by} (val_loss=1, "
+            f"flops=1) dominates even its optimistic end (val_loss={loss - 0.4:.4g}, flops={flops:.4g}: the 75% best "
+            "change after epoch 3 of the 5 complete trials)"
+        )
 
 
-def test_no_verdict_off_a_rung_or_with_too_few_peers(peers):
-    assert judge(peers, 4.0, 4.0, rungs=(2, 9)) is None  # epoch 3 is no rung
-    _, recorder = peers
-    for number in (0, 1):
-        del recorder.rows[number]  # two peers never reached epoch 3: 2 left, fewer than MIN_PEERS
-    assert judge(peers, 4.0, 4.0) is None
+def test_the_guess_grows_training_time_by_the_complete_trials_factor(study):
+    # Every complete trial's time doubled from epoch 3 to 6 (1 s an epoch): a trial at 3 s is guessed at 6 s.
+    goals = (Goal("val_loss", "minimize"), Goal(TIME_OBJECTIVE, "minimize"))
+    assert "val_loss=1.1, time=6: the 75% best" in judge(study, 1.5, 1.0, goals=goals)
+
+
+def test_no_verdict_off_a_rung_or_with_too_few_complete_trials(study):
+    assert judge(study, 4.0, 4.0, rungs=(2, 4)) is None  # epoch 3 is no rung
+    _, recorder = study
+    del recorder.rows[0]  # one complete trial's rows are gone: 4 left, fewer than MIN_COMPLETE
+    assert judge(study, 4.0, 4.0) is None
 
 
 def test_a_single_objective_study_given_the_pareto_pruner_is_told_to_choose_another():
@@ -79,7 +84,7 @@ def test_a_single_objective_study_given_the_pareto_pruner_is_told_to_choose_anot
     with pytest.raises(UsageError, match="--pruner sha judges one objective"):
         ParetoPruner.for_study("sha", LOSS_AND_FLOPS, 10, 0)
     assert ParetoPruner.for_study("percentile", LOSS_AND_FLOPS[:1], 10, 0) is None
-    assert ParetoPruner.for_study("pareto", LOSS_AND_FLOPS, 10, 1).rungs == {6}  # sha's rungs after the first
+    assert ParetoPruner.for_study("pareto", LOSS_AND_FLOPS, 10, 1).rungs == {4, 8}  # doubling from twice the first judged epoch
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +99,7 @@ def test_a_simulated_multi_objective_study_prunes_with_a_prune_reason(surrogate)
     trials = result.study.get_trials(deepcopy=False)
     by_pareto = [t for t in trials if t.user_attrs.get("prune_reason", "").startswith("pruned by the pareto pruner")]
     assert by_pareto
-    assert {t.user_attrs["epochs_run"] for t in by_pareto} <= {3, 9, 27}
+    assert {t.user_attrs["epochs_run"] for t in by_pareto} <= {2, 4, 8, 16, 32}
     assert all(t.state == TrialState.PRUNED and t.intermediate_values == {} for t in by_pareto)
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
