@@ -97,7 +97,7 @@ _UNANSWERED = "has not answered for"
 
 
 def _proxy_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` is a gRPC call to the storage proxy that failed because the proxy is away.
+    """Whether ``error`` is a gRPC call to the storage proxy that failed because the proxy, or its database, is away.
 
     Told by the status code's name, so that this module needs no grpc (an optional dependency).
     """
