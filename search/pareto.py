@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from hpsearch.search.errors import UsageError
 from hpsearch.search.goals import TIME_OBJECTIVE, Goal
 from hpsearch.search.samplers import pruner_rungs
+from hpsearch.storage.pareto import dominating
 
 if TYPE_CHECKING:
     from hpsearch.storage.recorder import TrialRecorder
@@ -92,18 +93,17 @@ class ParetoPruner:
         if len(ends) < self.min_complete:
             return None
         guess = self._optimistic_end(own, ends)
-        sign = np.where(self.maximize, -1.0, 1.0)  # every objective minimized
-        finals = {number: final for number, (_, final) in ends.items()}
-        better = [n for n, final in finals.items() if _dominates(sign * np.array(final), sign * np.array(guess))]
-        if not better:
+        numbers = list(ends)
+        better = np.flatnonzero(dominating(np.array([ends[n][1] for n in numbers]), guess, self.maximize))
+        if not len(better):
             return None
-        number = better[0]
+        number = numbers[better[0]]
 
         def shown(values: Sequence[float]) -> str:
             return ", ".join(f"{goal.name}={value:.4g}" for goal, value in zip(self.goals, values))
 
         return (
-            f"pruned by the pareto pruner at epoch {epoch}: {shown(own)}; trial {number} ({shown(finals[number])}) "
+            f"pruned by the pareto pruner at epoch {epoch}: {shown(own)}; trial {number} ({shown(ends[number][1])}) "
             f"dominates even its optimistic end ({shown(guess)}: the {self.quantile:.0%} best change after epoch "
             f"{epoch} of the {len(ends)} complete trials)"
         )
@@ -136,7 +136,3 @@ class ParetoPruner:
                 guess.append(own[i] + float(np.quantile([final[i] - at[i] for at, final in ends.values()], level)))
         return guess
 
-
-def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``a`` dominates ``b``, both minimized: no worse in every objective, better in one."""
-    return bool((a <= b).all() and (a < b).any())

@@ -27,7 +27,8 @@ period and queues their retries, as workers do on a database URL: each trial is 
 --grace-period its worker declares with its heartbeats, and never sooner than the proxy's own
 --grace-period. The proxy waits out a database outage for its --db-timeout on each request,
 then answers that the database is away; its workers keep retrying until their own --db-timeout.
-Reading commands (trials, export, report, dashboard) take the database URL, not the proxy's. Needs pip install "hpsearch[proxy]"."""
+Reading commands (trials, export, report, dashboard) take the database URL, not the proxy's.
+Needs pip install "hpsearch[proxy]"."""
 
 EPILOG = """\
 example:

@@ -68,12 +68,13 @@ def _every_epoch(first: int, epochs: int) -> tuple[int, ...]:
     return tuple(range(first, epochs))
 
 
+def _geometric(first: int, epochs: int, factor: int) -> tuple[int, ...]:
+    """``first``, then ``factor`` times the one before, below ``epochs``."""
+    return tuple(first * factor**k for k in range(epochs) if first * factor**k < epochs)
+
+
 def _tripling(first: int, epochs: int) -> tuple[int, ...]:
-    return tuple(first * 3**k for k in range(epochs) if first * 3**k < epochs)
-
-
-def _doubling(first: int, epochs: int) -> tuple[int, ...]:
-    return tuple(first * 2**k for k in range(epochs) if first * 2**k < epochs)
+    return _geometric(first, epochs, 3)
 
 
 def _percentile(first: int, epochs: int) -> optuna.pruners.BasePruner:
@@ -150,7 +151,7 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "hyperband": PrunerKind(_hyperband, _tripling),
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
     "rung": PrunerKind(_rung, _rung_epochs),
-    "pareto": PrunerKind(_nop, lambda first, epochs: _doubling(2 * first, epochs)),
+    "pareto": PrunerKind(_nop, lambda first, epochs: _geometric(2 * first, epochs, 2)),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)

@@ -1,4 +1,4 @@
-"""The Pareto front, and the non-dominated fronts, of a table of objective values."""
+"""The Pareto front of a table of objective values, and the rows that dominate a point."""
 
 from __future__ import annotations
 
@@ -33,24 +33,7 @@ def pareto_mask(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     return mask
 
 
-def nondominated_ranks(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """For each row of ``values`` (trials × objectives), the index of its non-dominated front.
-
-    Front 0 is the Pareto front; front k is the front of what is left once fronts 0..k-1 are
-    taken away (NSGA-II's sorting). Equal rows share a front. Rows with a NaN come after every
-    front: their rank is the number of fronts.
-    """
-    signed = _signed(values, maximize)
-    valid = np.flatnonzero(~np.isnan(signed).any(axis=1))
-    dominates = _dominance(signed[valid])
-    ranks = np.full(len(signed), -1)
-    left = np.ones(len(valid), dtype=bool)
-    front = 0
-    while left.any():
-        # Those of the rows left that no row left dominates.
-        current = left & ~(dominates & left[:, None]).any(axis=0)
-        ranks[valid[current]] = front
-        left &= ~current
-        front += 1
-    ranks[ranks < 0] = front
-    return ranks
+def dominating(values: np.ndarray, point: Sequence[float], maximize: Sequence[bool]) -> np.ndarray:
+    """For each row of ``values`` (trials × objectives), whether it dominates ``point``."""
+    rows = np.vstack([np.asarray(values, dtype=float).reshape(-1, len(maximize)), np.asarray(point, dtype=float)])
+    return _dominance(_signed(rows, maximize))[:-1, -1]

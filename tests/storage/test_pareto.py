@@ -3,7 +3,7 @@ import optuna
 import pytest
 
 from hpsearch.storage.export import trials_frame
-from hpsearch.storage.pareto import nondominated_ranks, pareto_mask
+from hpsearch.storage.pareto import dominating, pareto_mask
 
 
 def test_mask_marks_exactly_the_non_dominated_rows():
@@ -13,15 +13,13 @@ def test_mask_marks_exactly_the_non_dominated_rows():
     assert pareto_mask(values, [False, True]).tolist() == [True, False, False, False, False, False]
 
 
-def test_ranks_peel_the_fronts_one_after_another():
-    values = np.array([[1, 5], [2, 2], [5, 1], [3, 3], [2, 2], [np.nan, 0], [4, 4], [6, 6], [3, 4]], dtype=float)
-    # Fronts: [1,5], [2,2] (twice: equal rows share a front) and [5,1]; then the chain [3,3] < [3,4] <
-    # [4,4] < [6,6], one front each; the NaN row after them all.
-    assert nondominated_ranks(values, [False, False]).tolist() == [0, 0, 0, 1, 0, 5, 3, 4, 2]
-    assert (nondominated_ranks(values, [False, False]) == 0).tolist() == pareto_mask(values, [False, False]).tolist()
-    # Maximizing both: [6,6] alone first; then [1,5], [5,1], [4,4]; then [3,4], [3,3], [2,2] one by one.
-    assert nondominated_ranks(values, [True, True]).tolist() == [1, 4, 1, 3, 4, 5, 1, 0, 2]
-    assert nondominated_ranks(np.empty((0, 2)), [False, False]).tolist() == []
+def test_dominating_marks_the_rows_no_worse_everywhere_and_better_somewhere():
+    values = np.array([[1, 5], [2, 2], [2, 3], [3, 3], [1, 1], [np.nan, 0]], dtype=float)
+    # [2, 3] ties the point; [1, 1] is better in both; [2, 2] better in one, level in the other.
+    assert dominating(values, [2, 3], [False, False]).tolist() == [False, True, False, False, True, False]
+    # Maximizing the second objective: only rows with a first value <= 2 and a second >= 3.
+    assert dominating(values, [2, 3], [False, True]).tolist() == [True, False, False, False, False, False]
+    assert dominating(np.empty((0, 2)), [2, 3], [False, False]).tolist() == []
 
 
 @pytest.mark.parametrize("directions", [["minimize", "minimize"], ["minimize", "maximize"], ["maximize", "minimize", "minimize"]])
