@@ -1,4 +1,4 @@
-"""Pruning a multi-objective search: the Pareto-rank pruner on lcbench, accuracy against training time.
+"""Pruning a multi-objective search: the Pareto pruner on lcbench, accuracy against training time.
 
 Two objectives on YAHPO Gym's lcbench surrogate: maximize ``val_accuracy`` and minimize
 ``time``, the simulated seconds the trial trained (the sum of its epochs' times; for a trial
