@@ -190,12 +190,23 @@ def main() -> None:
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         parallel = args.seeds if args.parallel_seeds is None else args.parallel_seeds
+        # Seed by seed, each instance in turn: a protocol stopped part way has whole seeds of every instance.
         jobs = [
             pool.submit(run_one, args.data, instance, seed, seed < args.first_seed + parallel)
-            for instance in args.instances
             for seed in range(args.first_seed, args.first_seed + args.seeds)
+            for instance in args.instances
         ]
-        runs = [run for job in jobs for run in job.result()]
+        runs = []
+        for job in jobs:
+            for run in job.result():
+                runs.append(run)
+                # One line a run as it ends: what a long protocol has shown so far, should it be stopped.
+                print(
+                    f"  {run.instance} seed {run.seed:>2} {run.side:>12}: regret (trained) "
+                    + " / ".join(f"{run.regret['trained', f]:.4f}" for f in FRACTIONS)
+                    + f", {run.trials} trials, {run.seconds:.0f} s",
+                    flush=True,
+                )
     print(f"({time.perf_counter() - started:.0f} s)\n")
 
     def mean(side: str, instance: str, key: tuple[str, float]) -> float:
