@@ -34,6 +34,7 @@ from hpsearch.storage.attributes import (
     RETRY_OF_ATTR,
 )
 from hpsearch.storage.errors import DiskFullError, is_disk_full
+from hpsearch.storage.optuna_seam import as_taken
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.checkpoints import CheckpointStore
@@ -77,7 +78,7 @@ class TrialHandover:
         ``checkpoint_fallback``, with where training starts instead. With nothing readable the
         trial starts fresh.
         """
-        numbers = taken_over_by(self.recorder.frozen(trial))
+        numbers = taken_over_by(as_taken(trial))
         if not numbers:
             return ResumePoint()
         candidates = ResumeCandidates(self.output_dir, trial.study.study_name, numbers, self.archive)

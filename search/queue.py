@@ -10,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.search.sweep import SeededOrder, Sweep
 from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
+from hpsearch.storage.optuna_seam import enqueue_points
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -77,15 +78,17 @@ class StudyQueue:
                     waiting += 1
         wanted = self.BATCH if limit is None else min(self.BATCH, limit)
         order, position = self.order, self._next_position
+        batch = []
         while waiting < wanted and position < len(order):
             point = self.sweep.grid_point(order[position])
             key = point_key(point)
             position += 1
             if key in taken or key in failed:
                 continue
-            study.enqueue_trial(point)
+            batch.append(point)
             taken.add(key)
             waiting += 1
+        enqueue_points(study, batch)
         self._next_position = position
         done = {index for index in (self.sweep.grid_index(dict(key)) for key in taken | set(failed)) if index is not None}
         return waiting, len(order) - len(done)
@@ -103,8 +106,7 @@ class StudyQueue:
         trials = study.get_trials(deepcopy=False)
         replaced = {number for trial in trials for number in _replaces(trial)}
         counted = sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials)
-        for _ in range(n_trials - counted):
-            study.enqueue_trial({})
+        enqueue_points(study, [{}] * max(n_trials - counted, 0))
         return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     @staticmethod

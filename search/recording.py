@@ -185,8 +185,7 @@ class TrialRecording:
             said = reason[1] if reason[1].startswith("pruned ") else f"{'pruned' if reason[0] == 'prune_reason' else 'failed'}: {reason[1]}"
             self.echo(f"Trial {self.trial.number} {said}")
         with self.owned():
-            self.recorder.set_attrs(self.trial, closing)
-        lost = self.recorder.confirm_owner(self.trial)
+            lost = self.recorder.close(self.trial, closing)
         if lost is not None:
             raise TrialAbandoned(self.trial.number, lost)
         return closing

@@ -217,13 +217,19 @@ class EpochMetricsTable:
         if self.database.writable:
             ensure_table(self._engine)
 
-    def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
+    def write(self, trial_id: int, row: Mapping[str, Any], report: tuple[int, float] | None = None) -> None:
         """Store one epoch of trial ``trial_id`` (``optuna_seam.trial_id(trial)``); replaces a rewrite.
 
-        Transient database errors are retried (``self.retry``); the upsert makes a retry exact.
+        With ``report`` (step, value), the trial's report of that step is stored in the same
+        transaction (``QueuedRDBStorage.write_with_report``). Transient database errors are
+        retried (``self.retry``); the upsert makes a retry exact.
         """
         values = to_db_row(trial_id, row)
-        self.retry.call(self._upsert_rows, [values])
+        if report is None:
+            self.retry.call(self._upsert_rows, [values])
+            return
+        statement = _upsert(self._engine.dialect.name, [values])
+        self.retry.call(self.database.storage.write_with_report, statement, trial_id, *report)
 
     def write_stored(self, values: Mapping[str, Any]) -> None:
         """Store one row already in the table's form (``to_db_row``): what a worker behind the storage proxy sends."""

@@ -19,7 +19,12 @@ Private things relied on, and why:
 3. ``optuna.storages._rdb.storage._create_scoped_session(scoped_session, ignore_integrity_error)``
    and the ``RDBStorage.scoped_session`` attribute: the session Optuna's own writes use (commit on
    exit, rollback and ``StorageInternalError`` on a database error), used by
-   :meth:`QueuedRDBStorage.set_trial_user_attrs` so that its batch behaves like Optuna's writes.
+   :meth:`QueuedRDBStorage.set_trial_user_attrs` so that its batch behaves like Optuna's writes;
+   and ``RDBStorage._set_trial_intermediate_value_without_commit(session, ...)``, Optuna's report
+   inside such a session, so that :meth:`QueuedRDBStorage.write_with_report` stores an epoch's row
+   and its report in one transaction. ``Trial._cached_frozen_trial``, the trial as its worker read
+   it when taking it and as it has written since: :func:`as_taken` reads it, and
+   :func:`remember_report` adds a report stored that way to it, as ``Trial.report`` does.
 4. ``optuna.storages._rdb.models``: ``TrialModel.find_or_raise_by_id(trial_id, session)`` (a
    ``KeyError`` for an unknown trial) and ``TrialUserAttributeModel.__table__``, for the same batch.
 5. Optuna's table layout, named here once as SQLAlchemy table clauses (:data:`STUDIES`,
@@ -37,6 +42,9 @@ Private things relied on, and why:
 7. ``Study._get_trials(deepcopy, states, use_cache)``: how ``GPSampler`` reads the trials it
    learns from (complete ones only). :class:`PrunedAsComplete` answers it with pruned trials shown
    as complete at their last reported value, so the default sampler learns from pruned trials.
+8. ``Study._storage`` (and ``_CachedStorage._backend``, the database behind it) and
+   ``Study._study_id``: :func:`enqueue_points` queues a batch of trials in one transaction, and
+   reads on through Optuna's cache find them as they find other workers' trials.
 
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
@@ -48,6 +56,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -131,6 +140,24 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return trial._trial_id
 
 
+def as_taken(trial: optuna.Trial) -> FrozenTrial:
+    """``trial`` as its worker read it on taking it, with what it wrote since: no query.
+
+    What a trial is created with (a retry's history, ``retry_of``, fixed parameters) is as stored.
+    """
+    return trial._cached_frozen_trial
+
+
+def reported(trial: optuna.Trial, step: int) -> bool:
+    """Whether ``trial`` has a report at ``step``: Optuna keeps a step's first report (``Trial.report``)."""
+    return step in trial._cached_frozen_trial.intermediate_values
+
+
+def remember_report(trial: optuna.Trial, step: int, value: float) -> None:
+    """Tell ``trial`` of a report stored outside ``Trial.report``, as ``Trial.report`` does, so that its pruner sees it."""
+    trial._cached_frozen_trial.intermediate_values[step] = float(value)
+
+
 # --- 2 to 4. The storage: the take of a queued trial, batched user attributes, queue-only. -------
 class QueueEmpty(Exception):
     """A worker asked for a trial while ``queue_only`` was set and no trial was waiting."""
@@ -141,6 +168,8 @@ class QueueEmpty(Exception):
 _TRIALS_WRITTEN = sa.table(
     TRIALS.name,
     sa.column(TRIALS.c.trial_id.name, sa.Integer),
+    sa.column(TRIALS.c.number.name, sa.Integer),
+    sa.column(TRIALS.c.study_id.name, sa.Integer),
     sa.column(TRIALS.c.state.name, sa.Enum(TrialState)),
     sa.column(TRIALS.c.datetime_start.name, sa.DateTime),
 )
@@ -288,24 +317,36 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
         Optuna's heartbeat thread stops for good at the first exception, and the trial then
         goes stale while it trains. A beat that fails is recorded in ``heartbeat_errors``.
+        A beat within half an interval of the last stored one is skipped: the take stores a
+        trial's first heartbeat, and Optuna's thread beats as it starts, a moment later.
         """
+        interval = float(self.heartbeat_interval or 1)
+        last = self.heartbeats.stored_at.get(trial_id)
+        if last is not None and time.monotonic() - last < interval / 2:
+            return
         store = super().record_heartbeat
-        self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1), lambda: store(trial_id))
+        self.heartbeats.beat(trial_id, self.retry, interval, lambda: store(trial_id))
 
     def heartbeat_age(self, trial_id: int) -> float:
         """Seconds since this process last stored a heartbeat of ``trial_id`` (0 if it never took it)."""
         return self.heartbeats.age(trial_id)
 
-    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], beat: bool = False) -> None:
         """Set several user attributes of a running trial in one transaction.
 
         ``Trial.set_user_attr`` runs a lookup, an upsert and a commit per key; a trial's closing
         attributes are about 15 keys, and on SQLite each commit holds the write lock that other
         workers wait on. Values are stored as ``set_user_attr`` stores them (JSON).
-        """
-        self.retry.call(self._set_trial_user_attrs, trial_id, attrs)
 
-    def _set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], finished: bool = False) -> None:
+        With ``beat``, the trial's heartbeat is stored in the same transaction, which checks that
+        the trial still runs: a worker's closing write then also says that it still owns the trial,
+        and no peer judges it stale for a grace period.
+        """
+        self.retry.call(self._set_trial_user_attrs, trial_id, attrs, False, beat and self.heartbeat_interval is not None)
+        if beat and self.heartbeat_interval is not None:
+            self.heartbeats.stored(trial_id)
+
+    def _set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], finished: bool = False, beat: bool = False) -> None:
         table = optuna_models.TrialUserAttributeModel.__table__
         rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
         with _create_scoped_session(self.scoped_session, True) as session:
@@ -315,6 +356,61 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             # Delete-then-insert is an upsert every dialect runs the same way.
             session.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
             session.execute(sa.insert(table), rows)
+            if beat:
+                now = sa.func.current_timestamp()
+                beats = TRIAL_HEARTBEATS
+                if session.execute(sa.update(beats).where(beats.c.trial_id == trial_id).values(heartbeat=now)).rowcount == 0:
+                    session.execute(sa.insert(beats).values(trial_id=trial_id, heartbeat=now))
+
+    def write_with_report(self, statement: sa.Executable, trial_id: int, step: int, value: float) -> None:
+        """Execute ``statement`` (an epoch row's upsert) and store the report of ``value`` at ``step``, in one transaction.
+
+        One commit per epoch instead of two, and never a row without its report. Once the trial
+        has ended, ``UpdateFinishedTrialError`` and nothing written. Not retried here: the caller
+        retries the pair (the upsert and Optuna's report are idempotent).
+        """
+        with _create_scoped_session(self.scoped_session, True) as session:
+            # The report first: Optuna's refusal of an ended trial reads it in a session that
+            # commits, which would commit a row written before it.
+            self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+            session.execute(statement)
+
+    def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]]) -> None:
+        """Queue a WAITING trial for each point, in one transaction: what ``study.enqueue_trial(point)`` makes of each.
+
+        Each ``enqueue_trial`` is a transaction of its own of about eight statements, which a
+        budget of trials or a grid's batch paid per trial. A retry after a lost answer finds the
+        batch by its write id and queues nothing more.
+        """
+        write_id = uuid.uuid4().hex
+        attempts: list[int] = []
+
+        def create() -> None:
+            if attempts and self._trial_written_as(write_id) is not None:
+                return  # an earlier attempt committed, and only its answer was lost
+            attempts.append(1)
+            self._insert_waiting_trials(study_id, points, write_id)
+
+        if points:
+            self.retry.call(create)
+
+    def _insert_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]], write_id: str) -> None:
+        trials, attrs = _TRIALS_WRITTEN, TRIAL_SYSTEM_ATTRIBUTES
+        with self.engine.begin() as connection:
+            for index, point in enumerate(points):
+                new = sa.insert(trials).values(study_id=study_id, state=TrialState.WAITING)
+                if connection.dialect.insert_returning:
+                    new_id = connection.execute(new.returning(trials.c.trial_id)).scalar_one()
+                else:  # SQLite before 3.35
+                    new_id = connection.execute(new).lastrowid
+                # Numbered as Optuna numbers a trial: by the study's trials with a smaller id.
+                past = trials.alias("past")
+                earlier = sa.select(sa.func.count()).where(past.c.study_id == study_id, past.c.trial_id < new_id)
+                connection.execute(sa.update(trials).where(trials.c.trial_id == new_id).values(number=earlier.scalar_subquery()))
+                rows = [{"trial_id": new_id, "key": "fixed_params", "value_json": json.dumps(dict(point))}]
+                if index == 0:  # the batch commits whole, so its first trial names it
+                    rows.append({"trial_id": new_id, "key": WRITE_ID_ATTR, "value_json": json.dumps(write_id)})
+                connection.execute(sa.insert(attrs), rows)
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         """Optuna's stale-trial callback (the retry), after the failed trial is told why.
@@ -385,6 +481,16 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
 for _name in _RETRIED_AS_THEY_ARE:
     setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
+
+
+def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> None:
+    """``study.enqueue_trial(point)`` for each point, in that order; in one transaction on a ``QueuedRDBStorage``."""
+    storage = getattr(study._storage, "_backend", study._storage)  # the database behind Optuna's cache
+    if isinstance(storage, QueuedRDBStorage):
+        storage.create_waiting_trials(study._study_id, points)
+        return
+    for point in points:
+        study.enqueue_trial(dict(point))
 
 
 # --- 6. Heartbeats through the storage proxy. -----------------------------------------------------

@@ -98,8 +98,14 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
     def _request(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_system_attr(trial_id, key, value)
 
-    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
-        """Set several user attributes of a running trial in one request (and one transaction)."""
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], beat: bool = False) -> None:
+        """Set several user attributes of a running trial in one request (and one transaction).
+
+        With ``beat``, a heartbeat is stored first; the attributes' write then checks that the
+        trial still runs, as ``QueuedRDBStorage.set_trial_user_attrs`` does in one transaction.
+        """
+        if beat and self.heartbeat_interval is not None:
+            self.record_heartbeat(trial_id)
         self.retry.call(self._request, trial_id, USER_ATTRS_KEY, dict(attrs))
 
     def write_epoch_row(self, trial_id: int, row: Mapping[str, Any]) -> None:
@@ -138,8 +144,11 @@ class ProxyEpochTable:
     def __init__(self, storage: ProxyStorage) -> None:
         self.storage, self.retry = storage, storage.retry
 
-    def write(self, trial_id: int, row: Mapping[str, Any]) -> None:
+    def write(self, trial_id: int, row: Mapping[str, Any], report: tuple[int, float] | None = None) -> None:
+        # Two requests: Optuna's proxy has no transaction that spans both.
         self.storage.write_epoch_row(trial_id, row)
+        if report is not None:
+            self.storage.set_trial_intermediate_value(trial_id, *report)
 
     def rows_by_trial(self, study_name: str, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
         raise StorageError(

@@ -8,17 +8,16 @@ can be tested, or simulated thousands of times, on an in-memory study.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, ContextManager, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hpsearch.storage.attributes import FAIL_REASON_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.errors import DiskFullError
-from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, remember_report, reported, trial_id
 from hpsearch.storage.retry import DatabaseUnavailable
 
 
@@ -30,6 +29,13 @@ class TrialRecorder(Protocol):
 
     def set_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         """Set several user attributes of a running trial."""
+
+    def close(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> str | None:
+        """Set ``trial``'s closing attributes and store its heartbeat; why this worker no longer owns it, else None.
+
+        ``UpdateFinishedTrialError`` if a peer has ended the trial: only a trial still running
+        after this can be told COMPLETE, by this worker and no other.
+        """
 
     def frozen(self, trial: optuna.Trial) -> FrozenTrial:
         """The trial as stored now."""
@@ -49,9 +55,6 @@ class TrialRecorder(Protocol):
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         """Say on the trial why it was left, if the storage answers at once."""
 
-    def confirm_owner(self, trial: optuna.Trial) -> str | None:
-        """Store ``trial``'s heartbeat now; why this worker no longer owns it (a peer ended it, no beat stored), else None."""
-
 
 class DatabaseRecorder:
     """A trial's record in the study database: epoch rows in ``hpsearch_epoch_metrics``, the rest in Optuna's tables."""
@@ -61,18 +64,23 @@ class DatabaseRecorder:
         self.epoch_table = epoch_table
 
     def write_epoch(self, trial: optuna.Trial, epoch: int, row: Mapping[str, Any], value: float | None) -> None:
-        # A retry of a half-stored epoch writes it again: the row is an upsert, and Optuna keeps
-        # the first report of a step. So does a heartbeat retry that trains again the epochs its
-        # killed predecessor reported but never got into the artifact store (an S3 outage): the
-        # values it inherited stay, and Optuna's warning about it says nothing a user can act on.
-        self.epoch_table.write(trial_id(trial), row)
-        if value is not None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
-                trial.report(value, epoch)
+        # The row and the report commit together. A step already reported keeps its first value,
+        # as with Trial.report: a heartbeat retry that trains again the epochs its killed
+        # predecessor reported but never got into the artifact store (an S3 outage) keeps the
+        # values it inherited, and its rows are the newer measurement.
+        report = None if value is None or reported(trial, epoch) else (epoch, value)
+        self.epoch_table.write(trial_id(trial), row, report)
+        if report is not None:
+            remember_report(trial, *report)
 
     def set_attrs(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         self.storage.set_trial_user_attrs(trial_id(trial), attrs)
+
+    def close(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> str | None:
+        # The beat keeps peers from judging the trial stale for a whole grace period, and the
+        # write checks that the trial still runs: after an outage, a peer may have failed it.
+        self.storage.set_trial_user_attrs(trial_id(trial), attrs, beat=True)
+        return self.heartbeat_lost(trial)
 
     def frozen(self, trial: optuna.Trial) -> FrozenTrial:
         return self.storage.get_trial(trial_id(trial))
@@ -98,19 +106,6 @@ class DatabaseRecorder:
             return None
         why = f"{type(failure).__name__}: {failure}" if failure is not None else "no answer"
         return f"its heartbeat could not be stored for {age:.0f} s ({why})"
-
-    def confirm_owner(self, trial: optuna.Trial) -> str | None:
-        # A beat stored now keeps peers from judging the trial stale for a whole grace period, so
-        # a trial still RUNNING after it can be told COMPLETE by this worker and no other.
-        if self.storage.heartbeat_interval is not None:
-            self.storage.record_heartbeat(trial_id(trial))
-        lost = self.heartbeat_lost(trial)
-        if lost is not None:
-            return lost
-        state = self.frozen(trial).state
-        if state != TrialState.RUNNING:
-            return f"a peer ended it as {state.name} while this worker could not reach the database"
-        return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:
         try:
@@ -155,7 +150,8 @@ class MemoryRecorder:
     def heartbeat_lost(self, trial: optuna.Trial) -> str | None:
         return None
 
-    def confirm_owner(self, trial: optuna.Trial) -> str | None:
+    def close(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> str | None:
+        self.set_attrs(trial, attrs)
         return None
 
     def note_abandoned(self, trial: optuna.Trial, reason: str) -> None:

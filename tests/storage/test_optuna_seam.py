@@ -469,3 +469,90 @@ def test_gp_sampler_reads_the_trials_it_learns_from_through_get_trials(sqlite_ur
     assert [t.state for t in study.get_trials()][1] == TrialState.PRUNED  # the study's own trials are untouched
     assert view.get_trials(states=(TrialState.PRUNED,)) == []
     assert view.directions == study.directions
+
+
+# --- Fewer transactions per trial: a batch of queued trials, an epoch's row with its report, the closing beat ---
+
+
+def test_a_batch_of_queued_trials_is_what_enqueue_trial_makes_of_each_point(storage_url: str, study_name: str) -> None:
+    database = StudyDatabase.open_for_search(storage_url)
+    try:
+        batched = optuna.create_study(study_name=study_name, storage=database.storage)
+        each = optuna.create_study(study_name=study_name + "-each", storage=database.storage)
+        points = [{"x": 0.25}, {}, {"x": 0.75}]
+        for study in (batched, each):  # interleaved: a trial's number counts its own study's trials only
+            study.enqueue_trial({"x": 0.5})
+        seam.enqueue_points(batched, points)
+        for point in points:
+            each.enqueue_trial(point)
+
+        def shown(study: optuna.Study) -> list[tuple]:
+            return [(t.number, t.state, t.system_attrs["fixed_params"], t.params) for t in study.get_trials()]
+
+        assert shown(batched) == shown(each)
+        database.storage.queue_only = True
+        taken = [batched.ask({"x": X}) for _ in range(4)]
+        assert [t.number for t in taken] == [0, 1, 2, 3]
+        assert [taken[i].params["x"] for i in (0, 1, 3)] == [0.5, 0.25, 0.75], "the queue hands out each fixed point"
+    finally:
+        database.close()
+
+
+def test_a_batch_whose_answer_was_lost_is_queued_once(
+    storage: QueuedRDBStorage, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    lost = _answer_lost_once(monkeypatch, QueuedRDBStorage, "_insert_waiting_trials")
+    seam.enqueue_points(study, [{}, {}, {}])
+    assert lost and [t.number for t in study.get_trials()] == [0, 1, 2]
+
+
+def test_an_epoch_row_and_its_report_commit_together_and_not_on_an_ended_trial(storage_url: str, study_name: str) -> None:
+    database = StudyDatabase.open_for_search(storage_url)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=database.storage)
+        trial = study.ask()
+        database.epoch_table.write(trial_id(trial), {"epoch": 1, "val_loss": 0.5}, report=(1, 0.5))
+        assert study.trials[0].intermediate_values == {1: 0.5}
+        study.tell(trial, 0.5)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            database.epoch_table.write(trial_id(trial), {"epoch": 2, "val_loss": 0.4}, report=(2, 0.4))
+        assert list(database.epoch_table.frame(study_name)["epoch"]) == [1], "a refused report takes its row with it"
+        assert study.trials[0].intermediate_values == {1: 0.5}
+    finally:
+        database.close()
+
+
+def test_the_closing_attributes_store_a_heartbeat_and_are_refused_on_an_ended_trial(sqlite_url: str, study_name: str) -> None:
+    storage = StudyDatabase.open_for_search(sqlite_url, heartbeat_interval=1, grace_period=2).storage
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        study.enqueue_trial({})
+        taken = study.ask()  # no heartbeat thread runs: only the take and the closing write beat
+        time.sleep(1.5)
+        storage.set_trial_user_attrs(trial_id(taken), {"k": 1}, beat=True)
+        time.sleep(1.5)  # 3 s after the take, past the grace period; 1.5 s after the closing write
+        assert storage._get_stale_trial_ids(storage.get_study_id_from_name(study_name)) == []
+        study.tell(taken, state=TrialState.FAIL)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attrs(trial_id(taken), {"k": 2}, beat=True)
+        assert study.trials[0].user_attrs == {"k": 1}
+    finally:
+        storage.engine.dispose()
+
+
+def test_the_heartbeat_thread_does_not_beat_again_right_after_the_take(sqlite_url: str, study_name: str) -> None:
+    storage = StudyDatabase.open_for_search(sqlite_url, heartbeat_interval=2, grace_period=4).storage
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        study.enqueue_trial({})
+        taken = study.ask()
+        statements: list[str] = []
+        sa.event.listen(storage.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        storage.record_heartbeat(trial_id(taken))  # what Optuna's thread does as it starts
+        assert statements == [], "the take stored this trial's heartbeat a moment ago"
+        time.sleep(1.1)  # past half an interval
+        storage.record_heartbeat(trial_id(taken))
+        assert any("trial_heartbeats" in statement for statement in statements)
+    finally:
+        storage.engine.dispose()
