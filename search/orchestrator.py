@@ -176,9 +176,10 @@ class Orchestrator:
                 waiting, unqueued = self.queue.queue_grid(study, n_trials, retry_failed=True)
                 left = waiting + unqueued
                 return study, left if n_trials is None else min(left, n_trials)
-            if self.spec.stop_when_converged and ConvergenceStop(self.spec.stop_when_converged).study_converged(study):
+            if self._converged(study):
                 return study, self._waiting(study)  # converged: a re-run queues nothing more
-            return study, self.queue.queue_budget(study, n_trials or 0)
+            waiting, unqueued = self.queue.queue_budget(study, n_trials or 0)
+            return study, waiting + unqueued
 
     def nothing_to_do(self) -> str:
         """What a command says when the study has run all its work."""
@@ -188,13 +189,20 @@ class Orchestrator:
                 "(a larger --n-trials adds trials).")
 
     def top_up(self, study: optuna.Study) -> bool:
-        """Queue the grid's next batch, if it has points left; True when a trial waits now."""
-        if not self.is_grid:
-            return False
+        """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now."""
         assert self.database is not None
         with self.database.queue_lock(self.spec.name):
-            waiting, _ = self.queue.queue_grid(study)
+            if self.is_grid:
+                waiting, _ = self.queue.queue_grid(study)
+            elif self._converged(study):
+                return False
+            else:
+                waiting, _ = self.queue.queue_budget(study, self.resolved.n_trials or 0)
         return waiting > 0
+
+    def _converged(self, study: optuna.Study) -> bool:
+        stop = self.spec.stop_when_converged
+        return bool(stop) and ConvergenceStop(stop).study_converged(study)
 
     def run(self) -> SearchOutcome:
         """Create or resume the study and run its trials in this process.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import optuna
@@ -23,15 +23,16 @@ def point_key(point: dict[str, Any]) -> Hashable:
 class StudyQueue:
     """What a study has left to run, put in its queue: each call runs under the study's queue lock.
 
-    A grid is queued lazily, ``BATCH`` points at a time in a seeded random order, and topped up
+    A grid is queued lazily, a batch of points at a time (``batch``) in a seeded random order, and topped up
     when a worker finds the queue empty: the first trial starts as soon on a grid of 10^6 points
     as on one of 4, and the study holds only the points queued so far. Which points are taken is
     a set of the study's trials' parameters, so a batch costs the study's trials, not its grid.
     A sampled study's ``n_trials`` is its budget: the trials it holds in all, so any number of
-    commands that queue it, at once or one after another, queue it once.
+    commands that queue it, at once or one after another, queue it once; it is queued in batches
+    too.
     """
 
-    BATCH = 32
+    BATCH = 8
 
     def __init__(self, sweep: Sweep, seed: int) -> None:
         self.sweep, self.seed = sweep, seed
@@ -58,7 +59,7 @@ class StudyQueue:
         """
         taken: set[Hashable] = set()
         failed: dict[Hashable, tuple[dict[str, Any], list[int]]] = {}
-        waiting = 0
+        waiting = running = 0
         for trial in study.get_trials(deepcopy=False):
             # An enqueued point carries fixed_params, also while its worker has taken it but not yet
             # suggested them as params; a heartbeat retry carries params.
@@ -67,6 +68,7 @@ class StudyQueue:
                 waiting += 1
                 taken.add(point_key(point))
             elif trial.state in (*FINISHED, TrialState.RUNNING):
+                running += trial.state == TrialState.RUNNING
                 taken.add(point_key(point))
             elif trial.state == TrialState.FAIL:
                 failed.setdefault(point_key(point), (point, []))[1].append(trial.number)
@@ -76,7 +78,7 @@ class StudyQueue:
                     study.enqueue_trial(point, user_attrs={RETRY_OF_ATTR: numbers})
                     taken.add(key)
                     waiting += 1
-        wanted = self.BATCH if limit is None else min(self.BATCH, limit)
+        wanted = self.batch(running) if limit is None else min(self.batch(running), limit)
         order, position = self.order, self._next_position
         batch = []
         while waiting < wanted and position < len(order):
@@ -94,20 +96,38 @@ class StudyQueue:
         return waiting, len(order) - len(done)
 
     @staticmethod
-    def queue_budget(study: optuna.Study, n_trials: int) -> int:
-        """Queue what the study's budget of ``n_trials`` trials lacks; return how many trials wait.
+    def batch(running: int) -> int:
+        """How many trials a top-up leaves waiting: ``BATCH``, or one more than the trials running, whichever is more.
+
+        Few enough that reading the queue stays cheap (Optuna reads every unfinished trial again
+        at each pruning decision and each take), and enough that many workers seldom find it empty.
+        """
+        return max(StudyQueue.BATCH, running + 1)
+
+    @staticmethod
+    def queue_budget(study: optuna.Study, n_trials: int) -> tuple[int, int]:
+        """Top the queue up to a batch of the study's budget of ``n_trials`` trials; return how many wait and how many are not queued yet.
 
         The trials are parameterless: the sampler fills each in when a worker takes it, and Optuna
-        hands each WAITING trial to exactly one worker. Each sampled trial a signal stopped is
-        queued again first, with its parameters. A failed trial that a retry took over is not
-        counted; every other trial is.
+        hands each WAITING trial to exactly one worker. They are queued a batch at a time
+        (``batch``) and topped up when a worker finds the queue empty: a budget queued whole
+        would cost each trial in proportion to it, and a budget of 10^6 would take minutes to
+        queue. Each sampled trial a signal stopped is queued again first, with its parameters.
         """
         StudyQueue._queue_interrupted(study)
         trials = study.get_trials(deepcopy=False)
+        lacking = StudyQueue.budget_left(trials, n_trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        added = min(lacking, max(StudyQueue.batch(running) - waiting, 0))
+        enqueue_points(study, [{}] * added)
+        return waiting + added, lacking - added
+
+    @staticmethod
+    def budget_left(trials: Sequence[FrozenTrial], n_trials: int) -> int:
+        """Trials of a budget of ``n_trials`` not yet queued: a failed trial that a retry took over is not counted; every other trial is."""
         replaced = {number for trial in trials for number in _replaces(trial)}
-        counted = sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials)
-        enqueue_points(study, [{}] * max(n_trials - counted, 0))
-        return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return max(n_trials - sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials), 0)
 
     @staticmethod
     def _queue_interrupted(study: optuna.Study) -> int:

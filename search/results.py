@@ -9,6 +9,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.search.queue import StudyQueue
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
 from hpsearch.storage.urls import is_proxy_url, mask_password
 
@@ -117,6 +118,7 @@ def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
         lines.append("Every grid point had run already, so nothing trained with the changed settings: --allow-changes adds "
                      "trials only for points not yet run; pass --study-name NEW to run the changed grid.")
     if outcome.converged:
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        lines.append(f"Converged (--stop-when-converged {spec.stop_when_converged}): {waiting} queued trials were not run.")
+        started = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        unrun = StudyQueue.budget_left(started, resolved.n_trials or 0)
+        lines.append(f"Converged (--stop-when-converged {spec.stop_when_converged}): {unrun} trials of the budget were not run.")
     return lines

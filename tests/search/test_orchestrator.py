@@ -5,13 +5,21 @@ from __future__ import annotations
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator
+from hpsearch.search.queue import StudyQueue
 from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
 
 SWEEP = ("embed_dim:16,32", "lr:1e-3,3e-3,1e-2,3e-2", "kernel_type:rbf,compact")
+
+
+@pytest.fixture(autouse=True)
+def whole_grid_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 16-point grid is queued in one batch, so that a test sees its whole order."""
+    monkeypatch.setattr(StudyQueue, "BATCH", 16)
 
 
 def queued_points(tmp_path, name: str, seed: int) -> tuple[list[dict], list[dict]]:
