@@ -15,6 +15,7 @@ fail on PostgreSQL. Delete a study with :func:`delete_study`, which removes its 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -110,10 +111,12 @@ def to_db_row(trial_id: int, row: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _upsert(dialect_name: str, rows: list[dict[str, Any]]) -> sa.Executable:
+@functools.cache
+def _upsert(dialect_name: str) -> sa.Executable:
+    """The row upsert, executed with the rows as parameters: one statement per dialect, compiled once and cached."""
     # A resumed trial may run an epoch again; its newer measurement replaces the old row.
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    statement = insert(epoch_metrics).values(rows)
+    statement = insert(epoch_metrics)
     updated = {name: statement.excluded[name] for name in (*FIXED_COLUMNS, TASK_METRICS_COLUMN)}
     return statement.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=updated)
 
@@ -228,8 +231,8 @@ class EpochMetricsTable:
         if report is None:
             self.retry.call(self._upsert_rows, [values])
             return
-        statement = _upsert(self._engine.dialect.name, [values])
-        self.retry.call(self.database.storage.write_with_report, statement, trial_id, *report)
+        statement = _upsert(self._engine.dialect.name)
+        self.retry.call(self.database.storage.write_with_report, statement, [values], trial_id, *report)
 
     def write_stored(self, values: Mapping[str, Any]) -> None:
         """Store one row already in the table's form (``to_db_row``): what a worker behind the storage proxy sends."""
@@ -237,7 +240,7 @@ class EpochMetricsTable:
 
     def _upsert_rows(self, values: list[dict[str, Any]]) -> None:
         with self._engine.begin() as connection:
-            connection.execute(_upsert(connection.dialect.name, values))
+            connection.execute(_upsert(connection.dialect.name), values)
 
     def write_many(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> int:
         """Store ``(trial_id, row)`` pairs in one transaction (imports and benchmarks); returns the count."""
@@ -245,9 +248,7 @@ class EpochMetricsTable:
         if not values:
             return 0
         with self._engine.begin() as connection:
-            # Multi-row VALUES keeps statements under SQLite's bound-parameter limit per chunk.
-            for start in range(0, len(values), 500):
-                connection.execute(_upsert(connection.dialect.name, values[start : start + 500]))
+            connection.execute(_upsert(connection.dialect.name), values)
         return len(values)
 
     def frame(self, study_name: str) -> pd.DataFrame:

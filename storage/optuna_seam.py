@@ -362,8 +362,10 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 if session.execute(sa.update(beats).where(beats.c.trial_id == trial_id).values(heartbeat=now)).rowcount == 0:
                     session.execute(sa.insert(beats).values(trial_id=trial_id, heartbeat=now))
 
-    def write_with_report(self, statement: sa.Executable, trial_id: int, step: int, value: float) -> None:
-        """Execute ``statement`` (an epoch row's upsert) and store the report of ``value`` at ``step``, in one transaction.
+    def write_with_report(
+        self, statement: sa.Executable, rows: Sequence[Mapping[str, Any]], trial_id: int, step: int, value: float
+    ) -> None:
+        """Execute ``statement`` with ``rows`` (an epoch row's upsert) and store the report of ``value`` at ``step``, in one transaction.
 
         One commit per epoch instead of two, and never a row without its report. Once the trial
         has ended, ``UpdateFinishedTrialError`` and nothing written. Not retried here: the caller
@@ -373,7 +375,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             # The report first: Optuna's refusal of an ended trial reads it in a session that
             # commits, which would commit a row written before it.
             self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-            session.execute(statement)
+            session.execute(statement, list(rows))
 
     def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]]) -> None:
         """Queue a WAITING trial for each point, in one transaction: what ``study.enqueue_trial(point)`` makes of each.
