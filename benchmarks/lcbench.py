@@ -242,10 +242,12 @@ def main() -> None:
             f"25% vs optuna's final: {'met' if early else 'NOT met'}"
         )
 
+    ran_parallel = any(r.side == "hpsearch-4w" for r in runs)
     print(
         "\nparallel: simulated time to reach random search's final best, 1 worker / 4 workers (median over seeds that reach it)"
+        if ran_parallel else "\nparallel: not run (--parallel-seeds 0)"
     )
-    for instance in args.instances:
+    for instance in args.instances if ran_parallel else ():
         pairs = [
             (one.clock_to_target, four.clock_to_target)
             for one in runs
