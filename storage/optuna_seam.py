@@ -342,8 +342,9 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         the trial still runs: a worker's closing write then also says that it still owns the trial,
         and no peer judges it stale for a grace period.
         """
-        self.retry.call(self._set_trial_user_attrs, trial_id, attrs, False, beat and self.heartbeat_interval is not None)
-        if beat and self.heartbeat_interval is not None:
+        beat = beat and self.heartbeat_interval is not None
+        self.retry.call(self._set_trial_user_attrs, trial_id, attrs, False, beat)
+        if beat:
             self.heartbeats.stored(trial_id)
 
     def _set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], finished: bool = False, beat: bool = False) -> None:
