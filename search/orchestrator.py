@@ -178,7 +178,7 @@ class Orchestrator:
                 return study, left if n_trials is None else min(left, n_trials)
             if self._converged(study):
                 return study, self._waiting(study)  # converged: a re-run queues nothing more
-            waiting, unqueued = self.queue.queue_budget(study, n_trials or 0)
+            waiting, unqueued = self.queue.queue_budget(study, n_trials or 0, retry_interrupted=True)
             return study, waiting + unqueued
 
     def nothing_to_do(self) -> str:

@@ -105,16 +105,19 @@ class StudyQueue:
         return max(StudyQueue.BATCH, running + 1)
 
     @staticmethod
-    def queue_budget(study: optuna.Study, n_trials: int) -> tuple[int, int]:
+    def queue_budget(study: optuna.Study, n_trials: int, retry_interrupted: bool = False) -> tuple[int, int]:
         """Top the queue up to a batch of the study's budget of ``n_trials`` trials; return how many wait and how many are not queued yet.
 
         The trials are parameterless: the sampler fills each in when a worker takes it, and Optuna
         hands each WAITING trial to exactly one worker. They are queued a batch at a time
         (``batch``) and topped up when a worker finds the queue empty: a budget queued whole
         would cost each trial in proportion to it, and a budget of 10^6 would take minutes to
-        queue. Each sampled trial a signal stopped is queued again first, with its parameters.
+        queue. With ``retry_interrupted`` (a command that starts the study again), each sampled
+        trial a signal stopped is queued again first, with its parameters; a worker's top-up
+        leaves them to such a command, as a grid's leaves its failed points.
         """
-        StudyQueue._queue_interrupted(study)
+        if retry_interrupted:
+            StudyQueue._queue_interrupted(study)
         trials = study.get_trials(deepcopy=False)
         lacking = StudyQueue.budget_left(trials, n_trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
