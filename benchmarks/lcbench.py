@@ -26,8 +26,8 @@ Accounting, both printed:
   where it was judged: a trial stopped at epoch e is charged the sum of the rungs below e, plus e.
   Rungs: 2, 6, 17 (optuna baseline); the default pruner's decision epochs (hpsearch).
 
-Also printed: the simulated wall time 4 workers take to reach random search's final best
-against 1 worker's (per seed, where both reach it), and the wall time of one simulated run
+Also printed: the simulated wall time 4 workers take to reach random search's final best against
+1 worker's (the median over seeds of each, and per seed), and the wall time of one simulated run
 against the same run in a bare Optuna loop (same sampler, pruner and seed).
 
     python benchmarks/lcbench.py --data ../shared/yahpo_data                 # 30 seeds: each GP run takes 1-4 min of a core
@@ -244,21 +244,30 @@ def main() -> None:
 
     ran_parallel = any(r.side == "hpsearch-4w" for r in runs)
     print(
-        "\nparallel: simulated time to reach random search's final best, 1 worker / 4 workers (median over seeds that reach it)"
-        if ran_parallel else "\nparallel: not run (--parallel-seeds 0)"
+        "\nparallel: simulated seconds to reach random search's final best, median over seeds (a seed that never"
+        "\nreaches it counts as slowest), 1 worker / 4 workers (goal >= 3.5x)"
+        if ran_parallel
+        else "\nparallel: not run (--parallel-seeds 0)"
     )
     for instance in args.instances if ran_parallel else ():
-        pairs = [
-            (one.clock_to_target, four.clock_to_target)
-            for one in runs
-            if one.side == "hpsearch" and one.instance == instance
-            for four in runs
-            if four.side == "hpsearch-4w" and four.instance == instance and four.seed == one.seed
-            if one.clock_to_target and four.clock_to_target
-        ]
-        ratio = statistics.median(a / b for a, b in pairs) if pairs else float("nan")
-        each = " ".join(f"{a / b:.2f}" for a, b in pairs)  # per seed: the median of parts is not the parts' median
-        print(f"  {instance}: {ratio:.2f}x faster with 4 workers ({len(pairs)} seeds reach it with both: {each})")
+        seeds = sorted({r.seed for r in runs if r.side == "hpsearch-4w" and r.instance == instance})
+        clocks = {
+            (r.side, r.seed): r.clock_to_target if r.clock_to_target is not None else math.inf
+            for r in runs
+            if r.instance == instance and r.side in ("hpsearch", "hpsearch-4w") and r.seed in seeds
+        }
+        one = statistics.median(clocks["hpsearch", s] for s in seeds)
+        four = statistics.median(clocks["hpsearch-4w", s] for s in seeds)
+        # Also per seed: after the shared design the two runs' trials differ, so a seed's ratio divides
+        # two independent draws of a long-tailed time; the median times are the figure judged.
+        ratios = [clocks["hpsearch", s] / clocks["hpsearch-4w", s] for s in seeds]
+        paired = [r for r in ratios if not math.isnan(r)] or [math.nan]  # nan: neither side reached it
+        verdict = "met" if one / four >= 3.5 else "NOT met"
+        print(
+            f"  {instance}: {one:.0f} s / {four:.0f} s = {one / four:.2f}x faster with 4 workers, {verdict} "
+            f"({len(seeds)} seeds; per seed: {' '.join(f'{r:.2f}' for r in ratios)}, "
+            f"median {statistics.median(paired):.2f}x)"
+        )
 
     if args.speed_repeats:  # 0: a part of a protocol whose other part measures it
         simulated, bare = speed(args.data, args.speed_repeats)

@@ -114,3 +114,43 @@ def test_the_design_goes_on_until_its_points_have_completed_not_been_pruned():
         assert sampler.in_design(study)
         study.add_trial(create_trial(params={"x": 0.2 * i, "y": 0.1}, distributions=SPACE, value=1.0))
     assert not sampler.in_design(study)
+
+
+def started(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """A trial a worker starts now, as the sampler sees it."""
+    number = study.ask(SPACE).number
+    return study.get_trials(deepcopy=False)[number]
+
+
+def test_a_worker_that_finds_every_design_point_taken_goes_to_the_gp():
+    # Startup 4: three points complete and one pruned, so the GP has four trials to learn from.
+    def study_with(running: int) -> tuple[optuna.Study, SobolStartGPSampler]:
+        sampler = SobolStartGPSampler(seed=0, startup=4)
+        study = optuna.create_study(sampler=sampler)
+        for i in range(3):
+            point = {"x": 0.2 * i, "y": 0.1}
+            study.add_trial(create_trial(params=point, distributions=SPACE, value=bowl(point)))
+        study.add_trial(
+            create_trial(
+                params={"x": 0.9, "y": 0.9}, distributions=SPACE, state=TrialState.PRUNED, intermediate_values={1: 2.0}
+            )
+        )
+        for _ in range(running):
+            study.ask(SPACE)  # another worker's trial, still running
+        return study, sampler
+
+    # One worker: nothing else runs, and the design goes on until its fourth point completes.
+    alone, sampler = study_with(running=0)
+    assert sampler.in_design(alone, started(alone))
+    # Another worker runs the fourth point: every design point is taken, so the GP takes this one.
+    shared, sampler = study_with(running=1)
+    assert not sampler.in_design(shared, started(shared))
+
+
+def test_the_design_fills_in_until_the_gp_has_startup_trials_to_learn_from():
+    # Four workers started at once: every design point is taken, but nothing has ended.
+    sampler = SobolStartGPSampler(seed=0, startup=4)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(4):
+        study.ask(SPACE)
+    assert sampler.in_design(study, started(study))
