@@ -65,12 +65,13 @@ def replay_main(argv: Sequence[str]) -> int:
     n = len(stored.curves)
     print(
         f"Study {args.study!r}: {n} trials x {stored.epochs} epochs = {n * stored.epochs} epochs; best {stored.metric} "
-        f"{stored.best:.6g}. Replayed over {args.orders} trial orders:"
+        f"{stored.best:.6g}. Replayed over {args.orders} trial order{'s' if args.orders != 1 else ''}:"
     )
     print(f"{'pruner':<12} {'epochs spent':>12} {'kept the best':>13} {'trials pruned':>13}")
     for row in compare(stored, pruners, args.orders, args.seed):
         print(f"{row.pruner:<12} {row.epoch_share:>11.1%} {row.kept_best:>12.0%} {row.pruned:>13.1f}")
     print(
-        "(epochs spent: median share of the full study's; kept the best: share of orders whose best trial is the study's)"
+        "(epochs spent: the median share of the full study's epochs; kept the best: the share of orders in which a "
+        "trial with the study's best value ran to the end; trials pruned: the mean)"
     )
     return EXIT_OK
