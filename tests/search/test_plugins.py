@@ -68,6 +68,17 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert len(trials) == 4 and all(t["state"] == "COMPLETE" for t in trials)
 
 
+def test_the_readme_plugin_file_runs_with_its_command(tmp_path, run_hpsearch):
+    text = README.read_text()
+    section = text[text.index("A whole plugin file, `my_mlp.py`") :]
+    (tmp_path / "my_mlp.py").write_text(re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1))
+    command = re.search(r"```bash\nhpsearch (.*?)\n```", section, re.DOTALL).group(1).split()
+    result = run_hpsearch(*command, "--epochs", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    trials = load_trials(tmp_path / "hpsearch.db", "my_mlp-my_data")
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+
+
 def test_a_plugins_models_are_listed_with_their_origin(run_hpsearch):
     listing = run_hpsearch("models", "--plugin", str(README.parent / "studies" / "digits_cnn.py"))
     assert listing.returncode == 0, listing.stderr
