@@ -245,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             share, kept, met = ordered[label] = random_orders(full, factory, e, args.orders)
             print(f"{label:<52} {100 * share:12.1f}% {100 * kept:8.0f}% {100 * met:7.0f}%")
 
-    first_points = 2 * e + (n_points - 2) * first
+    floor_epochs = 2 * e + (n_points - 2) * first
     print(
-        f"\nfloor for any pruner that judges trial by trial from epoch {first}: {100 * first_points / full.epochs:.1f}% "
+        f"\nfloor for any pruner that judges trial by trial from epoch {first}: {100 * floor_epochs / full.epochs:.1f}% "
         f"of the full grid's epochs (the first trial and the best run all {e} epochs, the {n_points - 2} others {first})"
     )
     default = real.get("percentile", replays[settings[0][0]])

@@ -19,11 +19,15 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 QUICK = ["--epochs", "1", "--dataset-size", "200", "--no-progress"]
 
 
+def readme_block(after: str, language: str = "python") -> str:
+    """The first ``language`` code block of the README after the text ``after``."""
+    text = README.read_text()
+    return re.search(rf"```{language}\n(.*?)```", text[text.index(after) :], re.DOTALL).group(1)
+
+
 def readme_example() -> str:
     """The README's Python example of bringing your own model, data and metric."""
-    text = README.read_text()
-    section = text[text.index("## Bring your own model, data and step") :]
-    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    return readme_block("## Bring your own model, data and step")
 
 
 # The arrays the README's example leaves to the reader: 20 features, 3 classes.
@@ -69,11 +73,10 @@ def test_the_readme_example_runs_as_written(tmp_path):
 
 
 def test_the_readme_plugin_file_runs_with_its_command(tmp_path, run_hpsearch):
-    text = README.read_text()
-    section = text[text.index("A whole plugin file, `my_mlp.py`") :]
-    (tmp_path / "my_mlp.py").write_text(re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1))
-    command = re.search(r"```bash\nhpsearch (.*?)\n```", section, re.DOTALL).group(1).split()
-    result = run_hpsearch(*command, "--epochs", "1", "--no-progress")
+    (tmp_path / "my_mlp.py").write_text(readme_block("A whole plugin file, `my_mlp.py`"))
+    command = readme_block("A whole plugin file, `my_mlp.py`", "bash").split()
+    assert command[0] == "hpsearch"
+    result = run_hpsearch(*command[1:], "--epochs", "1", "--no-progress")
     assert result.returncode == 0, result.stderr
     trials = load_trials(tmp_path / "hpsearch.db", "my_mlp-my_data")
     assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
