@@ -26,8 +26,16 @@ A one-worker direct run first is the baseline: each run's trials/s is also given
 times the baseline's (scaling efficiency). Goal: at 32 workers, at least 90% of worker time
 spent training, with 0 lost, duplicated or RUNNING.
 
+``--modes bare`` is the floor under any Optuna-based worker on this machine: N processes of a bare
+Optuna loop on the same PostgreSQL server (``study.optimize`` with the same random sampler: ask,
+one ``suggest_float``, a 1 s ``time.sleep`` for the training, one user attribute naming the
+worker and the seconds slept, tell), with no model, checkpoint, epoch row or heartbeat. Its
+training share is the sleep over the same busy time. Where the bare loop is under the goal, the
+machine, not hpsearch, is what stops it.
+
     python benchmarks/scale.py                       # 8, 16, 32 workers; direct and proxy; 4 trials a worker, at least 64
     python benchmarks/scale.py --workers 8 --modes proxy --trials-per-worker 2
+    python benchmarks/scale.py --workers 32 --modes bare direct   # the bare Optuna floor beside hpsearch
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ TRIAL = ["--plugin", str(PLUGIN), "--models", "paced_classifier", "--param_sweep
          "--sampler", "random", "--pruner", "none", "--epochs", "1", "--dataset-size", "64", "--batch-size", "8",
          "--seq-len", "8", "--no-progress"]
 HPSEARCH = [str(Path(sys.executable).with_name("hpsearch"))]
+BARE_TRIAL_S = 1.0  # the bare loop's "training": what the paced trial's ten forward passes sleep
+BARE_ATTR = "bare"
 
 
 @dataclass
@@ -136,6 +146,11 @@ def run(admin_url: str, workers: int, trials: int, mode: str, folder: Path) -> F
     env = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proxy = None
+    if mode == "bare":
+        try:
+            return run_bare(admin_url, url, workers, trials, env, folder)
+        finally:
+            drop_database(admin_url, url)
     try:
         subprocess.run([*HPSEARCH, "create", "--study", STUDY, "--storage", url, "--n-trials", str(trials),
                         "--output-dir", str(folder / "runs"), *TRIAL], env=env, cwd=folder, check=True, capture_output=True)
@@ -146,26 +161,84 @@ def run(admin_url: str, workers: int, trials: int, mode: str, folder: Path) -> F
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             storage = f"grpc://127.0.0.1:{port}"
             _wait_for_port(port)
-        peak = ConnectionPeak(admin_url, make_url(url).database)
-        peak.start()
-        started = stored_now()
-        procs = [subprocess.Popen([*HPSEARCH, "worker", "--study", STUDY, "--storage", storage, "--threads", "1", "-q",
-                                   "--no-progress"], env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(workers)]
-        codes = []
-        for proc in procs:
-            _, err = proc.communicate()
-            codes.append(proc.returncode)
-            if proc.returncode:
-                print(f"  worker exit {proc.returncode}: {err.strip().splitlines()[-1:]}", file=sys.stderr)
-        wall = (stored_now() - started).total_seconds()
-        peak_connections = peak.finish()
+        command = [*HPSEARCH, "worker", "--study", STUDY, "--storage", storage, "--threads", "1", "-q", "--no-progress"]
+        started, wall, peak_connections, codes = run_processes(admin_url, url, command, workers, env, folder)
         return measure(url, folder / "runs", workers, trials, mode, wall, started, peak_connections, codes)
     finally:
         if proxy is not None:
             proxy.terminate()
             proxy.wait()
         drop_database(admin_url, url)
+
+
+def run_processes(
+    admin_url: str, url: str, command: list[str], workers: int, env: dict[str, str], folder: Path
+) -> tuple[datetime, float, int, list[int]]:
+    """Start ``workers`` processes of ``command`` at once and wait for all: when, wall seconds, peak connections, exit codes."""
+    peak = ConnectionPeak(admin_url, make_url(url).database)
+    peak.start()
+    started = stored_now()
+    procs = [subprocess.Popen(command, env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(workers)]
+    codes = []
+    for proc in procs:
+        _, err = proc.communicate()
+        codes.append(proc.returncode)
+        if proc.returncode:
+            print(f"  worker exit {proc.returncode}: {err.strip().splitlines()[-1:]}", file=sys.stderr)
+    wall = (stored_now() - started).total_seconds()
+    return started, wall, peak.finish(), codes
+
+
+def run_bare(admin_url: str, url: str, workers: int, trials: int, env: dict[str, str], folder: Path) -> Figures:
+    """N bare Optuna loops (``bare_worker``) on a new study at ``url``: the floor under the worker's orchestration."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name=STUDY, storage=url, sampler=optuna.samplers.RandomSampler())
+    command = [sys.executable, __file__, "--bare-worker", url, "--bare-trials", str(trials)]
+    started, wall, peak_connections, codes = run_processes(admin_url, url, command, workers, env, folder)
+    from optuna.trial import TrialState
+
+    all_trials = optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    by_worker: dict[str, list[tuple[datetime, datetime, float]]] = defaultdict(list)
+    for t in complete:
+        attr = t.user_attrs[BARE_ATTR]
+        by_worker[attr["worker"]].append((t.datetime_start, t.datetime_complete, attr["slept"]))
+
+    def shares(spans: dict[str, list[tuple[datetime, datetime, float]]]) -> tuple[float, float, int]:
+        busy = sum((max(e for _, e, _ in s) - min(b for b, _, _ in s)).total_seconds() for s in spans.values() if s)
+        return busy, sum(x for s in spans.values() for _, _, x in s), sum(len(s) for s in spans.values())
+
+    busy, training, count = shares(by_worker)
+    later = {w: sorted(s)[1:] for w, s in by_worker.items()}
+    steady_busy, steady_training, steady_count = shares(later)
+    first, last = min(t.datetime_start for t in complete), max(t.datetime_complete for t in complete)
+    starts = [(min(b for b, _, _ in s) - started).total_seconds() for s in by_worker.values()]
+    running = sum(t.state == TrialState.RUNNING for t in all_trials)
+    return Figures(workers, "bare", len(all_trials), wall, len(complete) / (last - first).total_seconds(), training / busy,
+                   1000 * (busy - training) / max(count, 1), steady_training / steady_busy if steady_busy else 0.0,
+                   1000 * (steady_busy - steady_training) / max(steady_count, 1), statistics.median(starts),
+                   peak_connections, len(all_trials) - len(complete), 0, running, codes)
+
+
+def bare_worker(url: str, trials: int) -> None:
+    """A bare Optuna loop: ask, one parameter, sleep ``BARE_TRIAL_S``, one attribute, tell; until the study holds ``trials``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY, storage=url, sampler=optuna.samplers.RandomSampler())
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        began = time.perf_counter()
+        time.sleep(BARE_TRIAL_S)
+        trial.set_user_attr(BARE_ATTR, {"worker": worker, "slept": time.perf_counter() - began})
+        return lr
+
+    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=None)])
 
 
 def _wait_for_port(port: int) -> None:
@@ -225,10 +298,16 @@ def main() -> int:
     parser.add_argument("--admin-url", default=os.environ.get("HPSEARCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                         help="a PostgreSQL URL allowed to create databases (default: %(default)s)")
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--modes", nargs="+", choices=["direct", "proxy"], default=["direct", "proxy"])
+    parser.add_argument("--modes", nargs="+", choices=["direct", "proxy", "bare"], default=["direct", "proxy"],
+                        help="direct: workers straight to PostgreSQL; proxy: through hpsearch proxy; bare: a bare Optuna loop")
     parser.add_argument("--trials-per-worker", type=int, default=4)
     parser.add_argument("--min-trials", type=int, default=64)
+    parser.add_argument("--bare-worker", metavar="URL", help=argparse.SUPPRESS)  # one process of --modes bare
+    parser.add_argument("--bare-trials", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_worker:
+        bare_worker(args.bare_worker, args.bare_trials)
+        return 0
 
     results: list[Figures] = []
     with tempfile.TemporaryDirectory(prefix="hpsearch-scale-") as tmp:
@@ -270,6 +349,10 @@ def _verdict(results: list[Figures], baseline: Figures) -> None:
           "orchestration per trial; 'vs N x 1' is trials/s over N times that")
     clean = all(f.lost == f.duplicated == f.running == 0 and set(f.exit_codes) == {0} for f in results)
     for f in [f for f in results if f.workers == max(r.workers for r in results)]:
+        if f.mode == "bare":
+            print(f"{f.workers} bare Optuna loops (the floor, no hpsearch): {f.steady_share:.1%} of worker time sleeping "
+                  f"through the trial after each worker's first; hpsearch can reach at most that here")
+            continue
         ok = f.steady_share >= GOAL_TRAINING_SHARE and clean
         print(f"{f.workers} workers, {f.mode}: {f.training_share:.1%} of worker time training, {f.steady_share:.1%} after "
               f"each worker's first trial (goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
