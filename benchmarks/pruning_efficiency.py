@@ -6,8 +6,9 @@ Runs the real CLI, each run in a fresh temporary directory, on the same grid (de
 
     hpsearch --models tfn_classifier --param_sweep ... --epochs 20 --pruner P
 
-with ``P`` = ``none`` (the full grid) and ``percentile`` (the default), and prints for each the epochs
-spent (the sum of the trials' ``epochs_run`` user attributes), the best value found
+with ``P`` = ``none`` (the full grid) and ``auto`` (the default: ``halving`` for a grid of 9 points
+or more), and prints for each the epochs trained (the sum of the trials' ``epochs_run`` user
+attributes, less the epochs a resumed trial took over from the one it resumes), the best value found
 (``study.best_value``: the best finished trial's last-epoch ``val_loss``) and its gap to the
 full grid's best. Goal (issue 19): over the replayed grid orders, the default pruner spends at
 most 25% of the full grid's epochs (the median order) and keeps the full grid's best, within
@@ -16,19 +17,21 @@ most 25% of the full grid's epochs (the median order) and keeps the full grid's 
 The script also prints a floor: a pruner that judges each trial as it runs has nothing to judge
 the first trial of an order against, and must let the best run every epoch, so in all but the
 orders that start with the best it spends at least two full trials plus the first judged epoch
-of every other.
+of every other. ``halving`` is not bound by it: its points wait at each rung for the others
+(``search/halving.py``), so what it spends and keeps is the same in every order.
 
 Pruning decisions depend only on the values reported, and a seeded trial computes the same
 values whether or not it is later pruned. So the full run's learning curves also let the
 script *replay* the grid, in the same order, against other pruner settings without training
 again (a fresh in-memory study, ``report`` + ``should_prune`` per epoch but the last, as the
-objective does). The replay of each real pruned run is checked against it. The CLI runs a grid
+objective does; ``halving`` through ``hpsearch replay``'s code, which runs the points that go on
+past a rung from where they waited). The replay of each real pruned run is checked against it. The CLI runs a grid
 in a random order seeded by ``--seed`` (as ``GridSampler`` does), so the script also replays
 many other orders: one order meeting the goal could be luck.
 
     python benchmarks/pruning_efficiency.py              # 16 points x 20 epochs, the default task (4,000 examples)
     python benchmarks/pruning_efficiency.py --quick      # 16 points x 3 epochs, 500 examples
-    python benchmarks/pruning_efficiency.py --epochs 10 --threads 1 --pruners none,percentile,sha
+    python benchmarks/pruning_efficiency.py --epochs 10 --threads 1 --pruners none,auto,percentile,sha
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch.search.samplers import first_judged_epoch, make_pruner
+from hpsearch.search.samplers import auto_pruner, first_judged_epoch, make_pruner
 from hpsearch.trainers.config import TrainConfig
 
 GRID = ["embed_dim:32,64", "lr:3e-4,1e-3,3e-3,1e-2", "kernel_type:rbf,compact"]
@@ -92,10 +95,13 @@ def run_cli(pruner: str, sweep: list[str], epochs: int, dataset_size: int, threa
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = min(complete, key=lambda t: t.value) if complete else None
         search = Search(
-            epochs=sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials),
+            epochs=sum(int(t.user_attrs.get("epochs_run", 0)) - int(t.user_attrs.get("resumed_from", {}).get("epoch", 0))
+                       for t in trials),
             best=best.value if best else math.inf,
             complete=len(complete),
-            pruned=sum(t.state == TrialState.PRUNED for t in trials),
+            # Under halving a point that waited at a rung and went on is one point, not a pruned trial per rung.
+            pruned=len({tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.PRUNED}
+                       - {tuple(sorted(t.params.items())) for t in complete}),
             failed=sum(t.state == TrialState.FAIL for t in trials),
             wall=wall,
             curves=[
@@ -131,9 +137,24 @@ def replay(full: Search, pruner: optuna.pruners.BasePruner, epochs: int) -> Sear
     return Search(spent, best, complete, pruned)
 
 
-def random_orders(
-    full: Search, factory: Callable[[], optuna.pruners.BasePruner], epochs: int, n: int
-) -> tuple[float, float, float]:
+def replay_rounds(full: Search, pruner: str, epochs: int) -> Search:
+    """The grid searched again under a pruner that pauses points at rungs (``halving``), through ``hpsearch replay``'s code."""
+    from hpsearch.search.replay import StoredCurves
+    from hpsearch.search.replay import replay as replay_study
+
+    stored = StoredCurves("val_loss", "minimize", epochs, TrainConfig.warmup_epochs, tuple(tuple(c) for c, _ in full.curves))
+    result = replay_study(stored, pruner)
+    return Search(result.epochs, result.best, len(full.curves) - result.pruned, result.pruned)
+
+
+Replayer = Callable[[], optuna.pruners.BasePruner] | str  # a pruner's factory, or the name of one that pauses points
+
+
+def replayed(full: Search, how: Replayer, epochs: int) -> Search:
+    return replay_rounds(full, how, epochs) if isinstance(how, str) else replay(full, how(), epochs)
+
+
+def random_orders(full: Search, factory: Replayer, epochs: int, n: int) -> tuple[float, float, float]:
     """Replays over ``n`` random grid orders: median epoch share, share of orders that keep the
     full grid's best (within the goal's gap), and share of orders that meet the whole goal."""
     rng = random.Random(0)
@@ -141,7 +162,7 @@ def random_orders(
     for _ in range(n):
         curves = full.curves[:]
         rng.shuffle(curves)
-        search = replay(Search(full.epochs, full.best, 0, 0, curves=curves), factory(), epochs)
+        search = replayed(Search(full.epochs, full.best, 0, 0, curves=curves), factory, epochs)
         share = search.epochs / full.epochs
         shares.append(share)
         kept += search.gap(full) <= MAX_GAP
@@ -157,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep", nargs="+", default=GRID, metavar="ITEM", help="grid items (default: %(default)s)")
     parser.add_argument(
-        "--pruners", default="none,percentile", help="real CLI runs; 'none' is required (default %(default)s)"
+        "--pruners", default="none,auto", help="real CLI runs; 'none' is required (default %(default)s)"
     )
     parser.add_argument(
         "--threads",
@@ -170,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.dataset_size = 3, 500
-    pruners = [p for p in args.pruners.split(",") if p]
+    # The grid's points, as the CLI counts them: what ``--pruner auto`` chooses by.
+    n_grid = math.prod(len(item.split(":", 1)[1].split(",")) for item in args.sweep)
+    default_name = auto_pruner("grid", grid_points=n_grid)
+    pruners = [default_name if p == "auto" else p for p in args.pruners.split(",") if p]
     if "none" not in pruners:
         pruners.insert(0, "none")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -212,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup = TrainConfig.warmup_epochs
     first = first_judged_epoch(e, warmup)
     P = optuna.pruners
-    settings: list[tuple[str, Callable[[], optuna.pruners.BasePruner]]] = [
-        (f"percentile 25 (default: 2 startup, from epoch {first})", lambda: make_pruner("percentile", e, warmup)),
+    settings: list[tuple[str, Replayer]] = [
+        (f"halving (from epoch {first}, a third go on; waits at rungs)", "halving"),
+        (f"percentile 25 (2 startup, from epoch {first})", lambda: make_pruner("percentile", e, warmup)),
         (f"median (2 startup, from epoch {first})", lambda: make_pruner("median", e, warmup)),
         (f"sha (from epoch {first}, factor 3)", lambda: make_pruner("sha", e, warmup)),
         (f"hyperband (from epoch {first}, factor 3)", lambda: make_pruner("hyperband", e, warmup)),
@@ -227,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     replays: dict[str, Search] = {}
     for label, factory in settings:
-        replays[label] = replay(full, factory(), e)
+        replays[label] = replayed(full, factory, e)
         print(row(label, replays[label]))
-    for name, (label, _) in zip(("percentile", "median", "sha", "hyperband"), settings):
+    for name, (label, _) in zip(("halving", "percentile", "median", "sha", "hyperband"), settings):
         if name in real:
             same = (real[name].epochs, real[name].complete) == (replays[label].epochs, replays[label].complete)
             print(
@@ -250,14 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         f"\nfloor for any pruner that judges trial by trial from epoch {first}: {100 * floor_epochs / full.epochs:.1f}% "
         f"of the full grid's epochs (the first trial and the best run all {e} epochs, the {n_points - 2} others {first})"
     )
-    default = real.get("percentile", replays[settings[0][0]])
+    default_label = next(label for (label, _), name in zip(settings, ("halving", "percentile")) if name == default_name)
+    default = real.get(default_name, replays[default_label])
     share, gap = default.epochs / full.epochs, default.gap(full)
     print(
-        f"default pruner (percentile), this order: {100 * share:.1f}% of the full grid's epochs, "
+        f"default pruner for this grid ({default_name}), this order: {100 * share:.1f}% of the full grid's epochs, "
         f"best {default.best:.4f} vs {full.best:.4f} ({100 * gap:+.2f}%)"
     )
     if args.orders:
-        share, kept, _ = ordered[settings[0][0]]
+        share, kept, _ = ordered[default_label]
         ok = share <= MAX_SHARE and kept >= MIN_KEPT
         what = f"over {args.orders} orders: median {100 * share:.1f}% of the epochs, best kept in {100 * kept:.1f}%"
     else:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
+from hpsearch.search.halving import is_halving
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
@@ -136,7 +137,8 @@ class Orchestrator:
         sampler = make_sampler(resolved.sampler, self.sampler_seed)
         # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
         pruner = make_pruner(
-            "none" if resolved.multi_objective else resolved.pruner, resolved.train_config.epochs, resolved.train_config.warmup_epochs
+            "none" if resolved.multi_objective else resolved.pruner, resolved.train_config.epochs,
+            resolved.train_config.warmup_epochs, grid_points=resolved.grid_points,
         )
         with database.queue_lock(self.spec.name):
             try:
@@ -174,6 +176,7 @@ class Orchestrator:
             study = self.open()
             if self.is_grid:
                 waiting, unqueued = self.queue.queue_grid(study, n_trials, retry_failed=True)
+                waiting += self._promote(study)
                 left = waiting + unqueued
                 return study, left if n_trials is None else min(left, n_trials)
             if self._converged(study):
@@ -194,11 +197,17 @@ class Orchestrator:
         with self.database.queue_lock(self.spec.name):
             if self.is_grid:
                 waiting, _ = self.queue.queue_grid(study)
+                waiting += self._promote(study)
             elif self._converged(study):
                 return False
             else:
                 waiting, _ = self.queue.queue_budget(study, self.resolved.n_trials or 0)
         return waiting > 0
+
+    @staticmethod
+    def _promote(study: optuna.Study) -> int:
+        """Queue the waiting points that a rung of the halving pruner lets go on; how many (0 under other pruners)."""
+        return study.pruner.promote(study) if is_halving(study.pruner) else 0
 
     def _converged(self, study: optuna.Study) -> bool:
         stop = self.spec.stop_when_converged
@@ -215,7 +224,9 @@ class Orchestrator:
         if planned == 0 and running == 0:
             self.echo(self.nothing_to_do())
             return SearchOutcome(study, self.storage_url, 0, 0)
-        return self.work(study, planned + running)
+        # Under halving, the points that go on past a rung are trials of their own, queued as the
+        # rungs fill: the loop runs until nothing is left rather than counting.
+        return self.work(study, None if is_halving(study.pruner) else planned + running)
 
     def work(
         self,
@@ -311,7 +322,11 @@ class Orchestrator:
                     if abandoned.error is not None:
                         raise abandoned.error from None
                     # The wait below fails it once its heartbeat is stale, and queues its retry.
-                if not self._wait_for_queue(study, deadline, on_trial_end, stop_requested):
+                # The last trial of a halving rung may have just ended on another worker, its
+                # promotions not yet queued: queue them here rather than leave.
+                if not self._wait_for_queue(study, deadline, on_trial_end, stop_requested) and (
+                    stop_requested() or not is_halving(study.pruner) or not self.top_up(study)
+                ):
                     break
         finally:
             storage.queue_only = False

@@ -19,11 +19,14 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.errors import UsageError
+from hpsearch.search.halving import is_halving
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner
-from hpsearch.storage.attributes import METRIC_ATTR
+from hpsearch.storage.attributes import METRIC_ATTR, RETRY_OF_ATTR
 from hpsearch.storage.recorder import MemoryRecorder
 from hpsearch.trainers.records import EpochRecord
+
+CURVE_PARAM = "curve"  # a replayed trial's one parameter: which stored curve it runs
 
 
 @dataclass(frozen=True)
@@ -78,26 +81,47 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
 
 
 def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None) -> Replay:
-    """The stored trials run again, in ``order`` (default: as stored), under the pruner called ``pruner``."""
+    """The stored trials run again, in ``order`` (default: as stored), under the pruner called ``pruner``.
+
+    Each stored trial is a point of its own (parameter ``curve``), so that ``halving`` can tell
+    them apart; the points it lets go on past a rung run next, each from where it waited.
+    """
+    n = len(stored.curves)
     study = optuna.create_study(
-        direction=stored.direction, pruner=make_pruner(pruner, stored.epochs, stored.warmup_epochs)
+        direction=stored.direction, pruner=make_pruner(pruner, stored.epochs, stored.warmup_epochs, grid_points=n)
     )
     recorder = MemoryRecorder()
     spent, pruned, best = 0, 0, None
-    for index in order if order is not None else range(len(stored.curves)):
+    for index in order if order is not None else range(n):
+        study.enqueue_trial({CURVE_PARAM: index})
+    while True:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not waiting:
+            if not is_halving(study.pruner) or not study.pruner.promote(study):
+                break
+            continue
         trial = study.ask()
+        index = trial.suggest_categorical(CURVE_PARAM, list(range(n)))
+        curve = stored.curves[index]
         recording = TrialRecording(trial, recorder, stored.metric, stored.epochs, pruner, echo=lambda line: None)
+        # A point going on past a rung: the epochs before it were spent by the trial it resumes.
+        resumed = max((len(study.trials[number].intermediate_values) for number in trial.user_attrs.get(RETRY_OF_ATTR, [])),
+                      default=0)
+        recording.restore([_record(stored.metric, epoch, value) for epoch, value in enumerate(curve[:resumed], start=1)])
         try:
-            for epoch, value in enumerate(stored.curves[index], start=1):
+            for epoch, value in enumerate(curve[resumed:], start=resumed + 1):
                 spent += 1
                 recording.epoch_ended(_record(stored.metric, epoch, value))
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
             pruned += 1
             continue
-        value = stored.curves[index][-1]
+        value = curve[-1]
         study.tell(trial, value)
         best = value if best is None or (value > best if stored.direction == "maximize" else value < best) else best
+    if is_halving(study.pruner):
+        # A point that waited and went on is one point, not one pruned trial per rung.
+        pruned = n - sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
     return Replay(spent, math.nan if best is None else best, pruned)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.samplers import PRUNER_KINDS, auto_pruner
+from hpsearch.search.samplers import MIN_HALVING_POINTS, PRUNER_KINDS, auto_pruner
 from hpsearch.search.tables_cli import STORAGE_HELP
 
 # A replay judges one objective's curves; the Pareto pruner is for multi-objective studies. auto
@@ -14,7 +14,8 @@ from hpsearch.search.tables_cli import STORAGE_HELP
 REPLAYABLE = tuple(p for p in PRUNER_KINDS if p != "pareto")
 NOT_REPLAYABLE = {
     "pareto": "pareto judges several objectives; a replay judges one objective's curves",
-    "auto": f"auto means {auto_pruner('gp')} under the gp sampler and {auto_pruner('grid')} otherwise: name the one to replay",
+    "auto": f"auto means {auto_pruner('gp')} under the gp sampler, {auto_pruner('grid', grid_points=MIN_HALVING_POINTS)} for a "
+    f"grid of {MIN_HALVING_POINTS} points or more and {auto_pruner('grid')} otherwise: name the one to replay",
 }
 
 
@@ -25,7 +26,8 @@ def build_replay_parser() -> ArgumentParser:
         "from its stored learning curves, without training: for each pruner, the share of the epochs it would have "
         "spent and how often it would have kept the study's best trial, over many random trial orders.",
         epilog="example:\n  hpsearch --models tfn_classifier --param_sweep embed_dim:32,64 lr:1e-3,3e-3,1e-2 --pruner none\n"
-        "  hpsearch replay --study tfn_classifier-synthetic_tokens --pruners percentile,median,sha,hyperband",
+        "  hpsearch replay --study tfn_classifier-synthetic_tokens --pruners halving,percentile,median,sha,hyperband\n"
+        "halving (points wait at each rung for the others) spends and keeps the same in every order.",
     )
 
 

@@ -47,6 +47,11 @@ class ResolvedSpec:
     def multi_objective(self) -> bool:
         return len(self.goals) > 1
 
+    @property
+    def grid_points(self) -> int | None:
+        """The points of a grid that runs whole (no ``--n-trials`` below its size); None otherwise."""
+        return _grid_points(self.sampler, self.sweep, self.n_trials)
+
 
 def resolve(spec: StudySpec) -> ResolvedSpec:
     """Check every part of ``spec`` and build what the search needs; ``UsageError`` if wrong."""
@@ -120,7 +125,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}{did_you_mean(spec.metric, metrics)}; "
                          f"choose from {', '.join(metrics)}")
     goals = _goals(spec, metrics, task.undirected())
-    pruner = auto_pruner(sampler, len(goals) > 1) if spec.pruner == "auto" else spec.pruner
+    pruner = _pruner(spec, sampler, len(goals) > 1, _grid_points(sampler, sweep, n_trials), train_config.checkpoints)
     from hpsearch.search.pareto import ParetoPruner  # here: it imports optuna, which --help does without
 
     ParetoPruner.for_study(pruner, goals, train_config.epochs, train_config.warmup_epochs)  # a check
@@ -138,6 +143,30 @@ def check_study_name(name: str) -> None:
     """``UsageError`` for a study name the database cannot store."""
     if len(name) > MAX_STUDY_NAME:
         raise UsageError(f"the study name is {len(name):,} characters; the study database stores at most {MAX_STUDY_NAME}")
+
+
+def _grid_points(sampler: str, sweep: Sweep, n_trials: int | None) -> int | None:
+    if sampler != "grid" or (n_trials is not None and n_trials < sweep.grid_size):
+        return None
+    return sweep.grid_size
+
+
+def _pruner(spec: StudySpec, sampler: str, multi_objective: bool, grid_points: int | None, checkpoints: str) -> str:
+    """The pruner the search uses: ``--pruner``, or ``auto``'s choice; ``UsageError`` for halving where it cannot run."""
+    # A point waiting at a rung resumes from its last.pt: without one it would train its epochs again.
+    resumable = checkpoints in ("all", "last")
+    if spec.pruner == "auto":
+        return auto_pruner(sampler, multi_objective, grid_points if resumable else None)
+    if spec.pruner == "halving":
+        if sampler != "grid":
+            raise UsageError(f"--pruner halving runs a grid's points in rounds; this search samples (--sampler {sampler})")
+        if grid_points is None:
+            raise UsageError(f"--pruner halving compares every point of the grid at each rung; --n-trials {spec.n_trials} "
+                             "would leave some out: drop --n-trials or choose another pruner")
+        if not resumable:
+            raise UsageError(f"--pruner halving resumes waiting points from last.pt; --checkpoints {checkpoints} keeps none: "
+                             "use --checkpoints all or last")
+    return spec.pruner
 
 
 def _sampler(spec: StudySpec, sweep: Sweep) -> str:

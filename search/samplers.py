@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # lcbench benchmark (benchmarks/lcbench.py; README, "How the default strategy was chosen").
 DEFAULT_SAMPLER = "gp"
 DEFAULT_PRUNER = "auto"
+# The smallest grid ``auto`` runs under ``halving``: with fewer points than 3 x 3, its first rung
+# (a third go on) would already leave one.
+MIN_HALVING_POINTS = 9
 
 
 def _random(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -77,37 +80,37 @@ def _tripling(first: int, epochs: int) -> tuple[int, ...]:
     return _geometric(first, epochs, 3)
 
 
-def _percentile(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _percentile(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=first)
 
 
-def _median(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _median(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first)
 
 
-def _sha(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _sha(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
 
 
-def _hyperband(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _hyperband(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first, epochs), reduction_factor=3)
 
 
-def _wilcoxon(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _wilcoxon(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.WilcoxonPruner()
 
 
-def _rung(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _rung(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     from hpsearch.search.rung_pruner import RungPruner, third_rung
 
     return RungPruner(third_rung(first, epochs))
@@ -119,17 +122,25 @@ def _rung_epochs(first: int, epochs: int) -> tuple[int, ...]:
     return tuple(e for e in (third_rung(first, epochs),) if e < epochs)
 
 
-def _nop(first: int, epochs: int) -> optuna.pruners.BasePruner:
+def _nop(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()
 
 
+def _halving(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
+    from hpsearch.search.halving import HalvingPruner
+
+    if points is None:
+        raise UsageError("--pruner halving runs a grid's points in rounds; it needs a grid (value lists, --sampler grid)")
+    return HalvingPruner(_tripling(first, epochs), points)
+
+
 @dataclass(frozen=True)
 class PrunerKind:
-    """A pruner by name: how to make it, and the epochs it may stop a trial at (both from the first judged epoch and the epochs)."""
+    """A pruner by name: how to make it (from the first judged epoch, the epochs and a grid's points), and the epochs it may stop a trial at."""
 
-    make: Callable[[int, int], optuna.pruners.BasePruner]
+    make: Callable[[int, int, int | None], optuna.pruners.BasePruner]  # (first judged epoch, epochs, grid points)
     rungs: Callable[[int, int], tuple[int, ...]]
 
 
@@ -143,7 +154,9 @@ class PrunerKind:
 # each time the epochs triple, a trial goes on only if it ranks in the best third of the trials
 # that got there. ``hyperband`` runs several successive-halving brackets (its rungs: the first's).
 # ``rung`` judges once, at a third of the epochs: a trial below the median of every trial that got
-# there stops (``search/rung_pruner.py``).
+# there stops (``search/rung_pruner.py``). ``halving`` is synchronous successive halving for a
+# grid: every point waits at each rung (sha's) until all have reached it, and the best third go on
+# (``search/halving.py``).
 PRUNER_KINDS: dict[str, PrunerKind] = {
     "percentile": PrunerKind(_percentile, _every_epoch),
     "median": PrunerKind(_median, _every_epoch),
@@ -151,13 +164,14 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "hyperband": PrunerKind(_hyperband, _tripling),
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
     "rung": PrunerKind(_rung, _rung_epochs),
+    "halving": PrunerKind(_halving, _tripling),
     "pareto": PrunerKind(_nop, lambda first, epochs: _geometric(2 * first, epochs, 2)),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
 
 
-def auto_pruner(sampler: str, multi_objective: bool = False) -> str:
+def auto_pruner(sampler: str, multi_objective: bool = False, grid_points: int | None = None) -> str:
     """What ``--pruner auto`` means for ``sampler``, in a study of one objective or of several.
 
     A multi-objective study gets no performance pruner: ``pareto`` is there to choose, but on
@@ -166,13 +180,19 @@ def auto_pruner(sampler: str, multi_objective: bool = False) -> str:
 
     The GP sampler gets ``rung``: one judgement at a third of the epochs, where lcbench's early
     epochs would misrank configurations that learn slowly but end best, and the GP learns from
-    the pruned trials (``gp_sampler``), so the budget buys more trials. A grid (and TPE) keeps the
-    percentile pruner, which spent a third of the 16-point grid's epochs and kept its best
-    (benchmarks/pruning_efficiency.py).
+    the pruned trials (``gp_sampler``), so the budget buys more trials.
+
+    A grid of ``grid_points`` (all of it run, its waiting points resumable) gets ``halving`` from
+    9 points on: on the 16-point grid of benchmarks/pruning_efficiency.py it spent a quarter of the
+    epochs or less and kept the best in any order, where the percentile pruner spent a third and
+    lost the best in some orders. A smaller grid, and TPE and the others, get the percentile pruner:
+    with fewer than 9 points the first rung would leave one.
     """
     if multi_objective:
         return "none"
-    return "rung" if sampler == "gp" else "percentile"
+    if sampler == "gp":
+        return "rung"
+    return "halving" if sampler == "grid" and grid_points is not None and grid_points >= MIN_HALVING_POINTS else "percentile"
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -191,21 +211,23 @@ def first_judged_epoch(epochs: int, warmup_epochs: float) -> int:
     return max(1, min(epochs, math.ceil(warmup_epochs) + 1))
 
 
-def _kind(name: str, sampler: str) -> PrunerKind:
-    name = auto_pruner(sampler) if name == "auto" else name
+def _kind(name: str, sampler: str, grid_points: int | None = None) -> PrunerKind:
+    name = auto_pruner(sampler, grid_points=grid_points) if name == "auto" else name
     if name not in PRUNER_KINDS:
         raise UsageError(f"unknown pruner {name!r}")
     return PRUNER_KINDS[name]
 
 
-def make_pruner(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str, epochs: int, warmup_epochs: float, sampler: str = "grid", grid_points: int | None = None
+) -> optuna.pruners.BasePruner:
     """The Optuna pruner called ``name`` (``PRUNER_KINDS``), sized for ``epochs`` reports per trial.
 
     ``auto`` is the default's choice for ``sampler`` (``auto_pruner``). Every pruner waits for the
     first epoch after the LR warmup (``first_judged_epoch``), and the objective never prunes after
-    a trial's last epoch.
+    a trial's last epoch. ``grid_points``: the points of a grid run whole (``halving`` needs it).
     """
-    return _kind(name, sampler).make(first_judged_epoch(epochs, warmup_epochs), epochs)
+    return _kind(name, sampler, grid_points).make(first_judged_epoch(epochs, warmup_epochs), epochs, grid_points)
 
 
 def pruner_rungs(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> tuple[int, ...]:

@@ -49,10 +49,12 @@ class StudySpec:
     sampler: str | None = study_option(None, f"default: grid when every sweep item is a list, else {DEFAULT_SAMPLER}", choices=SAMPLERS)
     pruner: str = study_option(
         DEFAULT_PRUNER, f"performance pruner (default: {DEFAULT_PRUNER}: rung for the gp sampler: at a third of the epochs, stop a trial "
-        "below the median of every trial that got there; otherwise percentile: from the first epoch after the LR warmup, "
-        "keep only trials among the best quarter of completed trials at that epoch; and none for several --objectives). pareto is for several objectives: at sha's "
-        "rungs after the first, keep a trial while the Pareto fronts ahead of it hold fewer than half the trials that reached "
-        "that epoch. The divergence guard is always on", choices=PRUNERS)
+        "below the median of every trial that got there; halving for a grid of 9 points or more: every point waits at "
+        "each rung (the first epoch after the LR warmup, then 3x the epochs) until all have reached it, and the best "
+        "third go on, each resuming from its checkpoint; otherwise percentile: from the first epoch after the LR warmup, "
+        "keep only trials among the best quarter of completed trials at that epoch; and none for several --objectives). "
+        "pareto is for several objectives: at doubling rungs, stop a trial when a complete trial dominates even an "
+        "optimistic guess of where it will end. The divergence guard is always on", choices=PRUNERS)
     metric: str = study_option("val_loss", "the monitored value, reported every epoch (default: val_loss)")
     direction: str | None = study_option(None, "default: minimize for losses, maximize for accuracy", choices=("minimize", "maximize"))
     objectives: tuple[str, ...] = study_option(

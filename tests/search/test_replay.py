@@ -86,7 +86,7 @@ def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
     [
         ("percentile", [], "did not run all 4 epochs"),
         ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
-        ("none", ["--pruners", "auto"], "auto means rung under the gp sampler and percentile otherwise"),
+        ("none", ["--pruners", "auto"], "auto means rung under the gp sampler, halving for a grid of 9 points or more"),
         ("none", ["--pruners", "pareto"], "pareto judges several objectives"),
         ("none", ["--orders", "0"], "--orders must be at least 1"),
     ],

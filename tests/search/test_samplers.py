@@ -37,15 +37,18 @@ def test_every_pruner_name_makes_its_optuna_pruner(name, kind):
         make_pruner("mediam", 10, 1.0)
 
 
-def test_the_auto_pruner_is_the_rung_pruner_under_gp_and_percentile_otherwise():
+def test_the_auto_pruner_is_rung_under_gp_halving_for_a_grid_of_nine_and_percentile_otherwise():
+    from hpsearch.search.halving import HalvingPruner
     from hpsearch.search.rung_pruner import RungPruner
 
     assert isinstance(make_pruner("auto", 10, 1.0, "gp"), RungPruner)
     for sampler in ("grid", "tpe", "random"):
         assert isinstance(make_pruner("auto", 10, 1.0, sampler), optuna.pruners.PercentilePruner)
+    assert isinstance(make_pruner("auto", 10, 1.0, "grid", grid_points=9), HalvingPruner)
+    assert isinstance(make_pruner("auto", 10, 1.0, "grid", grid_points=8), optuna.pruners.PercentilePruner)
 
 
-def test_a_range_sweep_defaults_to_gp_with_the_rung_pruner_and_a_grid_to_the_percentile_pruner():
+def test_a_range_sweep_defaults_to_gp_with_the_rung_pruner_and_a_grid_to_halving_or_percentile():
     from hpsearch.search.resolved import resolve
     from hpsearch.search.spec import StudySpec
 
@@ -53,6 +56,12 @@ def test_a_range_sweep_defaults_to_gp_with_the_rung_pruner_and_a_grid_to_the_per
     assert (ranged.sampler, ranged.pruner) == ("gp", "rung")
     grid = resolve(StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16,32",), task_options={"dataset_size": 64}))
     assert (grid.sampler, grid.pruner) == ("grid", "percentile")
+    # From 9 points a grid halves; cut by --n-trials, or without a last.pt to resume from, it cannot.
+    nine = ("embed_dim:8,16,32", "lr:1e-3,3e-3,1e-2")
+    assert resolve(StudySpec(models=("tfn_classifier",), sweep=nine, task_options={"dataset_size": 64})).pruner == "halving"
+    assert resolve(StudySpec(models=("tfn_classifier",), sweep=nine, n_trials=5, task_options={"dataset_size": 64})).pruner == "percentile"
+    assert resolve(StudySpec(models=("tfn_classifier",), sweep=nine, train={"checkpoints": "none"},
+                             task_options={"dataset_size": 64})).pruner == "percentile"
     chosen = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), pruner="sha",
                                task_options={"dataset_size": 64}))
     assert chosen.pruner == "sha"  # an explicit choice wins
