@@ -129,10 +129,13 @@ class HalvingPruner(optuna.pruners.BasePruner):
             point.active |= trial.state in ACTIVE
         return standing
 
-    def _going_on(self, study: optuna.Study, standing: dict[Hashable, _Point]) -> list[frozenset[Hashable]]:
-        """For each rung from the first, while every point of it has reached it or ended: the points that go on past it."""
+    def _going_on(self, study: optuna.Study, standing: dict[Hashable, _Point]) -> list[list[Hashable]]:
+        """For each rung from the first, while every point of it has reached it or ended: the points that go on past it, best first.
+
+        Best first, so that promotions are queued in one order whichever process queues them.
+        """
         maximize = study.direction == StudyDirection.MAXIMIZE
-        going_on: list[frozenset[Hashable]] = []
+        going_on: list[list[Hashable]] = []
         population: Sequence[Hashable] = list(standing)
         for index, rung in enumerate(self.rungs):
             expected = self.points if index == 0 else len(population)
@@ -147,7 +150,7 @@ class HalvingPruner(optuna.pruners.BasePruner):
                 return (math.isnan(value), -value if maximize else value, repr(key))
 
             population = sorted(there, key=rank)[: self.keeps[index]]
-            going_on.append(frozenset(population))
+            going_on.append(population)
         return going_on
 
     def _ended(self, point: _Point, rung: int) -> bool:

@@ -98,10 +98,16 @@ def test_the_default_for_a_nine_point_grid_waits_at_rungs_and_resumes_the_best(g
     assert "Strategy:   --sampler grid --pruner halving" in grid_runs["auto-stdout"]
     trials = _trials(grid_runs["auto"])
     by_number = {t.number: t for t in trials}
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(trials) == 9 + 3 + 1 and len(complete) == 1
+    reached: dict[tuple, int] = {}
+    for trial in trials:
+        key = tuple(sorted(trial.params.items()))
+        reached[key] = max(reached.get(key, 0), trial.last_step or 0)
+    # All 9 reach epoch 2, 3 go on to epoch 6, 1 to the end; the last point to reach a rung goes on
+    # at once when it is among the best, so a point goes on in one trial or in a retry.
+    assert sorted(reached.values()) == [2] * 6 + [6] * 2 + [7]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 1
     retries = [t for t in trials if RETRY_OF_ATTR in t.user_attrs]
-    assert len(retries) == 4
+    assert len(trials) == 9 + len(retries) and retries
     for retry in retries:
         (resumed,) = retry.user_attrs[RETRY_OF_ATTR]
         waited = by_number[resumed]
