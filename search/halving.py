@@ -30,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import RETRY_OF_ATTR
 
-HALVING = "halving"
 REDUCTION = 3  # a third goes on at each rung, as in Hyperband; the rungs triple too (``samplers``' sha rungs)
 ACTIVE = (TrialState.WAITING, TrialState.RUNNING)
 
