@@ -28,7 +28,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.attributes import RETRY_OF_ATTR
+from hpsearch.storage.attributes import HALVING_ATTR, RETRY_OF_ATTR
 
 REDUCTION = 3  # a third goes on at each rung, as in Hyperband; the rungs triple too (``samplers``' sha rungs)
 ACTIVE = (TrialState.WAITING, TrialState.RUNNING)
@@ -59,6 +59,7 @@ class _Point:
     """What the study's trials say of one grid point."""
 
     values: dict[int, float] = field(default_factory=dict)  # epoch -> the value reported there
+    first_at: dict[int, int] = field(default_factory=dict)  # epoch -> the first trial that reported it (a retry repeats them)
     newest: FrozenTrial | None = None
     active: bool = False  # a trial of it waits or runs
 
@@ -92,7 +93,7 @@ class HalvingPruner(optuna.pruners.BasePruner):
             return True
         self._reasons[trial.number] = (
             f"waits at epoch {step} until all {reaching} points of the rung have reached it; then {best}, each resumed "
-            "from its checkpoint by a retry (retry_of)"
+            "from its checkpoint by a retry (retry_of); the study's user attribute hpsearch.halving then says which"
         )
         return True
 
@@ -107,7 +108,9 @@ class HalvingPruner(optuna.pruners.BasePruner):
         """
         standing = self._standing(study)
         queued = 0
-        for index, keys in enumerate(self._going_on(study, standing)):
+        going_on = self._going_on(study, standing)
+        self._record_rungs(study, standing, going_on)
+        for index, keys in enumerate(going_on):
             for key in keys:
                 point = standing[key]
                 newest = point.newest
@@ -118,11 +121,31 @@ class HalvingPruner(optuna.pruners.BasePruner):
                 queued += 1
         return queued
 
+    def _record_rungs(self, study: optuna.Study, standing: dict[Hashable, _Point], going_on: list[list[Hashable]]) -> None:
+        """Store each complete rung's verdict as the study's ``hpsearch.halving`` attribute: a trial cannot be told it after it ended.
+
+        For each rung epoch, the trials that reached it and went on, and those that stopped there,
+        each point named by its trial that reached the rung.
+        """
+        verdicts = {}
+        population: Sequence[Hashable] = list(standing)
+        for rung, keys in zip(self.rungs, going_on):
+            reached = [key for key in population if rung in standing[key].values]
+            verdicts[str(rung)] = {
+                "went_on": sorted(standing[key].first_at[rung] for key in keys),
+                "stopped": sorted(standing[key].first_at[rung] for key in reached if key not in keys),
+            }
+            population = keys
+        if verdicts and study.user_attrs.get(HALVING_ATTR) != verdicts:
+            study.set_user_attr(HALVING_ATTR, verdicts)
+
     def _standing(self, study: optuna.Study) -> dict[Hashable, _Point]:
         standing: dict[Hashable, _Point] = {}
         for trial in study.get_trials(deepcopy=False):
             point = standing.setdefault(point_key(trial), _Point())
             point.values.update(trial.intermediate_values)
+            for epoch in trial.intermediate_values:
+                point.first_at[epoch] = min(point.first_at.get(epoch, trial.number), trial.number)
             if point.newest is None or trial.number > point.newest.number:
                 point.newest = trial
             point.active |= trial.state in ACTIVE

@@ -159,13 +159,14 @@ def _pruner(spec: StudySpec, sampler: str, multi_objective: bool, grid_points: i
         return auto_pruner(sampler, multi_objective, grid_points if resumable else None)
     if spec.pruner == "halving":
         if sampler != "grid":
-            raise UsageError(f"--pruner halving runs a grid's points in rounds; this search samples (--sampler {sampler})")
+            raise UsageError(f"--pruner halving runs a grid's points in rounds; this search samples (--sampler {sampler}): "
+                             "sweep value lists for a grid, or choose another pruner")
         if grid_points is None:
             raise UsageError(f"--pruner halving compares every point of the grid at each rung; --n-trials {spec.n_trials} "
                              "would leave some out: drop --n-trials or choose another pruner")
         if not resumable:
-            raise UsageError(f"--pruner halving resumes waiting points from last.pt; --checkpoints {checkpoints} keeps none: "
-                             "use --checkpoints all or last")
+            raise UsageError(f"--pruner halving resumes waiting points from last.pt; --checkpoints {checkpoints} keeps no "
+                             "last.pt: use --checkpoints all or last")
     return spec.pruner
 
 

@@ -16,6 +16,9 @@ METRIC_ATTR = "hpsearch.metric"
 CONVERGED_ATTR = "hpsearch.converged"
 # A simulated study's benchmark, instance, sampler, pruner, seed and workers.
 SIMULATED_ATTR = "hpsearch.simulated"
+# ``--pruner halving``'s complete rungs: {epoch: {"went_on": [trial numbers], "stopped": [...]}}, each point
+# named by its trial that reached the rung (a trial's own prune_reason cannot be told after it ended).
+HALVING_ATTR = "hpsearch.halving"
 
 # --- Trial user attributes: what every reader of a trial may look up (README: Where results go). ---
 # A simulated trial's training time by the benchmark's clock (``hpsearch simulate``).

@@ -14,7 +14,7 @@ from hpsearch.search.audit import audit_epochs
 from hpsearch.search.halving import survivors
 from hpsearch.search.replay import StoredCurves, replay, stored_curves
 from hpsearch.search.samplers import auto_pruner
-from hpsearch.storage.attributes import PRUNE_REASON_ATTR, RETRY_OF_ATTR
+from hpsearch.storage.attributes import HALVING_ATTR, PRUNE_REASON_ATTR, RETRY_OF_ATTR
 from tests.search.conftest import hpsearch_command
 
 STUDY = "tfn_classifier-synthetic_tokens"
@@ -116,6 +116,11 @@ def test_the_default_for_a_nine_point_grid_waits_at_rungs_and_resumes_the_best(g
         assert retry.user_attrs["resumed_from"]["epoch"] == waited.last_step in (2, 6)
     audit = audit_epochs(f"sqlite:///{grid_runs['auto']}/hpsearch.db", STUDY, str(grid_runs["auto"]))
     assert (audit.trained_twice, audit.lost, audit.running) == (0, 0, 0)
+    # The rungs' verdicts, which a trial that ended waiting cannot be told, are the study's.
+    rungs = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{grid_runs['auto']}/hpsearch.db").user_attrs[HALVING_ATTR]
+    assert [(len(r["went_on"]), len(r["stopped"])) for r in (rungs["2"], rungs["6"])] == [(3, 6), (1, 2)]
+    first_at_2 = {tuple(sorted(by_number[n].params.items())) for n in rungs["2"]["went_on"]}
+    assert first_at_2 == {key for key, epoch in reached.items() if epoch >= 6}
 
 
 def test_a_replay_of_the_full_grid_decides_as_the_live_run(grid_runs):
