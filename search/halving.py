@@ -189,3 +189,8 @@ class HalvingPruner(optuna.pruners.BasePruner):
 def is_halving(pruner: Any) -> bool:
     """Whether ``pruner`` pauses points at rungs, so that a study's work includes its promotions."""
     return isinstance(pruner, HalvingPruner)
+
+
+def promote_waiting(study: optuna.Study) -> int:
+    """Queue the waiting points that a rung of the study's halving pruner lets go on; how many (0 under other pruners)."""
+    return study.pruner.promote(study) if is_halving(study.pruner) else 0

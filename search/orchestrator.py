@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
-from hpsearch.search.halving import is_halving
+from hpsearch.search.halving import is_halving, promote_waiting
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
@@ -176,7 +176,7 @@ class Orchestrator:
             study = self.open()
             if self.is_grid:
                 waiting, unqueued = self.queue.queue_grid(study, n_trials, retry_failed=True)
-                waiting += self._promote(study)
+                waiting += promote_waiting(study)
                 left = waiting + unqueued
                 return study, left if n_trials is None else min(left, n_trials)
             if self._converged(study):
@@ -197,17 +197,12 @@ class Orchestrator:
         with self.database.queue_lock(self.spec.name):
             if self.is_grid:
                 waiting, _ = self.queue.queue_grid(study)
-                waiting += self._promote(study)
+                waiting += promote_waiting(study)
             elif self._converged(study):
                 return False
             else:
                 waiting, _ = self.queue.queue_budget(study, self.resolved.n_trials or 0)
         return waiting > 0
-
-    @staticmethod
-    def _promote(study: optuna.Study) -> int:
-        """Queue the waiting points that a rung of the halving pruner lets go on; how many (0 under other pruners)."""
-        return study.pruner.promote(study) if is_halving(study.pruner) else 0
 
     def _converged(self, study: optuna.Study) -> bool:
         stop = self.spec.stop_when_converged

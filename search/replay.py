@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.errors import UsageError
-from hpsearch.search.halving import is_halving
+from hpsearch.search.halving import is_halving, promote_waiting
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner
 from hpsearch.storage.attributes import METRIC_ATTR, RETRY_OF_ATTR
@@ -97,7 +97,7 @@ def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None
     while True:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not waiting:
-            if not is_halving(study.pruner) or not study.pruner.promote(study):
+            if not promote_waiting(study):
                 break
             continue
         trial = study.ask()
