@@ -36,6 +36,7 @@ from hpsearch.trainers.trainer import Trainer
 
 #: Timed rounds, each one step in fp32 and one in the lower precision, after one warm-up step of each;
 #: five, so that a burst of other load in one or two rounds does not decide (the median of their ratios does).
+#: The timing stops as soon as three rounds agree: the median of five is then decided.
 ROUNDS = 5
 
 
@@ -49,7 +50,7 @@ class StepTiming:
 
     @property
     def speedup(self) -> float:
-        """How many times faster a step runs in ``lower`` than in fp32 (below 1: slower); the median of the rounds."""
+        """How many times faster a step runs in ``lower`` than in fp32 (below 1: slower); the median of the rounds timed."""
         return statistics.median(f / s for f, s in zip(self.fp32_seconds, self.lower_seconds))
 
     @property
@@ -87,7 +88,19 @@ def measure_step_speed(
                 _train_step(trainer, batch)
                 if round_:  # the first round warms up kernels, allocations and the optimizer's state
                     seconds[precision].append(time.perf_counter() - start)
+            if _decided(seconds["fp32"], seconds[lower], rounds):
+                break
     return StepTiming(lower, tuple(seconds["fp32"]), tuple(seconds[lower]))
+
+
+def _decided(fp32: list[float], lower: list[float], rounds: int) -> bool:
+    """Whether the rounds so far already fix the choice that the median of all ``rounds`` would make.
+
+    Once more than half of the rounds fall on one side of ``SPEEDUP``, the median of all of them
+    lies on that side whatever the rest measure: the rest would only cost the trial their steps.
+    """
+    faster = sum(f / s >= SPEEDUP for f, s in zip(fp32, lower))
+    return max(faster, len(fp32) - faster) > rounds // 2
 
 
 def _train_step(trainer: Trainer, batch: Any) -> None:
