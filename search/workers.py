@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.search.errors import EXIT_RUN_FAILED, UsageError
+from hpsearch.search.halving import is_halving
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.orchestrator import (
     FINISHED,
@@ -38,7 +39,10 @@ def describe_queue(study: optuna.Study, planned: int, url: str, artifacts: str |
     copies in a folder of its own (the study's ``--output-dir`` is a path on this machine).
     """
     shown = mask_password(url)
-    head = f"Study {study.study_name!r} in {shown}: {planned} trials to run. Start workers with\n"
+    pruner = study.pruner
+    rounds = (f" (halving: they wait at epochs {', '.join(map(str, pruner.rungs))} for each other, and the best third "
+              "go on as trials of their own)") if is_halving(pruner) and pruner.rungs else ""
+    head = f"Study {study.study_name!r} in {shown}: {planned} trials to run{rounds}. Start workers with\n"
     worker = f"hpsearch worker --study {shlex.quote(study.study_name)}"
     if artifacts:
         worker += " --output-dir checkpoints"

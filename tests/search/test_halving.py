@@ -77,6 +77,7 @@ def grid_runs(tmp_path_factory):
     created = subprocess.run([*hpsearch_command(), "create", *GRID, "--pruner", "halving", "--storage", storage], cwd=folder,
                              capture_output=True, text=True, timeout=300, check=False)
     assert created.returncode == 0, created.stderr
+    folders["create-stdout"] = created.stdout
     workers = [subprocess.Popen([*hpsearch_command(), "worker", "--study", STUDY, "--storage", storage, "--threads", "1", "-q",
                                  "--no-progress"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
@@ -132,6 +133,7 @@ def test_a_replay_of_the_full_grid_decides_as_the_live_run(grid_runs):
 
 
 def test_two_workers_wait_for_each_other_at_the_rungs_and_end_as_one_does(grid_runs):
+    assert ": 9 trials to run (halving: they wait at epochs 2, 6 for each other" in grid_runs["create-stdout"]
     one, two = _trials(grid_runs["auto"]), _trials(grid_runs["workers"])
     assert _trained(two) == _trained(one)
     (best_one,) = (t for t in one if t.state == TrialState.COMPLETE)
