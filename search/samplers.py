@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 # lcbench benchmark (benchmarks/lcbench.py; README, "How the default strategy was chosen").
 DEFAULT_SAMPLER = "gp"
 DEFAULT_PRUNER = "auto"
-# The smallest grid ``auto`` runs under ``halving``: with fewer points than 3 x 3, its first rung
-# (a third go on) would already leave one.
+# The smallest grid ``auto`` runs under ``halving``: below 3 x 3 points it cannot take a third
+# twice, and its first rung would leave at most two to compare.
 MIN_HALVING_POINTS = 9
 
 
@@ -186,7 +186,7 @@ def auto_pruner(sampler: str, multi_objective: bool = False, grid_points: int | 
     9 points on: on the 16-point grid of benchmarks/pruning_efficiency.py it spent a quarter of the
     epochs or less and kept the best in any order, where the percentile pruner spent a third and
     lost the best in some orders. A smaller grid, and TPE and the others, get the percentile pruner:
-    with fewer than 9 points the first rung would leave one.
+    below 9 points halving's first rung would leave at most two.
     """
     if multi_objective:
         return "none"
