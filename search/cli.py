@@ -92,6 +92,9 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
     study = parser.add_argument_group("study")
     add_study_arguments(study)
     study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
+    study.add_argument("--threads", type=int, help="torch threads in all, split among --workers (default: one per CPU core); "
+                       "on a machine other jobs keep busy, the cores left to this search: threads that outnumber free "
+                       "cores wait on each other at every operation")
     study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
                        "cuda or auto (every visible GPU; auto without one: the --device default)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -205,13 +208,22 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     devices = worker_devices(args.devices, args.workers, spec.train.get("device", "auto"))
     resolved = prepare(spec, where)
     # This process is the first worker: its trainer takes the first device.
     orchestrator = Orchestrator(use_device(resolved, devices[0]), echo=silent if args.quiet else tqdm.write,
                                 progress=not args.no_progress, heartbeat=heartbeat_from(args))
     with graceful_interrupts():
-        outcome = run_local_workers(orchestrator, args.workers, devices, args.quiet) if args.workers > 1 else orchestrator.run()
+        if args.workers > 1:
+            outcome = run_local_workers(orchestrator, args.workers, devices, args.quiet, args.threads)
+        else:
+            if args.threads is not None:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            outcome = orchestrator.run()
     print()
     print(format_results_table(outcome.study, resolved.spec.metric))
     print()
@@ -230,8 +242,9 @@ def create_main(argv: Sequence[str]) -> int:
     from hpsearch.search.orchestrator import Orchestrator
     from hpsearch.search.workers import describe_queue
 
-    if args.workers != 1 or args.devices is not None:
-        raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU)")
+    if args.workers != 1 or args.devices is not None or args.threads is not None:
+        raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU, "
+                         "--threads N its torch threads)")
     orchestrator = Orchestrator(prepare(StudySpec(**given_values(args))), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts))

@@ -159,14 +159,18 @@ def worker_launches(
 
 
 def run_local_workers(
-    orchestrator: Orchestrator, n_workers: int, devices: Sequence[str | None] | None = None, quiet: bool = False
+    orchestrator: Orchestrator,
+    n_workers: int,
+    devices: Sequence[str | None] | None = None,
+    quiet: bool = False,
+    threads: int | None = None,
 ) -> SearchOutcome:
     """Queue the search, then run it in this process and ``n_workers - 1`` worker processes.
 
     This process is one of the workers: it has already paid the seconds of start-up (imports,
     the task's data) that each new process pays, so its trials begin while the others start.
-    The CPU cores' torch threads are split evenly among the workers. ``devices`` (from
-    ``worker_devices``) gives each worker its device; this process's, the first, is already in
+    The torch threads (``threads`` in all, default one per CPU core) are split evenly among the
+    workers. ``devices`` (from ``worker_devices``) gives each worker its device; this process's, the first, is already in
     ``orchestrator``'s trainer config (``use_device``): torch has started here, so an environment
     variable would come too late. ``quiet`` starts the worker processes with ``--quiet``.
     """
@@ -181,7 +185,7 @@ def run_local_workers(
     if planned == 0 and not running:
         orchestrator.echo(orchestrator.nothing_to_do())
         return SearchOutcome(study, url, 0, 0)
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    threads = max(1, (threads or os.cpu_count() or 1) // n_workers)
     # Only trials RUNNING elsewhere are left (a killed worker's, inside its grace period): this
     # process waits for them and runs their retries; other processes would only start up and exit.
     launches = [] if planned == 0 else worker_launches(

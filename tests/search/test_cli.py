@@ -284,3 +284,47 @@ def test_allow_changes_on_a_finished_grid_says_that_nothing_trained(tmp_path, ru
     assert allowed.returncode == 0, allowed.stderr
     assert "0 trials run now, 1 in all" in allowed.stdout
     assert "nothing trained with the changed settings" in allowed.stdout
+
+
+THREADS_PLUGIN = '''
+import os
+
+import torch
+from torch import nn
+
+from hpsearch.models import HyperParam, register_model
+
+
+class ThreadsProbe(nn.Module):
+    """Mean token embedding through a linear layer; notes torch's threads when built for a trial."""
+
+    def __init__(self, data, width):
+        super().__init__()
+        with open(os.environ["THREADS_SEEN"], "a") as seen:
+            seen.write(f"{torch.get_num_threads()}\\n")
+        self.embed = nn.Embedding(data.vocab_size, width)
+        self.head = nn.Linear(width, data.num_outputs)
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens).mean(dim=1))
+
+
+register_model("threads_probe", ThreadsProbe, [HyperParam("width", "int", 8, "embedding width", low=1)], input_kind="tokens")
+'''
+
+
+def test_threads_sets_torchs_threads_for_the_search(tmp_path, run_hpsearch):
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("torch's default on one core is the 1 thread asked for")
+    plugin, seen = tmp_path / "threads_probe.py", tmp_path / "seen.txt"
+    plugin.write_text(THREADS_PLUGIN)
+    done = run_hpsearch("--plugin", str(plugin), "--models", "threads_probe", "--param_sweep", "width:4,8", *TINY,
+                        "--pruner", "none", "--threads", "1", env={"THREADS_SEEN": str(seen)})
+    assert done.returncode == 0, done.stderr
+    # Built once on the meta device to check it, then for each trial: in every trial torch has the 1 thread asked for.
+    assert seen.read_text().split()[-2:] == ["1", "1"]
+    refused = run_hpsearch("--plugin", str(plugin), "--models", "threads_probe", "--param_sweep", "width:4", *TINY,
+                           "--threads", "0", env={"THREADS_SEEN": str(seen)})
+    assert refused.returncode == 2 and refused.stderr.strip() == "hpsearch: error: --threads must be at least 1 (got 0)"
