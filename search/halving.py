@@ -28,6 +28,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.search.queue import point_key, trial_point
 from hpsearch.storage.attributes import HALVING_ATTR, RETRY_OF_ATTR
 
 REDUCTION = 3  # a third goes on at each rung, as in Hyperband; the rungs triple too (``samplers``' sha rungs)
@@ -46,12 +47,6 @@ def survivors(points: int, rungs: Sequence[int]) -> tuple[int, ...]:
         left = max(1, left // REDUCTION)
         keeps.append(left)
     return tuple(keeps)
-
-
-def point_key(trial: FrozenTrial) -> Hashable:
-    """The grid point a trial runs, as a set member: an enqueued point's fixed parameters, or its parameters."""
-    point = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
-    return tuple(sorted(point.items()))
 
 
 @dataclass
@@ -83,7 +78,7 @@ class HalvingPruner(optuna.pruners.BasePruner):
             return False
         index = self.rungs.index(step)
         going_on = self._going_on(study, self._standing(study))
-        key = point_key(trial)
+        key = point_key(trial_point(trial))
         reaching = self.points if index == 0 else self.keeps[index - 1]
         best = "the best one goes on" if self.keeps[index] == 1 else f"the best {self.keeps[index]} go on"
         if index < len(going_on):
@@ -142,7 +137,7 @@ class HalvingPruner(optuna.pruners.BasePruner):
     def _standing(self, study: optuna.Study) -> dict[Hashable, _Point]:
         standing: dict[Hashable, _Point] = {}
         for trial in study.get_trials(deepcopy=False):
-            point = standing.setdefault(point_key(trial), _Point())
+            point = standing.setdefault(point_key(trial_point(trial)), _Point())
             point.values.update(trial.intermediate_values)
             for epoch in trial.intermediate_values:
                 point.first_at[epoch] = min(point.first_at.get(epoch, trial.number), trial.number)

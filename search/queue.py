@@ -20,6 +20,12 @@ def point_key(point: dict[str, Any]) -> Hashable:
     return tuple(sorted(point.items()))
 
 
+def trial_point(trial: FrozenTrial) -> dict[str, Any]:
+    """The grid point a trial runs: an enqueued point's fixed parameters, also while its worker has
+    taken it but not yet suggested them as parameters, and its parameters (a heartbeat retry has only those)."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
 class StudyQueue:
     """What a study has left to run, put in its queue: each call runs under the study's queue lock.
 
@@ -61,9 +67,7 @@ class StudyQueue:
         failed: dict[Hashable, tuple[dict[str, Any], list[int]]] = {}
         waiting = running = 0
         for trial in study.get_trials(deepcopy=False):
-            # An enqueued point carries fixed_params, also while its worker has taken it but not yet
-            # suggested them as params; a heartbeat retry carries params.
-            point = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+            point = trial_point(trial)
             if trial.state == TrialState.WAITING:
                 waiting += 1
                 taken.add(point_key(point))
