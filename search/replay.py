@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.errors import UsageError
-from hpsearch.search.halving import is_halving, promote_waiting
+from hpsearch.search.halving import promote_waiting
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner
 from hpsearch.storage.attributes import METRIC_ATTR, RETRY_OF_ATTR
@@ -91,7 +91,7 @@ def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None
         direction=stored.direction, pruner=make_pruner(pruner, stored.epochs, stored.warmup_epochs, grid_points=n)
     )
     recorder = MemoryRecorder()
-    spent, pruned, best = 0, 0, None
+    spent, complete, best = 0, 0, None
     for index in order if order is not None else range(n):
         study.enqueue_trial({CURVE_PARAM: index})
     while True:
@@ -105,8 +105,8 @@ def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None
         curve = stored.curves[index]
         recording = TrialRecording(trial, recorder, stored.metric, stored.epochs, pruner, echo=lambda line: None)
         # A point going on past a rung: the epochs before it were spent by the trial it resumes.
-        resumed = max((len(study.trials[number].intermediate_values) for number in trial.user_attrs.get(RETRY_OF_ATTR, [])),
-                      default=0)
+        trials = study.get_trials(deepcopy=False)
+        resumed = max((len(trials[number].intermediate_values) for number in trial.user_attrs.get(RETRY_OF_ATTR, [])), default=0)
         recording.restore([_record(stored.metric, epoch, value) for epoch, value in enumerate(curve[:resumed], start=1)])
         try:
             for epoch, value in enumerate(curve[resumed:], start=resumed + 1):
@@ -114,15 +114,14 @@ def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None
                 recording.epoch_ended(_record(stored.metric, epoch, value))
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
-            pruned += 1
             continue
         value = curve[-1]
         study.tell(trial, value)
+        complete += 1
         best = value if best is None or (value > best if stored.direction == "maximize" else value < best) else best
-    if is_halving(study.pruner):
-        # A point that waited and went on is one point, not one pruned trial per rung.
-        pruned = n - sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-    return Replay(spent, math.nan if best is None else best, pruned)
+    # Pruned: the stored trials that did not run to the end (under halving a point that waited and
+    # went on is one of them at most, not a pruned trial per rung).
+    return Replay(spent, math.nan if best is None else best, n - complete)
 
 
 def _record(metric: str, epoch: int, value: float) -> EpochRecord:
