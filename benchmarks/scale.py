@@ -71,6 +71,7 @@ TRIAL = ["--plugin", str(PLUGIN), "--models", "paced_classifier", "--param_sweep
 HPSEARCH = [str(Path(sys.executable).with_name("hpsearch"))]
 BARE_TRIAL_S = 1.0  # the bare loop's "training": what the paced trial's ten forward passes sleep
 BARE_ATTR = "bare"
+Span = tuple[datetime, datetime, float]  # a trial's start, its end, and the seconds of it spent training
 
 
 @dataclass
@@ -202,25 +203,13 @@ def run_bare(admin_url: str, url: str, workers: int, trials: int, env: dict[str,
 
     all_trials = optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
-    by_worker: dict[str, list[tuple[datetime, datetime, float]]] = defaultdict(list)
+    by_worker: dict[str, list[Span]] = defaultdict(list)
     for t in complete:
         attr = t.user_attrs[BARE_ATTR]
         by_worker[attr["worker"]].append((t.datetime_start, t.datetime_complete, attr["slept"]))
-
-    def shares(spans: dict[str, list[tuple[datetime, datetime, float]]]) -> tuple[float, float, int]:
-        busy = sum((max(e for _, e, _ in s) - min(b for b, _, _ in s)).total_seconds() for s in spans.values() if s)
-        return busy, sum(x for s in spans.values() for _, _, x in s), sum(len(s) for s in spans.values())
-
-    busy, training, count = shares(by_worker)
-    later = {w: sorted(s)[1:] for w, s in by_worker.items()}
-    steady_busy, steady_training, steady_count = shares(later)
-    first, last = min(t.datetime_start for t in complete), max(t.datetime_complete for t in complete)
-    starts = [(min(b for b, _, _ in s) - started).total_seconds() for s in by_worker.values()]
     running = sum(t.state == TrialState.RUNNING for t in all_trials)
-    return Figures(workers, "bare", len(all_trials), wall, len(complete) / (last - first).total_seconds(), training / busy,
-                   1000 * (busy - training) / max(count, 1), steady_training / steady_busy if steady_busy else 0.0,
-                   1000 * (steady_busy - steady_training) / max(steady_count, 1), statistics.median(starts),
-                   peak_connections, len(all_trials) - len(complete), 0, running, codes)
+    return Figures(workers, "bare", len(all_trials), wall, *worker_time(by_worker, started), peak_connections,
+                   len(all_trials) - len(complete), 0, running, codes)
 
 
 def bare_worker(url: str, trials: int) -> None:
@@ -268,29 +257,33 @@ def measure(
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     # Epochs trained twice or lost, and trials left RUNNING, from the epoch table and the checkpoints.
     audit = audit_epochs(url, STUDY, str(output_dir))
-    by_worker: dict[str, list[optuna.trial.FrozenTrial]] = defaultdict(list)
-    for trial in complete:
-        by_worker[trial.user_attrs.get("worker", "?")].append(trial)
-    busy = sum((max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)).total_seconds()
-               for ts in by_worker.values())
     epoch_seconds = rows.groupby("number")["epoch_seconds"].sum()
-    training = float(epoch_seconds.sum())
+    by_worker: dict[str, list[Span]] = defaultdict(list)
+    for trial in complete:
+        span = (trial.datetime_start, trial.datetime_complete, float(epoch_seconds.get(trial.number, 0.0)))
+        by_worker[trial.user_attrs.get("worker", "?")].append(span)
+    return Figures(workers, mode, trials, wall, *worker_time(by_worker, started), peak,
+                   trials - len(complete) + audit.lost, audit.trained_twice, audit.running, codes)
+
+
+def worker_time(by_worker: dict[str, list[Span]], started: datetime) -> tuple[float, float, float, float, float, float]:
+    """From each worker's trials: trials/s, the training share and orchestration ms per trial, both
+    again from the end of each worker's first trial (steady), and the median start-up from ``started``."""
+
+    def totals(spans: dict[str, list[Span]]) -> tuple[float, float, int]:
+        busy = sum((max(e for _, e, _ in s) - min(b for b, _, _ in s)).total_seconds() for s in spans.values() if s)
+        return busy, sum(x for s in spans.values() for _, _, x in s), sum(len(s) for s in spans.values())
+
+    busy, training, count = totals(by_worker)
     # A worker's first trial also pays what a process does once (the precision probe, the first
     # FLOPs count, warm caches); from the end of it on is the steady state of a long-lived worker.
-    later = {w: sorted(ts, key=lambda t: t.datetime_start)[1:] for w, ts in by_worker.items()}
-    steady_busy = sum((max(t.datetime_complete for t in ts) - min(t.datetime_start for t in ts)).total_seconds()
-                      for ts in later.values() if ts)
-    steady_training = sum(float(epoch_seconds.get(t.number, 0.0)) for ts in later.values() for t in ts)
-    steady_trials = sum(len(ts) for ts in later.values())
-    first = min(t.datetime_start for t in complete)
-    last = max(t.datetime_complete for t in complete)
-    # Start-up: from the processes' start to each worker's first trial.
-    starts = [(min(t.datetime_start for t in ts) - started).total_seconds() for ts in by_worker.values()]
-    return Figures(workers, mode, trials, wall, len(complete) / (last - first).total_seconds(),
-                   training / busy if busy else 0.0, 1000 * (busy - training) / max(len(complete), 1),
-                   steady_training / steady_busy if steady_busy else 0.0,
-                   1000 * (steady_busy - steady_training) / max(steady_trials, 1),
-                   statistics.median(starts), peak, trials - len(complete) + audit.lost, audit.trained_twice, audit.running, codes)
+    steady_busy, steady_training, steady_count = totals({w: sorted(s)[1:] for w, s in by_worker.items()})
+    spans = [span for s in by_worker.values() for span in s]
+    first, last = min(b for b, _, _ in spans), max(e for _, e, _ in spans)
+    starts = [(min(b for b, _, _ in s) - started).total_seconds() for s in by_worker.values()]
+    return (count / (last - first).total_seconds(), training / busy if busy else 0.0, 1000 * (busy - training) / max(count, 1),
+            steady_training / steady_busy if steady_busy else 0.0,
+            1000 * (steady_busy - steady_training) / max(steady_count, 1), statistics.median(starts))
 
 
 def main() -> int:
