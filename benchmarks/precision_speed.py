@@ -18,7 +18,11 @@ machine stretches wall time far more than CPU time), the summed training time of
 recorded (user attribute ``precision``), the step speedups ``auto`` measured (``precision.speedup``:
 how many times faster the model's steps ran in bf16 than in fp32) and the best value, so the
 accuracy cost of a lower precision is visible beside the speed. The figures are medians of
-per-pair ratios. The step timing ``auto`` takes is part of the ``auto`` runs' wall time.
+per-pair ratios. The step timing ``auto`` takes is part of the ``auto`` runs' wall time. ``auto`` keeps
+its step timings between searches (``trainers.step_speed``): with ``--timings kept`` (the default)
+the runs share the user's cache folder, so the first ``auto`` run times the models and stores the
+timings and the later ones read them, as a user's later searches do; ``--timings fresh`` gives each
+``auto`` run an empty one (the machine's matmul measurement copied in), as a model's first search.
 
 For context it also times a 2048 x 2048 matmul in bf16 and in fp32 on this CPU, and says what the
 machine's matmul check (``hpsearch doctor``) says; only where it says bf16 does ``auto`` time each
@@ -27,6 +31,7 @@ model's steps (``trainers.step_speed``).
     python benchmarks/precision_speed.py                 # both workloads, their defaults, 3 pairs
     python benchmarks/precision_speed.py --quick         # 2 epochs (seed: 1,000 examples), 2 pairs
     python benchmarks/precision_speed.py --workload digits --epochs 3 --repeats 5
+    python benchmarks/precision_speed.py --workload digits --timings fresh   # every auto run times its models
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +52,7 @@ import optuna
 import torch
 
 from hpsearch.storage import trial_id
-from hpsearch.trainers.precision import precision_choice
+from hpsearch.trainers.precision import PRECISION_CACHE, cache_dir, precision_choice
 
 SEED_COMMAND = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:64,128", "kernel_type:rbf,compact"]
 DIGITS_STUDY = Path(__file__).resolve().parent.parent / "studies" / "digits_cnn.toml"
@@ -69,9 +75,13 @@ class SweepRun:
 
 
 def run_sweep(
-    workload: str, precision: str, epochs: int | None, dataset_size: int | None, threads: int | None
+    workload: str, precision: str, epochs: int | None, dataset_size: int | None, threads: int | None, fresh: bool = False
 ) -> SweepRun:
-    """One run of ``workload`` in a fresh directory; its wall time and what its study holds."""
+    """One run of ``workload`` in a fresh directory; its wall time and what its study holds.
+
+    ``fresh``: as a first search of the model on this machine, with no step timings kept from earlier runs (the
+    machine's matmul measurement is kept, as it is after any earlier search).
+    """
     arguments, study_name = WORKLOADS[workload]
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "hpsearch.search.cli", *arguments, "--precision", precision]
@@ -81,6 +91,12 @@ def run_sweep(
         if dataset_size is not None and workload == "seed":
             command += ["--dataset-size", str(dataset_size)]
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        if fresh:
+            cache = Path(tmp) / "cache"
+            cache.mkdir()
+            if (cache_dir() / PRECISION_CACHE).exists():
+                shutil.copy(cache_dir() / PRECISION_CACHE, cache / PRECISION_CACHE)
+            env["HPSEARCH_CACHE_DIR"] = str(cache)
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env, check=False)
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -133,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-size", type=int, help="seed: synthetic_tokens examples (default: the CLI's, 4000)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: unset, torch's choice)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, seed 1,000 examples, 2 pairs")
+    parser.add_argument("--timings", choices=("kept", "fresh"), default="kept",
+                        help="auto's step timings: kept between runs in the cache folder, as a user's later searches "
+                        "read them (the first auto run stores them), or fresh for every run, as a model's first search "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.epochs, args.dataset_size = 2, 2, 1000
@@ -173,12 +193,13 @@ def run_workload(workload: str, args: argparse.Namespace) -> str:
         f" --dataset-size {args.dataset_size}" if args.dataset_size and workload == "seed" else ""
     )
     threads = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
-    print(f"\n{threads}hpsearch {' '.join(arguments)} --precision auto|fp32{extra}")
+    print(f"\n{threads}hpsearch {' '.join(arguments)} --precision auto|fp32{extra}   (auto's step timings: {args.timings})")
 
     runs: dict[str, list[SweepRun]] = {"auto": [], "fp32": []}
     for repeat in range(args.repeats):
         for precision in ("auto", "fp32") if repeat % 2 == 0 else ("fp32", "auto"):
-            runs[precision].append(run_sweep(workload, precision, args.epochs, args.dataset_size, args.threads))
+            fresh = precision == "auto" and args.timings == "fresh"
+            runs[precision].append(run_sweep(workload, precision, args.epochs, args.dataset_size, args.threads, fresh))
         a, f = runs["auto"][-1], runs["fp32"][-1]
         print(
             f"pair {repeat + 1}: auto ({_ran(a)}) {a.wall:6.1f} s wall, {a.cpu:6.1f} s CPU   "
@@ -201,7 +222,7 @@ def run_workload(workload: str, args: argparse.Namespace) -> str:
     a_best, f_best = statistics.median(r.best for r in runs["auto"]), statistics.median(r.best for r in runs["fp32"])
     return (
         f"{workload}: --precision auto / fp32 wall time {wall:.3f}x (training time alone {training:.3f}x; CPU time {cpu:.3f}x), "
-        f"median of {args.repeats} pairs; best value {a_best:.4f} vs {f_best:.4f} ({100 * (a_best / f_best - 1):+.1f}%)"
+        f"median of {args.repeats} pairs, step timings {args.timings}; best value {a_best:.4f} vs {f_best:.4f} ({100 * (a_best / f_best - 1):+.1f}%)"
     )
 
 

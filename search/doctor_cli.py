@@ -18,16 +18,28 @@ def doctor_main(argv: Sequence[str]) -> int:
         "then decides per model from the model's own steps) and the peak FLOP/s that flops.mfu divides by.",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
-    parser.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
+    parser.add_argument(
+        "--remeasure", action="store_true", help="measure again instead of reading the cache, and forget the models' step timings"
+    )
     args = parser.parse_args(argv)
     # Imported here: torch (trainers.precision imports it) would make --help wait.
-    from hpsearch.trainers.precision import SPEEDUP, cache_dir, cached_choice, peak_flops, precision_choice
+    from hpsearch.trainers.precision import (
+        PRECISION_CACHE,
+        SPEEDUP,
+        cache_dir,
+        cached_choice,
+        peak_flops,
+        precision_choice,
+    )
 
     try:
         device = resolve_device(args.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    from hpsearch.trainers.step_speed import STEP_TIMINGS_CACHE, forget_step_timings
+
     cached = None if args.remeasure else cached_choice(device)
+    forgotten = forget_step_timings(device) if args.remeasure else 0
     choice = cached or precision_choice(device, remeasure=True)
     import torch
 
@@ -41,7 +53,7 @@ def doctor_main(argv: Sequence[str]) -> int:
         print("per model: nothing to time; auto runs every model in fp32 here")
     else:
         print(f"per model: a search decides auto per model from its own steps: it times a few training steps in fp32 and "
-              f"{choice.chosen} (once per model and hyperparameters) and runs {choice.chosen} only where they are "
+              f"{choice.chosen} (once per model and hyperparameters on this machine, then from the cache) and runs {choice.chosen} only where they are "
               f"{SPEEDUP}x faster; each trial's precision.speedup says what was measured")
     peaks = ", ".join(f"{p} {peak_flops(device, p) / 1e9:.1f} GFLOP/s" for p in choice.flops_per_second)
     print(f"MFU peak:  {peaks}")
@@ -51,5 +63,6 @@ def doctor_main(argv: Sequence[str]) -> int:
         when = f"{choice.measured_at} UTC" if choice.measured_at else "earlier"
         taken = f"{when}, read from the cache (--remeasure measures again)"
     print(f"taken:     {taken}")
-    print(f"cache:     {cache_dir() / 'precision.json'}")
+    print(f"cache:     {cache_dir() / PRECISION_CACHE}; models' step timings in {cache_dir() / STEP_TIMINGS_CACHE}"
+          + (f" ({forgotten} forgotten)" if forgotten else ""))
     return EXIT_OK

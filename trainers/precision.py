@@ -30,6 +30,8 @@ import torch
 
 from hpsearch.trainers.hardware import autocast
 
+#: The file in ``cache_dir()`` that holds each machine's matmul measurement.
+PRECISION_CACHE = "precision.json"
 #: How much faster a lower precision must be before ``auto`` takes it.
 SPEEDUP = 1.15
 #: Dense (no sparsity) peak FLOP/s by GPU name fragment and precision; fp32 without TF32.
@@ -123,21 +125,35 @@ def choose(rates: dict[str, float]) -> str:
     return max(lower, key=rates.__getitem__) if lower else "fp32"
 
 
-def _cache_key(device: torch.device) -> str:
+def machine_key(device: torch.device) -> str:
+    """What a measurement on ``device`` holds for: this machine, the device and the torch version."""
     return f"{platform.node()}|{device_name(device)}|{device.type}|torch {torch.__version__}"
 
 
-def _read_cache() -> dict[str, Any]:
+def read_cache(name: str = PRECISION_CACHE) -> dict[str, Any]:
+    """The JSON object cached in the file ``name`` of ``cache_dir()``; empty when there is none or it is unreadable."""
     try:
-        cached = json.loads((cache_dir() / "precision.json").read_text())
+        cached = json.loads((cache_dir() / name).read_text())
     except (OSError, ValueError):
         return {}
     return cached if isinstance(cached, dict) else {}
 
 
+def write_cache(entries: dict[str, Any], name: str = PRECISION_CACHE) -> None:
+    """Replace the file ``name`` of ``cache_dir()`` with ``entries``, whole or not at all."""
+    path = cache_dir() / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(entries, indent=1, sort_keys=True))
+        os.replace(partial, path)
+    except OSError:
+        pass  # a read-only home: measure again next time rather than fail
+
+
 def cached_choice(device: torch.device) -> PrecisionChoice | None:
     """The measurement this machine cached for ``device``, or None when there is none (or it is unreadable)."""
-    entry = _read_cache().get(_cache_key(device))
+    entry = read_cache().get(machine_key(device))
     if not isinstance(entry, dict):
         return None
     try:
@@ -155,16 +171,9 @@ def precision_choice(device: torch.device, remeasure: bool = False) -> Precision
     rates = measure(device, size)
     taken = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     choice = PrecisionChoice(device_name(device), torch.__version__, rates, choose(rates), size, taken)
-    path = cache_dir() / "precision.json"
-    cached = _read_cache()
-    cached[_cache_key(device)] = asdict(choice)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(cached, indent=1, sort_keys=True))
-        os.replace(partial, path)
-    except OSError:
-        pass  # a read-only home: measure again next time rather than fail
+    cached = read_cache()
+    cached[machine_key(device)] = asdict(choice)
+    write_cache(cached)
     return choice
 
 

@@ -13,11 +13,18 @@ say, the learning rate are timed once.
 The steps run on copies of the model and fresh optimizers, with torch's RNG state restored
 afterwards: the trial's own training is unaffected, and a trial that ``auto`` runs in fp32 gives
 the values of ``--precision fp32``.
+
+A timing is also kept between searches, in ``step_timings.json`` beside the machine's matmul
+measurement (``trainers.precision.cache_dir``), keyed by the machine and torch version, the code
+of the model's class and of the task's step, the caller's key and the shapes of a training batch:
+a later search of the same model on the same data times nothing, so there ``auto`` costs
+nothing over fp32. ``hpsearch doctor --remeasure`` forgets the timings of the machine.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import math
 import statistics
 import time
@@ -30,7 +37,7 @@ from torch import nn
 
 from hpsearch.trainers.config import TrainConfig
 from hpsearch.trainers.hardware import choose_precision, resolve_device
-from hpsearch.trainers.precision import SPEEDUP
+from hpsearch.trainers.precision import SPEEDUP, machine_key, read_cache, write_cache
 from hpsearch.trainers.tasks import Task
 from hpsearch.trainers.trainer import Trainer
 
@@ -38,6 +45,9 @@ from hpsearch.trainers.trainer import Trainer
 #: five, so that a burst of other load in one or two rounds does not decide (the median of their ratios does).
 #: The timing stops as soon as three rounds agree: the median of five is then decided.
 ROUNDS = 5
+#: The file in ``cache_dir()`` that keeps timings between searches, and how many it keeps (the newest).
+STEP_TIMINGS_CACHE = "step_timings.json"
+MAX_STORED_TIMINGS = 500
 
 
 @dataclass(frozen=True)
@@ -60,14 +70,21 @@ class StepTiming:
 
 
 def measure_step_speed(
-    model: nn.Module, task: Task, config: TrainConfig, hparams: Mapping[str, Any], lower: str, rounds: int = ROUNDS
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    hparams: Mapping[str, Any],
+    lower: str,
+    rounds: int = ROUNDS,
+    batch: Any = None,
 ) -> StepTiming:
     """Seconds of one training step of ``model`` on a batch of ``task``'s training data, in fp32 and in ``lower``.
 
     A step is the trainer's: the task's step under autocast, backward (through the gradient
     scaler), clipping and the optimizer's step. Each precision trains its own copy of ``model``
     with its own optimizer, built from ``config``; the precisions take turns, round by round, so
-    a burst of other load on the machine hits both alike.
+    a burst of other load on the machine hits both alike. ``batch`` is the training batch timed
+    (default: the first of the task's training split).
     """
     device = resolve_device(config.device)
     # Copies, fresh optimizers and a forked RNG: nothing here reaches the trial's training.
@@ -80,7 +97,8 @@ def measure_step_speed(
         for precision in ("fp32", lower):
             settings = config.with_overrides({**throwaway, "precision": precision})
             trainers[precision] = Trainer(copy.deepcopy(model), task, settings, hparams=hparams)
-        batch = next(iter(trainers["fp32"].batches("train")))
+        if batch is None:
+            batch = next(iter(trainers["fp32"].batches("train")))
         seconds: dict[str, list[float]] = {"fp32": [], lower: []}
         for round_ in range(rounds + 1):
             for precision, trainer in trainers.items():
@@ -136,5 +154,62 @@ def decide_precision(
         return machine, None
     timing = timings.get(key)
     if timing is None:
-        timing = timings[key] = measure_step_speed(model, task, config, hparams, machine)
+        timing = timings[key] = _stored_or_measured(model, task, config, hparams, machine, key)
     return timing.chosen, timing
+
+
+def _stored_or_measured(
+    model: nn.Module, task: Task, config: TrainConfig, hparams: Mapping[str, Any], lower: str, key: Hashable
+) -> StepTiming:
+    """The timing an earlier search stored for these steps on this machine, else a new one, stored."""
+    from hpsearch.models.code import code_hash
+    from hpsearch.trainers.data import BatchSource
+
+    device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # The first batch as the trainer's shuffle would draw it, on a generator of its own.
+        shuffle = torch.Generator().manual_seed(config.seed)
+        batch = next(iter(BatchSource(task.train, config.batch_size, device, shuffle, shuffle=True)))
+    stored_key = "|".join(
+        (
+            machine_key(device),
+            f"hpsearch {importlib.metadata.version('hpsearch')}",
+            code_hash(type(model), task.step_fn()),
+            repr(key),
+            lower,
+            _shapes(batch),
+        )
+    )
+    stored = read_cache(STEP_TIMINGS_CACHE)
+    entry = stored.get(stored_key)
+    if isinstance(entry, dict):
+        try:
+            return StepTiming(lower, tuple(entry["fp32_seconds"]), tuple(entry["lower_seconds"]))
+        except (KeyError, TypeError):
+            pass  # written by another version: time again
+    timing = measure_step_speed(model, task, config, hparams, lower, batch=batch)
+    stored = read_cache(STEP_TIMINGS_CACHE)  # again: another worker may have stored meanwhile
+    stored[stored_key] = {"fp32_seconds": timing.fp32_seconds, "lower_seconds": timing.lower_seconds, "at": time.time()}
+    by_age = sorted(stored, key=lambda k: stored[k].get("at", 0) if isinstance(stored[k], dict) else 0)
+    write_cache({k: stored[k] for k in by_age[-MAX_STORED_TIMINGS:]}, STEP_TIMINGS_CACHE)
+    return timing
+
+
+def forget_step_timings(device: torch.device) -> int:
+    """Drop the timings stored for ``device`` on this machine; how many there were."""
+    stored = read_cache(STEP_TIMINGS_CACHE)
+    mine = [k for k in stored if k.startswith(machine_key(device) + "|")]
+    if mine:
+        write_cache({k: v for k, v in stored.items() if k not in mine}, STEP_TIMINGS_CACHE)
+    return len(mine)
+
+
+def _shapes(value: Any) -> str:
+    """The shapes and dtypes of the tensors in a batch: what a step's cost depends on in the data."""
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_shapes(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(_shapes(v) for v in value) + ")"
+    return type(value).__name__

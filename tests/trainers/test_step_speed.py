@@ -25,6 +25,13 @@ def tiny_model(task) -> nn.Module:
     )
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Timings are kept between searches in the cache directory: each test starts with its own, empty."""
+    monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture
 def machine_says(monkeypatch):
     """Make the machine's matmul measurement pick ``precision`` for auto (explicit ones pass through)."""
@@ -111,3 +118,37 @@ def test_timing_stops_once_most_rounds_agree_as_the_median_of_all_would():
                            ([faster, slower, faster, faster], True), ([slower, faster, slower, faster, slower], True):
         fp32, lower = [r[0] for r in rounds], [r[1] for r in rounds]
         assert step_speed._decided(fp32, lower, 5) is decided, rounds
+
+
+def test_a_later_search_reads_the_timing_a_search_stored_and_times_only_what_differs(task, machine_says, monkeypatch, own_cache):
+    machine_says("bf16")
+    calls: list[str] = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[-1])
+        return measure_step_speed(*args, **kwargs)
+
+    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+    _, first = decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
+    assert calls == ["bf16"] and (own_cache / step_speed.STEP_TIMINGS_CACHE).exists()
+    _, again = decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")  # a new search: nothing in memory
+    assert calls == ["bf16"] and again == first
+    longer = build_task("synthetic_tokens", {"dataset_size": 64, "seq_len": task.data.seq_len * 2})
+    decide_precision(tiny_model(longer), longer, CONFIG, {}, {}, "a")  # other shapes: other steps
+    wider = nn.Sequential(
+        nn.Embedding(task.data.vocab_size, 4), nn.Flatten(), nn.Linear(4 * task.data.seq_len, task.data.num_outputs)
+    )
+
+    class Other(nn.Module):  # other code for the same key
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = wider
+
+        def forward(self, x):
+            return self.net(x)
+
+    decide_precision(Other(), task, CONFIG, {}, {}, "a")
+    assert calls == ["bf16", "bf16", "bf16"]
+    assert step_speed.forget_step_timings(torch.device("cpu")) == 3
+    decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
+    assert calls == ["bf16"] * 4
