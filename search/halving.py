@@ -189,3 +189,15 @@ def is_halving(pruner: Any) -> bool:
 def promote_waiting(study: optuna.Study) -> int:
     """Queue the waiting points that a rung of the study's halving pruner lets go on; how many (0 under other pruners)."""
     return study.pruner.promote(study) if is_halving(study.pruner) else 0
+
+
+def halving_trials_left(study: optuna.Study) -> int | None:
+    """At most the trials a halving study still has to run (failures aside), for a progress bar's total; None under other pruners.
+
+    The grid runs a trial per point, and one more for each point that goes on past a rung, unless
+    it goes on at once (the last point to reach a rung, among the best): an upper bound.
+    """
+    if not is_halving(study.pruner):
+        return None
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return max(0, study.pruner.points + sum(study.pruner.keeps) - len(done))

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
-from hpsearch.search.halving import is_halving, promote_waiting
+from hpsearch.search.halving import halving_trials_left, is_halving, promote_waiting
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
@@ -221,7 +221,9 @@ class Orchestrator:
             return SearchOutcome(study, self.storage_url, 0, 0)
         # Under halving, the points that go on past a rung are trials of their own, queued as the
         # rungs fill: the loop runs until nothing is left rather than counting.
-        return self.work(study, None if is_halving(study.pruner) else planned + running)
+        if is_halving(study.pruner):
+            return self.work(study, None, expected=halving_trials_left(study))
+        return self.work(study, planned + running)
 
     def work(
         self,
@@ -230,8 +232,11 @@ class Orchestrator:
         on_trial_end: Callable[[], None] | None = None,
         preemption: Preemption | None = None,
         max_seconds: float | None = None,
+        expected: int | None = None,
     ) -> SearchOutcome:
         """The worker loop: run queued trials until none waits or runs, or ``n_trials`` of them.
+
+        ``expected``: the trials the progress bar counts to where ``n_trials`` does not bound the loop.
 
         Trials left RUNNING by a killed worker are failed and queued again first. With the queue
         empty, the loop waits while another worker's trial runs (``_wait_for_queue``), and takes
@@ -257,7 +262,7 @@ class Orchestrator:
         deadline = time.monotonic() + min(limits) if limits else None
         stop_requested = (lambda: preemption.requested) if preemption is not None else (lambda: False)
         # disable=None: a bar only where stderr is a terminal, not redrawn into a log file.
-        bar = tqdm(total=n_trials, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
+        bar = tqdm(total=n_trials if n_trials is not None else expected, desc=self.spec.name, unit="trial", disable=None if self.progress and on_trial_end is None else True)
         finished: list[TrialState] = []
         preempted: list[int] = []
         stop = ConvergenceStop(self.spec.stop_when_converged) if self.spec.stop_when_converged else None
@@ -323,6 +328,8 @@ class Orchestrator:
                     stop_requested() or not is_halving(study.pruner) or not self.top_up(study)
                 ):
                     break
+            if expected is not None and bar.total and bar.n < bar.total:
+                bar.total = bar.n  # an upper bound met: a point that went on at once needed no retry
         finally:
             storage.queue_only = False
             bar.close()

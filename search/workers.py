@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.search.errors import EXIT_RUN_FAILED, UsageError
-from hpsearch.search.halving import is_halving
+from hpsearch.search.halving import halving_trials_left, is_halving
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.orchestrator import (
     FINISHED,
@@ -198,7 +198,9 @@ def run_local_workers(
         return [t for t in done if t.number not in before]
 
     others = [subprocess.Popen(launch.command, env=launch.env) for launch in launches]
-    bar = tqdm(total=planned, desc=f"{study.study_name} ({n_workers} workers)", unit="trial", disable=None if orchestrator.progress else True)
+    # Under halving, the points that go on past a rung are trials of their own: the bar counts them too.
+    total = halving_trials_left(study) if is_halving(study.pruner) else planned
+    bar = tqdm(total=total, desc=f"{study.study_name} ({n_workers} workers)", unit="trial", disable=None if orchestrator.progress else True)
     torch.set_num_threads(threads)
     idle: list[subprocess.Popen] = []
     try:
@@ -216,6 +218,8 @@ def run_local_workers(
             except subprocess.TimeoutExpired:
                 pass
             bar.update(len(finished_since_start()) - bar.n)
+        if bar.total and bar.n < bar.total and is_halving(study.pruner):
+            bar.total = bar.n  # an upper bound met: a point that went on at once needed no retry
     finally:
         bar.close()
         for worker in others:

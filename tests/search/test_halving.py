@@ -11,9 +11,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.search.audit import audit_epochs
-from hpsearch.search.halving import survivors
+from hpsearch.search.halving import halving_trials_left, survivors
 from hpsearch.search.replay import StoredCurves, replay, stored_curves
-from hpsearch.search.samplers import auto_pruner
+from hpsearch.search.samplers import auto_pruner, make_pruner
 from hpsearch.storage.attributes import HALVING_ATTR, PRUNE_REASON_ATTR, RETRY_OF_ATTR
 from tests.search.conftest import hpsearch_command
 
@@ -155,3 +155,12 @@ def test_halving_where_it_cannot_run_is_one_line_and_exit_2(run_hpsearch, args, 
     done = run_hpsearch(*GRID, "--pruner", "halving", *args)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_halving_studys_progress_bar_counts_its_points_and_at_most_one_retry_each_that_goes_on():
+    study = optuna.create_study(pruner=make_pruner("halving", 7, 1.0, "grid", grid_points=9))
+    assert halving_trials_left(study) == 9 + 3 + 1
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={2: 1.0}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # a failure's retry is on top
+    assert halving_trials_left(study) == 12
+    assert halving_trials_left(optuna.create_study(pruner=make_pruner("percentile", 7, 1.0))) is None
