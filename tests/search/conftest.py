@@ -35,10 +35,14 @@ def run_hpsearch(tmp_path):
 
 
 @pytest.fixture
-def timed_steps(monkeypatch) -> list[object]:
-    """The models whose steps ``--precision auto`` timed, in order (``measure_step_speed`` still runs)."""
+def timed_steps(monkeypatch, tmp_path_factory) -> list[object]:
+    """The models whose steps ``--precision auto`` timed, in order (``measure_step_speed`` still runs).
+
+    In a cache folder of its own: timings kept by earlier tests or searches would be read, not timed.
+    """
     from hpsearch.trainers import step_speed
 
+    monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     timed: list[object] = []
     measure = step_speed.measure_step_speed
 
