@@ -46,6 +46,20 @@ def machine_says(monkeypatch):
 
 
 @pytest.fixture
+def calls(machine_says, monkeypatch) -> list[str]:
+    """auto as where the machine says bf16, and the lower precision of each step timing that ran, in order."""
+    machine_says("bf16")
+    timed: list[str] = []
+
+    def counted(*args, **kwargs):
+        timed.append(args[-1])
+        return measure_step_speed(*args, **kwargs)
+
+    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+    return timed
+
+
+@pytest.fixture
 def no_timing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a step timing ran where none was needed")
@@ -79,15 +93,7 @@ def test_auto_is_fp32_without_timing_where_the_machine_says_fp32(task, machine_s
     assert timings == {}
 
 
-def test_auto_times_a_key_once_and_decides_from_its_steps(task, machine_says, monkeypatch):
-    machine_says("bf16")
-    calls: list[str] = []
-
-    def counted(*args, **kwargs):
-        calls.append(args[-1])
-        return measure_step_speed(*args, **kwargs)
-
-    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+def test_auto_times_a_key_once_and_decides_from_its_steps(task, calls):
     timings: dict = {}
     precision, timing = decide_precision(tiny_model(task), task, CONFIG, {}, timings, "a")
     assert calls == ["bf16"] and timings == {"a": timing}
@@ -120,15 +126,7 @@ def test_timing_stops_once_most_rounds_agree_as_the_median_of_all_would():
         assert step_speed._decided(fp32, lower, 5) is decided, rounds
 
 
-def test_a_later_search_reads_the_timing_a_search_stored_and_times_only_what_differs(task, machine_says, monkeypatch, own_cache):
-    machine_says("bf16")
-    calls: list[str] = []
-
-    def counted(*args, **kwargs):
-        calls.append(args[-1])
-        return measure_step_speed(*args, **kwargs)
-
-    monkeypatch.setattr(step_speed, "measure_step_speed", counted)
+def test_a_later_search_reads_the_timing_a_search_stored_and_times_only_what_differs(task, calls, own_cache):
     _, first = decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
     assert calls == ["bf16"] and (own_cache / step_speed.STEP_TIMINGS_CACHE).exists()
     _, again = decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")  # a new search: nothing in memory
