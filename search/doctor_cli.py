@@ -36,7 +36,7 @@ def doctor_main(argv: Sequence[str]) -> int:
         device = resolve_device(args.device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    from hpsearch.trainers.step_speed import STEP_TIMINGS_CACHE, forget_step_timings
+    from hpsearch.trainers.step_speed import STEP_TIMINGS_CACHE, forget_step_timings, kept_step_timings
 
     cached = None if args.remeasure else cached_choice(device)
     forgotten = forget_step_timings(device) if args.remeasure else 0
@@ -63,6 +63,6 @@ def doctor_main(argv: Sequence[str]) -> int:
         when = f"{choice.measured_at} UTC" if choice.measured_at else "earlier"
         taken = f"{when}, read from the cache (--remeasure measures again)"
     print(f"taken:     {taken}")
-    print(f"cache:     {cache_dir() / PRECISION_CACHE}; models' step timings in {cache_dir() / STEP_TIMINGS_CACHE}"
-          + (f" ({forgotten} forgotten)" if forgotten else ""))
+    kept = f"{forgotten} forgotten" if args.remeasure else f"{kept_step_timings(device)} kept for this device"
+    print(f"cache:     {cache_dir() / PRECISION_CACHE}; models' step timings in {cache_dir() / STEP_TIMINGS_CACHE} ({kept})")
     return EXIT_OK

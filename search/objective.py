@@ -109,6 +109,8 @@ class Objective:
         run = plan.prepare(resolved.task, model, self.measured, spec.lr_finder, trial.user_attrs.get(LR_SUGGESTED_ATTR))
         if run.timing is not None:
             speed = f"{run.timing.lower} steps ran {run.timing.speedup:.2f}x as fast as fp32's"
+            if run.timing.kept_from:
+                speed += f", timed by an earlier search at {run.timing.kept_from} UTC"
             self.echo(f"Trial {trial.number}: precision auto: {run.timing.chosen} ({speed})")
         if run.suggested_lr is not None:
             trial.set_user_attr(LR_SUGGESTED_ATTR, run.suggested_lr)  # a retry of this trial trains with the same LR

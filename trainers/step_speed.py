@@ -30,6 +30,7 @@ import statistics
 import time
 from collections.abc import Hashable, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -57,6 +58,9 @@ class StepTiming:
     lower: str  # the precision compared with fp32: bf16, or fp16 on CUDA without bf16
     fp32_seconds: tuple[float, ...]
     lower_seconds: tuple[float, ...]
+    # When an earlier search took the timing (UTC, "2026-12-05 17:32"), where it was read from the kept
+    # timings; empty where it was taken now.
+    kept_from: str = ""
 
     @property
     def speedup(self) -> float:
@@ -184,8 +188,9 @@ def _stored_or_measured(
     entry = stored.get(stored_key)
     if isinstance(entry, dict):
         try:
-            return StepTiming(lower, tuple(entry["fp32_seconds"]), tuple(entry["lower_seconds"]))
-        except (KeyError, TypeError):
+            taken = datetime.fromtimestamp(entry["at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
+            return StepTiming(lower, tuple(entry["fp32_seconds"]), tuple(entry["lower_seconds"]), taken)
+        except (KeyError, TypeError, ValueError, OverflowError):
             pass  # written by another version: time again
     timing = measure_step_speed(model, task, config, hparams, lower, batch=batch)
     stored = read_cache(STEP_TIMINGS_CACHE)  # again: another worker may have stored meanwhile
@@ -193,6 +198,11 @@ def _stored_or_measured(
     by_age = sorted(stored, key=lambda k: stored[k].get("at", 0) if isinstance(stored[k], dict) else 0)
     write_cache({k: stored[k] for k in by_age[-MAX_STORED_TIMINGS:]}, STEP_TIMINGS_CACHE)
     return timing
+
+
+def kept_step_timings(device: torch.device) -> int:
+    """How many step timings are kept for ``device`` on this machine."""
+    return sum(k.startswith(machine_key(device) + "|") for k in read_cache(STEP_TIMINGS_CACHE))
 
 
 def forget_step_timings(device: torch.device) -> int:

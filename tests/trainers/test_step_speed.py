@@ -130,7 +130,8 @@ def test_a_later_search_reads_the_timing_a_search_stored_and_times_only_what_dif
     _, first = decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
     assert calls == ["bf16"] and (own_cache / step_speed.STEP_TIMINGS_CACHE).exists()
     _, again = decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")  # a new search: nothing in memory
-    assert calls == ["bf16"] and again == first
+    assert calls == ["bf16"] and (again.fp32_seconds, again.lower_seconds) == (first.fp32_seconds, first.lower_seconds)
+    assert first.kept_from == "" and again.kept_from.startswith("20")  # when it was taken, for the trial's line
     longer = build_task("synthetic_tokens", {"dataset_size": 64, "seq_len": task.data.seq_len * 2})
     decide_precision(tiny_model(longer), longer, CONFIG, {}, {}, "a")  # other shapes: other steps
     wider = nn.Sequential(
@@ -147,6 +148,7 @@ def test_a_later_search_reads_the_timing_a_search_stored_and_times_only_what_dif
 
     decide_precision(Other(), task, CONFIG, {}, {}, "a")
     assert calls == ["bf16", "bf16", "bf16"]
+    assert step_speed.kept_step_timings(torch.device("cpu")) == 3
     assert step_speed.forget_step_timings(torch.device("cpu")) == 3
     decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
     assert calls == ["bf16"] * 4
