@@ -48,7 +48,8 @@ def doctor_main(argv: Sequence[str]) -> int:
     print(f"measured:  {choice.matmul_size} x {choice.matmul_size} matmul, fp32 operands, best of 10 alternating rounds")
     for precision, rate in choice.flops_per_second.items():
         print(f"  {precision:<5} {rate / 1e9:10.1f} GFLOP/s  ({choice.speedup(precision):.2f}x fp32)")
-    print(f"auto:      {choice.chosen} (a lower precision needs {SPEEDUP}x fp32's speed)")
+    where = ", for the models whose own steps are that much faster too" if choice.chosen != "fp32" else ""
+    print(f"auto:      {choice.chosen} (a lower precision needs {SPEEDUP}x fp32's speed{where})")
     if choice.chosen == "fp32":
         print("per model: nothing to time; auto runs every model in fp32 here")
     else:
