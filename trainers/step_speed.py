@@ -174,16 +174,8 @@ def _stored_or_measured(
         # The first batch as the trainer's shuffle would draw it, on a generator of its own.
         shuffle = torch.Generator().manual_seed(config.seed)
         batch = next(iter(BatchSource(task.train, config.batch_size, device, shuffle, shuffle=True)))
-    stored_key = "|".join(
-        (
-            machine_key(device),
-            f"hpsearch {importlib.metadata.version('hpsearch')}",
-            code_hash(type(model), task.step_fn()),
-            repr(key),
-            lower,
-            _shapes(batch),
-        )
-    )
+    code = code_hash(type(model), task.step_fn())
+    stored_key = f"{_machine_prefix(device)}hpsearch {importlib.metadata.version('hpsearch')}|{code}|{key!r}|{lower}|{_shapes(batch)}"
     stored = read_cache(STEP_TIMINGS_CACHE)
     entry = stored.get(stored_key)
     if isinstance(entry, dict):
@@ -200,15 +192,20 @@ def _stored_or_measured(
     return timing
 
 
+def _machine_prefix(device: torch.device) -> str:
+    """How every stored timing's key for ``device`` on this machine begins."""
+    return machine_key(device) + "|"
+
+
 def kept_step_timings(device: torch.device) -> int:
     """How many step timings are kept for ``device`` on this machine."""
-    return sum(k.startswith(machine_key(device) + "|") for k in read_cache(STEP_TIMINGS_CACHE))
+    return sum(k.startswith(_machine_prefix(device)) for k in read_cache(STEP_TIMINGS_CACHE))
 
 
 def forget_step_timings(device: torch.device) -> int:
     """Drop the timings stored for ``device`` on this machine; how many there were."""
     stored = read_cache(STEP_TIMINGS_CACHE)
-    mine = [k for k in stored if k.startswith(machine_key(device) + "|")]
+    mine = [k for k in stored if k.startswith(_machine_prefix(device))]
     if mine:
         write_cache({k: v for k, v in stored.items() if k not in mine}, STEP_TIMINGS_CACHE)
     return len(mine)
