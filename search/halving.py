@@ -201,3 +201,9 @@ def halving_trials_left(study: optuna.Study) -> int | None:
         return None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     return max(0, study.pruner.points + sum(study.pruner.keeps) - len(done))
+
+
+def end_at_what_ran(bar: Any) -> None:
+    """End a progress bar that counted to ``halving_trials_left``, an upper bound, at the trials that ran."""
+    if bar.total and bar.n < bar.total:
+        bar.total = bar.n  # a point that went on at once needed no retry

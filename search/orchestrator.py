@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
-from hpsearch.search.halving import halving_trials_left, is_halving, promote_waiting
+from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
@@ -328,8 +328,8 @@ class Orchestrator:
                     stop_requested() or not is_halving(study.pruner) or not self.top_up(study)
                 ):
                     break
-            if expected is not None and bar.total and bar.n < bar.total:
-                bar.total = bar.n  # an upper bound met: a point that went on at once needed no retry
+            if expected is not None:
+                end_at_what_ran(bar)
         finally:
             storage.queue_only = False
             bar.close()

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.search.errors import EXIT_RUN_FAILED, UsageError
-from hpsearch.search.halving import halving_trials_left, is_halving
+from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.orchestrator import (
     FINISHED,
@@ -218,8 +218,8 @@ def run_local_workers(
             except subprocess.TimeoutExpired:
                 pass
             bar.update(len(finished_since_start()) - bar.n)
-        if bar.total and bar.n < bar.total and is_halving(study.pruner):
-            bar.total = bar.n  # an upper bound met: a point that went on at once needed no retry
+        if is_halving(study.pruner):
+            end_at_what_ran(bar)
     finally:
         bar.close()
         for worker in others:
