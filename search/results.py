@@ -40,13 +40,20 @@ def _objective_names(study: optuna.Study, metric_name: str | None) -> list[str]:
 
 
 def _ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Complete trials best first (by the first objective), then every other trial by number."""
+    """Complete trials best first (by the first objective); then pruned ones, those that got furthest first and
+    best among equals; then every other trial by number."""
     sign = -1.0 if study.directions[0] == StudyDirection.MAXIMIZE else 1.0
 
-    def key(trial: FrozenTrial) -> tuple[int, float, int]:
-        if trial.state != TrialState.COMPLETE or not trial.values or math.isnan(trial.values[0]):
-            return (1, 0.0, trial.number)
-        return (0, sign * trial.values[0], trial.number)
+    def key(trial: FrozenTrial) -> tuple[int, int, float, int]:
+        value = trial.values[0] if trial.values and not math.isnan(trial.values[0]) else None
+        if trial.state == TrialState.COMPLETE and value is not None:
+            return (0, 0, sign * value, trial.number)
+        if trial.state == TrialState.PRUNED:
+            if value is None and trial.last_step is not None:  # stored without a value: its last report stands in
+                value = trial.intermediate_values[trial.last_step]
+            epochs = trial.user_attrs.get(EPOCHS_RUN_ATTR, trial.last_step) or 0
+            return (1, -epochs, sign * value if value is not None and not math.isnan(value) else math.inf, trial.number)
+        return (2, 0, 0.0, trial.number)
 
     return sorted(trials, key=key)
 
@@ -56,8 +63,9 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
 
     ``metric_name`` titles the value column (default: the study's metric names, else "value").
     Complete trials are ranked by the study direction (the first objective of a multi-objective
-    study); pruned, failed, running and waiting trials follow in trial order, showing the value
-    Optuna kept for them (a pruned trial keeps its last reported one). ``epochs`` is the
+    study); pruned trials follow, those that ran the most epochs first and the better value first
+    among equals (a pruned trial keeps its last reported value); failed, running and waiting
+    trials come last, in trial order. ``epochs`` is the
     ``epochs_run`` user attribute; ``seconds`` the trial's wall time, or for a simulated trial its
     training time by the benchmark's clock.
     """

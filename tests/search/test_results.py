@@ -32,6 +32,22 @@ def test_a_simulated_trial_shows_its_simulated_seconds_not_the_wall_time():
     assert lines[2].split()[-1] == "0.0"  # a real trial's wall time (created complete: none elapsed)
 
 
+def test_pruned_trials_follow_the_complete_ones_furthest_first_then_best():
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from hpsearch.search.results import format_results_table
+
+    study = optuna.create_study()  # minimize
+    study.add_trial(create_trial(state=TrialState.FAIL))  # trial 0
+    for epochs, value in ((2, 0.9), (5, 1.2), (5, 1.0)):  # trials 1, 2, 3
+        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={epochs: value},
+                                     user_attrs={"epochs_run": epochs}))
+    study.add_trial(create_trial(value=1.5, user_attrs={"epochs_run": 8}))  # trial 4
+    order = [line.split()[0] for line in format_results_table(study).splitlines()[1:]]
+    assert order == ["4", "3", "2", "1", "0"]
+
+
 @pytest.mark.parametrize(
     ("url", "browse"),
     [
