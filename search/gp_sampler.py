@@ -12,10 +12,11 @@ parameters), so asynchronous workers do not pile onto one point. A constant liar
 told the best value so far) did worse than that on lcbench with 4 simulated workers (README, "How
 the default strategy was chosen"), so the running trials are left to the GP.
 
-The GP also learns from pruned trials: each reads as complete at its last report
-(``storage.optuna_seam.PrunedAsComplete``), a pessimistic stand-in for where its curve would
-have ended. ``GPSampler`` alone fits complete trials only, so under a pruner it knows nothing of
-the regions it pruned and samples them again.
+The GP also learns from pruned trials: each reads as complete at a pessimistic stand-in for
+where its curve would have ended (``storage.optuna_seam.PrunedAsComplete``): its last report, or
+in a study of several objectives the values the pareto pruner stored. ``GPSampler`` alone fits
+complete trials only, so under a pruner it knows nothing of the regions it pruned and samples
+them again.
 
 Apart from that view, everything here is Optuna's public sampler API: each trial is routed, once,
 to one of two samplers.
@@ -46,8 +47,7 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
 
     The first trial of a study, whose search space nothing knows yet, and parameters outside the
     space the trials share (another model's) are sampled at random, as ``GPSampler`` does. The GP
-    counts pruned trials as complete at their last report, in a study of one objective; the
-    design does not.
+    counts pruned trials as complete at their stand-in values; the design does not.
     """
 
     def __init__(self, seed: int | None = None, startup: int = SOBOL_STARTUP_TRIALS) -> None:
@@ -128,6 +128,6 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
         self._gp.after_trial(study, trial, state, values)
 
 
-def _learned_from(study: optuna.Study) -> optuna.Study | PrunedAsComplete:
-    """The trials the GP learns from: pruned ones too, in a study of one objective (a Pareto front has no one value to stand in)."""
-    return PrunedAsComplete(study) if len(study.directions) == 1 else study
+def _learned_from(study: optuna.Study) -> PrunedAsComplete:
+    """The trials the GP learns from: pruned ones too, at their stand-in values."""
+    return PrunedAsComplete(study)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from hpsearch.search.goals import Goal
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR, PRUNE_REASON_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, LR_HISTORY_ATTR, PRUNE_REASON_ATTR, PRUNED_VALUES_ATTR
 from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
@@ -106,7 +106,11 @@ class TrialRecording:
                 self.costs_stored = True
             if record.epoch not in self.pareto.rungs:
                 return None  # before building its rows: most epochs are no rung
-            return self.pareto.prune_reason(self.trial, self.recorder, self.rows(), costs)
+            rows = self.rows()
+            reason = self.pareto.prune_reason(self.trial, self.recorder, rows, costs)
+            if reason is not None:
+                self.recorder.set_attrs(self.trial, {PRUNED_VALUES_ATTR: self.pareto.stand_in(rows, costs)})
+            return reason
         if not self.trial.should_prune():
             return None
         reason = f"pruned by the {self.pruner} pruner at epoch {record.epoch}: {self.metric}={record.value(self.metric):.4g}"

@@ -23,6 +23,10 @@ DEFAULT_PRUNER = "auto"
 # The smallest grid ``auto`` runs under ``halving``: below 3 x 3 points it cannot take a third
 # twice, and its first rung would leave at most two to compare.
 MIN_HALVING_POINTS = 9
+# The pareto pruner's earliest rung. With lcbench's curves (no warmup) judged from epoch 2 instead,
+# pruning at half the budget fell short of the hypervolume it reached from epoch 4 on all three
+# instances (benchmarks/lcbench_mo.py, 30 seeds); a one-epoch warmup puts the first rung there anyway.
+PARETO_FIRST_RUNG = 4
 
 
 def _random(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -34,7 +38,9 @@ def _random(seed: int | None) -> optuna.samplers.BaseSampler:
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed)
+    from hpsearch.search.pruned_learning import LearnsFromPruned
+
+    return LearnsFromPruned(optuna.samplers.TPESampler(seed=seed))
 
 
 def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -146,8 +152,9 @@ class PrunerKind:
 
 # ``pareto`` is for multi-objective studies, which Optuna's pruners refuse: the Optuna side is
 # no pruner, and ``search/pareto.py`` judges each trial on the epoch table at twice the first
-# judged epoch, then each time the epochs double (judging at the first too pruned 90% of
-# lcbench's trials and lost hypervolume).
+# judged epoch but not before epoch ``PARETO_FIRST_RUNG``, then each time the epochs double
+# (judging at the first epoch pruned 90% of lcbench's trials, and at the second lost
+# hypervolume against the fourth).
 # ``percentile`` prunes a trial whose value at an epoch is worse than the 25th percentile of the
 # completed trials' values at that epoch, once 2 trials have completed; ``median`` does the same
 # with the median. ``sha`` is asynchronous successive halving: at the first judged epoch, then
@@ -165,7 +172,7 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
     "rung": PrunerKind(_rung, _rung_epochs),
     "halving": PrunerKind(_halving, _tripling),
-    "pareto": PrunerKind(_nop, lambda first, epochs: _geometric(2 * first, epochs, 2)),
+    "pareto": PrunerKind(_nop, lambda first, epochs: _geometric(max(2 * first, PARETO_FIRST_RUNG), epochs, 2)),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
@@ -175,8 +182,8 @@ def auto_pruner(sampler: str, multi_objective: bool = False, grid_points: int | 
     """What ``--pruner auto`` means for ``sampler``, in a study of one objective or of several.
 
     A multi-objective study gets no performance pruner: ``pareto`` is there to choose, but on
-    lcbench's accuracy against training time it did not reach at half the budget the
-    hypervolume that no pruning reached with all of it (benchmarks/lcbench_mo.py).
+    lcbench's accuracy against training time it reached at half the budget the hypervolume that
+    no pruning reached with all of it on one instance of three (benchmarks/lcbench_mo.py).
 
     The GP sampler gets ``rung``: one judgement at a third of the epochs, where lcbench's early
     epochs would misrank configurations that learn slowly but end best, and the GP learns from

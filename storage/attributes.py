@@ -27,6 +27,9 @@ SIMULATED_SECONDS_ATTR = "simulated.seconds"
 FAIL_REASON_ATTR = "fail_reason"
 # Why a PRUNED trial was pruned: the pruner's verdict, divergence, or a budget.
 PRUNE_REASON_ATTR = "prune_reason"
+# A multi-objective trial's objectives when the pareto pruner stopped it, its time carried on at its own
+# pace to the last epoch: what the samplers learn from it, as Optuna keeps no values for it.
+PRUNED_VALUES_ATTR = "pruned_values"
 # The numbers of the trials a queued retry takes over (it resumes from their checkpoints).
 RETRY_OF_ATTR = "retry_of"
 # The last checkpoint the trial wrote; best.pt lies beside it.

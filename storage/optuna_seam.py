@@ -39,9 +39,9 @@ Private things relied on, and why:
 6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
    from it so that ``study.optimize`` runs its heartbeat thread, and so implements its abstract
    methods; the private ``_get_stale_trial_ids`` is implemented here, at the end of this module.
-7. ``Study._get_trials(deepcopy, states, use_cache)``: how ``GPSampler`` reads the trials it
-   learns from (complete ones only). :class:`PrunedAsComplete` answers it with pruned trials shown
-   as complete at their last reported value, so the default sampler learns from pruned trials.
+7. ``Study._get_trials(deepcopy, states, use_cache)``: how ``GPSampler`` and ``TPESampler`` read
+   the trials they learn from. :class:`PrunedAsComplete` answers it with pruned trials shown as
+   complete at a stand-in value, so the samplers learn from pruned trials.
 8. ``Study._storage`` (and ``_CachedStorage._backend``, the database behind it) and
    ``Study._study_id``: :func:`enqueue_points` queues a batch of trials in one transaction, and
    reads on through Optuna's cache find them as they find other workers' trials.
@@ -69,7 +69,13 @@ from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, FAIL_REASON_ATTR, RETRY_OF_ATTR, WORKER_ATTR
+from hpsearch.storage.attributes import (
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    PRUNED_VALUES_ATTR,
+    RETRY_OF_ATTR,
+    WORKER_ATTR,
+)
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 
 
@@ -513,14 +519,15 @@ class HeartbeatStorage(BaseHeartbeat):
 
 # --- 7. What the GP sampler learns from. ----------------------------------------------------------
 class PrunedAsComplete:
-    """A view of a study in which each pruned trial reads as complete, valued at its last report.
+    """A view of a study in which each pruned trial reads as complete, at a stand-in for its end.
 
-    ``GPSampler`` fits its model to complete trials only (read through the private
-    ``Study._get_trials``), so a pruned trial's region stays unknown to it and it samples there
-    again. A pruned trial's last report is a pessimistic stand-in for the value it would have
-    ended at: its curve was still improving when it was judged worse than its peers. Pruned trials
-    without a finite report (stopped before reporting, diverged) stay out. Everything else is the
-    study's own.
+    Samplers fit complete trials only (``GPSampler`` reads them through the private
+    ``Study._get_trials``), so a pruned trial's region stays unknown to them and they sample there
+    again. The stand-in is pessimistic: in a study of one objective, the trial's last report (its
+    curve was still improving when it was judged worse than its peers); in a study of several,
+    the values the pareto pruner stored (``PRUNED_VALUES_ATTR``). Pruned trials without a finite
+    stand-in stay out: stopped before reporting, diverged, or (of several objectives) stopped by
+    anything but the pareto pruner. Everything else is the study's own.
     """
 
     def __init__(self, study: optuna.Study) -> None:
@@ -534,16 +541,17 @@ class PrunedAsComplete:
     ) -> list[FrozenTrial]:
         # Pruned trials are read only where they are to be shown, as complete ones.
         shown = states if states is None or TrialState.COMPLETE not in states else (*states, TrialState.PRUNED)
+        several = len(self._study.directions) > 1
         trials = []
         for trial in self._study._get_trials(deepcopy=deepcopy, states=shown, use_cache=use_cache):
             if trial.state == TrialState.PRUNED:
                 if states is not None and TrialState.COMPLETE not in states:
                     continue  # asked for pruned trials by name: in this view there are none
-                last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
-                if last is None or not math.isfinite(last):
+                values = _stand_in(trial, several)
+                if values is None:
                     continue
                 trial = copy.copy(trial)
-                trial.state, trial.values = TrialState.COMPLETE, [last]
+                trial.state, trial.values = TrialState.COMPLETE, values
             trials.append(trial)
         return trials
 
@@ -551,3 +559,14 @@ class PrunedAsComplete:
         self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
     ) -> list[FrozenTrial]:
         return self._get_trials(deepcopy=deepcopy, states=states)
+
+
+def _stand_in(trial: FrozenTrial, several_objectives: bool) -> list[float] | None:
+    """The values a pruned trial stands in with (``PrunedAsComplete``), or None if it has no finite ones."""
+    if several_objectives:
+        values = trial.user_attrs.get(PRUNED_VALUES_ATTR)
+    else:
+        values = [trial.intermediate_values[trial.last_step]] if trial.last_step is not None else None
+    if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]

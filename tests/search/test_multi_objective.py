@@ -32,12 +32,12 @@ def test_val_loss_and_flops_make_a_pareto_study(tmp_path, run_hpsearch):
 
 
 def test_the_pareto_pruner_prunes_a_real_multi_objective_search_with_a_prune_reason(tmp_path, run_hpsearch):
-    # One model, so equal FLOPs: a run whose learning rate cannot move the loss in 4 epochs, judged at
-    # epoch 2 once 5 trials have completed, is dominated by one that could, even with the best
-    # quarter's gain added to it.
+    # One model, so equal FLOPs: a run whose learning rate cannot move the loss in 5 epochs, judged at
+    # epoch 4 (the first rung) once 5 trials have completed, is dominated by one that could, even
+    # with the best quarter's gain added to it.
     result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "lr:0.03,0.01,0.003,1e-6,1e-7,1e-8,2e-8,3e-8",
                           "--objectives", "val_loss,flops", "--pruner", "pareto", "--study-name", "mo",
-                          "--epochs", "4", "--warmup-epochs", "0", "--dataset-size", "200", "--no-progress")
+                          "--epochs", "5", "--warmup-epochs", "0", "--dataset-size", "200", "--no-progress")
     assert result.returncode == 0, result.stderr
     url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
     trials = optuna.load_study(study_name="mo", storage=url).trials
@@ -49,7 +49,8 @@ def test_the_pareto_pruner_prunes_a_real_multi_objective_search_with_a_prune_rea
         reason = trial.user_attrs["prune_reason"]
         epoch = trial.user_attrs["epochs_run"]
         assert reason.startswith(f"pruned by the pareto pruner at epoch {epoch}: val_loss="), reason
-        assert "dominates even its optimistic end" in reason and epoch == 2
+        assert "dominates even its optimistic end" in reason and epoch == 4
+        assert len(trial.user_attrs["pruned_values"]) == 2  # what the sampler learns from it
         assert trial.user_attrs["flops.per_sample_forward"] > 0
         assert rows.loc[rows["number"] == trial.number, "epoch"].tolist() == list(range(1, epoch + 1))
         assert f"Trial {trial.number} pruned by the pareto pruner at epoch {epoch}" in result.stdout

@@ -471,6 +471,29 @@ def test_gp_sampler_reads_the_trials_it_learns_from_through_get_trials(sqlite_ur
     assert view.directions == study.directions
 
 
+
+def test_a_multi_objective_studys_pruned_trials_show_at_the_values_the_pareto_pruner_stored() -> None:
+    # Optuna keeps no values for them; a pruned trial without stored ones (a budget cut it) stays out.
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"x": FloatDistribution(0.0, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, values=[0.5, 10.0]))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.2}, distributions=dist, state=TrialState.PRUNED, user_attrs={"pruned_values": [0.3, 52.0]}
+        )
+    )
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.3}, distributions=dist, state=TrialState.PRUNED))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.4}, distributions=dist, state=TrialState.PRUNED, user_attrs={"pruned_values": [math.nan, 1.0]}
+        )
+    )
+    shown = seam.PrunedAsComplete(study)._get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert [(t.params["x"], t.state, t.values) for t in shown] == [
+        (0.1, TrialState.COMPLETE, [0.5, 10.0]),
+        (0.2, TrialState.COMPLETE, [0.3, 52.0]),
+    ]
+
 # --- Fewer transactions per trial: a batch of queued trials, an epoch's row with its report, the closing beat ---
 
 
