@@ -108,12 +108,12 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
         self._gp.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._sampler_for(study, trial).infer_relative_search_space(_learned_from(study), trial)
+        return self._sampler_for(study, trial).infer_relative_search_space(PrunedAsComplete(study), trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self._sampler_for(study, trial).sample_relative(_learned_from(study), trial, search_space)
+        return self._sampler_for(study, trial).sample_relative(PrunedAsComplete(study), trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
@@ -127,7 +127,3 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
             self._from_design.pop(trial.number, None)
         self._gp.after_trial(study, trial, state, values)
 
-
-def _learned_from(study: optuna.Study) -> PrunedAsComplete:
-    """The trials the GP learns from: pruned ones too, at their stand-in values."""
-    return PrunedAsComplete(study)

@@ -71,6 +71,8 @@ class TrialRecording:
         self.pruner, self.multi_objective, self.echo, self.pareto = pruner, multi_objective, echo, pareto
         self.costs: Callable[[], Mapping[str, Any]] = dict
         self.costs_stored = False
+        # What the pareto pruner stopped the trial at (``PRUNED_VALUES_ATTR``), for the samplers.
+        self.pruned_values: list[float] | None = None
         self.records: list[EpochRecord] = []
         # Epochs finished but not yet stored: while the database is away, training goes on.
         self.unstored: list[EpochRecord] = []
@@ -108,8 +110,8 @@ class TrialRecording:
                 return None  # before building its rows: most epochs are no rung
             rows = self.rows()
             reason = self.pareto.prune_reason(self.trial, self.recorder, rows, costs)
-            if reason is not None:
-                self.recorder.set_attrs(self.trial, {PRUNED_VALUES_ATTR: self.pareto.stand_in(rows, costs)})
+            if reason is not None:  # stored with the closing attributes, in the same write
+                self.pruned_values = self.pareto.stand_in(rows, costs)
             return reason
         if not self.trial.should_prune():
             return None
@@ -183,6 +185,8 @@ class TrialRecording:
         with self.owned():
             self.store()
         closing = {EPOCHS_RUN_ATTR: len(self.records), LR_HISTORY_ATTR: [r.lr for r in self.records], **attrs}
+        if self.pruned_values is not None:
+            closing[PRUNED_VALUES_ATTR] = self.pruned_values
         if reason is not None:
             closing[reason[0]] = reason[1]
             # The pruners' reasons say "pruned by ..." themselves.

@@ -49,10 +49,8 @@ def _ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]
         if trial.state == TrialState.COMPLETE and value is not None:
             return (0, 0, sign * value, trial.number)
         if trial.state == TrialState.PRUNED:
-            if value is None and trial.last_step is not None:  # stored without a value: its last report stands in
-                value = trial.intermediate_values[trial.last_step]
             epochs = trial.user_attrs.get(EPOCHS_RUN_ATTR, trial.last_step) or 0
-            return (1, -epochs, sign * value if value is not None and not math.isnan(value) else math.inf, trial.number)
+            return (1, -epochs, math.inf if value is None else sign * value, trial.number)
         return (2, 0, 0.0, trial.number)
 
     return sorted(trials, key=key)

@@ -41,7 +41,8 @@ def test_pruned_trials_follow_the_complete_ones_furthest_first_then_best():
     study = optuna.create_study()  # minimize
     study.add_trial(create_trial(state=TrialState.FAIL))  # trial 0
     for epochs, value in ((2, 0.9), (5, 1.2), (5, 1.0)):  # trials 1, 2, 3
-        study.add_trial(create_trial(state=TrialState.PRUNED, intermediate_values={epochs: value},
+        # As Optuna stores a pruned trial of one objective: its last report is its value.
+        study.add_trial(create_trial(state=TrialState.PRUNED, value=value, intermediate_values={epochs: value},
                                      user_attrs={"epochs_run": epochs}))
     study.add_trial(create_trial(value=1.5, user_attrs={"epochs_run": 8}))  # trial 4
     order = [line.split()[0] for line in format_results_table(study).splitlines()[1:]]
