@@ -22,6 +22,7 @@ ONE_LINE_ERRORS = (UsageError, StorageError)
 from hpsearch.search.results import format_results_table
 from hpsearch.search.tables_cli import export_main, studies_main, trials_main
 from hpsearch.storage import StudyDatabase, study_summaries, trials_frame
+from tests.search.test_report import files
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "kernel_type": CategoricalDistribution(["rbf", "compact"])}
@@ -164,13 +165,13 @@ def test_bad_input_is_one_usage_error_and_writes_nothing(sqlite_url, study_name,
     (tmp_path / "file").write_text("")
     mains = {"export": export_main, "trials": trials_main, "studies": studies_main}
     args = [a.format(tmp=tmp_path, study=study_name) for a in argv[1:]]
-    before = sorted(tmp_path.rglob("*"))
+    before = files(tmp_path)
 
     with pytest.raises(ONE_LINE_ERRORS, match=message) as error:
         mains[argv[0]](args)
 
     assert "\n" not in str(error.value)
-    assert sorted(tmp_path.rglob("*")) == before
+    assert files(tmp_path) == before
 
 
 @pytest.mark.parametrize("command", [studies_main, lambda a: trials_main(["--study", "s", *a]), lambda a: export_main(["--study", "s", "--out", "o", *a])])
