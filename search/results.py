@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.search.queue import StudyQueue
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
+from hpsearch.storage.optuna_seam import stand_in_values
 from hpsearch.storage.urls import is_proxy_url, mask_password
 
 if TYPE_CHECKING:
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from hpsearch.search.resolved import ResolvedSpec
 
 MISSING = "-"
+# Under the table when a pruned trial of several objectives shows the values it stopped at.
+STAND_IN_NOTE = (
+    "(values): a pruned trial's pruned_values, its objectives where it stopped (a time objective carried on "
+    "at its pace to the last epoch), which the sampler learns from"
+)
 
 
 def _format(value: Any, digits: int) -> str:
@@ -39,13 +45,24 @@ def _objective_names(study: optuna.Study, metric_name: str | None) -> list[str]:
     return names or [f"value_{i}" for i in range(n_objectives)]
 
 
+def _values(trial: FrozenTrial) -> tuple[list[float] | None, bool]:
+    """The trial's values, and whether they are a pruned trial's ``pruned_values`` (Optuna stores none for a
+    pruned trial of several objectives; a pruned trial of one keeps its last report as its value)."""
+    if trial.values is None and trial.state == TrialState.PRUNED:
+        stand_in = stand_in_values(trial, several_objectives=True)
+        if stand_in is not None:
+            return stand_in, True
+    return trial.values, False
+
+
 def _ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials best first (by the first objective); then pruned ones, those that got furthest first and
     best among equals; then every other trial by number."""
     sign = -1.0 if study.directions[0] == StudyDirection.MAXIMIZE else 1.0
 
     def key(trial: FrozenTrial) -> tuple[int, int, float, int]:
-        value = trial.values[0] if trial.values and not math.isnan(trial.values[0]) else None
+        values = _values(trial)[0]
+        value = values[0] if values and not math.isnan(values[0]) else None
         if trial.state == TrialState.COMPLETE and value is not None:
             return (0, 0, sign * value, trial.number)
         if trial.state == TrialState.PRUNED:
@@ -62,7 +79,8 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
     ``metric_name`` titles the value column (default: the study's metric names, else "value").
     Complete trials are ranked by the study direction (the first objective of a multi-objective
     study); pruned trials follow, those that ran the most epochs first and the better value first
-    among equals (a pruned trial keeps its last reported value); failed, running and waiting
+    among equals (a pruned trial keeps its last reported value; one of several objectives shows its
+    ``pruned_values`` in parentheses, with a note under the table); failed, running and waiting
     trials come last, in trial order. ``epochs`` is the
     ``epochs_run`` user attribute; ``seconds`` the trial's wall time, or for a simulated trial its
     training time by the benchmark's clock.
@@ -78,12 +96,14 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
 
     # Optuna's own Pareto front, marked for multi-objective studies.
     front = {t.number for t in study.best_trials} if len(study.directions) > 1 else set()
-    rows = []
+    rows, stand_ins = [], False
     for trial in sorted(_ranked(study, trials), key=lambda t: t.number not in front):
         row = {"trial": str(trial.number), "state": trial.state.name}
         row |= {name: _format(trial.params.get(name), 4) for name in params}
-        values = trial.values or [None] * len(objectives)
-        row |= {name: _format(value, 6) for name, value in zip(objectives, values)}
+        values, stand_in = _values(trial)
+        shown = [_format(value, 6) for value in values or [None] * len(objectives)]
+        row |= dict(zip(objectives, [f"({cell})" for cell in shown] if stand_in else shown))
+        stand_ins |= stand_in
         row["epochs"] = _format(trial.user_attrs.get(EPOCHS_RUN_ATTR), 6)
         simulated, duration = trial.user_attrs.get(SIMULATED_SECONDS_ATTR), trial.duration
         seconds = simulated if simulated is not None else duration.total_seconds() if duration is not None else None
@@ -91,7 +111,8 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
         row["pareto"] = "*" if trial.number in front else ""
         rows.append(row)
     columns = ["trial", "state", *params, *objectives, "epochs", "seconds", *(["pareto"] if front else [])]
-    return aligned_table(columns, [[row[name] for name in columns] for row in rows])
+    table = aligned_table(columns, [[row[name] for name in columns] for row in rows])
+    return f"{table}\n{STAND_IN_NOTE}" if stand_ins else table
 
 
 def aligned_table(columns: list[str], rows: list[list[str]]) -> str:

@@ -547,7 +547,7 @@ class PrunedAsComplete:
             if trial.state == TrialState.PRUNED:
                 if states is not None and TrialState.COMPLETE not in states:
                     continue  # asked for pruned trials by name: in this view there are none
-                values = _stand_in(trial, several)
+                values = stand_in_values(trial, several)
                 if values is None:
                     continue
                 trial = copy.copy(trial)
@@ -561,7 +561,7 @@ class PrunedAsComplete:
         return self._get_trials(deepcopy=deepcopy, states=states)
 
 
-def _stand_in(trial: FrozenTrial, several_objectives: bool) -> list[float] | None:
+def stand_in_values(trial: FrozenTrial, several_objectives: bool) -> list[float] | None:
     """The values a pruned trial stands in with (``PrunedAsComplete``), or None if it has no finite ones."""
     if several_objectives:
         values = trial.user_attrs.get(PRUNED_VALUES_ATTR)

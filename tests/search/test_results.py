@@ -49,6 +49,28 @@ def test_pruned_trials_follow_the_complete_ones_furthest_first_then_best():
     assert order == ["4", "3", "2", "1", "0"]
 
 
+def test_a_pruned_trial_of_several_objectives_shows_its_pruned_values_marked_and_ranked_by_them():
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from hpsearch.search.results import STAND_IN_NOTE, format_results_table
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(create_trial(values=[0.9, 50.0], user_attrs={"epochs_run": 52}))  # trial 0
+    for accuracy in (0.4, 0.7):  # trials 1, 2: Optuna stores no values for a pruned trial of several objectives
+        study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"epochs_run": 4, "pruned_values": [accuracy, 60.0]}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"epochs_run": 4}))  # trial 3: stopped by another rule
+    lines = format_results_table(study).splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert [line.split()[0] for line in lines[1:-1]] == ["0", "2", "1", "3"]  # the better stand-in first
+    assert rows["2"][2:4] == ["(0.7)", "(60)"] and rows["3"][2:4] == ["-", "-"]
+    assert rows["0"][2:4] == ["0.9", "50"]
+    assert lines[-1] == STAND_IN_NOTE
+    complete_only = optuna.create_study(directions=["maximize", "minimize"])
+    complete_only.add_trial(study.trials[0])
+    assert STAND_IN_NOTE not in format_results_table(complete_only)
+
+
 @pytest.mark.parametrize(
     ("url", "browse"),
     [
