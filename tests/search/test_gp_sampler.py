@@ -181,7 +181,7 @@ WIDE = {"weight_decay": FloatDistribution(1e-5, 1e-1)}
 
 
 def test_the_design_covers_each_decade_of_a_wide_linear_range():
-    # On the linear scale 8 design points would all lie above 1e-3 but for one in a hundred draws;
+    # On the linear scale 8 design points would all lie above 1e-3 in about eleven designs of twelve;
     # on the log scale each eighth of the four decades gets one.
     study = optuna.create_study(sampler=SobolStartGPSampler(seed=0, startup=10))
     points = []
