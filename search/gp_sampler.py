@@ -18,16 +18,9 @@ in a study of several objectives the values the pareto pruner stored. ``GPSample
 complete trials only, so under a pruner it knows nothing of the regions it pruned and samples
 them again.
 
-A range declared linear whose bounds lie ``LOG_SCALE_DECADES`` decades apart or more (weight decay
-from 1e-5 to 0.1) is designed and fitted on a log scale (``log_scaled``), an input warping: on a
-linear scale a ten-point design has a point below a hundredth of the range once in ten studies,
-and the GP, smooth in the linear value, reads a small weight decay and the bound as one. On
-lcbench 167168, at a quarter of the budget, that took the mean regret from 0.0424 to 0.0040 (30
-seeds; README, "How the default strategy was chosen"). The trials still take values in the
-declared range.
-
-Apart from that view and that scale, everything here is Optuna's public sampler API: each trial is
-routed, once, to one of two samplers.
+Apart from that view, everything here is Optuna's public sampler API: each trial is routed, once,
+to one of two samplers. The ``gp`` sampler wraps this one in ``LogScaled`` (``search/log_scale.py``),
+so that both see a linear range of several decades (weight decay from 1e-5 to 0.1) on a log scale.
 """
 
 from __future__ import annotations
@@ -38,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.optuna_seam import PrunedAsComplete
@@ -48,25 +41,10 @@ SOBOL_STARTUP_TRIALS = 10
 # The scramble of the Sobol design when the caller gives no seed (unseeded workers of one study):
 # one shared scramble keeps their points in one sequence, whose counter the study keeps.
 UNSEEDED_SCRAMBLE_SEED = 0
-# A linear range whose bounds are this many decades apart or more is searched on a log scale.
-LOG_SCALE_DECADES = 3
-
-
-def log_scaled(search_space: dict[str, BaseDistribution]) -> dict[str, BaseDistribution]:
-    """``search_space`` with each linear range over ``LOG_SCALE_DECADES`` decades or more (positive, unstepped) made log."""
-    scaled = dict(search_space)
-    for name, distribution in search_space.items():
-        if isinstance(distribution, (FloatDistribution, IntDistribution)) and not distribution.log:
-            unstepped = distribution.step == (1 if isinstance(distribution, IntDistribution) else None)
-            if unstepped and distribution.low > 0 and distribution.high >= distribution.low * 10**LOG_SCALE_DECADES:
-                scaled[name] = type(distribution)(distribution.low, distribution.high, log=True)
-    return scaled
 
 
 class SobolStartGPSampler(optuna.samplers.BaseSampler):
     """``GPSampler`` whose trials come from a scrambled Sobol design until ``startup`` trials have completed.
-
-    Both see a linear range of several decades on a log scale (``log_scaled``).
 
     The first trial of a study, whose search space nothing knows yet, and parameters outside the
     space the trials share (another model's) are sampled at random, as ``GPSampler`` does. The GP
@@ -136,7 +114,7 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self._sampler_for(study, trial).sample_relative(PrunedAsComplete(study), trial, log_scaled(search_space))
+        return self._sampler_for(study, trial).sample_relative(PrunedAsComplete(study), trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

@@ -7,9 +7,9 @@ trial order: under the pareto pruner, which stops most trials, its proposals los
 ever more of them are pruned. Wrapped, the sampler sees each pruned trial as complete at the values
 the pareto pruner stored for it (``storage.optuna_seam.PrunedAsComplete``): its objectives at the
 rung, its training time carried on at its own pace. On lcbench (``benchmarks/lcbench_mo.py``, 30
-seeds) that, with the pruner's first rung at epoch 4, put pruning ahead of no pruning at every
-fraction of the budget on all three instances, where it had ended behind on one and level on two
-(README, "Several objectives, and budgets").
+seeds, before TPE's log scale) that, with the pruner's first rung at epoch 4, put pruning ahead of
+no pruning at every fraction of the budget on all three instances, where it had ended behind on
+one and level on two (README, "Several objectives, and budgets").
 
 A study of one objective passes through unchanged: TPE already ranks pruned trials by their
 reports.

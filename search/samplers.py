@@ -38,15 +38,17 @@ def _random(seed: int | None) -> optuna.samplers.BaseSampler:
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
     import optuna
 
+    from hpsearch.search.log_scale import LogScaled
     from hpsearch.search.pruned_learning import LearnsFromPruned
 
-    return LearnsFromPruned(optuna.samplers.TPESampler(seed=seed))
+    return LogScaled(LearnsFromPruned(optuna.samplers.TPESampler(seed=seed)))
 
 
 def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
     from hpsearch.search.gp_sampler import SobolStartGPSampler
+    from hpsearch.search.log_scale import LogScaled
 
-    return SobolStartGPSampler(seed=seed)
+    return LogScaled(SobolStartGPSampler(seed=seed))
 
 
 def _cmaes(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -183,7 +185,7 @@ def auto_pruner(sampler: str, multi_objective: bool = False, grid_points: int | 
 
     A multi-objective study gets no performance pruner: ``pareto`` is there to choose, but on
     lcbench's accuracy against training time it reached at half the budget the hypervolume that
-    no pruning reached with all of it on one instance of three (benchmarks/lcbench_mo.py).
+    no pruning reached with all of it on none of three instances (benchmarks/lcbench_mo.py).
 
     The GP sampler gets ``rung``: one judgement at a third of the epochs, where lcbench's early
     epochs would misrank configurations that learn slowly but end best, and the GP learns from

@@ -10,6 +10,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpsearch.search.gp_sampler import SobolStartGPSampler
+from hpsearch.search.log_scale import LogScaled
 from hpsearch.search.samplers import make_sampler
 
 SPACE = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)}
@@ -35,8 +36,9 @@ def quiet():
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def test_the_default_sampler_for_ranges_is_this_one():
-    assert isinstance(make_sampler("gp", 0), SobolStartGPSampler)
+def test_the_default_sampler_for_ranges_is_this_one_on_a_log_scale_for_wide_ranges():
+    sampler = make_sampler("gp", 0)
+    assert isinstance(sampler, LogScaled) and isinstance(sampler.sampler, SobolStartGPSampler)
 
 
 def test_a_trial_started_while_another_runs_at_the_gps_choice_goes_elsewhere():
@@ -154,54 +156,3 @@ def test_the_design_fills_in_until_the_gp_has_startup_trials_to_learn_from():
     for _ in range(4):
         study.ask(SPACE)
     assert sampler.in_design(study, started(study))
-
-
-def test_a_linear_range_of_several_decades_is_searched_on_a_log_scale_and_others_as_declared():
-    from optuna.distributions import IntDistribution
-
-    from hpsearch.search.gp_sampler import log_scaled
-
-    space = {
-        "weight_decay": FloatDistribution(1e-5, 1e-1),  # four decades
-        "lr": FloatDistribution(1e-4, 1e-2),  # two
-        "dropout": FloatDistribution(0.0, 1.0),  # from zero: no decades to count
-        "stepped": FloatDistribution(1e-5, 1e-1, step=1e-5),
-        "tokens": IntDistribution(1, 10_000),
-        "even": IntDistribution(2, 10_000, step=2),
-    }
-    scaled = log_scaled(space)
-    assert {name for name, d in scaled.items() if d.log} == {"weight_decay", "tokens"}
-    assert scaled["weight_decay"] == FloatDistribution(1e-5, 1e-1, log=True)
-    assert {name: scaled[name] for name in ("lr", "dropout", "stepped", "even")} == {
-        name: space[name] for name in ("lr", "dropout", "stepped", "even")
-    }
-
-
-WIDE = {"weight_decay": FloatDistribution(1e-5, 1e-1)}
-
-
-def test_the_design_covers_each_decade_of_a_wide_linear_range():
-    # On the linear scale 8 design points would all lie above 1e-3 in about eleven designs of twelve;
-    # on the log scale each eighth of the four decades gets one.
-    study = optuna.create_study(sampler=SobolStartGPSampler(seed=0, startup=10))
-    points = []
-    for _ in range(9):
-        trial = study.ask(WIDE)
-        points.append(trial.params["weight_decay"])
-        study.tell(trial, 0.0)
-    assert all(1e-5 <= p <= 1e-1 for p in points)
-    assert sorted(int((math.log10(p) + 5) / 4 * 8) for p in points[1:]) == list(range(8))
-
-
-def test_the_gp_finds_a_low_point_in_the_first_decade_of_a_wide_linear_range():
-    # Lowest at 1e-4, a thousandth of the range: on the linear scale the GP cannot tell it from the bound.
-    def valley(decay: float) -> float:
-        return (math.log10(decay) + 4) ** 2
-
-    study = optuna.create_study(sampler=SobolStartGPSampler(seed=0, startup=10))
-    study.add_trials(
-        [create_trial(params={"weight_decay": w}, distributions=WIDE, value=valley(w)) for w in (1e-5, 1e-3, 1e-2, 0.03, 0.06, 0.1)]
-        + [create_trial(params={"weight_decay": w}, distributions=WIDE, value=valley(w)) for w in (3e-5, 3e-3, 0.02, 0.08)]
-    )
-    chosen = study.ask(WIDE).params["weight_decay"]
-    assert 3e-5 < chosen < 3e-4, chosen

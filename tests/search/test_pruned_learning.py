@@ -36,7 +36,7 @@ def test_tpe_of_several_objectives_samples_where_the_pruned_trials_stood_best():
         study = study_with(sampler)
         return statistics.median(study.ask(dist).params["x"] for _ in range(15))
 
-    assert isinstance(make_sampler("tpe", 0), LearnsFromPruned)
+    assert isinstance(make_sampler("tpe", 0).sampler, LearnsFromPruned)  # inside LogScaled
     assert sampled(make_sampler("tpe", 0)) > 0.6
     assert sampled(optuna.samplers.TPESampler(seed=0)) < 0.4  # what the wrapper changes
 
