@@ -13,12 +13,13 @@ On lcbench 167168, at a quarter of the budget, the GP's mean regret went from 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
+
+from hpsearch.search.sampler_wrapper import SamplerWrapper
 
 # A linear range whose bounds are this many decades apart or more is searched on a log scale.
 LOG_SCALE_DECADES = 3
@@ -38,14 +39,8 @@ def log_scaled(search_space: dict[str, BaseDistribution]) -> dict[str, BaseDistr
     return {name: log_scaled_distribution(distribution) for name, distribution in search_space.items()}
 
 
-class LogScaled(optuna.samplers.BaseSampler):
+class LogScaled(SamplerWrapper):
     """``sampler``, shown each linear range of ``LOG_SCALE_DECADES`` decades or more as a log one."""
-
-    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
-        self.sampler = sampler
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.sampler.infer_relative_search_space(study, trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -56,14 +51,3 @@ class LogScaled(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
         return self.sampler.sample_independent(study, trial, param_name, log_scaled_distribution(param_distribution))
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()

@@ -17,21 +17,18 @@ reports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from hpsearch.search.sampler_wrapper import SamplerWrapper
 from hpsearch.storage.optuna_seam import PrunedAsComplete
 
 
-class LearnsFromPruned(optuna.samplers.BaseSampler):
+class LearnsFromPruned(SamplerWrapper):
     """``sampler``, shown a multi-objective study's pruned trials as complete at their stand-in values."""
-
-    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
-        self.sampler = sampler
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self.sampler.infer_relative_search_space(learned_from(study), trial)
@@ -45,17 +42,6 @@ class LearnsFromPruned(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
         return self.sampler.sample_independent(learned_from(study), trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
 
 
 def learned_from(study: optuna.Study) -> optuna.Study | PrunedAsComplete:
