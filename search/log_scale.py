@@ -8,7 +8,8 @@ gaps between its observations, spread over the top decades. The trials still tak
 declared range, and the stored distribution is the user's.
 
 On lcbench 167168, at a quarter of the budget, the GP's mean regret went from 0.0424 to 0.0034
-(30 seeds; README, "How the default strategy was chosen").
+(30 seeds); on 189873 TPE's final regret went from 0.1185 to -0.0310 (no pruner, seeds 0..9;
+README, "How the default strategy was chosen").
 """
 
 from __future__ import annotations
