@@ -17,6 +17,7 @@ from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
+from hpsearch.search.handover import taken_over_by
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
@@ -37,6 +38,9 @@ __all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec"
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
 # two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
 POLL_SECONDS = 1.0
+# Polls a waiting worker gives a trial it saw RUNNING, now FAIL, for its retry to be queued; a
+# trial out of retries gets none, so the wait is bounded.
+RETRY_SETTLE_POLLS = 5
 
 
 @dataclass(frozen=True)
@@ -368,14 +372,25 @@ class Orchestrator:
         this worker then takes). False when nothing waits or runs, at the ``deadline``, or once
         ``stop_requested``.
         """
+        seen_running: set[int] = set()
+        settling = RETRY_SETTLE_POLLS
         while not stop_requested():
             optuna.storages.fail_stale_trials(study)
-            unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-            states = {t.state for t in unfinished}
+            trials = study.get_trials(deepcopy=False)
+            states = {t.state for t in trials}
             if TrialState.WAITING in states:
                 return True
-            if TrialState.RUNNING not in states or (deadline is not None and time.monotonic() >= deadline):
+            if deadline is not None and time.monotonic() >= deadline:
                 return False
+            if TrialState.RUNNING not in states:
+                # A stale trial is told FAIL first and its retry queued after (by whichever process
+                # failed it: a peer, or the gRPC proxy): between the two nothing waits or runs.
+                retried = {number for t in trials for number in taken_over_by(t)}
+                unretried = any(t.number in seen_running - retried and t.state == TrialState.FAIL for t in trials)
+                if not unretried or settling == 0:
+                    return False
+                settling -= 1
+            seen_running |= {t.number for t in trials if t.state == TrialState.RUNNING}
             if on_poll is not None:
                 on_poll()
             time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))

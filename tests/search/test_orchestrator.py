@@ -45,7 +45,7 @@ def test_grid_points_queue_once_each_in_an_order_seeded_by_seed(tmp_path):
     again, _ = queued_points(tmp_path / "again", "seed0", seed=0)
     other, _ = queued_points(tmp_path, "seed1", seed=1)
 
-    key = lambda point: sorted(point.items())  # noqa: E731
+    key = lambda point: sorted(point.items())
     assert sorted(first, key=key) == sorted(written, key=key)  # every point, once
     assert first == again  # the same seed, the same order
     assert first != written and other != first
@@ -137,3 +137,29 @@ def test_waiting_stops_at_the_deadline(tmp_path):
     assert orchestrator._wait_for_queue(study, time.monotonic() + 1.5, None) is False
     assert 1.4 <= time.monotonic() - began < 2.5
     orchestrator.database.close()
+
+
+def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
+    # A stale trial is told FAIL, and its retry queued a moment later (by a peer or the gRPC
+    # proxy): a worker polling in between must not take the empty queue for the end.
+    import threading
+
+    from hpsearch.storage.attributes import RETRY_OF_ATTR
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    trial = study.ask()
+
+    def fail_then_retry() -> None:
+        time.sleep(1.5)
+        study.tell(trial, state=TrialState.FAIL)
+        time.sleep(1.5)  # more than a poll
+        study.enqueue_trial({"x": 1.0}, user_attrs={RETRY_OF_ATTR: [trial.number]})
+
+    peer = threading.Thread(target=fail_then_retry)
+    peer.start()
+    try:
+        assert Orchestrator._wait_for_queue(study, deadline=time.monotonic() + 30, on_poll=None)
+    finally:
+        peer.join()
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
