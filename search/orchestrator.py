@@ -17,7 +17,6 @@ from hpsearch.models.registry import model_origin
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
-from hpsearch.search.handover import taken_over_by
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
@@ -372,6 +371,9 @@ class Orchestrator:
         this worker then takes). False when nothing waits or runs, at the ``deadline``, or once
         ``stop_requested``.
         """
+        # Imported here: handover imports torch, which hpsearch --help (it imports this module) must not wait for.
+        from hpsearch.search.handover import taken_over_by
+
         seen_running: set[int] = set()
         settling = RETRY_SETTLE_POLLS
         while not stop_requested():
