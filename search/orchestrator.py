@@ -378,8 +378,8 @@ class Orchestrator:
         settling = RETRY_SETTLE_POLLS
         while not stop_requested():
             optuna.storages.fail_stale_trials(study)
-            trials = study.get_trials(deepcopy=False)
-            states = {t.state for t in trials}
+            unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+            states = {t.state for t in unfinished}
             if TrialState.WAITING in states:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
@@ -387,12 +387,14 @@ class Orchestrator:
             if TrialState.RUNNING not in states:
                 # A stale trial is told FAIL first and its retry queued after (by whichever process
                 # failed it: a peer, or the gRPC proxy): between the two nothing waits or runs.
+                if not seen_running or settling == 0:
+                    return False
+                trials = study.get_trials(deepcopy=False)
                 retried = {number for t in trials for number in taken_over_by(t)}
-                unretried = any(t.number in seen_running - retried and t.state == TrialState.FAIL for t in trials)
-                if not unretried or settling == 0:
+                if not any(t.number in seen_running - retried and t.state == TrialState.FAIL for t in trials):
                     return False
                 settling -= 1
-            seen_running |= {t.number for t in trials if t.state == TrialState.RUNNING}
+            seen_running |= {t.number for t in unfinished if t.state == TrialState.RUNNING}
             if on_poll is not None:
                 on_poll()
             time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
