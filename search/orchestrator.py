@@ -368,7 +368,8 @@ class Orchestrator:
         Exiting on an empty queue would leave a dying worker's trial RUNNING for good: only a
         live worker can fail it once its heartbeat is older than the grace period, and queue its
         retry. So each poll fails stale trials (Optuna's retry callback queues the retry, which
-        this worker then takes). False when nothing waits or runs, at the ``deadline``, or once
+        this worker then takes). False when nothing waits or runs (a trial just failed stale is given
+        ``RETRY_SETTLE_POLLS`` polls for its retry to appear), at the ``deadline``, or once
         ``stop_requested``.
         """
         # Imported here: handover imports torch, which hpsearch --help (it imports this module) must not wait for.
