@@ -173,12 +173,11 @@ class TrialPlan:
 
     def build_model(self, task: Task, meta: bool = False) -> nn.Module:
         """The model for ``task``'s data (on the meta device: no memory, no time); seed first for a reproducible one."""
-        import torch
-
         from hpsearch.models import build_model
+        from hpsearch.trainers.meta import meta_device
 
         if meta:
-            with torch.device("meta"):
+            with meta_device():
                 return build_model(self.model_name, self.model_params, task.data)
         return build_model(self.model_name, self.model_params, task.data)
 
