@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.signals import EXIT_PREEMPTED
-
-if TYPE_CHECKING:
-    from hpsearch.storage.database import StudyDatabase
 
 # Seconds a SIGTERM'd worker may train on to reach an epoch's checkpoint: well inside the 30 s
 # that Kubernetes (terminationGracePeriodSeconds) and most schedulers give before SIGKILL.
@@ -107,20 +102,11 @@ def worker_main(argv: Sequence[str]) -> int:
         except DatabaseWaitStopped as error:
             print(f"hpsearch: preempted by {preemption.signal_name} while {error}; "
                   "the running trial is left to its heartbeat retry", file=sys.stderr)
-            return _preempted(database)
+            return EXIT_PREEMPTED
     handed_back = f", {outcome.preempted} handed back to the queue" if outcome.preempted else ""
     trials = f"{outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'}"
     print(f"Worker {os.getpid()}: {trials} run, {outcome.trials_failed} failed{handed_back}.")
     if preemption.requested:
         print(f"hpsearch: preempted by {preemption.signal_name}; the study's queue holds the rest of the work", file=sys.stderr)
-        return _preempted(database)
+        return EXIT_PREEMPTED
     return EXIT_RUN_FAILED if outcome.trials_failed else EXIT_OK
-
-
-def _preempted(database: StudyDatabase) -> int:
-    """``EXIT_PREEMPTED``, with the process left to end at once: its scheduler's SIGKILL is on the way."""
-    database.close()
-    # What is still alive is the OS's to free. Python would first collect it: a second of CPU
-    # here (torch's and Optuna's objects), several on busy cores, which the grace cannot spare.
-    gc.freeze()
-    return EXIT_PREEMPTED

@@ -7,6 +7,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -35,11 +36,14 @@ from hpsearch.storage.urls import is_proxy_url, mask_password, parse_storage_url
 if TYPE_CHECKING:
     from hpsearch.storage.epoch_metrics import EpochMetricsTable
 
-__all__ = ["StudyDatabase", "reading"]
+__all__ = ["StudyDatabase", "close_all", "reading"]
 
 # Optuna creates about 20 tables and rows one by one; processes racing on a new database may each
 # lose a few of those races before one of them has made them all.
 CREATION_TRIES = 20
+
+# Every database this process opened and has not dropped, for ``close_all`` at exit.
+_OPENED: weakref.WeakSet[StudyDatabase] = weakref.WeakSet()
 
 
 class StudyDatabase:
@@ -60,6 +64,7 @@ class StudyDatabase:
         self._epoch_table: EpochMetricsTable | None = None
         self._held_locks: dict[str, int] = {}  # study name -> depth, so that a holder may take its lock again
         self._locks_guard = threading.Lock()
+        _OPENED.add(self)
 
     @classmethod
     def open_for_search(
@@ -304,6 +309,15 @@ def _check_readable(url: str, engine: Engine) -> None:
         engine.dispose()
     if not has_studies:
         raise StorageReadError(f"{mask_password(url)} holds no Optuna studies (it has no '{STUDIES.name}' table)")
+
+
+def close_all() -> None:
+    """Close every study database this process opened: its connections end, and SQLite folds its WAL into the file."""
+    for database in list(_OPENED):
+        try:
+            database.close()
+        except Exception:  # noqa: BLE001  a server gone or a file damaged: the process is ending, and the OS closes what is left
+            pass
 
 
 @contextmanager

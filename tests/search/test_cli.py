@@ -34,6 +34,8 @@ def test_seed_command_runs_the_grid_and_resumes_without_repeating(tmp_path, run_
     assert first.returncode == 0, first.stderr
     db = tmp_path / "hpsearch.db"
     assert db.exists()
+    # The command closed its database as it exited, so the file alone holds every trial (to copy, to read).
+    assert not db.with_name("hpsearch.db-wal").exists() and not db.with_name("hpsearch.db-shm").exists()
 
     trials = load_trials(db, "tfn_classifier-synthetic_tokens")
     assert len(trials) == 4
