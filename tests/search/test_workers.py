@@ -265,17 +265,23 @@ def test_a_rerun_recovers_the_running_trial_of_a_killed_command(tmp_path, run_hp
     wait_for(last_trial_underway, 120, "the last trial's first epoch")
     os.killpg(first.pid, signal.SIGKILL)  # the command and its worker process: nobody is left to fail the trial
     first.wait()
+    done = epochs_done(table, "rerun")
     table.close()
-    (orphan,) = by_state(url, "rerun", TrialState.RUNNING)
+    # One trial, or both where the two workers took the two points at once.
+    orphans = {t.number for t in by_state(url, "rerun", TrialState.RUNNING)}
+    assert orphans and any(done.get(number, 0) >= 1 for number in orphans), (orphans, done)
 
     again = run_hpsearch(*search)
     assert again.returncode == 0, again.stderr
     assert "nothing to do" not in again.stdout
     trials = trials_of(url, "rerun")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert [t.number for t in trials if t.state == TrialState.FAIL] == [orphan.number]
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
-    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from"]["epoch"] >= 1
+    assert {t.number for t in trials if t.state == TrialState.FAIL} == orphans
+    for orphan in orphans:
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan]
+        assert retry.state == TrialState.COMPLETE
+        if done.get(orphan, 0) >= 1:  # it had a checkpoint to resume from
+            assert retry.user_attrs["resumed_from"]["epoch"] >= 1
     assert sorted({t.params["lr"] for t in trials if t.state == TrialState.COMPLETE}) == [1e-4, 2e-4]
 
 
