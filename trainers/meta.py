@@ -4,7 +4,8 @@ hpsearch builds a model on the meta device to check that a configuration can be 
 count its parameters and FLOPs before anything trains. Weight initialisers have no values to
 fill there, yet some of them cost a second: on a meta tensor, ``normal_`` (what ``nn.Embedding``
 and most transformer inits call) runs a Python decomposition that imports ``torch._dynamo`` the
-first time, which every ``hpsearch`` process and worker paid once at start.
+first time. ``hpsearch create`` and every search's start paid it; a process that trains imports
+it later anyway, with its first ``torch.optim`` optimizer.
 """
 
 from __future__ import annotations
