@@ -37,8 +37,8 @@ __all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec"
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
 # two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
 POLL_SECONDS = 1.0
-# Polls a waiting worker gives a trial it saw RUNNING, now FAIL, for its retry to be queued; a
-# trial out of retries gets none, so the wait is bounded.
+# Polls a waiting worker gives a trial it saw RUNNING, now FAIL, for its retry to be queued; at
+# most this many, so a trial that gets no retry (out of retries) delays the exit by seconds only.
 RETRY_SETTLE_POLLS = 5
 
 
@@ -391,8 +391,8 @@ class Orchestrator:
                 if not seen_running or settling == 0:
                     return False
                 trials = study.get_trials(deepcopy=False)
-                retried = {number for t in trials for number in taken_over_by(t)}
-                if not any(t.number in seen_running - retried and t.state == TrialState.FAIL for t in trials):
+                awaiting_retry = seen_running - {number for t in trials for number in taken_over_by(t)}
+                if not any(t.number in awaiting_retry and t.state == TrialState.FAIL for t in trials):
                     return False
                 settling -= 1
             seen_running |= {t.number for t in unfinished if t.state == TrialState.RUNNING}
