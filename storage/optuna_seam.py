@@ -26,7 +26,9 @@ Private things relied on, and why:
    it when taking it and as it has written since: :func:`as_taken` reads it, and
    :func:`remember_report` adds a report stored that way to it, as ``Trial.report`` does.
 4. ``optuna.storages._rdb.models``: ``TrialModel.find_or_raise_by_id(trial_id, session)`` (a
-   ``KeyError`` for an unknown trial) and ``TrialUserAttributeModel.__table__``, for the same batch.
+   ``KeyError`` for an unknown trial, ``NOT_FOUND_MSG``) and ``TrialUserAttributeModel.__table__``,
+   for the same batch; ``TrialModel.__table__``, whose insert returns a batch of queued trials' ids
+   in the order of its rows.
 5. Optuna's table layout, named here once as SQLAlchemy table clauses (:data:`STUDIES`,
    :data:`TRIALS`, ...) holding only the columns hpsearch reads or writes, and the encodings in
    them: a trial's ``state`` is the ``TrialState`` name, values and intermediate values are a
@@ -46,6 +48,11 @@ Private things relied on, and why:
    ``Study._study_id``: :func:`enqueue_points` queues a batch of trials in one transaction, and
    reads on through Optuna's cache find them as they find other workers' trials.
 
+9. ``RDBStorage._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)``: how
+   Optuna's cached storage reads new and unfinished trials. :class:`QueuedRDBStorage` answers it,
+   and ``get_trial``, with :func:`read_trials` (Core SQL over the tables of 5) instead of the ORM,
+   and raises ``KeyError(models.NOT_FOUND_MSG)`` for an unknown study or trial, as Optuna does.
+
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
 trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
@@ -58,7 +65,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -267,7 +274,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
-            return self.retry.call(self._take, trial_id, stored_now())
+            return self.retry.call(self._take, trial_id, stored_now(), [])
         parent = super().set_trial_state_values
         attempts: list[int] = []
 
@@ -287,19 +294,34 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         trial = super().get_trial(trial_id)
         return trial.state == state and (values is None or list(trial.values or []) == list(values))
 
-    def _take(self, trial_id: int, start: datetime) -> bool:
-        """Move a WAITING trial to RUNNING with its first heartbeat; True for the worker that took it."""
+    def _take(self, trial_id: int, start: datetime, attempts: list[int]) -> bool:
+        """Move a WAITING trial to RUNNING with its first heartbeat; True for the worker that took it.
+
+        A trial another worker is taking at this moment is not waited for: ``FOR UPDATE SKIP
+        LOCKED`` (PostgreSQL; SQLite takes one writer at a time) passes over its locked row, and
+        ``Study.ask`` moves on to the next WAITING trial. Workers all try the queue in the same
+        order, so waiting for each peer's commit made the take the longest wait of a trial at 32
+        workers.
+        """
         trials = _TRIALS_WRITTEN
         with self.engine.begin() as connection:
-            current = connection.execute(
-                sa.select(trials.c.state, trials.c.datetime_start).where(trials.c.trial_id == trial_id)
-            ).one_or_none()
+            current = None
+            if attempts:  # only a retry can find that an earlier attempt committed
+                current = connection.execute(
+                    sa.select(trials.c.state, trials.c.datetime_start).where(trials.c.trial_id == trial_id)
+                ).one_or_none()
+            attempts.append(1)
             if current is not None and current.state == TrialState.RUNNING and current.datetime_start == start:
                 taken = True  # an earlier attempt of this take committed
             else:
+                free = (
+                    sa.select(trials.c.trial_id)
+                    .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                    .with_for_update(skip_locked=True)
+                )
                 take = (
                     sa.update(trials)
-                    .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                    .where(trials.c.trial_id.in_(free))
                     .values(state=TrialState.RUNNING, datetime_start=start)
                 )
                 taken = connection.execute(take).rowcount == 1
@@ -404,22 +426,27 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             self.retry.call(create)
 
     def _insert_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]], write_id: str) -> None:
+        # Three statements a batch, not three a trial: the batch is written under the queue lock,
+        # which every worker that finds the queue empty waits for.
         trials, attrs = _TRIALS_WRITTEN, TRIAL_SYSTEM_ATTRIBUTES
         with self.engine.begin() as connection:
-            for index, point in enumerate(points):
-                new = sa.insert(trials).values(study_id=study_id, state=TrialState.WAITING)
-                if connection.dialect.insert_returning:
-                    new_id = connection.execute(new.returning(trials.c.trial_id)).scalar_one()
-                else:  # SQLite before 3.35
-                    new_id = connection.execute(new).lastrowid
-                # Numbered as Optuna numbers a trial: by the study's trials with a smaller id.
-                past = trials.alias("past")
-                earlier = sa.select(sa.func.count()).where(past.c.study_id == study_id, past.c.trial_id < new_id)
-                connection.execute(sa.update(trials).where(trials.c.trial_id == new_id).values(number=earlier.scalar_subquery()))
-                rows = [{"trial_id": new_id, "key": "fixed_params", "value_json": json.dumps(dict(point))}]
-                if index == 0:  # the batch commits whole, so its first trial names it
-                    rows.append({"trial_id": new_id, "key": WRITE_ID_ATTR, "value_json": json.dumps(write_id)})
-                connection.execute(sa.insert(attrs), rows)
+            rows = [{"study_id": study_id, "state": TrialState.WAITING} for _ in points]
+            if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
+                table = optuna_models.TrialModel.__table__  # a Table: what sorts the returned ids by row
+                returned = connection.execute(
+                    sa.insert(table).returning(table.c.trial_id, sort_by_parameter_order=True), rows
+                )
+                new_ids = list(returned.scalars())
+            else:  # SQLite before 3.35
+                new_ids = [connection.execute(sa.insert(trials), row).lastrowid for row in rows]
+            # Numbered as Optuna numbers a trial: by the study's trials with a smaller id.
+            past = trials.alias("past")
+            earlier = sa.select(sa.func.count()).where(past.c.study_id == study_id, past.c.trial_id < trials.c.trial_id)
+            connection.execute(sa.update(trials).where(trials.c.trial_id.in_(new_ids)).values(number=earlier.scalar_subquery()))
+            fixed = [{"trial_id": new_id, "key": "fixed_params", "value_json": json.dumps(dict(point))} for new_id, point in zip(new_ids, points)]
+            # The batch commits whole, so its first trial names it.
+            fixed.append({"trial_id": new_ids[0], "key": WRITE_ID_ATTR, "value_json": json.dumps(write_id)})
+            connection.execute(sa.insert(attrs), fixed)
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         """Optuna's stale-trial callback (the retry), after the failed trial is told why.
@@ -487,9 +514,52 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         with self.engine.connect() as connection:
             return connection.execute(query).scalar()
 
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """``RDBStorage.get_trial`` in two Core statements (``read_trials``) instead of six ORM ones; retried."""
+        trials = self.retry.call(self._read, trial_id)
+        if not trials:
+            raise KeyError(optuna_models.NOT_FOUND_MSG)
+        return trials[0]
+
+    def _get_trials(
+        self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
+    ) -> list[FrozenTrial]:
+        """``RDBStorage._get_trials`` (how Optuna's cache reads new and unfinished trials) in three Core statements; retried."""
+        return self.retry.call(self._read_study_trials, study_id, states, included_trial_ids, trial_id_greater_than)
+
+    def _read_study_trials(
+        self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
+    ) -> list[FrozenTrial]:
+        trials = TRIALS_READ
+        where = [trials.c.study_id == study_id]
+        if states is not None:
+            where.append(sa.or_(sa.false(), *(state_is(trials.c.state, state) for state in states)))  # type: ignore[attr-defined]
+        # As Optuna: the trials after ``trial_id_greater_than``, and those of ``included_trial_ids`` up to it.
+        included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)
+        if trial_id_greater_than > -1:
+            if included:
+                # A long list of ids is read as the range that holds them, then filtered here: no
+                # dialect's limit on bound parameters applies.
+                wanted = trials.c.trial_id.in_(included) if len(included) <= 500 else trials.c.trial_id >= included[0]
+                where.append(sa.or_(wanted, trials.c.trial_id > trial_id_greater_than))
+            else:
+                where.append(trials.c.trial_id > trial_id_greater_than)
+        with self.engine.connect() as connection:
+            found = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_id == study_id)).first()
+            if found is None:
+                raise KeyError(optuna_models.NOT_FOUND_MSG)
+            read = read_trials(connection, sa.and_(*where))
+        keep = set(included)
+        return [t for t in read if t._trial_id > trial_id_greater_than or t._trial_id in keep or trial_id_greater_than == -1]
+
+    def _read(self, where: sa.ColumnElement[bool] | int) -> list[FrozenTrial]:
+        with self.engine.connect() as connection:
+            return read_trials(connection, where)
+
 
 for _name in _RETRIED_AS_THEY_ARE:
-    setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
+    if _name not in vars(QueuedRDBStorage):  # those it reads its own way are retried there
+        setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
 
 
 def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> None:
@@ -570,3 +640,113 @@ def stand_in_values(trial: FrozenTrial, several_objectives: bool) -> list[float]
     if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         return None
     return [float(v) for v in values]
+
+
+# --- 9. Trials read with Core SQL, as ``RDBStorage`` builds them. --------------------------------
+# Optuna's ORM reads a trial in six statements (the row, then one per child table) and builds a
+# mapped object per row; a worker reads its trial three times per trial (the take, the tell, the
+# callbacks), about a third of its statements. Here: the trials' rows, then every child row of them
+# in one UNION ALL, each cast to (key text, number float, text).
+TRIALS_READ = sa.table(
+    TRIALS.name,
+    sa.column("trial_id", sa.Integer),
+    sa.column("number", sa.Integer),
+    sa.column("study_id", sa.Integer),
+    sa.column("state", sa.String),
+    sa.column("datetime_start", sa.DateTime),  # typed: SQLite stores text, which the type parses
+    sa.column("datetime_complete", sa.DateTime),
+)
+# (table, its id column, the key, the number or None, the text) for each child table of trials.
+_CHILDREN = (
+    ("trial_params", "param_id", "param_name", "param_value", "distribution_json"),
+    ("trial_values", "trial_value_id", "objective", "value", "value_type"),
+    ("trial_intermediate_values", "trial_intermediate_value_id", "step", "intermediate_value", "intermediate_value_type"),
+    ("trial_user_attributes", "trial_user_attribute_id", "key", None, "value_json"),
+    ("trial_system_attributes", "trial_system_attribute_id", "key", None, "value_json"),
+)
+_PARAM, _VALUE, _INTERMEDIATE, _USER, _SYSTEM = range(len(_CHILDREN))
+
+
+def _stored_number(number: float | None, value_type: str) -> float:
+    return float(number) if value_type == ValueType.FINITE else NONFINITE_VALUES[value_type]
+
+
+def _local(stored: datetime | None) -> datetime | None:
+    """A stored naive-UTC datetime in naive local time, as Optuna's ``TrialModel`` shows it."""
+    return None if stored is None else stored.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def _children_statement() -> sa.CompoundSelect:
+    parts = []
+    for kind, (name, row_id, key, number, text) in enumerate(_CHILDREN):
+        child = sa.table(name, *(sa.column(c) for c in ("trial_id", row_id, key, text, number) if c is not None))
+        parts.append(
+            sa.select(
+                child.c.trial_id,
+                sa.literal_column(str(kind), sa.Integer).label("kind"),
+                child.c[row_id].label("row_id"),
+                sa.cast(child.c[key], sa.String).label("key"),
+                sa.cast(child.c[number] if number else sa.null(), sa.Float).label("number"),
+                sa.cast(child.c[text], sa.Text).label("text"),
+            ).where(child.c.trial_id.in_(sa.bindparam("ids", expanding=True)))
+        )
+    return sa.union_all(*parts)
+
+
+# Built once: SQLAlchemy then compiles each once per engine, and a read costs the round trips.
+_CHILDREN_OF = _children_statement()
+_TRIAL_BY_ID = sa.select(TRIALS_READ).where(TRIALS_READ.c.trial_id == sa.bindparam("trial_id"))
+_IDS_PER_READ = 500  # under every dialect's limit on bound parameters
+
+
+def read_trials(connection: sa.Connection, where: sa.ColumnElement[bool] | int) -> list[FrozenTrial]:
+    """The trials that ``where`` (on ``TRIALS_READ``, or one trial's id) selects, by id, each as ``RDBStorage.get_trial`` builds it."""
+    if isinstance(where, int):
+        rows = connection.execute(_TRIAL_BY_ID, {"trial_id": where}).all()
+    else:
+        rows = connection.execute(sa.select(TRIALS_READ).where(where).order_by(TRIALS_READ.c.trial_id)).all()
+    children: dict[int, list[Any]] = {row.trial_id: [] for row in rows}
+    ids = list(children)
+    for at in range(0, len(ids), _IDS_PER_READ):
+        for child in connection.execute(_CHILDREN_OF, {"ids": ids[at : at + _IDS_PER_READ]}):
+            children[child.trial_id].append(child)
+    distributions: dict[str, Any] = {}  # JSON to distribution, parsed once per read
+    return [
+        _frozen_trial(row, sorted(children[row.trial_id], key=lambda c: (c.kind, c.row_id)), distributions) for row in rows
+    ]
+
+
+def _frozen_trial(row: Any, children: list[Any], distributions: dict[str, Any]) -> FrozenTrial:
+    params: dict[str, Any] = {}
+    trial_distributions: dict[str, Any] = {}
+    values: dict[int, float] = {}
+    intermediate: dict[int, float] = {}
+    user: dict[str, Any] = {}
+    system: dict[str, Any] = {}
+    for child in children:
+        if child.kind == _PARAM:
+            distribution = distributions.get(child.text)
+            if distribution is None:
+                distribution = distributions[child.text] = optuna.distributions.json_to_distribution(child.text)
+            trial_distributions[child.key] = distribution
+            params[child.key] = distribution.to_external_repr(child.number)
+        elif child.kind == _VALUE:
+            values[int(child.key)] = _stored_number(child.number, child.text)
+        elif child.kind == _INTERMEDIATE:
+            intermediate[int(child.key)] = _stored_number(child.number, child.text)
+        else:
+            (user if child.kind == _USER else system)[child.key] = json.loads(child.text)
+    return FrozenTrial(
+        number=row.number,
+        state=TrialState[row.state],
+        value=None,
+        values=[values[objective] for objective in sorted(values)] if values else None,
+        datetime_start=_local(row.datetime_start),
+        datetime_complete=_local(row.datetime_complete),
+        params=params,
+        distributions=trial_distributions,
+        user_attrs=user,
+        system_attrs=system,
+        intermediate_values=intermediate,
+        trial_id=row.trial_id,
+    )

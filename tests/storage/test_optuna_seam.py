@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -210,6 +211,66 @@ def test_the_take_is_atomic_and_study_ask_moves_past_a_taken_trial(
     fresh = study.ask()  # the queue is empty: Optuna creates and starts this trial itself
     gap = abs(taken.datetime_start - storage.get_trial(trial_id(fresh)).datetime_start)
     assert gap < timedelta(minutes=1), f"the take and Optuna's own new trial must store one clock; {gap} apart"
+
+
+
+def test_a_take_passes_over_a_trial_another_worker_is_taking(postgres_url: str, study_name: str) -> None:
+    storage = StudyDatabase.open_for_search(postgres_url).storage
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        study.enqueue_trial({"x": 0.1})
+        (queued,) = study.get_trials()
+        taking = storage.engine.connect()  # another worker, inside its take of the trial
+        taking.execute(sa.text("SELECT trial_id FROM trials WHERE trial_id = :i FOR UPDATE"), {"i": trial_id(queued)})
+        answer: list[bool] = []
+        taker = threading.Thread(target=lambda: answer.append(storage.set_trial_state_values(trial_id(queued), TrialState.RUNNING)))
+        taker.start()
+        taker.join(5)
+        held = taker.is_alive()
+        taking.rollback()  # the other take failed: the trial is free again
+        taker.join()
+        taking.close()
+        assert not held and answer == [False], (
+            "a take must pass over a trial whose row another worker has locked (FOR UPDATE SKIP LOCKED), not wait for its "
+            "commit: Study.ask moves on to the next WAITING trial"
+        )
+        assert storage.set_trial_state_values(trial_id(queued), TrialState.RUNNING), "once free, the trial is taken"
+    finally:
+        storage.engine.dispose()
+
+
+def test_trials_are_read_as_optuna_reads_them(storage: QueuedRDBStorage, study_name: str, east_of_utc) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage, directions=["minimize", "maximize"])
+    kinds = {"x": X, "n": IntDistribution(1, 9, log=True), "c": CategoricalDistribution(["a", None, 3, 2.5, True])}
+    done = study.ask(kinds)
+    for step, value in ((1, float("nan")), (2, float("inf")), (3, 0.5)):
+        storage.set_trial_intermediate_value(trial_id(done), step, value)
+    done.set_user_attr("history", [0.1, {"a": None}])
+    storage.set_trial_system_attr(trial_id(done), "note", "v")
+    study.tell(done, [float("inf"), float("-inf")])
+    study.tell(study.ask({"x": X}), [0.25, 0.75])
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask()
+    study.enqueue_trial({"x": 0.5})
+    study_id = storage.get_study_id_from_name(study_name)
+    optunas = optuna.storages.RDBStorage
+    ids = [trial_id(t) for t in optunas.get_all_trials(storage, study_id, deepcopy=False)]
+    # repr: NaN is not equal to itself, so FrozenTrial's == cannot compare these.
+    for each in ids:
+        ours, theirs = storage.get_trial(each), optunas.get_trial(storage, each)
+        assert repr(ours) == repr(theirs) and list(ours.params) == list(theirs.params), (
+            "get_trial must build the FrozenTrial RDBStorage builds: values, datetimes in local time, params in order, "
+            f"attributes, reports; got {ours!r}, Optuna {theirs!r}"
+        )
+    complete = (TrialState.COMPLETE,)
+    for states, included, after in ((None, set(), -1), (complete, set(), -1), (None, {ids[0], ids[2]}, ids[2]), (None, set(ids), ids[-1])):
+        ours = storage._get_trials(study_id, states, included, after)
+        assert repr(ours) == repr(optunas._get_trials(storage, study_id, states, included, after)), (
+            f"_get_trials({states}, {included}, {after}) must select and build the trials RDBStorage does"
+        )
+    for read in (lambda: storage.get_trial(NO_SUCH_TRIAL), lambda: storage._get_trials(NO_SUCH_TRIAL, None, set(), -1)):
+        with pytest.raises(KeyError):
+            read()
 
 
 # --- 3 and 4. _create_scoped_session and the RDB models ------------------------------------------
