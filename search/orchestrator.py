@@ -195,9 +195,16 @@ class Orchestrator:
                 "(a larger --n-trials adds trials).")
 
     def top_up(self, study: optuna.Study) -> bool:
-        """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now."""
+        """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now.
+
+        Also True, without reading the queue, when another worker held the queue lock: it was
+        topping the queue up, and the next take finds out (at the end, it finds the queue empty
+        again and comes back here).
+        """
         assert self.database is not None
-        with self.database.queue_lock(self.spec.name):
+        with self.database.queue_lock(self.spec.name) as waited:
+            if waited:
+                return True  # another worker held the lock to top the queue up: take from it
             if self.is_grid:
                 waiting, _ = self.queue.queue_grid(study)
                 waiting += promote_waiting(study)

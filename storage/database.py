@@ -194,7 +194,7 @@ class StudyDatabase:
             raise UnknownStudyError(f"no study named {name!r} in {self.shown_url}; hpsearch studies lists them") from None
 
     @contextmanager
-    def queue_lock(self, study_name: str) -> Iterator[None]:
+    def queue_lock(self, study_name: str) -> Iterator[bool]:
         """Hold study ``study_name``'s queue lock for the block: one process at a time creates, claims and queues it.
 
         On PostgreSQL it is a transaction-scoped advisory lock keyed by the study's name, held on a
@@ -202,21 +202,25 @@ class StudyDatabase:
         the database, since holding the database's own write lock would block this process's
         writes too. Either way the database releases it when the block ends or the process dies,
         and a process already holding it takes it again at once.
+
+        The block is given whether another process held the lock when this one asked (always False
+        through the storage proxy, and for a holder taking it again): workers that find the queue
+        empty together then wait for the one topping it up instead of each reading it again.
         """
         with self._locks_guard:
             depth = self._held_locks.get(study_name, 0)
             self._held_locks[study_name] = depth + 1
         try:
             if depth:
-                yield
+                yield False
                 return
-            with self._take_queue_lock(study_name):
-                yield
+            with self._take_queue_lock(study_name) as waited:
+                yield waited
         finally:
             with self._locks_guard:
                 self._held_locks[study_name] -= 1
 
-    def hold_queue_lock(self, study_name: str) -> AbstractContextManager[None]:
+    def hold_queue_lock(self, study_name: str) -> AbstractContextManager[bool]:
         """Study ``study_name``'s queue lock, taken on entry even if this process holds it: not re-entrant.
 
         For the storage proxy, which holds locks for many clients: its own holding of a study's
@@ -225,45 +229,52 @@ class StudyDatabase:
         return self._take_queue_lock(study_name)
 
     @contextmanager
-    def _take_queue_lock(self, study_name: str) -> Iterator[None]:
+    def _take_queue_lock(self, study_name: str) -> Iterator[bool]:
         parsed = self.parsed
         if parsed.get_backend_name() == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
-                yield  # a database no other process can open
+                yield False  # a database no other process can open
                 return
             path = Path(parsed.database)
             lock_file = path.with_name(path.name + ".queue-lock")
 
-            def take_sqlite() -> sqlite3.Connection:
+            def take_sqlite() -> tuple[sqlite3.Connection, bool]:
                 # Not bound to its thread: the storage proxy releases a lock in another request's thread.
-                connection = sqlite3.connect(lock_file, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+                connection = sqlite3.connect(lock_file, timeout=0, isolation_level=None, check_same_thread=False)
                 try:
-                    connection.execute("BEGIN IMMEDIATE")
+                    try:
+                        connection.execute("BEGIN IMMEDIATE")
+                        return connection, False
+                    except sqlite3.OperationalError:  # held: wait for it
+                        connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+                        connection.execute("BEGIN IMMEDIATE")
+                        return connection, True
                 except sqlite3.OperationalError as error:
                     connection.close()
                     raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, error) from None  # "locked": transient
-                return connection
 
-            held = self.retry.call(take_sqlite)
+            held, waited = self.retry.call(take_sqlite)
             try:
-                yield
+                yield waited
             finally:
                 held.close()  # ends the transaction, and with it the lock
             return
         key = int.from_bytes(hashlib.blake2b(f"hpsearch-queue:{study_name}".encode(), digest_size=8).digest(), "big", signed=True)
 
-        def take_advisory() -> Connection:
+        def take_advisory() -> tuple[Connection, bool]:
             connection = self.engine.connect()
             try:
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                waited = not connection.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar_one()
+                if waited:
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             except Exception:
                 connection.close()
                 raise
-            return connection
+            return connection, waited
 
-        locked = self.retry.call(take_advisory)
+        locked, waited = self.retry.call(take_advisory)
         try:
-            yield
+            yield waited
         finally:
             try:
                 locked.rollback()  # ends the transaction, and with it the lock

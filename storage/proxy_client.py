@@ -173,11 +173,11 @@ class ProxiedStudyDatabase(StudyDatabase):
         return self._epoch_table  # type: ignore[return-value]
 
     @contextmanager
-    def _take_queue_lock(self, study_name: str) -> Iterator[None]:
+    def _take_queue_lock(self, study_name: str) -> Iterator[bool]:
         token = uuid.uuid4().hex
         self.storage.queue_lock_request(study_name, token, take=True)
         try:
-            yield
+            yield False  # the proxy does not say whether another client held it
         finally:
             self.storage.queue_lock_request(study_name, token, take=False)
 

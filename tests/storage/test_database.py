@@ -91,3 +91,32 @@ def test_workers_opening_a_new_database_at_once_all_get_in(backend: str, tmp_pat
 
     with ThreadPoolExecutor(6) as pool:
         assert list(pool.map(open_at_once, range(6))) == [0] * 6  # re-raises any worker's error
+
+
+def test_the_queue_lock_says_whether_another_process_held_it(storage_url: str, study_name: str) -> None:
+    # Two databases opened apart hold the lock as two processes do (a connection each).
+    first, second = StudyDatabase.open_for_search(storage_url), StudyDatabase.open_for_search(storage_url)
+    try:
+        with second.queue_lock(study_name) as waited:
+            assert waited is False, "nobody held it"
+            with second.queue_lock(study_name) as again:
+                assert again is False, "its own holder takes it again without waiting"
+        entered = threading.Event()
+        answer: list[bool] = []
+
+        def take_second() -> None:
+            entered.set()
+            with second.queue_lock(study_name) as waited:
+                answer.append(waited)
+
+        with first.queue_lock(study_name):
+            taker = threading.Thread(target=take_second)
+            taker.start()
+            entered.wait()
+            taker.join(0.5)
+            assert taker.is_alive() and not answer, "the second must wait while the first holds the lock"
+        taker.join(10)
+        assert answer == [True], "a lock taken after waiting for another holder says so"
+    finally:
+        first.close()
+        second.close()
