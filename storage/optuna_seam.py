@@ -49,9 +49,11 @@ Private things relied on, and why:
    reads on through Optuna's cache find them as they find other workers' trials.
 
 9. ``RDBStorage._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)``: how
-   Optuna's cached storage reads new and unfinished trials. :class:`QueuedRDBStorage` answers it,
-   and ``get_trial``, with :func:`read_trials` (Core SQL over the tables of 5) instead of the ORM,
-   and raises ``KeyError(models.NOT_FOUND_MSG)`` for an unknown study or trial, as Optuna does.
+   Optuna's cached storage reads new and unfinished trials, and ``RDBStorage._set_trial_param(...,
+   previous_distribution)``: how it stores a suggested parameter. :class:`QueuedRDBStorage`
+   answers them, and ``get_trial``, with Core SQL over the tables of 5 (:func:`read_trials`)
+   instead of the ORM, and raises as Optuna does (``KeyError(models.NOT_FOUND_MSG)`` for an
+   unknown study or trial, ``UpdateFinishedTrialError``, an incompatible distribution).
 
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
@@ -513,6 +515,50 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         query = sa.select(attrs.c.trial_id).where(attrs.c.key == WRITE_ID_ATTR, attrs.c.value_json == json.dumps(write_id))
         with self.engine.connect() as connection:
             return connection.execute(query).scalar()
+
+    def _set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: optuna.distributions.BaseDistribution,
+        previous_distribution: optuna.distributions.BaseDistribution | None,
+    ) -> None:
+        """``RDBStorage._set_trial_param`` (each ``suggest_*``) in Core statements, not the ORM's lookups and flush; retried."""
+        self.retry.call(self._store_param, trial_id, param_name, param_value_internal, distribution, previous_distribution)
+
+    def _store_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        value: float,
+        distribution: optuna.distributions.BaseDistribution,
+        previous: optuna.distributions.BaseDistribution | None,
+    ) -> None:
+        trials, params = TRIALS_READ, TRIAL_PARAMS
+        with self.engine.begin() as connection:
+            trial = connection.execute(sa.select(trials.c.state, trials.c.study_id).where(trials.c.trial_id == trial_id)).first()
+            if trial is None:
+                raise KeyError(optuna_models.NOT_FOUND_MSG)
+            self.check_trial_is_updatable(trial_id, TrialState[trial.state])
+            if previous is None:  # as Optuna: the distribution a trial of the study stored under this name
+                stored = connection.execute(
+                    sa.select(params.c.distribution_json)
+                    .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
+                    .where(trials.c.study_id == trial.study_id, params.c.param_name == param_name)
+                    .limit(1)
+                ).scalar()
+                previous = None if stored is None else optuna.distributions.json_to_distribution(stored)
+            if previous is not None:
+                optuna.distributions.check_distribution_compatibility(previous, distribution)
+            connection.execute(
+                sa.insert(params).values(
+                    trial_id=trial_id,
+                    param_name=param_name,
+                    param_value=value,
+                    distribution_json=optuna.distributions.distribution_to_json(distribution),
+                )
+            )
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """``RDBStorage.get_trial`` in two Core statements (``read_trials``) instead of six ORM ones; retried."""

@@ -273,6 +273,30 @@ def test_trials_are_read_as_optuna_reads_them(storage: QueuedRDBStorage, study_n
             read()
 
 
+
+def test_a_parameter_is_stored_and_refused_as_optuna_stores_and_refuses_it(storage: QueuedRDBStorage, study_name: str) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    ours, theirs = study.ask(), study.ask()
+    choice = CategoricalDistribution(["a", None, 3])
+    for name, value, distribution in (("x", 0.25, X), ("c", 1.0, choice), ("n", 4.0, IntDistribution(1, 9, log=True))):
+        storage._set_trial_param(trial_id(ours), name, value, distribution, None)
+        optuna.storages.RDBStorage._set_trial_param(storage, trial_id(theirs), name, value, distribution, None)
+    rows = _rows(storage, seam.TRIAL_PARAMS, "trial_id", "param_name", "param_value", "distribution_json")
+    by_trial = {tid: sorted(row[1:] for row in rows if row[0] == tid) for tid in (trial_id(ours), trial_id(theirs))}
+    assert by_trial[trial_id(ours)] == by_trial[trial_id(theirs)], "a parameter's row must be the one Optuna writes"
+    assert storage.get_trial(trial_id(ours)).params == {"x": 0.25, "c": None, "n": 4}
+
+    with pytest.raises(ValueError):  # Optuna's refusal of a name whose distribution changed kind
+        storage._set_trial_param(trial_id(ours), "y", 0.5, X, IntDistribution(1, 9))
+    with pytest.raises(ValueError):
+        storage._set_trial_param(trial_id(ours), "x2", 1.0, X, CategoricalDistribution(["p", "q"]))
+    study.tell(ours, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage._set_trial_param(trial_id(ours), "late", 0.5, X, None)
+    with pytest.raises(KeyError):
+        storage._set_trial_param(NO_SUCH_TRIAL, "x", 0.5, X, None)
+
+
 # --- 3 and 4. _create_scoped_session and the RDB models ------------------------------------------
 
 
