@@ -77,8 +77,14 @@ def checkpoint_records(path: str | Path) -> list[EpochRecord]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch's global generators, so model init and dropout repeat exactly on CPU."""
-    torch.manual_seed(seed)
+    """Seed torch's global generators, so model init and dropout repeat exactly."""
+    if torch.accelerator.is_available():
+        torch.manual_seed(seed)
+    else:
+        # The CPU's alone: without an accelerator, torch.manual_seed still queues a seed for each
+        # kind of one (CUDA, XPU, MTIA), each recording the stack with its source lines: a few
+        # hundred file stats a trial.
+        torch.default_generator.manual_seed(seed)
 
 
 def count_parameters(model: nn.Module) -> int:
