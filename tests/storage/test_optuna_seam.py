@@ -239,19 +239,26 @@ def test_a_take_passes_over_a_trial_another_worker_is_taking(postgres_url: str, 
         storage.engine.dispose()
 
 
-def test_trials_are_read_as_optuna_reads_them(storage: QueuedRDBStorage, study_name: str, east_of_utc) -> None:
+def _trials_of_every_kind(storage: QueuedRDBStorage, study_name: str) -> tuple[optuna.Study, optuna.Trial]:
+    """A study of two objectives with a trial in each state; the first (returned) COMPLETE at infinite
+    values, with a NaN and an infinite report, a user and a system attribute, and a parameter of each kind."""
     study = optuna.create_study(study_name=study_name, storage=storage, directions=["minimize", "maximize"])
-    kinds = {"x": X, "n": IntDistribution(1, 9, log=True), "c": CategoricalDistribution(["a", None, 3, 2.5, True])}
-    done = study.ask(kinds)
-    for step, value in ((1, float("nan")), (2, float("inf")), (3, 0.5)):
-        storage.set_trial_intermediate_value(trial_id(done), step, value)
-    done.set_user_attr("history", [0.1, {"a": None}])
+    done = study.ask({"x": X, "n": IntDistribution(1, 9, log=True), "c": CategoricalDistribution(["a", None, 3, 2.5, True])})
+    # Trial.report refuses multi-objective trials; the storage keeps intermediate values all the same.
+    storage.set_trial_intermediate_value(trial_id(done), 1, float("nan"))
+    storage.set_trial_intermediate_value(trial_id(done), 2, float("inf"))
+    done.set_user_attr("lr_history", [0.1, 0.01])
     storage.set_trial_system_attr(trial_id(done), "note", "v")
     study.tell(done, [float("inf"), float("-inf")])
     study.tell(study.ask({"x": X}), [0.25, 0.75])
     study.tell(study.ask(), state=TrialState.FAIL)
     study.ask()
     study.enqueue_trial({"x": 0.5})
+    return study, done
+
+
+def test_trials_are_read_as_optuna_reads_them(storage: QueuedRDBStorage, study_name: str, east_of_utc) -> None:
+    _trials_of_every_kind(storage, study_name)
     study_id = storage.get_study_id_from_name(study_name)
     optunas = optuna.storages.RDBStorage
     ids = [trial_id(t) for t in optunas.get_all_trials(storage, study_id, deepcopy=False)]
@@ -363,19 +370,9 @@ def _rows(storage: QueuedRDBStorage, table: sa.TableClause, *columns: str, **whe
 def test_optuna_stores_states_values_attributes_and_datetimes_as_hpsearch_reads_them(
     storage: QueuedRDBStorage, study_name: str, east_of_utc
 ) -> None:
-    study = optuna.create_study(study_name=study_name, storage=storage, directions=["minimize", "maximize"])
+    study, done = _trials_of_every_kind(storage, study_name)
     study.set_metric_names(["loss", "acc"])
     study.set_user_attr("hpsearch.metric", "loss")
-    done = study.ask({"x": X})
-    # Trial.report refuses multi-objective trials; the storage keeps intermediate values all the same.
-    storage.set_trial_intermediate_value(trial_id(done), 1, float("nan"))
-    storage.set_trial_intermediate_value(trial_id(done), 2, float("inf"))
-    done.set_user_attr("lr_history", [0.1, 0.01])
-    study.tell(done, [float("inf"), float("-inf")])
-    study.tell(study.ask({"x": X}), [0.25, 0.75])
-    study.tell(study.ask(), state=TrialState.FAIL)
-    study.ask()
-    study.enqueue_trial({"x": 0.5})
     study_id = storage.get_study_id_from_name(study_name)
     frozen = study.get_trials()
 
