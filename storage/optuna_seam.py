@@ -178,15 +178,16 @@ class QueueEmpty(Exception):
     """A worker asked for a trial while ``queue_only`` was set and no trial was waiting."""
 
 
-# The take writes these columns of ``trials``, typed so that SQLAlchemy stores the state and the
-# timestamp the way Optuna's models do on every dialect.
-_TRIALS_WRITTEN = sa.table(
+# ``trials`` as the storage reads and writes it, typed so that SQLAlchemy stores and reads the
+# state and the timestamps the way Optuna's models do on every dialect (SQLite keeps a datetime as text).
+_TRIALS_TYPED = sa.table(
     TRIALS.name,
     sa.column(TRIALS.c.trial_id.name, sa.Integer),
     sa.column(TRIALS.c.number.name, sa.Integer),
     sa.column(TRIALS.c.study_id.name, sa.Integer),
     sa.column(TRIALS.c.state.name, sa.Enum(TrialState)),
     sa.column(TRIALS.c.datetime_start.name, sa.DateTime),
+    sa.column(TRIALS.c.datetime_complete.name, sa.DateTime),
 )
 
 
@@ -305,7 +306,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         order, so waiting for each peer's commit made the take the longest wait of a trial at 32
         workers.
         """
-        trials = _TRIALS_WRITTEN
+        trials = _TRIALS_TYPED
         with self.engine.begin() as connection:
             current = None
             if attempts:  # only a retry can find that an earlier attempt committed
@@ -430,7 +431,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _insert_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]], write_id: str) -> None:
         # Three statements a batch, not three a trial: the batch is written under the queue lock,
         # which every worker that finds the queue empty waits for.
-        trials, attrs = _TRIALS_WRITTEN, TRIAL_SYSTEM_ATTRIBUTES
+        trials, attrs = _TRIALS_TYPED, TRIAL_SYSTEM_ATTRIBUTES
         with self.engine.begin() as connection:
             rows = [{"study_id": study_id, "state": TrialState.WAITING} for _ in points]
             if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
@@ -535,12 +536,12 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         distribution: optuna.distributions.BaseDistribution,
         previous: optuna.distributions.BaseDistribution | None,
     ) -> None:
-        trials, params = TRIALS_READ, TRIAL_PARAMS
+        trials, params = _TRIALS_TYPED, TRIAL_PARAMS
         with self.engine.begin() as connection:
             trial = connection.execute(sa.select(trials.c.state, trials.c.study_id).where(trials.c.trial_id == trial_id)).first()
             if trial is None:
                 raise KeyError(optuna_models.NOT_FOUND_MSG)
-            self.check_trial_is_updatable(trial_id, TrialState[trial.state])
+            self.check_trial_is_updatable(trial_id, trial.state)
             if previous is None:  # as Optuna: the distribution a trial of the study stored under this name
                 stored = connection.execute(
                     sa.select(params.c.distribution_json)
@@ -570,16 +571,16 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _get_trials(
         self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
     ) -> list[FrozenTrial]:
-        """``RDBStorage._get_trials`` (how Optuna's cache reads new and unfinished trials) in three Core statements; retried."""
+        """``RDBStorage._get_trials`` (how Optuna's cache reads new and unfinished trials) in two Core statements; retried."""
         return self.retry.call(self._read_study_trials, study_id, states, included_trial_ids, trial_id_greater_than)
 
     def _read_study_trials(
         self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
     ) -> list[FrozenTrial]:
-        trials = TRIALS_READ
+        trials = _TRIALS_TYPED
         where = [trials.c.study_id == study_id]
         if states is not None:
-            where.append(sa.or_(sa.false(), *(state_is(trials.c.state, state) for state in states)))  # type: ignore[attr-defined]
+            where.append(trials.c.state.in_(list(states)))  # type: ignore[call-overload]
         # As Optuna: the trials after ``trial_id_greater_than``, and those of ``included_trial_ids`` up to it.
         included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)
         if trial_id_greater_than > -1:
@@ -591,10 +592,10 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             else:
                 where.append(trials.c.trial_id > trial_id_greater_than)
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_id == study_id)).first()
-            if found is None:
-                raise KeyError(optuna_models.NOT_FOUND_MSG)
             read = read_trials(connection, sa.and_(*where))
+            # As Optuna, an unknown study is a KeyError; a study with trials read exists.
+            if not read and connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_id == study_id)).first() is None:
+                raise KeyError(optuna_models.NOT_FOUND_MSG)
         keep = set(included)
         return [t for t in read if t._trial_id > trial_id_greater_than or t._trial_id in keep or trial_id_greater_than == -1]
 
@@ -693,15 +694,6 @@ def stand_in_values(trial: FrozenTrial, several_objectives: bool) -> list[float]
 # mapped object per row; a worker reads its trial three times per trial (the take, the tell, the
 # callbacks), about a third of its statements. Here: the trials' rows, then every child row of them
 # in one UNION ALL, each cast to (key text, number float, text).
-TRIALS_READ = sa.table(
-    TRIALS.name,
-    sa.column("trial_id", sa.Integer),
-    sa.column("number", sa.Integer),
-    sa.column("study_id", sa.Integer),
-    sa.column("state", sa.String),
-    sa.column("datetime_start", sa.DateTime),  # typed: SQLite stores text, which the type parses
-    sa.column("datetime_complete", sa.DateTime),
-)
 # (table, its id column, the key, the number or None, the text) for each child table of trials.
 _CHILDREN = (
     ("trial_params", "param_id", "param_name", "param_value", "distribution_json"),
@@ -741,16 +733,16 @@ def _children_statement() -> sa.CompoundSelect:
 
 # Built once: SQLAlchemy then compiles each once per engine, and a read costs the round trips.
 _CHILDREN_OF = _children_statement()
-_TRIAL_BY_ID = sa.select(TRIALS_READ).where(TRIALS_READ.c.trial_id == sa.bindparam("trial_id"))
+_TRIAL_BY_ID = sa.select(_TRIALS_TYPED).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
 _IDS_PER_READ = 500  # under every dialect's limit on bound parameters
 
 
 def read_trials(connection: sa.Connection, where: sa.ColumnElement[bool] | int) -> list[FrozenTrial]:
-    """The trials that ``where`` (on ``TRIALS_READ``, or one trial's id) selects, by id, each as ``RDBStorage.get_trial`` builds it."""
+    """The trials that ``where`` (on ``_TRIALS_TYPED``, or one trial's id) selects, by id, each as ``RDBStorage.get_trial`` builds it."""
     if isinstance(where, int):
         rows = connection.execute(_TRIAL_BY_ID, {"trial_id": where}).all()
     else:
-        rows = connection.execute(sa.select(TRIALS_READ).where(where).order_by(TRIALS_READ.c.trial_id)).all()
+        rows = connection.execute(sa.select(_TRIALS_TYPED).where(where).order_by(_TRIALS_TYPED.c.trial_id)).all()
     children: dict[int, list[Any]] = {row.trial_id: [] for row in rows}
     ids = list(children)
     for at in range(0, len(ids), _IDS_PER_READ):
@@ -784,7 +776,7 @@ def _frozen_trial(row: Any, children: list[Any], distributions: dict[str, Any]) 
             (user if child.kind == _USER else system)[child.key] = json.loads(child.text)
     return FrozenTrial(
         number=row.number,
-        state=TrialState[row.state],
+        state=row.state,
         value=None,
         values=[values[objective] for objective in sorted(values)] if values else None,
         datetime_start=_local(row.datetime_start),
