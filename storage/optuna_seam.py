@@ -50,8 +50,10 @@ Private things relied on, and why:
 
 9. ``RDBStorage._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)``: how
    Optuna's cached storage reads new and unfinished trials, and ``RDBStorage._set_trial_param(...,
-   previous_distribution)``: how it stores a suggested parameter. :class:`QueuedRDBStorage`
-   answers them, and ``get_trial``, with Core SQL over the tables of 5 (:func:`read_trials`)
+   previous_distribution)``: how it stores a suggested parameter, and
+   ``RDBStorage._get_stale_trial_ids(study_id)``: how ``fail_stale_trials`` finds the trials whose
+   heartbeat is older than the grace period. :class:`QueuedRDBStorage` answers them, and
+   ``get_trial``, with Core SQL over the tables of 5 (:func:`read_trials`)
    instead of the ORM, and raises as Optuna does (``KeyError(models.NOT_FOUND_MSG)`` for an
    unknown study or trial, ``UpdateFinishedTrialError``, an incompatible distribution).
 
@@ -68,7 +70,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Container, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import optuna
@@ -188,6 +190,11 @@ _TRIALS_TYPED = sa.table(
     sa.column(TRIALS.c.state.name, sa.Enum(TrialState)),
     sa.column(TRIALS.c.datetime_start.name, sa.DateTime),
     sa.column(TRIALS.c.datetime_complete.name, sa.DateTime),
+)
+_HEARTBEATS_TYPED = sa.table(
+    TRIAL_HEARTBEATS.name,
+    sa.column(TRIAL_HEARTBEATS.c.trial_id.name, sa.Integer),
+    sa.column(TRIAL_HEARTBEATS.c.heartbeat.name, sa.DateTime),
 )
 
 
@@ -598,6 +605,28 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 raise KeyError(optuna_models.NOT_FOUND_MSG)
         keep = set(included)
         return [t for t in read if t._trial_id > trial_id_greater_than or t._trial_id in keep or trial_id_greater_than == -1]
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """``RDBStorage._get_stale_trial_ids`` in one Core statement instead of three; retried.
+
+        ``study.optimize`` calls it before every trial, where it was a tenth of a worker's statements.
+        """
+        return self.retry.call(self._read_stale_trial_ids, study_id)
+
+    def _read_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self.heartbeat_interval is not None
+        grace = timedelta(seconds=self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval)
+        trials, beats = _TRIALS_TYPED, _HEARTBEATS_TYPED
+        # The database's clock, as Optuna's, against the heartbeats it stamped; a trial without one is never stale.
+        statement = (
+            sa.select(trials.c.trial_id, beats.c.heartbeat, sa.func.now().label("now"))
+            .join_from(trials, beats, trials.c.trial_id == beats.c.trial_id)
+            .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).all()
+        # Naive, as Optuna compares them: PostgreSQL's now() is aware, the stored heartbeat is not.
+        return [row.trial_id for row in rows if row.now.replace(tzinfo=None) - row.heartbeat > grace]
 
     def _read(self, where: sa.ColumnElement[bool] | int) -> list[FrozenTrial]:
         with self.engine.connect() as connection:

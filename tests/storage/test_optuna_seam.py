@@ -506,6 +506,34 @@ def test_the_take_writes_the_first_heartbeat_so_a_trial_of_a_worker_killed_at_on
         storage.engine.dispose()
 
 
+def test_stale_trials_are_found_as_optuna_finds_them(storage_url: str, study_name: str) -> None:
+    storage = StudyDatabase.open_for_search(storage_url, heartbeat_interval=1, grace_period=60).storage
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        for _ in range(3):
+            study.enqueue_trial({"x": 0.5})
+        stale, _fresh, ended = (study.ask({"x": X}) for _ in range(3))  # each take stores a heartbeat
+        study.tell(ended, 1.0)
+        study.ask()  # RUNNING without a heartbeat row: never stale
+        # A day back: whatever the server's time zone, far past the grace period.
+        with storage.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                day_ago = sa.func.now() - sa.text("INTERVAL '1 day'")
+            else:
+                day_ago = sa.func.datetime("now", "-1 day")
+            beats = seam.TRIAL_HEARTBEATS
+            connection.execute(
+                sa.update(beats).where(beats.c.trial_id.in_([trial_id(stale), trial_id(ended)])).values(heartbeat=day_ago)
+            )
+        study_id = storage.get_study_id_from_name(study_name)
+        assert storage._get_stale_trial_ids(study_id) == [trial_id(stale)], (
+            "only the RUNNING trial whose heartbeat is older than the grace period is stale"
+        )
+        assert storage._get_stale_trial_ids(study_id) == optuna.storages.RDBStorage._get_stale_trial_ids(storage, study_id)
+    finally:
+        storage.engine.dispose()
+
+
 def test_heartbeat_storage_is_what_optuna_beats_for(sqlite_url: str) -> None:
     # The storage proxy's client derives from it: Optuna must run a heartbeat thread, and fail
     # stale trials, for any instance with an interval, and ask it for exactly these methods.
