@@ -16,11 +16,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
-
-from optuna.artifacts import FileSystemArtifactStore
-from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpsearch.storage.errors import StorageError
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, error_chain
@@ -48,31 +45,6 @@ class ArtifactStoreUnavailable(Exception):
     """The artifact store did not answer for ``timeout`` seconds during a run."""
 
 
-class _AtomicFileStore(FileSystemArtifactStore):
-    """Optuna's file store, writing each object whole: a temporary file renamed into place, parents made.
-
-    A worker killed mid-write leaves the previous object, never a truncated one.
-    """
-
-    def __init__(self, base_path: Path) -> None:
-        super().__init__(base_path)
-        self.base_path = base_path
-
-    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        path = self._get_filepath(artifact_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            with open(partial, "wb") as file:
-                while chunk := content_body.read(1 << 20):
-                    file.write(chunk)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-
-
 class CheckpointArchive:
     """Uploads and downloads checkpoint files under ``prefix`` in an Optuna artifact store.
 
@@ -82,7 +54,7 @@ class CheckpointArchive:
     saying when one begins and ends through ``echo``.
     """
 
-    def __init__(self, url: str, store: FileSystemArtifactStore | object, prefix: str, timeout: float,
+    def __init__(self, url: str, store: Any, prefix: str, timeout: float,
                  echo: Callable[[str], None] | None = None) -> None:
         self.url, self.store, self.prefix, self.timeout, self.echo = url, store, prefix, timeout, echo
 
@@ -103,7 +75,7 @@ class CheckpointArchive:
             path = Path(unquote(parts.path))
             if not path.is_absolute():
                 raise ArtifactStoreError(f"file artifact store URL {url!r} needs an absolute path: file:///absolute/path")
-            return cls(url, _AtomicFileStore(path), "", timeout, echo)
+            return cls(url, _atomic_file_store(path), "", timeout, echo)
         if not parts.netloc:
             raise ArtifactStoreError(f"S3 artifact store URL {url!r} names no bucket; use s3://bucket/prefix")
         return cls(url, _s3_store(parts.netloc), parts.path.strip("/"), timeout, echo)
@@ -141,6 +113,8 @@ class CheckpointArchive:
     def download(self, key: str, local_path: str | os.PathLike[str]) -> bool:
         """Copy ``key`` to ``local_path`` (whole, or not at all); False if the store has no such object."""
         destination = Path(local_path)
+
+        from optuna.artifacts.exceptions import ArtifactNotFound
 
         def get() -> bool:
             try:
@@ -191,6 +165,33 @@ class CheckpointArchive:
     def _say(self, line: str) -> None:
         if self.echo is not None:
             self.echo(line)
+
+
+def _atomic_file_store(base_path: Path) -> Any:
+    """Optuna's file store, writing each object whole: a temporary file renamed into place, parents made.
+
+    A worker killed mid-write leaves the previous object, never a truncated one.
+    """
+    # Imported here, not with this module: optuna.artifacts imports boto3 whenever it is installed,
+    # a tenth of a second of every worker's start-up that a search without a store never uses.
+    from optuna.artifacts import FileSystemArtifactStore
+
+    class AtomicFileStore(FileSystemArtifactStore):
+        def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+            path = self._get_filepath(artifact_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+            try:
+                with open(partial, "wb") as file:
+                    while chunk := content_body.read(1 << 20):
+                        file.write(chunk)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+
+    return AtomicFileStore(base_path)
 
 
 def _s3_store(bucket: str) -> object:

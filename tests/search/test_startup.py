@@ -144,3 +144,13 @@ def test_a_worker_trains_without_pandas_or_torchmetrics(run_hpsearch, sqlite_url
     code, loaded, out = probe("worker", "--study", study_name, "--storage", sqlite_url, "--no-progress", cwd=tmp_path)
     assert code == 0 and "1 trial run, 0 failed" in out
     assert "torch" in loaded and not loaded & {"pandas", "torchmetrics", "sklearn", "plotly", "optuna_dashboard"}
+
+
+def test_the_trial_path_imports_no_boto3_without_an_artifact_store():
+    # optuna.artifacts imports boto3 whenever it is installed: a tenth of a second of each worker's start.
+    code = (
+        "import sys, hpsearch.search.worker_cli, hpsearch.search.orchestrator, hpsearch.search.objective; "
+        "print(sorted(m for m in ('boto3', 'botocore', 'optuna.artifacts') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]", f"a worker without --artifacts imported {done.stdout.strip()}"
