@@ -50,6 +50,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+# One BLAS thread per process, set before numpy loads: each --jobs process runs on a core of its own,
+# and a BLAS pool per process oversubscribes them (a GP run took three times as long).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import optuna
 
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, make_pruner, make_sampler, pruner_rungs
