@@ -18,10 +18,12 @@ is (1, 1): the worst accuracy YAHPO saw, trained for its longest time. 1.0 is th
 
 Goal: with pruning at 50% of the budget, at least the hypervolume without pruning at 100%.
 
-The sampler is TPE (``--sampler``): the default sampler, GP, fits a model per objective and took
-115 s per 130-trial two-objective study here, against 1 s for TPE; 180 runs would take hours.
+The sampler is TPE unless ``--sampler`` says otherwise: the default sampler, GP, fits a model per
+objective, about 50 s a run on one thread against 1 s for TPE, so 30 seeds of it take hours on
+two cores; a few seeds show where it stands.
 
     python benchmarks/lcbench_mo.py --data ../shared/yahpo_data --seeds 30 --jobs 2
+    python benchmarks/lcbench_mo.py --data ../shared/yahpo_data --seeds 3 --jobs 2 --sampler gp
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+
+# One BLAS thread per process, set before numpy loads: each --jobs process runs on a core of its own,
+# and a BLAS pool per process oversubscribes them (a GP run took three times as long).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import optuna
@@ -78,6 +84,10 @@ def hypervolumes(finished: list[FinishedTrial], accuracy: tuple[float, float], t
 
 
 def run_one(data: str, instance: str, seed: int, sampler: str) -> list[Run]:
+    import torch  # the GP sampler's model
+
+    # One thread per job, as benchmarks/lcbench.py: --jobs processes share the cores.
+    torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     surrogate = load_benchmark("lcbench", instance, data)
     accuracy, time_reference = surrogate.target_range("val_accuracy"), surrogate.target_range("time")[1]
