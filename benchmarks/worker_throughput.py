@@ -86,10 +86,12 @@ def steady_per_minute(trials: list[optuna.trial.FrozenTrial]) -> float:
     return 60 * done / window
 
 
-def run_cli(workers: int, sweep: list[str], n_trials: int, epochs: int, dataset_size: int, single_thread: bool) -> Run:
+def run_cli(
+    workers: int, sweep: list[str], n_trials: int, epochs: int, dataset_size: int, single_thread: bool, sampler: str
+) -> Run:
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "hpsearch.search.cli", "--models", "tfn_classifier", "--param_sweep", *sweep]
-        command += ["--sampler", "random", "--pruner", "none", "--n-trials", str(n_trials), "--epochs", str(epochs)]
+        command += ["--sampler", sampler, "--pruner", "none", "--n-trials", str(n_trials), "--epochs", str(epochs)]
         command += [
             "--dataset-size",
             str(dataset_size),
@@ -126,13 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         "--dataset-size", type=int, default=2000, help="synthetic_tokens examples (default %(default)s)"
     )
     parser.add_argument("--no-single-thread", action="store_true", help="skip the OMP_NUM_THREADS=1 context side")
+    parser.add_argument(
+        "--sampler", default="random", help="random (default): every trial the same work; gp: the sampler's share too"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 trials, 1 epoch, 1 round")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.n_trials, args.epochs = 1, 8, 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
-        f"hpsearch --models tfn_classifier --param_sweep {' '.join(args.sweep)} --sampler random --pruner none "
+        f"hpsearch --models tfn_classifier --param_sweep {' '.join(args.sweep)} --sampler {args.sampler} --pruner none "
         f"--n-trials {args.n_trials} --epochs {args.epochs} --dataset-size {args.dataset_size} --workers 1|2"
     )
     print(f"{os.cpu_count()} cores: --workers 2 gives each worker {max(1, (os.cpu_count() or 1) // 2)} torch thread(s)")
@@ -146,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         order = names if repeat % 2 == 0 else names[::-1]
         for name in order:
             workers, single = sides[name]
-            runs[name].append(run_cli(workers, args.sweep, args.n_trials, args.epochs, args.dataset_size, single))
+            runs[name].append(
+                run_cli(workers, args.sweep, args.n_trials, args.epochs, args.dataset_size, single, args.sampler)
+            )
         print(
             f"round {repeat + 1}: "
             + "   ".join(

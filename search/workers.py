@@ -146,7 +146,9 @@ def worker_launches(
         "--db-timeout", f"{heartbeat.db_timeout:g}", *(["--quiet"] if quiet else []),
     ]
     # The URL goes through the environment, not the command line, where `ps` would show a password.
-    env = {**environ, STORAGE_ENV: storage_url}
+    # The BLAS pool (numpy's, which the GP sampler uses) gets the worker's share of the cores too,
+    # unless the user sized it: a pool of every core in each worker oversubscribes them.
+    env = {"OMP_NUM_THREADS": str(threads), **environ, STORAGE_ENV: storage_url}
     launches = []
     for device in devices:
         index = None if device is None else cuda_index(device)
@@ -170,7 +172,7 @@ def run_local_workers(
     This process is one of the workers: it has already paid the seconds of start-up (imports,
     the task's data) that each new process pays, so its trials begin while the others start.
     The torch threads (``threads`` in all, default one per CPU core) are split evenly among the
-    workers. ``devices`` (from ``worker_devices``) gives each worker its device; this process's, the first, is already in
+    workers, and each worker process's BLAS pool with them (``OMP_NUM_THREADS``, unless set). ``devices`` (from ``worker_devices``) gives each worker its device; this process's, the first, is already in
     ``orchestrator``'s trainer config (``use_device``): torch has started here, so an environment
     variable would come too late. ``quiet`` starts the worker processes with ``--quiet``.
     """

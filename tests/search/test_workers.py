@@ -416,7 +416,7 @@ def test_each_local_worker_process_gets_its_own_gpu():
     devices = assign_devices("cuda:0,cuda:1", 2, 2)
     assert devices[0] == "cuda:0"
     (child,) = worker_launches("s", "/runs", "sqlite:///x.db", 4, Heartbeat(), devices[1:], {"PATH": "/bin"})
-    assert child.env == {"PATH": "/bin", "HPSEARCH_STORAGE": "sqlite:///x.db", "CUDA_VISIBLE_DEVICES": "1"}
+    assert child.env == {"PATH": "/bin", "HPSEARCH_STORAGE": "sqlite:///x.db", "CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "4"}
     assert child.command[-2:] == ["--device", "cuda"]  # inside it, cuda is its own GPU
     # Four workers on two GPUs, and a scheduler's CUDA_VISIBLE_DEVICES, which renumbers them.
     devices = assign_devices("auto", 4, 2)
@@ -425,6 +425,17 @@ def test_each_local_worker_process_gets_its_own_gpu():
     # No GPU: every worker on the study's device, the environment untouched.
     children = worker_launches("s", "/runs", "sqlite:///x.db", 1, Heartbeat(), assign_devices("auto", 3, 0)[1:], {})
     assert all("CUDA_VISIBLE_DEVICES" not in c.env and "--device" not in c.command for c in children)
+
+
+def test_each_local_worker_process_gets_its_share_of_the_cores_for_blas_too():
+    # numpy's BLAS pool (the GP sampler's) is sized by OMP_NUM_THREADS when the process starts;
+    # at a thread per core in every worker it oversubscribed two cores (benchmarks/worker_throughput.py --sampler gp).
+    children = worker_launches("s", "/runs", "sqlite:///x.db", 3, Heartbeat(), [None, None], {})
+    assert [c.env["OMP_NUM_THREADS"] for c in children] == ["3", "3"]
+    assert all(c.command[c.command.index("--threads") + 1] == "3" for c in children)
+    # The user's own setting wins.
+    (child,) = worker_launches("s", "/runs", "sqlite:///x.db", 3, Heartbeat(), [None], {"OMP_NUM_THREADS": "8"})
+    assert child.env["OMP_NUM_THREADS"] == "8"
 
 
 # Stands in for `hpsearch worker` in the next test: a real process that writes down what it was given.
