@@ -172,9 +172,10 @@ def run_local_workers(
     This process is one of the workers: it has already paid the seconds of start-up (imports,
     the task's data) that each new process pays, so its trials begin while the others start.
     The torch threads (``threads`` in all, default one per CPU core) are split evenly among the
-    workers, and each worker process's BLAS pool with them (``OMP_NUM_THREADS``, unless set). ``devices`` (from ``worker_devices``) gives each worker its device; this process's, the first, is already in
-    ``orchestrator``'s trainer config (``use_device``): torch has started here, so an environment
-    variable would come too late. ``quiet`` starts the worker processes with ``--quiet``.
+    workers, and each worker process's BLAS pool with them (``OMP_NUM_THREADS``, unless set).
+    ``devices`` (from ``worker_devices``) gives each worker its device; this process's, the first,
+    is already in ``orchestrator``'s trainer config (``use_device``): torch has started here, so an
+    environment variable would come too late. ``quiet`` starts the worker processes with ``--quiet``.
     """
     import torch
 

@@ -622,6 +622,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             sa.select(trials.c.trial_id, beats.c.heartbeat, sa.func.now().label("now"))
             .join_from(trials, beats, trials.c.trial_id == beats.c.trial_id)
             .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
+            .order_by(trials.c.trial_id)  # stale trials are failed, and their retries queued, oldest first
         )
         with self.engine.connect() as connection:
             rows = connection.execute(statement).all()
