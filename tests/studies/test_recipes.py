@@ -93,6 +93,29 @@ def test_the_slurm_array_needs_its_study_and_storage_and_says_so(tmp_path):
     assert result.returncode != 0 and "export HPSEARCH_STORAGE=" in result.stderr
 
 
+def test_the_slurm_array_sizes_each_workers_threads_by_its_cpus(tmp_path):
+    # A stand-in hpsearch on PATH records the environment and command line the script gives it.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    seen = tmp_path / "seen"
+    fake = fake_bin / "hpsearch"
+    fake.write_text(f"#!/bin/sh\necho \"$OMP_NUM_THREADS $*\" > {shlex.quote(str(seen))}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+
+    def run(**values: str) -> list[str]:
+        env = environment(HPSEARCH_STORAGE="sqlite:///unused.db", STUDY="s", SLURM_CPUS_PER_TASK="4", **values)
+        env.pop("OMP_NUM_THREADS", None) if "OMP_NUM_THREADS" not in values else None
+        env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
+        result = subprocess.run(["bash", str(SLURM)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return seen.read_text().split()
+
+    omp, *command = run()
+    assert omp == "4" and command[command.index("--threads") + 1] == "4"
+    omp, *_ = run(OMP_NUM_THREADS="2")  # the user's own setting wins
+    assert omp == "2"
+
+
 def manifests(name: str) -> list[dict]:
     return list(yaml.safe_load_all((RECIPES / name).read_text()))
 
@@ -142,6 +165,7 @@ def test_the_kubernetes_job_runs_behind_the_proxy_with_its_secrets_and_an_s3_sto
         }
         env = container_env(worker, secrets)
         assert set(env) >= {"HPSEARCH_STORAGE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+        assert env["OMP_NUM_THREADS"] == command[command.index("--threads") + 1]
         env["AWS_ENDPOINT_URL"] = s3_server.endpoint  # the recipe's commented MinIO line, pointed at the test server
         # The emptyDir volume, at its mount path in this test's folder.
         (mount,) = worker["volumeMounts"]
