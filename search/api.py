@@ -6,6 +6,7 @@ The CLI is a thin layer over the same pieces (``StudySpec`` -> ``prepare`` -> ``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import os
 import sys
@@ -13,7 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import optuna
 from torch import nn
@@ -23,6 +24,7 @@ from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
+from hpsearch.search.samplers import replayable_pruners
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
@@ -32,6 +34,9 @@ from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
 from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
 from hpsearch.trainers.tasks import Task, TaskSpec, register_task
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
 _OPTION_NAMES = tuple(option.name for option in STUDY_OPTIONS)
@@ -216,6 +221,29 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
         raise UsageError(f"trial {chosen.number}'s weights do not fit model {model_name} as this process builds it "
                          f"({first[1].strip() if len(first) > 1 else first[0]}); restore the code it was trained with") from None
     return model.eval()
+
+
+def replay_study(
+    study: optuna.Study, pruners: Sequence[str] | None = None, orders: int = 100, seed: int = 0
+) -> pd.DataFrame:
+    """What each pruner would have spent and found on ``study``, whose trials all ran to the end, as ``hpsearch replay`` prints it.
+
+    One row per pruner (default: every pruner that can be replayed but ``wilcoxon``): ``epoch_share``
+    (the median share of the full study's epochs over the ``orders`` random trial orders, the
+    stored one first), ``kept_best`` (the share of orders in which a trial with the study's best
+    value ran to the end), ``best_median`` and ``best_worst`` (the best final value the search
+    ended with: median and worst over the orders) and ``pruned`` (the mean number of trials that did
+    not run to the end). ``UsageError`` for a study that cannot be replayed, an unknown pruner or
+    ``orders`` under 1.
+    """
+    import pandas as pd
+
+    from hpsearch.search.replay import compare, stored_curves
+
+    checked = replayable_pruners(pruners)
+    with quiet_optuna():  # a study in memory per replayed order, each announced at INFO
+        summaries = compare(stored_curves(study), checked, orders, seed)
+    return pd.DataFrame([dataclasses.asdict(s) for s in summaries]).set_index("pruner")
 
 
 @contextlib.contextmanager

@@ -67,6 +67,12 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
         raise UsageError(f"study {study.study_name!r} has no trials to replay")
     for trial in trials:
         steps = sorted(trial.intermediate_values)
+        if trial.state == TrialState.COMPLETE and steps != list(range(1, config.epochs + 1)) and config.early_stopping_patience:
+            raise UsageError(
+                f"trial {trial.number} of study {study.study_name!r} stopped early after {len(steps)} of {config.epochs} "
+                f"epochs (--early-stopping-patience {config.early_stopping_patience}); replay needs a study whose trials "
+                "all ran to the end: run it without --early-stopping-patience, and with --pruner none"
+            )
         if trial.state != TrialState.COMPLETE or steps != list(range(1, config.epochs + 1)):
             raise UsageError(
                 f"trial {trial.number} of study {study.study_name!r} did not run all {config.epochs} epochs "
@@ -134,16 +140,20 @@ def _record(metric: str, epoch: int, value: float) -> EpochRecord:
 
 @dataclass(frozen=True)
 class PrunerSummary:
-    """A pruner over many replayed orders: median share of the full epochs, and how often it kept the best."""
+    """A pruner over many replayed orders: median share of the full epochs, how often it kept the best, and what it found."""
 
     pruner: str
     epoch_share: float
     kept_best: float
     pruned: float
+    best_median: float  # the best final value a search ended with: its median over the orders
+    best_worst: float  # and the worst of them
 
 
 def compare(stored: StoredCurves, pruners: Sequence[str], orders: int, seed: int = 0) -> list[PrunerSummary]:
     """Each pruner replayed over the same ``orders`` random trial orders (the stored order first)."""
+    if orders < 1:
+        raise UsageError(f"--orders must be at least 1 (got {orders})")
     rng = random.Random(seed)
     n = len(stored.curves)
     permutations = [list(range(n))] + [rng.sample(range(n), n) for _ in range(orders - 1)]
@@ -151,12 +161,23 @@ def compare(stored: StoredCurves, pruners: Sequence[str], orders: int, seed: int
     summaries = []
     for pruner in pruners:
         runs = [replay(stored, pruner, order) for order in permutations]
+        found = sorted((r.best for r in runs), key=lambda value: _worse_first(value, stored.direction))
         summaries.append(
             PrunerSummary(
                 pruner,
                 statistics.median(r.epochs / full for r in runs),
-                sum(r.best == stored.best for r in runs) / len(runs),
+                sum(value == stored.best for value in found) / len(runs),
                 statistics.fmean(r.pruned for r in runs),
+                found[(len(found) - 1) // 2],  # of an even number, the worse of the middle two
+                found[0],
             )
         )
     return summaries
+
+
+def _worse_first(value: float, direction: str) -> float:
+    """A sort key that puts the worse of two final values first (no value, every trial pruned, is worst)."""
+    if math.isnan(value):
+        return -math.inf
+    return value if direction == "maximize" else -value
+

@@ -7,7 +7,7 @@ Optuna is imported by the factories, not here: the CLI builds its parsers from t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -242,3 +242,30 @@ def make_pruner(
 def pruner_rungs(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> tuple[int, ...]:
     """The epochs before the last at which the pruner called ``name`` may stop a trial."""
     return _kind(name, sampler).rungs(first_judged_epoch(epochs, warmup_epochs), epochs)
+
+
+# A replay judges one objective's curves; the Pareto pruner is for multi-objective studies. auto
+# is not a pruner of its own: it means one of these, by sampler.
+REPLAYABLE = tuple(p for p in PRUNER_KINDS if p != "pareto")
+NOT_REPLAYABLE = {
+    "pareto": "pareto judges several objectives; a replay judges one objective's curves",
+    "auto": f"auto means {auto_pruner('gp')} under the gp sampler, {auto_pruner('grid', grid_points=MIN_HALVING_POINTS)} for a "
+    f"grid of {MIN_HALVING_POINTS} points or more and {auto_pruner('grid')} otherwise: name the one to replay",
+}
+# wilcoxon is replayed only when named: it is meant for an objective averaged over instances, one a step.
+REPLAYED_BY_DEFAULT = tuple(p for p in REPLAYABLE if p != "wilcoxon")
+
+
+def replayable_pruners(pruners: Sequence[str] | None) -> list[str]:
+    """The pruners ``hpsearch replay`` is to replay (``None``: ``REPLAYED_BY_DEFAULT``); ``UsageError`` names one it cannot."""
+    if pruners is None:
+        return list(REPLAYED_BY_DEFAULT)
+    named = [p.strip() for p in pruners if p.strip()]
+    if not named:
+        raise UsageError("--pruners names no pruner")
+    for pruner in named:
+        if pruner in NOT_REPLAYABLE:
+            raise UsageError(f"--pruners {pruner}: {NOT_REPLAYABLE[pruner]}")
+        if pruner not in REPLAYABLE:
+            raise UsageError(f"unknown pruner {pruner!r}; choose from {', '.join(REPLAYABLE)}")
+    return named

@@ -42,6 +42,11 @@ def parse_storage_url(url: str) -> URL:
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        if parsed.host:  # sqlite://name.db: two slashes, and the name is read as a host
+            raise StorageURLError(
+                f"{mask_password(url)} names no file (a SQLite URL has three slashes before a relative path): "
+                f"sqlite:///{parsed.host}{'/' + parsed.database if parsed.database else ''}, or sqlite:////absolute/path.db"
+            )
         if parsed.database in (None, "", ":memory:"):
             raise StorageURLError("a SQLite storage URL needs a file: sqlite:///path/to/file.db")
         return parsed

@@ -5,7 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from hpsearch.search import UsageError, replay_study
 from hpsearch.search.replay import compare, replay, stored_curves
+from hpsearch.search.spec import StudySpec
+from hpsearch.storage.attributes import SPEC_ATTR
 from tests.search.conftest import TINY
 
 GRID = [
@@ -60,7 +63,39 @@ def test_a_replay_prunes_as_the_live_run_did(runs):
     complete = [t.value for t in live if t.state == optuna.trial.TrialState.COMPLETE]
     assert replayed.best == min(complete)
     # The pruner none keeps everything: every epoch, the best.
-    assert compare(stored, ["none"], orders=3)[0].epoch_share == 1.0
+    (kept,) = compare(stored, ["none"], orders=3)
+    assert kept.epoch_share == 1.0 and kept.best_median == kept.best_worst == stored.best
+
+
+def test_replay_study_is_the_table_as_a_frame(runs, capfd):
+    stored = stored_curves(_study(runs["none"]))
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    capfd.readouterr()
+    frame = replay_study(_study(runs["none"]), ["percentile", " sha"], orders=20)
+    # Not a line per replayed order's study in memory.
+    assert "A new study created" not in "".join(capfd.readouterr())
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO  # restored
+    assert list(frame.index) == ["percentile", "sha"]
+    assert set(frame.columns) == {"epoch_share", "kept_best", "pruned", "best_median", "best_worst"}
+    for pruner, row in frame.iterrows():
+        assert row.best_worst >= row.best_median >= stored.best  # val_loss: the worst is the largest
+        # The stored order is the first replayed: what it found lies within the spread.
+        assert row.best_worst >= replay(stored, pruner).best >= stored.best
+        # Kept the best in every order exactly when even the worst search found it.
+        assert (row.kept_best == 1.0) == (row.best_worst == stored.best)
+    assert list(replay_study(_study(runs["none"]), orders=2).index)[:2] == ["percentile", "median"]  # the defaults
+
+
+def test_a_study_with_early_stopping_says_what_to_drop():
+    study = optuna.create_study()
+    spec = StudySpec(models=("tfn_classifier",), sweep=("embed_dim:4",), train={"epochs": 4, "early_stopping_patience": 1})
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    trial = study.ask()
+    trial.report(1.0, 1)
+    trial.report(1.5, 2)
+    study.tell(trial, 1.0)
+    with pytest.raises(UsageError, match="stopped early after 2 of 4 epochs .--early-stopping-patience 1.; .* without --early-stopping-patience"):
+        stored_curves(study)
 
 
 def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
@@ -78,6 +113,7 @@ def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("Study 'tfn_classifier-synthetic_tokens': 6 trials x 4 epochs = 24 epochs")
+    assert "best found: median" in lines[1]
     assert any(line.startswith("percentile") for line in lines) and any(line.startswith("sha") for line in lines)
 
 
@@ -86,6 +122,7 @@ def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
     [
         ("percentile", [], "did not run all 4 epochs"),
         ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
+        ("none", ["--pruners", " , "], "--pruners names no pruner"),
         ("none", ["--pruners", "auto"], "auto means rung under the gp sampler, halving for a grid of 9 points or more"),
         ("none", ["--pruners", "pareto"], "pareto judges several objectives"),
         ("none", ["--orders", "0"], "--orders must be at least 1"),

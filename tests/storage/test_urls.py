@@ -119,3 +119,12 @@ def test_a_proxy_url_with_anything_but_host_and_port_is_refused_without_its_pass
 def test_a_proxy_url_where_a_database_is_read_says_to_pass_the_database() -> None:
     with pytest.raises(StorageURLError, match="reads the database itself; pass its sqlite:/// or postgresql:// URL"):
         parse_storage_url("grpc://127.0.0.1:13000")
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [("sqlite://ett.db", "sqlite:///ett.db"), ("sqlite://runs/ett.db", "sqlite:///runs/ett.db")],
+)
+def test_a_sqlite_url_with_two_slashes_says_how_to_write_it(url: str, fix: str) -> None:
+    with pytest.raises(StorageURLError, match=f"names no file .*: {fix}, or sqlite:////absolute"):
+        parse_storage_url(url)
