@@ -182,12 +182,12 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
     checkpoint = path.name
     if not path.exists() and spec.artifacts is not None:
         from hpsearch.search.checkpoint_sync import artifact_key
-        from hpsearch.storage.artifacts import ArtifactStoreError, CheckpointArchive
+        from hpsearch.storage.artifacts import READ_WAIT_S, ArtifactStoreError, CheckpointArchive
 
         try:
-            archive = CheckpointArchive.open(spec.artifacts)
+            archive = CheckpointArchive.open(spec.artifacts, timeout=READ_WAIT_S)
             key = artifact_key(study, chosen.number, checkpoint)
-            if archive.download(key, scratch / checkpoint):
+            if archive.fetch(key, scratch / checkpoint):
                 path = scratch / checkpoint
         except ArtifactStoreError as error:
             raise UsageError(str(error)) from None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from hpsearch.models import HyperParam
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.trainers.config import FLAG_SETTINGS
 from hpsearch.trainers.task_registry import list_tasks
 
@@ -24,6 +24,11 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:
+            flags = [option for action in self._actions for option in action.option_strings]
+            hints = (did_you_mean(word.split("=", 1)[0], flags) for word in unknown.split() if word.startswith("--"))
+            message += next((hint for hint in hints if hint), "")
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 

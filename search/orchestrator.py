@@ -92,6 +92,18 @@ def silent(line: str) -> None:
     del line
 
 
+class StudyChanged(UsageError):
+    """A study resumed with other settings, models or code than it was run with (``changes`` says which)."""
+
+    def __init__(self, study_name: str, changes: list[str]) -> None:
+        super().__init__(
+            f"study {study_name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "
+            "compare with new ones; pass --study-name NEW (study_name= in Python) for a new study, "
+            "or --allow-changes (allow_changes=True) to add trials anyway"
+        )
+        self.study_name, self.changes = study_name, changes
+
+
 def load_spec(study: optuna.Study) -> StudySpec:
     """The search specification stored with a study by ``hpsearch`` or ``hpsearch create``."""
     stored = study.user_attrs.get(SPEC_ATTR)
@@ -432,8 +444,4 @@ class Orchestrator:
         changes += [f"{name}'s code was edited" for name, digest in self.resolved.code.items()
                     if name in stored_code and stored_code[name] != digest]
         if changes and not self.spec.allow_changes:
-            raise UsageError(
-                f"study {self.spec.name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "
-                "compare with new ones; pass --study-name NEW (study_name= in Python) for a new study, "
-                "or --allow-changes (allow_changes=True) to add trials anyway"
-            )
+            raise StudyChanged(self.spec.name, changes)

@@ -60,7 +60,7 @@ def worker_main(argv: Sequence[str]) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from hpsearch.search.orchestrator import Orchestrator, load_spec, open_database, silent
+    from hpsearch.search.orchestrator import Orchestrator, StudyChanged, load_spec, open_database, silent
     from hpsearch.search.plugins import load_plugins
     from hpsearch.search.resolved import resolve
     from hpsearch.search.signals import Preemption, graceful_interrupts
@@ -96,9 +96,18 @@ def worker_main(argv: Sequence[str]) -> int:
     preemption = Preemption(args.preempt_grace)
     # A worker told to stop waits for an absent database no longer than its grace.
     database.storage.retry.give_up_at = preemption.deadline
+    try:
+        study = orchestrator.open()
+    except StudyChanged as changed:
+        # Only the code or a model's origin can differ here: the settings are the study's own.
+        raise UsageError(
+            f"study {changed.study_name!r} was created with other code ({'; '.join(changed.changes)}); a worker runs "
+            "the study's code as it was created: put that code back on this machine (the same file at the same path, "
+            "or the same package version), or queue a new study with hpsearch create --study NEW"
+        ) from None
     with graceful_interrupts(preemption):
         try:
-            outcome = orchestrator.work(orchestrator.open(), args.n_trials, preemption=preemption, max_seconds=args.max_time)
+            outcome = orchestrator.work(study, args.n_trials, preemption=preemption, max_seconds=args.max_time)
         except DatabaseWaitStopped as error:
             print(f"hpsearch: preempted by {preemption.signal_name} while {error}; "
                   "the running trial is left to its heartbeat retry", file=sys.stderr)

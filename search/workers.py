@@ -36,7 +36,7 @@ def describe_queue(study: optuna.Study, planned: int, url: str, artifacts: str |
     A URL with a password is never printed whole, and a masked one would not connect, so then
     the command takes the storage from ``$HPSEARCH_STORAGE``, which the user sets themselves.
     With an artifact store, machines share no folder: the command keeps each worker's working
-    copies in a folder of its own (the study's ``--output-dir`` is a path on this machine).
+    copies in the folder it starts in (the study's ``--output-dir`` is a path on this machine).
     """
     shown = mask_password(url)
     pruner = study.pruner
@@ -45,7 +45,7 @@ def describe_queue(study: optuna.Study, planned: int, url: str, artifacts: str |
     head = f"Study {study.study_name!r} in {shown}: {planned} trials to run{rounds}. Start workers with\n"
     worker = f"hpsearch worker --study {shlex.quote(study.study_name)}"
     if artifacts:
-        worker += " --output-dir checkpoints"
+        worker += " --output-dir ."  # checkpoints under ./checkpoints, in the folder the worker starts in
     if shown == url:
         return f"{head}  {worker} --storage {shlex.quote(url)}"
     return (

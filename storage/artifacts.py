@@ -35,6 +35,9 @@ S3_READ_TIMEOUT_S = 10.0
 _TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
                               "ThrottlingException", "RequestTimeTooSkewed"})
 _PROBE_NAME = ".hpsearch-probe"
+# How long a command that only reads the store (load_model) waits for it to answer: it is not a
+# worker with finished epochs to save, and a wrong endpoint should be said within seconds.
+READ_WAIT_S = 15.0
 
 
 class ArtifactStoreError(StorageError):
@@ -133,6 +136,18 @@ class CheckpointArchive:
             return True
 
         return self._retrying(f"download of {key}", get)
+
+    def fetch(self, key: str, local_path: str | os.PathLike[str]) -> bool:
+        """``download`` for a reader outside a run: whatever stops it is an ``ArtifactStoreError``, one line.
+
+        An outage past the archive's timeout, missing credentials and a refusal are the user's to fix.
+        """
+        try:
+            return self.download(key, local_path)
+        except ArtifactStoreUnavailable as error:
+            raise ArtifactStoreError(str(error)) from None
+        except Exception as error:  # noqa: BLE001 - each is described in one line: credentials, access, disk
+            raise ArtifactStoreError(f"cannot read {key} from artifact store {self.shown_url}: {_describe(error, self.url)}") from None
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -252,7 +267,10 @@ def _describe(error: BaseException, url: str) -> str:
                 if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
                     return f"access refused ({code}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's policy"
             if isinstance(cause, botocore_errors.EndpointConnectionError):
-                return f"cannot reach {mask_password(str(cause.kwargs.get('endpoint_url', 'the endpoint')))}"
+                endpoint = mask_password(str(cause.kwargs.get("endpoint_url", "the endpoint")))
+                if os.environ.get("AWS_ENDPOINT_URL"):
+                    return f"cannot reach {endpoint}; check that the S3 server at AWS_ENDPOINT_URL runs and listens there"
+                return f"cannot reach {endpoint}; for MinIO, Ceph or another S3-compatible server, set AWS_ENDPOINT_URL"
     if isinstance(error, PermissionError):
         return f"permission denied writing {error.filename}"
     if isinstance(error, OSError) and error.strerror:

@@ -11,6 +11,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpsearch.search.api import load_model
+from hpsearch.search.errors import UsageError
 from hpsearch.search.audit import audit_epochs
 from hpsearch.trainers.trainer import checkpoint_records
 from tests.s3_server import MotoServer
@@ -84,6 +85,14 @@ def test_a_killed_workers_trial_resumes_on_another_machine_from_the_store(
     client.download_file(s3_bucket, f"runs/{study_name}/trial-{best.number}/best.pt", str(stored))
     expected = torch.load(stored, weights_only=True)["model"]
     assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
+    # Without credentials on that machine: one line that says so, not botocore's traceback.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(name, str(laptop / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(UsageError, match="no S3 credentials; set AWS_ACCESS_KEY_ID"):
+        load_model(postgres_url, study_name)
 
 
 def test_an_s3_outage_mid_run_loses_nothing(postgres_url, study_name, tmp_path, run_hpsearch, monkeypatch):

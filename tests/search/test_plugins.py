@@ -219,6 +219,9 @@ def test_an_edit_to_a_plugins_model_is_noticed_by_the_rerun_the_workers_and_load
     assert rerun.returncode == 2 and message in rerun.stderr and len(rerun.stderr.strip().splitlines()) == 1
     worker = run_hpsearch("worker", "--study", "queued")
     assert worker.returncode == 2 and message in worker.stderr, worker.stderr
+    # A worker has no --allow-changes or --study-name to offer: it says to restore the code.
+    assert "put that code back on this machine" in worker.stderr and "--allow-changes" not in worker.stderr
+    assert len(worker.stderr.strip().splitlines()) == 1
     assert all(t["state"] == "WAITING" for t in load_trials(tmp_path / "hpsearch.db", "queued"))
 
     load_plugin(str(plugin))  # this process now has the edited code

@@ -344,7 +344,7 @@ def test_the_queue_without_a_password_prints_the_whole_command():
 def test_the_queue_of_a_study_with_an_artifact_store_gives_each_worker_its_own_folder():
     study = optuna.create_study(study_name="sweep")
     command = describe_queue(study, 3, "postgresql://db-host/runs", "s3://bucket/runs").splitlines()[1]
-    assert command == "  hpsearch worker --study sweep --output-dir checkpoints --storage postgresql://db-host/runs"
+    assert command == "  hpsearch worker --study sweep --output-dir . --storage postgresql://db-host/runs"
 
 
 def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, tmp_path, run_hpsearch):

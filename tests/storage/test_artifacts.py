@@ -80,14 +80,29 @@ def test_a_missing_bucket_is_found_by_the_check(s3_bucket):
         archive.check()
 
 
-def test_missing_credentials_are_found_by_the_check(s3_bucket, monkeypatch, tmp_path):
+def without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_missing_credentials_are_found_by_the_check(s3_bucket, monkeypatch, tmp_path):
+    without_credentials(monkeypatch, tmp_path)
     with pytest.raises(ArtifactStoreError, match="no S3 credentials; set AWS_ACCESS_KEY_ID"):
         CheckpointArchive.open(f"s3://{s3_bucket}/p").check()
+
+
+def test_a_reader_outside_a_run_gets_one_line_for_what_stops_it(s3_bucket, monkeypatch, tmp_path):
+    archive = CheckpointArchive.open(f"s3://{s3_bucket}/p")
+    (tmp_path / "x").write_bytes(b"x")
+    archive.upload(tmp_path / "x", "s/trial-0/best.pt")
+    assert archive.fetch("s/trial-0/best.pt", tmp_path / "back.pt") and (tmp_path / "back.pt").read_bytes() == b"x"
+    assert not archive.fetch("s/trial-1/best.pt", tmp_path / "none.pt")
+    without_credentials(monkeypatch, tmp_path)
+    with pytest.raises(ArtifactStoreError, match=r"^cannot read s/trial-0/best.pt from artifact store s3://.*: no S3 credentials"):
+        CheckpointArchive.open(f"s3://{s3_bucket}/p").fetch("s/trial-0/best.pt", tmp_path / "again.pt")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -146,5 +161,8 @@ def test_an_outage_past_the_timeout_is_unavailable(tmp_path, own_server):
     archive = CheckpointArchive.open("s3://gone/p", timeout=2)
     (tmp_path / "x").write_bytes(b"x")
     server.stop()
-    with pytest.raises(ArtifactStoreUnavailable, match="has not answered for"):
+    with pytest.raises(ArtifactStoreUnavailable, match="has not answered for .*check that the S3 server at AWS_ENDPOINT_URL runs"):
         archive.upload(tmp_path / "x", "s/trial-0/last.pt")
+    # To a reader it is one line that says so, not a run-time failure.
+    with pytest.raises(ArtifactStoreError, match="has not answered for"):
+        archive.fetch("s/trial-0/last.pt", tmp_path / "back.pt")
