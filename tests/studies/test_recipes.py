@@ -50,6 +50,16 @@ def environment(**values: str) -> dict[str, str]:
     return {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1", **values}
 
 
+def fake_command(folder: Path, name: str, script: str) -> Path:
+    """``folder/bin``, holding a shell script ``name`` that runs ``script``: put it first on PATH."""
+    fake_bin = folder / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    command = fake_bin / name
+    command.write_text(f"#!/bin/sh\n{script}\n")
+    command.chmod(command.stat().st_mode | stat.S_IEXEC)
+    return fake_bin
+
+
 def test_the_slurm_array_requeues_a_task_preempted_by_the_signal_it_configures(postgres_url, study_name, tmp_path, run_hpsearch):
     options = sbatch_options(SLURM)
     target, _, rest = options["signal"].partition(":")
@@ -60,12 +70,8 @@ def test_the_slurm_array_requeues_a_task_preempted_by_the_signal_it_configures(p
     created = run_hpsearch("create", "--study", study_name, "--storage", postgres_url, *TINY, *GRID)
     assert created.returncode == 0, created.stderr
     # scontrol, as the script calls it, records what it was asked.
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
     requeued = tmp_path / "requeued"
-    scontrol = fake_bin / "scontrol"
-    scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {shlex.quote(str(requeued))}\n")
-    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    fake_bin = fake_command(tmp_path, "scontrol", f"echo \"$@\" >> {shlex.quote(str(requeued))}")
     env = environment(HPSEARCH_STORAGE=postgres_url, STUDY=study_name, SLURM_JOB_ID="4243", SLURM_ARRAY_JOB_ID="4242",
                       SLURM_ARRAY_TASK_ID="3", SLURM_CPUS_PER_TASK="1")
     env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
@@ -95,12 +101,8 @@ def test_the_slurm_array_needs_its_study_and_storage_and_says_so(tmp_path):
 
 def test_the_slurm_array_sizes_each_workers_threads_by_its_cpus(tmp_path):
     # A stand-in hpsearch on PATH records the environment and command line the script gives it.
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
     seen = tmp_path / "seen"
-    fake = fake_bin / "hpsearch"
-    fake.write_text(f"#!/bin/sh\necho \"$OMP_NUM_THREADS $*\" > {shlex.quote(str(seen))}\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    fake_bin = fake_command(tmp_path, "hpsearch", f"echo \"$OMP_NUM_THREADS $*\" > {shlex.quote(str(seen))}")
 
     def run(**values: str) -> list[str]:
         env = environment(HPSEARCH_STORAGE="sqlite:///unused.db", STUDY="s", SLURM_CPUS_PER_TASK="4", **values)
