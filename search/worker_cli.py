@@ -96,18 +96,16 @@ def worker_main(argv: Sequence[str]) -> int:
     preemption = Preemption(args.preempt_grace)
     # A worker told to stop waits for an absent database no longer than its grace.
     database.storage.retry.give_up_at = preemption.deadline
-    try:
-        study = orchestrator.open()
-    except StudyChanged as changed:
-        # Only the code or a model's origin can differ here: the settings are the study's own.
-        raise UsageError(
-            f"study {changed.study_name!r} was created with other code ({'; '.join(changed.changes)}); a worker runs "
-            "the study's code as it was created: put that code back on this machine (the same file at the same path, "
-            "or the same package version), or queue a new study with hpsearch create --study NEW"
-        ) from None
     with graceful_interrupts(preemption):
         try:
-            outcome = orchestrator.work(study, args.n_trials, preemption=preemption, max_seconds=args.max_time)
+            outcome = orchestrator.work(orchestrator.open(), args.n_trials, preemption=preemption, max_seconds=args.max_time)
+        except StudyChanged as changed:
+            # Only the code or a model's origin can differ here: the settings are the study's own.
+            raise UsageError(
+                f"study {changed.study_name!r} was created with other code ({'; '.join(changed.changes)}); a worker "
+                "runs the study's code as it was created: put that code back on this machine (the same file at the "
+                "same path, or the same package version), or queue a new study with hpsearch create --study NEW"
+            ) from None
         except DatabaseWaitStopped as error:
             print(f"hpsearch: preempted by {preemption.signal_name} while {error}; "
                   "the running trial is left to its heartbeat retry", file=sys.stderr)
