@@ -72,6 +72,9 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError("--stop-when-converged takes a single objective; a Pareto front has no one best to stop on")
     if spec.direction not in (None, "minimize", "maximize"):
         raise UsageError(f"--direction must be minimize or maximize (got {spec.direction!r})")
+    if spec.direction is not None and spec.objectives:
+        raise UsageError(f"--direction sets the direction of one objective; give each of --objectives its own, "
+                         f"as NAME:{spec.direction} (e.g. {spec.objectives[0].partition(':')[0]}:{spec.direction})")
     for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):
         if limit is not None and limit <= 0:
             raise UsageError(f"{name} must be positive (got {limit:g})")

@@ -66,6 +66,7 @@ def test_the_pareto_pruner_prunes_a_real_multi_objective_search_with_a_prune_rea
         (["--objectives", "val_loss,val_loss"], "twice"),
         (["--objectives", "flops,params"], "needs a training metric"),
         (["--objectives", "val_loss:upward"], "must be minimize or maximize"),
+        (["--objectives", "val_acc,flops", "--direction", "maximize"], "give each of --objectives its own, as NAME:maximize"),
         (["--max-flops", "0"], "--max-flops must be positive"),
         (["--max-params", "-5"], "--max-params must be positive"),
     ],
