@@ -180,4 +180,3 @@ def _worse_first(value: float, direction: str) -> float:
     if math.isnan(value):
         return -math.inf
     return value if direction == "maximize" else -value
-
