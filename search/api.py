@@ -24,7 +24,7 @@ from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
-from hpsearch.search.samplers import replayable_pruners
+from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, replayable_pruners
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
@@ -37,6 +37,8 @@ from hpsearch.trainers.tasks import Task, TaskSpec, register_task
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from hpsearch.search.simulate import SimulationResult
 
 _SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
 _OPTION_NAMES = tuple(option.name for option in STUDY_OPTIONS)
@@ -244,6 +246,84 @@ def replay_study(
     with quiet_optuna():  # a study in memory per replayed order, each announced at INFO
         summaries = compare(stored_curves(study), checked, orders, seed)
     return pd.DataFrame([dataclasses.asdict(s) for s in summaries]).set_index("pruner")
+
+
+def simulate_search(
+    instance: str = "167168",
+    data: str | os.PathLike[str] | None = None,
+    sampler: str = DEFAULT_SAMPLER,
+    pruner: str = DEFAULT_PRUNER,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    budget: int | None = None,
+    n_trials: int | None = None,
+    stop_when_converged: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    benchmark: str = "lcbench",
+) -> SimulationResult:
+    """A search strategy run on a learning-curve benchmark instead of training, as ``hpsearch simulate`` runs it.
+
+    ``data`` is YAHPO Gym's data folder (default: ``$HPSEARCH_YAHPO_DATA``). The budget is the
+    YAHPO Gym paper's 6,544 epochs unless ``budget`` or ``n_trials`` is given. With ``storage`` the
+    study is kept there under ``study_name`` (default ``sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED``,
+    and ``-wN`` with N workers). The result has the ``study``, the trials in the order they ended
+    (``finished``), the epochs ``spent``, the simulated ``clock`` in seconds, and ``best(spent)`` and
+    ``regret(spent)``: the best ``val_accuracy`` and its normalized regret once ``spent`` epochs
+    were trained (default: all). Wrong input is a ``UsageError``.
+    """
+    from hpsearch.search.convergence import ConvergenceStop
+    from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, load_benchmark
+    from hpsearch.search.simulate_cli import DATA_ENV
+
+    if sampler not in SAMPLERS[1:]:
+        raise UsageError(f"unknown sampler {sampler!r} for a simulation; choose from {', '.join(SAMPLERS[1:])}")
+    if pruner not in SIMULATED_PRUNERS:
+        raise UsageError(f"unknown pruner {pruner!r} for a simulation; choose from {', '.join(SIMULATED_PRUNERS)}")
+    for flag, value in (("--budget", budget), ("--n-trials", n_trials), ("--workers", workers),
+                        ("--stop-when-converged", stop_when_converged)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if data is None and not os.environ.get(DATA_ENV):
+        raise UsageError(f"pass --data with YAHPO Gym's data folder (yahpo_data), or set ${DATA_ENV}")
+    try:
+        surrogate = load_benchmark(benchmark, instance, data if data is not None else os.environ[DATA_ENV])
+    except UsageError as error:
+        raise UsageError(f"{error} (the folder is ${DATA_ENV}'s)" if data is None else str(error)) from None
+    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{pruner}-s{seed}" + (f"-w{workers}" if workers > 1 else ""))
+    study, recorder, close = _simulated_study(storage, name, {"benchmark": benchmark, "instance": instance, "sampler": sampler,
+                                                               "pruner": pruner, "seed": seed, "workers": workers})
+    with quiet_optuna():
+        try:
+            return CurveSimulation(
+                surrogate, sampler, pruner, seed, workers,
+                budget if budget is not None or n_trials is not None else LCBENCH_BUDGET, n_trials,
+                study=study, recorder=recorder,
+                stop=ConvergenceStop(stop_when_converged) if stop_when_converged else None,
+            ).run()
+        finally:
+            close()
+
+
+def _simulated_study(url: str | None, name: str, settings: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The study, its recorder and what closes them: in memory, or a new study in the database at ``url``."""
+    if url is None:
+        return None, None, lambda: None
+    from hpsearch.search.resolved import check_study_name
+    from hpsearch.storage.attributes import METRIC_ATTR, SIMULATED_ATTR
+    from hpsearch.storage.recorder import DatabaseRecorder
+
+    check_study_name(name)
+    database = StudyDatabase.open_for_search(url)
+    try:
+        study = optuna.create_study(study_name=name, storage=database.storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        database.close()
+        raise UsageError(f"study {name!r} already exists in {mask_password(url)}; choose another --study-name") from None
+    study.set_user_attr(SIMULATED_ATTR, settings)
+    study.set_user_attr(METRIC_ATTR, "val_accuracy")
+    return study, DatabaseRecorder(database.storage, database.epoch_table), database.close
 
 
 @contextlib.contextmanager

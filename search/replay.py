@@ -22,7 +22,7 @@ from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import promote_waiting
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner
-from hpsearch.storage.attributes import METRIC_ATTR, RETRY_OF_ATTR
+from hpsearch.storage.attributes import METRIC_ATTR, RETRY_OF_ATTR, SIMULATED_ATTR
 from hpsearch.storage.recorder import MemoryRecorder
 from hpsearch.trainers.records import EpochRecord
 
@@ -61,7 +61,12 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
 
     if len(study.directions) > 1:
         raise UsageError(f"study {study.study_name!r} has several objectives; replay takes a single-objective study")
-    config = TrainConfig().with_overrides(load_spec(study).train)
+    if SIMULATED_ATTR in study.user_attrs:  # hpsearch simulate's: the benchmark's epochs, no warmup
+        from hpsearch.trainers.lcbench import EPOCHS
+
+        config = TrainConfig(epochs=EPOCHS, warmup_epochs=0)
+    else:
+        config = TrainConfig().with_overrides(load_spec(study).train)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     if not trials:
         raise UsageError(f"study {study.study_name!r} has no trials to replay")

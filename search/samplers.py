@@ -178,6 +178,9 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
+# A simulation samples its trials (no grid, so no halving) on one objective unless told otherwise
+# in Python (pareto needs several).
+SIMULATED_PRUNERS = tuple(p for p in PRUNERS if p not in ("halving", "pareto"))
 
 
 def auto_pruner(sampler: str, multi_objective: bool = False, grid_points: int | None = None) -> str:

@@ -64,7 +64,11 @@ class FinishedTrial:
 
 @dataclass
 class SimulationResult:
-    """A finished simulation: its study, its trials in the order they ended, and what it cost."""
+    """A finished simulation: its study, its trials in the order they ended, and what it cost.
+
+    ``target_range`` is the benchmark's (min, max) of the first objective on the instance, which
+    ``regret`` normalizes by (None where the benchmark has none for it).
+    """
 
     study: optuna.Study
     finished: list[FinishedTrial]
@@ -72,12 +76,23 @@ class SimulationResult:
     clock: float
     recorder: TrialRecorder
     converged: bool = False  # the convergence stop ended it before its budget or trials
+    target_range: tuple[float, float] | None = None
+    direction: str = "maximize"
 
-    def best(self, direction: str = "maximize") -> float | None:
-        values = [t.value for t in self.finished if t.value is not None]
+    def best(self, spent: float = math.inf) -> float | None:
+        """The best first-objective value of the trials that ran every epoch, by the time ``spent`` epochs were trained."""
+        values = [t.value for t in self.finished if t.value is not None and t.spent <= spent]
         if not values:
             return None
-        return max(values) if direction == "maximize" else min(values)
+        return max(values) if self.direction == "maximize" else min(values)
+
+    def regret(self, spent: float = math.inf) -> float | None:
+        """The normalized regret of ``best(spent)``: 0 at the benchmark's best, 1 at its worst; None without both."""
+        best = self.best(spent)
+        if best is None or self.target_range is None:
+            return None
+        low, high = self.target_range
+        return (high - best) / (high - low) if self.direction == "maximize" else (best - low) / (high - low)
 
 
 @dataclass(order=True)
@@ -227,7 +242,11 @@ class CurveSimulation:
                 run.due = clock + _epoch_seconds(run.curve, run.epoch)
                 heapq.heappush(running, run)
         converged = self.stop is not None and self.stop.converged(values, self.direction)
-        return SimulationResult(self.study, finished, spent, clock, self.recorder, converged)
+        try:
+            target_range = self.surrogate.target_range(self.metric)
+        except ValueError:  # a target the benchmark keeps no statistics of
+            target_range = None
+        return SimulationResult(self.study, finished, spent, clock, self.recorder, converged, target_range, self.direction)
 
     def _record(self, run: _Running) -> EpochRecord:
         """The epoch's record as the trainer would emit it, read from the curve."""

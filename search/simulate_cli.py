@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
-from hpsearch.search.convergence import ConvergenceStop
-from hpsearch.search.errors import EXIT_OK, UsageError
-from hpsearch.search.resolved import check_study_name
-from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
-from hpsearch.storage.attributes import METRIC_ATTR, SIMULATED_ATTR
+from hpsearch.search.errors import EXIT_OK
+from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, auto_pruner
 
 DATA_ENV = "HPSEARCH_YAHPO_DATA"
 
@@ -30,7 +26,7 @@ def build_simulate_parser() -> ArgumentParser:
     )
     parser.add_argument("--data", help=f"YAHPO Gym's data folder, holding lcbench/ (default: ${DATA_ENV})")
     parser.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"{'|'.join(SAMPLERS[1:])} (default: %(default)s)")
-    parser.add_argument("--pruner", default=DEFAULT_PRUNER, help=f"{'|'.join(PRUNERS)} (default: %(default)s)")
+    parser.add_argument("--pruner", default=DEFAULT_PRUNER, help=f"{'|'.join(SIMULATED_PRUNERS)} (default: %(default)s)")
     parser.add_argument(
         "--budget",
         type=int,
@@ -56,48 +52,20 @@ def build_simulate_parser() -> ArgumentParser:
     parser.add_argument(
         "--study-name",
         "--study_name",
-        help="the stored study's name (default: sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED)",
+        help="the stored study's name (default: sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED, and -wN with N workers)",
     )
     return parser
 
 
 def simulate_main(argv: Sequence[str]) -> int:
     args = build_simulate_parser().parse_args(argv)
-    from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, load_benchmark
+    from hpsearch.search.api import simulate_search
 
-    if args.sampler not in SAMPLERS[1:]:
-        raise UsageError(f"unknown sampler {args.sampler!r} for a simulation; choose from {', '.join(SAMPLERS[1:])}")
-    if args.pruner not in PRUNERS:
-        raise UsageError(f"unknown pruner {args.pruner!r}; choose from {', '.join(PRUNERS)}")
-    checked = (("--budget", args.budget), ("--n-trials", args.n_trials), ("--workers", args.workers),
-               ("--stop-when-converged", args.stop_when_converged))
-    for flag, value in checked:
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1 (got {value})")
-    data = args.data or os.environ.get(DATA_ENV)
-    if data is None:
-        raise UsageError(f"pass --data with YAHPO Gym's data folder (yahpo_data), or set ${DATA_ENV}")
-    surrogate = load_benchmark(args.benchmark, args.instance, data)
-    budget = args.budget if args.budget is not None or args.n_trials is not None else LCBENCH_BUDGET
-    name = args.study_name or f"sim-{args.benchmark}-{args.instance}-{args.sampler}-{args.pruner}-s{args.seed}"
-    check_study_name(name)
-    study, recorder, closing = _open(args.storage, name, args)
-    try:
-        result = CurveSimulation(
-            surrogate,
-            args.sampler,
-            args.pruner,
-            args.seed,
-            args.workers,
-            budget,
-            args.n_trials,
-            study=study,
-            recorder=recorder,
-            stop=ConvergenceStop(args.stop_when_converged) if args.stop_when_converged else None,
-        ).run()
-    finally:
-        closing()
-    low, high = surrogate.target_range("val_accuracy")
+    result = simulate_search(
+        args.instance, args.data, args.sampler, args.pruner, seed=args.seed, workers=args.workers, budget=args.budget,
+        n_trials=args.n_trials, stop_when_converged=args.stop_when_converged, storage=args.storage,
+        study_name=args.study_name, benchmark=args.benchmark,
+    )
     states = [t.state.name for t in result.study.get_trials(deepcopy=False)]
     print(
         f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} (--sampler {args.sampler} "
@@ -112,38 +80,17 @@ def simulate_main(argv: Sequence[str]) -> int:
     else:
         params = next(t.params for t in result.study.get_trials(deepcopy=False) if t.value == best)
         print(
-            f"Best val_accuracy {best:.4f}% (normalized regret {(high - best) / (high - low):.4f}): "
+            f"Best val_accuracy {best:.4f}% (normalized regret {result.regret():.4f}): "
             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         )
+        marks = [(f"{fraction:.0%}", result.regret(fraction * result.spent)) for fraction in (0.25, 0.5)]
+        print("Regret with " + ", ".join(f"{mark} of the epochs {'-' if r is None else f'{r:.4f}'}" for mark, r in marks)
+              + f" (the best trial that had ended by then; all {result.spent} epochs: {result.regret():.4f}).")
     if args.storage:
         from hpsearch.storage.urls import mask_password
 
         print(
-            f"Study {name!r} in {mask_password(args.storage)}; browse it with: optuna-dashboard {mask_password(args.storage)}"
+            f"Study {result.study.study_name!r} in {mask_password(args.storage)}; browse it with: "
+            f"optuna-dashboard {mask_password(args.storage)}"
         )
     return EXIT_OK
-
-
-def _open(url: str | None, name: str, args: object) -> tuple:
-    """The study, its recorder and what closes them: in memory, or a new study in the database at ``url``."""
-    if url is None:
-        return None, None, lambda: None
-    import optuna
-
-    from hpsearch.storage.database import StudyDatabase
-    from hpsearch.storage.recorder import DatabaseRecorder
-    from hpsearch.storage.urls import mask_password
-
-    database = StudyDatabase.open_for_search(url)
-    try:
-        study = optuna.create_study(study_name=name, storage=database.storage, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        raise UsageError(
-            f"study {name!r} already exists in {mask_password(url)}; choose another --study-name"
-        ) from None
-    study.set_user_attr(
-        SIMULATED_ATTR,
-        {k: getattr(args, k) for k in ("benchmark", "instance", "sampler", "pruner", "seed", "workers")},
-    )
-    study.set_user_attr(METRIC_ATTR, "val_accuracy")
-    return study, DatabaseRecorder(database.storage, database.epoch_table), database.close

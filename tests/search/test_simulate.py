@@ -7,6 +7,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from hpsearch.search import replay_study, simulate_search
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.simulate import CurveSimulation, load_benchmark, optuna_loop
 from hpsearch.storage.recorder import MemoryRecorder
@@ -85,6 +86,28 @@ def test_simulate_stores_a_normal_study(run_hpsearch, yahpo_data, sqlite_url):
     assert listed.returncode == 0 and "val_accuracy" in listed.stdout
 
 
+def test_simulate_search_in_python_is_the_commands_run(run_hpsearch, yahpo_data, sqlite_url):
+    result = simulate_search("189906", yahpo_data, "tpe", "sha", budget=300, workers=2, storage=sqlite_url)
+    assert result.study.study_name == "sim-lcbench-189906-tpe-sha-s0-w2"  # the workers in the default name
+    assert result.spent == 300
+    complete = [t for t in result.finished if t.value is not None]
+    low, high = load_benchmark("lcbench", "189906", yahpo_data).target_range()
+    assert result.regret() == pytest.approx((high - max(t.value for t in complete)) / (high - low))
+    # By a quarter of the epochs, the best is that of the trials that had ended by then.
+    early = [t.value for t in complete if t.spent <= 75]
+    assert result.best(75) == (max(early) if early else None)
+    done = run_hpsearch("simulate", "--data", str(yahpo_data), "--instance", "189906", "--sampler", "tpe", "--pruner",
+                        "sha", "--budget", "300", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert f"normalized regret {result.regret():.4f}" in done.stdout
+    assert "Regret with 25% of the epochs" in done.stdout
+
+    # Its trials all ran to the end (random, no pruner): replay takes the simulated study.
+    full = simulate_search("189906", yahpo_data, "random", "none", n_trials=6, storage=sqlite_url)
+    replayed = replay_study(full.study, ["none", "sha"], orders=3)
+    assert replayed.loc["none", "epoch_share"] == 1.0 and replayed.loc["none", "best_median"] == full.best()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -93,6 +116,8 @@ def test_simulate_stores_a_normal_study(run_hpsearch, yahpo_data, sqlite_url):
         (["--data", "/no/such/folder"], "/no/such/folder does not exist"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--sampler", "grid"], "unknown sampler 'grid'"),
+        (["--pruner", "halving"], "unknown pruner 'halving' for a simulation; choose from"),
+        (["--pruner", "pareto"], "unknown pruner 'pareto' for a simulation; choose from"),
     ],
 )
 def test_wrong_input_is_one_line_and_exit_2(run_hpsearch, yahpo_data, args, message):
@@ -111,3 +136,9 @@ def test_a_converged_simulation_is_the_full_run_cut_where_the_rule_first_holds(s
     assert stopped.converged and 5 < len(cut) < len(full) and full[: len(cut)] == cut
     values = [t.value for t in cut]
     assert stop.converged(values, "maximize") and not stop.converged(values[:-1], "maximize")
+
+
+def test_a_wrong_data_folder_from_the_environment_names_the_variable(run_hpsearch):
+    done = run_hpsearch("simulate", env={"HPSEARCH_YAHPO_DATA": "/no/such/folder"})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "/no/such/folder does not exist" in done.stderr and "(the folder is $HPSEARCH_YAHPO_DATA's)" in done.stderr
