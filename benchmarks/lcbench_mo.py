@@ -107,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("HPSEARCH_YAHPO_DATA", "../shared/yahpo_data"))
     parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds FIRST..FIRST+SEEDS-1 (default: 0)")
     parser.add_argument("--instances", nargs="+", default=list(INSTANCES))
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -114,7 +115,8 @@ def main() -> None:
     load_benchmark("lcbench", args.instances[0], args.data)  # a wrong folder stops here, not in every job
 
     print(
-        f"lcbench multi-objective (maximize val_accuracy, minimize time), {args.seeds} seeds, budget "
+        f"lcbench multi-objective (maximize val_accuracy, minimize time), seeds {args.first_seed}.."
+        f"{args.first_seed + args.seeds - 1}, budget "
         f"{LCBENCH_BUDGET} epochs, --sampler {args.sampler}; normalized hypervolume, reference point (1, 1)"
     )
     started = time.perf_counter()
@@ -122,7 +124,7 @@ def main() -> None:
         jobs = [
             pool.submit(run_one, args.data, instance, seed, args.sampler)
             for instance in args.instances
-            for seed in range(args.seeds)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
         ]
         runs = [run for job in jobs for run in job.result()]
     print(f"({time.perf_counter() - started:.0f} s)\n")
