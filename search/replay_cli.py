@@ -16,7 +16,7 @@ def build_replay_parser() -> ArgumentParser:
         description="Replay a study whose trials all ran to the end (a grid, or --pruner none) under other pruners, "
         "from its stored learning curves, without training: for each pruner, the share of the epochs it would have "
         "spent, how often it would have kept the study's best trial and the best value it would have found, over many "
-        "random trial orders.",
+        "random trial orders. In Python: hpsearch.search.replay_study.",
         epilog="example:\n  hpsearch --models tfn_classifier --param_sweep embed_dim:32,64 lr:1e-3,3e-3,1e-2 --pruner none\n"
         "  hpsearch replay --study tfn_classifier-synthetic_tokens --pruners halving,percentile,median,sha,hyperband\n"
         "halving (points wait at each rung for the others) spends and keeps the same in every order.",

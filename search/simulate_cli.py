@@ -17,7 +17,8 @@ def build_simulate_parser() -> ArgumentParser:
         description="Run a search strategy (sampler and pruner) on YAHPO Gym's lcbench surrogate: every trial's "
         "52 epochs are read from the benchmark's learning curve instead of trained, through the sampler, pruner "
         "and records a real search uses, in simulated time. Prints the best validation accuracy found and its "
-        "normalized regret. Needs onnxruntime (pip install 'hpsearch[bench]') and YAHPO Gym's data folder.",
+        "normalized regret. Needs onnxruntime (pip install 'hpsearch[bench]') and YAHPO Gym's data folder. "
+        "In Python: hpsearch.search.simulate_search.",
         epilog="example: hpsearch simulate --instance 167168 --data ../shared/yahpo_data --pruner sha --workers 4",
     )
     parser.add_argument("--benchmark", default="lcbench", help="the learning-curve benchmark (default: %(default)s)")
