@@ -416,18 +416,20 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
             session.execute(statement, list(rows))
 
-    def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]]) -> None:
+    def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]], write_id: str | None = None) -> None:
         """Queue a WAITING trial for each point, in one transaction: what ``study.enqueue_trial(point)`` makes of each.
 
         Each ``enqueue_trial`` is a transaction of its own of about eight statements, which a
         budget of trials or a grid's batch paid per trial. A retry after a lost answer finds the
-        batch by its write id and queues nothing more.
+        batch by its write id and queues nothing more; a caller that retries the whole call (the
+        storage proxy's client) passes the same ``write_id`` each time.
         """
-        write_id = uuid.uuid4().hex
+        checked = write_id is not None  # the caller's retry may follow an attempt that committed
+        write_id = write_id or uuid.uuid4().hex
         attempts: list[int] = []
 
         def create() -> None:
-            if attempts and self._trial_written_as(write_id) is not None:
+            if (attempts or checked) and self._trial_written_as(write_id) is not None:
                 return  # an earlier attempt committed, and only its answer was lost
             attempts.append(1)
             self._insert_waiting_trials(study_id, points, write_id)
@@ -642,8 +644,9 @@ for _name in _RETRIED_AS_THEY_ARE:
 def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> None:
     """``study.enqueue_trial(point)`` for each point, in that order; in one transaction on a ``QueuedRDBStorage``."""
     storage = getattr(study._storage, "_backend", study._storage)  # the database behind Optuna's cache
-    if isinstance(storage, QueuedRDBStorage):
-        storage.create_waiting_trials(study._study_id, points)
+    create_waiting_trials = getattr(storage, "create_waiting_trials", None)  # QueuedRDBStorage's, or the proxy client's
+    if create_waiting_trials is not None:
+        create_waiting_trials(study._study_id, points)
         return
     for point in points:
         study.enqueue_trial(dict(point))

@@ -23,7 +23,7 @@ from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
 from hpsearch.storage.optuna_seam import RETRIED_STORAGE_METHODS, SENT_WRITE_ID_ATTR, HeartbeatStorage, QueueEmpty
-from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY
+from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY, WAITING_TRIALS_KEY
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
 
@@ -128,6 +128,15 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return None
+
+    def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]]) -> None:
+        """Queue a WAITING trial for each point in one request, which the proxy writes in one transaction.
+
+        The write id makes a retry after a lost answer queue nothing more.
+        """
+        if points:
+            request = {"points": [dict(point) for point in points], "write_id": uuid.uuid4().hex}
+            self.retry.call(super().set_study_system_attr, study_id, WAITING_TRIALS_KEY, request)
 
     def queue_lock_request(self, study_name: str, token: str, take: bool) -> None:
         # Study id 0: the request names its study, which may not exist yet.

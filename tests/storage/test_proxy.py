@@ -10,8 +10,8 @@ from optuna.storages._grpc.auto_generated import api_pb2_grpc
 from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
-from hpsearch.storage.optuna_seam import trial_id
-from hpsearch.storage.proxy import ProxyQueueLocks
+from hpsearch.storage.optuna_seam import enqueue_points, trial_id
+from hpsearch.storage.proxy import ProxiedStorage, ProxyQueueLocks
 from hpsearch.storage.retry import DatabaseRetry
 from tests.search.test_proxy_cli import free_port, running_proxy
 
@@ -127,3 +127,51 @@ def test_a_queued_trial_whose_answer_is_lost_is_queued_once(proxy_url, sqlite_ur
         (TrialState.WAITING, {"x": 1.0}), (TrialState.WAITING, {"x": 2.0})
     ]
     database.close()
+
+
+def test_a_batch_queued_through_the_proxy_whose_answer_is_lost_is_queued_once(proxy_url, sqlite_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    lose = LoseFirstAnswer("SetStudySystemAttribute")
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, lose))
+    study = optuna.create_study(study_name="batch", storage=storage)
+    enqueue_points(study, [{"x": 1.0}, {"x": 2.0}, {}])  # one request, retried after the lost answer
+    assert lose.lost == 1 and storage.retry.retried_calls == 1
+    queued = optuna.load_study(study_name="batch", storage=sqlite_url).get_trials(deepcopy=False)
+    assert [(t.number, t.state, t.system_attrs["fixed_params"]) for t in queued] == [
+        (0, TrialState.WAITING, {"x": 1.0}), (1, TrialState.WAITING, {"x": 2.0}), (2, TrialState.WAITING, {})
+    ]
+    assert [study.ask().params for _ in range(2)] == [{}, {}]  # taken in order (the sampler suggests nothing here)
+    database.close()
+
+
+def test_the_proxys_reads_of_a_study_match_the_database_as_its_trials_change(sqlite_url):
+    direct = StudyDatabase.open_for_search(sqlite_url)
+    proxied = StudyDatabase.open_for_search(sqlite_url, storage_class=ProxiedStorage).storage
+    study = optuna.create_study(study_name="settling", storage=direct.storage)
+    enqueue_points(study, [{}] * 4)
+    first, second, third = (study.ask() for _ in range(3))
+    study_id = study._study_id
+
+    def agree() -> list[TrialState]:
+        ours = proxied.get_all_trials(study_id, deepcopy=False)
+        theirs = optuna.load_study(study_name="settling", storage=sqlite_url).get_trials(deepcopy=False)
+        assert [(t.number, t.state, t.values, t.user_attrs) for t in ours] == [
+            (t.number, t.state, t.values, t.user_attrs) for t in theirs
+        ]
+        return [t.state for t in ours]
+
+    assert agree() == [TrialState.RUNNING] * 3 + [TrialState.WAITING]
+    study.tell(first, 0.5)
+    first_read = proxied.get_all_trials(study_id, deepcopy=False)[0]
+    study.tell(second, state=TrialState.FAIL)
+    assert agree() == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    # A failed trial may still be written to (a stale one gets its fail_reason after it is told FAIL).
+    direct.storage._set_trial_user_attrs(trial_id(second), {"fail_reason": "killed"}, True)
+    third.set_user_attr("epochs", 3)
+    study.tell(third, state=TrialState.PRUNED)
+    assert agree() == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.WAITING]
+    # A settled trial is read from the database once, then kept.
+    assert proxied.get_all_trials(study_id, deepcopy=False)[0] is first_read
+    assert [t.number for t in proxied.get_all_trials(study_id, states=(TrialState.WAITING,))] == [3]
+    direct.close()
