@@ -274,8 +274,7 @@ def simulate_search(
     were trained (default: all). Wrong input is a ``UsageError``.
     """
     from hpsearch.search.convergence import ConvergenceStop
-    from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, load_benchmark
-    from hpsearch.search.simulate_cli import DATA_ENV
+    from hpsearch.search.simulate import DATA_ENV, LCBENCH_BUDGET, CurveSimulation, load_benchmark
 
     if sampler not in SAMPLERS[1:]:
         raise UsageError(f"unknown sampler {sampler!r} for a simulation; choose from {', '.join(SAMPLERS[1:])}")

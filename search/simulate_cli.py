@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, auto_pruner
-
-DATA_ENV = "HPSEARCH_YAHPO_DATA"
+from hpsearch.search.simulate import DATA_ENV
 
 
 def build_simulate_parser() -> ArgumentParser:
