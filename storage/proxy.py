@@ -14,7 +14,6 @@ trials whose heartbeat is older than the grace period and queues their retries.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import threading
 import time
@@ -60,8 +59,6 @@ class _StudyTrials:
     settled: dict[int, FrozenTrial] = field(default_factory=dict)  # by trial id
     unsettled_ids: set[int] = field(default_factory=set)  # trials read before that may change yet
     last_settled_id: int = -1
-    unsettled: list[FrozenTrial] = field(default_factory=list)  # as the last read found them
-    last_read_at: float = -math.inf  # when the last read began (time.monotonic)
 
 
 class ProxiedStorage(QueuedRDBStorage):
@@ -87,25 +84,19 @@ class ProxiedStorage(QueuedRDBStorage):
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
-        asked_at = time.monotonic()
         with self._studies_guard:
             known = self._trials_by_study.setdefault(study_id, _StudyTrials())
         with known.lock:
-            # Many workers ask at once: a read that began after this request came in saw every
-            # write this request could, so its answer is this one's too (one read, not one each).
-            if known.last_read_at <= asked_at:
-                known.last_read_at = time.monotonic()
-                fresh = self._get_trials(study_id, None, set(known.unsettled_ids), known.last_settled_id)
-                for trial in fresh:
-                    key = trial_id(trial)
-                    if trial.state in SETTLED:
-                        known.settled[key] = trial
-                        known.unsettled_ids.discard(key)
-                        known.last_settled_id = max(known.last_settled_id, key)
-                    else:
-                        known.unsettled_ids.add(key)
-                known.unsettled = [t for t in fresh if t.state not in SETTLED]
-            trials = [*known.settled.values(), *known.unsettled]
+            fresh = self._get_trials(study_id, None, set(known.unsettled_ids), known.last_settled_id)
+            for trial in fresh:
+                key = trial_id(trial)
+                if trial.state in SETTLED:
+                    known.settled[key] = trial
+                    known.unsettled_ids.discard(key)
+                    known.last_settled_id = max(known.last_settled_id, key)
+                else:
+                    known.unsettled_ids.add(key)
+            trials = [*known.settled.values(), *(t for t in fresh if t.state not in SETTLED)]
         chosen = sorted((t for t in trials if states is None or t.state in states), key=lambda t: t.number)
         return copy.deepcopy(chosen) if deepcopy else chosen
 

@@ -175,38 +175,3 @@ def test_the_proxys_reads_of_a_study_match_the_database_as_its_trials_change(sql
     assert proxied.get_all_trials(study_id, deepcopy=False)[0] is first_read
     assert [t.number for t in proxied.get_all_trials(study_id, states=(TrialState.WAITING,))] == [3]
     direct.close()
-
-
-def test_workers_asking_at_once_share_the_proxys_next_read_of_the_study(sqlite_url):
-    direct = StudyDatabase.open_for_search(sqlite_url)
-    proxied = StudyDatabase.open_for_search(sqlite_url, storage_class=ProxiedStorage).storage
-    study = optuna.create_study(study_name="asked", storage=direct.storage)
-    enqueue_points(study, [{}] * 3)
-    reads, first_read_may_end = [], threading.Event()
-    read = proxied._get_trials
-
-    def slow_read(*args):
-        reads.append(1)
-        if len(reads) == 1:
-            first_read_may_end.wait(10)
-        return read(*args)
-
-    proxied._get_trials = slow_read
-    answers: list[list[int]] = []
-
-    def ask() -> None:
-        answers.append([t.number for t in proxied.get_all_trials(study._study_id, states=(TrialState.WAITING,))])
-
-    first = threading.Thread(target=ask)
-    first.start()
-    time.sleep(0.2)  # the first read has begun; the next two asks arrive after it, and wait
-    later = [threading.Thread(target=ask) for _ in range(2)]
-    for thread in later:
-        thread.start()
-    time.sleep(0.2)
-    first_read_may_end.set()
-    for thread in (first, *later):
-        thread.join(10)
-    # The first read began before the other two asked, so one more read answers both.
-    assert len(reads) == 2 and answers == [[0, 1, 2]] * 3
-    direct.close()
