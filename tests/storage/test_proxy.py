@@ -113,35 +113,27 @@ class LoseFirstAnswer(grpc.UnaryUnaryClientInterceptor):
         return answer
 
 
-def test_a_queued_trial_whose_answer_is_lost_is_queued_once(proxy_url, sqlite_url):
+def _one_call_a_trial(study: optuna.Study, points: list[dict]) -> None:
+    for point in points:
+        study.enqueue_trial(point)
+
+
+@pytest.mark.parametrize(
+    ("queue", "lost_call"),
+    [(_one_call_a_trial, "CreateNewTrial"), (enqueue_points, "SetStudySystemAttribute")],  # Optuna's way; hpsearch's batch request
+)
+def test_trials_queued_through_the_proxy_whose_answer_is_lost_are_queued_once(proxy_url, sqlite_url, queue, lost_call):
     database = through(proxy_url, grace=30)
     storage = database.storage
-    lose = LoseFirstAnswer("CreateNewTrial")
+    lose = LoseFirstAnswer(lost_call)
     storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, lose))
     study = optuna.create_study(study_name="lost", storage=storage)
-    study.enqueue_trial({"x": 1.0})  # retried after the lost answer
-    study.enqueue_trial({"x": 2.0})
+    queue(study, [{"x": 1.0}, {"x": 2.0}])  # the call whose answer is lost is retried
     assert lose.lost == 1 and storage.retry.retried_calls == 1
     queued = optuna.load_study(study_name="lost", storage=sqlite_url).get_trials(deepcopy=False)
-    assert [(t.state, t.system_attrs["fixed_params"]) for t in queued] == [
-        (TrialState.WAITING, {"x": 1.0}), (TrialState.WAITING, {"x": 2.0})
-    ]
-    database.close()
-
-
-def test_a_batch_queued_through_the_proxy_whose_answer_is_lost_is_queued_once(proxy_url, sqlite_url):
-    database = through(proxy_url, grace=30)
-    storage = database.storage
-    lose = LoseFirstAnswer("SetStudySystemAttribute")
-    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, lose))
-    study = optuna.create_study(study_name="batch", storage=storage)
-    enqueue_points(study, [{"x": 1.0}, {"x": 2.0}, {}])  # one request, retried after the lost answer
-    assert lose.lost == 1 and storage.retry.retried_calls == 1
-    queued = optuna.load_study(study_name="batch", storage=sqlite_url).get_trials(deepcopy=False)
     assert [(t.number, t.state, t.system_attrs["fixed_params"]) for t in queued] == [
-        (0, TrialState.WAITING, {"x": 1.0}), (1, TrialState.WAITING, {"x": 2.0}), (2, TrialState.WAITING, {})
+        (0, TrialState.WAITING, {"x": 1.0}), (1, TrialState.WAITING, {"x": 2.0})
     ]
-    assert [study.ask().params for _ in range(2)] == [{}, {}]  # taken in order (the sampler suggests nothing here)
     database.close()
 
 
