@@ -2,9 +2,10 @@
 
 A GP search spends its first trials on a space-filling design before its model has anything to
 learn from. Ten random points in 7 dimensions leave gaps and clusters; the first points of a
-scrambled Sobol sequence cover every parameter evenly. Optuna's ``QMCSampler`` keeps its place in
-the sequence in the study, so workers that share a study (and the scramble seed) draw distinct
-points of one design rather than each its own random ones.
+scrambled Sobol sequence cover every parameter evenly. Trial ``n`` takes the sequence's point
+``n - 1`` (``NumberedQMCSampler``), so workers that share a study (and the scramble seed) draw
+distinct points of one design rather than each its own random ones, even when they ask at once
+(Optuna's ``QMCSampler`` counts its points in the study, and two workers can read one count).
 
 After the design, trials are Optuna's ``GPSampler``'s. While other trials are RUNNING it already
 conditions on them (Optuna 5.1: q-batch log expected improvement over the running trials'
@@ -34,7 +35,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.optuna_seam import PrunedAsComplete
+from hpsearch.storage.optuna_seam import NumberedQMCSampler, PrunedAsComplete
 
 # Complete trials before the GP models the objective: GPSampler's own default.
 SOBOL_STARTUP_TRIALS = 10
@@ -56,7 +57,9 @@ class SobolStartGPSampler(optuna.samplers.BaseSampler):
         self._gp = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
         with warnings.catch_warnings():  # QMCSampler is "experimental" since Optuna 3.0; a user can do nothing about it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._sobol = optuna.samplers.QMCSampler(
+            # Trial 0 is sampled at random (nothing knows the search space yet): trial n takes point n - 1.
+            self._sobol = NumberedQMCSampler(
+                first_number=1,
                 qmc_type="sobol",
                 scramble=True,
                 seed=UNSEEDED_SCRAMBLE_SEED if seed is None else seed,

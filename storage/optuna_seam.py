@@ -57,6 +57,11 @@ Private things relied on, and why:
    instead of the ORM, and raises as Optuna does (``KeyError(models.NOT_FOUND_MSG)`` for an
    unknown study or trial, ``UpdateFinishedTrialError``, an incompatible distribution).
 
+10. ``QMCSampler._find_sample_id(study, search_space)``: which point of its sequence a trial
+   takes. Optuna counts the points in a study system attribute, read and then written (its own
+   TODO says the two are not atomic): two workers asking at once read the same count and draw the
+   same point. :class:`NumberedQMCSampler` gives each trial the point its trial number names.
+
 Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
 ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
 trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
@@ -67,6 +72,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Container, Mapping, Sequence
@@ -639,6 +645,27 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 for _name in _RETRIED_AS_THEY_ARE:
     if _name not in vars(QueuedRDBStorage):  # those it reads its own way are retried there
         setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
+
+
+class NumberedQMCSampler(optuna.samplers.QMCSampler):
+    """``QMCSampler`` whose trial number ``n`` takes point ``n - first_number`` of the sequence (10 above).
+
+    Trial numbers are unique in a study, so workers asking at once draw different points, and a
+    study sampled by one worker draws the points Optuna's own counter would have given it, as
+    long as its trials from ``first_number`` on are all the sequence's.
+    """
+
+    def __init__(self, *args: Any, first_number: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_number = first_number
+        self._sampling = threading.local()  # the trial number of the sample_relative call running in this thread
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        self._sampling.number = trial.number
+        return super().sample_relative(study, trial, search_space)
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
+        return max(self._sampling.number - self.first_number, 0)
 
 
 def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> None:

@@ -156,3 +156,21 @@ def test_the_design_fills_in_until_the_gp_has_startup_trials_to_learn_from():
     for _ in range(4):
         study.ask(SPACE)
     assert sampler.in_design(study, started(study))
+
+
+def test_workers_drawing_design_points_at_once_each_draw_their_own_trials_point():
+    # Optuna's QMCSampler counts its points in the study, read and then written: two workers asking
+    # at once drew the same point. Each trial now takes the point its number names, in any order.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=1)
+    study.ask(), study.ask()  # trials 1 and 2, running on two workers
+    frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+
+    def draw(number: int) -> dict:
+        worker = SobolStartGPSampler(seed=3)  # each worker process has a sampler of its own
+        return worker.sample_relative(study, frozen[number], worker.infer_relative_search_space(study, frozen[number]))
+
+    second_first = {2: draw(2), 1: draw(1)}
+    assert second_first[1] != second_first[2]
+    assert second_first == {1: draw(1), 2: draw(2)}
+    assert not any(key.startswith("qmc:") for key in study._storage.get_study_system_attrs(study._study_id))  # no count to race on

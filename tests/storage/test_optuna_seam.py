@@ -689,3 +689,16 @@ def test_the_heartbeat_thread_does_not_beat_again_right_after_the_take(sqlite_ur
         assert any("trial_heartbeats" in statement for statement in statements)
     finally:
         storage.engine.dispose()
+
+
+def test_a_numbered_qmc_sampler_draws_the_point_its_trial_number_names():
+    # 10 of the module docstring: QMCSampler takes its point's index from _find_sample_id.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    for _ in range(3):
+        study.ask()
+    trials = study.get_trials(deepcopy=False)
+    sampler = seam.NumberedQMCSampler(qmc_type="sobol", scramble=True, seed=1, first_number=1)
+    drawn = {n: sampler.sample_relative(study, trials[n], {"x": trials[0].distributions["x"]})["x"] for n in (3, 1, 2)}
+    counted = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=1)  # Optuna's counter, in order
+    assert [drawn[n] for n in (1, 2, 3)] == [counted.sample_relative(study, trials[n], {"x": trials[0].distributions["x"]})["x"] for n in (1, 2, 3)]
