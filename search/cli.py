@@ -248,7 +248,7 @@ def create_main(argv: Sequence[str]) -> int:
                          "--threads N its torch threads)")
     orchestrator = Orchestrator(prepare(StudySpec(**given_values(args))), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
-    print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts))
+    print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))
     return EXIT_OK
 
 

@@ -30,13 +30,17 @@ from hpsearch.storage.urls import (
 from hpsearch.trainers.hardware import cuda_index, physical_gpu, resolve_device, visible_gpus
 
 
-def describe_queue(study: optuna.Study, planned: int, url: str, artifacts: str | None = None) -> str:
+def describe_queue(
+    study: optuna.Study, planned: int, url: str, artifacts: str | None = None, heartbeat: Heartbeat | None = None
+) -> str:
     """What ``hpsearch create`` prints: the study, its planned trials, and a worker command to paste.
 
     A URL with a password is never printed whole, and a masked one would not connect, so then
     the command takes the storage from ``$HPSEARCH_STORAGE``, which the user sets themselves.
     With an artifact store, machines share no folder: the command keeps each worker's working
     copies in the folder it starts in (the study's ``--output-dir`` is a path on this machine).
+    Liveness settings given to ``create`` other than the defaults are passed on: they are each
+    worker's own, not stored with the study, and every worker of a study should share them.
     """
     shown = mask_password(url)
     pruner = study.pruner
@@ -46,6 +50,13 @@ def describe_queue(study: optuna.Study, planned: int, url: str, artifacts: str |
     worker = f"hpsearch worker --study {shlex.quote(study.study_name)}"
     if artifacts:
         worker += " --output-dir ."  # checkpoints under ./checkpoints, in the folder the worker starts in
+    if heartbeat is not None:
+        usual = Heartbeat()
+        for flag, value, default in (("--heartbeat-interval", heartbeat.interval, usual.interval),
+                                     ("--grace-period", heartbeat.grace_period, usual.grace_period),
+                                     ("--db-timeout", heartbeat.db_timeout, usual.db_timeout)):
+            if value != default:
+                worker += f" {flag} {value:g}"
     if shown == url:
         return f"{head}  {worker} --storage {shlex.quote(url)}"
     return (

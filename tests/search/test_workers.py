@@ -347,6 +347,14 @@ def test_the_queue_of_a_study_with_an_artifact_store_gives_each_worker_its_own_f
     assert command == "  hpsearch worker --study sweep --output-dir . --storage postgresql://db-host/runs"
 
 
+def test_the_queue_passes_on_the_liveness_settings_create_was_given():
+    study = optuna.create_study(study_name="sweep")
+    url = "postgresql://db-host/runs"
+    assert describe_queue(study, 3, url, heartbeat=Heartbeat()).splitlines()[1] == f"  hpsearch worker --study sweep --storage {url}"
+    command = describe_queue(study, 3, url, heartbeat=Heartbeat(5, 15, db_timeout=60)).splitlines()[1]
+    assert command == f"  hpsearch worker --study sweep --heartbeat-interval 5 --grace-period 15 --db-timeout 60 --storage {url}"
+
+
 def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, tmp_path, run_hpsearch):
     # The test server trusts every connection: any password is let in, and it must not be printed.
     url = make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
