@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -78,16 +79,22 @@ def proxy_main(argv: Sequence[str]) -> int:
     database = open_database(url, heartbeat, echo, storage_class=ProxiedStorage)
     where = f"grpc://{args.host}:{args.port}"
     echo(f"hpsearch proxy: serving {database.shown_url} on {where}; workers pass --storage {where} "
-         f"(stale trials failed after {heartbeat.grace_period} s without a heartbeat). Ctrl-C stops it.")
+         f"(stale trials failed after {heartbeat.grace_period} s without a heartbeat). Ctrl-C or SIGTERM stops it.")
+    # Kubernetes, Slurm and systemd stop a server with SIGTERM: it stops the proxy as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         serve(database, args.host, args.port, args.threads, echo)
     except RuntimeError as error:  # grpc cannot bind the address
         raise UsageError(f"cannot listen on {args.host}:{args.port} ({error}); pick another --port or --host") from None
-    except KeyboardInterrupt:
-        print("hpsearch proxy: stopped", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"hpsearch proxy: stopped ({stop.args[0] if stop.args else 'Ctrl-C'})", file=sys.stderr)
     finally:
         database.close()
     return 0
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def _check_port_free(host: str, port: int) -> None:

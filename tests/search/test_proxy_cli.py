@@ -109,6 +109,15 @@ def test_the_proxy_masks_the_database_password_and_binds_to_this_machine(postgre
     assert "s3cr3t-word" not in out
 
 
+def test_sigterm_stops_the_proxy_as_ctrl_c_does_with_exit_0(sqlite_url):
+    # What Kubernetes (the recipe's Deployment), Slurm and systemd send a server they stop.
+    with running_proxy(sqlite_url, free_port()) as proxy:
+        proxy.send_signal(signal.SIGTERM)
+        out, _ = proxy.communicate(timeout=20)
+    assert proxy.returncode == 0, out
+    assert out.strip().splitlines()[-1] == "hpsearch proxy: stopped (SIGTERM)"
+
+
 def test_a_second_proxy_on_a_port_in_use_is_refused_in_one_line(postgres_server, run_hpsearch):
     # gRPC binds with SO_REUSEPORT: unchecked, a second proxy would share the port with the first.
     port = free_port()
