@@ -10,18 +10,15 @@ must not wait for them.
 from __future__ import annotations
 
 import errno
-import signal
 import socket
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from socketserver import ThreadingMixIn
-from types import FrameType
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.search.signals import ServerStopped, sigterm_stops_server
 from hpsearch.search.tables_cli import STORAGE_HELP
 
 DEFAULT_HOST = "127.0.0.1"
@@ -43,10 +40,6 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave ``serve_forever`` the way Ctrl-C does."""
 
 
 def build_parser() -> ArgumentParser:
@@ -85,23 +78,6 @@ def bind(app: object, host: str, port: int) -> WSGIServer:
         raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
-@contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """Make SIGTERM end the server like Ctrl-C (only the main thread may set handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def dashboard_main(argv: Sequence[str]) -> int:
     """``hpsearch dashboard``: serve optuna-dashboard until interrupted; exit 0 on Ctrl-C or SIGTERM."""
     args = build_parser().parse_args(argv)
@@ -113,12 +89,12 @@ def dashboard_main(argv: Sequence[str]) -> int:
     url = resolve_storage_url(args.storage)
     with StudyDatabase.open_for_reading(url) as database:
         server = bind(optuna_dashboard.wsgi(database.storage), args.host, args.port)
-        with server, _sigterm_stops():
+        with server, sigterm_stops_server():
             try:  # a signal may come as soon as the URL is out, before serve_forever starts
                 print(f"optuna-dashboard on {mask_password(url)}")
                 print(f"  {dashboard_url(args.host, server.server_port)}")
                 print("Ctrl-C stops it.", flush=True)
                 server.serve_forever()
-            except (KeyboardInterrupt, _Stop):
+            except (KeyboardInterrupt, ServerStopped):
                 print("stopped", file=sys.stderr)
     return EXIT_OK

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
+from hpsearch.search.signals import ServerStopped, sigterm_stops_server
 
 DEFAULT_HOST = "127.0.0.1"  # DESIGN: servers bind 127.0.0.1 unless the user passes --host
 DEFAULT_PORT = 13000  # Optuna's default for its proxy
@@ -80,21 +80,18 @@ def proxy_main(argv: Sequence[str]) -> int:
     where = f"grpc://{args.host}:{args.port}"
     echo(f"hpsearch proxy: serving {database.shown_url} on {where}; workers pass --storage {where} "
          f"(stale trials failed after {heartbeat.grace_period} s without a heartbeat). Ctrl-C or SIGTERM stops it.")
-    # Kubernetes, Slurm and systemd stop a server with SIGTERM: it stops the proxy as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        serve(database, args.host, args.port, args.threads, echo)
+        with sigterm_stops_server():
+            serve(database, args.host, args.port, args.threads, echo)
     except RuntimeError as error:  # grpc cannot bind the address
         raise UsageError(f"cannot listen on {args.host}:{args.port} ({error}); pick another --port or --host") from None
-    except KeyboardInterrupt as stop:
-        print(f"hpsearch proxy: stopped ({stop.args[0] if stop.args else 'Ctrl-C'})", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("hpsearch proxy: stopped (Ctrl-C)", file=sys.stderr)
+    except ServerStopped:
+        print("hpsearch proxy: stopped (SIGTERM)", file=sys.stderr)
     finally:
         database.close()
     return 0
-
-
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt("SIGTERM")
 
 
 def _check_port_free(host: str, port: int) -> None:

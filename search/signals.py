@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -127,3 +128,28 @@ def graceful_interrupts(preemption: Preemption | None = None) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class ServerStopped(Exception):
+    """Raised in the main thread by SIGTERM while a server runs under ``sigterm_stops_server``."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_server() -> Iterator[None]:
+    """Make SIGTERM end a server (``hpsearch dashboard``, ``hpsearch proxy``) as Ctrl-C does.
+
+    Kubernetes, Slurm and systemd stop a server with SIGTERM. Only the main thread may set
+    handlers; elsewhere (a server started from a test's thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise ServerStopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
