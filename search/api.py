@@ -97,7 +97,12 @@ def search(
         orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat())
         if workers > 1:
             return run_local_workers(orchestrator, workers, assigned, quiet=not verbose).study
-        return orchestrator.run().study
+        outcome = orchestrator.run()
+    if outcome.trials_run == 0 and not verbose:
+        # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
+        # study's total, where Optuna's optimize(n_trials=) runs that many more.
+        warnings.warn(orchestrator.nothing_to_do(), UserWarning, stacklevel=2)
+    return outcome.study
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -203,8 +203,8 @@ class Orchestrator:
         """What a command says when the study has run all its work."""
         if self.is_grid:
             return f"Study {self.spec.name!r}: every grid point has already run; nothing to do."
-        return (f"Study {self.spec.name!r}: its {self.resolved.n_trials} trials (--n-trials) have already run; nothing to do "
-                "(a larger --n-trials adds trials).")
+        return (f"Study {self.spec.name!r}: its {self.resolved.n_trials} trials (--n-trials, n_trials= in Python: the "
+                "study's budget, not a count of new trials) have already run; nothing to do (a larger budget adds trials).")
 
     def top_up(self, study: optuna.Study) -> bool:
         """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now.
