@@ -96,9 +96,10 @@ def search(
         show = sys.stderr.isatty() if progress is None else progress
         orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat())
         if workers > 1:
-            return run_local_workers(orchestrator, workers, assigned, quiet=not verbose).study
-        outcome = orchestrator.run()
-    if outcome.trials_run == 0 and not verbose:
+            outcome = run_local_workers(orchestrator, workers, assigned, quiet=not verbose)
+        else:
+            outcome = orchestrator.run()
+    if outcome.idle and not verbose:
         # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
         # study's total, where Optuna's optimize(n_trials=) runs that many more.
         warnings.warn(orchestrator.nothing_to_do(), UserWarning, stacklevel=2)

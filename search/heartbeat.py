@@ -43,3 +43,15 @@ def heartbeat_from(args: object) -> Heartbeat:
     if not db_timeout > 0:
         raise UsageError(f"--db-timeout must be a positive number of seconds (got {db_timeout:g})")
     return Heartbeat(interval, grace, db_timeout=db_timeout)
+
+
+def heartbeat_flags(heartbeat: Heartbeat) -> list[str]:
+    """The flags (of ``add_heartbeat_arguments``) that give another command ``heartbeat``, where it differs from the defaults."""
+    usual = Heartbeat()
+    flags = []
+    for flag, value, default in (("--heartbeat-interval", heartbeat.interval, usual.interval),
+                                 ("--grace-period", heartbeat.grace_period, usual.grace_period),
+                                 ("--db-timeout", heartbeat.db_timeout, usual.db_timeout)):
+        if value != default:
+            flags += [flag, f"{value:g}"]
+    return flags

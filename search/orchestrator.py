@@ -52,6 +52,7 @@ class SearchOutcome:
     trials_failed: int
     converged: bool = False  # --stop-when-converged ended the loop
     preempted: int = 0  # trials handed back to the queue by a stop request (not counted as failed)
+    idle: bool = False  # the study's work had all run already: nothing was started ("nothing to do")
 
 
 def open_database(
@@ -240,7 +241,7 @@ class Orchestrator:
         running = self._running(study)
         if planned == 0 and running == 0:
             self.echo(self.nothing_to_do())
-            return SearchOutcome(study, self.storage_url, 0, 0)
+            return SearchOutcome(study, self.storage_url, 0, 0, idle=True)
         # Under halving, the points that go on past a rung are trials of their own, queued as the
         # rungs fill: the loop runs until nothing is left rather than counting.
         if is_halving(study.pruner):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from hpsearch.search.errors import EXIT_RUN_FAILED, UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving
-from hpsearch.search.heartbeat import Heartbeat
+from hpsearch.search.heartbeat import Heartbeat, heartbeat_flags
 from hpsearch.search.orchestrator import (
     FINISHED,
     Orchestrator,
@@ -51,12 +51,7 @@ def describe_queue(
     if artifacts:
         worker += " --output-dir ."  # checkpoints under ./checkpoints, in the folder the worker starts in
     if heartbeat is not None:
-        usual = Heartbeat()
-        for flag, value, default in (("--heartbeat-interval", heartbeat.interval, usual.interval),
-                                     ("--grace-period", heartbeat.grace_period, usual.grace_period),
-                                     ("--db-timeout", heartbeat.db_timeout, usual.db_timeout)):
-            if value != default:
-                worker += f" {flag} {value:g}"
+        worker = " ".join([worker, *heartbeat_flags(heartbeat)])
     if shown == url:
         return f"{head}  {worker} --storage {shlex.quote(url)}"
     return (
@@ -153,8 +148,7 @@ def worker_launches(
     command = [
         sys.executable, "-m", "hpsearch.search.cli", "worker", "--study", study_name,
         "--output-dir", output_dir, "--threads", str(threads), "--no-progress",
-        "--heartbeat-interval", str(heartbeat.interval), "--grace-period", str(heartbeat.grace_period),
-        "--db-timeout", f"{heartbeat.db_timeout:g}", *(["--quiet"] if quiet else []),
+        *heartbeat_flags(heartbeat), *(["--quiet"] if quiet else []),
     ]
     # The URL goes through the environment, not the command line, where `ps` would show a password.
     # The BLAS pool (numpy's, which the GP sampler uses) gets the worker's share of the cores too,
@@ -198,7 +192,7 @@ def run_local_workers(
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if planned == 0 and not running:
         orchestrator.echo(orchestrator.nothing_to_do())
-        return SearchOutcome(study, url, 0, 0)
+        return SearchOutcome(study, url, 0, 0, idle=True)
     threads = max(1, (threads or os.cpu_count() or 1) // n_workers)
     # Only trials RUNNING elsewhere are left (a killed worker's, inside its grace period): this
     # process waits for them and runs their retries; other processes would only start up and exit.
