@@ -27,12 +27,22 @@ def interrupt_once_written(cwd: Path, written: Path, search: list[str] = SEARCH)
     process = subprocess.Popen([*hpsearch_command(), *search], cwd=cwd, env={**environment, "PYTHONUNBUFFERED": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while not written.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not _in_place(written) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, f"the search was not stopped by SIGINT mid-trial:\n{out}\n{err}"
     return out
+
+
+def _in_place(path: Path) -> bool:
+    """``path`` exists; for ``prev.pt``, also ``last.pt`` has moved on from it.
+
+    A save links ``last.pt`` to ``prev.pt`` and only then replaces ``last.pt``: stopped in between,
+    both name one file, and a test that truncates ``last.pt`` would truncate ``prev.pt`` too.
+    """
+    last = path.with_name("last.pt")
+    return path.exists() and (path.name != "prev.pt" or (last.exists() and not os.path.samefile(path, last)))
 
 
 def trials(tmp_path: Path) -> list[FrozenTrial]:
