@@ -210,14 +210,16 @@ class Orchestrator:
     def top_up(self, study: optuna.Study) -> bool:
         """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now.
 
-        Also True, without reading the queue, when another worker held the queue lock: it was
-        topping the queue up, and the next take finds out (at the end, it finds the queue empty
-        again and comes back here).
+        When another worker held the queue lock, it was most likely topping the queue up: a trial
+        waiting now is taken from that batch, without reading the whole study again. Only a
+        waiting trial counts: with many workers every take of the lock waits for another holder,
+        and taking the wait alone for a top-up left the queue empty for good (32 workers idled on
+        an empty queue with most of the budget left).
         """
         assert self.database is not None
         with self.database.queue_lock(self.spec.name) as waited:
-            if waited:
-                return True  # another worker held the lock to top the queue up: take from it
+            if waited and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return True
             if self.is_grid:
                 waiting, _ = self.queue.queue_grid(study)
                 waiting += promote_waiting(study)

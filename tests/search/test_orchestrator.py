@@ -163,3 +163,35 @@ def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
     finally:
         peer.join()
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_top_up_that_waited_for_the_lock_queues_the_next_batch_when_the_holder_queued_none(tmp_path, monkeypatch):
+    # With many workers every take of the queue lock waits for another holder (who may have
+    # queued nothing): a wait must not stand in for a top-up, or no worker ever queues again.
+    import threading
+
+    from hpsearch.storage.database import StudyDatabase
+
+    monkeypatch.setattr(StudyQueue, "BATCH", 4)
+    spec = StudySpec(models=("tfn_classifier",), sweep=SWEEP, task_options={"dataset_size": 100},
+                     study_name="livelock", output_dir=str(tmp_path))
+    orchestrator = Orchestrator(resolve(spec), echo=lambda line: None, progress=False, heartbeat=QUICK)
+    study, _ = orchestrator.create(None)
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # the first batch, all run
+        study.tell(study.ask(), 0.5)
+    assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+    peer = StudyDatabase.open_for_search(f"sqlite:///{tmp_path / 'hpsearch.db'}")
+    answer: list[bool] = []
+    topping_up = threading.Thread(target=lambda: answer.append(orchestrator.top_up(study)))
+    try:
+        with peer.queue_lock("livelock"):  # held, and let go with nothing queued
+            topping_up.start()
+            topping_up.join(0.5)
+            assert topping_up.is_alive(), "the top-up must wait for the lock"
+        topping_up.join(30)
+    finally:
+        peer.close()
+    assert answer == [True]
+    assert len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) == 4  # the next batch
+    orchestrator.database.close()
