@@ -26,7 +26,7 @@ from hpsearch.search.spec import StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.errors import DiskFullError
-from hpsearch.storage.optuna_seam import QueueEmpty
+from hpsearch.storage.optuna_seam import QueueEmpty, taking_queued_trials_at_once
 from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
 from hpsearch.storage.urls import resolve_storage_url
@@ -163,6 +163,7 @@ class Orchestrator:
             except optuna.exceptions.DuplicatedStudyError:
                 # Optuna versions that do not load on a lost race of creation raise this instead.
                 study = optuna.load_study(study_name=self.spec.name, storage=database.storage, sampler=sampler, pruner=pruner)
+            taking_queued_trials_at_once(study)
             self._claim(study)
             # A dead worker's trial is failed and its retry queued before anyone counts the queue:
             # left RUNNING, a grid would count its point as taken and stop at "nothing to do".

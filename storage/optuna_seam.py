@@ -61,10 +61,17 @@ Private things relied on, and why:
    takes. Optuna counts the points in a study system attribute, read and then written (its own
    TODO says the two are not atomic): two workers asking at once read the same count and draw the
    same point. :class:`NumberedQMCSampler` gives each trial the point its trial number names.
+11. ``Study._pop_waiting_trial_id()``: how ``Study.ask`` takes a queued trial. Optuna's reads
+   every WAITING trial and tries to take each in turn, and workers asking at once all try them in
+   the same order, so at 32 workers most tries lost a race to a peer. :class:`QueueTakingStudy`
+   asks a storage that has ``take_waiting_trial`` (hpsearch's, on a database URL or through its
+   proxy) for the first one instead: one statement, and through the proxy one request. Optuna's
+   cache (``_CachedStorage``, its ``_backend`` and ``_trial_id_to_study_id_and_number``) sets a
+   parameter only on a trial it has read, so a trial taken that it has not seen makes it read.
 
-Behaviour of public methods relied on: ``Study.ask`` takes a queued trial by calling
-``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next WAITING
-trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
+Behaviour of public methods relied on: ``Study.ask`` of a plain ``Study`` takes a queued trial
+by calling ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next
+WAITING trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -341,20 +349,63 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                     .values(state=TrialState.RUNNING, datetime_start=start)
                 )
                 taken = connection.execute(take).rowcount == 1
-                if taken and self.heartbeat_interval is not None:
-                    connection.execute(
-                        sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp())
-                    )
-                if taken and self.worker_name is not None:
-                    # A heartbeat retry inherits its failed trial's attributes, the dead worker's name among them.
-                    attrs = optuna_models.TrialUserAttributeModel.__table__
-                    connection.execute(sa.delete(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == WORKER_ATTR))
-                    connection.execute(
-                        sa.insert(attrs).values(trial_id=trial_id, key=WORKER_ATTR, value_json=json.dumps(self.worker_name))
-                    )
+                if taken:
+                    self._write_taken(connection, trial_id, self.worker_name)
         if taken:
             self.heartbeats.stored(trial_id)
         return taken
+
+    def take_waiting_trial(self, study_id: int, worker_name: str | None = None) -> int | None:
+        """Take the study's first WAITING trial (by number) as ``_take`` takes one: its id, or None when none waits.
+
+        One ``UPDATE`` of the first row no other worker is taking (``SKIP LOCKED``), where
+        ``Study.ask`` reads every WAITING trial and tries each in turn (11 above). The take
+        names ``worker_name``, or this storage's ``worker_name`` (the proxy takes for its clients).
+        """
+        return self.retry.call(self._take_first, study_id, stored_now(), worker_name or self.worker_name, [])
+
+    def _take_first(self, study_id: int, start: datetime, worker_name: str | None, attempts: list[int]) -> int | None:
+        trials = _TRIALS_TYPED
+        with self.engine.begin() as connection:
+            taken = None
+            if attempts:  # only a retry can find that an earlier attempt committed
+                taken = connection.execute(
+                    sa.select(trials.c.trial_id)
+                    .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING, trials.c.datetime_start == start)
+                ).scalar()
+            attempts.append(1)
+            if taken is None:
+                first = (
+                    sa.select(trials.c.trial_id)
+                    .where(trials.c.study_id == study_id, trials.c.state == TrialState.WAITING)
+                    .order_by(trials.c.number)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                    .scalar_subquery()
+                )
+                # One statement, so SQLite takes its write lock at once (a read first could not upgrade).
+                take = (
+                    sa.update(trials)
+                    .where(trials.c.trial_id == first, trials.c.state == TrialState.WAITING)
+                    .values(state=TrialState.RUNNING, datetime_start=start)
+                    .returning(trials.c.trial_id)
+                )
+                taken = connection.execute(take).scalar()
+                if taken is None:
+                    return None
+                self._write_taken(connection, taken, worker_name)
+        self.heartbeats.stored(taken)
+        return taken
+
+    def _write_taken(self, connection: sa.Connection, trial_id: int, worker_name: str | None) -> None:
+        """In a take's transaction: the trial's first heartbeat, and the name of the worker that took it."""
+        if self.heartbeat_interval is not None:
+            connection.execute(sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp()))
+        if worker_name is not None:
+            # A heartbeat retry inherits its failed trial's attributes, the dead worker's name among them.
+            attrs = optuna_models.TrialUserAttributeModel.__table__
+            connection.execute(sa.delete(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == WORKER_ATTR))
+            connection.execute(sa.insert(attrs).values(trial_id=trial_id, key=WORKER_ATTR, value_json=json.dumps(worker_name)))
 
     def record_heartbeat(self, trial_id: int) -> None:
         """Optuna's heartbeat, retried for one interval; it never raises, so its thread never dies.
@@ -666,6 +717,30 @@ class NumberedQMCSampler(optuna.samplers.QMCSampler):
 
     def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
         return max(self._sampling.number - self.first_number, 0)
+
+
+class QueueTakingStudy(optuna.Study):
+    """``optuna.Study`` whose ``ask`` takes a queued trial in one call to a storage that can (11 above).
+
+    ``taking_queued_trials_at_once`` makes a loaded study one.
+    """
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        cache = self._storage if isinstance(self._storage, _CachedStorage) else None
+        take = getattr(self._storage if cache is None else cache._backend, "take_waiting_trial", None)
+        if take is None:
+            return super()._pop_waiting_trial_id()
+        taken = take(self._study_id)
+        if taken is not None and cache is not None and taken not in cache._trial_id_to_study_id_and_number:
+            # Optuna's cache sets a parameter only on a trial it has read: this one was queued since its last read.
+            cache.get_all_trials(self._study_id, deepcopy=False)
+        return taken
+
+
+def taking_queued_trials_at_once(study: optuna.Study) -> optuna.Study:
+    """``study``, whose ``ask`` now takes a queued trial as :class:`QueueTakingStudy` does."""
+    study.__class__ = QueueTakingStudy
+    return study
 
 
 def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> None:

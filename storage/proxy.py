@@ -14,9 +14,11 @@ trials whose heartbeat is older than the grace period and queues their retries.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -42,6 +44,13 @@ QUEUE_LOCK_KEY = "hpsearch:proxy:queue_lock"
 # where Optuna's API would queue them one call (and one transaction) each, under the queue lock.
 WAITING_TRIALS_KEY = "hpsearch:proxy:waiting_trials"
 TUNNEL_KEYS = frozenset({HEARTBEAT_KEY, EPOCH_KEY, USER_ATTRS_KEY, QUEUE_LOCK_KEY, WAITING_TRIALS_KEY})
+# A study name that is a request: TAKE_PREFIX + JSON {"study_id", "worker", "grace", "take_id"}.
+# The take of a study's first WAITING trial (``QueuedRDBStorage.take_waiting_trial``) needs its
+# answer, and GetStudyIdFromName is the one call of Optuna's proxy that answers with a number: the
+# trial's id, or NOTHING_WAITING.
+TAKE_PREFIX = "hpsearch:proxy:take "
+NOTHING_WAITING = -1
+TAKES_REMEMBERED = 4096  # answers kept for a client repeating a take whose answer it lost
 
 # A queue lock whose holder has not released it after this long is released by the proxy: its
 # holder died (a top-up of the queue takes well under a second).
@@ -80,6 +89,8 @@ class ProxiedStorage(QueuedRDBStorage):
         super().__init__(*args, **kwargs)
         self._trials_by_study: dict[int, _StudyTrials] = {}
         self._studies_guard = threading.Lock()
+        self._takes: OrderedDict[str, int] = OrderedDict()  # take id -> trial id, the latest TAKES_REMEMBERED
+        self._takes_guard = threading.Lock()
 
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
@@ -99,6 +110,25 @@ class ProxiedStorage(QueuedRDBStorage):
             trials = [*known.settled.values(), *(t for t in fresh if t.state not in SETTLED)]
         chosen = sorted((t for t in trials if states is None or t.state in states), key=lambda t: t.number)
         return copy.deepcopy(chosen) if deepcopy else chosen
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        if not study_name.startswith(TAKE_PREFIX):
+            return super().get_study_id_from_name(study_name)
+        request = json.loads(study_name[len(TAKE_PREFIX):])
+        with self._takes_guard:
+            earlier = self._takes.get(request["take_id"])
+        if earlier is not None:
+            return earlier  # the client lost the answer and asked again
+        taken = self.take_waiting_trial(request["study_id"], request["worker"])
+        if taken is None:
+            return NOTHING_WAITING
+        if request.get("grace"):
+            self.declared_grace[taken] = int(request["grace"])
+        with self._takes_guard:
+            self._takes[request["take_id"]] = taken
+            while len(self._takes) > TAKES_REMEMBERED:
+                self._takes.popitem(last=False)
+        return taken
 
     def attach(self, database: StudyDatabase, echo: Callable[[str], None]) -> None:
         self.database = database

@@ -10,6 +10,7 @@ worker, fails stale trials and queues their retries.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,15 @@ from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
 from hpsearch.storage.optuna_seam import RETRIED_STORAGE_METHODS, SENT_WRITE_ID_ATTR, HeartbeatStorage, QueueEmpty
-from hpsearch.storage.proxy import EPOCH_KEY, HEARTBEAT_KEY, QUEUE_LOCK_KEY, USER_ATTRS_KEY, WAITING_TRIALS_KEY
+from hpsearch.storage.proxy import (
+    EPOCH_KEY,
+    HEARTBEAT_KEY,
+    NOTHING_WAITING,
+    QUEUE_LOCK_KEY,
+    TAKE_PREFIX,
+    USER_ATTRS_KEY,
+    WAITING_TRIALS_KEY,
+)
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
 
@@ -114,10 +123,13 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
 
     def record_heartbeat(self, trial_id: int) -> None:
         """A heartbeat, stored by the proxy at its database's time; it never raises, so its thread lives on."""
-        # With this worker's grace: the proxy judges the trial by it (storage/proxy.py).
-        grace = self.grace_period or 2 * (self.heartbeat_interval or 1)
         self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1),
-                             lambda: self._request(trial_id, HEARTBEAT_KEY, {"grace": grace}))
+                             lambda: self._request(trial_id, HEARTBEAT_KEY, {"grace": self.declared_grace}))
+
+    @property
+    def declared_grace(self) -> int:
+        """This worker's grace period, sent with its takes and heartbeats: the proxy judges its trials by it (storage/proxy.py)."""
+        return self.grace_period or 2 * (self.heartbeat_interval or 1)
 
     def heartbeat_age(self, trial_id: int) -> float:
         """Seconds since this process last had a heartbeat of ``trial_id`` stored (0 if it never took it)."""
@@ -128,6 +140,19 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return None
+
+    def take_waiting_trial(self, study_id: int) -> int | None:
+        """Have the proxy take the study's first WAITING trial for this worker: its id, or None when none waits.
+
+        One request (``TAKE_PREFIX``) where ``Study.ask`` would read every WAITING trial and try
+        each. The take id makes a repeat after a lost answer return the same trial.
+        """
+        request = {"study_id": study_id, "worker": self.worker_name, "grace": self.declared_grace, "take_id": uuid.uuid4().hex}
+        taken = self.retry.call(super().get_study_id_from_name, TAKE_PREFIX + json.dumps(request))
+        if taken == NOTHING_WAITING:
+            return None
+        self.heartbeats.stored(taken)  # the proxy stored the first heartbeat with the take
+        return taken
 
     def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]]) -> None:
         """Queue a WAITING trial for each point in one request, which the proxy writes in one transaction.

@@ -15,6 +15,7 @@ import json
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -235,6 +236,76 @@ def test_a_take_passes_over_a_trial_another_worker_is_taking(postgres_url: str, 
             "commit: Study.ask moves on to the next WAITING trial"
         )
         assert storage.set_trial_state_values(trial_id(queued), TrialState.RUNNING), "once free, the trial is taken"
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_queue_taking_study_takes_the_first_waiting_trial_by_number(storage: QueuedRDBStorage, study_name: str, storage_url: str) -> None:
+    storage.worker_name = "host:1:cpu"
+    study = seam.taking_queued_trials_at_once(optuna.create_study(study_name=study_name, storage=storage))
+    assert isinstance(study, optuna.Study)
+    for x in (0.1, 0.2, 0.3):
+        study.enqueue_trial({"x": x})
+    assert storage.set_trial_state_values(trial_id(study.trials[1]), TrialState.RUNNING)  # a peer took the second
+    first, third = study.ask(), study.ask()
+    assert (first.number, first.suggest_float("x", 0, 1)) == (0, 0.1)
+    assert (third.number, third.suggest_float("x", 0, 1)) == (2, 0.3)
+    assert study.trials[0].user_attrs["worker"] == "host:1:cpu"  # the take names its worker, as Optuna's way does
+    # Queued by another process after this one last read the study: Optuna's cache must learn of it
+    # before the trial's parameter is set.
+    peer = StudyDatabase.open_for_search(storage_url)
+    try:
+        optuna.load_study(study_name=study_name, storage=peer.storage).enqueue_trial({"x": 0.7})
+    finally:
+        peer.close()
+    late = study.ask()
+    assert (late.number, late.suggest_float("x", 0, 1)) == (3, 0.7)
+    fresh = study.ask()  # nothing waits: Optuna starts a new trial
+    assert fresh.number == 4 and [t.state for t in study.trials] == [TrialState.RUNNING] * 5
+
+
+def test_workers_taking_queued_trials_at_once_each_take_a_different_one(storage_url: str, study_name: str) -> None:
+    databases = [StudyDatabase.open_for_search(storage_url) for _ in range(4)]
+    try:
+        study = optuna.create_study(study_name=study_name, storage=databases[0].storage)
+        seam.enqueue_points(study, [{"x": i / 40} for i in range(40)])
+        study_id = databases[0].storage.get_study_id_from_name(study_name)
+
+        def take_all(database: StudyDatabase) -> list[int]:
+            taken = []
+            while (trial := database.storage.take_waiting_trial(study_id)) is not None:
+                taken.append(trial)
+            return taken
+
+        with ThreadPoolExecutor(4) as pool:
+            takes = list(pool.map(take_all, databases))
+        every = [trial for worker in takes for trial in worker]
+        assert sorted(every) == sorted(trial_id(t) for t in study.get_trials()), "each trial taken once"
+        assert all(t.state == TrialState.RUNNING for t in study.get_trials())
+    finally:
+        for database in databases:
+            database.close()
+
+
+def test_a_take_of_the_first_waiting_trial_passes_over_one_another_worker_is_taking(postgres_url: str, study_name: str) -> None:
+    storage = StudyDatabase.open_for_search(postgres_url).storage
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage)
+        study.enqueue_trial({"x": 0.1})
+        study.enqueue_trial({"x": 0.2})
+        first, second = study.get_trials()
+        taking = storage.engine.connect()  # another worker, inside its take of the first trial
+        taking.execute(sa.text("SELECT trial_id FROM trials WHERE trial_id = :i FOR UPDATE"), {"i": trial_id(first)})
+        answer: list[int | None] = []
+        study_id = storage.get_study_id_from_name(study_name)
+        taker = threading.Thread(target=lambda: answer.append(storage.take_waiting_trial(study_id)))
+        taker.start()
+        taker.join(5)
+        held = taker.is_alive()
+        taking.rollback()
+        taker.join()
+        taking.close()
+        assert not held and answer == [trial_id(second)], "the take must pass over a row another worker has locked"
     finally:
         storage.engine.dispose()
 
@@ -479,6 +550,18 @@ def test_a_take_whose_answer_was_lost_still_belongs_to_its_worker(
     trial = study.ask({"x": X})
     assert lost and trial.number == 0 and len(study.get_trials()) == 1
     assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_a_take_of_the_first_waiting_trial_whose_answer_was_lost_takes_one(
+    storage: QueuedRDBStorage, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = seam.taking_queued_trials_at_once(optuna.create_study(study_name=study_name, storage=storage))
+    study.enqueue_trial({"x": 0.5})
+    study.enqueue_trial({"x": 0.6})
+    lost = _answer_lost_once(monkeypatch, QueuedRDBStorage, "_take_first")
+    trial = study.ask()
+    assert lost and trial.number == 0
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.WAITING]
 
 
 def test_a_final_state_whose_answer_was_lost_is_not_refused_on_retry(

@@ -10,7 +10,7 @@ from optuna.storages._grpc.auto_generated import api_pb2_grpc
 from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
-from hpsearch.storage.optuna_seam import enqueue_points, trial_id
+from hpsearch.storage.optuna_seam import enqueue_points, taking_queued_trials_at_once, trial_id
 from hpsearch.storage.proxy import ProxiedStorage, ProxyQueueLocks
 from hpsearch.storage.retry import DatabaseRetry
 from tests.search.test_proxy_cli import free_port, running_proxy
@@ -134,6 +134,24 @@ def test_trials_queued_through_the_proxy_whose_answer_is_lost_are_queued_once(pr
     assert [(t.number, t.state, t.system_attrs["fixed_params"]) for t in queued] == [
         (0, TrialState.WAITING, {"x": 1.0}), (1, TrialState.WAITING, {"x": 2.0})
     ]
+    database.close()
+
+
+def test_a_take_through_the_proxy_whose_answer_is_lost_takes_one_trial_for_its_worker(proxy_url, sqlite_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    storage.worker_name = "host:7:cpu"
+    lose = LoseFirstAnswer("GetStudyIdFromName")
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, lose))
+    study = taking_queued_trials_at_once(optuna.create_study(study_name="take", storage=storage))
+    enqueue_points(study, [{"x": 1.0}, {"x": 2.0}])
+    lose.lost = 0  # lose the take's answer, not the study's creation's
+    trial = study.ask()
+    assert lose.lost == 1 and trial.number == 0 and trial.suggest_float("x", 0, 4) == 1.0
+    stored = optuna.load_study(study_name="take", storage=sqlite_url).get_trials(deepcopy=False)
+    assert [t.state for t in stored] == [TrialState.RUNNING, TrialState.WAITING]  # the repeat took no second trial
+    assert stored[0].user_attrs["worker"] == "host:7:cpu"
+    assert study.ask().number == 1 and study.ask().number == 2  # then a fresh trial: the queue is empty
     database.close()
 
 
