@@ -3,10 +3,12 @@
 Optuna's proxy (``optuna.storages.run_grpc_proxy_server``) serves Optuna's storage API, and
 only that: many workers share its few database connections. An hpsearch worker also writes the
 per-epoch table, sends heartbeats, batches a trial's user attributes, takes the study's queue
-lock and queues a batch of trials in one transaction, none of which that API has. They travel
-through it as attributes under reserved keys (``TUNNEL_KEYS``), which the proxy's storage acts
-on instead of storing them; an Optuna client that is not hpsearch never sends them. (Optuna's servicer hands such a call to the storage as it
-comes, study id 0 included; ``tests/storage/test_proxy.py`` holds that.) The proxy also does what a worker's stale-trial check
+lock, queues a batch of trials in one transaction and takes the first queued trial in one
+request, none of which that API has. They travel through it as attributes under reserved keys
+(``TUNNEL_KEYS``), and the take as a study name (``TAKE_PREFIX``), which the proxy's storage acts
+on instead of storing or looking up; an Optuna client that is not hpsearch never sends them.
+(Optuna's servicer hands such a call to the storage as it comes, study id 0 included;
+``tests/storage/test_proxy.py`` holds that.) The proxy also does what a worker's stale-trial check
 does, since its clients cannot read heartbeats: every heartbeat interval it fails each study's
 trials whose heartbeat is older than the grace period and queues their retries.
 """
