@@ -102,7 +102,9 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(f"{error.args[0]}{f' ({origin})' if origin else ''}") from None
     for model in model_specs:
         if not model.accepts(task.data):
-            raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives {task.data.kind}")
+            raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives "
+                             f"{task.data.kind}; pass a task that gives {model.input_kind} (--task, or task= in Python; hpsearch tasks "
+                             "lists them)")
     sweep = parse_sweep(spec.sweep, model_specs, task.step_params)
 
     for name in spec.train:

@@ -29,7 +29,7 @@ from hpsearch.storage.engine import (
 )
 from hpsearch.storage.errors import StorageOpenError
 from hpsearch.storage.optuna_seam import STUDIES, QueuedRDBStorage
-from hpsearch.storage.reading import StorageReadError, StudyInfo, UnknownStudyError, find_study
+from hpsearch.storage.reading import StorageReadError, StudyInfo, find_study, unknown_study
 from hpsearch.storage.retry import DatabaseRetry, database_reason
 from hpsearch.storage.urls import is_proxy_url, mask_password, parse_storage_url
 
@@ -191,7 +191,8 @@ class StudyDatabase:
         try:
             return optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:
-            raise UnknownStudyError(f"no study named {name!r} in {self.shown_url}; hpsearch studies lists them") from None
+            names = [study.study_name for study in self.storage.get_all_studies()]
+            raise unknown_study(name, names, self.url) from None
 
     @contextmanager
     def queue_lock(self, study_name: str) -> Iterator[bool]:

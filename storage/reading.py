@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,14 +60,19 @@ class StudyInfo:
     metric_names: tuple[str, ...] | None
 
 
+def unknown_study(study_name: str, names: Sequence[str], url: str = "") -> UnknownStudyError:
+    """The one line for a study name that ``url``, holding the studies ``names``, does not have."""
+    where = f" in {mask_password(url)}" if url else ""
+    known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none"
+    return UnknownStudyError(f"no study named {study_name!r}{where} (studies there: {known}; hpsearch studies lists them)")
+
+
 def find_study(connection: Connection, study_name: str, url: str = "") -> StudyInfo:
     """The study called ``study_name``, or ``UnknownStudyError`` listing the ones there are."""
     study_id = connection.execute(sa.select(STUDIES.c.study_id).where(STUDIES.c.study_name == study_name)).scalar()
     if study_id is None:
         names = connection.execute(sa.select(STUDIES.c.study_name).order_by(STUDIES.c.study_id)).scalars().all()
-        where = f" in {mask_password(url)}" if url else ""
-        known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none"
-        raise UnknownStudyError(f"no study named {study_name!r}{where} (studies there: {known}; hpsearch studies lists them)")
+        raise unknown_study(study_name, names, url)
     by_objective, attrs = STUDY_DIRECTIONS, STUDY_SYSTEM_ATTRIBUTES
     directions = connection.execute(
         sa.select(by_objective.c.direction).where(by_objective.c.study_id == study_id).order_by(by_objective.c.objective)

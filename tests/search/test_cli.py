@@ -125,6 +125,7 @@ BAD_INPUTS = {
     "unwritable output dir": (["--models", "tfn_classifier", "--output-dir", "/proc/hpsearch"], "not writable"),
     "malformed storage URL": (["--models", "tfn_classifier", "--storage", "sqlite//nope"], "malformed storage URL"),
     "unknown storage scheme": (["--models", "tfn_classifier", "--storage", "mysql://u@h/db"], "unsupported storage URL"),
+    "model and task disagree": (["--models", "tfn_regressor"], "gives tokens; pass a task that gives series (--task"),
     "unbuildable point": (["--models", "transformer_classifier", "--param_sweep", "embed_dim:30", "num_heads:4"], "cannot be built"),
     "grid with a range": (["--models", "tfn_classifier", "--param_sweep", "lr:1e-4..1e-2", "--sampler", "grid"], "needs value lists"),
     "unknown flag": (["--models", "tfn_classifier", "--epoch", "3"], "unrecognized arguments: --epoch 3 (did you mean --epochs?)"),

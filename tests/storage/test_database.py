@@ -46,6 +46,13 @@ def test_one_engine_serves_the_storage_the_epoch_table_and_the_reads(storage_url
             assert same is database, "an open database is used as it is, not opened again"
         with pytest.raises(UnknownStudyError, match=f"no study named 'nope'.*{study_name}"):
             database.load_study("nope")
+    # Opened to run trials in (a worker's), the line lists the studies there too.
+    database = StudyDatabase.open_for_search(storage_url)
+    try:
+        with pytest.raises(UnknownStudyError, match=f"no study named 'nope'.*studies there: .*{study_name}"):
+            database.load_study("nope")
+    finally:
+        database.close()
 
 
 def test_a_worker_opener_does_not_make_a_missing_file(tmp_path: Path) -> None:
