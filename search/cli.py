@@ -241,6 +241,7 @@ def create_main(argv: Sequence[str]) -> int:
     parser = build_search_parser(prog="hpsearch create", description="Create a study that holds a whole search, for workers to run.")
     args = parser.parse_args(argv)
     from hpsearch.search.orchestrator import Orchestrator
+    from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
 
     if args.workers != 1 or args.devices is not None or args.threads is not None:
@@ -248,6 +249,7 @@ def create_main(argv: Sequence[str]) -> int:
                          "--threads N its torch threads)")
     orchestrator = Orchestrator(prepare(StudySpec(**given_values(args))), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
+    print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))
     return EXIT_OK
 

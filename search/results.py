@@ -125,14 +125,19 @@ def aligned_table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(" ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines)
 
 
+def strategy_line(resolved: ResolvedSpec) -> str:
+    """The sampler and pruner a search runs (the ones ``auto`` chose, so said), as flags."""
+    auto = " (--pruner auto)" if resolved.spec.pruner == "auto" else ""
+    return f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped"
+
+
 def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     """The lines that close a search's output: where the study is, how to browse it, what ran and what did not."""
     from hpsearch.search.trial import checkpoint_dir
 
     study, spec, url = outcome.study, resolved.spec, mask_password(outcome.storage_url)
     lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trials run now, {len(study.trials)} in all."]
-    auto = " (--pruner auto)" if spec.pruner == "auto" else ""
-    lines.append(f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped")
+    lines.append(strategy_line(resolved))
     if is_proxy_url(outcome.storage_url):
         # The dashboard and hpsearch's readers open the database itself; the proxy serves workers only.
         lines.append("Browse it:  optuna-dashboard DATABASE_URL, or hpsearch dashboard --storage DATABASE_URL, with the "

@@ -361,6 +361,7 @@ def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, t
     created = run_hpsearch("create", "--study", study_name, "--storage", url, *TRIVIAL, "--n-trials", "1")
     assert created.returncode == 0, created.stderr
     assert "s3cret-pw" not in created.stdout + created.stderr
+    assert created.stdout.startswith("Strategy:   --sampler ")  # what auto chose, as a plain run says it
     pasted = created.stdout.split("Start workers with\n", 1)[1].splitlines()
     assert [line.split()[0] for line in pasted] == ["export", "hpsearch"]
     # What the user does: put their URL in place of the placeholder, paste both lines into a shell.
