@@ -24,7 +24,14 @@ from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
-from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, replayable_pruners
+from hpsearch.search.samplers import (
+    DATA_ENV,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    SIMULATED_PRUNERS,
+    replayable_pruners,
+)
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
@@ -280,7 +287,7 @@ def simulate_search(
     were trained (default: all). Wrong input is a ``UsageError``.
     """
     from hpsearch.search.convergence import ConvergenceStop
-    from hpsearch.search.simulate import DATA_ENV, LCBENCH_BUDGET, CurveSimulation, load_benchmark
+    from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, load_benchmark
 
     if sampler not in SAMPLERS[1:]:
         raise UsageError(f"unknown sampler {sampler!r} for a simulation; choose from {', '.join(SAMPLERS[1:])}")

@@ -181,6 +181,9 @@ PRUNERS = ("auto", *PRUNER_KINDS)
 # A simulation samples its trials (no grid, so no halving) on one objective unless told otherwise
 # in Python (pareto needs several).
 SIMULATED_PRUNERS = tuple(p for p in PRUNERS if p not in ("halving", "pareto"))
+# YAHPO Gym's data folder for a simulated search, where --data (data=) is not given. Here, not in
+# simulate.py, so that ``hpsearch simulate --help`` loads no Optuna, as every command's help does.
+DATA_ENV = "HPSEARCH_YAHPO_DATA"
 
 
 def auto_pruner(sampler: str, multi_objective: bool = False, grid_points: int | None = None) -> str:

@@ -33,7 +33,6 @@ from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
 from hpsearch.trainers.records import EpochRecord
 
 BENCHMARKS = ("lcbench",)
-DATA_ENV = "HPSEARCH_YAHPO_DATA"  # YAHPO Gym's data folder, where --data (data=) is not given
 # The protocol of the YAHPO Gym paper for lcbench (7 hyperparameters, 52 epochs):
 # ceil(20·52 + sqrt(7)·52·40) epochs per run.
 LCBENCH_BUDGET = math.ceil(20 * 52 + math.sqrt(7) * 52 * 40)

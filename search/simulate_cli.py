@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK
-from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, auto_pruner
-from hpsearch.search.simulate import DATA_ENV
+from hpsearch.search.samplers import DATA_ENV, DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, auto_pruner
 
 
 def build_simulate_parser() -> ArgumentParser:

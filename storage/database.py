@@ -185,9 +185,7 @@ class StudyDatabase:
             return find_study(connection, name, self.url)
 
     def load_study(self, name: str) -> optuna.Study:
-        """``optuna.load_study`` on this database; an unknown name is an ``UnknownStudyError``."""
-        if not self.writable:
-            self.find_study(name)  # one line listing the studies, before Optuna's KeyError
+        """``optuna.load_study`` on this database; an unknown name is an ``UnknownStudyError`` listing the studies there."""
         try:
             return optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:

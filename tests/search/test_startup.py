@@ -25,7 +25,8 @@ big = ("torch", "optuna", "pandas", "sqlalchemy", "plotly", "optuna_dashboard", 
 print(json.dumps({"code": code, "loaded": [p for p in big if p in sys.modules]}), file=sys.stderr)
 """
 
-SUBCOMMANDS = ["worker", "proxy", "studies", "trials", "export", "create", "run", "models", "tasks", "dashboard", "report", "doctor", "lr-find"]
+SUBCOMMANDS = ["worker", "proxy", "studies", "trials", "export", "create", "run", "models", "tasks", "dashboard", "report", "doctor", "lr-find",
+               "simulate", "replay"]
 
 
 def probe(*argv: str, cwd=None) -> tuple[int, set[str], str]:
