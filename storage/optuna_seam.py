@@ -222,6 +222,9 @@ def stored_now() -> datetime:
 WRITE_ID_ATTR = "hpsearch:write_id"
 # The write id a proxy client sends with a queued trial's template; the proxy stores it as WRITE_ID_ATTR.
 SENT_WRITE_ID_ATTR = "hpsearch:proxy:write_id"
+# The grace period the worker running a trial declared (its --grace-period, whole seconds), stored with
+# the take behind the storage proxy: every proxy process, a restarted one too, judges the trial by it.
+GRACE_ATTR = "hpsearch:grace"
 
 # Storage methods that Optuna's cached storage and hpsearch call, each retried through transient
 # errors as it is (they are idempotent: reads, and upserts keyed by trial and name). The others
@@ -253,6 +256,12 @@ _RETRIED_AS_THEY_ARE = (
     "_get_stale_trial_ids",
     "_set_trial_param",
 )
+
+
+def _replace_attr(connection: sa.Connection, table: sa.Table, trial_id: int, key: str, value: Any) -> None:
+    """Set a trial attribute in ``table`` (user or system attributes) within ``connection``'s transaction."""
+    connection.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
+    connection.execute(sa.insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
 
 
 class QueuedRDBStorage(optuna.storages.RDBStorage):
@@ -355,16 +364,19 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             self.heartbeats.stored(trial_id)
         return taken
 
-    def take_waiting_trial(self, study_id: int, worker_name: str | None = None) -> int | None:
+    def take_waiting_trial(self, study_id: int, worker_name: str | None = None, grace: int | None = None) -> int | None:
         """Take the study's first WAITING trial (by number) as ``_take`` takes one: its id, or None when none waits.
 
         One ``UPDATE`` of the first row no other worker is taking (``SKIP LOCKED``), where
         ``Study.ask`` reads every WAITING trial and tries each in turn (11 above). The take
-        names ``worker_name``, or this storage's ``worker_name`` (the proxy takes for its clients).
+        names ``worker_name``, or this storage's ``worker_name`` (the proxy takes for its clients),
+        and stores ``grace``, the taking worker's grace period, as ``GRACE_ATTR`` when given.
         """
-        return self.retry.call(self._take_first, study_id, stored_now(), worker_name or self.worker_name, [])
+        return self.retry.call(self._take_first, study_id, stored_now(), worker_name or self.worker_name, grace, [])
 
-    def _take_first(self, study_id: int, start: datetime, worker_name: str | None, attempts: list[int]) -> int | None:
+    def _take_first(
+        self, study_id: int, start: datetime, worker_name: str | None, grace: int | None, attempts: list[int]
+    ) -> int | None:
         trials = _TRIALS_TYPED
         with self.engine.begin() as connection:
             taken = None
@@ -393,19 +405,27 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 taken = connection.execute(take).scalar()
                 if taken is None:
                     return None
-                self._write_taken(connection, taken, worker_name)
+                self._write_taken(connection, taken, worker_name, grace)
         self.heartbeats.stored(taken)
         return taken
 
-    def _write_taken(self, connection: sa.Connection, trial_id: int, worker_name: str | None) -> None:
-        """In a take's transaction: the trial's first heartbeat, and the name of the worker that took it."""
+    def _write_taken(self, connection: sa.Connection, trial_id: int, worker_name: str | None, grace: int | None = None) -> None:
+        """In a take's transaction: the trial's first heartbeat, the name of the worker that took it, and its grace."""
         if self.heartbeat_interval is not None:
             connection.execute(sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp()))
+        # A heartbeat retry inherits its failed trial's attributes, the dead worker's name and grace among them.
         if worker_name is not None:
-            # A heartbeat retry inherits its failed trial's attributes, the dead worker's name among them.
-            attrs = optuna_models.TrialUserAttributeModel.__table__
-            connection.execute(sa.delete(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == WORKER_ATTR))
-            connection.execute(sa.insert(attrs).values(trial_id=trial_id, key=WORKER_ATTR, value_json=json.dumps(worker_name)))
+            _replace_attr(connection, optuna_models.TrialUserAttributeModel.__table__, trial_id, WORKER_ATTR, worker_name)
+        if grace is not None:
+            _replace_attr(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, GRACE_ATTR, grace)
+
+    def store_grace(self, trial_id: int, grace: int) -> None:
+        """Store ``grace`` as the trial's ``GRACE_ATTR``, whatever its state (a finished trial is judged no more)."""
+        def store() -> None:
+            with self.engine.begin() as connection:
+                _replace_attr(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, GRACE_ATTR, grace)
+
+        self.retry.call(store)
 
     def record_heartbeat(self, trial_id: int) -> None:
         """Optuna's heartbeat, retried for one interval; it never raises, so its thread never dies.

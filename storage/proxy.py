@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
+from hpsearch.storage.optuna_seam import GRACE_ATTR, QueuedRDBStorage, trial_id
 
 if TYPE_CHECKING:
     from hpsearch.storage.database import StudyDatabase
@@ -121,11 +121,12 @@ class ProxiedStorage(QueuedRDBStorage):
             earlier = self._takes.get(request["take_id"])
         if earlier is not None:
             return earlier  # the client lost the answer and asked again
-        taken = self.take_waiting_trial(request["study_id"], request["worker"])
+        grace = int(request["grace"]) if request.get("grace") else None
+        taken = self.take_waiting_trial(request["study_id"], request["worker"], grace)
         if taken is None:
             return NOTHING_WAITING
-        if request.get("grace"):
-            self.declared_grace[taken] = int(request["grace"])
+        if grace is not None:
+            self.graced.add(taken)
         with self._takes_guard:
             self._takes[request["take_id"]] = taken
             while len(self._takes) > TAKES_REMEMBERED:
@@ -135,17 +136,20 @@ class ProxiedStorage(QueuedRDBStorage):
     def attach(self, database: StudyDatabase, echo: Callable[[str], None]) -> None:
         self.database = database
         self.queue_locks = ProxyQueueLocks(database, echo)
-        # The grace period each running trial's worker declared with its heartbeats (its
-        # --grace-period), by trial id: a trial is judged by its own worker's patience, never
-        # by a shorter one of the proxy's.
-        self.declared_grace: dict[int, int] = {}
+        # The running trials whose worker's declared grace period (its --grace-period, sent with
+        # its take and heartbeats) this process has stored as their GRACE_ATTR: a trial is judged
+        # by its own worker's patience, never by a shorter one of the proxy's. It is stored in the
+        # database so that every proxy process judges alike, and a restarted one at once.
+        self.graced: set[int] = set()
         self.own_grace: int = self.grace_period or 2 * (self.heartbeat_interval or 10)  # Optuna's default grace
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
             self.record_heartbeat(trial_id)
-            if isinstance(value, dict) and value.get("grace"):
-                self.declared_grace[trial_id] = int(value["grace"])  # whole seconds, as --grace-period is
+            # A trial that a worker's own ask created, not a take, is first told its grace here.
+            if isinstance(value, dict) and value.get("grace") and trial_id not in self.graced:
+                self.store_grace(trial_id, int(value["grace"]))  # whole seconds, as --grace-period is
+                self.graced.add(trial_id)
         elif key == EPOCH_KEY:
             assert self.database is not None, "attach() the database first"
             self.database.epoch_table.write_stored(value)
@@ -235,17 +239,16 @@ def fail_stale_trials_of_every_study(storage: ProxiedStorage) -> None:
             continue
         # Judged by the longest grace its running trials' workers declared: a trial whose worker
         # has a shorter one is failed a little later, and none whose worker is alive is failed.
-        declared = [storage.declared_grace.get(trial_id(trial), 0) for trial in running]
+        declared = [int(trial.system_attrs.get(GRACE_ATTR, 0)) for trial in running]
         storage.grace_period = max([storage.own_grace, *declared])  # only this thread judges staleness
         optuna.storages.fail_stale_trials(study)
-    for finished in set(storage.declared_grace) - running_ids:  # a trial that went on beating is RUNNING
-        storage.declared_grace.pop(finished, None)
+    storage.graced &= running_ids  # a trial that went on beating is RUNNING
 
 
 def watch(storage: ProxiedStorage, every: float, stop: threading.Event, echo: Callable[[str], None]) -> None:
     """Until ``stop``: every ``every`` seconds, fail stale trials and end expired queue-lock leases."""
-    # The first check waits a grace period: a restarted proxy knows no worker's declared grace
-    # until its next heartbeat.
+    # The first check waits a grace period: a trial that its worker's own ask created, not a take,
+    # has its declared grace stored at its first heartbeat through a proxy.
     if stop.wait(max(storage.own_grace, every)):
         return
     while True:

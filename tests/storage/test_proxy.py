@@ -53,6 +53,21 @@ def test_the_proxy_fails_a_silent_trial_after_its_workers_grace_and_not_before(p
     hasty.close()
 
 
+def test_a_restarted_proxy_judges_a_taken_trial_by_its_workers_grace_at_once(sqlite_url):
+    port = free_port()
+    with running_proxy(sqlite_url, port, "--heartbeat-interval", "1", "--grace-period", "2"):
+        patient = through(f"grpc://127.0.0.1:{port}", grace=30)
+        study = taking_queued_trials_at_once(optuna.create_study(study_name="taken", storage=patient.storage))
+        enqueue_points(study, [{}])
+        number = study.ask().number  # the take declares the worker's grace; no heartbeat follows
+    # Another proxy process on the same database, as after a restart or beside the first: it never saw
+    # the take, and must not judge the trial by its own 2 s.
+    with running_proxy(sqlite_url, port, "--heartbeat-interval", "1", "--grace-period", "2"):
+        time.sleep(6)
+        assert state_of(sqlite_url, "taken", number) == TrialState.RUNNING
+    patient.close()
+
+
 def test_a_study_queue_lock_through_the_proxy_keeps_a_second_client_out_until_released(proxy_url):
     first, second = through(proxy_url, 30), through(proxy_url, 30)
     events: list[str] = []
