@@ -227,16 +227,15 @@ class EpochMetricsTable:
         transaction (``QueuedRDBStorage.write_with_report``). Transient database errors are
         retried (``self.retry``); the upsert makes a retry exact.
         """
-        values = to_db_row(trial_id, row)
+        self.write_stored(to_db_row(trial_id, row), report)
+
+    def write_stored(self, values: Mapping[str, Any], report: tuple[int, float] | None = None) -> None:
+        """``write`` of a row already in the table's form (``to_db_row``): what a worker behind the storage proxy sends."""
         if report is None:
-            self.retry.call(self._upsert_rows, [values])
+            self.retry.call(self._upsert_rows, [dict(values)])
             return
         statement = _upsert(self._engine.dialect.name)
-        self.retry.call(self.database.storage.write_with_report, statement, [values], trial_id, *report)
-
-    def write_stored(self, values: Mapping[str, Any]) -> None:
-        """Store one row already in the table's form (``to_db_row``): what a worker behind the storage proxy sends."""
-        self.retry.call(self._upsert_rows, [dict(values)])
+        self.retry.call(self.database.storage.write_with_report, statement, [dict(values)], values["trial_id"], *report)
 
     def _upsert_rows(self, values: list[dict[str, Any]]) -> None:
         with self._engine.begin() as connection:

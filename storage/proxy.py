@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 # Trial system attributes that are requests to the proxy, not attributes.
 # Value: {"grace": the worker's --grace-period}. The proxy stores the heartbeat at its database's time.
 HEARTBEAT_KEY = "hpsearch:proxy:heartbeat"
-EPOCH_KEY = "hpsearch:proxy:epoch"  # value: one row of hpsearch_epoch_metrics (epoch_metrics.to_db_row)
+# Value: {"row": one row of hpsearch_epoch_metrics (epoch_metrics.to_db_row), "report": [step, value] or None},
+# written in one transaction, as a worker on the database URL writes them.
+EPOCH_KEY = "hpsearch:proxy:epoch"
 USER_ATTRS_KEY = "hpsearch:proxy:user_attrs"  # value: {key: value}, set in one transaction
 # Study system attributes that are requests. {"study": name, "token": holder, "take": bool}:
 QUEUE_LOCK_KEY = "hpsearch:proxy:queue_lock"
@@ -152,7 +154,8 @@ class ProxiedStorage(QueuedRDBStorage):
                 self.graced.add(trial_id)
         elif key == EPOCH_KEY:
             assert self.database is not None, "attach() the database first"
-            self.database.epoch_table.write_stored(value)
+            report = value["report"]
+            self.database.epoch_table.write_stored(value["row"], (int(report[0]), float(report[1])) if report else None)
         elif key == USER_ATTRS_KEY:
             self.set_trial_user_attrs(trial_id, value)
         else:

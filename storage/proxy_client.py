@@ -117,9 +117,11 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
             self.record_heartbeat(trial_id)
         self.retry.call(self._request, trial_id, USER_ATTRS_KEY, dict(attrs))
 
-    def write_epoch_row(self, trial_id: int, row: Mapping[str, Any]) -> None:
-        """Store one row of ``hpsearch_epoch_metrics`` through the proxy (an upsert, so a retry is exact)."""
-        self.retry.call(self._request, trial_id, EPOCH_KEY, to_db_row(trial_id, row))
+    def write_epoch_row(self, trial_id: int, row: Mapping[str, Any], report: tuple[int, float] | None = None) -> None:
+        """Store one row of ``hpsearch_epoch_metrics`` through the proxy, with ``report`` (step, value) in the same
+        request and transaction; an upsert and Optuna's report, so a retry is exact."""
+        request = {"row": to_db_row(trial_id, row), "report": list(report) if report is not None else None}
+        self.retry.call(self._request, trial_id, EPOCH_KEY, request)
 
     def record_heartbeat(self, trial_id: int) -> None:
         """A heartbeat, stored by the proxy at its database's time; it never raises, so its thread lives on."""
@@ -179,10 +181,7 @@ class ProxyEpochTable:
         self.storage, self.retry = storage, storage.retry
 
     def write(self, trial_id: int, row: Mapping[str, Any], report: tuple[int, float] | None = None) -> None:
-        # Two requests: Optuna's proxy has no transaction that spans both.
-        self.storage.write_epoch_row(trial_id, row)
-        if report is not None:
-            self.storage.set_trial_intermediate_value(trial_id, *report)
+        self.storage.write_epoch_row(trial_id, row, report)
 
     def rows_by_trial(self, study_name: str, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
         raise StorageError(

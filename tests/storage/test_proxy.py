@@ -68,6 +68,21 @@ def test_a_restarted_proxy_judges_a_taken_trial_by_its_workers_grace_at_once(sql
     patient.close()
 
 
+def test_an_epoch_row_and_its_report_through_the_proxy_commit_together_and_not_on_an_ended_trial(proxy_url, sqlite_url):
+    database = through(proxy_url, grace=30)
+    study = optuna.create_study(study_name="epochs", storage=database.storage)
+    trial = study.ask()
+    database.epoch_table.write(trial_id(trial), {"epoch": 1, "val_loss": 0.5}, report=(1, 0.5))
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # the worker's cue that its trial was taken from it
+        database.epoch_table.write(trial_id(trial), {"epoch": 2, "val_loss": 0.4}, report=(2, 0.4))
+    direct = StudyDatabase.open_for_search(sqlite_url)
+    assert list(direct.epoch_table.frame("epochs")["epoch"]) == [1], "a refused report takes its row with it"
+    assert optuna.load_study(study_name="epochs", storage=sqlite_url).trials[0].intermediate_values == {1: 0.5}
+    direct.close()
+    database.close()
+
+
 def test_a_study_queue_lock_through_the_proxy_keeps_a_second_client_out_until_released(proxy_url):
     first, second = through(proxy_url, 30), through(proxy_url, 30)
     events: list[str] = []
