@@ -225,6 +225,9 @@ SENT_WRITE_ID_ATTR = "hpsearch:proxy:write_id"
 # The grace period the worker running a trial declared (its --grace-period, whole seconds), stored with
 # the take behind the storage proxy: every proxy process, a restarted one too, judges the trial by it.
 GRACE_ATTR = "hpsearch:grace"
+# The id of the proxy request that took the trial: a client repeating a take whose answer it lost gets
+# the same trial from any proxy process, a restarted one too.
+TAKE_ID_ATTR = "hpsearch:take_id"
 
 # Storage methods that Optuna's cached storage and hpsearch call, each retried through transient
 # errors as it is (they are idempotent: reads, and upserts keyed by trial and name). The others
@@ -258,10 +261,11 @@ _RETRIED_AS_THEY_ARE = (
 )
 
 
-def _replace_attr(connection: sa.Connection, table: sa.Table, trial_id: int, key: str, value: Any) -> None:
-    """Set a trial attribute in ``table`` (user or system attributes) within ``connection``'s transaction."""
-    connection.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
-    connection.execute(sa.insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+def _replace_attrs(connection: sa.Connection, table: sa.Table, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """Set trial attributes in ``table`` (user or system attributes) within ``connection``'s transaction."""
+    if attrs:
+        connection.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
+        connection.execute(sa.insert(table), [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
 
 
 class QueuedRDBStorage(optuna.storages.RDBStorage):
@@ -364,18 +368,37 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             self.heartbeats.stored(trial_id)
         return taken
 
-    def take_waiting_trial(self, study_id: int, worker_name: str | None = None, grace: int | None = None) -> int | None:
+    def take_waiting_trial(
+        self, study_id: int, worker_name: str | None = None, grace: int | None = None, take_id: str | None = None
+    ) -> int | None:
         """Take the study's first WAITING trial (by number) as ``_take`` takes one: its id, or None when none waits.
 
         One ``UPDATE`` of the first row no other worker is taking (``SKIP LOCKED``), where
         ``Study.ask`` reads every WAITING trial and tries each in turn (11 above). The take
-        names ``worker_name``, or this storage's ``worker_name`` (the proxy takes for its clients),
-        and stores ``grace``, the taking worker's grace period, as ``GRACE_ATTR`` when given.
+        names ``worker_name``, or this storage's ``worker_name`` (the proxy takes for its clients).
+        The proxy also stores the taking worker's ``grace`` and its request's ``take_id``
+        (``GRACE_ATTR``, ``TAKE_ID_ATTR``), when given.
         """
-        return self.retry.call(self._take_first, study_id, stored_now(), worker_name or self.worker_name, grace, [])
+        system_attrs = {k: v for k, v in ((GRACE_ATTR, grace), (TAKE_ID_ATTR, take_id)) if v is not None}
+        return self.retry.call(self._take_first, study_id, stored_now(), worker_name or self.worker_name, system_attrs, [])
+
+    def taken_by(self, study_id: int, take_id: str) -> int | None:
+        """The trial of study ``study_id`` that the take ``take_id`` took, if one did."""
+        attrs, trials = optuna_models.TrialSystemAttributeModel.__table__, _TRIALS_TYPED
+        query = (
+            sa.select(attrs.c.trial_id)
+            .join(trials, trials.c.trial_id == attrs.c.trial_id)
+            .where(trials.c.study_id == study_id, attrs.c.key == TAKE_ID_ATTR, attrs.c.value_json == json.dumps(take_id))
+        )
+
+        def read() -> int | None:
+            with self.engine.connect() as connection:
+                return connection.execute(query).scalar()
+
+        return self.retry.call(read)
 
     def _take_first(
-        self, study_id: int, start: datetime, worker_name: str | None, grace: int | None, attempts: list[int]
+        self, study_id: int, start: datetime, worker_name: str | None, system_attrs: Mapping[str, Any], attempts: list[int]
     ) -> int | None:
         trials = _TRIALS_TYPED
         with self.engine.begin() as connection:
@@ -405,25 +428,26 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 taken = connection.execute(take).scalar()
                 if taken is None:
                     return None
-                self._write_taken(connection, taken, worker_name, grace)
+                self._write_taken(connection, taken, worker_name, system_attrs)
         self.heartbeats.stored(taken)
         return taken
 
-    def _write_taken(self, connection: sa.Connection, trial_id: int, worker_name: str | None, grace: int | None = None) -> None:
-        """In a take's transaction: the trial's first heartbeat, the name of the worker that took it, and its grace."""
+    def _write_taken(
+        self, connection: sa.Connection, trial_id: int, worker_name: str | None, system_attrs: Mapping[str, Any] | None = None
+    ) -> None:
+        """In a take's transaction: the trial's first heartbeat, the name of the worker that took it, and ``system_attrs``."""
         if self.heartbeat_interval is not None:
             connection.execute(sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp()))
         # A heartbeat retry inherits its failed trial's attributes, the dead worker's name and grace among them.
         if worker_name is not None:
-            _replace_attr(connection, optuna_models.TrialUserAttributeModel.__table__, trial_id, WORKER_ATTR, worker_name)
-        if grace is not None:
-            _replace_attr(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, GRACE_ATTR, grace)
+            _replace_attrs(connection, optuna_models.TrialUserAttributeModel.__table__, trial_id, {WORKER_ATTR: worker_name})
+        _replace_attrs(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, system_attrs or {})
 
     def store_grace(self, trial_id: int, grace: int) -> None:
         """Store ``grace`` as the trial's ``GRACE_ATTR``, whatever its state (a finished trial is judged no more)."""
         def store() -> None:
             with self.engine.begin() as connection:
-                _replace_attr(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, GRACE_ATTR, grace)
+                _replace_attrs(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, {GRACE_ATTR: grace})
 
         self.retry.call(store)
 

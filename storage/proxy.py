@@ -20,7 +20,6 @@ import json
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -48,13 +47,13 @@ QUEUE_LOCK_KEY = "hpsearch:proxy:queue_lock"
 # where Optuna's API would queue them one call (and one transaction) each, under the queue lock.
 WAITING_TRIALS_KEY = "hpsearch:proxy:waiting_trials"
 TUNNEL_KEYS = frozenset({HEARTBEAT_KEY, EPOCH_KEY, USER_ATTRS_KEY, QUEUE_LOCK_KEY, WAITING_TRIALS_KEY})
-# A study name that is a request: TAKE_PREFIX + JSON {"study_id", "worker", "grace", "take_id"}.
+# A study name that is a request: TAKE_PREFIX + JSON {"study_id", "worker", "grace", "take_id", "repeat"}.
 # The take of a study's first WAITING trial (``QueuedRDBStorage.take_waiting_trial``) needs its
 # answer, and GetStudyIdFromName is the one call of Optuna's proxy that answers with a number: the
-# trial's id, or NOTHING_WAITING.
+# trial's id, or NOTHING_WAITING. A repeat (the client lost the answer) first looks for the trial
+# its take id took.
 TAKE_PREFIX = "hpsearch:proxy:take "
 NOTHING_WAITING = -1
-TAKES_REMEMBERED = 4096  # answers kept for a client repeating a take whose answer it lost
 
 # A queue lock whose holder has not released it after this long is released by the proxy: its
 # holder died (a top-up of the queue takes well under a second).
@@ -93,8 +92,11 @@ class ProxiedStorage(QueuedRDBStorage):
         super().__init__(*args, **kwargs)
         self._trials_by_study: dict[int, _StudyTrials] = {}
         self._studies_guard = threading.Lock()
-        self._takes: OrderedDict[str, int] = OrderedDict()  # take id -> trial id, the latest TAKES_REMEMBERED
-        self._takes_guard = threading.Lock()
+        # The running trials whose worker's declared grace period (its --grace-period, sent with
+        # its take and heartbeats) this process has stored as their GRACE_ATTR: a trial is judged
+        # by its own worker's patience, never by a shorter one of the proxy's. It is stored in the
+        # database so that every proxy process judges alike, and a restarted one at once.
+        self.graced: set[int] = set()
 
     def get_all_trials(
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
@@ -119,30 +121,21 @@ class ProxiedStorage(QueuedRDBStorage):
         if not study_name.startswith(TAKE_PREFIX):
             return super().get_study_id_from_name(study_name)
         request = json.loads(study_name[len(TAKE_PREFIX):])
-        with self._takes_guard:
-            earlier = self._takes.get(request["take_id"])
-        if earlier is not None:
-            return earlier  # the client lost the answer and asked again
+        if request.get("repeat"):
+            earlier = self.taken_by(request["study_id"], request["take_id"])
+            if earlier is not None:
+                return earlier  # the first attempt took it; only its answer was lost
         grace = int(request["grace"]) if request.get("grace") else None
-        taken = self.take_waiting_trial(request["study_id"], request["worker"], grace)
+        taken = self.take_waiting_trial(request["study_id"], request["worker"], grace, request["take_id"])
         if taken is None:
             return NOTHING_WAITING
         if grace is not None:
             self.graced.add(taken)
-        with self._takes_guard:
-            self._takes[request["take_id"]] = taken
-            while len(self._takes) > TAKES_REMEMBERED:
-                self._takes.popitem(last=False)
         return taken
 
     def attach(self, database: StudyDatabase, echo: Callable[[str], None]) -> None:
         self.database = database
         self.queue_locks = ProxyQueueLocks(database, echo)
-        # The running trials whose worker's declared grace period (its --grace-period, sent with
-        # its take and heartbeats) this process has stored as their GRACE_ATTR: a trial is judged
-        # by its own worker's patience, never by a shorter one of the proxy's. It is stored in the
-        # database so that every proxy process judges alike, and a restarted one at once.
-        self.graced: set[int] = set()
         self.own_grace: int = self.grace_period or 2 * (self.heartbeat_interval or 10)  # Optuna's default grace
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:

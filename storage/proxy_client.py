@@ -150,7 +150,15 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         each. The take id makes a repeat after a lost answer return the same trial.
         """
         request = {"study_id": study_id, "worker": self.worker_name, "grace": self.declared_grace, "take_id": uuid.uuid4().hex}
-        taken = self.retry.call(super().get_study_id_from_name, TAKE_PREFIX + json.dumps(request))
+        send = super().get_study_id_from_name
+
+        def attempt() -> int:
+            try:
+                return send(TAKE_PREFIX + json.dumps(request))
+            finally:
+                request["repeat"] = True  # a later attempt may find the trial this one took
+
+        taken = self.retry.call(attempt)
         if taken == NOTHING_WAITING:
             return None
         self.heartbeats.stored(taken)  # the proxy stored the first heartbeat with the take
