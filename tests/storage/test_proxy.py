@@ -1,5 +1,6 @@
 """The storage proxy's server and client: a real ``hpsearch proxy`` process, clients in this process."""
 
+import json
 import threading
 import time
 
@@ -11,7 +12,7 @@ from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.optuna_seam import enqueue_points, taking_queued_trials_at_once, trial_id
-from hpsearch.storage.proxy import ProxiedStorage, ProxyQueueLocks
+from hpsearch.storage.proxy import TAKE_PREFIX, ProxiedStorage, ProxyQueueLocks
 from hpsearch.storage.retry import DatabaseRetry
 from tests.search.test_proxy_cli import free_port, running_proxy
 
@@ -183,6 +184,23 @@ def test_a_take_through_the_proxy_whose_answer_is_lost_takes_one_trial_for_its_w
     assert stored[0].user_attrs["worker"] == "host:7:cpu"
     assert study.ask().number == 1 and study.ask().number == 2  # then a fresh trial: the queue is empty
     database.close()
+
+
+def test_a_repeated_take_gets_its_trial_from_another_proxy_process(sqlite_url):
+    # The first process took the trial and died before it answered; the client's repeat reaches
+    # another process (a restarted proxy, or one of --processes), which never saw the take.
+    direct = StudyDatabase.open_for_search(sqlite_url)
+    study = optuna.create_study(study_name="repeat", storage=direct.storage)
+    enqueue_points(study, [{}, {}])
+    first, restarted = (StudyDatabase.open_for_search(sqlite_url, storage_class=ProxiedStorage).storage for _ in range(2))
+    request = {"study_id": study._study_id, "worker": "host:7:cpu", "grace": 30, "take_id": "t1"}
+    taken = first.get_study_id_from_name(TAKE_PREFIX + json.dumps(request))
+    assert restarted.get_study_id_from_name(TAKE_PREFIX + json.dumps({**request, "repeat": True})) == taken
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.WAITING]
+    # A repeat whose first attempt took nothing takes a trial.
+    assert restarted.get_study_id_from_name(TAKE_PREFIX + json.dumps({**request, "take_id": "t2", "repeat": True})) != taken
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]
+    direct.close()
 
 
 def test_the_proxys_reads_of_a_study_match_the_database_as_its_trials_change(sqlite_url):
