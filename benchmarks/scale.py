@@ -38,6 +38,7 @@ machine, not hpsearch, is what stops it.
     python benchmarks/scale.py                       # 8, 16, 32 workers; direct and proxy; 4 trials a worker, at least 64
     python benchmarks/scale.py --workers 8 --modes proxy --trials-per-worker 2
     python benchmarks/scale.py --workers 32 --modes bare direct   # the bare Optuna floor beside hpsearch
+    python benchmarks/scale.py --workers 32 --modes proxy --proxy-processes 1 2 --repeat 3   # proxy processes, alternated
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run(admin_url: str, workers: int, trials: int, mode: str, folder: Path) -> Figures:
+def run(admin_url: str, workers: int, trials: int, mode: str, folder: Path, proxy_processes: int = 1) -> Figures:
     url = new_database(admin_url)
     env = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -161,13 +162,14 @@ def run(admin_url: str, workers: int, trials: int, mode: str, folder: Path) -> F
         storage = url
         if mode == "proxy":
             port = free_port()
-            proxy = subprocess.Popen([*HPSEARCH, "proxy", "--storage", url, "--port", str(port)], env=env, cwd=folder,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proxy = subprocess.Popen([*HPSEARCH, "proxy", "--storage", url, "--port", str(port), "--processes", str(proxy_processes)],
+                                     env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             storage = f"grpc://127.0.0.1:{port}"
             _wait_for_port(port)
         command = [*HPSEARCH, "worker", "--study", STUDY, "--storage", storage, "--threads", "1", "-q", "--no-progress"]
         started, wall, peak_connections, codes = run_processes(admin_url, url, command, workers, env, folder)
-        return measure(url, folder / "runs", workers, trials, mode, wall, started, peak_connections, codes)
+        label = f"proxy/{proxy_processes}" if mode == "proxy" and proxy_processes > 1 else mode
+        return measure(url, folder / "runs", workers, trials, label, wall, started, peak_connections, codes)
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -300,6 +302,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--modes", nargs="+", choices=["direct", "proxy", "bare"], default=["direct", "proxy"],
                         help="direct: workers straight to PostgreSQL; proxy: through hpsearch proxy; bare: a bare Optuna loop")
+    parser.add_argument("--proxy-processes", type=int, nargs="+", default=[1], metavar="N",
+                        help="hpsearch proxy --processes in the proxy runs (mode proxy/N in the table); several: a run of each "
+                        "in turn, alternated with --repeat (default: 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="run every setting this many times, in turn (default: 1)")
     parser.add_argument("--trials-per-worker", type=int, default=4)
     parser.add_argument("--min-trials", type=int, default=64)
     parser.add_argument("--bare-worker", metavar="URL", help=argparse.SUPPRESS)  # one process of --modes bare
@@ -315,12 +321,14 @@ def main() -> int:
         baseline = run(args.admin_url, 1, 8, "direct", Path(tmp) / "baseline")
         print(_header())
         print(_line(baseline, baseline))
-        for workers in args.workers:
-            for mode in args.modes:
-                folder = Path(tmp) / f"{mode}-{workers}"
+        settings = [(workers, mode, processes) for workers in args.workers for mode in args.modes
+                    for processes in (args.proxy_processes if mode == "proxy" else [1])]
+        for repeat in range(args.repeat):
+            for workers, mode, processes in settings:
+                folder = Path(tmp) / f"{mode}-{workers}-{processes}-{repeat}"
                 _mkdir(folder)
                 trials = max(args.min_trials, workers * args.trials_per_worker)
-                figures = run(args.admin_url, workers, trials, mode, folder)
+                figures = run(args.admin_url, workers, trials, mode, folder, processes)
                 results.append(figures)
                 print(_line(figures, baseline), flush=True)
     _verdict(results, baseline)
@@ -332,14 +340,14 @@ def _mkdir(folder: Path) -> None:
 
 
 def _header() -> str:
-    return (f"{'workers':>7} {'mode':>6} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'vs N x 1':>8} {'training':>8} "
+    return (f"{'workers':>7} {'mode':>7} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'vs N x 1':>8} {'training':>8} "
             f"{'orch ms/trial':>13} {'steady':>7} {'ms':>5} {'n':>5} {'start s':>7} {'peak conn':>9} {'lost/dup/RUNNING':>16} exits")
 
 
 def _line(f: Figures, baseline: Figures) -> str:
     efficiency = f.trials_per_s / (f.workers * baseline.trials_per_s)
     exits = ",".join(sorted({str(c) for c in f.exit_codes}))
-    return (f"{f.workers:>7} {f.mode:>6} {f.trials:>6} {f.wall_s:>7.1f} {f.trials_per_s:>8.2f} {efficiency:>8.0%} "
+    return (f"{f.workers:>7} {f.mode:>7} {f.trials:>6} {f.wall_s:>7.1f} {f.trials_per_s:>8.2f} {efficiency:>8.0%} "
             f"{f.training_share:>8.1%} {f.orchestration_ms:>13.0f} {f.steady_share:>7.1%} {f.steady_ms:>5.0f} {f.steady_trials:>5} {f.start_s:>7.1f} {f.peak_connections:>9} "
             f"{f'{f.lost}/{f.duplicated}/{f.running}':>16} {exits}")
 
@@ -348,14 +356,21 @@ def _verdict(results: list[Figures], baseline: Figures) -> None:
     print(f"\nbaseline (1 worker, direct): {baseline.trials_per_s:.2f} trials/s, {baseline.orchestration_ms:.0f} ms "
           "orchestration per trial; 'vs N x 1' is trials/s over N times that")
     clean = all(f.lost == f.duplicated == f.running == 0 and set(f.exit_codes) == {0} for f in results)
-    for f in [f for f in results if f.workers == max(r.workers for r in results)]:
-        if f.mode == "bare":
-            print(f"{f.workers} bare Optuna loops (the floor, no hpsearch): {f.steady_share:.1%} of worker time sleeping "
-                  f"through the trials once every worker had run one; hpsearch can reach at most that here")
+    most = max(r.workers for r in results)
+    by_mode: dict[str, list[Figures]] = defaultdict(list)
+    for f in results:
+        if f.workers == most:
+            by_mode[f.mode].append(f)
+    for mode, runs in by_mode.items():
+        steady = statistics.median(f.steady_share for f in runs)
+        shares = f", the median of {len(runs)} runs: {', '.join(f'{f.steady_share:.1%}' for f in runs)}" if len(runs) > 1 else ""
+        if mode == "bare":
+            print(f"{most} bare Optuna loops (the floor, no hpsearch): {steady:.1%} of worker time sleeping through the "
+                  f"trials once every worker had run one{shares}; hpsearch can reach at most that here")
             continue
-        ok = f.steady_share >= GOAL_TRAINING_SHARE and clean
-        print(f"{f.workers} workers, {f.mode}: {f.training_share:.1%} of worker time training, {f.steady_share:.1%} once every "
-              f"worker had run one (goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
+        ok = steady >= GOAL_TRAINING_SHARE and clean
+        print(f"{most} workers, {mode}: {statistics.median(f.training_share for f in runs):.1%} of worker time training, "
+              f"{steady:.1%} once every worker had run one{shares} (goal {GOAL_TRAINING_SHARE:.0%}); {'PASS' if ok else 'FAIL'}")
     print("0 lost, duplicated or RUNNING in every run, every worker exit 0" if clean else "NOT CLEAN: see the table")
     cost = baseline.steady_ms / 1000
     print(f"Extrapolation: orchestration is CPU work in each worker ({baseline.steady_ms:.0f} ms a trial in the one-worker "

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import UsageError
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.signals import ServerStopped, sigterm_stops_server
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from hpsearch.search.heartbeat import Heartbeat
 
 DEFAULT_HOST = "127.0.0.1"  # DESIGN: servers bind 127.0.0.1 unless the user passes --host
 DEFAULT_PORT = 13000  # Optuna's default for its proxy
@@ -16,6 +27,7 @@ DEFAULT_PORT = 13000  # Optuna's default for its proxy
 # connection, so there are more threads than a study has workers; database work shares the
 # engine's pool (SQLAlchemy's default: 5 connections, up to 15 under load).
 DEFAULT_THREADS = 256
+SIBLING_STOP_S = 20.0  # how long a stopping proxy waits for its other processes to end before it kills them
 
 DESCRIPTION = """\
 Serve a study database to workers through Optuna's gRPC storage proxy, so that hundreds of
@@ -25,11 +37,13 @@ instead of each holding its own. Workers, hpsearch create and hpsearch use it wi
 hpsearch's own records travel through it too: the per-epoch table, heartbeats and the queue
 lock. Every --heartbeat-interval the proxy fails trials whose worker went silent for its grace
 period and queues their retries, as workers do on a database URL: each trial is judged by the
---grace-period its worker declares with its heartbeats, and never sooner than the proxy's own
+--grace-period its worker declares with its take and heartbeats, and never sooner than the proxy's own
 --grace-period. The proxy waits out a database outage for its --db-timeout on each request,
 then answers that the database is away; its workers keep retrying until their own --db-timeout.
 Reading commands (trials, export, report, dashboard) take the database URL, not the proxy's.
-Needs pip install "hpsearch[proxy]"."""
+One process serves about 15-20 trials a second (Python runs one request at a time in it); with
+--processes N, N processes share the port and the kernel spreads the workers' connections over
+them. Needs pip install "hpsearch[proxy]"."""
 
 EPILOG = """\
 example:
@@ -48,7 +62,10 @@ def build_proxy_parser() -> ArgumentParser:
                         "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help="requests served at once; keep it above the number of workers (default: %(default)s)")
+                        help="requests served at once by each process; keep it above the number of workers (default: %(default)s)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes sharing the port, each a core at most: raise it when workers wait on "
+                        "the proxy while cores are free (default: %(default)s)")
     add_heartbeat_arguments(parser)
     return parser
 
@@ -65,6 +82,8 @@ def proxy_main(argv: Sequence[str]) -> int:
         raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
+    if args.processes < 1:
+        raise UsageError(f"--processes must be at least 1 (got {args.processes})")
     heartbeat = heartbeat_from(args)
     url = resolve_storage_url(args.storage)
     if is_proxy_url(url):
@@ -72,17 +91,15 @@ def proxy_main(argv: Sequence[str]) -> int:
                          "sqlite:/// or postgresql:// URL")
     require_grpc()
     _check_port_free(args.host, args.port)
-
-    def echo(line: str) -> None:
-        print(mask_password(line), flush=True)
-
-    database = open_database(url, heartbeat, echo, storage_class=ProxiedStorage)
+    database = open_database(url, heartbeat, _echo, storage_class=ProxiedStorage)
     where = f"grpc://{args.host}:{args.port}"
-    echo(f"hpsearch proxy: serving {database.shown_url} on {where}; workers pass --storage {where} "
-         f"(stale trials failed after {heartbeat.grace_period} s without a heartbeat). Ctrl-C or SIGTERM stops it.")
+    processes = f" in {args.processes} processes" if args.processes > 1 else ""
+    _echo(f"hpsearch proxy: serving {database.shown_url} on {where}{processes}; workers pass --storage {where} "
+          f"(stale trials failed after {heartbeat.grace_period} s without a heartbeat). Ctrl-C or SIGTERM stops it.")
+    siblings = _Siblings(args.processes - 1, (url, heartbeat, args.host, args.port, args.threads))
     try:
         with sigterm_stops_server():
-            serve(database, args.host, args.port, args.threads, echo)
+            serve(database, args.host, args.port, args.threads, _echo)
     except RuntimeError as error:  # grpc cannot bind the address
         raise UsageError(f"cannot listen on {args.host}:{args.port} ({error}); pick another --port or --host") from None
     except KeyboardInterrupt:
@@ -90,8 +107,84 @@ def proxy_main(argv: Sequence[str]) -> int:
     except ServerStopped:
         print("hpsearch proxy: stopped (SIGTERM)", file=sys.stderr)
     finally:
+        siblings.stop()
         database.close()
     return 0
+
+
+def _echo(line: str) -> None:
+    from hpsearch.storage.urls import mask_password
+
+    print(mask_password(line), flush=True)
+
+
+def _serve_sibling(url: str, heartbeat: Heartbeat, host: str, port: int, threads: int) -> None:
+    """One more server process on the port: gRPC binds it with SO_REUSEPORT beside the first."""
+    from hpsearch.search.orchestrator import open_database
+    from hpsearch.storage.proxy import ProxiedStorage, serve
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process stops the others
+    threading.Thread(target=_stop_when_first_is_gone, name="first-process", daemon=True).start()
+    database = open_database(url, heartbeat, _echo, storage_class=ProxiedStorage)
+    try:
+        with sigterm_stops_server():
+            serve(database, host, port, threads, _echo)
+    except RuntimeError as error:  # grpc cannot bind the address
+        _echo(f"hpsearch proxy: process {os.getpid()} cannot listen on {host}:{port} ({error})")
+        sys.exit(2)
+    except ServerStopped:
+        pass  # the first process says it stopped
+    finally:
+        database.close()
+
+
+def _stop_when_first_is_gone() -> None:
+    """SIGTERM this process once the first one ends, however it ended (a kill -9 stops no child of its own)."""
+    first = multiprocessing.parent_process()
+    if first is not None:
+        wait([first.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Siblings:
+    """The proxy's other processes (``--processes``): started at once, stopped with the first, reported if one dies.
+
+    Each is a whole proxy on the same database: every state a request leans on beyond its own
+    connection (the queue locks, each trial's declared grace) is in the database.
+    """
+
+    def __init__(self, count: int, serve_args: tuple[object, ...]) -> None:
+        context = multiprocessing.get_context("spawn")  # a fork would copy the first process's gRPC and database state
+        self.processes: list[BaseProcess] = [
+            context.Process(target=_serve_sibling, args=serve_args, name=f"hpsearch proxy {i + 2}", daemon=True)
+            for i in range(count)
+        ]
+        self.stopping = threading.Event()
+        for process in self.processes:
+            process.start()
+        if self.processes:
+            threading.Thread(target=self._report_deaths, name="proxy-siblings", daemon=True).start()
+
+    def _report_deaths(self) -> None:
+        alive = {process.sentinel: process for process in self.processes}
+        while alive:
+            for sentinel in wait(list(alive)):
+                process = alive.pop(sentinel)
+                process.join()
+                if not self.stopping.is_set():
+                    _echo(f"hpsearch proxy: process {process.pid} exited (code {process.exitcode}); "
+                          f"{len(alive) + 1} go on serving, and its workers reconnect to them")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the process stops serving and closes its database
+        for process in self.processes:
+            process.join(SIBLING_STOP_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -128,6 +128,47 @@ def test_a_second_proxy_on_a_port_in_use_is_refused_in_one_line(postgres_server,
     assert len(result.stderr.strip().splitlines()) == 1 and "serving" not in result.stdout
 
 
+def listeners(port: int) -> set[int]:
+    """The processes with a socket listening on ``port`` (read from /proc, as ``ss -ltnp`` does)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    found = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                found.add(int(fd_dir.parent.name))
+        except OSError:  # a process that ended, or another user's
+            continue
+    return found
+
+
+def test_a_proxy_of_several_processes_listens_in_each_and_sigterm_stops_them_all(postgres_server):
+    port = free_port()
+    with running_proxy(postgres_server, port, "--processes", "3") as proxy:
+        wait_for(lambda: len(listeners(port)) == 3, 90, "three processes to listen")
+        assert proxy.pid in listeners(port)
+        clients = [optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port) for _ in range(6)]  # a connection each
+        study_ids = {client.create_new_study([optuna.study.StudyDirection.MINIMIZE], f"s{i}") for i, client in enumerate(clients)}
+        assert len(study_ids) == 6  # served, whichever process each connection reached
+        proxy.send_signal(signal.SIGTERM)
+        out, _ = proxy.communicate(timeout=30)
+    assert proxy.returncode == 0, out
+    assert "in 3 processes" in out and out.strip().splitlines()[-1] == "hpsearch proxy: stopped (SIGTERM)"
+    assert listeners(port) == set()  # the other two stopped with the first
+
+
+def test_the_other_processes_of_a_proxy_stop_when_the_first_is_killed(sqlite_url):
+    port = free_port()
+    with running_proxy(sqlite_url, port, "--processes", "2") as proxy:
+        wait_for(lambda: len(listeners(port)) == 2, 90, "two processes to listen")
+        proxy.kill()  # kill -9: it cannot stop them itself
+        wait_for(lambda: not listeners(port), 30, "the second process to stop")
+
+
 def test_a_worker_whose_proxy_does_not_answer_is_one_line_and_exit_2(tmp_path, run_hpsearch):
     started = time.monotonic()
     result = run_hpsearch("worker", "--study", "s", "--storage", f"grpc://127.0.0.1:{free_port()}")
@@ -152,6 +193,7 @@ def test_wrong_proxy_input_is_one_line_and_exit_2(run_hpsearch, sqlite_url):
         (["worker", "--study", "s", "--storage", "grpc://user:pw@127.0.0.1:13000"], "holds more than host and port"),
         (["proxy", "--storage", "grpc://127.0.0.1:13000"], "hpsearch proxy serves a database"),
         (["proxy", "--storage", sqlite_url, "--port", "0"], "--port must be between 1 and 65535"),
+        (["proxy", "--storage", sqlite_url, "--processes", "0"], "--processes must be at least 1"),
         (["trials", "--study", "s", "--storage", "grpc://127.0.0.1:13000"], "this command reads the database itself"),
     ]:
         result = run_hpsearch(*args)

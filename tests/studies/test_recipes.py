@@ -159,7 +159,9 @@ def test_the_kubernetes_job_runs_behind_the_proxy_with_its_secrets_and_an_s3_sto
     assert created.returncode == 0, created.stderr
     # The proxy's grace is 3 s (running_proxy), the workers' the default 30 s with a beat every 10 s:
     # their trials, longer than 3 s, must not be failed as stale (the proxy goes by their declared grace).
-    with running_proxy(proxy_env["HPSEARCH_STORAGE"], port):
+    processes = proxy_command[proxy_command.index("--processes") + 1]
+    assert processes == proxy["resources"]["requests"]["cpu"]  # a process per CPU: each serves one request at a time
+    with running_proxy(proxy_env["HPSEARCH_STORAGE"], port, "--processes", processes):
         secrets = {
             ("hpsearch-storage", "url"): f"grpc://127.0.0.1:{port}",  # grpc://hpsearch-proxy:13000 in the cluster
             ("hpsearch-s3", "access-key-id"): s3_server.env["AWS_ACCESS_KEY_ID"],
