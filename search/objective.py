@@ -24,6 +24,7 @@ from hpsearch.search.signals import Interrupted, Preemption
 from hpsearch.search.trial import SharedMeasurements, TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_SUGGESTED_ATTR
+from hpsearch.storage.optuna_seam import params_in_one_request
 
 if TYPE_CHECKING:
     from hpsearch.storage.recorder import TrialRecorder
@@ -84,9 +85,9 @@ class Objective:
         """The trial's sampled point, planned; its checkpoints go under the output directory."""
         resolved = self.resolved
         place = checkpoint_dir(resolved.spec.output_dir, trial.study.study_name, trial.number)
-        return TrialPlan.from_point(
-            resolved.sweep.suggest(trial), resolved.train_config, (p.name for p in resolved.task.step_params), place
-        )
+        with params_in_one_request(trial):  # one request behind the storage proxy, not one per parameter
+            point = resolved.sweep.suggest(trial)
+        return TrialPlan.from_point(point, resolved.train_config, (p.name for p in resolved.task.step_params), place)
 
     def _run(self, trial: optuna.Trial) -> float | list[float]:
         resolved, spec = self.resolved, self.resolved.spec

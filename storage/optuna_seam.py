@@ -82,7 +82,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -177,6 +178,22 @@ def as_taken(trial: optuna.Trial) -> FrozenTrial:
     What a trial is created with (a retry's history, ``retry_of``, fixed parameters) is as stored.
     """
     return trial._cached_frozen_trial
+
+
+@contextmanager
+def params_in_one_request(trial: optuna.Trial) -> Iterator[None]:
+    """Within the block, ``trial``'s ``suggest_*`` calls are stored together at its end, where the storage can.
+
+    Behind the storage proxy each ``suggest_*`` is a request of its own; the proxy's client
+    (``params_batched``) sends them as one at the end of the block, and none if the block raises.
+    The trial's own copy of its parameters is Optuna's, set at each call as always.
+    """
+    batched = getattr(trial.storage, "params_batched", None)
+    if batched is None:
+        yield
+        return
+    with batched(trial_id(trial)):
+        yield
 
 
 def reported(trial: optuna.Trial, step: int) -> bool:
@@ -638,6 +655,10 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         """``RDBStorage._set_trial_param`` (each ``suggest_*``) in Core statements, not the ORM's lookups and flush; retried."""
         self.retry.call(self._store_param, trial_id, param_name, param_value_internal, distribution, previous_distribution)
 
+    def set_trial_params(self, trial_id: int, params: Sequence[tuple[str, float, optuna.distributions.BaseDistribution]]) -> None:
+        """``set_trial_param`` of each (name, internal value, distribution), in one transaction; retried."""
+        self.retry.call(self._store_params, trial_id, [(*param, None) for param in params])
+
     def _store_param(
         self,
         trial_id: int,
@@ -646,30 +667,40 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         distribution: optuna.distributions.BaseDistribution,
         previous: optuna.distributions.BaseDistribution | None,
     ) -> None:
+        self._store_params(trial_id, [(param_name, value, distribution, previous)])
+
+    def _store_params(
+        self,
+        trial_id: int,
+        params_with_previous: Sequence[
+            tuple[str, float, optuna.distributions.BaseDistribution, optuna.distributions.BaseDistribution | None]
+        ],
+    ) -> None:
         trials, params = _TRIALS_TYPED, TRIAL_PARAMS
         with self.engine.begin() as connection:
             trial = connection.execute(sa.select(trials.c.state, trials.c.study_id).where(trials.c.trial_id == trial_id)).first()
             if trial is None:
                 raise KeyError(optuna_models.NOT_FOUND_MSG)
             self.check_trial_is_updatable(trial_id, trial.state)
-            if previous is None:  # as Optuna: the distribution a trial of the study stored under this name
-                stored = connection.execute(
-                    sa.select(params.c.distribution_json)
-                    .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
-                    .where(trials.c.study_id == trial.study_id, params.c.param_name == param_name)
-                    .limit(1)
-                ).scalar()
-                previous = None if stored is None else optuna.distributions.json_to_distribution(stored)
-            if previous is not None:
-                optuna.distributions.check_distribution_compatibility(previous, distribution)
-            connection.execute(
-                sa.insert(params).values(
-                    trial_id=trial_id,
-                    param_name=param_name,
-                    param_value=value,
-                    distribution_json=optuna.distributions.distribution_to_json(distribution),
+            for param_name, value, distribution, previous in params_with_previous:
+                if previous is None:  # as Optuna: the distribution a trial of the study stored under this name
+                    stored = connection.execute(
+                        sa.select(params.c.distribution_json)
+                        .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
+                        .where(trials.c.study_id == trial.study_id, params.c.param_name == param_name)
+                        .limit(1)
+                    ).scalar()
+                    previous = None if stored is None else optuna.distributions.json_to_distribution(stored)
+                if previous is not None:
+                    optuna.distributions.check_distribution_compatibility(previous, distribution)
+                connection.execute(
+                    sa.insert(params).values(
+                        trial_id=trial_id,
+                        param_name=param_name,
+                        param_value=value,
+                        distribution_json=optuna.distributions.distribution_to_json(distribution),
+                    )
                 )
-            )
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """``RDBStorage.get_trial`` in two Core statements (``read_trials``) instead of six ORM ones; retried."""

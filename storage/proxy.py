@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.optuna_seam import GRACE_ATTR, QueuedRDBStorage, trial_id
@@ -41,12 +42,13 @@ HEARTBEAT_KEY = "hpsearch:proxy:heartbeat"
 # written in one transaction, as a worker on the database URL writes them.
 EPOCH_KEY = "hpsearch:proxy:epoch"
 USER_ATTRS_KEY = "hpsearch:proxy:user_attrs"  # value: {key: value}, set in one transaction
+PARAMS_KEY = "hpsearch:proxy:params"  # value: [[name, internal value, distribution JSON], ...], set in one transaction
 # Study system attributes that are requests. {"study": name, "token": holder, "take": bool}:
 QUEUE_LOCK_KEY = "hpsearch:proxy:queue_lock"
 # {"points": [fixed params, ...], "write_id": id}: a batch of WAITING trials in one transaction,
 # where Optuna's API would queue them one call (and one transaction) each, under the queue lock.
 WAITING_TRIALS_KEY = "hpsearch:proxy:waiting_trials"
-TUNNEL_KEYS = frozenset({HEARTBEAT_KEY, EPOCH_KEY, USER_ATTRS_KEY, QUEUE_LOCK_KEY, WAITING_TRIALS_KEY})
+TUNNEL_KEYS = frozenset({HEARTBEAT_KEY, EPOCH_KEY, USER_ATTRS_KEY, PARAMS_KEY, QUEUE_LOCK_KEY, WAITING_TRIALS_KEY})
 # A study name that is a request: TAKE_PREFIX + JSON {"study_id", "worker", "grace", "take_id", "repeat"}.
 # The take of a study's first WAITING trial (``QueuedRDBStorage.take_waiting_trial``) needs its
 # answer, and GetStudyIdFromName is the one call of Optuna's proxy that answers with a number: the
@@ -151,6 +153,8 @@ class ProxiedStorage(QueuedRDBStorage):
             self.database.epoch_table.write_stored(value["row"], (int(report[0]), float(report[1])) if report else None)
         elif key == USER_ATTRS_KEY:
             self.set_trial_user_attrs(trial_id, value)
+        elif key == PARAMS_KEY:
+            self.set_trial_params(trial_id, [(name, internal, json_to_distribution(d)) for name, internal, d in value])
         else:
             super().set_trial_system_attr(trial_id, key, value)
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage.attributes import WORKER_ATTR
@@ -28,6 +29,7 @@ from hpsearch.storage.proxy import (
     EPOCH_KEY,
     HEARTBEAT_KEY,
     NOTHING_WAITING,
+    PARAMS_KEY,
     QUEUE_LOCK_KEY,
     TAKE_PREFIX,
     USER_ATTRS_KEY,
@@ -69,6 +71,7 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.heartbeats = HeartbeatLedger()
         self.heartbeat_errors = self.heartbeats.errors
+        self._pending_params: dict[int, list[list[Any]]] = {}  # by trial id, within params_batched
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if self.queue_only and template_trial is None:
@@ -102,6 +105,34 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         if taken and state == TrialState.RUNNING and self.worker_name is not None:
             self.set_trial_user_attrs(trial_id, {WORKER_ATTR: self.worker_name})  # the proxy's take names no worker
         return taken
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution) -> None:
+        pending = self._pending_params.get(trial_id)
+        if pending is None:
+            self.retry.call(super().set_trial_param, trial_id, param_name, param_value_internal, distribution)
+            return
+        pending.append([param_name, param_value_internal, distribution_to_json(distribution)])
+
+    @contextmanager
+    def params_batched(self, trial_id: int) -> Iterator[None]:
+        """The trial's ``set_trial_param`` calls within the block, sent as one request at its end (``params_in_one_request``)."""
+        pending: list[list[Any]] = []
+        self._pending_params[trial_id] = pending
+        try:
+            yield
+        finally:
+            del self._pending_params[trial_id]
+        if not pending:
+            return
+        try:
+            self.retry.call(self._request, trial_id, PARAMS_KEY, pending)
+        except Exception as error:
+            import grpc  # installed: the request went through it
+
+            # The proxy's ValueError (a distribution the study's cannot take), as Optuna's client raises it.
+            if isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNKNOWN:
+                raise ValueError(error.details()) from None
+            raise
 
     # --- What Optuna's API lacks, sent as requests the proxy acts on. ----------------------------
     def _request(self, trial_id: int, key: str, value: Any) -> None:
@@ -179,7 +210,8 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
 
 
 for _name in RETRIED_STORAGE_METHODS:  # each retried while the proxy is away
-    setattr(ProxyStorage, _name, retried_method(optuna.storages.GrpcStorageProxy, _name))
+    if _name not in vars(ProxyStorage):  # those defined above retry what they send themselves
+        setattr(ProxyStorage, _name, retried_method(optuna.storages.GrpcStorageProxy, _name))
 
 
 class ProxyEpochTable:

@@ -11,7 +11,7 @@ from optuna.storages._grpc.auto_generated import api_pb2_grpc
 from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
-from hpsearch.storage.optuna_seam import enqueue_points, taking_queued_trials_at_once, trial_id
+from hpsearch.storage.optuna_seam import enqueue_points, params_in_one_request, taking_queued_trials_at_once, trial_id
 from hpsearch.storage.proxy import TAKE_PREFIX, ProxiedStorage, ProxyQueueLocks
 from hpsearch.storage.retry import DatabaseRetry
 from tests.search.test_proxy_cli import free_port, running_proxy
@@ -201,6 +201,49 @@ def test_a_repeated_take_gets_its_trial_from_another_proxy_process(sqlite_url):
     assert restarted.get_study_id_from_name(TAKE_PREFIX + json.dumps({**request, "take_id": "t2", "repeat": True})) != taken
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]
     direct.close()
+
+
+class CountCalls(grpc.UnaryUnaryClientInterceptor):
+    """Counts the client's calls by method name."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        method = client_call_details.method.rsplit("/", 1)[-1]
+        self.calls[method] = self.calls.get(method, 0) + 1
+        return continuation(client_call_details, request)
+
+
+def test_a_trials_parameters_through_the_proxy_are_one_request_sent_only_if_the_block_ends_well(proxy_url, sqlite_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    count = CountCalls()
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    study = optuna.create_study(study_name="params", storage=storage)
+    trial = study.ask()
+    with params_in_one_request(trial):
+        point = {"x": trial.suggest_float("x", 0, 1), "n": trial.suggest_int("n", 1, 8), "c": trial.suggest_categorical("c", ["a", "b"])}
+        assert trial.params == point  # the trial's own copy is set at each call, as always
+    assert count.calls.get("SetTrialParameter", 0) == 0 and count.calls["SetTrialSystemAttribute"] == 1
+    stored = optuna.load_study(study_name="params", storage=sqlite_url).trials[0]
+    assert stored.params == point and stored.distributions == trial.distributions
+
+    broken = study.ask()
+    with pytest.raises(RuntimeError), params_in_one_request(broken):
+        broken.suggest_float("x", 0, 1)
+        raise RuntimeError("the model cannot be built")
+    assert optuna.load_study(study_name="params", storage=sqlite_url).trials[1].params == {}
+
+    clash = study.ask()  # a distribution the study's trials cannot share: refused as Optuna's client refuses it
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"), params_in_one_request(clash):
+        clash.suggest_categorical("x", ["a"])
+    study.tell(clash, state=TrialState.FAIL)
+    ended = study.ask()
+    study.tell(ended, state=TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), params_in_one_request(ended):
+        ended.suggest_float("x", 0, 1)
+    database.close()
 
 
 def test_the_proxys_reads_of_a_study_match_the_database_as_its_trials_change(sqlite_url):
