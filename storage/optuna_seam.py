@@ -83,7 +83,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -184,16 +184,45 @@ def as_taken(trial: optuna.Trial) -> FrozenTrial:
 def params_in_one_request(trial: optuna.Trial) -> Iterator[None]:
     """Within the block, ``trial``'s ``suggest_*`` calls are stored together at its end, where the storage can.
 
-    Behind the storage proxy each ``suggest_*`` is a request of its own; the proxy's client
-    (``params_batched``) sends them as one at the end of the block, and none if the block raises.
-    The trial's own copy of its parameters is Optuna's, set at each call as always.
+    Each ``suggest_*`` is a transaction of its own on a database URL, and a request of its own
+    behind the storage proxy; hpsearch's storages (``params_batched``) store them in one at the
+    end of the block, and none if the block raises. The trial's own copy of its parameters is
+    Optuna's, set at each call as always.
     """
-    batched = getattr(trial.storage, "params_batched", None)
+    storage = getattr(trial.storage, "_backend", trial.storage)  # the database behind Optuna's cache (8 above)
+    batched = getattr(storage, "params_batched", None)
     if batched is None:
         yield
         return
     with batched(trial_id(trial)):
         yield
+
+
+class ParamBatches:
+    """The parameter writes a storage holds back, by trial id, while ``params_in_one_request``'s block runs."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, list[Any]] = {}
+
+    def hold(self, trial_id: int, param: Any) -> bool:
+        """Hold ``param`` if a batch of ``trial_id`` is open; False if it is to be stored now."""
+        pending = self._pending.get(trial_id)
+        if pending is None:
+            return False
+        pending.append(param)
+        return True
+
+    @contextmanager
+    def batch(self, trial_id: int, store: Callable[[list[Any]], None]) -> Iterator[None]:
+        """Hold ``trial_id``'s parameters within the block, then ``store`` them, unless the block raised."""
+        pending: list[Any] = []
+        self._pending[trial_id] = pending
+        try:
+            yield
+        finally:
+            del self._pending[trial_id]
+        if pending:
+            store(pending)
 
 
 def reported(trial: optuna.Trial, step: int) -> bool:
@@ -325,6 +354,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         self.retry.before_retry = self.remove_session
         self.heartbeats = HeartbeatLedger()
         self.heartbeat_errors = self.heartbeats.errors
+        self.param_batches = ParamBatches()
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
@@ -652,22 +682,21 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         distribution: optuna.distributions.BaseDistribution,
         previous_distribution: optuna.distributions.BaseDistribution | None,
     ) -> None:
-        """``RDBStorage._set_trial_param`` (each ``suggest_*``) in Core statements, not the ORM's lookups and flush; retried."""
-        self.retry.call(self._store_param, trial_id, param_name, param_value_internal, distribution, previous_distribution)
+        """``RDBStorage._set_trial_param`` (each ``suggest_*``) in Core statements, not the ORM's lookups and flush; retried.
+
+        Within ``params_in_one_request``, held back and stored with the trial's others at the block's end.
+        """
+        param = (param_name, param_value_internal, distribution, previous_distribution)
+        if not self.param_batches.hold(trial_id, param):
+            self.retry.call(self._store_params, trial_id, [param])
+
+    def params_batched(self, trial_id: int) -> AbstractContextManager[None]:
+        """The trial's parameters set within the block, stored in one transaction at its end (``params_in_one_request``)."""
+        return self.param_batches.batch(trial_id, lambda pending: self.retry.call(self._store_params, trial_id, pending))
 
     def set_trial_params(self, trial_id: int, params: Sequence[tuple[str, float, optuna.distributions.BaseDistribution]]) -> None:
         """``set_trial_param`` of each (name, internal value, distribution), in one transaction; retried."""
         self.retry.call(self._store_params, trial_id, [(*param, None) for param in params])
-
-    def _store_param(
-        self,
-        trial_id: int,
-        param_name: str,
-        value: float,
-        distribution: optuna.distributions.BaseDistribution,
-        previous: optuna.distributions.BaseDistribution | None,
-    ) -> None:
-        self._store_params(trial_id, [(param_name, value, distribution, previous)])
 
     def _store_params(
         self,

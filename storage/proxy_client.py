@@ -13,7 +13,7 @@ import copy
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import optuna
@@ -24,7 +24,13 @@ from hpsearch.storage.attributes import WORKER_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import to_db_row
 from hpsearch.storage.errors import StorageError, StorageOpenError
-from hpsearch.storage.optuna_seam import RETRIED_STORAGE_METHODS, SENT_WRITE_ID_ATTR, HeartbeatStorage, QueueEmpty
+from hpsearch.storage.optuna_seam import (
+    RETRIED_STORAGE_METHODS,
+    SENT_WRITE_ID_ATTR,
+    HeartbeatStorage,
+    ParamBatches,
+    QueueEmpty,
+)
 from hpsearch.storage.proxy import (
     EPOCH_KEY,
     HEARTBEAT_KEY,
@@ -71,7 +77,7 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.heartbeats = HeartbeatLedger()
         self.heartbeat_errors = self.heartbeats.errors
-        self._pending_params: dict[int, list[list[Any]]] = {}  # by trial id, within params_batched
+        self.param_batches = ParamBatches()
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if self.queue_only and template_trial is None:
@@ -107,23 +113,14 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         return taken
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution) -> None:
-        pending = self._pending_params.get(trial_id)
-        if pending is None:
+        if not self.param_batches.hold(trial_id, [param_name, param_value_internal, distribution_to_json(distribution)]):
             self.retry.call(super().set_trial_param, trial_id, param_name, param_value_internal, distribution)
-            return
-        pending.append([param_name, param_value_internal, distribution_to_json(distribution)])
 
-    @contextmanager
-    def params_batched(self, trial_id: int) -> Iterator[None]:
+    def params_batched(self, trial_id: int) -> AbstractContextManager[None]:
         """The trial's ``set_trial_param`` calls within the block, sent as one request at its end (``params_in_one_request``)."""
-        pending: list[list[Any]] = []
-        self._pending_params[trial_id] = pending
-        try:
-            yield
-        finally:
-            del self._pending_params[trial_id]
-        if not pending:
-            return
+        return self.param_batches.batch(trial_id, lambda pending: self._send_params(trial_id, pending))
+
+    def _send_params(self, trial_id: int, pending: list[Any]) -> None:
         try:
             self.retry.call(self._request, trial_id, PARAMS_KEY, pending)
         except Exception as error:

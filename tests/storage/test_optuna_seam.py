@@ -375,6 +375,28 @@ def test_a_parameter_is_stored_and_refused_as_optuna_stores_and_refuses_it(stora
         storage._set_trial_param(NO_SUCH_TRIAL, "x", 0.5, X, None)
 
 
+def test_a_trials_parameters_drawn_in_one_block_are_stored_in_one_transaction(storage: QueuedRDBStorage, study_name: str) -> None:
+    study = optuna.create_study(study_name=study_name, storage=storage)  # Optuna's cache in front, as a worker's
+    commits: list[int] = []
+    sa.event.listen(storage.engine, "commit", lambda connection: commits.append(1))
+    trial = study.ask()
+    commits.clear()
+    with seam.params_in_one_request(trial):
+        point = {"x": trial.suggest_float("x", 0, 1), "n": trial.suggest_int("n", 1, 9), "c": trial.suggest_categorical("c", ["a", "b"])}
+        assert commits == [] and trial.params == point
+    assert len(commits) == 1
+    assert storage.get_trial(trial_id(trial)).params == point
+
+    broken = study.ask()
+    with pytest.raises(RuntimeError), seam.params_in_one_request(broken):
+        broken.suggest_float("x", 0, 1)
+        raise RuntimeError("the model cannot be built")
+    assert storage.get_trial(trial_id(broken)).params == {}  # nothing stored of a point that failed to be drawn
+    study.tell(broken, state=TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), seam.params_in_one_request(broken):
+        broken.suggest_float("y", 0, 1)
+
+
 # --- 3 and 4. _create_scoped_session and the RDB models ------------------------------------------
 
 
