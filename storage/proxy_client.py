@@ -44,9 +44,10 @@ from hpsearch.storage.proxy import (
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
 from hpsearch.storage.urls import ProxyAddress, StorageURLError, parse_proxy_url
 
-# How long opening waits for the proxy to answer: a worker (``wait``) may start with the proxy
-# in a job array; any other command says at once that nothing listens there.
-CONNECT_WAIT_S, CONNECT_WAIT_WORKER_S = 3.0, 15.0
+# How long a command other than a worker waits for the proxy to answer before it says that nothing
+# listens there (a worker waits for its --db-timeout, as for a database).
+CONNECT_WAIT_S = 3.0
+PROBE_STUDY_NAME = "hpsearch:proxy:probe"  # a study name no study has: the worker's first call, to see the proxy answer
 
 
 def require_grpc() -> None:
@@ -259,20 +260,30 @@ def open_through_proxy(url: str, *, retry: DatabaseRetry | None = None, wait: bo
     """The study database behind the ``hpsearch proxy`` at ``url`` (``grpc://host:port``), for a worker or a search.
 
     ``StorageURLError`` without grpcio, ``StorageOpenError`` when nothing answers at that address
-    within a few seconds (``CONNECT_WAIT_WORKER_S`` with ``wait``); ``options`` are the heartbeat
-    settings ``StudyDatabase.open_for_search`` takes.
+    within ``CONNECT_WAIT_S``; ``options`` are the heartbeat settings ``StudyDatabase.open_for_search``
+    takes. With ``wait`` (a worker, which a job array may start before its proxy), a proxy that does
+    not answer is waited for as a database is, through ``retry``: ``DatabaseUnavailable`` once it has
+    not answered for the retry's timeout (``--db-timeout``).
     """
     require_grpc()
     address = parse_proxy_url(url)
     retry = retry if retry is not None else DatabaseRetry(url)
     storage = ProxyStorage(address, retry, **options)
-    seconds = CONNECT_WAIT_WORKER_S if wait else CONNECT_WAIT_S
     try:
-        storage.wait_server_ready(timeout=seconds)
+        if wait:
+            # One cheap call; "nothing listens" is gRPC's UNAVAILABLE, which the retry waits out.
+            retry.call(optuna.storages.GrpcStorageProxy.get_study_id_from_name, storage, PROBE_STUDY_NAME)
+        else:
+            storage.wait_server_ready(timeout=CONNECT_WAIT_S)
+    except KeyError:
+        pass  # the proxy answered: no study has that name
     except ConnectionError:
         storage.close()
         raise StorageOpenError(
-            f"no storage proxy answers at {address} (waited {seconds:g} s); start one with hpsearch proxy --storage "
+            f"no storage proxy answers at {address} (waited {CONNECT_WAIT_S:g} s); start one with hpsearch proxy --storage "
             f"DATABASE_URL --host HOST --port {address.port}, or check the host and port"
         ) from None
+    except BaseException:
+        storage.close()
+        raise
     return ProxiedStudyDatabase(url, None, storage, retry, writable=True)

@@ -96,6 +96,10 @@ _SERVER_EXCEPTION_PREFIX = "Exception calling application: "
 _UNANSWERED = "has not answered for"
 
 
+def _what_is_away(url: str) -> str:
+    return "storage proxy" if url.startswith("grpc://") else "database"
+
+
 def _proxy_unreachable(error: BaseException) -> bool:
     """Whether ``error`` is a gRPC call to the storage proxy that failed because the proxy, or its database, is away.
 
@@ -144,7 +148,7 @@ class DatabaseUnavailable(Exception):
     def __str__(self) -> str:
         from hpsearch.storage.urls import mask_password
 
-        return f"the database {mask_password(self.url)} {_UNANSWERED} {self.seconds:.0f} s ({self.reason})"
+        return f"the {_what_is_away(self.url)} {mask_password(self.url)} {_UNANSWERED} {self.seconds:.0f} s ({self.reason})"
 
 
 class DatabaseWaitStopped(DatabaseUnavailable):
@@ -289,7 +293,7 @@ class DatabaseRetry:
                 self.outage_since = now
                 if self.on_outage is not None:
                     self.on_outage(
-                        f"database {mask_password(self.url)} unavailable ({database_reason(error)}); "
+                        f"{_what_is_away(self.url)} {mask_password(self.url)} unavailable ({database_reason(error)}); "
                         f"retrying for up to {self.timeout:.0f} s"
                     )
             return self.outage_since

@@ -223,7 +223,7 @@ def test_an_outage_longer_than_the_proxys_db_timeout_is_ridden_out_by_its_worker
             worker.kill() if worker.poll() is None else None
     assert worker.returncode == 0, out[-3000:] + err[-3000:]
     assert "Traceback" not in out + err, out[-3000:] + err[-3000:]
-    assert f"database grpc://127.0.0.1:{port} unavailable (proxy: " in out, out[-3000:]
+    assert f"storage proxy grpc://127.0.0.1:{port} unavailable (proxy: " in out, out[-3000:]
     (trial,) = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs_run"] == 12
     audit = audit_epochs(url, study_name, str(tmp_path / "runs"))

@@ -169,13 +169,37 @@ def test_the_other_processes_of_a_proxy_stop_when_the_first_is_killed(sqlite_url
         wait_for(lambda: not listeners(port), 30, "the second process to stop")
 
 
-def test_a_worker_whose_proxy_does_not_answer_is_one_line_and_exit_2(tmp_path, run_hpsearch):
-    started = time.monotonic()
-    result = run_hpsearch("worker", "--study", "s", "--storage", f"grpc://127.0.0.1:{free_port()}")
+def test_a_command_whose_proxy_does_not_answer_is_one_line_and_exit_2_and_a_worker_waits_its_db_timeout(
+    tmp_path, run_hpsearch
+):
+    url = f"grpc://127.0.0.1:{free_port()}"
+    result = run_hpsearch("create", "--study", "s", "--storage", url, "--models", "tfn_classifier")
     assert result.returncode == 2
     assert result.stderr.startswith("hpsearch: error: no storage proxy answers at grpc://127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1
-    assert time.monotonic() - started < 60
+    # A worker, as on a database URL: a job array may start it before its proxy.
+    started = time.monotonic()
+    result = run_hpsearch("worker", "--study", "s", "--storage", url, "--db-timeout", "4")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(f"storage proxy {url} unavailable (proxy: ") and "retrying for up to 4 s" in result.stdout
+    assert result.stderr.startswith(f"hpsearch: error: the storage proxy {url} has not answered for 4 s")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert 4 <= time.monotonic() - started < 60
+
+
+def test_a_worker_started_before_its_proxy_waits_for_it_and_runs(postgres_url, study_name, tmp_path, run_hpsearch):
+    created = run_hpsearch("create", "--study", study_name, "--storage", postgres_url, *PACED, "--epochs", "1")
+    assert created.returncode == 0, created.stderr
+    port = free_port()
+    worker = start_worker("--study", study_name, "--storage", f"grpc://127.0.0.1:{port}", *BEAT, cwd=tmp_path)
+    time.sleep(3)
+    assert worker.poll() is None  # still waiting
+    with running_proxy(postgres_url, port):
+        out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert f"storage proxy grpc://127.0.0.1:{port} unavailable" in out and "Traceback" not in err
+    (trial,) = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials()
+    assert trial.state == TrialState.COMPLETE
 
 
 def test_a_proxy_url_without_grpcio_names_the_extra_to_install(tmp_path):
