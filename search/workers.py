@@ -52,11 +52,13 @@ def describe_queue(
         worker += " --output-dir ."  # checkpoints under ./checkpoints, in the folder the worker starts in
     if heartbeat is not None:
         worker = " ".join([worker, *heartbeat_flags(heartbeat)])
+    # torch and numpy each take a thread per core by default: workers sharing a machine oversubscribe it.
+    shares = "  # several workers on one machine: OMP_NUM_THREADS=N before each and --threads N after, N its share of the cores"
     if shown == url:
-        return f"{head}  {worker} --storage {shlex.quote(url)}"
+        return f"{head}  {worker} --storage {shlex.quote(url)}\n{shares}"
     return (
         f"{head}  export {STORAGE_ENV}=<your storage URL, with its password>\n"
-        f"  {worker}"
+        f"  {worker}\n{shares}"
     )
 
 

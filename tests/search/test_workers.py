@@ -326,7 +326,8 @@ def test_worker_bad_input(tmp_path, run_hpsearch):
 def test_the_queue_with_a_password_points_workers_to_the_environment(url):
     study = optuna.create_study(study_name="sweep one")
     text = describe_queue(study, 12, url)
-    first, export, worker = text.splitlines()
+    first, export, worker, shares = text.splitlines()
+    assert shares.startswith("  # several workers on one machine: OMP_NUM_THREADS=N before each and --threads N after")
     assert first.startswith("Study 'sweep one' in postgresql://")
     assert first.endswith(": 12 trials to run. Start workers with")
     assert export == "  export HPSEARCH_STORAGE=<your storage URL, with its password>"
@@ -363,7 +364,7 @@ def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, t
     assert "s3cret-pw" not in created.stdout + created.stderr
     assert created.stdout.startswith("Strategy:   --sampler ")  # what auto chose, as a plain run says it
     pasted = created.stdout.split("Start workers with\n", 1)[1].splitlines()
-    assert [line.split()[0] for line in pasted] == ["export", "hpsearch"]
+    assert [line.split()[0] for line in pasted] == ["export", "hpsearch", "#"]  # the comment pastes harmlessly
     # What the user does: put their URL in place of the placeholder, paste both lines into a shell.
     script = "\n".join(pasted).replace("<your storage URL, with its password>", shlex.quote(url))
     script = script.replace("hpsearch worker", f"{shlex.join(hpsearch_command())} worker")
