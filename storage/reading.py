@@ -30,7 +30,7 @@ from hpsearch.storage.optuna_seam import (
     ValueType,
     state_is,
 )
-from hpsearch.storage.urls import mask_password
+from hpsearch.storage.urls import is_proxy_url, mask_password
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 #: The summary's integer columns: the trial count, then one count per state.
@@ -64,7 +64,9 @@ def unknown_study(study_name: str, names: Sequence[str], url: str = "") -> Unkno
     """The one line for a study name that ``url``, holding the studies ``names``, does not have."""
     where = f" in {mask_password(url)}" if url else ""
     known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none"
-    return UnknownStudyError(f"no study named {study_name!r}{where} (studies there: {known}; hpsearch studies lists them)")
+    # hpsearch studies reads the database itself, so behind the storage proxy it takes the database's URL.
+    lister = "hpsearch studies --storage DATABASE_URL" if is_proxy_url(url) else "hpsearch studies"
+    return UnknownStudyError(f"no study named {study_name!r}{where} (studies there: {known}; {lister} lists them)")
 
 
 def find_study(connection: Connection, study_name: str, url: str = "") -> StudyInfo:

@@ -196,6 +196,10 @@ def test_a_worker_started_before_its_proxy_waits_for_it_and_runs(postgres_url, s
     assert worker.poll() is None  # still waiting
     with running_proxy(postgres_url, port):
         out, err = worker.communicate(timeout=120)
+        # A study name the proxy's database lacks: the studies there, and how to list them (not through the proxy).
+        lost = run_hpsearch("worker", "--study", "nope", "--storage", f"grpc://127.0.0.1:{port}")
+    assert lost.returncode == 2 and len(lost.stderr.strip().splitlines()) == 1, lost.stderr
+    assert f"(studies there: {study_name}; hpsearch studies --storage DATABASE_URL lists them)" in lost.stderr
     assert worker.returncode == 0, err
     assert f"storage proxy grpc://127.0.0.1:{port} unavailable" in out and "Traceback" not in err
     (trial,) = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials()
