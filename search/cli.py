@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpsearch`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not {"-h", "--help"} & set(argv) and (not argv or argv[0] not in WITHOUT_OPTUNA):
-        _quiet_optuna()
+        quiet_optuna()
     try:
         code = SUBCOMMANDS[argv[0]](argv[1:]) if argv and argv[0] in SUBCOMMANDS else search_main(argv)
         sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
@@ -392,7 +392,7 @@ EXIT_BROKEN_PIPE = 141
 WITHOUT_OPTUNA = frozenset({"models", "tasks", "doctor"})
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
     """The CLI speaks for itself: Optuna's per-trial log lines, its tracebacks of failed trials (the
     objective prints those once, with the reason) and experimental-API notices would bury the epoch lines."""
     import optuna

@@ -123,6 +123,9 @@ def _serve_sibling(url: str, heartbeat: Heartbeat, host: str, port: int, threads
     from hpsearch.search.orchestrator import open_database
     from hpsearch.storage.proxy import ProxiedStorage, serve
 
+    from hpsearch.search.cli import quiet_optuna  # the first process's main() did it for itself
+
+    quiet_optuna()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process stops the others
     threading.Thread(target=_stop_when_first_is_gone, name="first-process", daemon=True).start()
     database = open_database(url, heartbeat, _echo, storage_class=ProxiedStorage)

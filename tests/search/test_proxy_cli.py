@@ -158,6 +158,7 @@ def test_a_proxy_of_several_processes_listens_in_each_and_sigterm_stops_them_all
         out, _ = proxy.communicate(timeout=30)
     assert proxy.returncode == 0, out
     assert "in 3 processes" in out and out.strip().splitlines()[-1] == "hpsearch proxy: stopped (SIGTERM)"
+    assert "Warning" not in out and "Server started" not in out, out  # the others are as quiet as the first
     assert listeners(port) == set()  # the other two stopped with the first
 
 
