@@ -47,6 +47,7 @@ Private things relied on, and why:
 8. ``Study._storage`` (and ``_CachedStorage._backend``, the database behind it) and
    ``Study._study_id``: :func:`enqueue_points` queues a batch of trials in one transaction, and
    reads on through Optuna's cache find them as they find other workers' trials.
+   :func:`params_in_one_request` finds the storage behind a trial's cache the same way.
 
 9. ``RDBStorage._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)``: how
    Optuna's cached storage reads new and unfinished trials, and ``RDBStorage._set_trial_param(...,
@@ -55,7 +56,8 @@ Private things relied on, and why:
    heartbeat is older than the grace period. :class:`QueuedRDBStorage` answers them, and
    ``get_trial``, with Core SQL over the tables of 5 (:func:`read_trials`)
    instead of the ORM, and raises as Optuna does (``KeyError(models.NOT_FOUND_MSG)`` for an
-   unknown study or trial, ``UpdateFinishedTrialError``, an incompatible distribution).
+   unknown study or trial, ``UpdateFinishedTrialError``, an incompatible distribution). Within
+   :func:`params_in_one_request` it holds the parameters back and stores them in one transaction.
 
 10. ``QMCSampler._find_sample_id(study, search_space)``: which point of its sequence a trial
    takes. Optuna counts the points in a study system attribute, read and then written (its own
@@ -492,6 +494,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     def store_grace(self, trial_id: int, grace: int) -> None:
         """Store ``grace`` as the trial's ``GRACE_ATTR``, whatever its state (a finished trial is judged no more)."""
+
         def store() -> None:
             with self.engine.begin() as connection:
                 _replace_attrs(connection, optuna_models.TrialSystemAttributeModel.__table__, trial_id, {GRACE_ATTR: grace})
