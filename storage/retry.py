@@ -308,7 +308,7 @@ class DatabaseRetry:
                 seconds = time.monotonic() - self.outage_since
                 self.outage_since = None
                 if self.on_recovery is not None:
-                    self.on_recovery(f"database {mask_password(self.url)} back after {seconds:.1f} s")
+                    self.on_recovery(f"{_what_is_away(self.url)} {mask_password(self.url)} back after {seconds:.1f} s")
 
 
 class HeartbeatLedger:

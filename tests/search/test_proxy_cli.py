@@ -146,13 +146,14 @@ def listeners(port: int) -> set[int]:
     return found
 
 
-def test_a_proxy_of_several_processes_listens_in_each_and_sigterm_stops_them_all(postgres_server):
+def test_a_proxy_of_several_processes_listens_in_each_and_sigterm_stops_them_all(postgres_url, study_name):
     port = free_port()
-    with running_proxy(postgres_server, port, "--processes", "3") as proxy:
+    with running_proxy(postgres_url, port, "--processes", "3") as proxy:
         wait_for(lambda: len(listeners(port)) == 3, 90, "three processes to listen")
         assert proxy.pid in listeners(port)
         clients = [optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port) for _ in range(6)]  # a connection each
-        study_ids = {client.create_new_study([optuna.study.StudyDirection.MINIMIZE], f"s{i}") for i, client in enumerate(clients)}
+        directions = [optuna.study.StudyDirection.MINIMIZE]
+        study_ids = {client.create_new_study(directions, f"{study_name}-{i}") for i, client in enumerate(clients)}
         assert len(study_ids) == 6  # served, whichever process each connection reached
         proxy.send_signal(signal.SIGTERM)
         out, _ = proxy.communicate(timeout=30)
@@ -200,7 +201,7 @@ def test_a_worker_started_before_its_proxy_waits_for_it_and_runs(postgres_url, s
         # A study name the proxy's database lacks: the studies there, and how to list them (not through the proxy).
         lost = run_hpsearch("worker", "--study", "nope", "--storage", f"grpc://127.0.0.1:{port}")
     assert lost.returncode == 2 and len(lost.stderr.strip().splitlines()) == 1, lost.stderr
-    assert f"(studies there: {study_name}; hpsearch studies --storage DATABASE_URL lists them)" in lost.stderr
+    assert study_name in lost.stderr and lost.stderr.strip().endswith("; hpsearch studies --storage DATABASE_URL lists them)")
     assert worker.returncode == 0, err
     assert f"storage proxy grpc://127.0.0.1:{port} unavailable" in out and "Traceback" not in err
     (trial,) = optuna.load_study(study_name=study_name, storage=postgres_url).get_trials()
@@ -254,7 +255,7 @@ def test_a_worker_rides_out_a_restart_of_its_proxy_and_stops_within_its_grace_wh
     with running_proxy(sqlite_url, port, *patient):  # and comes back on the same port
         out, err = rides_out.communicate(timeout=180)
     assert rides_out.returncode == 0, err
-    assert f"database {proxy_url} unavailable (proxy: " in out and f"database {proxy_url} back after " in out
+    assert f"storage proxy {proxy_url} unavailable (proxy: " in out and f"storage proxy {proxy_url} back after " in out
     (trial,) = optuna.load_study(study_name="restart", storage=sqlite_url).get_trials()
     assert trial.state == TrialState.COMPLETE and sorted(table.frame("restart")["epoch"]) == [1, 2, 3, 4]
 
@@ -271,5 +272,5 @@ def test_a_worker_rides_out_a_restart_of_its_proxy_and_stops_within_its_grace_wh
         _, err = stopped.communicate(timeout=60)
     assert stopped.returncode == 143
     assert time.monotonic() - signalled < 15
-    assert "hpsearch: preempted by SIGTERM while the database " + proxy_url in err
+    assert "hpsearch: preempted by SIGTERM while the storage proxy " + proxy_url in err
     table.close()
