@@ -47,7 +47,7 @@ them. Needs pip install "hpsearch[proxy]"."""
 
 EPILOG = """\
 example:
-  hpsearch proxy --storage postgresql://user:pass@db-host/hpsearch --host 0.0.0.0 --port 13000
+  hpsearch proxy --storage postgresql://user:pass@db-host/hpsearch --host 0.0.0.0 --port 13000 --processes 2
   hpsearch worker --study sweep1 --storage grpc://proxy-host:13000      (on every machine)
 
 The proxy has no authentication: bind it to a private network (the default, 127.0.0.1, serves
@@ -91,6 +91,10 @@ def proxy_main(argv: Sequence[str]) -> int:
                          "sqlite:/// or postgresql:// URL")
     require_grpc()
     _check_port_free(args.host, args.port)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.processes > cores:
+        _echo(f"hpsearch proxy: --processes {args.processes} is more than the {cores} core(s) it may use here; "
+              "processes past one a core add memory and connections, not speed")
     database = open_database(url, heartbeat, _echo, storage_class=ProxiedStorage)
     where = f"grpc://{args.host}:{args.port}"
     processes = f" in {args.processes} processes" if args.processes > 1 else ""

@@ -27,11 +27,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_proxy(database_url: str, port: int, *extra: str):
-    """An ``hpsearch proxy`` process serving ``database_url`` on 127.0.0.1:``port``; yields it once it answers."""
+def running_proxy(database_url: str, port: int, *extra: str, popen: dict | None = None):
+    """An ``hpsearch proxy`` process serving ``database_url`` on 127.0.0.1:``port``; yields it once it answers.
+
+    ``popen``: more arguments of ``subprocess.Popen``.
+    """
     environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
     proxy = subprocess.Popen([*hpsearch_command(), "proxy", "--storage", database_url, "--port", str(port), *BEAT, *extra],
-                             env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             **(popen or {}))
     try:
         wait_for(lambda: _answers(port) or proxy.poll() is not None, 60, "the proxy to listen")
         assert proxy.poll() is None, proxy.stdout.read()
@@ -161,6 +165,17 @@ def test_a_proxy_of_several_processes_listens_in_each_and_sigterm_stops_them_all
     assert "in 3 processes" in out and out.strip().splitlines()[-1] == "hpsearch proxy: stopped (SIGTERM)"
     assert "Warning" not in out and "Server started" not in out, out  # the others are as quiet as the first
     assert listeners(port) == set()  # the other two stopped with the first
+
+
+def test_more_proxy_processes_than_cores_says_so_and_serves(sqlite_url):
+    port = free_port()
+    one_core = {"preexec_fn": lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})}
+    with running_proxy(sqlite_url, port, "--processes", "2", popen=one_core) as proxy:
+        wait_for(lambda: len(listeners(port)) == 2, 90, "two processes to listen")
+        proxy.send_signal(signal.SIGTERM)
+        out, _ = proxy.communicate(timeout=30)
+    assert proxy.returncode == 0, out
+    assert out.startswith("hpsearch proxy: --processes 2 is more than the 1 core(s) it may use here;"), out
 
 
 def test_the_other_processes_of_a_proxy_stop_when_the_first_is_killed(sqlite_url):
