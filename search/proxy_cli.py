@@ -124,10 +124,9 @@ def _echo(line: str) -> None:
 
 def _serve_sibling(url: str, heartbeat: Heartbeat, host: str, port: int, threads: int) -> None:
     """One more server process on the port: gRPC binds it with SO_REUSEPORT beside the first."""
+    from hpsearch.search.cli import quiet_optuna  # the first process's main() did it for itself
     from hpsearch.search.orchestrator import open_database
     from hpsearch.storage.proxy import ProxiedStorage, serve
-
-    from hpsearch.search.cli import quiet_optuna  # the first process's main() did it for itself
 
     quiet_optuna()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process stops the others
