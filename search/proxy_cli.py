@@ -156,7 +156,7 @@ class _Siblings:
     """The proxy's other processes (``--processes``): started at once, stopped with the first, reported if one dies.
 
     Each is a whole proxy on the same database: every state a request leans on beyond its own
-    connection (the queue locks, each trial's declared grace) is in the database.
+    connection (the queue locks, each trial's declared grace, the take that took it) is in the database.
     """
 
     def __init__(self, count: int, serve_args: tuple[object, ...]) -> None:

@@ -97,7 +97,9 @@ _UNANSWERED = "has not answered for"
 
 
 def _what_is_away(url: str) -> str:
-    return "storage proxy" if url.startswith("grpc://") else "database"
+    from hpsearch.storage.urls import is_proxy_url
+
+    return "storage proxy" if is_proxy_url(url) else "database"
 
 
 def _proxy_unreachable(error: BaseException) -> bool:
