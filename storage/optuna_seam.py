@@ -316,6 +316,23 @@ def _replace_attrs(connection: sa.Connection, table: sa.Table, trial_id: int, at
         connection.execute(sa.insert(table), [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
 
 
+def _stored_distributions(study_id: int, names: Sequence[str]) -> sa.Select:
+    """One row: for each name, the distribution JSON a trial of the study stored under it, or NULL.
+
+    As Optuna checks a new parameter against: any one will do, since each was checked against
+    those stored before it. One round trip for a trial's parameters instead of one each.
+    """
+    trials, params = _TRIALS_TYPED, TRIAL_PARAMS
+    return sa.select(*(
+        sa.select(params.c.distribution_json)
+        .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
+        .where(trials.c.study_id == study_id, params.c.param_name == name)
+        .limit(1)
+        .scalar_subquery()
+        for name in names
+    ))
+
+
 class QueuedRDBStorage(optuna.storages.RDBStorage):
     """``RDBStorage`` that rides out database outages and hands each WAITING trial to exactly one worker.
 
@@ -709,30 +726,25 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         ],
     ) -> None:
         trials, params = _TRIALS_TYPED, TRIAL_PARAMS
+        if not params_with_previous:
+            return
         with self.engine.begin() as connection:
             trial = connection.execute(sa.select(trials.c.state, trials.c.study_id).where(trials.c.trial_id == trial_id)).first()
             if trial is None:
                 raise KeyError(optuna_models.NOT_FOUND_MSG)
             self.check_trial_is_updatable(trial_id, trial.state)
-            for param_name, value, distribution, previous in params_with_previous:
-                if previous is None:  # as Optuna: the distribution a trial of the study stored under this name
-                    stored = connection.execute(
-                        sa.select(params.c.distribution_json)
-                        .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
-                        .where(trials.c.study_id == trial.study_id, params.c.param_name == param_name)
-                        .limit(1)
-                    ).scalar()
-                    previous = None if stored is None else optuna.distributions.json_to_distribution(stored)
+            unknown = [name for name, _, _, previous in params_with_previous if previous is None]
+            stored = dict(zip(unknown, connection.execute(_stored_distributions(trial.study_id, unknown)).one())) if unknown else {}
+            for param_name, _, distribution, previous in params_with_previous:
+                if previous is None and stored.get(param_name) is not None:
+                    previous = optuna.distributions.json_to_distribution(stored[param_name])
                 if previous is not None:
                     optuna.distributions.check_distribution_compatibility(previous, distribution)
-                connection.execute(
-                    sa.insert(params).values(
-                        trial_id=trial_id,
-                        param_name=param_name,
-                        param_value=value,
-                        distribution_json=optuna.distributions.distribution_to_json(distribution),
-                    )
-                )
+            connection.execute(sa.insert(params), [
+                {"trial_id": trial_id, "param_name": name, "param_value": value,
+                 "distribution_json": optuna.distributions.distribution_to_json(distribution)}
+                for name, value, distribution, _ in params_with_previous
+            ])
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """``RDBStorage.get_trial`` in two Core statements (``read_trials``) instead of six ORM ones; retried."""
