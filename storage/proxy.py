@@ -41,7 +41,9 @@ HEARTBEAT_KEY = "hpsearch:proxy:heartbeat"
 # Value: {"row": one row of hpsearch_epoch_metrics (epoch_metrics.to_db_row), "report": [step, value] or None},
 # written in one transaction, as a worker on the database URL writes them.
 EPOCH_KEY = "hpsearch:proxy:epoch"
-USER_ATTRS_KEY = "hpsearch:proxy:user_attrs"  # value: {key: value}, set in one transaction
+# Value: {"attrs": {key: value}, "beat": {"grace": ...} or None}: set in one transaction, with the
+# heartbeat when "beat" is given (a worker's closing attributes say that it still owns the trial).
+USER_ATTRS_KEY = "hpsearch:proxy:user_attrs"
 PARAMS_KEY = "hpsearch:proxy:params"  # value: [[name, internal value, distribution JSON], ...], set in one transaction
 # Study system attributes that are requests. {"study": name, "token": holder, "take": bool}:
 QUEUE_LOCK_KEY = "hpsearch:proxy:queue_lock"
@@ -143,20 +145,24 @@ class ProxiedStorage(QueuedRDBStorage):
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_KEY:
             self.record_heartbeat(trial_id)
-            # A trial that a worker's own ask created, not a take, is first told its grace here.
-            if isinstance(value, dict) and value.get("grace") and trial_id not in self.graced:
-                self.store_grace(trial_id, int(value["grace"]))  # whole seconds, as --grace-period is
-                self.graced.add(trial_id)
+            self._learn_grace(trial_id, value)
         elif key == EPOCH_KEY:
             assert self.database is not None, "attach() the database first"
             report = value["report"]
             self.database.epoch_table.write_stored(value["row"], (int(report[0]), float(report[1])) if report else None)
         elif key == USER_ATTRS_KEY:
-            self.set_trial_user_attrs(trial_id, value)
+            self.set_trial_user_attrs(trial_id, value["attrs"], beat=value["beat"] is not None)
+            self._learn_grace(trial_id, value["beat"])
         elif key == PARAMS_KEY:
             self.set_trial_params(trial_id, [(name, internal, json_to_distribution(d)) for name, internal, d in value])
         else:
             super().set_trial_system_attr(trial_id, key, value)
+
+    def _learn_grace(self, trial_id: int, beat: Any) -> None:
+        # A trial that a worker's own ask created, not a take, is first told its grace with a heartbeat.
+        if isinstance(beat, dict) and beat.get("grace") and trial_id not in self.graced:
+            self.store_grace(trial_id, int(beat["grace"]))  # whole seconds, as --grace-period is
+            self.graced.add(trial_id)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
         if key == WAITING_TRIALS_KEY:

@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -30,6 +31,7 @@ from hpsearch.storage.optuna_seam import (
     HeartbeatStorage,
     ParamBatches,
     QueueEmpty,
+    trial_id,
 )
 from hpsearch.storage.proxy import (
     EPOCH_KEY,
@@ -59,6 +61,38 @@ def require_grpc() -> None:
         raise StorageURLError('the storage proxy (grpc://) needs grpcio and protobuf: pip install "hpsearch[proxy]"') from None
 
 
+class TellEcho:
+    """The read of a trial that Optuna's ``optimize`` makes right after its tell, answered here.
+
+    ``optimize`` reads each trial for its tell, ends it, then reads it again for its callbacks.
+    When nothing but the end was written to the trial since the first read, the second is the
+    first ended as told (its ``datetime_complete`` this machine's clock): a request less per trial.
+    """
+
+    def __init__(self) -> None:
+        self.read: FrozenTrial | None = None
+        self.ended: FrozenTrial | None = None
+
+    def remember(self, trial: FrozenTrial) -> None:
+        self.read, self.ended = trial, None
+
+    def written(self, written_id: int) -> None:
+        if self.read is not None and trial_id(self.read) == written_id:
+            self.read = None
+
+    def told(self, told_id: int, state: TrialState, values: Sequence[float] | None) -> None:
+        read, self.read = self.read, None
+        if read is not None and trial_id(read) == told_id and read.state == TrialState.RUNNING and state.is_finished():
+            ended = copy.deepcopy(read)
+            ended.state, ended.values, ended.datetime_complete = state, values, datetime.now()
+            self.ended = ended
+
+    def answer(self, wanted_id: int) -> FrozenTrial | None:
+        """The ended trial, once, if it is ``wanted_id``; any read after it asks the proxy."""
+        ended, self.ended = self.ended, None
+        return ended if ended is not None and trial_id(ended) == wanted_id else None
+
+
 class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
     """Optuna's gRPC client, with retries, heartbeats and the worker's queue-only mode."""
 
@@ -79,6 +113,7 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
         self.heartbeats = HeartbeatLedger()
         self.heartbeat_errors = self.heartbeats.errors
         self.param_batches = ParamBatches()
+        self.tell_echo = TellEcho()
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if self.queue_only and template_trial is None:
@@ -89,6 +124,23 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
             template_trial = copy.copy(template_trial)
             template_trial.system_attrs = {**template_trial.system_attrs, SENT_WRITE_ID_ATTR: uuid.uuid4().hex}
         return self.retry.call(super().create_new_trial, study_id, template_trial)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        trial = self.tell_echo.answer(trial_id) or self.retry.call(super().get_trial, trial_id)
+        self.tell_echo.remember(trial)
+        return trial
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.tell_echo.written(trial_id)  # a sampler's after_trial writes between the tell's read and the end
+        self.retry.call(super().set_trial_system_attr, trial_id, key, value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.tell_echo.written(trial_id)
+        self.retry.call(super().set_trial_user_attr, trial_id, key, value)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self.tell_echo.written(trial_id)
+        self.retry.call(super().set_trial_intermediate_value, trial_id, step, intermediate_value)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         parent = super().set_trial_state_values
@@ -109,11 +161,14 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
             return taken
 
         taken = self.retry.call(apply)
+        if taken:
+            self.tell_echo.told(trial_id, state, values)
         if taken and state == TrialState.RUNNING and self.worker_name is not None:
             self.set_trial_user_attrs(trial_id, {WORKER_ATTR: self.worker_name})  # the proxy's take names no worker
         return taken
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution) -> None:
+        self.tell_echo.written(trial_id)
         if not self.param_batches.hold(trial_id, [param_name, param_value_internal, distribution_to_json(distribution)]):
             self.retry.call(super().set_trial_param, trial_id, param_name, param_value_internal, distribution)
 
@@ -134,17 +189,21 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
 
     # --- What Optuna's API lacks, sent as requests the proxy acts on. ----------------------------
     def _request(self, trial_id: int, key: str, value: Any) -> None:
+        if key != HEARTBEAT_KEY:  # the rest change the trial
+            self.tell_echo.written(trial_id)
         super().set_trial_system_attr(trial_id, key, value)
 
     def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any], beat: bool = False) -> None:
         """Set several user attributes of a running trial in one request (and one transaction).
 
-        With ``beat``, a heartbeat is stored first; the attributes' write then checks that the
-        trial still runs, as ``QueuedRDBStorage.set_trial_user_attrs`` does in one transaction.
+        With ``beat``, the same request stores a heartbeat, and the write checks that the trial
+        still runs, as ``QueuedRDBStorage.set_trial_user_attrs`` does.
         """
-        if beat and self.heartbeat_interval is not None:
-            self.record_heartbeat(trial_id)
-        self.retry.call(self._request, trial_id, USER_ATTRS_KEY, dict(attrs))
+        beat = beat and self.heartbeat_interval is not None
+        request = {"attrs": dict(attrs), "beat": {"grace": self.declared_grace} if beat else None}
+        self.retry.call(self._request, trial_id, USER_ATTRS_KEY, request)
+        if beat:
+            self.heartbeats.stored(trial_id)
 
     def write_epoch_row(self, trial_id: int, row: Mapping[str, Any], report: tuple[int, float] | None = None) -> None:
         """Store one row of ``hpsearch_epoch_metrics`` through the proxy, with ``report`` (step, value) in the same

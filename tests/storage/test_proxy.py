@@ -3,15 +3,23 @@
 import json
 import threading
 import time
+from datetime import datetime
 
 import grpc
 import optuna
 import pytest
+import sqlalchemy as sa
 from optuna.storages._grpc.auto_generated import api_pb2_grpc
 from optuna.trial import TrialState
 
 from hpsearch.storage.database import StudyDatabase
-from hpsearch.storage.optuna_seam import enqueue_points, params_in_one_request, taking_queued_trials_at_once, trial_id
+from hpsearch.storage.optuna_seam import (
+    TRIAL_HEARTBEATS,
+    enqueue_points,
+    params_in_one_request,
+    taking_queued_trials_at_once,
+    trial_id,
+)
 from hpsearch.storage.proxy import TAKE_PREFIX, ProxiedStorage, ProxyQueueLocks
 from hpsearch.storage.retry import DatabaseRetry
 from tests.search.test_proxy_cli import free_port, running_proxy
@@ -243,6 +251,65 @@ def test_a_trials_parameters_through_the_proxy_are_one_request_sent_only_if_the_
     study.tell(ended, state=TrialState.FAIL)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), params_in_one_request(ended):
         ended.suggest_float("x", 0, 1)
+    database.close()
+
+
+def _ends_three_ways(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("seen", x)
+    trial.report(x, 1)
+    if trial.number == 1:
+        raise optuna.TrialPruned()
+    if trial.number == 2:
+        raise ValueError("diverged")
+    return x
+
+
+@pytest.mark.parametrize(("sampler", "reads"), [
+    (optuna.samplers.RandomSampler(seed=0), 2 + 2 + 2),  # the read for the callbacks is the tell's, ended as told
+    # TPE's after_trial stores the constraints of a complete or pruned trial between the tell's
+    # read and the end: those two are read again.
+    (optuna.samplers.TPESampler(seed=0, constraints_func=lambda t: [t.params["x"] - 0.5]), 3 + 3 + 2),
+])
+def test_optimize_through_the_proxy_gives_its_callbacks_each_trial_as_stored(proxy_url, sqlite_url, sampler, reads):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    count = CountCalls()
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    study = optuna.create_study(study_name="told", storage=storage, sampler=sampler)
+    seen: list[optuna.trial.FrozenTrial] = []
+    study.optimize(_ends_three_ways, n_trials=3, catch=(ValueError,), callbacks=[lambda _, trial: seen.append(trial)])
+    assert count.calls["GetTrial"] == reads
+
+    def described(trial: optuna.trial.FrozenTrial) -> tuple:
+        return (trial.number, trial.state, trial.values, trial.params, trial.user_attrs, trial.system_attrs,
+                trial.intermediate_values, trial.datetime_start, trial.datetime_complete is not None)
+
+    stored = optuna.load_study(study_name="told", storage=sqlite_url).trials
+    assert [t.state for t in stored] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert [described(t) for t in seen] == [described(t) for t in stored]
+    database.close()
+
+
+def heartbeat_of(sqlite_url: str, stored_id: int) -> datetime:
+    with sa.create_engine(sqlite_url).connect() as connection:
+        beats = TRIAL_HEARTBEATS
+        return connection.execute(sa.select(beats.c.heartbeat).where(beats.c.trial_id == stored_id)).scalar_one()
+
+
+def test_closing_attributes_through_the_proxy_store_the_heartbeat_in_the_same_request(proxy_url, sqlite_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    number = running_trial(database, "closing")
+    stored_id = trial_id(optuna.load_study(study_name="closing", storage=sqlite_url).trials[number])
+    first_beat = heartbeat_of(sqlite_url, stored_id)
+    count = CountCalls()
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    time.sleep(1.1)  # SQLite stores the heartbeat to the second
+    storage.set_trial_user_attrs(stored_id, {"a": 1, "b": [2]}, beat=True)
+    assert count.calls == {"SetTrialSystemAttribute": 1}
+    assert heartbeat_of(sqlite_url, stored_id) > first_beat
+    assert optuna.load_study(study_name="closing", storage=sqlite_url).trials[number].user_attrs["b"] == [2]
     database.close()
 
 
