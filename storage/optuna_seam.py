@@ -82,7 +82,6 @@ import copy
 import json
 import math
 import threading
-import time
 import uuid
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -522,16 +521,11 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         """Optuna's heartbeat, retried for one interval; it never raises, so its thread never dies.
 
         Optuna's heartbeat thread stops for good at the first exception, and the trial then
-        goes stale while it trains. A beat that fails is recorded in ``heartbeat_errors``.
-        A beat within half an interval of the last stored one is skipped: the take stores a
-        trial's first heartbeat, and Optuna's thread beats as it starts, a moment later.
+        goes stale while it trains. A beat that fails is recorded in ``heartbeat_errors``;
+        one right after the take, which stored the first, is skipped (``HeartbeatLedger.beat``).
         """
-        interval = float(self.heartbeat_interval or 1)
-        last = self.heartbeats.stored_at.get(trial_id)
-        if last is not None and time.monotonic() - last < interval / 2:
-            return
         store = super().record_heartbeat
-        self.heartbeats.beat(trial_id, self.retry, interval, lambda: store(trial_id))
+        self.heartbeats.beat(trial_id, self.retry, float(self.heartbeat_interval or 1), lambda: store(trial_id))
 
     def heartbeat_age(self, trial_id: int) -> float:
         """Seconds since this process last stored a heartbeat of ``trial_id`` (0 if it never took it)."""

@@ -156,8 +156,8 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
                 if len(attempts) > 1 and trial.state == state and (values is None or list(trial.values or []) == list(values)):
                     return True
                 raise
-            if taken and state == TrialState.RUNNING:
-                self.heartbeats.stored(trial_id)  # the proxy stored the first heartbeat with the take
+            # No heartbeats.stored here, unlike take_waiting_trial: this take declared no grace, so
+            # the heartbeat thread's first beat, which declares it, must not be skipped.
             return taken
 
         taken = self.retry.call(apply)

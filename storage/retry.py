@@ -325,10 +325,17 @@ class HeartbeatLedger:
         self.stored_at: dict[int, float] = {}
         self.errors: dict[int, Exception] = {}  # trial id -> why the last beat failed (its kind tells a full disk)
 
-    def beat(self, trial_id: int, retry: DatabaseRetry, patience: float, store: Callable[[], Any]) -> None:
-        """``store()`` the heartbeat through ``retry`` for up to ``patience`` seconds; a failure is noted in ``errors``."""
+    def beat(self, trial_id: int, retry: DatabaseRetry, interval: float, store: Callable[[], Any]) -> None:
+        """``store()`` the heartbeat through ``retry`` for up to one ``interval``; a failure is noted in ``errors``.
+
+        A beat within half an interval of the last stored one is skipped: the take stores a
+        trial's first heartbeat, and Optuna's heartbeat thread beats as it starts, a moment later.
+        """
+        last = self.stored_at.get(trial_id)
+        if last is not None and time.monotonic() - last < interval / 2:
+            return
         try:
-            with retry.patience(patience):
+            with retry.patience(interval):
                 retry.call(store)
         except Exception as error:  # noqa: BLE001  (any error: the thread must live to beat again)
             self.errors[trial_id] = error

@@ -378,13 +378,20 @@ def test_a_parameter_is_stored_and_refused_as_optuna_stores_and_refuses_it(stora
 def test_a_trials_parameters_drawn_in_one_block_are_stored_in_one_transaction(storage: QueuedRDBStorage, study_name: str) -> None:
     study = optuna.create_study(study_name=study_name, storage=storage)  # Optuna's cache in front, as a worker's
     commits: list[int] = []
+    statements: list[str] = []
     sa.event.listen(storage.engine, "commit", lambda connection: commits.append(1))
+    sa.event.listen(storage.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     trial = study.ask()
     commits.clear()
+    statements.clear()
     with seam.params_in_one_request(trial):
         point = {"x": trial.suggest_float("x", 0, 1), "n": trial.suggest_int("n", 1, 9), "c": trial.suggest_categorical("c", ["a", "b"])}
         assert commits == [] and trial.params == point
     assert len(commits) == 1
+    # Past the cache's read of the trial: its state, the study's distributions of the three names, the three rows.
+    stored = [s.split()[:3] for s in statements if not s.startswith(("SELECT trials.trial_id", "SELECT trial_params.trial_id"))]
+    assert stored == [["SELECT", "trials.state,", "trials.study_id"], ["SELECT", "(SELECT", "trial_params.distribution_json"],
+                      ["INSERT", "INTO", "trial_params"]]
     assert storage.get_trial(trial_id(trial)).params == point
 
     broken = study.ask()

@@ -313,6 +313,22 @@ def test_closing_attributes_through_the_proxy_store_the_heartbeat_in_the_same_re
     database.close()
 
 
+def test_the_heartbeat_thread_through_the_proxy_does_not_beat_again_right_after_the_take(proxy_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    study = taking_queued_trials_at_once(optuna.create_study(study_name="beats", storage=storage))
+    enqueue_points(study, [{}])
+    taken = study.ask()  # the take stores the first heartbeat, and this worker's grace with it
+    count = CountCalls()
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    storage.record_heartbeat(trial_id(taken))  # what Optuna's thread does as it starts
+    assert count.calls == {}
+    time.sleep(0.6)  # past half the 1 s interval
+    storage.record_heartbeat(trial_id(taken))
+    assert count.calls == {"SetTrialSystemAttribute": 1}
+    database.close()
+
+
 def test_the_proxys_reads_of_a_study_match_the_database_as_its_trials_change(sqlite_url):
     direct = StudyDatabase.open_for_search(sqlite_url)
     proxied = StudyDatabase.open_for_search(sqlite_url, storage_class=ProxiedStorage).storage
