@@ -108,7 +108,7 @@ class ProxiedStorage(QueuedRDBStorage):
         with self._studies_guard:
             known = self._trials_by_study.setdefault(study_id, _StudyTrials())
         with known.lock:
-            fresh = self._get_trials(study_id, None, set(known.unsettled_ids), known.last_settled_id)
+            fresh = self.new_and_unsettled_trials(study_id, set(known.unsettled_ids), known.last_settled_id)
             for trial in fresh:
                 key = trial_id(trial)
                 if trial.state in SETTLED:

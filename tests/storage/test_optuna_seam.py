@@ -1,8 +1,8 @@
-"""The contract of storage/optuna_seam.py with the installed Optuna, on a real SQLite file and on
+"""The contract of storage/optuna_seam/ with the installed Optuna, on a real SQLite file and on
 the real PostgreSQL server.
 
-hpsearch relies on a few private things of Optuna, all used in storage/optuna_seam.py only (its
-docstring lists them). Each test here checks one of them against Optuna's own behaviour, and each
+hpsearch relies on a few private things of Optuna, all used in storage/optuna_seam/ only (its
+``__init__`` docstring lists them; a test here checks that no other module uses them). Each test here checks one of them against Optuna's own behaviour, and each
 assertion says what hpsearch relies on, so that an Optuna upgrade that breaks the seam fails here,
 by name, before it fails anywhere else. pyproject.toml pins Optuna to the major version this file
 passes on.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from hpsearch.storage.optuna_seam import QueuedRDBStorage, QueueEmpty, trial_id
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 X = FloatDistribution(0, 1)
-SEAM = "storage/optuna_seam.py"
+SEAM = "storage/optuna_seam/"
 NO_SUCH_TRIAL = -1  # storage ids are positive
 
 
@@ -66,6 +67,25 @@ def test_the_pin_admits_the_installed_optuna() -> None:
         f"the installed Optuna {optuna.__version__} is outside the pin {pins[0]}; run this file on it, "
         f"then move the pin in pyproject.toml"
     )
+
+
+# Optuna's private modules, and the private attributes of its objects that the seam reads.
+PRIVATE_USE = re.compile(
+    r"optuna(\.\w+)*\._\w+|\._(trial_id|study_id|storage|backend|cached_frozen_trial|pop_waiting_trial_id|get_trials)\b"
+)
+
+
+def test_no_module_but_the_seam_uses_optunas_private_api() -> None:
+    root = Path(__file__).parents[2]
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for folder in ("models", "trainers", "storage", "search")
+        for path in sorted((root / folder).rglob("*.py"))
+        if not path.is_relative_to(root / SEAM)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE_USE.search(line)
+    ]
+    assert found == [], f"Optuna's private API outside {SEAM} (move it into the seam, under a test here): {found}"
 
 
 # --- 1. Trial._trial_id ------------------------------------------------------------------------
