@@ -239,11 +239,12 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
 
 
 def replay_study(
-    study: optuna.Study, pruners: Sequence[str] | None = None, orders: int = 100, seed: int = 0
+    study: optuna.Study, pruners: str | Sequence[str] | None = None, orders: int = 100, seed: int = 0
 ) -> pd.DataFrame:
     """What each pruner would have spent and found on ``study``, whose trials all ran to the end, as ``hpsearch replay`` prints it.
 
-    One row per pruner (default: every pruner that can be replayed but ``wilcoxon``): ``epoch_share``
+    One row per pruner (``pruners``: a list of names, or one name; default: every pruner that can
+    be replayed but ``wilcoxon``): ``epoch_share``
     (the median share of the full study's epochs over the ``orders`` random trial orders, the
     stored one first), ``kept_best`` (the share of orders in which a trial with the study's best
     value ran to the end), ``best_median`` and ``best_worst`` (the best final value the search

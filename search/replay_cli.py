@@ -13,7 +13,8 @@ from hpsearch.search.tables_cli import STORAGE_HELP
 def build_replay_parser() -> ArgumentParser:
     return ArgumentParser(
         prog="hpsearch replay",
-        description="Replay a study whose trials all ran to the end (a grid, or --pruner none) under other pruners, "
+        description="Replay a study whose trials all ran to the end (run with --pruner none: a grid prunes too, by "
+        "default) under other pruners, "
         "from its stored learning curves, without training: for each pruner, the share of the epochs it would have "
         "spent, how often it would have kept the study's best trial and the best value it would have found, over many "
         "random trial orders. In Python: hpsearch.search.replay_study.",
@@ -45,13 +46,14 @@ def replay_main(argv: Sequence[str]) -> int:
 
     with StudyDatabase.open_for_reading(resolve_storage_url(args.storage)) as database:
         stored = stored_curves(database.load_study(args.study))
+    rows = compare(stored, pruners, args.orders, args.seed)  # before any output: a refusal leaves none
     n = len(stored.curves)
     print(
         f"Study {args.study!r}: {n} trials x {stored.epochs} epochs = {n * stored.epochs} epochs; best {stored.metric} "
         f"{stored.best:.6g}. Replayed over {args.orders} trial order{'s' if args.orders != 1 else ''}:"
     )
     print(f"{'pruner':<12} {'epochs spent':>12} {'kept the best':>13} {'best found: median':>18} {'worst':>10} {'trials pruned':>13}")
-    for row in compare(stored, pruners, args.orders, args.seed):
+    for row in rows:
         print(f"{row.pruner:<12} {row.epoch_share:>11.1%} {row.kept_best:>12.0%} {row.best_median:>18.6g} "
               f"{row.best_worst:>10.6g} {row.pruned:>13.1f}")
     print(

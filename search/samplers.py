@@ -262,10 +262,13 @@ NOT_REPLAYABLE = {
 REPLAYED_BY_DEFAULT = tuple(p for p in REPLAYABLE if p != "wilcoxon")
 
 
-def replayable_pruners(pruners: Sequence[str] | None) -> list[str]:
-    """The pruners ``hpsearch replay`` is to replay (``None``: ``REPLAYED_BY_DEFAULT``); ``UsageError`` names one it cannot."""
+def replayable_pruners(pruners: str | Sequence[str] | None) -> list[str]:
+    """The pruners ``hpsearch replay`` is to replay (``None``: ``REPLAYED_BY_DEFAULT``; a string: that one pruner);
+    ``UsageError`` names one it cannot."""
     if pruners is None:
         return list(REPLAYED_BY_DEFAULT)
+    if isinstance(pruners, str):
+        pruners = [pruners]
     named = [p.strip() for p in pruners if p.strip()]
     if not named:
         raise UsageError("--pruners names no pruner")

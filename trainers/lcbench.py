@@ -62,15 +62,15 @@ class LCBenchSurrogate:
         """
         root = Path(data_dir)
         if not root.is_dir():
-            raise FileNotFoundError(f"The YAHPO data folder {root} does not exist.")
+            raise FileNotFoundError(f"the YAHPO data folder {root} does not exist")
         for name in _FILES:
             if not (root / name).is_file():
-                raise FileNotFoundError(f"The YAHPO data folder {root} has no {name}.")
+                raise FileNotFoundError(f"the YAHPO data folder {root} has no {name}")
         hyperparameters = {hp["name"]: hp for hp in json.loads((root / _FILES[1]).read_text())["hyperparameters"]}
         instances = [str(choice) for choice in hyperparameters["OpenML_task_id"]["choices"]]
         instance = str(instance)
         if instance not in instances:
-            raise ValueError(f"Unknown lcbench instance {instance!r}; the valid instances are {', '.join(instances)}.")
+            raise ValueError(f"unknown lcbench instance {instance!r}; the valid instances are {', '.join(instances)}")
         try:
             import onnxruntime
         except ImportError as error:

@@ -76,7 +76,9 @@ def test_replay_study_is_the_table_as_a_frame(runs, capfd):
     assert "A new study created" not in "".join(capfd.readouterr())
     assert optuna.logging.get_verbosity() == optuna.logging.INFO  # restored
     assert list(frame.index) == ["percentile", "sha"]
-    assert set(frame.columns) == {"epoch_share", "kept_best", "pruned", "best_median", "best_worst"}
+    assert list(frame.columns) == ["epoch_share", "kept_best", "pruned", "best_median", "best_worst"]
+    # One pruner by name alone, as pandas takes a label or a list of them.
+    assert list(replay_study(_study(runs["none"]), "percentile", orders=2).index) == ["percentile"]
     for pruner, row in frame.iterrows():
         assert row.best_worst >= row.best_median >= stored.best  # val_loss: the worst is the largest
         # The stored order is the first replayed: what it found lies within the spread.
@@ -132,6 +134,7 @@ def test_wrong_input_is_one_line_and_exit_2(runs, run_hpsearch, which, args, mes
     done = run_hpsearch("replay", "--study", "tfn_classifier-synthetic_tokens", "--storage", runs[which], *args)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == "", "nothing of the table before the refusal"
 
 
 def test_an_unknown_study_is_one_line(runs, run_hpsearch):

@@ -112,7 +112,7 @@ def test_simulate_search_in_python_is_the_commands_run(run_hpsearch, yahpo_data,
     ("args", "message"),
     [
         (["--benchmark", "nasbench"], "unknown benchmark 'nasbench'"),
-        (["--instance", "42"], "Unknown lcbench instance '42'"),
+        (["--instance", "42"], "unknown lcbench instance '42'"),
         (["--data", "/no/such/folder"], "/no/such/folder does not exist"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--sampler", "grid"], "unknown sampler 'grid'"),

@@ -99,7 +99,7 @@ def test_bad_configurations_are_refused(surrogates):
 def test_unknown_instance_names_the_valid_ones(yahpo_data):
     with pytest.raises(ValueError, match="167168.*189906"):
         LCBenchSurrogate("1", yahpo_data)
-    with pytest.raises(ValueError, match="Unknown lcbench instance '167083'"):  # in encoding.json, not an instance
+    with pytest.raises(ValueError, match="unknown lcbench instance '167083'"):  # in encoding.json, not an instance
         LCBenchSurrogate("167083", yahpo_data)
 
 
