@@ -1,44 +1,267 @@
-"""``QueuedRDBStorage``: Optuna's ``RDBStorage`` with the take of a queued trial, batched writes
-and Core SQL reads (2 to 4 and 9 of the package's docstring).
+"""The one module of hpsearch that relies on Optuna's private API and on its database layout.
 
-One class past 400 lines: each of its methods is one that Optuna's cache or hpsearch calls on
-the storage, kept beside the transaction rules they share.
+Everything else in hpsearch uses Optuna's public API and imports what it needs of the things
+below from here. Each is checked against the installed Optuna by
+``tests/storage/test_optuna_seam.py`` (on a SQLite file and on PostgreSQL), and Optuna is pinned
+to the major version that test passes on (``optuna>=5,<6`` in ``pyproject.toml``). When Optuna
+changes one of them, that test says which, and this module is the only one to change.
+
+Private things relied on, and why:
+
+1. ``Trial._trial_id`` and ``FrozenTrial._trial_id``, the storage's id of a trial, read by
+   :func:`trial_id`. The id, not the trial number, is what the storage methods take and what
+   ``hpsearch_epoch_metrics`` keys its rows by. Optuna's only other routes to it are private too
+   (``Study._study_id``, ``Study._storage``) or cost two queries per call.
+2. ``RDBStorage._create_new_trial(study_id, template_trial)``: Optuna's cached storage, which
+   ``optuna.create_study`` wraps around every ``RDBStorage``, creates trials through this method
+   of its backend, not through the public ``create_new_trial``. :class:`QueuedRDBStorage`
+   overrides it so that a worker with ``queue_only`` set never starts a fresh trial.
+3. ``optuna.storages._rdb.storage._create_scoped_session(scoped_session, ignore_integrity_error)``
+   and the ``RDBStorage.scoped_session`` attribute: the session Optuna's own writes use (commit on
+   exit, rollback and ``StorageInternalError`` on a database error), used by
+   :meth:`QueuedRDBStorage.set_trial_user_attrs` so that its batch behaves like Optuna's writes;
+   and ``RDBStorage._set_trial_intermediate_value_without_commit(session, ...)``, Optuna's report
+   inside such a session, so that :meth:`QueuedRDBStorage.write_with_report` stores an epoch's row
+   and its report in one transaction. ``Trial._cached_frozen_trial``, the trial as its worker read
+   it when taking it and as it has written since: :func:`as_taken` reads it, and
+   :func:`remember_report` adds a report stored that way to it, as ``Trial.report`` does.
+4. ``optuna.storages._rdb.models``: ``TrialModel.find_or_raise_by_id(trial_id, session)`` (a
+   ``KeyError`` for an unknown trial, ``NOT_FOUND_MSG``) and ``TrialUserAttributeModel.__table__``,
+   for the same batch; ``TrialModel.__table__``, whose insert returns a batch of queued trials' ids
+   in the order of its rows.
+5. Optuna's table layout, named here once as SQLAlchemy table clauses (:data:`STUDIES`,
+   :data:`TRIALS`, ...) holding only the columns hpsearch reads or writes, and the encodings in
+   them: a trial's ``state`` is the ``TrialState`` name, values and intermediate values are a
+   number plus a type (``FINITE``, ``INF_POS``, ``INF_NEG``, ``NAN``; the number is NULL unless
+   ``FINITE``), attributes are JSON in ``value_json``, ``study.set_metric_names`` is the study
+   system attribute ``study:metric_names``, and trial datetimes are naive UTC. The take of a queued
+   trial writes ``trials``; ``export.py`` and ``epoch_metrics.py`` read these tables with set-based
+   SQL instead of building one ``FrozenTrial`` per trial.
+
+6. ``optuna.storages._heartbeat.BaseHeartbeat``, as :data:`HeartbeatStorage`: the storage proxy's client derives
+   from it so that ``study.optimize`` runs its heartbeat thread, and so implements its abstract
+   methods; the private ``_get_stale_trial_ids`` is implemented here, at the end of this module.
+7. ``Study._get_trials(deepcopy, states, use_cache)``: how ``GPSampler`` and ``TPESampler`` read
+   the trials they learn from. :class:`PrunedAsComplete` answers it with pruned trials shown as
+   complete at a stand-in value, so the samplers learn from pruned trials.
+8. ``Study._storage`` (and ``_CachedStorage._backend``, the database behind it) and
+   ``Study._study_id``: :func:`enqueue_points` queues a batch of trials in one transaction, and
+   reads on through Optuna's cache find them as they find other workers' trials.
+   :func:`params_in_one_request` finds the storage behind a trial's cache the same way.
+
+9. ``RDBStorage._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)``: how
+   Optuna's cached storage reads new and unfinished trials, and ``RDBStorage._set_trial_param(...,
+   previous_distribution)``: how it stores a suggested parameter, and
+   ``RDBStorage._get_stale_trial_ids(study_id)``: how ``fail_stale_trials`` finds the trials whose
+   heartbeat is older than the grace period. :class:`QueuedRDBStorage` answers them, and
+   ``get_trial``, with Core SQL over the tables of 5 (:func:`read_trials`)
+   instead of the ORM, and raises as Optuna does (``KeyError(models.NOT_FOUND_MSG)`` for an
+   unknown study or trial, ``UpdateFinishedTrialError``, an incompatible distribution). Within
+   :func:`params_in_one_request` it holds the parameters back and stores them in one transaction.
+
+10. ``QMCSampler._find_sample_id(study, search_space)``: which point of its sequence a trial
+   takes. Optuna counts the points in a study system attribute, read and then written (its own
+   TODO says the two are not atomic): two workers asking at once read the same count and draw the
+   same point. :class:`NumberedQMCSampler` gives each trial the point its trial number names.
+11. ``Study._pop_waiting_trial_id()``: how ``Study.ask`` takes a queued trial. Optuna's reads
+   every WAITING trial and tries to take each in turn, and workers asking at once all try them in
+   the same order, so at 32 workers most tries lost a race to a peer. :class:`QueueTakingStudy`
+   asks a storage that has ``take_waiting_trial`` (hpsearch's, on a database URL or through its
+   proxy) for the first one instead: one statement, and through the proxy one request. Optuna's
+   cache (``_CachedStorage``, its ``_backend`` and ``_trial_id_to_study_id_and_number``) sets a
+   parameter only on a trial it has read, so a trial taken that it has not seen makes it read.
+
+Behaviour of public methods relied on: ``Study.ask`` of a plain ``Study`` takes a queued trial
+by calling ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next
+WAITING trial when that returns False; :class:`QueuedRDBStorage` makes that take one atomic ``UPDATE``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import threading
 import uuid
-from collections.abc import Callable, Container, Mapping, Sequence
-from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as optuna_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, FAIL_REASON_ATTR, RETRY_OF_ATTR, WORKER_ATTR
-from hpsearch.storage.optuna_seam.frozen_trials import read_trials
-from hpsearch.storage.optuna_seam.tables import (
-    HEARTBEATS_TYPED,
-    STUDIES,
-    TRIAL_HEARTBEATS,
-    TRIAL_PARAMS,
-    TRIAL_SYSTEM_ATTRIBUTES,
-    TRIALS_TYPED,
-    stored_now,
+from hpsearch.storage.attributes import (
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
+    PRUNED_VALUES_ATTR,
+    RETRY_OF_ATTR,
+    WORKER_ATTR,
 )
-from hpsearch.storage.optuna_seam.trial import ParamBatches, trial_id
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
+
+
+# --- 5. Optuna's tables: only the columns hpsearch uses. Optuna creates and owns them. -----------
+def _table(name: str, *columns: str) -> sa.TableClause:
+    # Untyped columns: reads return what the driver returns (a state name, JSON text, a
+    # datetime or its text), exactly as raw SQL would.
+    return sa.table(name, *(sa.column(column) for column in columns))
+
+
+STUDIES = _table("studies", "study_id", "study_name")
+STUDY_DIRECTIONS = _table("study_directions", "study_id", "objective", "direction")
+STUDY_USER_ATTRIBUTES = _table("study_user_attributes", "study_id", "key", "value_json")
+STUDY_SYSTEM_ATTRIBUTES = _table("study_system_attributes", "study_id", "key", "value_json")
+TRIALS = _table("trials", "trial_id", "number", "study_id", "state", "datetime_start", "datetime_complete")
+TRIAL_PARAMS = _table("trial_params", "trial_id", "param_name", "param_value", "distribution_json")
+TRIAL_VALUES = _table("trial_values", "trial_id", "objective", "value", "value_type")
+TRIAL_INTERMEDIATE_VALUES = _table(
+    "trial_intermediate_values", "trial_id", "step", "intermediate_value", "intermediate_value_type"
+)
+TRIAL_USER_ATTRIBUTES = _table("trial_user_attributes", "trial_id", "key", "value_json")
+TRIAL_SYSTEM_ATTRIBUTES = _table("trial_system_attributes", "trial_id", "key", "value_json")
+TRIAL_HEARTBEATS = _table("trial_heartbeats", "trial_id", "heartbeat")
+OPTUNA_TABLES = (
+    STUDIES,
+    STUDY_DIRECTIONS,
+    STUDY_USER_ATTRIBUTES,
+    STUDY_SYSTEM_ATTRIBUTES,
+    TRIALS,
+    TRIAL_PARAMS,
+    TRIAL_VALUES,
+    TRIAL_INTERMEDIATE_VALUES,
+    TRIAL_USER_ATTRIBUTES,
+    TRIAL_SYSTEM_ATTRIBUTES,
+    TRIAL_HEARTBEATS,
+)
+
+
+class ValueType:
+    """How ``trial_values.value_type`` and ``trial_intermediate_values.intermediate_value_type``
+    say what a stored number is; the number is NULL unless the type is ``FINITE``."""
+
+    FINITE = "FINITE"
+    INF_POS = "INF_POS"
+    INF_NEG = "INF_NEG"
+    NAN = "NAN"  # intermediate values only: a trial's value is never NaN
+
+
+# What a stored number that is not finite stands for, by its type.
+NONFINITE_VALUES = {
+    ValueType.INF_POS: float("inf"),
+    ValueType.INF_NEG: float("-inf"),
+    ValueType.NAN: float("nan"),
+}
+# The study system attribute where Optuna keeps ``study.set_metric_names``.
+METRIC_NAMES_ATTR = "study:metric_names"
+
+
+def state_is(column: sa.ColumnElement[Any], state: TrialState) -> sa.ColumnElement[bool]:
+    """``column = '<STATE NAME>'``: Optuna stores a trial's state as its name. The name is written into
+    the SQL as a literal, which PostgreSQL compares with its enum column without a cast."""
+    return column == sa.literal_column(f"'{state.name}'")
+
+
+# --- 1. A trial's storage id. ---------------------------------------------------------------------
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of ``trial`` (what ``storage.get_trial`` takes), from Optuna's private ``_trial_id``."""
+    return trial._trial_id
+
+
+def as_taken(trial: optuna.Trial) -> FrozenTrial:
+    """``trial`` as its worker read it on taking it, with what it wrote since: no query.
+
+    What a trial is created with (a retry's history, ``retry_of``, fixed parameters) is as stored.
+    """
+    return trial._cached_frozen_trial
+
+
+@contextmanager
+def params_in_one_request(trial: optuna.Trial) -> Iterator[None]:
+    """Within the block, ``trial``'s ``suggest_*`` calls are stored together at its end, where the storage can.
+
+    Each ``suggest_*`` is a transaction of its own on a database URL, and a request of its own
+    behind the storage proxy; hpsearch's storages (``params_batched``) store them in one at the
+    end of the block, and none if the block raises. The trial's own copy of its parameters is
+    Optuna's, set at each call as always.
+    """
+    storage = getattr(trial.storage, "_backend", trial.storage)  # the database behind Optuna's cache (8 above)
+    batched = getattr(storage, "params_batched", None)
+    if batched is None:
+        yield
+        return
+    with batched(trial_id(trial)):
+        yield
+
+
+class ParamBatches:
+    """The parameter writes a storage holds back, by trial id, while ``params_in_one_request``'s block runs."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, list[Any]] = {}
+
+    def hold(self, trial_id: int, param: Any) -> bool:
+        """Hold ``param`` if a batch of ``trial_id`` is open; False if it is to be stored now."""
+        pending = self._pending.get(trial_id)
+        if pending is None:
+            return False
+        pending.append(param)
+        return True
+
+    @contextmanager
+    def batch(self, trial_id: int, store: Callable[[list[Any]], None]) -> Iterator[None]:
+        """Hold ``trial_id``'s parameters within the block, then ``store`` them, unless the block raised."""
+        pending: list[Any] = []
+        self._pending[trial_id] = pending
+        try:
+            yield
+        finally:
+            del self._pending[trial_id]
+        if pending:
+            store(pending)
+
+
+def reported(trial: optuna.Trial, step: int) -> bool:
+    """Whether ``trial`` has a report at ``step``: Optuna keeps a step's first report (``Trial.report``)."""
+    return step in trial._cached_frozen_trial.intermediate_values
+
+
+def remember_report(trial: optuna.Trial, step: int, value: float) -> None:
+    """Tell ``trial`` of a report stored outside ``Trial.report``, as ``Trial.report`` does, so that its pruner sees it."""
+    trial._cached_frozen_trial.intermediate_values[step] = float(value)
 
 
 # --- 2 to 4. The storage: the take of a queued trial, batched user attributes, queue-only. -------
 class QueueEmpty(Exception):
     """A worker asked for a trial while ``queue_only`` was set and no trial was waiting."""
+
+
+# ``trials`` as the storage reads and writes it, typed so that SQLAlchemy stores and reads the
+# state and the timestamps the way Optuna's models do on every dialect (SQLite keeps a datetime as text).
+_TRIALS_TYPED = sa.table(
+    TRIALS.name,
+    sa.column(TRIALS.c.trial_id.name, sa.Integer),
+    sa.column(TRIALS.c.number.name, sa.Integer),
+    sa.column(TRIALS.c.study_id.name, sa.Integer),
+    sa.column(TRIALS.c.state.name, sa.Enum(TrialState)),
+    sa.column(TRIALS.c.datetime_start.name, sa.DateTime),
+    sa.column(TRIALS.c.datetime_complete.name, sa.DateTime),
+)
+_HEARTBEATS_TYPED = sa.table(
+    TRIAL_HEARTBEATS.name,
+    sa.column(TRIAL_HEARTBEATS.c.trial_id.name, sa.Integer),
+    sa.column(TRIAL_HEARTBEATS.c.heartbeat.name, sa.DateTime),
+)
+
+
+def stored_now() -> datetime:
+    """The current time as Optuna stores trial datetimes: naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 # The system attribute that names one creation of a trial, so that a retried creation whose first
@@ -98,7 +321,7 @@ def _stored_distributions(study_id: int, names: Sequence[str]) -> sa.Select:
     As Optuna checks a new parameter against: any one will do, since each was checked against
     those stored before it. One round trip for a trial's parameters instead of one each.
     """
-    trials, params = TRIALS_TYPED, TRIAL_PARAMS
+    trials, params = _TRIALS_TYPED, TRIAL_PARAMS
     return sa.select(*(
         sa.select(params.c.distribution_json)
         .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
@@ -182,7 +405,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         order, so waiting for each peer's commit made the take the longest wait of a trial at 32
         workers.
         """
-        trials = TRIALS_TYPED
+        trials = _TRIALS_TYPED
         with self.engine.begin() as connection:
             current = None
             if attempts:  # only a retry can find that an earlier attempt committed
@@ -216,7 +439,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         """Take the study's first WAITING trial (by number) as ``_take`` takes one: its id, or None when none waits.
 
         One ``UPDATE`` of the first row no other worker is taking (``SKIP LOCKED``), where
-        ``Study.ask`` reads every WAITING trial and tries each in turn (11 of the package's docstring). The take
+        ``Study.ask`` reads every WAITING trial and tries each in turn (11 above). The take
         names ``worker_name``, or this storage's ``worker_name`` (the proxy takes for its clients).
         The proxy also stores the taking worker's ``grace`` and its request's ``take_id``
         (``GRACE_ATTR``, ``TAKE_ID_ATTR``), when given.
@@ -226,7 +449,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     def taken_by(self, study_id: int, take_id: str) -> int | None:
         """The trial of study ``study_id`` that the take ``take_id`` took, if one did."""
-        attrs, trials = optuna_models.TrialSystemAttributeModel.__table__, TRIALS_TYPED
+        attrs, trials = optuna_models.TrialSystemAttributeModel.__table__, _TRIALS_TYPED
         query = (
             sa.select(attrs.c.trial_id)
             .join(trials, trials.c.trial_id == attrs.c.trial_id)
@@ -242,7 +465,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _take_first(
         self, study_id: int, start: datetime, worker_name: str | None, system_attrs: Mapping[str, Any], attempts: list[int]
     ) -> int | None:
-        trials = TRIALS_TYPED
+        trials = _TRIALS_TYPED
         with self.engine.begin() as connection:
             taken = None
             if attempts:  # only a retry can find that an earlier attempt committed
@@ -379,7 +602,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _insert_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]], write_id: str) -> None:
         # Three statements a batch, not three a trial: the batch is written under the queue lock,
         # which every worker that finds the queue empty waits for.
-        trials, attrs = TRIALS_TYPED, TRIAL_SYSTEM_ATTRIBUTES
+        trials, attrs = _TRIALS_TYPED, TRIAL_SYSTEM_ATTRIBUTES
         with self.engine.begin() as connection:
             rows = [{"study_id": study_id, "state": TrialState.WAITING} for _ in points]
             if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
@@ -496,7 +719,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             tuple[str, float, optuna.distributions.BaseDistribution, optuna.distributions.BaseDistribution | None]
         ],
     ) -> None:
-        trials, params = TRIALS_TYPED, TRIAL_PARAMS
+        trials, params = _TRIALS_TYPED, TRIAL_PARAMS
         if not params_with_previous:
             return
         with self.engine.begin() as connection:
@@ -537,7 +760,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _read_study_trials(
         self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
     ) -> list[FrozenTrial]:
-        trials = TRIALS_TYPED
+        trials = _TRIALS_TYPED
         where = [trials.c.study_id == study_id]
         if states is not None:
             where.append(trials.c.state.in_(list(states)))  # type: ignore[call-overload]
@@ -569,7 +792,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _read_stale_trial_ids(self, study_id: int) -> list[int]:
         assert self.heartbeat_interval is not None
         grace = timedelta(seconds=self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval)
-        trials, beats = TRIALS_TYPED, HEARTBEATS_TYPED
+        trials, beats = _TRIALS_TYPED, _HEARTBEATS_TYPED
         # The database's clock, as Optuna's, against the heartbeats it stamped; a trial without one is never stale.
         statement = (
             sa.select(trials.c.trial_id, beats.c.heartbeat, sa.func.now().label("now"))
@@ -590,3 +813,230 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 for _name in _RETRIED_AS_THEY_ARE:
     if _name not in vars(QueuedRDBStorage):  # those it reads its own way are retried there
         setattr(QueuedRDBStorage, _name, retried_method(optuna.storages.RDBStorage, _name))
+
+
+class NumberedQMCSampler(optuna.samplers.QMCSampler):
+    """``QMCSampler`` whose trial number ``n`` takes point ``n - first_number`` of the sequence (10 above).
+
+    Trial numbers are unique in a study, so workers asking at once draw different points, and a
+    study sampled by one worker draws the points Optuna's own counter would have given it, as
+    long as its trials from ``first_number`` on are all the sequence's.
+    """
+
+    def __init__(self, *args: Any, first_number: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_number = first_number
+        self._sampling = threading.local()  # the trial number of the sample_relative call running in this thread
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        self._sampling.number = trial.number
+        return super().sample_relative(study, trial, search_space)
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
+        return max(self._sampling.number - self.first_number, 0)
+
+
+class QueueTakingStudy(optuna.Study):
+    """``optuna.Study`` whose ``ask`` takes a queued trial in one call to a storage that can (11 above).
+
+    ``taking_queued_trials_at_once`` makes a loaded study one.
+    """
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        cache = self._storage if isinstance(self._storage, _CachedStorage) else None
+        take = getattr(self._storage if cache is None else cache._backend, "take_waiting_trial", None)
+        if take is None:
+            return super()._pop_waiting_trial_id()
+        taken = take(self._study_id)
+        if taken is not None and cache is not None and taken not in cache._trial_id_to_study_id_and_number:
+            # Optuna's cache sets a parameter only on a trial it has read: this one was queued since its last read.
+            cache.get_all_trials(self._study_id, deepcopy=False)
+        return taken
+
+
+def taking_queued_trials_at_once(study: optuna.Study) -> optuna.Study:
+    """``study``, whose ``ask`` now takes a queued trial as :class:`QueueTakingStudy` does."""
+    study.__class__ = QueueTakingStudy
+    return study
+
+
+def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> None:
+    """``study.enqueue_trial(point)`` for each point, in that order; in one transaction on a ``QueuedRDBStorage``."""
+    storage = getattr(study._storage, "_backend", study._storage)  # the database behind Optuna's cache
+    create_waiting_trials = getattr(storage, "create_waiting_trials", None)  # QueuedRDBStorage's, or the proxy client's
+    if create_waiting_trials is not None:
+        create_waiting_trials(study._study_id, points)
+        return
+    for point in points:
+        study.enqueue_trial(dict(point))
+
+
+# --- 6. Heartbeats through the storage proxy. -----------------------------------------------------
+# Optuna runs a trial's heartbeat thread, and fails stale trials, only for a storage that is an
+# instance of its private ``BaseHeartbeat``; its gRPC client is not one. The storage proxy's client
+# (``storage/proxy_client.py``) derives from it, so that a worker behind the proxy beats.
+class HeartbeatStorage(BaseHeartbeat):
+    """``BaseHeartbeat`` for a storage whose stale trials are failed elsewhere (by the proxy), so it reports none.
+
+    Its clients cannot read other trials' heartbeats; the proxy fails stale trials itself
+    (``storage/proxy.py``). Subclasses implement the public heartbeat methods.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return []
+
+
+# --- 7. What the GP sampler learns from. ----------------------------------------------------------
+class PrunedAsComplete:
+    """A view of a study in which each pruned trial reads as complete, at a stand-in for its end.
+
+    Samplers fit complete trials only (``GPSampler`` reads them through the private
+    ``Study._get_trials``), so a pruned trial's region stays unknown to them and they sample there
+    again. The stand-in is pessimistic: in a study of one objective, the trial's last report (its
+    curve was still improving when it was judged worse than its peers); in a study of several,
+    the values the pareto pruner stored (``PRUNED_VALUES_ATTR``). Pruned trials without a finite
+    stand-in stay out: stopped before reporting, diverged, or (of several objectives) stopped by
+    anything but the pareto pruner. Everything else is the study's own.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        # Pruned trials are read only where they are to be shown, as complete ones.
+        shown = states if states is None or TrialState.COMPLETE not in states else (*states, TrialState.PRUNED)
+        several = len(self._study.directions) > 1
+        trials = []
+        for trial in self._study._get_trials(deepcopy=deepcopy, states=shown, use_cache=use_cache):
+            if trial.state == TrialState.PRUNED:
+                if states is not None and TrialState.COMPLETE not in states:
+                    continue  # asked for pruned trials by name: in this view there are none
+                values = stand_in_values(trial, several)
+                if values is None:
+                    continue
+                trial = copy.copy(trial)
+                trial.state, trial.values = TrialState.COMPLETE, values
+            trials.append(trial)
+        return trials
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+
+def stand_in_values(trial: FrozenTrial, several_objectives: bool) -> list[float] | None:
+    """The values a pruned trial stands in with (``PrunedAsComplete``), or None if it has no finite ones."""
+    if several_objectives:
+        values = trial.user_attrs.get(PRUNED_VALUES_ATTR)
+    else:
+        values = [trial.intermediate_values[trial.last_step]] if trial.last_step is not None else None
+    if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+# --- 9. Trials read with Core SQL, as ``RDBStorage`` builds them. --------------------------------
+# Optuna's ORM reads a trial in six statements (the row, then one per child table) and builds a
+# mapped object per row; a worker reads its trial three times per trial (the take, the tell, the
+# callbacks), about a third of its statements. Here: the trials' rows, then every child row of them
+# in one UNION ALL, each cast to (key text, number float, text).
+# (table, its id column, the key, the number or None, the text) for each child table of trials.
+_CHILDREN = (
+    ("trial_params", "param_id", "param_name", "param_value", "distribution_json"),
+    ("trial_values", "trial_value_id", "objective", "value", "value_type"),
+    ("trial_intermediate_values", "trial_intermediate_value_id", "step", "intermediate_value", "intermediate_value_type"),
+    ("trial_user_attributes", "trial_user_attribute_id", "key", None, "value_json"),
+    ("trial_system_attributes", "trial_system_attribute_id", "key", None, "value_json"),
+)
+_PARAM, _VALUE, _INTERMEDIATE, _USER, _SYSTEM = range(len(_CHILDREN))
+
+
+def _stored_number(number: float | None, value_type: str) -> float:
+    return float(number) if value_type == ValueType.FINITE else NONFINITE_VALUES[value_type]
+
+
+def _local(stored: datetime | None) -> datetime | None:
+    """A stored naive-UTC datetime in naive local time, as Optuna's ``TrialModel`` shows it."""
+    return None if stored is None else stored.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def _children_statement() -> sa.CompoundSelect:
+    parts = []
+    for kind, (name, row_id, key, number, text) in enumerate(_CHILDREN):
+        child = sa.table(name, *(sa.column(c) for c in ("trial_id", row_id, key, text, number) if c is not None))
+        parts.append(
+            sa.select(
+                child.c.trial_id,
+                sa.literal_column(str(kind), sa.Integer).label("kind"),
+                child.c[row_id].label("row_id"),
+                sa.cast(child.c[key], sa.String).label("key"),
+                sa.cast(child.c[number] if number else sa.null(), sa.Float).label("number"),
+                sa.cast(child.c[text], sa.Text).label("text"),
+            ).where(child.c.trial_id.in_(sa.bindparam("ids", expanding=True)))
+        )
+    return sa.union_all(*parts)
+
+
+# Built once: SQLAlchemy then compiles each once per engine, and a read costs the round trips.
+_CHILDREN_OF = _children_statement()
+_TRIAL_BY_ID = sa.select(_TRIALS_TYPED).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
+_IDS_PER_READ = 500  # under every dialect's limit on bound parameters
+
+
+def read_trials(connection: sa.Connection, where: sa.ColumnElement[bool] | int) -> list[FrozenTrial]:
+    """The trials that ``where`` (on ``_TRIALS_TYPED``, or one trial's id) selects, by id, each as ``RDBStorage.get_trial`` builds it."""
+    if isinstance(where, int):
+        rows = connection.execute(_TRIAL_BY_ID, {"trial_id": where}).all()
+    else:
+        rows = connection.execute(sa.select(_TRIALS_TYPED).where(where).order_by(_TRIALS_TYPED.c.trial_id)).all()
+    children: dict[int, list[Any]] = {row.trial_id: [] for row in rows}
+    ids = list(children)
+    for at in range(0, len(ids), _IDS_PER_READ):
+        for child in connection.execute(_CHILDREN_OF, {"ids": ids[at : at + _IDS_PER_READ]}):
+            children[child.trial_id].append(child)
+    distributions: dict[str, Any] = {}  # JSON to distribution, parsed once per read
+    return [
+        _frozen_trial(row, sorted(children[row.trial_id], key=lambda c: (c.kind, c.row_id)), distributions) for row in rows
+    ]
+
+
+def _frozen_trial(row: Any, children: list[Any], distributions: dict[str, Any]) -> FrozenTrial:
+    params: dict[str, Any] = {}
+    trial_distributions: dict[str, Any] = {}
+    values: dict[int, float] = {}
+    intermediate: dict[int, float] = {}
+    user: dict[str, Any] = {}
+    system: dict[str, Any] = {}
+    for child in children:
+        if child.kind == _PARAM:
+            distribution = distributions.get(child.text)
+            if distribution is None:
+                distribution = distributions[child.text] = optuna.distributions.json_to_distribution(child.text)
+            trial_distributions[child.key] = distribution
+            params[child.key] = distribution.to_external_repr(child.number)
+        elif child.kind == _VALUE:
+            values[int(child.key)] = _stored_number(child.number, child.text)
+        elif child.kind == _INTERMEDIATE:
+            intermediate[int(child.key)] = _stored_number(child.number, child.text)
+        else:
+            (user if child.kind == _USER else system)[child.key] = json.loads(child.text)
+    return FrozenTrial(
+        number=row.number,
+        state=row.state,
+        value=None,
+        values=[values[objective] for objective in sorted(values)] if values else None,
+        datetime_start=_local(row.datetime_start),
+        datetime_complete=_local(row.datetime_complete),
+        params=params,
+        distributions=trial_distributions,
+        user_attrs=user,
+        system_attrs=system,
+        intermediate_values=intermediate,
+        trial_id=row.trial_id,
+    )
