@@ -3,9 +3,9 @@ the real PostgreSQL server.
 
 hpsearch relies on a few private things of Optuna, all used in storage/optuna_seam.py only (its
 docstring lists them; a test here checks that no other module uses them). Each test here checks
-one of them against Optuna's own behaviour, and each assertion says what hpsearch relies on, so that an Optuna upgrade that breaks the seam fails here,
-by name, before it fails anywhere else. pyproject.toml pins Optuna to the major version this file
-passes on.
+one of them against Optuna's own behaviour, and each assertion says what hpsearch relies on, so
+that an Optuna upgrade that breaks the seam fails here, by name, before it fails anywhere else.
+pyproject.toml pins Optuna to the major version this file passes on.
 """
 
 from __future__ import annotations
