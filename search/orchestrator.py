@@ -26,7 +26,7 @@ from hpsearch.search.spec import StudySpec
 from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.errors import DiskFullError
-from hpsearch.storage.optuna_seam import QueueEmpty, taking_queued_trials_at_once
+from hpsearch.storage.optuna_seam import QueueEmpty, has_waiting_trial, taking_queued_trials_at_once
 from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
 from hpsearch.storage.urls import resolve_storage_url
@@ -219,7 +219,10 @@ class Orchestrator:
         """
         assert self.database is not None
         with self.database.queue_lock(self.spec.name) as waited:
-            if waited and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            # A budget's batch needs no top-up while a trial waits; a grid's top-up also promotes
+            # halving's points, so it goes on unless it waited for the holder. The check is one
+            # statement (one request through the proxy), where the top-up reads every trial.
+            if (waited or not self.is_grid) and has_waiting_trial(study):
                 return True
             if self.is_grid:
                 waiting, _ = self.queue.queue_grid(study)

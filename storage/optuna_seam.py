@@ -447,6 +447,17 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         system_attrs = {k: v for k, v in ((GRACE_ATTR, grace), (TAKE_ID_ATTR, take_id)) if v is not None}
         return self.retry.call(self._take_first, study_id, stored_now(), worker_name or self.worker_name, system_attrs, [])
 
+    def has_waiting_trial(self, study_id: int) -> bool:
+        """Whether a trial of study ``study_id`` waits in the queue: one statement, where reading the study reads every trial."""
+        trials = _TRIALS_TYPED
+        query = sa.select(trials.c.trial_id).where(trials.c.study_id == study_id, state_is(trials.c.state, TrialState.WAITING)).limit(1)
+
+        def read() -> bool:
+            with self.engine.connect() as connection:
+                return connection.execute(query).first() is not None
+
+        return self.retry.call(read)
+
     def taken_by(self, study_id: int, take_id: str) -> int | None:
         """The trial of study ``study_id`` that the take ``take_id`` took, if one did."""
         attrs, trials = optuna_models.TrialSystemAttributeModel.__table__, _TRIALS_TYPED
@@ -869,6 +880,15 @@ def enqueue_points(study: optuna.Study, points: Sequence[Mapping[str, Any]]) -> 
         return
     for point in points:
         study.enqueue_trial(dict(point))
+
+
+def has_waiting_trial(study: optuna.Study) -> bool:
+    """Whether a trial of ``study`` waits in the queue; asked of the storage where it can answer without reading the study."""
+    storage = getattr(study._storage, "_backend", study._storage)  # the database behind Optuna's cache
+    ask = getattr(storage, "has_waiting_trial", None)  # QueuedRDBStorage's, or the proxy client's
+    if ask is None:
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return ask(study._study_id)
 
 
 # --- 6. Heartbeats through the storage proxy. -----------------------------------------------------

@@ -58,6 +58,9 @@ TUNNEL_KEYS = frozenset({HEARTBEAT_KEY, EPOCH_KEY, USER_ATTRS_KEY, PARAMS_KEY, Q
 # its take id took.
 TAKE_PREFIX = "hpsearch:proxy:take "
 NOTHING_WAITING = -1
+# A study name that is a question: WAITING_PREFIX + JSON {"study_id"}; the answer is 1 when a trial
+# of the study waits in the queue, else 0 (QueuedRDBStorage.has_waiting_trial).
+WAITING_PREFIX = "hpsearch:proxy:waiting "
 
 # A queue lock whose holder has not released it after this long is released by the proxy: its
 # holder died (a top-up of the queue takes well under a second).
@@ -122,6 +125,8 @@ class ProxiedStorage(QueuedRDBStorage):
         return copy.deepcopy(chosen) if deepcopy else chosen
 
     def get_study_id_from_name(self, study_name: str) -> int:
+        if study_name.startswith(WAITING_PREFIX):
+            return int(self.has_waiting_trial(json.loads(study_name[len(WAITING_PREFIX):])["study_id"]))
         if not study_name.startswith(TAKE_PREFIX):
             return super().get_study_id_from_name(study_name)
         request = json.loads(study_name[len(TAKE_PREFIX):])

@@ -41,6 +41,7 @@ from hpsearch.storage.proxy import (
     QUEUE_LOCK_KEY,
     TAKE_PREFIX,
     USER_ATTRS_KEY,
+    WAITING_PREFIX,
     WAITING_TRIALS_KEY,
 )
 from hpsearch.storage.retry import DatabaseRetry, HeartbeatLedger, retried_method
@@ -251,6 +252,10 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, HeartbeatStorage):
             return None
         self.heartbeats.stored(taken)  # the proxy stored the first heartbeat with the take
         return taken
+
+    def has_waiting_trial(self, study_id: int) -> bool:
+        """Whether a trial of the study waits in the queue: one request, where reading the study sends every trial."""
+        return self.retry.call(super().get_study_id_from_name, WAITING_PREFIX + json.dumps({"study_id": study_id})) == 1
 
     def create_waiting_trials(self, study_id: int, points: Sequence[Mapping[str, Any]]) -> None:
         """Queue a WAITING trial for each point in one request, which the proxy writes in one transaction.

@@ -165,6 +165,28 @@ def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
+def test_a_budgets_top_up_while_a_trial_waits_reads_no_trials(tmp_path, monkeypatch):
+    # Workers that found the queue empty together each top it up in turn: after the first, a trial
+    # waits, and the others ask for no more than that (one statement), not the whole study.
+    spec = StudySpec(models=("tfn_classifier",), sweep=("lr:1e-3..1e-2:log",), sampler="random", n_trials=20,
+                     task_options={"dataset_size": 100}, study_name="budget", output_dir=str(tmp_path))
+    orchestrator = Orchestrator(resolve(spec), echo=lambda line: None, progress=False, heartbeat=QUICK)
+    study, _ = orchestrator.create(None)
+    assert orchestrator.top_up(study) is True  # the first batch
+    assert study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+    def read_the_study(*args, **kwargs):
+        raise AssertionError("the top-up read the study while a trial waited")
+
+    monkeypatch.setattr(StudyQueue, "queue_budget", read_the_study)
+    assert orchestrator.top_up(study) is True
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.tell(study.ask(), 0.5)
+    with pytest.raises(AssertionError, match="read the study"):  # with none waiting, the top-up is the full one
+        orchestrator.top_up(study)
+    orchestrator.database.close()
+
+
 def test_a_top_up_that_waited_for_the_lock_queues_the_next_batch_when_the_holder_queued_none(tmp_path, monkeypatch):
     # With many workers every take of the queue lock waits for another holder (who may have
     # queued nothing): a wait must not stand in for a top-up, or no worker ever queues again.

@@ -806,6 +806,17 @@ def test_the_closing_attributes_store_a_heartbeat_and_are_refused_on_an_ended_tr
         storage.engine.dispose()
 
 
+def test_whether_a_trial_waits_is_asked_of_the_storage_in_one_statement(storage: QueuedRDBStorage, study_name: str) -> None:
+    study = seam.taking_queued_trials_at_once(optuna.create_study(study_name=study_name, storage=storage))
+    statements: list[str] = []
+    sa.event.listen(storage.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert seam.has_waiting_trial(study) is False and len(statements) == 1
+    seam.enqueue_points(study, [{}])
+    assert seam.has_waiting_trial(study) is True
+    study.ask()
+    assert seam.has_waiting_trial(study) is False
+
+
 def test_the_heartbeat_thread_does_not_beat_again_right_after_the_take(sqlite_url: str, study_name: str) -> None:
     storage = StudyDatabase.open_for_search(sqlite_url, heartbeat_interval=2, grace_period=4).storage
     try:

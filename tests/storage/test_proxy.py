@@ -16,6 +16,7 @@ from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.optuna_seam import (
     TRIAL_HEARTBEATS,
     enqueue_points,
+    has_waiting_trial,
     params_in_one_request,
     taking_queued_trials_at_once,
     trial_id,
@@ -326,6 +327,21 @@ def test_the_heartbeat_thread_through_the_proxy_does_not_beat_again_right_after_
     time.sleep(0.6)  # past half the 1 s interval
     storage.record_heartbeat(trial_id(taken))
     assert count.calls == {"SetTrialSystemAttribute": 1}
+    database.close()
+
+
+def test_whether_a_trial_waits_is_one_request_through_the_proxy(proxy_url):
+    database = through(proxy_url, grace=30)
+    storage = database.storage
+    study = taking_queued_trials_at_once(optuna.create_study(study_name="waits", storage=storage))
+    count = CountCalls()
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    assert has_waiting_trial(study) is False
+    enqueue_points(study, [{}])
+    assert has_waiting_trial(study) is True
+    study.ask()
+    assert has_waiting_trial(study) is False
+    assert count.calls["GetStudyIdFromName"] == 4 and "GetTrials" not in count.calls  # three questions and the take
     database.close()
 
 
