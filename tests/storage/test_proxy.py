@@ -224,11 +224,18 @@ class CountCalls(grpc.UnaryUnaryClientInterceptor):
         return continuation(client_call_details, request)
 
 
+def count_calls(storage) -> CountCalls:
+    """Count every call of a proxy client: its own, and its cache's reads of whole studies (a stub of their own)."""
+    count = CountCalls()
+    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    storage._cache.grpc_client = storage._stub
+    return count
+
+
 def test_a_trials_parameters_through_the_proxy_are_one_request_sent_only_if_the_block_ends_well(proxy_url, sqlite_url):
     database = through(proxy_url, grace=30)
     storage = database.storage
-    count = CountCalls()
-    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    count = count_calls(storage)
     study = optuna.create_study(study_name="params", storage=storage)
     trial = study.ask()
     with params_in_one_request(trial):
@@ -275,8 +282,7 @@ def _ends_three_ways(trial: optuna.Trial) -> float:
 def test_optimize_through_the_proxy_gives_its_callbacks_each_trial_as_stored(proxy_url, sqlite_url, sampler, reads):
     database = through(proxy_url, grace=30)
     storage = database.storage
-    count = CountCalls()
-    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    count = count_calls(storage)
     study = optuna.create_study(study_name="told", storage=storage, sampler=sampler)
     seen: list[optuna.trial.FrozenTrial] = []
     study.optimize(_ends_three_ways, n_trials=3, catch=(ValueError,), callbacks=[lambda _, trial: seen.append(trial)])
@@ -304,8 +310,7 @@ def test_closing_attributes_through_the_proxy_store_the_heartbeat_in_the_same_re
     number = running_trial(database, "closing")
     stored_id = trial_id(optuna.load_study(study_name="closing", storage=sqlite_url).trials[number])
     first_beat = heartbeat_of(sqlite_url, stored_id)
-    count = CountCalls()
-    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    count = count_calls(storage)
     time.sleep(1.1)  # SQLite stores the heartbeat to the second
     storage.set_trial_user_attrs(stored_id, {"a": 1, "b": [2]}, beat=True)
     assert count.calls == {"SetTrialSystemAttribute": 1}
@@ -320,8 +325,7 @@ def test_the_heartbeat_thread_through_the_proxy_does_not_beat_again_right_after_
     study = taking_queued_trials_at_once(optuna.create_study(study_name="beats", storage=storage))
     enqueue_points(study, [{}])
     taken = study.ask()  # the take stores the first heartbeat, and this worker's grace with it
-    count = CountCalls()
-    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    count = count_calls(storage)
     storage.record_heartbeat(trial_id(taken))  # what Optuna's thread does as it starts
     assert count.calls == {}
     time.sleep(0.6)  # past half the 1 s interval
@@ -334,8 +338,7 @@ def test_whether_a_trial_waits_is_one_request_through_the_proxy(proxy_url):
     database = through(proxy_url, grace=30)
     storage = database.storage
     study = taking_queued_trials_at_once(optuna.create_study(study_name="waits", storage=storage))
-    count = CountCalls()
-    storage._stub = api_pb2_grpc.StorageServiceStub(grpc.intercept_channel(storage._channel, count))
+    count = count_calls(storage)
     assert has_waiting_trial(study) is False
     enqueue_points(study, [{}])
     assert has_waiting_trial(study) is True
