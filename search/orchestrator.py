@@ -211,11 +211,11 @@ class Orchestrator:
     def top_up(self, study: optuna.Study) -> bool:
         """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now.
 
-        When another worker held the queue lock, it was most likely topping the queue up: a trial
-        waiting now is taken from that batch, without reading the whole study again. Only a
-        waiting trial counts: with many workers every take of the lock waits for another holder,
-        and taking the wait alone for a top-up left the queue empty for good (32 workers idled on
-        an empty queue with most of the budget left).
+        Workers that find the queue empty together take the queue lock in turn, and the first
+        queues the next batch: a trial waiting now is taken from that batch, without reading the
+        whole study again. Only a waiting trial counts: with many workers every take of the lock
+        waits for another holder, and taking the wait alone for a top-up left the queue empty for
+        good (32 workers idled on an empty queue with most of the budget left).
         """
         assert self.database is not None
         with self.database.queue_lock(self.spec.name) as waited:
