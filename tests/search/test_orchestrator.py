@@ -144,6 +144,7 @@ def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
     # proxy): a worker polling in between must not take the empty queue for the end.
     import threading
 
+    import hpsearch.search.handover  # noqa: F401  (_wait_for_queue imports it; torch's import, run alone, outlasts the peer's 1.5 s)
     from hpsearch.storage.attributes import RETRY_OF_ATTR
 
     study = optuna.create_study()
