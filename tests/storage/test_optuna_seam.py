@@ -26,7 +26,6 @@ import sqlalchemy as sa
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models as optuna_models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from hpsearch.storage import optuna_seam as seam
@@ -424,42 +423,60 @@ def test_a_trials_parameters_drawn_in_one_block_are_stored_in_one_transaction(st
         broken.suggest_float("y", 0, 1)
 
 
-# --- 3 and 4. _create_scoped_session and the RDB models ------------------------------------------
+# --- 4. The RDB models' tables and encodings -------------------------------------------------------
 
 
-def test_create_scoped_session_and_models_as_the_batched_user_attributes_use_them(
-    storage: QueuedRDBStorage, study_name: str
-) -> None:
-    parameters = list(inspect.signature(_create_scoped_session).parameters)
-    assert parameters == ["scoped_session", "ignore_integrity_error"], (
-        "QueuedRDBStorage.set_trial_user_attrs calls _create_scoped_session(scoped_session, True); "
-        f"Optuna's takes {parameters}"
-    )
-    assert isinstance(storage.scoped_session, sa.orm.scoped_session), "RDBStorage.scoped_session is the session factory"
-    find = list(inspect.signature(optuna_models.TrialModel.find_or_raise_by_id).parameters)
-    assert find[:2] == ["trial_id", "session"], f"TrialModel.find_or_raise_by_id(trial_id, session) changed: {find}"
-    table = optuna_models.TrialUserAttributeModel.__table__
-    assert table.name == seam.TRIAL_USER_ATTRIBUTES.name and {"trial_id", "key", "value_json"} <= set(table.c.keys()), (
-        "set_trial_user_attrs writes TrialUserAttributeModel's table (trial_id, key, value_json)"
-    )
+def test_a_trials_end_report_and_attributes_are_stored_as_optuna_stores_them(storage: QueuedRDBStorage, study_name: str) -> None:
+    for model, columns in (
+        (optuna_models.TrialValueModel, {"trial_id", "objective", "value", "value_type"}),
+        (optuna_models.TrialIntermediateValueModel, {"trial_id", "step", "intermediate_value", "intermediate_value_type"}),
+        (optuna_models.TrialUserAttributeModel, {"trial_id", "key", "value_json"}),
+    ):
+        assert columns <= set(model.__table__.c.keys()), f"hpsearch writes {model.__name__}.__table__'s {sorted(columns)}"
+    study = optuna.create_study(study_name=study_name, storage=storage, directions=["minimize", "maximize"])
+    ours, theirs = study.ask(), study.ask()
+    epoch_row = sa.insert(seam.TRIAL_SYSTEM_ATTRIBUTES)  # any statement: write_with_report runs it with the report
+    for n, (step, value) in enumerate(((1, float("nan")), (2, float("inf")), (2, 0.5), (3, float("-inf")))):
+        storage.write_with_report(epoch_row, [{"trial_id": trial_id(ours), "key": f"row{n}", "value_json": "1"}], trial_id(ours), step, value)
+        optuna.storages.RDBStorage.set_trial_intermediate_value(storage, trial_id(theirs), step, value)
+    attrs = {"k": [1, 2], "s": "x"}
+    storage.set_trial_user_attrs(trial_id(ours), attrs)
+    for key, value in attrs.items():
+        optuna.storages.RDBStorage.set_trial_user_attr(storage, trial_id(theirs), key, value)
+    assert storage.set_trial_state_values(trial_id(ours), TrialState.COMPLETE, [float("inf"), 0.25])
+    assert optuna.storages.RDBStorage.set_trial_state_values(storage, trial_id(theirs), TrialState.COMPLETE, [float("inf"), 0.25])
 
-    study = optuna.create_study(study_name=study_name, storage=storage)
-    trial = study.ask()
-    rows = sa.select(sa.func.count()).select_from(table).where(table.c.trial_id == trial_id(trial))
-    with pytest.raises(RuntimeError), _create_scoped_session(storage.scoped_session, True) as session:
-        session.execute(sa.insert(table), [{"trial_id": trial_id(trial), "key": "k", "value_json": "1"}])
-        raise RuntimeError("the batch fails half way")
-    with _create_scoped_session(storage.scoped_session, True) as session:
-        assert session.execute(rows).scalar() == 0, "_create_scoped_session must roll back when its block raises"
-        with pytest.raises(KeyError):
-            optuna_models.TrialModel.find_or_raise_by_id(NO_SUCH_TRIAL, session)
+    def stored(table: sa.TableClause, *columns: str) -> dict[int, list[tuple]]:
+        rows = _rows(storage, table, "trial_id", *columns)
+        return {tid: sorted((row[1:] for row in rows if row[0] == tid), key=repr) for tid in (trial_id(ours), trial_id(theirs))}
 
-    with pytest.raises(KeyError):  # what Optuna's own set_trial_user_attr raises for an unknown trial
-        storage.set_trial_user_attrs(NO_SUCH_TRIAL, {"k": 1})
-    storage.set_trial_user_attrs(trial_id(trial), {"k": [1, 2], "s": "x"})
-    assert study.trials[0].user_attrs == {"k": [1, 2], "s": "x"}, (
-        "_create_scoped_session must commit when its block ends: attributes set in one batch read back"
-    )
+    for table, columns in (
+        (seam.TRIAL_VALUES, ("objective", "value", "value_type")),
+        (seam.TRIAL_INTERMEDIATE_VALUES, ("step", "intermediate_value", "intermediate_value_type")),
+        (seam.TRIAL_USER_ATTRIBUTES, ("key", "value_json")),
+        (seam.TRIALS, ("state",)),
+    ):
+        rows = stored(table, *columns)
+        assert rows[trial_id(ours)] == rows[trial_id(theirs)], f"{table.name}: hpsearch wrote {rows[trial_id(ours)]}, Optuna {rows[trial_id(theirs)]}"
+    ended = {t.number: t for t in study.get_trials()}
+    assert all(t.datetime_complete is not None and t.datetime_complete >= t.datetime_start for t in ended.values())
+    assert abs(ended[0].datetime_complete - ended[1].datetime_complete) < timedelta(seconds=5), "both in local time"
+
+    for write in (
+        lambda: storage.set_trial_state_values(trial_id(ours), TrialState.FAIL),
+        lambda: storage.write_with_report(epoch_row, [{"trial_id": trial_id(ours), "key": "late", "value_json": "1"}], trial_id(ours), 4, 0.1),
+        lambda: storage.set_trial_user_attrs(trial_id(ours), {"late": 1}),
+    ):
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            write()
+    for write in (
+        lambda: storage.set_trial_state_values(NO_SUCH_TRIAL, TrialState.FAIL),
+        lambda: storage.write_with_report(epoch_row, [], NO_SUCH_TRIAL, 1, 0.1),
+        lambda: storage.set_trial_user_attrs(NO_SUCH_TRIAL, {"k": 1}),
+    ):
+        with pytest.raises(KeyError):  # what Optuna raises for an unknown trial
+            write()
+    assert "late" not in str(_rows(storage, seam.TRIAL_SYSTEM_ATTRIBUTES, "key")), "a refused report takes its row with it"
 
 
 # --- 5. Optuna's table layout and its encodings ----------------------------------------------------
@@ -618,7 +635,7 @@ def test_a_final_state_whose_answer_was_lost_is_not_refused_on_retry(
 ) -> None:
     study = optuna.create_study(study_name=study_name, storage=storage)
     trial = study.ask({"x": X})
-    lost = _answer_lost_once(monkeypatch, optuna.storages.RDBStorage, "set_trial_state_values")
+    lost = _answer_lost_once(monkeypatch, QueuedRDBStorage, "_finish")
     study.tell(trial, 0.25)
     assert lost and study.get_trials()[0].state == TrialState.COMPLETE and study.get_trials()[0].value == 0.25
 
