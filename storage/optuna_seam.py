@@ -79,6 +79,7 @@ WAITING trial when that returns False; :class:`QueuedRDBStorage` makes that take
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import threading
@@ -314,17 +315,19 @@ def _replace_attrs(connection: sa.Connection, table: sa.Table, trial_id: int, at
         connection.execute(sa.insert(table), [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
 
 
-def _stored_distributions(study_id: int, names: Sequence[str]) -> sa.Select:
-    """One row: for each name, the distribution JSON a trial of the study stored under it, or NULL.
+@functools.lru_cache(maxsize=256)
+def _stored_distributions(names: tuple[str, ...]) -> sa.Select:
+    """One row: for each name, the distribution JSON a trial of the study (``study_id``) stored under it, or NULL.
 
     As Optuna checks a new parameter against: any one will do, since each was checked against
-    those stored before it. One round trip for a trial's parameters instead of one each.
+    those stored before it. One round trip for a trial's parameters instead of one each. Built
+    once per set of names: a study's trials draw the same names, and SQLAlchemy then reuses it.
     """
     trials, params = _TRIALS_TYPED, TRIAL_PARAMS
     return sa.select(*(
         sa.select(params.c.distribution_json)
         .join_from(params, trials, trials.c.trial_id == params.c.trial_id)
-        .where(trials.c.study_id == study_id, params.c.param_name == name)
+        .where(trials.c.study_id == sa.bindparam("study_id"), params.c.param_name == name)
         .limit(1)
         .scalar_subquery()
         for name in names
@@ -516,22 +519,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 ).scalar()
             attempts.append(1)
             if taken is None:
-                first = (
-                    sa.select(trials.c.trial_id)
-                    .where(trials.c.study_id == study_id, trials.c.state == TrialState.WAITING)
-                    .order_by(trials.c.number)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                    .scalar_subquery()
-                )
-                # One statement, so SQLite takes its write lock at once (a read first could not upgrade).
-                take = (
-                    sa.update(trials)
-                    .where(trials.c.trial_id == first, trials.c.state == TrialState.WAITING)
-                    .values(state=TrialState.RUNNING, datetime_start=start)
-                    .returning(trials.c.trial_id)
-                )
-                taken = connection.execute(take).scalar()
+                taken = connection.execute(_TAKE_FIRST_WAITING, {"take_study": study_id, "take_start": start}).scalar()
                 if taken is None:
                     return None
                 self._write_taken(connection, taken, worker_name, system_attrs)
@@ -766,12 +754,12 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         if not params_with_previous:
             return
         with self.engine.begin() as connection:
-            trial = connection.execute(sa.select(trials.c.state, trials.c.study_id).where(trials.c.trial_id == trial_id)).first()
+            trial = connection.execute(_TRIAL_STATE_AND_STUDY, {"trial_id": trial_id}).first()
             if trial is None:
                 raise KeyError(optuna_models.NOT_FOUND_MSG)
             self.check_trial_is_updatable(trial_id, trial.state)
-            unknown = [name for name, _, _, previous in params_with_previous if previous is None]
-            stored = dict(zip(unknown, connection.execute(_stored_distributions(trial.study_id, unknown)).one())) if unknown else {}
+            unknown = tuple(name for name, _, _, previous in params_with_previous if previous is None)
+            stored = dict(zip(unknown, connection.execute(_stored_distributions(unknown), {"study_id": trial.study_id}).one())) if unknown else {}
             for param_name, _, distribution, previous in params_with_previous:
                 if previous is None and stored.get(param_name) is not None:
                     previous = optuna.distributions.json_to_distribution(stored[param_name])
@@ -1040,10 +1028,29 @@ _CHILDREN_OF = _children_statement()
 _TRIAL_BY_ID = sa.select(_TRIALS_TYPED).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
 _TRIAL_STATE = sa.select(_TRIALS_TYPED.c.state).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
 _TRIAL_STATE_FOR_UPDATE = _TRIAL_STATE.with_for_update()
+_TRIAL_STATE_AND_STUDY = sa.select(_TRIALS_TYPED.c.state, _TRIALS_TYPED.c.study_id).where(
+    _TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id")
+)
 _END_TRIAL = (
     sa.update(_TRIALS_TYPED)
     .where(_TRIALS_TYPED.c.trial_id == sa.bindparam("ended_id"))
     .values(state=sa.bindparam("ended_as"), datetime_complete=sa.bindparam("ended_at"))
+)
+# A study's first WAITING trial taken, in one statement, so that SQLite takes its write lock at
+# once (a read first could not upgrade); a row a peer is taking is passed over (SKIP LOCKED).
+_TAKE_FIRST_WAITING = (
+    sa.update(_TRIALS_TYPED)
+    .where(
+        _TRIALS_TYPED.c.trial_id == sa.select(_TRIALS_TYPED.c.trial_id)
+        .where(_TRIALS_TYPED.c.study_id == sa.bindparam("take_study"), _TRIALS_TYPED.c.state == TrialState.WAITING)
+        .order_by(_TRIALS_TYPED.c.number)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery(),
+        _TRIALS_TYPED.c.state == TrialState.WAITING,
+    )
+    .values(state=TrialState.RUNNING, datetime_start=sa.bindparam("take_start"))
+    .returning(_TRIALS_TYPED.c.trial_id)
 )
 _IDS_PER_READ = 500  # under every dialect's limit on bound parameters
 
