@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from hpsearch.models import HyperParam
@@ -23,11 +23,17 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(allow_abbrev=False, **kwargs)
 
+    # Options this command lacks that another one takes: name -> a hint that says where they go.
+    # Called only on an error, so that building the other command's parser costs nothing otherwise.
+    owned_elsewhere: Callable[[], Mapping[str, str]] | None = None
+
     def error(self, message: str) -> NoReturn:
         unknown = message.removeprefix("unrecognized arguments: ")
         if unknown != message:
+            words = [word.split("=", 1)[0] for word in unknown.split() if word.startswith("--")]
+            elsewhere = self.owned_elsewhere() if self.owned_elsewhere is not None and words else {}
             flags = [option for action in self._actions for option in action.option_strings]
-            hints = (did_you_mean(word.split("=", 1)[0], flags) for word in unknown.split() if word.startswith("--"))
+            hints = (f" ({elsewhere[word]})" if word in elsewhere else did_you_mean(word, flags) for word in words)
             message += next((hint for hint in hints if hint), "")
         raise UsageError(f"{message} (see {self.prog} --help)")
 

@@ -24,7 +24,7 @@ from hpsearch.search.arguments import (
     task_options,
     training_settings,
 )
-from hpsearch.search.errors import EXIT_DISK_FULL, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError
+from hpsearch.search.errors import EXIT_DISK_FULL, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError, did_you_mean
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
 from hpsearch.search.resolved import prepare as prepare_spec
@@ -71,7 +71,8 @@ other commands (each has --help):
   hpsearch simulate            a sampler and pruner on a public learning-curve benchmark (lcbench)
   hpsearch replay --study S    a finished study's curves replayed under other pruners
 
-exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written); 74 a disk is full.
+exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written); 74 a disk is full;
+130 stopped by Ctrl-C; 143 preempted by SIGTERM (the trial is queued again: requeue the worker).
 """.replace("{trainer_params}", ", ".join(p.name for p in TRAINER_PARAMS))
 
 
@@ -356,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not {"-h", "--help"} & set(argv) and (not argv or argv[0] not in WITHOUT_OPTUNA):
         quiet_optuna()
     try:
+        if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+            # A search takes options only: a first word is a command, maybe misspelled.
+            raise UsageError(f"unknown command {argv[0]!r}{did_you_mean(argv[0], SUBCOMMANDS)} (see hpsearch --help)")
         code = SUBCOMMANDS[argv[0]](argv[1:]) if argv and argv[0] in SUBCOMMANDS else search_main(argv)
         sys.stdout.flush()  # here, where a reader that left is caught below, not at exit
         return code

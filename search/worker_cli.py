@@ -42,7 +42,21 @@ def build_worker_parser() -> ArgumentParser:
     parser.add_argument("--device", help="this worker's device: cuda:N (one GPU of this machine), cuda, cpu, mps or auto "
                         "(default: the study's --device)")
     add_heartbeat_arguments(parser)
+    parser.owned_elsewhere = _study_settings
     return parser
+
+
+def _study_settings() -> dict[str, str]:
+    """The study's settings, which ``hpsearch create`` stores and a worker reads, with where they go."""
+    from hpsearch.search.cli import build_search_parser
+
+    own = {option for action in build_worker_parser()._actions for option in action.option_strings}
+    return {
+        option: f"{option} is the study's: give it to hpsearch create, and every worker reads it from the study"
+        for action in build_search_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in own
+    }
 
 
 def worker_main(argv: Sequence[str]) -> int:

@@ -156,6 +156,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, run_hps
     assert list(workdir.iterdir()) == []
 
 
+def test_a_misspelled_command_and_a_study_setting_given_to_a_worker_are_one_line_each(tmp_path, run_hpsearch):
+    for args, message in (
+        (["wroker", "--study", "s"], "unknown command 'wroker' (did you mean worker?) (see hpsearch --help)"),
+        (["studys"], "unknown command 'studys' (did you mean studies?)"),
+        (["worker", "--study", "s", "--artifacts", "file:///tmp/store"],
+         "--artifacts is the study's: give it to hpsearch create, and every worker reads it from the study"),
+        (["worker", "--study", "s", "--epochs", "3"], "--epochs is the study's: give it to hpsearch create"),
+        (["worker", "--study", "s", "--max-trial", "3"], "(did you mean --max-trials?)"),
+    ):
+        result = run_hpsearch(*args, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+        assert message in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_repeated_sweep_flags_add_up(tmp_path, run_hpsearch):
     result = run_hpsearch("--models", "tfn_classifier", "--param-sweep", "embed_dim:16,32", "--param-sweep",
                           "kernel_type:rbf,compact", *TINY, "--epochs", "1", "--dataset-size", "64")
@@ -175,7 +190,7 @@ def test_password_in_a_bad_url_is_masked(run_hpsearch):
 def test_help_explains_the_grammar_and_the_subcommands(run_hpsearch):
     result = run_hpsearch("--help")
     assert result.returncode == 0
-    for text in ("--param-sweep", "--param_sweep", "name:low..high", "hpsearch export", "exit codes"):
+    for text in ("--param-sweep", "--param_sweep", "name:low..high", "hpsearch export", "exit codes", "143 preempted"):
         assert text in result.stdout
 
 
