@@ -750,7 +750,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             tuple[str, float, optuna.distributions.BaseDistribution, optuna.distributions.BaseDistribution | None]
         ],
     ) -> None:
-        trials, params = _TRIALS_TYPED, TRIAL_PARAMS
+        params = TRIAL_PARAMS
         if not params_with_previous:
             return
         with self.engine.begin() as connection:
