@@ -50,7 +50,7 @@ def parse_storage_url(url: str) -> URL:
         if parsed.database in (None, "", ":memory:"):
             raise StorageURLError("a SQLite storage URL needs a file: sqlite:///path/to/file.db")
         return parsed
-    if backend == "postgresql":
+    if backend in ("postgresql", "postgres"):  # postgres://, libpq's other spelling (Heroku, many .env files)
         if parsed.host and "@" in parsed.host:
             # An unencoded "@" in the password: SQLAlchemy ends the password at the first "@" and
             # takes the rest for the host, which no host name can be and which the driver's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -87,6 +89,18 @@ def test_a_url_with_an_unencoded_at_sign_in_the_password_connects(postgres_serve
     url = server.render_as_string(hide_password=False).replace(f"//{server.username}@", f"//{server.username}:p@ss@", 1)
     assert "p@ss@" in url
     engine = sqlalchemy.create_engine(parse_storage_url(url), connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_postgres_scheme_is_read_as_postgresql_and_connects(postgres_server: str) -> None:
+    url = make_url(postgres_server).render_as_string(hide_password=False)
+    spelled = re.sub(r"^postgresql(\+\w+)?://", "postgres://", url)
+    assert spelled.startswith("postgres://") and parse_storage_url(spelled) == parse_storage_url(url)
+    engine = sqlalchemy.create_engine(parse_storage_url(spelled), connect_args={"connect_timeout": 5})
     try:
         with engine.connect() as connection:
             assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
