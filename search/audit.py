@@ -16,6 +16,7 @@ from hpsearch.search.trial import checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SPEC_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
+from hpsearch.storage.urls import parse_storage_url
 from hpsearch.trainers.trainer import checkpoint_records
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -48,6 +49,7 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: 
     ``last.pt`` not under ``output_dir`` is read from the artifact store: ``artifacts``, else the
     study's ``--artifacts`` (workers that shared no filesystem each kept their own files).
     """
+    parse_storage_url(storage_url)  # a proxy's URL (it reads the epoch table) or a malformed one: one line, before any read
     study = optuna.load_study(study_name=study_name, storage=storage_url)
     trials = study.get_trials(deepcopy=False)
     artifacts = artifacts or json.loads(study.user_attrs.get(SPEC_ATTR, "{}")).get("artifacts")

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import ArgumentParser
@@ -76,7 +77,7 @@ def proxy_main(argv: Sequence[str]) -> int:
     from hpsearch.search.orchestrator import open_database
     from hpsearch.storage.proxy import ProxiedStorage, serve
     from hpsearch.storage.proxy_client import require_grpc
-    from hpsearch.storage.urls import is_proxy_url, mask_password, resolve_storage_url
+    from hpsearch.storage.urls import DEFAULT_DB_NAME, STORAGE_ENV, is_proxy_url, mask_password, resolve_storage_url
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
@@ -86,6 +87,10 @@ def proxy_main(argv: Sequence[str]) -> int:
         raise UsageError(f"--processes must be at least 1 (got {args.processes})")
     heartbeat = heartbeat_from(args)
     url = resolve_storage_url(args.storage)
+    if args.storage is None and not os.environ.get(STORAGE_ENV) and not (Path.cwd() / DEFAULT_DB_NAME).is_file():
+        # Serving a new, empty hpsearch.db here would leave every worker asking for a study it lacks.
+        raise UsageError(f"no --storage given, $HPSEARCH_STORAGE unset and no {DEFAULT_DB_NAME} here: pass --storage URL, "
+                         "the database to serve (postgresql://... for many machines)")
     if is_proxy_url(url):
         raise UsageError(f"hpsearch proxy serves a database; --storage {mask_password(url)} is a proxy: pass the "
                          "sqlite:/// or postgresql:// URL")

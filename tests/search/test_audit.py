@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hpsearch.search import search
 from hpsearch.search.audit import audit_epochs
 from hpsearch.search.trial import checkpoint_dir
+from hpsearch.storage.urls import StorageURLError
 
 
 def test_an_unreadable_checkpoint_is_reported_and_the_rest_audited(tmp_path: Path) -> None:
@@ -23,3 +26,9 @@ def test_an_unreadable_checkpoint_is_reported_and_the_rest_audited(tmp_path: Pat
 
     assert len(audit.unreadable) == 1 and audit.unreadable[0].startswith(f"trial 0: {damaged}: "), audit.unreadable
     assert (audit.finished, audit.trained_twice, audit.lost, audit.running) == (2, 0, 0, 0)
+
+
+def test_a_proxys_url_is_refused_in_one_line_that_names_the_database_url() -> None:
+    # Workers behind a proxy were given its grpc:// URL; the audit reads the epoch table, which only the database has.
+    with pytest.raises(StorageURLError, match="is an hpsearch proxy: .* pass its sqlite:/// or postgresql:// URL"):
+        audit_epochs("grpc://127.0.0.1:13000", "s", ".")

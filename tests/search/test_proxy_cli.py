@@ -233,18 +233,21 @@ def test_a_proxy_url_without_grpcio_names_the_extra_to_install(tmp_path):
                                      'pip install "hpsearch[proxy]"')
 
 
-def test_wrong_proxy_input_is_one_line_and_exit_2(run_hpsearch, sqlite_url):
+def test_wrong_proxy_input_is_one_line_and_exit_2(run_hpsearch, sqlite_url, tmp_path):
     for args, message in [
         (["worker", "--study", "s", "--storage", "grpc://user:pw@127.0.0.1:13000"], "holds more than host and port"),
         (["proxy", "--storage", "grpc://127.0.0.1:13000"], "hpsearch proxy serves a database"),
         (["proxy", "--storage", sqlite_url, "--port", "0"], "--port must be between 1 and 65535"),
         (["proxy", "--storage", sqlite_url, "--processes", "0"], "--processes must be at least 1"),
         (["trials", "--study", "s", "--storage", "grpc://127.0.0.1:13000"], "this command reads the database itself"),
+        (["proxy"], "no --storage given, $HPSEARCH_STORAGE unset and no hpsearch.db here: pass --storage URL"),
     ]:
         result = run_hpsearch(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "pw" not in result.stderr
+    assert not (tmp_path / "hpsearch.db").exists(), "a proxy without --storage must not make a new, empty database"
+
 
 
 PACED = ["--plugin", str(Path(__file__).with_name("paced_plugin.py")), "--models", "paced_classifier",
