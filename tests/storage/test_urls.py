@@ -82,30 +82,30 @@ def test_an_at_sign_in_a_query_password_stays_in_it() -> None:
     assert dict(parsed.query) == {"sslmode": "disable", "password": "sec@ret"}
 
 
+def _answers(url: sqlalchemy.URL) -> bool:
+    """Whether the server at ``url`` answers a query."""
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
 def test_a_url_with_an_unencoded_at_sign_in_the_password_connects(postgres_server: str) -> None:
     # The test server trusts every connection, so the password is not checked, but the host is:
     # read as SQLAlchemy reads it, it would be "ss@127.0.0.1", which no resolver knows.
     server = make_url(postgres_server)
     url = server.render_as_string(hide_password=False).replace(f"//{server.username}@", f"//{server.username}:p@ss@", 1)
     assert "p@ss@" in url
-    engine = sqlalchemy.create_engine(parse_storage_url(url), connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as connection:
-            assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
-    finally:
-        engine.dispose()
+    assert _answers(parse_storage_url(url))
 
 
 def test_the_postgres_scheme_is_read_as_postgresql_and_connects(postgres_server: str) -> None:
     url = make_url(postgres_server).render_as_string(hide_password=False)
     spelled = re.sub(r"^postgresql(\+\w+)?://", "postgres://", url)
     assert spelled.startswith("postgres://") and parse_storage_url(spelled) == parse_storage_url(url)
-    engine = sqlalchemy.create_engine(parse_storage_url(spelled), connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as connection:
-            assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
-    finally:
-        engine.dispose()
+    assert _answers(parse_storage_url(spelled))
 
 
 @pytest.mark.parametrize(
