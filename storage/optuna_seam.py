@@ -403,7 +403,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         """
         table = optuna_models.TrialValueModel.__table__
         with self.engine.begin() as connection:
-            self._updatable_state(connection, trial_id, _TRIAL_STATE_FOR_UPDATE)
+            self._updatable_trial(connection, trial_id, _TRIAL_ROW_FOR_UPDATE)
             if values is not None:
                 connection.execute(sa.delete(table).where(table.c.trial_id == trial_id))
                 rows = []
@@ -414,16 +414,17 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             connection.execute(_END_TRIAL, {"ended_id": trial_id, "ended_as": state, "ended_at": stored_now()})
         return True
 
-    def _updatable_state(
+    def _updatable_trial(
         self, connection: sa.Connection, trial_id: int, statement: sa.Select | None = None, check: bool = True
-    ) -> TrialState:
-        """The trial's state, read in ``connection``; ``KeyError`` and ``UpdateFinishedTrialError`` as Optuna raises them."""
-        state = connection.execute(statement if statement is not None else _TRIAL_STATE, {"trial_id": trial_id}).scalar()
-        if state is None:
+    ) -> sa.Row[Any]:
+        """The trial's ``state`` and ``study_id``, read in ``connection``; ``KeyError`` and
+        ``UpdateFinishedTrialError`` as Optuna raises them."""
+        trial = connection.execute(statement if statement is not None else _TRIAL_ROW, {"trial_id": trial_id}).first()
+        if trial is None:
             raise KeyError(optuna_models.NOT_FOUND_MSG)
         if check:
-            self.check_trial_is_updatable(trial_id, state)
-        return state
+            self.check_trial_is_updatable(trial_id, trial.state)
+        return trial
 
     def _finished_as(self, trial_id: int, state: TrialState, values: Sequence[float] | None) -> bool:
         trial = super().get_trial(trial_id)
@@ -580,7 +581,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         table = optuna_models.TrialUserAttributeModel.__table__
         rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
         with self.engine.begin() as connection:
-            self._updatable_state(connection, trial_id, check=not finished)
+            self._updatable_trial(connection, trial_id, check=not finished)
             # Delete-then-insert is an upsert every dialect runs the same way.
             connection.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs))))
             connection.execute(sa.insert(table), rows)
@@ -602,7 +603,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         table = optuna_models.TrialIntermediateValueModel.__table__
         stored, value_type = optuna_models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
         with self.engine.begin() as connection:
-            self._updatable_state(connection, trial_id)
+            self._updatable_trial(connection, trial_id)
             connection.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.step == step))
             connection.execute(
                 sa.insert(table).values(trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=value_type)
@@ -754,10 +755,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         if not params_with_previous:
             return
         with self.engine.begin() as connection:
-            trial = connection.execute(_TRIAL_STATE_AND_STUDY, {"trial_id": trial_id}).first()
-            if trial is None:
-                raise KeyError(optuna_models.NOT_FOUND_MSG)
-            self.check_trial_is_updatable(trial_id, trial.state)
+            trial = self._updatable_trial(connection, trial_id)
             unknown = tuple(name for name, _, _, previous in params_with_previous if previous is None)
             stored = dict(zip(unknown, connection.execute(_stored_distributions(unknown), {"study_id": trial.study_id}).one())) if unknown else {}
             for param_name, _, distribution, previous in params_with_previous:
@@ -1026,11 +1024,8 @@ def _children_statement() -> sa.CompoundSelect:
 # Built once: SQLAlchemy then compiles each once per engine, and a read costs the round trips.
 _CHILDREN_OF = _children_statement()
 _TRIAL_BY_ID = sa.select(_TRIALS_TYPED).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
-_TRIAL_STATE = sa.select(_TRIALS_TYPED.c.state).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
-_TRIAL_STATE_FOR_UPDATE = _TRIAL_STATE.with_for_update()
-_TRIAL_STATE_AND_STUDY = sa.select(_TRIALS_TYPED.c.state, _TRIALS_TYPED.c.study_id).where(
-    _TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id")
-)
+_TRIAL_ROW = sa.select(_TRIALS_TYPED.c.state, _TRIALS_TYPED.c.study_id).where(_TRIALS_TYPED.c.trial_id == sa.bindparam("trial_id"))
+_TRIAL_ROW_FOR_UPDATE = _TRIAL_ROW.with_for_update()
 _END_TRIAL = (
     sa.update(_TRIALS_TYPED)
     .where(_TRIALS_TYPED.c.trial_id == sa.bindparam("ended_id"))
