@@ -198,7 +198,7 @@ class CurveSimulation:
             recording = TrialRecording(
                 trial, self.recorder, self.metric, self.epochs, self.pruner, self.multi_objective, self.echo, self.pareto
             )
-            heapq.heappush(running, _Running(clock + _epoch_seconds(curve, 1), next(order), trial, recording, curve))
+            heapq.heappush(running, _Running(clock + epoch_seconds(curve, 1), next(order), trial, recording, curve))
 
         def end(run: _Running, state: optuna.trial.TrialState, reason: tuple[str, str] | None) -> None:
             attrs = run.recording.finish({SIMULATED_SECONDS_ATTR: float(run.curve["time"][run.epoch - 1])}, reason)
@@ -239,7 +239,7 @@ class CurveSimulation:
                 start()
             else:
                 run.epoch += 1
-                run.due = clock + _epoch_seconds(run.curve, run.epoch)
+                run.due = clock + epoch_seconds(run.curve, run.epoch)
                 heapq.heappush(running, run)
         converged = self.stop is not None and self.stop.converged(values, self.direction)
         try:
@@ -260,11 +260,11 @@ class CurveSimulation:
                 "val_accuracy": float(curve["val_accuracy"][i]),
                 "val_balanced_accuracy": float(curve["val_balanced_accuracy"][i]),
             },
-            epoch_seconds=_epoch_seconds(curve, run.epoch),
+            epoch_seconds=epoch_seconds(curve, run.epoch),
         )
 
 
-def _epoch_seconds(curve: dict[str, np.ndarray], epoch: int) -> float:
+def epoch_seconds(curve: dict[str, np.ndarray], epoch: int) -> float:
     """The benchmark's time for one epoch: its ``time`` is cumulative, and the surrogate rarely dips."""
     times = curve["time"]
     previous = float(times[epoch - 2]) if epoch > 1 else 0.0
