@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,13 @@ def open_database(
             ),
         }
     return StudyDatabase.open_for_search(url, retry=retry, wait=wait, create=create, **storage, **options)
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Make ``path`` and its missing parents; return the folders made, deepest first."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def silent(line: str) -> None:
@@ -175,10 +183,20 @@ class Orchestrator:
         return study
 
     def _database(self) -> StudyDatabase:
-        """The study database, opened (and the output directory made) on first use."""
-        Path(self.spec.output_dir).mkdir(parents=True, exist_ok=True)
+        """The study database, opened (and the output directory made) on first use.
+
+        A database that cannot be opened leaves no output directory behind: the folders made
+        for it are removed again, if still empty.
+        """
+        made = _make_folders(Path(self.spec.output_dir))
         if self.database is None:
-            self.database = open_database(self.storage_url, self.heartbeat, self.echo)
+            try:
+                self.database = open_database(self.storage_url, self.heartbeat, self.echo)
+            except BaseException:
+                for folder in made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                raise
         return self.database
 
     def create(self, n_trials: int | None) -> tuple[optuna.Study, int]:
@@ -441,6 +459,9 @@ class Orchestrator:
                 study.set_metric_names([goal.name for goal in self.resolved.goals])
             return
         previous = StudySpec.from_json(stored)
+        refusal = self.spec.store_refusal(previous)
+        if refusal is not None:
+            raise UsageError(refusal)
         changes = self.spec.changes_from(previous)
         origins = {name: model_origin(name) for name in self.spec.models}
         stored_origins = study.user_attrs.get(MODELS_ATTR, origins)

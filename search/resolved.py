@@ -242,14 +242,12 @@ def _check_label_smoothing(config: TrainConfig, sweep: Sweep, task: Task) -> Non
 
 
 def _check_storage(spec: StudySpec) -> None:
+    """``StorageURLError`` (a ``StorageError``, as an unreachable database's) for a URL that cannot be used."""
     if spec.storage is None:
         return
-    from hpsearch.storage.urls import StorageURLError, is_proxy_url, parse_proxy_url, parse_storage_url
+    from hpsearch.storage.urls import is_proxy_url, parse_proxy_url, parse_storage_url
 
-    try:
-        parse_proxy_url(spec.storage) if is_proxy_url(spec.storage) else parse_storage_url(spec.storage)
-    except StorageURLError as error:
-        raise UsageError(str(error)) from None
+    parse_proxy_url(spec.storage) if is_proxy_url(spec.storage) else parse_storage_url(spec.storage)
 
 
 def _check_artifacts(spec: StudySpec) -> None:

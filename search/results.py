@@ -145,7 +145,8 @@ def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     else:
         lines += [f"Browse it:  optuna-dashboard {url}", f"       or:  hpsearch dashboard --storage {url}"]
     if resolved.train_config.checkpoints != "none":
-        lines.append(f"Checkpoints: {checkpoint_dir(spec.output_dir, study.study_name, 0).parent}")
+        stored = f", and in {mask_password(spec.artifacts)}" if spec.artifacts else ""
+        lines.append(f"Checkpoints: {checkpoint_dir(spec.output_dir, study.study_name, 0).parent}{stored}")
     if outcome.trials_run == 0 and resolved.sampler == "grid" and spec.allow_changes:
         lines.append("Every grid point had run already, so nothing trained with the changed settings: --allow-changes adds "
                      "trials only for points not yet run; pass --study-name NEW to run the changed grid.")

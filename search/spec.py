@@ -116,6 +116,27 @@ class StudySpec:
                 changes.append(f"{name} {_shown(old)} -> {_shown(new)}")
         return changes
 
+    def store_refusal(self, previous: StudySpec) -> str | None:
+        """Why this spec may not run more of ``previous``'s study, because it names another artifact store; else None.
+
+        The store is the study's: retries, workers and ``load_model`` read ``previous``'s, so new
+        checkpoints kept elsewhere would not be found. ``--allow-changes`` does not lift this.
+        """
+        from hpsearch.storage.urls import mask_password
+
+        def shown(url: str | None) -> str | None:
+            return None if url is None else mask_password(url).rstrip("/")
+
+        stored, given = shown(previous.artifacts), shown(self.artifacts)
+        if stored == given:
+            return None
+        if stored is None:
+            return (f"study {self.name!r} was run without an artifact store (its checkpoints are in its output folder), "
+                    f"so it cannot keep new ones in {given}: drop --artifacts, or pass --study-name NEW for a new study")
+        return (f"study {self.name!r} keeps its checkpoints in {stored}, where retries, workers and load_model look for them; "
+                f"pass --artifacts {stored} (artifacts= in Python){'' if given is None else f', not {given},'} "
+                "or --study-name NEW for a new study")
+
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("storage")  # a URL may carry a password; the study never stores it

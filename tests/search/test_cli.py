@@ -180,11 +180,30 @@ def test_repeated_sweep_flags_add_up(tmp_path, run_hpsearch):
         (16, "compact"), (16, "rbf"), (32, "compact"), (32, "rbf")]
 
 
-def test_password_in_a_bad_url_is_masked(run_hpsearch):
-    result = run_hpsearch("--models", "tfn_classifier", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db", *TINY)
+def test_password_in_a_bad_url_is_masked(tmp_path, run_hpsearch):
+    result = run_hpsearch("--models", "tfn_classifier", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db", *TINY,
+                          "--output-dir", "runs")
     assert result.returncode == 2
     assert "hunter2" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # exit 2 writes nothing, not even the output folder
+
+
+def test_a_rerun_naming_another_artifact_store_is_refused(tmp_path, run_hpsearch):
+    first, other = (f"file://{tmp_path / name}" for name in ("store", "other"))
+    args = ["--models", "tfn_classifier", "--param-sweep", "embed_dim:16,32", *TINY, "--epochs", "1", "--dataset-size", "64"]
+    result = run_hpsearch(*args, "--artifacts", first, "--n-trials", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"and in {first}" in result.stdout  # the summary says where the checkpoints are kept
+    for given, message in (
+        (["--artifacts", other], f"keeps its checkpoints in {first}, where retries, workers and load_model look for them; "
+                                 f"pass --artifacts {first} (artifacts= in Python), not {other}, or --study-name NEW"),
+        ([], f"pass --artifacts {first} (artifacts= in Python) or --study-name NEW"),
+    ):
+        result = run_hpsearch(*args, *given)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr, result.stderr
+    assert len(load_trials(tmp_path / "hpsearch.db", "tfn_classifier-synthetic_tokens")) == 1
 
 
 def test_help_explains_the_grammar_and_the_subcommands(run_hpsearch):

@@ -103,3 +103,16 @@ def test_each_study_option_is_a_flag_a_study_file_key_and_a_search_keyword(tmp_p
         toml.write_text(f'models = ["m"]\n{option.name} = {f"[{shown}]" if option.name == "objectives" else shown}\n'.replace("'", '"'))
         assert read_study_file(toml).values[option.name] in (expected, str(tmp_path / str(value))), option.name
         assert _split_options({option.name: expected})[0] == {option.name: expected}, option.name
+
+
+def test_a_study_keeps_its_artifact_store():
+    from hpsearch.search.spec import StudySpec
+
+    def spec(artifacts):
+        return StudySpec(models=("m",), artifacts=artifacts)
+
+    assert spec("s3://b/p").store_refusal(spec("s3://b/p/")) is None
+    assert spec(None).store_refusal(spec(None)) is None
+    assert "keeps its checkpoints in s3://b/p" in spec("s3://b/q").store_refusal(spec("s3://b/p"))
+    assert "pass --artifacts s3://b/p (artifacts= in Python) or" in spec(None).store_refusal(spec("s3://b/p"))
+    assert "was run without an artifact store" in spec("s3://b/p").store_refusal(spec(None))
