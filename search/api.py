@@ -215,12 +215,17 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
     model_name = chosen.params.get("model", spec.models[0])
     from hpsearch.trainers.tasks import build_task
 
+    # Plugins the study names are loaded above; a model or task the search's script registered is not.
+    # An unknown model is named before an unknown task, as the search names them.
     try:
-        get_model(model_name)  # an unknown model is named before an unknown task, as the search names them
+        get_model(model_name)
+    except KeyError as error:
+        raise UsageError(f"{error.args[0]}: import or register it in this process before load_model (studies run with "
+                         "plugins=[...] load it by themselves)") from None
+    try:
         built = build_task(spec.task, spec.task_options)
         plan = TrialPlan.from_point({**chosen.params, "model": model_name}, TrainConfig(), (p.name for p in built.step_params))
     except KeyError as error:
-        # Plugins the study names are loaded above; a model or task the search's script registered is not.
         raise UsageError(f"{error.args[0]}: import or register it in this process before load_model, or pass the Task "
                          "object the study searched as load_model(..., task=task) (studies run with plugins=[...] load "
                          "them by themselves)") from None

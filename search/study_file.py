@@ -20,7 +20,9 @@ from hpsearch.search.arguments import setting_names
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.plugins import plugin_key
 from hpsearch.search.spec import StudySpec
-from hpsearch.trainers.config import TrainConfig
+from hpsearch.trainers.config import SETTINGS, TrainConfig
+
+SETTINGS_BY_NAME = {param.name: param for param in SETTINGS}
 
 try:
     import tomllib
@@ -120,9 +122,10 @@ def _task(value: Any, path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"{path}: task must be a task's name or a [task] table (got {value!r})")
     options = dict(value)
-    found: dict[str, Any] = {"task_options": options}
-    if "name" in options:
-        found["task"] = conform(options.pop("name"), str, f"{path}: [task] name")
+    if "name" not in options:
+        # Else its options would be read as the default task's, and refused as that task's.
+        raise UsageError(f'{path}: [task] needs name = "TASK", the registered task its options are for')
+    found: dict[str, Any] = {"task_options": options, "task": conform(options.pop("name"), str, f"{path}: [task] name")}
     for option in PATH_TASK_OPTIONS:
         if isinstance(options.get(option), str) and options[option]:
             options[option] = str(path.resolve().parent / Path(options[option]).expanduser())
@@ -140,7 +143,15 @@ def _train(value: Any, path: Path) -> dict[str, Any]:
         where = f"{path}: [train] {key}"
         if key not in names:
             raise UsageError(f"{where}: unknown setting{did_you_mean(key, names)}; settings: {', '.join(names)}")
-        train[key] = setting if (key, setting) == ("lr", "auto") else conform(setting, hints[key], where)
+        if (key, setting) == ("lr", "auto"):
+            train[key] = setting
+            continue
+        train[key] = conform(setting, hints[key], where)
+        try:
+            if key in SETTINGS_BY_NAME:  # its choices and range, named as written here, not as a flag
+                SETTINGS_BY_NAME[key].validate(train[key])
+        except ValueError as error:
+            raise UsageError(f"{where}: {str(error).removeprefix(f'{key}: ')}") from None
     return {"train": train}
 
 

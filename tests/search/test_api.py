@@ -99,13 +99,23 @@ def test_load_model_in_a_process_that_lacks_the_scripts_model_says_to_register_i
         "from hpsearch.search import UsageError, load_model\n"
         f"try:\n    load_model({where['storage']!r}, {study.study_name!r})\n"
         "except UsageError as error:\n    print(error)\n"
+        "from torch import nn\n"
+        "from hpsearch.models import HyperParam, register_model\n"
+        "register_model('api_mlp', lambda data, hidden: nn.Linear(data.num_features, hidden), "
+        "[HyperParam('hidden', 'int', 8, 'units', low=1)], input_kind='tabular')\n"
+        f"try:\n    load_model({where['storage']!r}, {study.study_name!r})\n"
+        "except UsageError as error:\n    print(error)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert done.stdout.startswith("unknown model 'api_mlp'; known models: ")
-    assert done.stdout.rstrip().endswith("import or register it in this process before load_model, or pass the Task "
-                                         "object the study searched as load_model(..., task=task) (studies run with "
-                                         "plugins=[...] load them by themselves)")
+    model_line, task_line = done.stdout.rstrip().splitlines()
+    assert model_line.startswith("unknown model 'api_mlp'; known models: ")
+    # task= would not help: the model is what this process lacks.
+    assert model_line.endswith("import or register it in this process before load_model (studies run with "
+                               "plugins=[...] load it by themselves)")
+    assert task_line.startswith("unknown task 'api_blobs'")
+    assert task_line.endswith("or pass the Task object the study searched as load_model(..., task=task) (studies run "
+                              "with plugins=[...] load them by themselves)")
 
 
 def test_a_task_object_the_study_searched_is_passed_to_load_model_in_another_process(where) -> None:
@@ -196,6 +206,16 @@ def test_wrong_input_is_one_usage_error_before_anything_is_written(where, tmp_pa
     with pytest.raises(UsageError, match=r"search\(epochs=\.\.\.\) must be an integer \(got '2'\)"):
         search("api_mlp", task, epochs="2", **where)
     assert not (tmp_path / "hpsearch.db").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_storage_url_that_cannot_be_used_is_a_storage_error_and_leaves_no_folder(tmp_path) -> None:
+    """As the README promises: ``except StorageError`` catches a malformed URL as it does an unreachable database."""
+    from hpsearch.storage import StorageError
+
+    for url, message in (("sqlite://x.db", "names no file"), ("sqlite:///no_such_folder/x.db", "no_such_folder")):
+        with pytest.raises(StorageError, match=message):
+            search("api_mlp", blobs_task(), epochs=1, storage=url, output_dir=tmp_path / "runs" / "deep")
+    assert list(tmp_path.iterdir()) == []
 
 
 def _registered(task: Task) -> str:

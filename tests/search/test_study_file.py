@@ -88,6 +88,8 @@ BAD_FILES = {
     "not toml": ("models = [\n", "not valid TOML"),
     "options at the top": ("task_options = {digits = 2}\n", "task_options: set it with [task]"),
     "bad sweep": ("sweep = 3\n", "sweep: write a list of items"),
+    "bad choice": ('[train]\nprecision = "fp23"\n', "[train] precision: 'fp23' is not one of auto, fp32, bf16, fp16"),
+    "task without a name": ("[task]\nn_examples = 600\n", '[task] needs name = "TASK"'),
 }
 
 
