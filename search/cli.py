@@ -157,13 +157,13 @@ def given_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def prepare(spec: StudySpec, where: dict[str, str] | None = None) -> ResolvedSpec:
+def prepare(spec: StudySpec, where: dict[str, str] | None = None, sweep_from: str | None = None) -> ResolvedSpec:
     """Load the spec's plugins, then check and resolve it; ``UsageError`` if anything is wrong.
 
-    ``where`` says how the user gave each task option (a flag, or a study file's key), so an
-    error names it; flags by default.
+    ``where`` says how the user gave each task option (a flag, or a study file's key), and
+    ``sweep_from`` the study file's sweep, so an error names it; flags by default.
     """
-    return prepare_spec(spec, where or {name: flags(name)[0] for name in spec.task_options})
+    return prepare_spec(spec, where or {name: flags(name)[0] for name in spec.task_options}, sweep_from)
 
 
 def search_main(argv: Sequence[str]) -> int:
@@ -186,7 +186,8 @@ def run_main(argv: Sequence[str]) -> int:
         raise UsageError(f"{study.path}: no models; add models = [\"tfn_classifier\"] or pass --models")
     where = {name: f"{study.path}: [task] {name}" for name in study.values.get("task_options", {})}
     where |= {name: flags(name)[0] for name in overrides.get("task_options", {})}
-    return run_search(args, StudySpec(**values), where)
+    sweep_from = f"{study.path}: sweep" if study.values.get("sweep") and "sweep" not in overrides else None
+    return run_search(args, StudySpec(**values), where, sweep_from)
 
 
 def build_run_parser() -> ArgumentParser:
@@ -200,8 +201,9 @@ def build_run_parser() -> ArgumentParser:
     return parser
 
 
-def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None) -> int:
-    """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results."""
+def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None,
+               sweep_from: str | None = None) -> int:
+    """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results (``prepare``: ``where``, ``sweep_from``)."""
     from tqdm.auto import tqdm
 
     from hpsearch.search.orchestrator import Orchestrator, silent
@@ -213,7 +215,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     devices = worker_devices(args.devices, args.workers, spec.train.get("device", "auto"))
-    resolved = prepare(spec, where)
+    resolved = prepare(spec, where, sweep_from)
     # This process is the first worker: its trainer takes the first device.
     orchestrator = Orchestrator(use_device(resolved, devices[0]), echo=silent if args.quiet else tqdm.write,
                                 progress=not args.no_progress, heartbeat=heartbeat_from(args))

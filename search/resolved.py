@@ -17,7 +17,7 @@ from hpsearch.search.goals import COST_OBJECTIVES, TIME_OBJECTIVE, Goal
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
 from hpsearch.search.samplers import DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
 from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec
-from hpsearch.search.sweep import Sweep, parse_sweep
+from hpsearch.search.sweep import Sweep, SweepError, parse_sweep
 from hpsearch.trainers.config import SETTINGS, TrainConfig
 from hpsearch.trainers.task_registry import build_task, get_task
 
@@ -314,15 +314,21 @@ def _check_models_build(resolved: ResolvedSpec) -> None:
                              f"{type(error).__name__}: {error}{hint}") from None
 
 
-def prepare(spec: StudySpec, where: dict[str, str]) -> ResolvedSpec:
+def prepare(spec: StudySpec, where: dict[str, str], sweep_from: str | None = None) -> ResolvedSpec:
     """Load the spec's plugins, check and resolve it, and probe its models; ``UsageError`` if anything is wrong.
 
-    ``where`` says how the user gave each task option (a flag, a study file's key, a keyword), so
-    that an error names it. The CLI and the Python API both start a search here.
+    ``where`` says how the user gave each task option (a flag, a study file's key, a keyword), and
+    ``sweep_from`` the sweep if a study file gave it, so that an error names it. The CLI and the
+    Python API both start a search here.
     """
     load_plugins(spec.plugins)
     check_task_options(spec, where)
-    resolved = resolve(spec)
+    try:
+        resolved = resolve(spec)
+    except SweepError as error:
+        if sweep_from is None:
+            raise
+        raise SweepError(f"{sweep_from}: {error}") from None
     from hpsearch.search.probe import probe_models  # torch, which resolve's first checks do without
 
     probe_models(resolved, user_origin)

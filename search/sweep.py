@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 GRAMMAR = "name:v1,v2,...  or  name:low..high  or  name:low..high:log"
 
 
+class SweepError(UsageError):
+    """A sweep item that cannot be searched; the message names the item."""
+
+
 @dataclass(frozen=True)
 class SweepParam:
     """One swept hyperparameter: either ``values`` or a ``low``..``high`` range.
@@ -193,17 +197,17 @@ def split_sweep_args(args: Iterable[str]) -> list[str]:
 
 
 def parse_sweep(items: Sequence[str], models: Sequence[ModelSpec], step_params: Sequence[HyperParam] = ()) -> Sweep:
-    """Parse sweep items for ``models`` (and the task's ``step_params``); a problem raises ``UsageError`` naming the item."""
+    """Parse sweep items for ``models`` (and the task's ``step_params``); a problem raises ``SweepError`` naming the item."""
     params: list[SweepParam] = []
     seen: set[str] = set()
     for item in split_sweep_args(items):
         name, sep, body = item.partition(":")
         if not sep or not name:
-            raise UsageError(f"malformed sweep item {item!r}; write {GRAMMAR}")
+            raise SweepError(f"malformed sweep item {item!r}; write {GRAMMAR}")
         if name == "model":
-            raise UsageError("choose models with --models, not in the sweep")
+            raise SweepError("choose models with --models, not in the sweep")
         if name in seen:
-            raise UsageError(f"{name} is swept twice; give all its values in one item, e.g. {name}:a,b")
+            raise SweepError(f"{name} is swept twice; give all its values in one item, e.g. {name}:a,b")
         seen.add(name)
         schema, targets = _schema_for(name, models, step_params)
         params.append(_parse_body(item, name, body, schema, targets))
@@ -221,13 +225,13 @@ def _schema_for(
         known = sorted({p.name for m in models for p in m.params} | {p.name for p in (*TRAINER_PARAMS, *step_params)})
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise UsageError(
+        raise SweepError(
             f"unknown hyperparameter {name!r} for {', '.join(m.name for m in models)}; {hint}"
             f"sweepable: {', '.join(known)}"
         )
     kinds = {(p.kind, p.choices) for _, p in found}
     if len(kinds) > 1:
-        raise UsageError(f"{name} has different types in {', '.join(n for n, _ in found)}; sweep one model at a time")
+        raise SweepError(f"{name} has different types in {', '.join(n for n, _ in found)}; sweep one model at a time")
     return found[0][1], tuple(n for n, _ in found)
 
 
@@ -236,31 +240,31 @@ def _parse_body(item: str, name: str, body: str, schema: HyperParam, targets: tu
         return _parse_range(item, name, body, schema, targets)
     texts = body.split(",")
     if not body or any(not t.strip() for t in texts):
-        raise UsageError(f"sweep item {item!r} has an empty value; write {name}:v1,v2,...")
+        raise SweepError(f"sweep item {item!r} has an empty value; write {name}:v1,v2,...")
     try:
         values = tuple(dict.fromkeys(schema.parse(t) for t in texts))
     except ValueError as error:
-        raise UsageError(f"in sweep item {item!r}: {error}") from None
+        raise SweepError(f"in sweep item {item!r}: {error}") from None
     return SweepParam(name, schema.kind, targets, values=values)
 
 
 def _parse_range(item: str, name: str, body: str, schema: HyperParam, targets: tuple[str, ...]) -> SweepParam:
     bounds, _, scale = body.partition(":")
     if "..." in bounds or bounds.count("..") > 1:
-        raise UsageError(f"sweep item {item!r}: write a range with two dots, {name}:low..high")
+        raise SweepError(f"sweep item {item!r}: write a range with two dots, {name}:low..high")
     low_text, _, high_text = bounds.partition("..")
     if scale not in ("", "log"):
-        raise UsageError(f"sweep item {item!r}: the only range option is ':log'")
+        raise SweepError(f"sweep item {item!r}: the only range option is ':log'")
     if schema.kind not in ("int", "float"):
-        raise UsageError(f"sweep item {item!r}: {name} is a {schema.kind}; list its values as {name}:a,b")
+        raise SweepError(f"sweep item {item!r}: {name} is a {schema.kind}; list its values as {name}:a,b")
     if not low_text or not high_text:
-        raise UsageError(f"sweep item {item!r} needs both ends of the range; write {name}:low..high")
+        raise SweepError(f"sweep item {item!r} needs both ends of the range; write {name}:low..high")
     try:
         low, high = schema.parse(low_text), schema.parse(high_text)
     except ValueError as error:
-        raise UsageError(f"in sweep item {item!r}: {error}") from None
+        raise SweepError(f"in sweep item {item!r}: {error}") from None
     if not low < high:
-        raise UsageError(f"sweep item {item!r}: the range's low end must be below its high end")
+        raise SweepError(f"sweep item {item!r}: the range's low end must be below its high end")
     if scale == "log" and low <= 0:
-        raise UsageError(f"sweep item {item!r}: a log range must start above 0")
+        raise SweepError(f"sweep item {item!r}: a log range must start above 0")
     return SweepParam(name, schema.kind, targets, low=low, high=high, log=scale == "log")

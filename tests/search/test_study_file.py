@@ -117,6 +117,18 @@ def test_task_options_are_checked_against_the_task_and_named_by_their_source(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
 
 
+def test_a_sweep_error_names_the_file_that_gave_the_sweep(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, 'models = ["tfn_classifier"]\n[sweep]\nembed_dimm = [16, 32]\n')
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"hpsearch: error: {path}: sweep: unknown hyperparameter 'embed_dimm' for tfn_classifier; did you mean embed_dim?")
+    # A sweep given on the command line replaces the file's, and its error names no file.
+    assert main(["run", str(path), "--param-sweep", "embed_dimm:16"]) == 2
+    assert capsys.readouterr().err.startswith("hpsearch: error: unknown hyperparameter 'embed_dimm'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
 def test_a_csv_without_the_target_column_is_one_line_naming_the_file(tmp_path, run_hpsearch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "load.csv").write_text("date,load\n" + "".join(f"2024-01-01 {h:02d}:00,{h}\n" for h in range(24)))
