@@ -11,7 +11,7 @@ their gains in the better direction: a metric by the gain added, the training ti
 it grew by. Costs of the model (FLOPs, parameters) do not change. So a trial goes on while it
 could still reach the Pareto front, which is all the hypervolume counts. The rungs double from
 twice the first judged epoch, and not before epoch 4 (4, 8, 16 and 32 of lcbench's 52 epochs),
-and a trial is judged once ``MIN_COMPLETE`` trials have completed.
+and a trial is judged once ``PARETO_MIN_COMPLETE`` trials have completed.
 
 A pruned trial keeps what it stood at (``stand_in``, the ``pruned_values`` user attribute), which
 the samplers learn from (``search/pruned_learning.py``).
@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 
 from hpsearch.search.errors import UsageError
 from hpsearch.search.goals import TIME_OBJECTIVE, Goal
-from hpsearch.search.samplers import pruner_rungs
+from hpsearch.search.samplers import PARETO_MIN_COMPLETE, pruner_rungs
 from hpsearch.storage.pareto import dominating
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 PARETO = "pareto"
 GAIN_QUANTILE = 0.75
-MIN_COMPLETE = 5
 
 
 class ParetoPruner:
@@ -56,7 +55,7 @@ class ParetoPruner:
         rungs: Sequence[int],
         epochs: int,
         quantile: float = GAIN_QUANTILE,
-        min_complete: int = MIN_COMPLETE,
+        min_complete: int = PARETO_MIN_COMPLETE,
     ) -> None:
         self.goals, self.rungs, self.epochs = tuple(goals), frozenset(rungs), epochs
         self.quantile, self.min_complete = quantile, min_complete

@@ -10,6 +10,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.search.queue import StudyQueue
+from hpsearch.search.samplers import idle_pruner_note
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
 from hpsearch.storage.optuna_seam import stand_in_values
 from hpsearch.storage.urls import is_proxy_url, mask_password
@@ -138,6 +139,10 @@ def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     study, spec, url = outcome.study, resolved.spec, mask_password(outcome.storage_url)
     lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trials run now, {len(study.trials)} in all."]
     lines.append(strategy_line(resolved))
+    config = resolved.train_config
+    idle = idle_pruner_note(resolved.pruner, config.epochs, config.warmup_epochs, len(study.trials))
+    if idle is not None:
+        lines.append(f"Pruning:    {idle}")
     if is_proxy_url(outcome.storage_url):
         # The dashboard and hpsearch's readers open the database itself; the proxy serves workers only.
         lines.append("Browse it:  optuna-dashboard DATABASE_URL, or hpsearch dashboard --storage DATABASE_URL, with the "

@@ -8,8 +8,7 @@ import statistics
 import optuna
 from optuna.study import StudyDirection
 
-# Other trials that must have reached the rung before it judges: a median of fewer says little.
-MIN_TRIALS_AT_RUNG = 5
+from hpsearch.search.samplers import MIN_TRIALS_AT_RUNG
 
 
 def third_rung(first: int, epochs: int) -> int:

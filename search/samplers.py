@@ -27,6 +27,10 @@ MIN_HALVING_POINTS = 9
 # pruning at half the budget fell short of the hypervolume it reached from epoch 4 on all three
 # instances (benchmarks/lcbench_mo.py, 30 seeds); a one-epoch warmup puts the first rung there anyway.
 PARETO_FIRST_RUNG = 4
+# Other trials that must have reached the rung before the rung pruner judges: a median of fewer says little.
+MIN_TRIALS_AT_RUNG = 5
+# Complete trials the pareto pruner waits for before it judges (their ends are what it compares with).
+PARETO_MIN_COMPLETE = 5
 
 
 def _random(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -150,6 +154,8 @@ class PrunerKind:
 
     make: Callable[[int, int, int | None], optuna.pruners.BasePruner]  # (first judged epoch, epochs, grid points)
     rungs: Callable[[int, int], tuple[int, ...]]
+    # The number of trials it takes before one can be stopped: the others it compares with, plus the one.
+    trials_to_judge: int = 1
 
 
 # ``pareto`` is for multi-objective studies, which Optuna's pruners refuse: the Optuna side is
@@ -167,14 +173,15 @@ class PrunerKind:
 # grid: every point waits at each rung (sha's) until all have reached it, and the best third go on
 # (``search/halving.py``).
 PRUNER_KINDS: dict[str, PrunerKind] = {
-    "percentile": PrunerKind(_percentile, _every_epoch),
-    "median": PrunerKind(_median, _every_epoch),
+    "percentile": PrunerKind(_percentile, _every_epoch, trials_to_judge=3),
+    "median": PrunerKind(_median, _every_epoch, trials_to_judge=3),
     "sha": PrunerKind(_sha, _tripling),
     "hyperband": PrunerKind(_hyperband, _tripling),
     "wilcoxon": PrunerKind(_wilcoxon, _every_epoch),
-    "rung": PrunerKind(_rung, _rung_epochs),
+    "rung": PrunerKind(_rung, _rung_epochs, trials_to_judge=MIN_TRIALS_AT_RUNG + 1),
     "halving": PrunerKind(_halving, _tripling),
-    "pareto": PrunerKind(_nop, lambda first, epochs: _geometric(max(2 * first, PARETO_FIRST_RUNG), epochs, 2)),
+    "pareto": PrunerKind(_nop, lambda first, epochs: _geometric(max(2 * first, PARETO_FIRST_RUNG), epochs, 2),
+                         trials_to_judge=PARETO_MIN_COMPLETE + 1),
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
@@ -243,6 +250,19 @@ def make_pruner(
     a trial's last epoch. ``grid_points``: the points of a grid run whole (``halving`` needs it).
     """
     return _kind(name, sampler, grid_points).make(first_judged_epoch(epochs, warmup_epochs), epochs, grid_points)
+
+
+def idle_pruner_note(name: str, epochs: int, warmup_epochs: float, trials: int) -> str | None:
+    """Why the pruner called ``name`` could stop no trial of a study of ``trials`` trials of ``epochs`` epochs; else None."""
+    if name == "none":
+        return None
+    kind = _kind(name, "grid")
+    if not kind.rungs(first_judged_epoch(epochs, warmup_epochs), epochs):
+        return f"--pruner {name} judges no epoch before the last of {epochs} (none of the LR warmup): it could stop no trial"
+    if trials < kind.trials_to_judge:
+        return (f"--pruner {name} compares a trial with {kind.trials_to_judge - 1} others before it can stop it, and "
+                f"this study has {trials}: it could stop none")
+    return None
 
 
 def pruner_rungs(name: str, epochs: int, warmup_epochs: float, sampler: str = "grid") -> tuple[int, ...]:

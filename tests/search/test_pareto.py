@@ -74,7 +74,7 @@ def test_the_guess_grows_training_time_by_the_complete_trials_factor(study):
 def test_no_verdict_off_a_rung_or_with_too_few_complete_trials(study):
     assert judge(study, 4.0, 4.0, rungs=(2, 4)) is None  # epoch 3 is no rung
     _, recorder = study
-    del recorder.rows[0]  # one complete trial's rows are gone: 4 left, fewer than MIN_COMPLETE
+    del recorder.rows[0]  # one complete trial's rows are gone: 4 left, fewer than PARETO_MIN_COMPLETE
     assert judge(study, 4.0, 4.0) is None
 
 

@@ -120,3 +120,17 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path, run_hpsearch):
     assert result.returncode == 0, result.stderr
     trials = load_trials(tmp_path / "hpsearch.db", "tfn_classifier-synthetic_tokens")
     assert len(trials) == 5 and all(t["state"] == "COMPLETE" for t in trials)
+
+
+def test_a_pruner_that_could_stop_no_trial_says_why():
+    from hpsearch.search.samplers import idle_pruner_note
+
+    # Three epochs, one of warmup: the rung falls at epoch 2, but needs 5 other trials there.
+    assert idle_pruner_note("rung", 3, 1, 5) == (
+        "--pruner rung compares a trial with 5 others before it can stop it, and this study has 5: it could stop none")
+    assert idle_pruner_note("rung", 3, 1, 6) is None
+    assert idle_pruner_note("percentile", 3, 1, 2) is not None and idle_pruner_note("percentile", 3, 1, 3) is None
+    # Two epochs, one of warmup: the only epoch judged would be the last, which is never pruned.
+    assert idle_pruner_note("sha", 2, 1, 50) == (
+        "--pruner sha judges no epoch before the last of 2 (none of the LR warmup): it could stop no trial")
+    assert idle_pruner_note("none", 1, 0, 1) is None
