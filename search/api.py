@@ -174,7 +174,9 @@ def load_model(
         load_plugins(spec.plugins)
         if trial is None:
             if len(loaded.directions) > 1:
-                raise UsageError(f"study {study!r} has several objectives; pick one of its best trials by number")
+                front = ", ".join(str(t.number) for t in loaded.best_trials) or "none yet"
+                raise UsageError(f"study {study!r} has several objectives; pick one of its best trials by number "
+                                 f"(its Pareto front: {front})")
             try:
                 chosen = loaded.best_trial
             except ValueError:

@@ -10,7 +10,10 @@ class UsageError(Exception):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean X?)`` for the known name closest to a mistyped ``name``, else nothing."""
-    close = difflib.get_close_matches(name, list(known), n=1)
+    known = list(known)
+    # Case first: "ot" for "OT" or "FLOPs" for "flops" is no typo difflib would rank close.
+    same = [k for k in known if k.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 

@@ -7,6 +7,7 @@ a metric that cannot read the outputs) would surface only as every trial failing
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -86,25 +87,47 @@ def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any],
     plan = TrialPlan.from_point({"model": model_spec.name, **point}, resolved.train_config, (p.name for p in task.step_params))
     hparams = {p.name: p.default for p in task.step_params} | plan.hparams
     batch: Any = None
+    model: torch.nn.Module | None = None
+    # The error is the one line; torch's warnings on the way there (a loss broadcasting a wrong shape) are not.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            batch = example_batch(task)
+            model = plan.build_model(task).eval()
+            with torch.no_grad():
+                out = as_step_output(task.step_fn()(model, batch, {**plan.config.sweepable_values(), **hparams}))
+            if out.loss.numel() != 1:
+                raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
+            if out.outputs is not None:
+                _check_shape(task, where, batch, out.outputs, out.targets)
+                metrics = MetricSet(task.metrics, torch.device("cpu"))
+                metrics.update(out.outputs, out.targets)
+                metrics.compute()
+        except UsageError:
+            raise
+        except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
+            if model is not None and task.step is None:
+                # The default step's loss may fail on outputs of the wrong shape before they are checked.
+                _check_model_alone(task, where, batch, model)
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise UsageError(f"{where} fails on {_input_shape(batch)}: {type(error).__name__}: {message}".rstrip(": ")) from None
+
+
+def _check_shape(task: Task, where: str, batch: Any, outputs: Any, targets: Any) -> None:
+    shape = _wrong_shape(task, outputs, targets)
+    if shape:
+        raise UsageError(f"{where} returns outputs of shape {shape} for {_input_shape(batch)}; the task needs {_needed(task, targets)}")
+
+
+def _check_model_alone(task: Task, where: str, batch: Any, model: torch.nn.Module) -> None:
+    """``UsageError`` if ``model`` called on the batch's inputs returns outputs the targets do not fit; else nothing."""
     try:
-        batch = example_batch(task)
-        model = plan.build_model(task).eval()
+        inputs, targets = split_batch(batch)
         with torch.no_grad():
-            out = as_step_output(task.step_fn()(model, batch, {**plan.config.sweepable_values(), **hparams}))
-        if out.loss.numel() != 1:
-            raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
-        if out.outputs is not None:
-            shape = _wrong_shape(task, out.outputs, out.targets)
-            if shape:
-                raise UsageError(f"{where} returns outputs of shape {shape} for {_input_shape(batch)}; the task needs {_needed(task, out.targets)}")
-            metrics = MetricSet(task.metrics, torch.device("cpu"))
-            metrics.update(out.outputs, out.targets)
-            metrics.compute()
-    except UsageError:
-        raise
-    except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UsageError(f"{where} fails on {_input_shape(batch)}: {type(error).__name__}: {message}".rstrip(": ")) from None
+            outputs = model(inputs)
+    except Exception:  # noqa: BLE001  the step's own error is the one to report
+        return
+    _check_shape(task, where, batch, outputs, targets)
 
 
 def _input_shape(batch: Any) -> str:

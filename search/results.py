@@ -137,7 +137,7 @@ def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     from hpsearch.search.trial import checkpoint_dir
 
     study, spec, url = outcome.study, resolved.spec, mask_password(outcome.storage_url)
-    lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trials run now, {len(study.trials)} in all."]
+    lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'} run now, {len(study.trials)} in all."]
     lines.append(strategy_line(resolved))
     config = resolved.train_config
     idle = idle_pruner_note(resolved.pruner, config.epochs, config.warmup_epochs, len(study.trials))

@@ -134,7 +134,7 @@ class StudyDatabase:
         parsed = parse_storage_url(url)
         if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
             raise StorageReadError(
-                f"no database file {parsed.database}; pass --storage URL (the storage argument in Python) or set HPSEARCH_STORAGE "
+                f"no database file {Path(parsed.database).resolve()}; pass --storage URL (the storage argument in Python) or set HPSEARCH_STORAGE "
                 "(the default is sqlite:///hpsearch.db in the working directory)"
             )
         sa_url, engine_kwargs = reader_engine_options(parsed)

@@ -29,6 +29,11 @@ def test_val_loss_and_flops_make_a_pareto_study(tmp_path, run_hpsearch):
     table = run_hpsearch("trials", "--study", "mo", "--storage", url).stdout
     marked = {int(line.split()[0]) for line in table.splitlines()[1:] if line.rstrip().endswith("*")}
     assert marked == front
+    from hpsearch.search import UsageError, load_model
+
+    # No one best trial: load_model asks for a number, and names the front's.
+    with pytest.raises(UsageError, match=rf"pick one of its best trials by number \(its Pareto front: {', '.join(map(str, sorted(front)))}\)$"):
+        load_model(url, "mo")
 
 
 def test_the_pareto_pruner_prunes_a_real_multi_objective_search_with_a_prune_reason(tmp_path, run_hpsearch):

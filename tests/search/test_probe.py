@@ -1,0 +1,49 @@
+"""The two-example run of a user's model before any trial: its errors are one line naming the model."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpsearch.models import DataSpec, HyperParam, register_model
+from hpsearch.search import UsageError, search
+from hpsearch.trainers import Task
+
+
+class ExtraAxis(nn.Module):
+    """A forecaster that keeps a trailing axis: (batch, horizon, 1) where the targets are (batch, horizon)."""
+
+    def __init__(self, data: DataSpec, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(data.num_features, data.num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).unsqueeze(-1)
+
+
+@pytest.fixture
+def extra_axis_model():
+    spec = register_model("probe_extra_axis", ExtraAxis, [HyperParam("width", "int", 4, "unused", low=1)], input_kind="tabular")
+    yield spec
+    from hpsearch.models import registry
+
+    registry._MODELS.remove("probe_extra_axis")
+
+
+def test_outputs_the_loss_cannot_take_are_named_by_their_shape_without_torchs_warning(tmp_path, extra_axis_model):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randn(40, 3, generator=g)
+    task = Task(name="probe_regression", train=(x[:30], y[:30]), val=(x[30:], y[30:]), loss=F.mse_loss,
+                data=DataSpec(kind="tabular", num_features=6, num_outputs=3))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(UsageError) as caught:
+            search(extra_axis_model, task, epochs=1, storage=f"sqlite:///{tmp_path / 'p.db'}", output_dir=tmp_path)
+    # mse_loss broadcasts (2, 3, 1) against (2, 3), warns, then fails on the sizes: the shapes are the news.
+    assert str(caught.value).endswith("returns outputs of shape [2, 3, 1] for input of shape [2, 6]; the task needs [2, 3]")
+    assert [str(w.message) for w in shown if issubclass(w.category, UserWarning)] == []
+    assert list(tmp_path.iterdir()) == []
