@@ -99,35 +99,38 @@ def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any],
             if out.loss.numel() != 1:
                 raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
             if out.outputs is not None:
-                _check_shape(task, where, batch, out.outputs, out.targets)
+                problem = _shape_problem(task, where, batch, out.outputs, out.targets)
+                if problem:
+                    raise UsageError(problem)
                 metrics = MetricSet(task.metrics, torch.device("cpu"))
                 metrics.update(out.outputs, out.targets)
                 metrics.compute()
         except UsageError:
             raise
         except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
-            if model is not None and task.step is None:
-                # The default step's loss may fail on outputs of the wrong shape before they are checked.
-                _check_model_alone(task, where, batch, model)
+            # The default step's loss may fail on outputs of the wrong shape before they are checked.
+            problem = _model_alone_problem(task, where, batch, model) if model is not None and task.step is None else None
+            if problem:
+                raise UsageError(problem) from None
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UsageError(f"{where} fails on {_input_shape(batch)}: {type(error).__name__}: {message}".rstrip(": ")) from None
 
 
-def _check_shape(task: Task, where: str, batch: Any, outputs: Any, targets: Any) -> None:
+def _shape_problem(task: Task, where: str, batch: Any, outputs: Any, targets: Any) -> str | None:
+    """What is wrong with the outputs' shape, where the task says what it needs; else None."""
     shape = _wrong_shape(task, outputs, targets)
-    if shape:
-        raise UsageError(f"{where} returns outputs of shape {shape} for {_input_shape(batch)}; the task needs {_needed(task, targets)}")
+    return f"{where} returns outputs of shape {shape} for {_input_shape(batch)}; the task needs {_needed(task, targets)}" if shape else None
 
 
-def _check_model_alone(task: Task, where: str, batch: Any, model: torch.nn.Module) -> None:
-    """``UsageError`` if ``model`` called on the batch's inputs returns outputs the targets do not fit; else nothing."""
+def _model_alone_problem(task: Task, where: str, batch: Any, model: torch.nn.Module) -> str | None:
+    """``_shape_problem`` of ``model`` called on the batch's inputs alone, or None if that call fails too."""
     try:
         inputs, targets = split_batch(batch)
         with torch.no_grad():
             outputs = model(inputs)
     except Exception:  # noqa: BLE001  the step's own error is the one to report
-        return
-    _check_shape(task, where, batch, outputs, targets)
+        return None
+    return _shape_problem(task, where, batch, outputs, targets)
 
 
 def _input_shape(batch: Any) -> str:
