@@ -473,3 +473,29 @@ class Orchestrator:
                     if name in stored_code and stored_code[name] != digest]
         if changes and not self.spec.allow_changes:
             raise StudyChanged(self.spec.name, changes)
+        if changes:
+            clash = self._choices_clash(study)
+            if clash is not None:
+                raise UsageError(clash)
+
+    def _choices_clash(self, study: optuna.Study) -> str | None:
+        """Why the changed sweep cannot run in ``study`` at all, even with ``--allow-changes``; else None.
+
+        Optuna keeps one distribution per parameter in a study and refuses a value list that
+        differs from the stored one (every new trial would fail on its first suggestion).
+        """
+        wanted = self.resolved.sweep.distributions()
+        stored: dict[str, optuna.distributions.BaseDistribution] = {}
+        for trial in study.get_trials(deepcopy=False):
+            stored |= {name: d for name, d in trial.distributions.items() if name in wanted and name not in stored}
+        for name, distribution in wanted.items():
+            if name not in stored:
+                continue
+            try:
+                optuna.distributions.check_distribution_compatibility(stored[name], distribution)
+            except ValueError:
+                was = getattr(stored[name], "choices", None)
+                return (f"study {self.spec.name!r} searched {name} over {list(was) if was is not None else stored[name]}; "
+                        f"an Optuna study keeps one set of choices per parameter, so --allow-changes cannot make it "
+                        f"{list(getattr(distribution, 'choices', ())) or distribution}: pass --study-name NEW for a new study")
+        return None

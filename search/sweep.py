@@ -53,6 +53,16 @@ class SweepParam:
     def applies_to(self, model: str) -> bool:
         return self.is_trainer_setting or model in self.models
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution ``suggest`` asks with."""
+        import optuna
+
+        if self.values is not None:
+            return optuna.distributions.CategoricalDistribution(list(self.values))
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
+        return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log)
+
     def suggest(self, trial: optuna.Trial) -> Any:
         """Ask ``trial`` for this parameter's value, with the matching Optuna distribution."""
         if self.values is not None:
@@ -135,6 +145,13 @@ class Sweep:
                 return self.grid_point(offset)
             offset += size
         raise KeyError(model)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The Optuna distribution of ``model`` and of each swept name, as ``suggest`` asks for them."""
+        import optuna
+
+        return {"model": optuna.distributions.CategoricalDistribution(list(self.models)),
+                **{p.name: p.distribution() for p in self.params}}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample a point: ``model``, then each swept name that applies to it (``TrialPlan`` splits it)."""

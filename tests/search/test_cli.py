@@ -321,6 +321,13 @@ def test_allow_changes_on_a_finished_grid_says_that_nothing_trained(tmp_path, ru
     assert allowed.returncode == 0, allowed.stderr
     assert "0 trials run now, 1 in all" in allowed.stdout
     assert "nothing trained with the changed settings" in allowed.stdout
+    # A grown value list cannot join the study (Optuna refuses other choices for embed_dim): one line
+    # before anything is written, where each new point used to end FAIL on its first suggestion.
+    grown = run_hpsearch(*[a if a != "embed_dim:16" else "embed_dim:16,32" for a in grid], "--allow-changes")
+    assert grown.returncode == 2 and len(grown.stderr.strip().splitlines()) == 1, grown.stderr
+    assert ("searched embed_dim over [16]; an Optuna study keeps one set of choices per parameter, so --allow-changes "
+            "cannot make it [16, 32]: pass --study-name NEW") in grown.stderr
+    assert len(load_trials(tmp_path / "hpsearch.db", "g")) == 1
 
 
 THREADS_PLUGIN = '''
