@@ -86,6 +86,8 @@ def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any],
     task = resolved.task
     plan = TrialPlan.from_point({"model": model_spec.name, **point}, resolved.train_config, (p.name for p in task.step_params))
     hparams = {p.name: p.default for p in task.step_params} | plan.hparams
+    if task.step is not None:  # what the probe finds wrong is the step's as much as the model's
+        where = f"the step of {where}"
     batch: Any = None
     model: torch.nn.Module | None = None
     # The error is the one line; torch's warnings on the way there (a loss broadcasting a wrong shape) are not.
@@ -98,6 +100,9 @@ def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any],
                 out = as_step_output(task.step_fn()(model, batch, {**plan.config.sweepable_values(), **hparams}))
             if out.loss.numel() != 1:
                 raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
+            if out.outputs is None and task.metrics:
+                raise UsageError(f"{where} returns no outputs, so the task's metrics ({', '.join(task.metrics)}) would "
+                                 "never be computed: return StepOutput(loss, outputs, targets)")
             if out.outputs is not None:
                 problem = _shape_problem(task, where, batch, out.outputs, out.targets)
                 if problem:

@@ -47,3 +47,24 @@ def test_outputs_the_loss_cannot_take_are_named_by_their_shape_without_torchs_wa
     assert str(caught.value).endswith("returns outputs of shape [2, 3, 1] for input of shape [2, 6]; the task needs [2, 3]")
     assert [str(w.message) for w in shown if issubclass(w.category, UserWarning)] == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_step_that_returns_no_outputs_for_a_task_with_metrics_is_refused(tmp_path, extra_axis_model):
+    from torchmetrics.regression import MeanSquaredError
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randn(40, 3, generator=g)
+
+    def loss_only(model, batch, hparams):
+        inputs, targets = batch
+        return F.mse_loss(model(inputs).squeeze(-1), targets)
+
+    task = Task(name="probe_loss_only", train=(x[:30], y[:30]), val=(x[30:], y[30:]), step=loss_only,
+                metrics={"val_mse": MeanSquaredError}, data=DataSpec(kind="tabular", num_features=6, num_outputs=3))
+    with pytest.raises(UsageError) as caught:
+        search(extra_axis_model, task, epochs=1, storage=f"sqlite:///{tmp_path / 'p.db'}", output_dir=tmp_path)
+    # The metric would read 0.0 in every trial: the step is what to mend, and the message says so.
+    assert str(caught.value).startswith("the step of model probe_extra_axis")
+    assert str(caught.value).endswith("returns no outputs, so the task's metrics (val_mse) would never be computed: "
+                                      "return StepOutput(loss, outputs, targets)")
+    assert list(tmp_path.iterdir()) == []
