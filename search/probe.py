@@ -25,9 +25,9 @@ from hpsearch.trainers.tasks import Task
 EXAMPLES = 2
 
 
-def example_batch(task: Task) -> Any:
-    """A batch of the first two training examples, built as the trainer would build one."""
-    split = task.train
+def example_batch(task: Task, split: Any = None) -> Any:
+    """A batch of the first two examples of ``split`` (default: the training split), built as the trainer would build one."""
+    split = task.train if split is None else split
     if isinstance(split, (tuple, list)):
         return tuple(t[:EXAMPLES].contiguous() for t in split)
     if isinstance(split, IterableDataset):
@@ -93,41 +93,47 @@ def _probe(resolved: ResolvedSpec, model_spec: ModelSpec, point: dict[str, Any],
     # The error is the one line; torch's warnings on the way there (a loss broadcasting a wrong shape) are not.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        split = "training"
         try:
-            batch = example_batch(task)
             model = plan.build_model(task).eval()
-            with torch.no_grad():
-                out = as_step_output(task.step_fn()(model, batch, {**plan.config.sweepable_values(), **hparams}))
-            if out.loss.numel() != 1:
-                raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
-            if out.outputs is None and task.metrics:
-                raise UsageError(f"{where} returns no outputs, so the task's metrics ({', '.join(task.metrics)}) would "
-                                 "never be computed: return StepOutput(loss, outputs, targets)")
-            if out.outputs is not None:
-                problem = _shape_problem(task, where, batch, out.outputs, out.targets)
-                if problem:
-                    raise UsageError(problem)
-                metrics = MetricSet(task.metrics, torch.device("cpu"))
-                metrics.update(out.outputs, out.targets)
-                metrics.compute()
+            # Both splits: a validation set of another shape would otherwise fail every trial after its first epoch.
+            for split, examples in (("training", task.train), ("validation", task.val)):
+                batch = example_batch(task, examples)
+                with torch.no_grad():
+                    out = as_step_output(task.step_fn()(model, batch, {**plan.config.sweepable_values(), **hparams}))
+                if out.loss.numel() != 1:
+                    raise UsageError(f"{where}: the loss has shape {list(out.loss.shape)}; a step returns one scalar loss")
+                if out.outputs is None and task.metrics:
+                    raise UsageError(f"{where} returns no outputs, so the task's metrics ({', '.join(task.metrics)}) would "
+                                     "never be computed: return StepOutput(loss, outputs, targets)")
+                if out.outputs is not None:
+                    problem = _shape_problem(task, where, batch, split, out.outputs, out.targets)
+                    if problem:
+                        raise UsageError(problem)
+                    metrics = MetricSet(task.metrics, torch.device("cpu"))
+                    metrics.update(out.outputs, out.targets)
+                    metrics.compute()
         except UsageError:
             raise
         except Exception as error:  # noqa: BLE001  whatever the user's code raises is reported, not traced
             # The default step's loss may fail on outputs of the wrong shape before they are checked.
-            problem = _model_alone_problem(task, where, batch, model) if model is not None and task.step is None else None
+            alone = model is not None and task.step is None and batch is not None
+            problem = _model_alone_problem(task, where, batch, split, model) if alone else None
             if problem:
                 raise UsageError(problem) from None
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise UsageError(f"{where} fails on {_input_shape(batch)}: {type(error).__name__}: {message}".rstrip(": ")) from None
+            raise UsageError(f"{where} fails on {_input_shape(batch, split)}: {type(error).__name__}: {message}".rstrip(": ")) from None
 
 
-def _shape_problem(task: Task, where: str, batch: Any, outputs: Any, targets: Any) -> str | None:
+def _shape_problem(task: Task, where: str, batch: Any, split: str, outputs: Any, targets: Any) -> str | None:
     """What is wrong with the outputs' shape, where the task says what it needs; else None."""
     shape = _wrong_shape(task, outputs, targets)
-    return f"{where} returns outputs of shape {shape} for {_input_shape(batch)}; the task needs {_needed(task, targets)}" if shape else None
+    if not shape:
+        return None
+    return f"{where} returns outputs of shape {shape} for {_input_shape(batch, split)}; the task needs {_needed(task, targets)}"
 
 
-def _model_alone_problem(task: Task, where: str, batch: Any, model: torch.nn.Module) -> str | None:
+def _model_alone_problem(task: Task, where: str, batch: Any, split: str, model: torch.nn.Module) -> str | None:
     """``_shape_problem`` of ``model`` called on the batch's inputs alone, or None if that call fails too."""
     try:
         inputs, targets = split_batch(batch)
@@ -135,18 +141,18 @@ def _model_alone_problem(task: Task, where: str, batch: Any, model: torch.nn.Mod
             outputs = model(inputs)
     except Exception:  # noqa: BLE001  the step's own error is the one to report
         return None
-    return _shape_problem(task, where, batch, outputs, targets)
+    return _shape_problem(task, where, batch, split, outputs, targets)
 
 
-def _input_shape(batch: Any) -> str:
-    """``input of shape [2, 32]`` where the inputs are one tensor, else ``two training examples``."""
+def _input_shape(batch: Any, split: str = "training") -> str:
+    """``input of shape [2, 32]`` where the inputs are one tensor (``validation input ...`` for that split), else ``two training examples``."""
     try:
         inputs, _ = split_batch(batch)
     except DataError:
         inputs = None
     if isinstance(inputs, torch.Tensor):
-        return f"input of shape {list(inputs.shape)}"
-    return "two training examples"
+        return f"{'' if split == 'training' else f'{split} '}input of shape {list(inputs.shape)}"
+    return f"two {split} examples"
 
 
 def _needed(task: Task, targets: torch.Tensor) -> list[int]:

@@ -68,3 +68,22 @@ def test_a_step_that_returns_no_outputs_for_a_task_with_metrics_is_refused(tmp_p
     assert str(caught.value).endswith("returns no outputs, so the task's metrics (val_mse) would never be computed: "
                                       "return StepOutput(loss, outputs, targets)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_validation_split_of_another_shape_is_refused_before_any_trial(tmp_path):
+    from hpsearch.models import registry
+
+    register_model("probe_mlp", lambda data, width: nn.Sequential(nn.Linear(data.num_features, width), nn.ReLU(),
+                                                                  nn.Linear(width, data.num_outputs)),
+                   [HyperParam("width", "int", 4, "units", low=1)], input_kind="tabular")
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(40, 6, generator=g), torch.randint(0, 2, (40,), generator=g)
+        task = Task(name="probe_val_shape", train=(x[:30], y[:30]), val=(x[30:, :4], y[30:]), loss=F.cross_entropy,
+                    data=DataSpec(kind="tabular", num_features=6, num_outputs=2))
+        with pytest.raises(UsageError) as caught:
+            search("probe_mlp", task, epochs=1, storage=f"sqlite:///{tmp_path / 'p.db'}", output_dir=tmp_path)
+    finally:
+        registry._MODELS.remove("probe_mlp")
+    assert "fails on validation input of shape [2, 4]: RuntimeError: mat1 and mat2 shapes cannot be multiplied" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
