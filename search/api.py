@@ -35,7 +35,7 @@ from hpsearch.search.samplers import (
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
-from hpsearch.storage.attributes import CHECKPOINT_ATTR
+from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, load_checkpoint
@@ -110,6 +110,13 @@ def search(
         # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
         # study's total, where Optuna's optimize(n_trials=) runs that many more.
         warnings.warn(orchestrator.nothing_to_do(), UserWarning, stacklevel=2)
+    if outcome.trials_failed:
+        # The CLI exits 1 here; a notebook would otherwise see a study come back as if all went well.
+        failed = outcome.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        latest = next((t for t in reversed(failed) if FAIL_REASON_ATTR in t.user_attrs), None)
+        example = f" (trial {latest.number}: {latest.user_attrs[FAIL_REASON_ATTR]})" if latest is not None else ""
+        warnings.warn(f"{outcome.trials_failed} trial(s) failed; their fail_reason attributes say why{example}",
+                      UserWarning, stacklevel=2)
     return outcome.study
 
 

@@ -319,3 +319,27 @@ def test_a_model_that_needs_what_a_task_without_a_dataspec_lacks_is_one_usage_er
     bare = Task(name=task.name, train=task.train, val=task.val, loss=task.loss)  # no data=DataSpec(...)
     with pytest.raises(UsageError, match=r"hidden=4 cannot be built \(registered by .*\): TypeError: .*pass data=DataSpec"):
         search("api_mlp", bare, ["hidden:4"], epochs=1, **where)
+
+
+class BreaksAtItem(torch.utils.data.Dataset):
+    """Blobs whose item 20 cannot be read: the two examples the probe runs pass, the trial fails."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        if i == 20:
+            raise RuntimeError("item 20 is corrupt")
+        return self.x[i], self.y[i]
+
+
+def test_a_search_whose_trials_fail_warns_with_the_reason(where, api_mlp) -> None:
+    task = blobs_task()
+    broken = Task(name="api_breaks", train=BreaksAtItem(*task.train), val=task.val, loss=F.cross_entropy,
+                  data=task.data, metrics=task.metrics)
+    with pytest.warns(UserWarning, match=r"^1 trial\(s\) failed; their fail_reason attributes say why \(trial 0: .*item 20 is corrupt"):
+        study = search(api_mlp, broken, ["hidden:4"], epochs=1, **where)
+    assert [t.state.name for t in study.trials] == ["FAIL"]
