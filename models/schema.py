@@ -17,6 +17,15 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+class ValueRefused(ValueError):
+    """A value a ``HyperParam`` does not allow: ``str()`` is ``name: reason``; ``reason`` alone for
+    callers that name the value their own way (a flag, a study file's key)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+
 @dataclass(frozen=True)
 class HyperParam:
     """One hyperparameter: its name, type, default and the values it allows.
@@ -45,7 +54,7 @@ class HyperParam:
         return self.kind
 
     def parse(self, text: str) -> Any:
-        """Convert command-line text to a typed, validated value (``ValueError`` if it can't)."""
+        """Convert command-line text to a typed, validated value (``ValueRefused`` if it can't)."""
         raw = text.strip()
         if self.kind in ("int", "float"):
             self._check_literal(raw)
@@ -70,47 +79,43 @@ class HyperParam:
                     raise ValueError
                 value = matches[0]
         except ValueError:
-            raise ValueError(
-                f"{self.name}: {raw!r} is not a valid {self.kind}"
-                + (f" (choose from {', '.join(map(str, self.choices or ()))})" if self.kind == "choice" else "")
-            ) from None
+            choose = f" (choose from {', '.join(map(str, self.choices or ()))})" if self.kind == "choice" else ""
+            raise ValueRefused(self.name, f"{raw!r} is not a valid {self.kind}{choose}") from None
         return self.validate(value)
 
     def _check_literal(self, raw: str) -> None:
         if not _NUMBER.fullmatch(raw):
-            raise ValueError(f"{self.name}: {raw!r} is not a valid {self.kind} (write a plain number such as 64, 0.001 or 1e-3)")
+            raise ValueRefused(self.name, f"{raw!r} is not a valid {self.kind} (write a plain number such as 64, 0.001 or 1e-3)")
         value = float(raw)
         underflows = value == 0 and any(c in "123456789" for c in raw.lower().partition("e")[0])
         # Subnormal floats read as 0 in torch, which flushes them for speed (trainer.fit).
         if underflows or 0 < abs(value) < sys.float_info.min:
-            raise ValueError(f"{self.name}: {raw!r} is too small for a float and would read as 0")
+            raise ValueRefused(self.name, f"{raw!r} is too small for a float and would read as 0")
 
     def validate(self, value: Any) -> Any:
-        """Return ``value`` if it is allowed, else raise ``ValueError`` saying why."""
+        """Return ``value`` if it is allowed, else raise ``ValueRefused`` saying why."""
         if self.kind == "choice":
             if value not in (self.choices or ()):
-                raise ValueError(
-                    f"{self.name}: {value!r} is not one of {', '.join(map(str, self.choices or ()))}"
-                )
+                raise ValueRefused(self.name, f"{value!r} is not one of {', '.join(map(str, self.choices or ()))}")
             return value
         if self.kind == "str":
             if not isinstance(value, str):
-                raise ValueError(f"{self.name}: {value!r} is not a string")
+                raise ValueRefused(self.name, f"{value!r} is not a string")
             return value
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise ValueError(f"{self.name}: {value!r} is not a bool")
+                raise ValueRefused(self.name, f"{value!r} is not a bool")
             return value
         if self.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{self.name}: {value!r} is not an int")
+            raise ValueRefused(self.name, f"{value!r} is not an int")
         if self.kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{self.name}: {value!r} is not a finite float")
+                raise ValueRefused(self.name, f"{value!r} is not a finite float")
             value = float(value)
         if self.low is not None and value < self.low:
-            raise ValueError(f"{self.name}: {value} is below the minimum {self.low:g}")
+            raise ValueRefused(self.name, f"{value} is below the minimum {self.low:g}")
         if self.high is not None and value > self.high:
-            raise ValueError(f"{self.name}: {value} is above the maximum {self.high:g}")
+            raise ValueRefused(self.name, f"{value} is above the maximum {self.high:g}")
         return value
 
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from hpsearch.models import HyperParam
+from hpsearch.models import HyperParam, ValueRefused
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.trainers.config import FLAG_SETTINGS
 from hpsearch.trainers.task_registry import list_tasks
@@ -53,8 +53,8 @@ def _parser_of(param: HyperParam) -> Any:
     def parse(text: str) -> Any:
         try:
             return param.parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error).removeprefix(f"{param.name}: ")) from None
+        except ValueRefused as error:
+            raise argparse.ArgumentTypeError(error.reason) from None
 
     parse.__name__ = param.kind
     return parse

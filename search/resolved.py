@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpsearch.models import ModelSpec, get_model
+from hpsearch.models import ModelSpec, ValueRefused, get_model
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.goals import COST_OBJECTIVES, TIME_OBJECTIVE, Goal
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
@@ -219,8 +219,8 @@ def _check_settings(config: TrainConfig) -> None:
     for param in SETTINGS:
         try:
             param.validate(getattr(config, param.name))
-        except ValueError as error:
-            raise UsageError(f"--{param.name.replace('_', '-')}: {str(error).removeprefix(f'{param.name}: ')}") from None
+        except ValueRefused as error:
+            raise UsageError(f"--{param.name.replace('_', '-')}: {error.reason}") from None
 
 
 def _check_optimizers(config: TrainConfig, sweep: Sweep) -> None:
@@ -349,5 +349,5 @@ def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
         try:
             # Flags arrive as text; a study file's values are typed already.
             spec.task_options[name] = options[name].parse(value) if isinstance(value, str) else options[name].validate(value)
-        except ValueError as error:
-            raise UsageError(f"{given}: {str(error).removeprefix(f'{name}: ')}") from None
+        except ValueRefused as error:
+            raise UsageError(f"{given}: {error.reason}") from None

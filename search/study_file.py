@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from hpsearch.models import ValueRefused
 from hpsearch.search.arguments import setting_names
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.plugins import plugin_key
@@ -150,8 +151,8 @@ def _train(value: Any, path: Path) -> dict[str, Any]:
         try:
             if key in SETTINGS_BY_NAME:  # its choices and range, named as written here, not as a flag
                 SETTINGS_BY_NAME[key].validate(train[key])
-        except ValueError as error:
-            raise UsageError(f"{where}: {str(error).removeprefix(f'{key}: ')}") from None
+        except ValueRefused as error:
+            raise UsageError(f"{where}: {error.reason}") from None
     return {"train": train}
 
 
