@@ -64,12 +64,15 @@ class SweepParam:
         return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log)
 
     def suggest(self, trial: optuna.Trial) -> Any:
-        """Ask ``trial`` for this parameter's value, with the matching Optuna distribution."""
-        if self.values is not None:
-            return trial.suggest_categorical(self.name, list(self.values))
-        if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
+        """Ask ``trial`` for this parameter's value, with its ``distribution``."""
+        import optuna
+
+        d = self.distribution()
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            return trial.suggest_categorical(self.name, list(d.choices))
+        if isinstance(d, optuna.distributions.IntDistribution):
+            return trial.suggest_int(self.name, d.low, d.high, log=d.log)
+        return trial.suggest_float(self.name, d.low, d.high, log=d.log)
 
 
 @dataclass(frozen=True)
