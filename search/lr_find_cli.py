@@ -6,6 +6,7 @@ wait for them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from hpsearch.search.arguments import (
     task_options,
     training_settings,
 )
-from hpsearch.search.errors import EXIT_OK, UsageError
+from hpsearch.search.errors import EXIT_OK, EXIT_RUN_FAILED, UsageError
 from hpsearch.search.plugins import load_plugins, plugin_key, preload_plugins
 from hpsearch.search.resolved import check_task_options, resolve
 from hpsearch.search.spec import StudySpec
@@ -32,7 +33,8 @@ def build_parser() -> ArgumentParser:
         prog="hpsearch lr-find",
         description="Run the LR range test (fastai's LR finder) on one model: raise the LR exponentially "
         "from --start-lr to --end-lr over --num-iter steps, stop early when the loss diverges, print "
-        "the LR where the smoothed loss falls fastest and write the curve as an HTML plot.",
+        "the LR where the smoothed loss falls fastest and write the curve as an HTML plot. Exits 1 "
+        "where the loss does not fall before it rises (no suggestion; the plot is written).",
         epilog="example: hpsearch lr-find --models tfn_classifier embed_dim:64 kernel_type:compact --num-iter 100",
     )
     parser.add_argument("--models", nargs=1, required=True, metavar="MODEL", help="the model to test")
@@ -78,6 +80,11 @@ def lr_find_main(argv: Sequence[str]) -> int:
     result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)
     write_plot(result, out, title=f"LR range test: {plan.model_name} {' '.join(args.hyperparameters)}".strip())
     stop = "stopped early at divergence" if result.diverged else "ran every step"
+    if result.suggested is None:
+        print(f"Plot: {out.resolve()}")
+        print(f"hpsearch lr-find: no suggested LR: {result.no_suggestion()}; start the range lower (--start-lr) "
+              "or run more steps (--num-iter)", file=sys.stderr)
+        return EXIT_RUN_FAILED
     print(f"Suggested LR: {result.suggested:.3g} (steepest descent of the smoothed loss; {len(result.lrs)} steps, {stop})")
     print(f"Plot: {out.resolve()}")
     return EXIT_OK
@@ -88,6 +95,7 @@ def write_plot(result: LRFinderResult, path: Path, title: str) -> None:
     import plotly.graph_objects as go
 
     figure = go.Figure(go.Scatter(x=result.lrs, y=result.losses, mode="lines", name="smoothed loss"))
-    figure.add_vline(x=result.suggested, line_dash="dash", annotation_text=f"suggested {result.suggested:.3g}")
+    if result.suggested is not None:
+        figure.add_vline(x=result.suggested, line_dash="dash", annotation_text=f"suggested {result.suggested:.3g}")
     figure.update_layout(title=title, xaxis_title="learning rate", yaxis_title="smoothed training loss", xaxis_type="log")
     figure.write_html(path, include_plotlyjs=True, full_html=True)

@@ -23,7 +23,7 @@ from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.search.signals import Interrupted, Preemption
 from hpsearch.search.trial import SharedMeasurements, TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
-from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_SUGGESTED_ATTR
+from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_FALLBACK_ATTR, LR_SUGGESTED_ATTR
 from hpsearch.storage.optuna_seam import params_in_one_request
 
 if TYPE_CHECKING:
@@ -116,6 +116,9 @@ class Objective:
         if run.suggested_lr is not None:
             trial.set_user_attr(LR_SUGGESTED_ATTR, run.suggested_lr)  # a retry of this trial trains with the same LR
             self.echo(f"Trial {trial.number}: LR range test suggests lr={run.suggested_lr:.3g}")
+        elif run.lr_fallback is not None:
+            trial.set_user_attr(LR_FALLBACK_ATTR, run.lr_fallback)
+            self.echo(f"Trial {trial.number}: {run.lr_fallback}")
         recording.costs = run.costs
         uploads = None
         if self.archive is not None and plan.config.checkpoint_dir and plan.config.checkpoints != "none":

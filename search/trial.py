@@ -89,6 +89,8 @@ class PreparedRun:
     timing: StepTiming | None
     # The LR range test's suggestion, which the trainer uses; None unless the LR is "auto".
     suggested_lr: float | None
+    # Why the trainer uses the default LR although the LR is "auto": the test suggested none.
+    lr_fallback: str | None = None
 
     def costs(self) -> dict[str, object]:
         """The model's costs so far: ``params.count`` and the ``flops.*`` statistics."""
@@ -201,22 +203,26 @@ class TrialPlan:
         The precision is the plan's, ``auto`` decided on the model's own steps; the FLOPs meter
         shares the counts of the plan's architecture; with ``lr_finder`` the trainer takes the LR
         range test's suggestion: ``suggested_lr`` where an earlier try of the trial found one, so a
-        retry trains with the same LR. ``measured`` keeps what other plans may reuse.
+        retry trains with the same LR; the default LR where the test suggests none (``lr_fallback``). ``measured`` keeps what other plans may reuse.
         """
         from hpsearch.trainers.flops import FlopsMeter
         from hpsearch.trainers.trainer import Trainer
 
         config, timing = self._in_precision(task, model, measured.step_timings)
         meter = FlopsMeter(model, counts=measured.flops_counts.setdefault(self.architecture, {}))
-        if lr_finder:
-            if suggested_lr is None:
-                from hpsearch.trainers.lr_finder import find_lr  # loaded by the searches that run it only
+        fallback = None
+        if lr_finder and suggested_lr is None:
+            from hpsearch.trainers.lr_finder import find_lr  # loaded by the searches that run it only
 
-                # The test's own trainer: the trial's is built with the LR it suggests.
-                suggested_lr = find_lr(Trainer(model, task, config, hparams=self.hparams)).suggested
+            # The test's own trainer: the trial's is built with the LR it suggests.
+            result = find_lr(Trainer(model, task, config, hparams=self.hparams))
+            suggested_lr = result.suggested
+            if suggested_lr is None:
+                fallback = f"{result.no_suggestion()}; trained with the default lr={config.lr:g} (set lr to choose one)"
+        if lr_finder and suggested_lr is not None:
             config = config.with_overrides({"lr": suggested_lr})
         trainer = Trainer(model, task, config, flops_meter=meter, hparams=self.hparams)
-        return PreparedRun(model, meter, trainer, timing, suggested_lr if lr_finder else None)
+        return PreparedRun(model, meter, trainer, timing, suggested_lr if lr_finder else None, fallback)
 
     def lr_test_trainer(self, task: Task, model: nn.Module) -> Trainer:
         """The trainer ``hpsearch lr-find`` tests LRs with: the trial's, in its precision, without a FLOPs meter."""

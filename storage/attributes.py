@@ -48,3 +48,5 @@ PRECISION_SPEEDUP_ATTR = "precision.speedup"
 WORKER_ATTR = "worker"
 # The LR range test's suggestion, kept so a retry of the trial does not run the test again.
 LR_SUGGESTED_ATTR = "lr_finder.suggested"
+# Why a trial with lr "auto" trained with the default LR: the range test suggested none.
+LR_FALLBACK_ATTR = "lr_finder.fallback"

@@ -18,15 +18,27 @@ class LRFinderResult:
     """The LRs tried, the smoothed loss at each, and the suggestion.
 
     ``suggested`` is the LR where the smoothed loss falls fastest (steepest negative slope
-    against log LR) before its lowest point, as fastai suggests. ``diverged`` says the test
-    stopped early because the loss (raw or smoothed) exceeded ``diverge_factor`` times the
+    against log LR) before its lowest point, as fastai suggests; None where the loss did not
+    fall before its lowest point (the range starts where the loss already rises, or the test
+    is too short), as Lightning's ``lr_find`` gives no suggestion then. ``diverged`` says the
+    test stopped early because the loss (raw or smoothed) exceeded ``diverge_factor`` times the
     best smoothed loss.
     """
 
     lrs: list[float]
     losses: list[float]
-    suggested: float
+    suggested: float | None
     diverged: bool
+
+    def no_suggestion(self) -> str:
+        """Why ``suggested`` is None, in one clause."""
+        if not self.lrs:
+            return "the LR range test found no LR at which the loss falls: it blew up at the first step"
+        lowest = min(range(len(self.lrs)), key=self.losses.__getitem__)
+        return (
+            f"the LR range test found no LR at which the loss falls: it was lowest at step {lowest + 1} "
+            f"of {len(self.lrs)}, lr={self.lrs[lowest]:.3g}"
+        )
 
 
 def find_lr(
@@ -98,8 +110,8 @@ def find_lr(
     return LRFinderResult(lrs, losses, steepest_descent(lrs, losses), diverged)
 
 
-def steepest_descent(lrs: list[float], losses: list[float]) -> float:
-    """The LR at which the loss falls fastest against log LR (the first LR if too few points).
+def steepest_descent(lrs: list[float], losses: list[float]) -> float | None:
+    """The LR at which the loss falls fastest against log LR; None if it does not fall before its lowest point.
 
     Only LRs up to the lowest loss count: past it the loss has turned up, and a fall there is
     a recovery from a blow-up, not learning. Slopes span a window of 5% of the points on each
@@ -110,9 +122,10 @@ def steepest_descent(lrs: list[float], losses: list[float]) -> float:
         lrs, losses = lrs[: lowest + 1], losses[: lowest + 1]
     width = max(1, len(lrs) // 20)
     if len(lrs) < 2 * width + 1:
-        return lrs[0] if lrs else math.nan
+        return None
     centres = range(width, len(lrs) - width)
     slope = {
         i: (losses[i + width] - losses[i - width]) / (math.log(lrs[i + width]) - math.log(lrs[i - width])) for i in centres
     }
-    return lrs[min(slope, key=slope.__getitem__)]
+    steepest = min(slope, key=slope.__getitem__)
+    return lrs[steepest] if slope[steepest] < 0 else None

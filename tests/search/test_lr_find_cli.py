@@ -33,6 +33,20 @@ def test_lr_find_bad_input_is_one_line(tmp_path, run_hpsearch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_lr_find_without_a_fall_of_the_loss_suggests_nothing_and_exits_1(tmp_path, run_hpsearch):
+    """A range that starts where the loss blows up has no steepest descent: its first LR was printed as one."""
+    result = run_hpsearch(
+        "lr-find", "--models", "tfn_classifier", "embed_dim:16", "--dataset-size", "200",
+        "--start-lr", "10", "--end-lr", "1e4", "--num-iter", "20", "--out", "curve.html",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Suggested LR" not in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("hpsearch lr-find: no suggested LR: the LR range test found no LR at which the loss falls")
+    assert "--start-lr" in line
+    assert "plotly" in (tmp_path / "curve.html").read_text()  # the curve shows why
+
+
 def test_lr_auto_runs_the_range_test_for_each_trial(tmp_path, run_hpsearch):
     result = run_hpsearch("--models", "tfn_classifier", "--param_sweep", "embed_dim:16", "--lr", "auto", *TINY)
     assert result.returncode == 0, result.stderr

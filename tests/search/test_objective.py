@@ -13,7 +13,7 @@ from hpsearch.search.objective import Objective
 from hpsearch.search.resolved import resolve
 from hpsearch.search.signals import Interrupted, graceful_interrupts
 from hpsearch.search.spec import StudySpec
-from hpsearch.storage.attributes import LR_SUGGESTED_ATTR
+from hpsearch.storage.attributes import LR_FALLBACK_ATTR, LR_SUGGESTED_ATTR
 from hpsearch.storage.recorder import MemoryRecorder
 from hpsearch.trainers import lr_finder, step_speed
 
@@ -123,6 +123,36 @@ def test_an_explicit_precision_runs_as_given_untimed(tmp_path, machine_says_bf16
     monkeypatch.setattr(step_speed, "measure_step_speed", refuse)
     (trial,) = run_trials(tmp_path, ("width:4",), precision=precision)
     assert trial.user_attrs["precision"] == precision and "precision.speedup" not in trial.user_attrs
+
+
+def flat_build(data, width):
+    """A model whose output, and so its loss, no LR can move: the range test finds no descent."""
+    return nn.Sequential(
+        nn.Embedding(data.vocab_size, width), nn.Flatten(), nn.Linear(width * data.seq_len, data.num_outputs),
+        nn.Dropout(p=1.0),  # in training, every output is 0
+    )
+
+
+def test_a_trial_whose_range_test_suggests_nothing_trains_with_the_default_lr_and_says_so(tmp_path):
+    """It trained with the range's first LR (1e-7), silently, where the loss never fell."""
+    name = f"{MODEL}_flat"
+    register_model(name, flat_build, [HyperParam("width", "int", 4, "unused", low=1)])
+    spec = StudySpec(
+        models=(name,),
+        sweep=("width:4",),
+        task_options={"dataset_size": 64},
+        train={"epochs": 1, "lr": "auto", "precision": "fp32"},
+        output_dir=str(tmp_path),
+    )
+    lines: list[str] = []
+    study = optuna.create_study()
+    study.optimize(Objective(resolve(spec), MemoryRecorder(), echo=lines.append), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and LR_SUGGESTED_ATTR not in trial.user_attrs
+    fallback = trial.user_attrs[LR_FALLBACK_ATTR]
+    assert "found no LR at which the loss falls" in fallback and "default lr=0.001" in fallback
+    assert f"Trial 0: {fallback}" in lines
+    assert max(trial.user_attrs["lr_history"]) == pytest.approx(1e-3)
 
 
 def test_a_trial_that_carries_an_lr_suggestion_trains_with_it_untested(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ import torch
 
 from hpsearch.models import build_model
 from hpsearch.trainers.config import TrainConfig
-from hpsearch.trainers.lr_finder import find_lr, steepest_descent
+from hpsearch.trainers.lr_finder import LRFinderResult, find_lr, steepest_descent
 from hpsearch.trainers.tasks import build_task
 from hpsearch.trainers.trainer import Trainer, seed_everything
 
@@ -57,6 +57,18 @@ def test_a_fall_after_the_lowest_loss_is_a_recovery_not_the_suggestion():
     lrs = [10.0 ** (-6 + i * 0.25) for i in range(30)]
     losses = [2.3 - 0.02 * k for k in range(15)] + [9.0 - 0.4 * k for k in range(15)]
     assert steepest_descent(lrs, losses) <= lrs[14]
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [[2.0] * 25, [2.0 + 0.1 * k for k in range(25)], [1.0, 2.0, 3.0], []],
+    ids=["flat", "rising", "too-short", "blew-up-at-once"],
+)
+def test_a_loss_that_never_falls_gives_no_suggestion(losses):
+    """The range's first LR was suggested: a range that starts too high trained every trial with it."""
+    lrs = [10.0 ** (-6 + i * 0.25) for i in range(len(losses))]
+    assert steepest_descent(lrs, losses) is None
+    assert "found no LR at which the loss falls" in LRFinderResult(lrs, losses, None, True).no_suggestion()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
