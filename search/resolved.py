@@ -130,10 +130,11 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
         raise UsageError(f"unknown metric {spec.metric!r} for task {spec.task}{did_you_mean(spec.metric, metrics)}; "
                          f"choose from {', '.join(metrics)}")
     goals = _goals(spec, metrics, task.undirected())
-    pruner = _pruner(spec, sampler, len(goals) > 1, _grid_points(sampler, sweep, n_trials), train_config.checkpoints)
     from hpsearch.search.pareto import ParetoPruner  # here: it imports optuna, which --help does without
 
-    ParetoPruner.for_study(pruner, goals, train_config.epochs, train_config.warmup_epochs)  # a check
+    if spec.pruner != "auto":  # a pruner that cannot judge these objectives says so before what else it needs
+        ParetoPruner.for_study(spec.pruner, goals, train_config.epochs, train_config.warmup_epochs)
+    pruner = _pruner(spec, sampler, len(goals) > 1, _grid_points(sampler, sweep, n_trials), train_config.checkpoints)
     code = code_identity([m.name for m in model_specs], task)
     resolved = ResolvedSpec(spec, model_specs, sweep, task, train_config, sampler, goals, n_trials, pruner, code)
     _check_models_build(resolved)

@@ -67,6 +67,8 @@ def test_the_pareto_pruner_prunes_a_real_multi_objective_search_with_a_prune_rea
     [
         (["--pruner", "pareto"], "--pruner pareto ranks trials on several objectives, but this study has one (val_loss)"),
         (["--objectives", "val_loss,flops", "--pruner", "sha"], "--pruner sha judges one objective"),
+        # Not halving's need of a grid first: the user dropped --sampler tpe only to be refused again.
+        (["--objectives", "val_loss,flops", "--pruner", "halving", "--sampler", "tpe"], "--pruner halving judges one objective"),
         (["--objectives", "val_loss,f1"], "unknown objective 'f1'"),
         (["--objectives", "val_loss,val_loss"], "twice"),
         (["--objectives", "flops,params"], "needs a training metric"),
