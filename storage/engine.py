@@ -87,10 +87,18 @@ class DamagedDatabaseError(StorageURLError, sqlalchemy.exc.OperationalError):
         # quick_check's reports open with a "*** in database main ***" line; the page is below it.
         lines = [line.strip() for line in reason.splitlines() if line.strip() and not line.startswith("***")]
         reason = lines[0] if lines else reason.strip()
-        detail = (
-            f"the file is damaged or is not a SQLite database ({reason}); "
-            "restore it from a backup, or pass --storage with another file"
-        )
+        header = _file_header(url)
+        if header is not None and header and not header.startswith(SQLITE_HEADER):
+            # Most likely another kind of file (a script, a CSV): a wrong path before a damaged study.
+            detail = (
+                "the file is not a SQLite database (it does not begin as one); pass --storage with the study "
+                "database's file, or restore this one from a backup if it was one"
+            )
+        else:
+            detail = (
+                f"the file is damaged or is not a SQLite database ({reason}); "
+                "restore it from a backup, or pass --storage with another file"
+            )
         sqlalchemy.exc.OperationalError.__init__(self, None, None, sqlite3.DatabaseError(detail))
         self.url, self.reason = url, reason
         self.line = f"cannot open storage {mask_password(url)}: {detail}"
@@ -100,6 +108,20 @@ class DamagedDatabaseError(StorageURLError, sqlalchemy.exc.OperationalError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.url, self.reason)
+
+
+# What every SQLite database file begins with (sqlite.org/fileformat.html).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _file_header(url: str) -> bytes | None:
+    """The first bytes of the SQLite file ``url`` names; None where it cannot be read."""
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+        with open(database or "", "rb") as file:
+            return file.read(len(SQLITE_HEADER))
+    except (OSError, ValueError, sqlalchemy.exc.ArgumentError):
+        return None
 
 
 def sqlite_damage(error: BaseException) -> sqlite3.DatabaseError | None:

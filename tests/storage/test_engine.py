@@ -121,7 +121,7 @@ def test_a_damaged_file_is_one_clear_error_and_is_left_as_it_was(damage: str, sq
 
     line = str(error.value)
     assert "\n" not in line and line.startswith(f"cannot open storage {sqlite_url}: ")
-    assert "damaged or is not a SQLite database" in line
+    assert "not a SQLite database" in line and "restore" in line
     # Callers that report an unusable database, or a storage URL that cannot be used, catch it.
     assert isinstance(error.value, StorageURLError) and isinstance(error.value, sqlalchemy.exc.OperationalError)
     assert str(error.value.orig) in line
@@ -129,12 +129,14 @@ def test_a_damaged_file_is_one_clear_error_and_is_left_as_it_was(damage: str, sq
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
-def test_a_file_of_random_bytes_is_not_a_database(tmp_path: Path) -> None:
-    path = tmp_path / "random.db"
-    path.write_bytes(random.Random(0).randbytes(8192))
-    with pytest.raises(DamagedDatabaseError, match=r"\(file is not a database\)"):
+@pytest.mark.parametrize("content", [random.Random(0).randbytes(8192), b"import torch\n" * 100], ids=["random", "script"])
+def test_a_file_of_another_kind_is_not_a_database_and_says_so_first(content: bytes, tmp_path: Path) -> None:
+    """--storage sqlite:///model.py said the file was damaged and to restore it from a backup."""
+    path = tmp_path / "other.db"
+    path.write_bytes(content)
+    with pytest.raises(DamagedDatabaseError, match=r"the file is not a SQLite database \(it does not begin as one\); pass --storage"):
         prepare_sqlite(parse_storage_url(f"sqlite:///{path}"), f"sqlite:///{path}")
-    assert path.read_bytes() == random.Random(0).randbytes(8192)
+    assert path.read_bytes() == content
 
 
 def test_damage_found_behind_optuna_and_sqlalchemy_errors(sqlite_url: str, study_name: str) -> None:
