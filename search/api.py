@@ -28,6 +28,7 @@ from hpsearch.search.samplers import (
     DATA_ENV,
     DEFAULT_PRUNER,
     DEFAULT_SAMPLER,
+    NOT_SIMULATED,
     SAMPLERS,
     SIMULATED_PRUNERS,
     replayable_pruners,
@@ -253,9 +254,17 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
 
 
 def replay_study(
-    study: optuna.Study, pruners: str | Sequence[str] | None = None, orders: int = 100, seed: int = 0
+    study: optuna.Study | str,
+    pruners: str | Sequence[str] | None = None,
+    orders: int = 100,
+    seed: int = 0,
+    *,
+    storage: str | None = None,
 ) -> pd.DataFrame:
     """What each pruner would have spent and found on ``study``, whose trials all ran to the end, as ``hpsearch replay`` prints it.
+
+    ``study`` is an Optuna study, or a study's name in ``storage`` (default: ``$HPSEARCH_STORAGE``,
+    else ``sqlite:///hpsearch.db`` in the working directory).
 
     One row per pruner (``pruners``: a list of names, or one name; default: every pruner that can
     be replayed but ``wilcoxon``): ``epoch_share``
@@ -272,7 +281,14 @@ def replay_study(
 
     checked = replayable_pruners(pruners)
     with quiet_optuna():  # a study in memory per replayed order, each announced at INFO
-        summaries = compare(stored_curves(study), checked, orders, seed)
+        if isinstance(study, str):
+            with StudyDatabase.open_for_reading(resolve_storage_url(storage)) as database:
+                stored = stored_curves(database.load_study(study))
+        elif isinstance(study, optuna.Study):
+            stored = stored_curves(study)
+        else:
+            raise TypeError(f"replay_study takes an optuna.Study or a study's name, not {type(study).__name__}")
+        summaries = compare(stored, checked, orders, seed)
     return pd.DataFrame([dataclasses.asdict(s) for s in summaries]).set_index("pruner")
 
 
@@ -304,10 +320,14 @@ def simulate_search(
     from hpsearch.search.convergence import ConvergenceStop
     from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, load_benchmark
 
+    if sampler == "grid":
+        raise UsageError(f"--sampler grid takes value lists, and lcbench's space is continuous; choose from {', '.join(SAMPLERS[1:])}")
     if sampler not in SAMPLERS[1:]:
-        raise UsageError(f"unknown sampler {sampler!r} for a simulation; choose from {', '.join(SAMPLERS[1:])}")
+        raise UsageError(f"unknown sampler {sampler!r}{did_you_mean(sampler, SAMPLERS[1:])}; choose from {', '.join(SAMPLERS[1:])}")
+    if pruner in NOT_SIMULATED:
+        raise UsageError(f"--pruner {pruner} {NOT_SIMULATED[pruner]}; choose from {', '.join(SIMULATED_PRUNERS)}")
     if pruner not in SIMULATED_PRUNERS:
-        raise UsageError(f"unknown pruner {pruner!r} for a simulation; choose from {', '.join(SIMULATED_PRUNERS)}")
+        raise UsageError(f"unknown pruner {pruner!r}{did_you_mean(pruner, SIMULATED_PRUNERS)}; choose from {', '.join(SIMULATED_PRUNERS)}")
     for flag, value in (("--budget", budget), ("--n-trials", n_trials), ("--workers", workers),
                         ("--stop-when-converged", stop_when_converged)):
         if value is not None and value < 1:

@@ -61,7 +61,8 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
 
     if len(study.directions) > 1:
         raise UsageError(f"study {study.study_name!r} has several objectives; replay takes a single-objective study")
-    if SIMULATED_ATTR in study.user_attrs:  # hpsearch simulate's: the benchmark's epochs, no warmup
+    simulated = SIMULATED_ATTR in study.user_attrs
+    if simulated:  # hpsearch simulate's: the benchmark's epochs, no warmup
         from hpsearch.trainers.lcbench import EPOCHS
 
         config = TrainConfig(epochs=EPOCHS, warmup_epochs=0)
@@ -82,7 +83,10 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
             raise UsageError(
                 f"trial {trial.number} of study {study.study_name!r} did not run all {config.epochs} epochs "
                 f"({trial.state.name.lower()} after {len(steps)}); replay needs a study whose trials all ran to the "
-                "end: run it with --pruner none (a grid prunes too, by default)"
+                + (
+                    "end: simulate it with --pruner none and --n-trials, not --budget (the trial running when the budget "
+                    "is spent is pruned)" if simulated else "end: run it with --pruner none (a grid prunes too, by default)"
+                )
             )
     direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
     curves = tuple(tuple(t.intermediate_values[e] for e in range(1, config.epochs + 1)) for t in trials)

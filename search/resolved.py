@@ -80,7 +80,7 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
             raise UsageError(f"{name} must be positive (got {limit:g})")
     check_study_name(spec.name)
     if spec.pruner not in PRUNERS:
-        raise UsageError(f"unknown pruner {spec.pruner!r}; choose from {', '.join(PRUNERS)}")
+        raise UsageError(f"unknown pruner {spec.pruner!r}{did_you_mean(spec.pruner, PRUNERS)}; choose from {', '.join(PRUNERS)}")
     try:
         train_config = TrainConfig().with_overrides({**spec.fixed_train(), "monitor": spec.metric})
     except (TypeError, ValueError) as error:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     import optuna
@@ -185,9 +185,12 @@ PRUNER_KINDS: dict[str, PrunerKind] = {
     "none": PrunerKind(_nop, lambda first, epochs: ()),
 }
 PRUNERS = ("auto", *PRUNER_KINDS)
-# A simulation samples its trials (no grid, so no halving) on one objective unless told otherwise
-# in Python (pareto needs several).
-SIMULATED_PRUNERS = tuple(p for p in PRUNERS if p not in ("halving", "pareto"))
+# The pruners a simulation cannot run, and why: it samples its trials, on one objective.
+NOT_SIMULATED = {
+    "halving": "runs a grid's points in rounds, and a simulation samples lcbench's continuous space",
+    "pareto": "judges several objectives, and a simulation maximizes val_accuracy alone",
+}
+SIMULATED_PRUNERS = tuple(p for p in PRUNERS if p not in NOT_SIMULATED)
 # YAHPO Gym's data folder for a simulated search, where --data (data=) is not given. Here, not in
 # simulate.py, so that ``hpsearch simulate --help`` loads no Optuna, as every command's help does.
 DATA_ENV = "HPSEARCH_YAHPO_DATA"
@@ -296,5 +299,5 @@ def replayable_pruners(pruners: str | Sequence[str] | None) -> list[str]:
         if pruner in NOT_REPLAYABLE:
             raise UsageError(f"--pruners {pruner}: {NOT_REPLAYABLE[pruner]}")
         if pruner not in REPLAYABLE:
-            raise UsageError(f"unknown pruner {pruner!r}; choose from {', '.join(REPLAYABLE)}")
+            raise UsageError(f"unknown pruner {pruner!r}{did_you_mean(pruner, REPLAYABLE)}; choose from {', '.join(REPLAYABLE)}")
     return named

@@ -67,7 +67,7 @@ def simulate_main(argv: Sequence[str]) -> int:
     )
     states = [t.state.name for t in result.study.get_trials(deepcopy=False)]
     print(
-        f"Simulated {len(result.finished)} trials of lcbench instance {args.instance} (--sampler {args.sampler} "
+        f"Simulated {len(result.finished)} trial{'s' if len(result.finished) != 1 else ''} of lcbench instance {args.instance} (--sampler {args.sampler} "
         f"--pruner {args.pruner}{f' = {auto_pruner(args.sampler)}' if args.pruner == 'auto' else ''}) with {args.workers} worker(s): "
         f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; {result.spent} epochs trained, "
         f"{result.clock / 3600:.2f} simulated hours"
@@ -83,7 +83,8 @@ def simulate_main(argv: Sequence[str]) -> int:
             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         )
         marks = [(f"{fraction:.0%}", result.regret(fraction * result.spent)) for fraction in (0.25, 0.5)]
-        print("Regret with " + ", ".join(f"{mark} of the epochs {'-' if r is None else f'{r:.4f}'}" for mark, r in marks)
+        print("Regret with " + ", ".join(f"{mark} of the epochs {'(no trial had ended)' if r is None else f'{r:.4f}'}"
+                                         for mark, r in marks)
               + f" (the best trial that had ended by then; all {result.spent} epochs: {result.regret():.4f}).")
     if args.storage:
         from hpsearch.storage.urls import mask_password

@@ -84,6 +84,11 @@ def test_simulate_stores_a_normal_study(run_hpsearch, yahpo_data, sqlite_url):
     assert rows == 300
     listed = run_hpsearch("trials", "--study", "sim", "--storage", sqlite_url)
     assert listed.returncode == 0 and "val_accuracy" in listed.stdout
+    # Its pruned trials keep it from a replay; the advice is a simulation's, not a search's "--pruner none".
+    replayed = run_hpsearch("replay", "--study", "sim", "--storage", sqlite_url)
+    assert replayed.returncode == 2
+    assert "simulate it with --pruner none and --n-trials, not --budget" in replayed.stderr
+    assert "a grid prunes too" not in replayed.stderr
 
 
 def test_simulate_search_in_python_is_the_commands_run(run_hpsearch, yahpo_data, sqlite_url):
@@ -115,9 +120,12 @@ def test_simulate_search_in_python_is_the_commands_run(run_hpsearch, yahpo_data,
         (["--instance", "42"], "unknown lcbench instance '42'"),
         (["--data", "/no/such/folder"], "/no/such/folder does not exist"),
         (["--workers", "0"], "--workers must be at least 1"),
-        (["--sampler", "grid"], "unknown sampler 'grid'"),
-        (["--pruner", "halving"], "unknown pruner 'halving' for a simulation; choose from"),
-        (["--pruner", "pareto"], "unknown pruner 'pareto' for a simulation; choose from"),
+        (["--sampler", "grid"], "--sampler grid takes value lists, and lcbench's space is continuous; choose from"),
+        (["--sampler", "tpee"], "unknown sampler 'tpee' (did you mean tpe?)"),
+        # Not "unknown": they are pruners of a real search, which a simulation cannot run.
+        (["--pruner", "halving"], "--pruner halving runs a grid's points in rounds, and a simulation samples"),
+        (["--pruner", "pareto"], "--pruner pareto judges several objectives, and a simulation maximizes val_accuracy alone"),
+        (["--pruner", "precentile"], "unknown pruner 'precentile' (did you mean percentile?)"),
     ],
 )
 def test_wrong_input_is_one_line_and_exit_2(run_hpsearch, yahpo_data, args, message):
