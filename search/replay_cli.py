@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK
 from hpsearch.search.samplers import REPLAYED_BY_DEFAULT, replayable_pruners
 from hpsearch.search.tables_cli import STORAGE_HELP
+
+if TYPE_CHECKING:
+    from hpsearch.search.replay import PrunerSummary
 
 
 def build_replay_parser() -> ArgumentParser:
@@ -61,4 +65,17 @@ def replay_main(argv: Sequence[str]) -> int:
         f"trial with the study's best value ran to the end; best found: the best {stored.metric} a search ended with, "
         "the median and the worst over the orders; trials pruned: the mean; --orders 1 replays the stored order alone)"
     )
+    print(choice(rows))
     return EXIT_OK
+
+
+def choice(rows: Sequence[PrunerSummary]) -> str:
+    """The line that reads the table: the pruner of the fewest epochs among those that kept the best in every order."""
+    keeping = [row for row in rows if row.kept_best == 1.0 and row.pruner != "none"]
+    if not keeping:
+        return ("No pruner replayed kept the best in every order: weigh how often each kept it against the epochs it "
+                "spent, or keep --pruner none.")
+    best = min(keeping, key=lambda row: row.epoch_share)
+    grid = " (it runs a grid: value lists)" if best.pruner == "halving" else ""
+    return (f"Fewest epochs while keeping the best in every order: {best.pruner} ({best.epoch_share:.1%} of the epochs); "
+            f"pass --pruner {best.pruner}{grid}.")

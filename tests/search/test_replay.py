@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from hpsearch.search import UsageError, replay_study
-from hpsearch.search.replay import compare, replay, stored_curves
+from hpsearch.search.replay import PrunerSummary, compare, replay, stored_curves
+from hpsearch.search.replay_cli import choice
 from hpsearch.search.spec import StudySpec
 from hpsearch.storage.attributes import SPEC_ATTR
 from tests.search.conftest import TINY
@@ -117,6 +118,29 @@ def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
     assert lines[0].startswith("Study 'tfn_classifier-synthetic_tokens': 6 trials x 4 epochs = 24 epochs")
     assert "best found: median" in lines[1]
     assert any(line.startswith("percentile") for line in lines) and any(line.startswith("sha") for line in lines)
+    # The last line reads the table, as choice() does from the frame's rows.
+    frame = replay_study(_study(runs["none"]), ["percentile", "sha"], orders=20)
+    rows = [PrunerSummary(pruner, **row) for pruner, row in frame.to_dict("index").items()]
+    assert lines[-1] == choice(rows)
+
+
+def test_the_choice_is_the_fewest_epochs_that_kept_the_best_in_every_order():
+    def row(pruner: str, share: float, kept: float) -> PrunerSummary:
+        return PrunerSummary(pruner, share, kept, 0.0, 1.0, 1.0)
+
+    rows = [row("percentile", 0.5, 1.0), row("sha", 0.3, 0.9), row("halving", 0.4, 1.0), row("none", 1.0, 1.0)]
+    assert choice(rows).startswith("Fewest epochs while keeping the best in every order: halving (40.0% of the epochs); "
+                                   "pass --pruner halving (it runs a grid")
+    assert "percentile (50.0%" in choice(rows[:2])
+    # none always keeps the best: it is no choice of a pruner.
+    assert choice([rows[1], rows[3]]).startswith("No pruner replayed kept the best in every order")
+
+
+def test_replay_study_takes_a_study_name_and_its_storage(runs):
+    by_name = replay_study("tfn_classifier-synthetic_tokens", "percentile", orders=3, storage=runs["none"])
+    assert by_name.equals(replay_study(_study(runs["none"]), "percentile", orders=3))
+    with pytest.raises(TypeError, match="replay_study takes an optuna.Study or a study's name, not int"):
+        replay_study(5, "percentile")
 
 
 @pytest.mark.parametrize(
@@ -124,6 +148,7 @@ def test_replay_prints_each_pruner(runs, run_hpsearch, tmp_path):
     [
         ("percentile", [], "did not run all 4 epochs"),
         ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
+        ("none", ["--pruners", "percentil"], "unknown pruner 'percentil' (did you mean percentile?)"),
         ("none", ["--pruners", " , "], "--pruners names no pruner"),
         ("none", ["--pruners", "auto"], "auto means rung under the gp sampler, halving for a grid of 9 points or more"),
         ("none", ["--pruners", "pareto"], "pareto judges several objectives"),
