@@ -150,6 +150,12 @@ def mask_password(text: str) -> str:
     """
     start = _SCHEME.search(text)
     if start is None:
+        # One word with credentials but no "://": a mistyped URL (postgresql//user:pw@host/db,
+        # user:pw@host/db) that the malformed-URL message shows. All after the first ":" before
+        # the last "@" is hidden: too much rather than a piece of the password.
+        user_info, at, host = text.rpartition("@")
+        if at and ":" in user_info and not any(c.isspace() for c in text.strip()):
+            return f"{user_info.split(':', 1)[0]}:{MASK}@{host}"
         return text
     if not text[: start.start()].strip():
         return text[: start.start()] + _mask_one(text[start.start() :])

@@ -124,6 +124,9 @@ BAD_INPUTS = {
     "negative epochs": (["--models", "tfn_classifier", "--epochs", "-3"], "--epochs: -3 is below the minimum 1"),
     "unwritable output dir": (["--models", "tfn_classifier", "--output-dir", "/proc/hpsearch"], "not writable"),
     "malformed storage URL": (["--models", "tfn_classifier", "--storage", "sqlite//nope"], "malformed storage URL"),
+    # The password masked though the URL lacks its "://" (the assertion below: not in the line).
+    "mistyped URL with a password": (["--models", "tfn_classifier", "--storage", "postgresql//u:Hunter2pw@127.0.0.1/db"],
+                                     "malformed storage URL 'postgresql//u:***@127.0.0.1/db'"),
     "unknown storage scheme": (["--models", "tfn_classifier", "--storage", "mysql://u@h/db"], "unsupported storage URL"),
     "model and task disagree": (["--models", "tfn_regressor"], "gives tokens; pass a task that gives series (--task"),
     "unbuildable point": (["--models", "transformer_classifier", "--param_sweep", "embed_dim:30", "num_heads:4"], "cannot be built"),
@@ -152,7 +155,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, run_hps
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("hpsearch: error: ") and message in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Hunter2pw" not in result.stdout + result.stderr
     assert list(workdir.iterdir()) == []
 
 

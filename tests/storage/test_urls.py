@@ -48,6 +48,23 @@ def test_urls_inside_text_are_masked_and_the_text_kept(url: str, password: str, 
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql//postgres:Hunter2pw@127.0.0.1:5432/db", "postgresql//postgres:***@127.0.0.1:5432/db"),
+        ("postgres:Hunter2pw@127.0.0.1/db", "postgres:***@127.0.0.1/db"),
+        ("postgresql:/postgres:Hunter2pw@127.0.0.1/db", "postgresql:***@127.0.0.1/db"),
+        ("postgresql:user:Hunter2pw:x@y@host/db", "postgresql:***@host/db"),
+    ],
+)
+def test_a_url_mistyped_without_its_slashes_is_masked_in_the_malformed_url_line(url: str, shown: str) -> None:
+    """A new user's postgresql//user:pw@host/db printed the password in clear: masking keyed on "://"."""
+    assert mask_password(url) == shown
+    with pytest.raises(StorageURLError) as error:
+        parse_storage_url(url)
+    assert "Hunter2pw" not in str(error.value) and f"malformed storage URL {shown!r}" in str(error.value)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "postgresql://postgres@127.0.0.1:5432/db",
