@@ -175,19 +175,34 @@ def search_main(argv: Sequence[str]) -> int:
 
 def run_main(argv: Sequence[str]) -> int:
     """``hpsearch run FILE.toml [flags]``: the search a study file describes, flags given on top."""
+    args, spec, where, sweep_from = study_file_search(argv, build_run_parser())
+    return run_search(args, spec, where, sweep_from)
+
+
+def study_file_search(
+    argv: Sequence[str], parser: ArgumentParser
+) -> tuple[argparse.Namespace, StudySpec, dict[str, str] | None, str | None]:
+    """The flags, and the search of the study file among them with the flags on top (``prepare``'s ``where``, ``sweep_from``).
+
+    Without a study file (``create``'s is optional), the search the flags alone describe.
+    """
     first = next((a for a in argv if not a.startswith("-")), None)
     preloaded = read_study_file(first) if first is not None and first.endswith(".toml") else None
     preload_plugins(argv, preloaded.values.get("plugins", ()) if preloaded else ())
-    args = build_run_parser().parse_args(argv)
-    study = preloaded if preloaded is not None and args.study_file == first else read_study_file(args.study_file)
+    args = parser.parse_args(argv)
     overrides = given_values(args)
+    if args.study_file is None:
+        if not overrides.get("models"):
+            raise UsageError("name the models with --models, or give a study file (hpsearch create FILE.toml)")
+        return args, StudySpec(**overrides), None, None
+    study = preloaded if preloaded is not None and args.study_file == first else read_study_file(args.study_file)
     values = merge(study.values, overrides)
     if not values.get("models"):
         raise UsageError(f"{study.path}: no models; add models = [\"tfn_classifier\"] or pass --models")
     where = {name: f"{study.path}: [task] {name}" for name in study.values.get("task_options", {})}
     where |= {name: flags(name)[0] for name in overrides.get("task_options", {})}
     sweep_from = f"{study.path}: sweep" if study.values.get("sweep") and "sweep" not in overrides else None
-    return run_search(args, StudySpec(**values), where, sweep_from)
+    return args, StudySpec(**values), where, sweep_from
 
 
 def build_run_parser() -> ArgumentParser:
@@ -240,9 +255,15 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
 
 def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
-    preload_plugins(argv)  # a plugin's task options are flags of this parser too
-    parser = build_search_parser(prog="hpsearch create", description="Create a study that holds a whole search, for workers to run.")
-    args = parser.parse_args(argv)
+    parser = build_search_parser(
+        prog="hpsearch create",
+        description="Create a study that holds a whole search, for workers to run: the search the flags describe, "
+        "or a study file's (TOML, as hpsearch run takes it) with any flags on top.",
+        models_required=False,
+    )
+    parser.add_argument("study_file", nargs="?", metavar="FILE.toml", help="a study file (optional; studies/ has examples)")
+    # A plugin's task options are flags of this parser too: study_file_search loads the plugins first.
+    args, spec, where, sweep_from = study_file_search(argv, parser)
     from hpsearch.search.orchestrator import Orchestrator
     from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
@@ -250,7 +271,7 @@ def create_main(argv: Sequence[str]) -> int:
     if args.workers != 1 or args.devices is not None or args.threads is not None:
         raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU, "
                          "--threads N its torch threads)")
-    orchestrator = Orchestrator(prepare(StudySpec(**given_values(args))), progress=False, heartbeat=heartbeat_from(args))
+    orchestrator = Orchestrator(prepare(spec, where, sweep_from), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))

@@ -6,6 +6,7 @@ this module to build its parsers, and ``hpsearch --help`` must not wait for eith
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +325,9 @@ def prepare(spec: StudySpec, where: dict[str, str], sweep_from: str | None = Non
     """
     load_plugins(spec.plugins)
     check_task_options(spec, where)
+    # Absolute, as the study stores it: a worker started in another folder (or on another machine
+    # with the same mount) resumes from the same checkpoints, where "." meant each worker's own.
+    spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).resolve()))
     try:
         resolved = resolve(spec)
     except SweepError as error:
@@ -346,7 +350,8 @@ def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
     for name, value in spec.task_options.items():
         given = where.get(name, name)
         if name not in options:
-            raise UsageError(f"{given}: task {task.name} has no option {name}; its options: {', '.join(options) or 'none'}")
+            raise UsageError(f"{given}: task {task.name} has no option {name}{did_you_mean(name, options)}; "
+                             f"its options: {', '.join(options) or 'none'}")
         try:
             # Flags arrive as text; a study file's values are typed already.
             spec.task_options[name] = options[name].parse(value) if isinstance(value, str) else options[name].validate(value)

@@ -69,6 +69,10 @@ def worker_main(argv: Sequence[str]) -> int:
     process sees, also under a scheduler's ``CUDA_VISIBLE_DEVICES``. ``--workers`` sets the
     variable only for the processes it starts, before they exist.
     """
+    if any(arg.endswith(".toml") and (i == 0 or not argv[i - 1].startswith("-")) for i, arg in enumerate(argv)):
+        # Before parsing: argparse would ask for --study and say nothing of the file.
+        raise UsageError("hpsearch worker takes no study file: create the study from it (hpsearch create FILE.toml), "
+                         "then start workers with --study NAME --storage URL")
     args = build_worker_parser().parse_args(argv)
     # Imported after parsing: hpsearch worker --help must not wait for Optuna, the storage layer or torch.
     import torch

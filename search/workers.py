@@ -46,7 +46,7 @@ def describe_queue(
     pruner = study.pruner
     rounds = (f" (halving: they wait at epochs {', '.join(map(str, pruner.rungs))} for each other, and the best third "
               "go on as trials of their own)") if is_halving(pruner) and pruner.rungs else ""
-    head = f"Study {study.study_name!r} in {shown}: {planned} trials to run{rounds}. Start workers with\n"
+    head = f"Study {study.study_name!r} in {shown}: {planned} trial{'s' if planned != 1 else ''} to run{rounds}. Start workers with\n"
     worker = f"hpsearch worker --study {shlex.quote(study.study_name)}"
     if artifacts:
         worker += " --output-dir ."  # checkpoints under ./checkpoints, in the folder the worker starts in

@@ -167,6 +167,8 @@ def test_a_misspelled_command_and_a_study_setting_given_to_a_worker_are_one_line
          "--artifacts is the study's: give it to hpsearch create, and every worker reads it from the study"),
         (["worker", "--study", "s", "--epochs", "3"], "--epochs is the study's: give it to hpsearch create"),
         (["worker", "--study", "s", "--max-trial", "3"], "(did you mean --max-trials?)"),
+        # Not argparse's "required: --study", which said nothing of the file given.
+        (["worker", "etth1.toml"], "hpsearch worker takes no study file: create the study from it (hpsearch create FILE.toml)"),
     ):
         result = run_hpsearch(*args, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr

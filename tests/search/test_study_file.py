@@ -117,6 +117,27 @@ def test_task_options_are_checked_against_the_task_and_named_by_their_source(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
 
 
+def test_create_takes_a_study_file_with_flags_on_top(tmp_path, monkeypatch, capsys):
+    """Workers had no way to run a study file's search: create asked for --models."""
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, 'models = ["tfn_classifier"]\nstudy_name = "filed"\nn_trials = 3\nsampler = "tpe"\n'
+                           '[sweep]\nembed_dim = [16, 32]\n[train]\nepochs = 2\nbatch_size = 16\n')
+    assert main(["create", str(path), "--epochs", "1"]) == 0
+    assert "Study 'filed' in sqlite:///" in capsys.readouterr().out
+    study = optuna.load_study(study_name="filed", storage=f"sqlite:///{tmp_path / 'hpsearch.db'}")
+    spec = load_spec(study)
+    assert spec.sweep == ("embed_dim:16,32",) and spec.sampler == "tpe" and spec.n_trials == 3
+    assert spec.train["epochs"] == 1 and spec.train["batch_size"] == 16  # the flag over the file, the rest kept
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 3
+    # Without a file, the models are the flags' to name; a file's errors name the file, as for run.
+    assert main(["create"]) == 2
+    assert capsys.readouterr().err == "hpsearch: error: name the models with --models, or give a study file (hpsearch create FILE.toml)\n"
+    bad = write(tmp_path, 'models = ["tfn_classifier"]\n[task]\nname = "synthetic_tokens"\nseq_lenn = 8\n', "bad.toml")
+    assert main(["create", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"hpsearch: error: {bad}: [task] seq_lenn: task synthetic_tokens has no "
+                                              "option seq_lenn (did you mean seq_len?)")
+
+
 def test_a_sweep_error_names_the_file_that_gave_the_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, 'models = ["tfn_classifier"]\n[sweep]\nembed_dimm = [16, 32]\n')

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from contextlib import closing
 
 import optuna
@@ -369,11 +370,16 @@ def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, t
     script = "\n".join(pasted).replace("<your storage URL, with its password>", shlex.quote(url))
     script = script.replace("hpsearch worker", f"{shlex.join(hpsearch_command())} worker")
     environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True,
+    elsewhere = tmp_path / "elsewhere"  # the worker's own folder, as on a cluster node
+    elsewhere.mkdir()
+    result = subprocess.run(["bash", "-c", script], cwd=elsewhere, env=environment, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     (trial,) = trials_of(postgres_url, study_name)
     assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    # The study's folder, where create ran, not each worker's own: a retry elsewhere found no checkpoint.
+    assert Path(trial.user_attrs["checkpoint"]).is_relative_to(tmp_path / "checkpoints")
+    assert list(elsewhere.iterdir()) == []
 
 
 # One GPU per worker (--devices). This machine may have no GPU: the tests check what each worker is
