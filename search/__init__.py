@@ -8,13 +8,13 @@ from typing import Any
 # Each name's module, imported when the name is first used: ``hpsearch`` (search.cli) starts
 # by importing this package, and its ``--help`` must not wait for torch and Optuna.
 _EXPORTS = {
-    "load_model": "api", "replay_study": "api", "search": "api", "simulate_search": "api",
+    "load_model": "api", "load_task": "api", "replay_study": "api", "search": "api", "simulate_search": "api",
     "UsageError": "errors",
     "ResolvedSpec": "resolved", "StudySpec": "spec", "resolve": "resolved",
     "Sweep": "sweep", "SweepParam": "sweep", "parse_sweep": "sweep",
 }
 
-__all__ = ["ResolvedSpec", "StudySpec", "Sweep", "SweepParam", "UsageError", "load_model", "parse_sweep", "replay_study", "resolve", "search", "simulate_search"]
+__all__ = ["ResolvedSpec", "StudySpec", "Sweep", "SweepParam", "UsageError", "load_model", "load_task", "parse_sweep", "replay_study", "resolve", "search", "simulate_search"]
 
 
 def __getattr__(name: str) -> Any:

@@ -176,10 +176,7 @@ def load_model(
     if task is not None:
         _task_name(task)
     with quiet_optuna():
-        with StudyDatabase.open_for_reading(resolve_storage_url(storage)) as database:
-            loaded = database.load_study(study)
-        spec = load_spec(loaded)
-        load_plugins(spec.plugins)
+        loaded, spec = _stored_search(storage, study)
         if trial is None:
             if len(loaded.directions) > 1:
                 front = ", ".join(str(t.number) for t in loaded.best_trials) or "none yet"
@@ -199,6 +196,34 @@ def load_model(
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-load-")
     with scratch:
         return _load_trained(spec, study, chosen, Path(saved).with_name(checkpoint), Path(scratch.name), allow_changed_code)
+
+
+def load_task(storage: str | None, study: str) -> Task:
+    """The task ``study`` searched, built with the options it stored (its ``test`` split included), for predictions.
+
+    ``storage`` as ``load_model`` takes it (None: ``$HPSEARCH_STORAGE``, else ``sqlite:///hpsearch.db``).
+    A ``data`` path given relative on the command line is read relative to this process's folder.
+    """
+    from hpsearch.trainers.tasks import build_task
+
+    with quiet_optuna():
+        _, spec = _stored_search(storage, study)
+    try:
+        return build_task(spec.task, spec.task_options)
+    except KeyError as error:
+        raise UsageError(f"{error.args[0]}: import or register it in this process before load_task (studies run with "
+                         "plugins=[...] load it by themselves)") from None
+    except (ValueError, OSError) as error:
+        raise UsageError(f"study {study!r}'s task {spec.task}: {error}") from None
+
+
+def _stored_search(storage: str | None, study: str) -> tuple[optuna.Study, StudySpec]:
+    """``study`` loaded from ``storage`` and the search it stored, its plugins loaded."""
+    with StudyDatabase.open_for_reading(resolve_storage_url(storage)) as database:
+        loaded = database.load_study(study)
+    spec = load_spec(loaded)
+    load_plugins(spec.plugins)
+    return loaded, spec
 
 
 def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial, path: Path, scratch: Path,

@@ -42,6 +42,8 @@ class Task:
     makes one; ``metric_directions`` says ``maximize`` or ``minimize`` where torchmetrics'
     ``higher_is_better`` does not. ``data`` tells models about the input (``DataSpec``);
     ``test`` is a held-out split that training and model selection never see.
+    ``target_scale`` is the ``(mean, std)`` the targets were standardized with, where the task
+    standardized them (``csv_timeseries``): ``outputs * std + mean`` is in the data's own units.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Task:
     data: DataSpec = field(default_factory=DataSpec)
     step: Step | None = None
     test: Split | None = None
+    target_scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.step is not None and not isinstance(self.step, Step):

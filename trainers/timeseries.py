@@ -58,16 +58,16 @@ def split_rows(rows: int, val_fraction: float, test_fraction: float) -> tuple[in
     return test_start - int(rows * val_fraction), test_start
 
 
-def standardize(values: Tensor, train_rows: int) -> Tensor:
-    """``values`` scaled to zero mean and unit variance over the first ``train_rows`` rows.
+def standardize(values: Tensor, train_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``values`` scaled to zero mean and unit variance over the first ``train_rows`` rows, and each column's mean and std.
 
     Statistics from the training part only: using later rows would leak the future.
     """
     train = values[:train_rows]
-    std = train.std(dim=0)
+    mean, std = train.mean(dim=0), train.std(dim=0)
     # A constant column carries no signal; dividing by 1 keeps it finite instead of 0/0.
     std = torch.where(std > 0, std, torch.ones_like(std))
-    return (values - train.mean(dim=0)) / std
+    return (values - mean) / std, mean, std
 
 
 def make_windows(values: Tensor, window: int, horizon: int, stride: int) -> tuple[Tensor, Tensor]:
@@ -127,7 +127,7 @@ def csv_timeseries(
                 f"{data}: the {name} part has {end - start} rows, too few for --window {window} and "
                 f"--horizon {horizon}; use smaller ones or a longer file"
             )
-    values = standardize(values, val_start)
+    values, mean, std = standardize(values, val_start)
     splits = {
         name: make_windows(values[max(0, start - window) : end], window, horizon, stride)
         for name, (start, end) in parts.items()
@@ -140,4 +140,5 @@ def csv_timeseries(
         test=splits.get("test"),
         loss=_mse_loss,
         metrics={"val_mse": _mean_squared_error, "val_mae": _mean_absolute_error},
+        target_scale=(float(mean[-1]), float(std[-1])),  # the target is the last column
     )

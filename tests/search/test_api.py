@@ -12,7 +12,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from hpsearch.models import DataSpec, HyperParam, get_model, register_model
-from hpsearch.search import StudySpec, UsageError, load_model, resolve, search
+from hpsearch.search import StudySpec, UsageError, load_model, load_task, resolve, search
+from hpsearch.storage import StorageError
 from hpsearch.trainers import Task
 from hpsearch.trainers import trainer as trainer_module
 from hpsearch.trainers.flops import FlopsMeter
@@ -90,6 +91,29 @@ def test_load_model_returns_the_trained_best_model(where) -> None:
         loss = F.cross_entropy(model(x_val), y_val).item()
     assert loss == pytest.approx(study.best_value, rel=1e-5)
     assert not model.training
+
+
+def test_load_task_rebuilds_the_studys_task_for_forecasts_in_the_datas_units(where, tmp_path) -> None:
+    """A new user retyped the study's task options into build_task, and had no way back from standard deviations."""
+    import pandas as pd
+
+    csv = tmp_path / "load.csv"
+    pd.DataFrame({"load": [float((7 * i) % 11) for i in range(120)], "OT": [20.0 + (i % 12) for i in range(120)]}).to_csv(csv, index=False)
+    options = {"data": str(csv), "target": "OT", "window": 12, "horizon": 2}
+    study = search("tfn_regressor", "csv_timeseries", {"embed_dim": [8]}, task_options=options, epochs=1,
+                   precision="fp32", **where)
+    task = load_task(where["storage"], study.study_name)
+    assert task.name == "csv_timeseries" and task.data.seq_len == 12 and task.test is not None
+    mean, std = task.target_scale
+    inputs, targets = task.test
+    unscaled = targets * std + mean
+    assert torch.allclose(unscaled, unscaled.round(), atol=1e-4) and unscaled.min() >= 20  # the file's whole degrees
+    model = load_model(where["storage"], study.study_name)
+    with torch.no_grad():
+        forecast = model(inputs[:1]) * std + mean
+    assert forecast.shape == (1, 2) and 0 < float(forecast.mean()) < 60  # in the data's units, not standardized
+    with pytest.raises(StorageError, match="no study named 'nope'"):  # as load_model says it
+        load_task(where["storage"], "nope")
 
 
 def test_load_model_in_a_process_that_lacks_the_scripts_model_says_to_register_it(where) -> None:

@@ -79,6 +79,11 @@ def test_standardization_uses_training_rows_only(tmp_path: Path) -> None:
     task = task_for(path)
     assert torch.allclose(task.train[0][0, :, 0] * torch.arange(20.0).std() + 9.5, torch.arange(4.0))
     assert task.test is not None and task.test[1].min() > 100
+    # What scaled the target: un-scaled with it, the test targets are the file's values again.
+    mean, std = task.target_scale
+    assert (mean, std) == pytest.approx((9.5, float(torch.arange(20.0).std())))
+    file_targets = torch.tensor(frame["OT"].to_numpy()[30:], dtype=torch.float32).unfold(0, 2, 1)  # rows 30.. are test
+    assert torch.allclose(task.test[1] * std + mean, file_targets)
 
 
 def test_stride_and_no_test_split(tmp_path: Path) -> None:
