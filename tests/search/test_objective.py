@@ -125,6 +125,18 @@ def test_an_explicit_precision_runs_as_given_untimed(tmp_path, machine_says_bf16
     assert trial.user_attrs["precision"] == precision and "precision.speedup" not in trial.user_attrs
 
 
+def lr_auto_spec(name, builder, tmp_path) -> StudySpec:
+    """One trial of ``builder`` registered as ``name``, its LR from the range test."""
+    register_model(name, builder, [HyperParam("width", "int", 4, "embedding width", low=1)])
+    return StudySpec(
+        models=(name,),
+        sweep=("width:4",),
+        task_options={"dataset_size": 64},
+        train={"epochs": 1, "lr": "auto", "precision": "fp32"},
+        output_dir=str(tmp_path),
+    )
+
+
 def flat_build(data, width):
     """A model whose output, and so its loss, no LR can move: the range test finds no descent."""
     return nn.Sequential(
@@ -135,15 +147,7 @@ def flat_build(data, width):
 
 def test_a_trial_whose_range_test_suggests_nothing_trains_with_the_default_lr_and_says_so(tmp_path):
     """It trained with the range's first LR (1e-7), silently, where the loss never fell."""
-    name = f"{MODEL}_flat"
-    register_model(name, flat_build, [HyperParam("width", "int", 4, "unused", low=1)])
-    spec = StudySpec(
-        models=(name,),
-        sweep=("width:4",),
-        task_options={"dataset_size": 64},
-        train={"epochs": 1, "lr": "auto", "precision": "fp32"},
-        output_dir=str(tmp_path),
-    )
+    spec = lr_auto_spec(f"{MODEL}_flat", flat_build, tmp_path)
     lines: list[str] = []
     study = optuna.create_study()
     study.optimize(Objective(resolve(spec), MemoryRecorder(), echo=lines.append), n_trials=1)
@@ -162,15 +166,7 @@ def test_a_trial_that_carries_an_lr_suggestion_trains_with_it_untested(tmp_path,
         pytest.fail("ran the LR range test of a trial that carries its suggestion")
 
     monkeypatch.setattr(lr_finder, "find_lr", refuse)
-    register_model(MODEL, build, [HyperParam("width", "int", 4, "embedding width", low=1)])
-    spec = StudySpec(
-        models=(MODEL,),
-        sweep=("width:4",),
-        task_options={"dataset_size": 64},
-        train={"epochs": 1, "lr": "auto", "precision": "fp32"},
-        output_dir=str(tmp_path),
-    )
-    resolved = resolve(spec)
+    resolved = resolve(lr_auto_spec(MODEL, build, tmp_path))
     lines: list[str] = []
     study = optuna.create_study()
     study.enqueue_trial(resolved.sweep.grid_points()[0], user_attrs={LR_SUGGESTED_ATTR: 0.0123})
