@@ -175,21 +175,22 @@ def search_main(argv: Sequence[str]) -> int:
 
 def run_main(argv: Sequence[str]) -> int:
     """``hpsearch run FILE.toml [flags]``: the search a study file describes, flags given on top."""
-    args, spec, where, sweep_from = study_file_search(argv, build_run_parser())
+    args, spec, where, sweep_from = study_file_search(argv, build_run_parser)
     return run_search(args, spec, where, sweep_from)
 
 
 def study_file_search(
-    argv: Sequence[str], parser: ArgumentParser
+    argv: Sequence[str], build_parser: Callable[[], ArgumentParser]
 ) -> tuple[argparse.Namespace, StudySpec, dict[str, str] | None, str | None]:
     """The flags, and the search of the study file among them with the flags on top (``prepare``'s ``where``, ``sweep_from``).
 
-    Without a study file (``create``'s is optional), the search the flags alone describe.
+    Without a study file (``create``'s is optional), the search the flags alone describe. The
+    parser is built once the plugins are loaded: a plugin's task options are flags of it too.
     """
     first = next((a for a in argv if not a.startswith("-")), None)
     preloaded = read_study_file(first) if first is not None and first.endswith(".toml") else None
     preload_plugins(argv, preloaded.values.get("plugins", ()) if preloaded else ())
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     overrides = given_values(args)
     if args.study_file is None:
         if not overrides.get("models"):
@@ -255,15 +256,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
 
 def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
-    parser = build_search_parser(
-        prog="hpsearch create",
-        description="Create a study that holds a whole search, for workers to run: the search the flags describe, "
-        "or a study file's (TOML, as hpsearch run takes it) with any flags on top.",
-        models_required=False,
-    )
-    parser.add_argument("study_file", nargs="?", metavar="FILE.toml", help="a study file (optional; studies/ has examples)")
-    # A plugin's task options are flags of this parser too: study_file_search loads the plugins first.
-    args, spec, where, sweep_from = study_file_search(argv, parser)
+    args, spec, where, sweep_from = study_file_search(argv, build_create_parser)
     from hpsearch.search.orchestrator import Orchestrator
     from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
@@ -276,6 +269,17 @@ def create_main(argv: Sequence[str]) -> int:
     print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))
     return EXIT_OK
+
+
+def build_create_parser() -> ArgumentParser:
+    parser = build_search_parser(
+        prog="hpsearch create",
+        description="Create a study that holds a whole search, for workers to run: the search the flags describe, "
+        "or a study file's (TOML, as hpsearch run takes it) with any flags on top.",
+        models_required=False,
+    )
+    parser.add_argument("study_file", nargs="?", metavar="FILE.toml", help="a study file (optional; studies/ has examples)")
+    return parser
 
 
 def models_main(argv: Sequence[str]) -> int:
