@@ -207,13 +207,30 @@ def study_file_search(
 
 
 def build_run_parser() -> ArgumentParser:
-    parser = build_search_parser(
-        prog="hpsearch run",
-        description="Run the search a study file (TOML) describes. Every search flag may follow the file "
+    return _study_file_parser(
+        "hpsearch run",
+        "Run the search a study file (TOML) describes. Every search flag may follow the file "
         "and overrides it: --epochs 1 replaces [train] epochs, --models replaces models.",
-        models_required=False,
+        file_required=True,
     )
-    parser.add_argument("study_file", metavar="FILE.toml", help="the study file (studies/ has examples)")
+
+
+def build_create_parser() -> ArgumentParser:
+    return _study_file_parser(
+        "hpsearch create",
+        "Create a study that holds a whole search, for workers to run: the search the flags describe, "
+        "or a study file's (TOML, as hpsearch run takes it) with any flags on top.",
+        file_required=False,
+    )
+
+
+def _study_file_parser(prog: str, description: str, file_required: bool) -> ArgumentParser:
+    """The search's flags after a study file, which ``--models`` need not repeat."""
+    parser = build_search_parser(prog=prog, description=description, models_required=False)
+    if file_required:
+        parser.add_argument("study_file", metavar="FILE.toml", help="the study file (studies/ has examples)")
+    else:
+        parser.add_argument("study_file", nargs="?", metavar="FILE.toml", help="a study file (optional; studies/ has examples)")
     return parser
 
 
@@ -269,17 +286,6 @@ def create_main(argv: Sequence[str]) -> int:
     print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))
     return EXIT_OK
-
-
-def build_create_parser() -> ArgumentParser:
-    parser = build_search_parser(
-        prog="hpsearch create",
-        description="Create a study that holds a whole search, for workers to run: the search the flags describe, "
-        "or a study file's (TOML, as hpsearch run takes it) with any flags on top.",
-        models_required=False,
-    )
-    parser.add_argument("study_file", nargs="?", metavar="FILE.toml", help="a study file (optional; studies/ has examples)")
-    return parser
 
 
 def models_main(argv: Sequence[str]) -> int:

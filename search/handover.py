@@ -235,10 +235,11 @@ class TrialHandover:
 
     def fail_reason(self, error: BaseException, epochs: int) -> str:
         """Why ``error`` failed a trial after ``epochs`` epochs; an error's traceback is echoed too."""
+        done = f"after {epochs} epoch{'' if epochs == 1 else 's'}"
         if isinstance(error, (Preempted, DiskFullError)):
-            return f"{error} after {epochs} epoch{'' if epochs == 1 else 's'}"
+            return f"{error} {done}"
         interrupt = interruption(error)
         if interrupt is not None:
-            return f"interrupted by {interrupt.signal_name} after {epochs} epoch{'' if epochs == 1 else 's'}"
+            return f"interrupted by {interrupt.signal_name} {done}"
         self.echo(traceback.format_exc().rstrip())
         return f"{type(error).__name__}: {error}"
