@@ -166,6 +166,54 @@ def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
+def test_a_handover_slower_than_the_settle_polls_is_waited_for_until_the_trial_has_its_reason(monkeypatch):
+    """A loaded gRPC proxy queued the retry after the waiting worker's 5 polls: the worker exited 0, the retry left WAITING."""
+    import threading
+
+    import hpsearch.search.handover  # noqa: F401  (as above)
+    from hpsearch.search import orchestrator as module
+    from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
+
+    monkeypatch.setattr(module, "POLL_SECONDS", 0.05)  # the 5 settle polls last a quarter of a second
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    trial = study.ask()
+
+    def fail_then_retry() -> None:
+        time.sleep(0.3)
+        study.tell(trial, state=TrialState.FAIL)
+        time.sleep(1.0)  # twenty polls: the callback's reads and writes on a busy machine
+        study.enqueue_trial({"x": 1.0}, user_attrs={RETRY_OF_ATTR: [trial.number]})
+        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, "no heartbeat for over 3 s")
+
+    peer = threading.Thread(target=fail_then_retry)
+    peer.start()
+    try:
+        assert Orchestrator._wait_for_queue(study, deadline=time.monotonic() + 30, on_poll=None)
+    finally:
+        peer.join()
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+    # A failed trial that has its reason and no retry (out of retries): the wait ends after the settle polls.
+    other = optuna.create_study()
+    other.enqueue_trial({"x": 1.0})
+    running = other.ask()
+
+    def fail_for_good() -> None:
+        time.sleep(0.3)
+        other._storage.set_trial_user_attr(running._trial_id, FAIL_REASON_ATTR, "RuntimeError: out of retries")
+        other.tell(running, state=TrialState.FAIL)
+
+    peer = threading.Thread(target=fail_for_good)
+    peer.start()
+    began = time.monotonic()
+    try:
+        assert Orchestrator._wait_for_queue(other, deadline=time.monotonic() + 30, on_poll=None) is False
+    finally:
+        peer.join()
+    assert time.monotonic() - began < 0.3 + 0.05 * (module.RETRY_SETTLE_POLLS + 4)
+
+
 def test_a_budgets_top_up_while_a_trial_waits_reads_no_trials(tmp_path, monkeypatch):
     # Workers that found the queue empty together each top it up in turn: after the first, a trial
     # waits, and the others ask for no more than that (one statement), not the whole study.
