@@ -21,7 +21,7 @@ from hpsearch.trainers.divergence import DivergenceGuard
 from hpsearch.trainers.hardware import autocast, choose_precision, grad_scaler, resolve_device
 from hpsearch.trainers.metrics import MetricSet, as_float
 from hpsearch.trainers.optim import build_optimizer
-from hpsearch.trainers.precision import peak_flops
+from hpsearch.trainers.precision import peak_flops, peak_outpaced
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.schedule import LRSchedule
 from hpsearch.trainers.step import StepOutput, as_step_output
@@ -339,7 +339,11 @@ class Trainer:
         if meter is None or before is None or not meter.peak_flops:
             return math.nan
         flops, seconds = (now - then for now, then in zip(meter.train_progress(), before))
-        return flops / seconds / meter.peak_flops if seconds > 0 else math.nan
+        if seconds <= 0:
+            return math.nan
+        if flops / seconds > meter.peak_flops:  # the peak was measured while the machine was busy
+            meter.peak_flops = peak_outpaced(self.device, self.precision, flops / seconds)
+        return flops / seconds / meter.peak_flops
 
     def _track_best(self, progress: _Progress, record: EpochRecord) -> bool:
         """Update the best monitored value; True when this epoch improved on it."""

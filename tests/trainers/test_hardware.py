@@ -87,3 +87,31 @@ def test_the_machine_names_a_gpu_through_cuda_visible_devices():
     assert physical_gpu(1, {"CUDA_VISIBLE_DEVICES": "4, 6"}) == "6"
     assert physical_gpu(0, {"CUDA_VISIBLE_DEVICES": "GPU-8f2a"}) == "GPU-8f2a"
     assert device_label(CPU) == "cpu"
+
+
+def test_a_peak_measured_while_the_machine_was_busy_is_measured_again_once_training_outpaces_it(cache, monkeypatch):
+    """A measurement cached while packages installed (54 GFLOP/s against 184 idle) gave every trial an MFU of 200%."""
+    from hpsearch.models import build_model
+    from hpsearch.trainers.config import TrainConfig
+    from hpsearch.trainers.flops import FlopsMeter
+    from hpsearch.trainers.tasks import build_task
+    from hpsearch.trainers.trainer import Trainer
+
+    honest = precision.precision_choice(CPU)
+    busy = {p: 1e6 for p in honest.flops_per_second}  # far below anything a training step reaches
+    key = precision.machine_key(CPU)
+    cache.write_text(json.dumps({key: {**json.loads(cache.read_text())[key], "flops_per_second": busy}}))
+    monkeypatch.setattr(precision, "_REMEASURED", set())
+    measured: list[int] = []
+    real_measure = precision.measure
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: measured.append(1) or real_measure(*a, **k))
+
+    task = build_task("synthetic_tokens", {"dataset_size": 200, "seq_len": 8})
+    model = build_model("tfn_classifier", {"embed_dim": 16}, task.data)
+    meter = FlopsMeter(model)
+    records = Trainer(model, task, TrainConfig(epochs=2, precision="fp32"), flops_meter=meter).fit().records
+    assert all(0 < r.mfu <= 1 for r in records)
+    assert 0 < meter.stats().mfu <= 1.0 + 1e-9
+    assert measured == [1]  # once per process, not per epoch
+    rates = json.loads(cache.read_text())[key]["flops_per_second"]
+    assert all(rates[p] > 1e6 for p in busy)  # the busy measurement is replaced by the higher one
