@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import optuna
 import pytest
@@ -12,6 +13,7 @@ from hpsearch.search.orchestrator import Heartbeat, Orchestrator
 from hpsearch.search.queue import StudyQueue
 from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
+from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
 
 SWEEP = ("embed_dim:16,32", "lr:1e-3,3e-3,1e-2,3e-2", "kernel_type:rbf,compact")
 
@@ -139,79 +141,62 @@ def test_waiting_stops_at_the_deadline(tmp_path):
     orchestrator.database.close()
 
 
-def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
-    # A stale trial is told FAIL, and its retry queued a moment later (by a peer or the gRPC
-    # proxy): a worker polling in between must not take the empty queue for the end.
+def wait_beside(peer: Callable[[optuna.Study, optuna.Trial], None]) -> tuple[bool, optuna.Study, float]:
+    """``_wait_for_queue``'s answer, the study and the seconds it waited, while ``peer`` ends the study's running trial."""
     import threading
 
-    import hpsearch.search.handover  # noqa: F401  (_wait_for_queue imports it; torch's import, run alone, outlasts the peer's 1.5 s)
-    from hpsearch.storage.attributes import RETRY_OF_ATTR
+    import hpsearch.search.handover  # noqa: F401  (_wait_for_queue imports it; torch's import, run alone, outlasts the peer)
 
     study = optuna.create_study()
     study.enqueue_trial({"x": 1.0})
     trial = study.ask()
+    thread = threading.Thread(target=peer, args=(study, trial))
+    thread.start()
+    began = time.monotonic()
+    try:
+        found = Orchestrator._wait_for_queue(study, deadline=time.monotonic() + 30, on_poll=None)
+    finally:
+        thread.join()
+    return found, study, time.monotonic() - began
 
-    def fail_then_retry() -> None:
+
+def test_a_waiting_worker_takes_a_retry_queued_just_after_its_trial_failed():
+    # A stale trial is told FAIL, and its retry queued a moment later (by a peer or the gRPC
+    # proxy): a worker polling in between must not take the empty queue for the end.
+    def fail_then_retry(study: optuna.Study, trial: optuna.Trial) -> None:
         time.sleep(1.5)
         study.tell(trial, state=TrialState.FAIL)
         time.sleep(1.5)  # more than a poll
         study.enqueue_trial({"x": 1.0}, user_attrs={RETRY_OF_ATTR: [trial.number]})
 
-    peer = threading.Thread(target=fail_then_retry)
-    peer.start()
-    try:
-        assert Orchestrator._wait_for_queue(study, deadline=time.monotonic() + 30, on_poll=None)
-    finally:
-        peer.join()
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    found, study, _ = wait_beside(fail_then_retry)
+    assert found and [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
 def test_a_handover_slower_than_the_settle_polls_is_waited_for_until_the_trial_has_its_reason(monkeypatch):
     """A loaded gRPC proxy queued the retry after the waiting worker's 5 polls: the worker exited 0, the retry left WAITING."""
-    import threading
-
-    import hpsearch.search.handover  # noqa: F401  (as above)
     from hpsearch.search import orchestrator as module
-    from hpsearch.storage.attributes import FAIL_REASON_ATTR, RETRY_OF_ATTR
 
     monkeypatch.setattr(module, "POLL_SECONDS", 0.05)  # the 5 settle polls last a quarter of a second
-    study = optuna.create_study()
-    study.enqueue_trial({"x": 1.0})
-    trial = study.ask()
 
-    def fail_then_retry() -> None:
+    def fail_then_retry(study: optuna.Study, trial: optuna.Trial) -> None:
         time.sleep(0.3)
         study.tell(trial, state=TrialState.FAIL)
         time.sleep(1.0)  # twenty polls: the callback's reads and writes on a busy machine
         study.enqueue_trial({"x": 1.0}, user_attrs={RETRY_OF_ATTR: [trial.number]})
         study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, "no heartbeat for over 3 s")
 
-    peer = threading.Thread(target=fail_then_retry)
-    peer.start()
-    try:
-        assert Orchestrator._wait_for_queue(study, deadline=time.monotonic() + 30, on_poll=None)
-    finally:
-        peer.join()
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    found, study, _ = wait_beside(fail_then_retry)
+    assert found and [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
     # A failed trial that has its reason and no retry (out of retries): the wait ends after the settle polls.
-    other = optuna.create_study()
-    other.enqueue_trial({"x": 1.0})
-    running = other.ask()
-
-    def fail_for_good() -> None:
+    def fail_for_good(study: optuna.Study, trial: optuna.Trial) -> None:
         time.sleep(0.3)
-        other._storage.set_trial_user_attr(running._trial_id, FAIL_REASON_ATTR, "RuntimeError: out of retries")
-        other.tell(running, state=TrialState.FAIL)
+        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, "RuntimeError: out of retries")
+        study.tell(trial, state=TrialState.FAIL)
 
-    peer = threading.Thread(target=fail_for_good)
-    peer.start()
-    began = time.monotonic()
-    try:
-        assert Orchestrator._wait_for_queue(other, deadline=time.monotonic() + 30, on_poll=None) is False
-    finally:
-        peer.join()
-    assert time.monotonic() - began < 0.3 + 0.05 * (module.RETRY_SETTLE_POLLS + 4)
+    found, _, waited = wait_beside(fail_for_good)
+    assert not found and waited < 0.3 + 0.05 * (module.RETRY_SETTLE_POLLS + 4)
 
 
 def test_a_budgets_top_up_while_a_trial_waits_reads_no_trials(tmp_path, monkeypatch):
