@@ -19,7 +19,10 @@ def doctor_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
     parser.add_argument(
-        "--remeasure", action="store_true", help="measure again instead of reading the cache, and forget the models' step timings"
+        "--remeasure",
+        action="store_true",
+        help="measure again instead of reading the cache (each precision keeps the higher of the two rates: "
+        "load only lowers one), and forget the models' step timings",
     )
     args = parser.parse_args(argv)
     # Imported here: torch (trainers.precision imports it) would make --help wait.

@@ -163,17 +163,23 @@ def cached_choice(device: torch.device) -> PrecisionChoice | None:
 
 
 def precision_choice(device: torch.device, remeasure: bool = False) -> PrecisionChoice:
-    """The measurement for ``device``, from the cache when this machine has one (``remeasure`` ignores it)."""
-    choice = None if remeasure else cached_choice(device)
-    if choice is not None:
-        return choice
+    """The measurement for ``device``, from the cache when this machine has one.
+
+    ``remeasure`` measures again, and each precision keeps the higher of its cached and new rate:
+    load on the machine only ever lowers one, so the lower was taken while it was busy.
+    """
+    cached = cached_choice(device)
+    if cached is not None and not remeasure:
+        return cached
     size = 1024 if device.type == "cpu" else 4096
     rates = measure(device, size)
+    if cached is not None:
+        rates = {p: max(rate, cached.flops_per_second.get(p, 0.0)) for p, rate in rates.items()}
     taken = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     choice = PrecisionChoice(device_name(device), torch.__version__, rates, choose(rates), size, taken)
-    cached = read_cache()
-    cached[machine_key(device)] = asdict(choice)
-    write_cache(cached)
+    entries = read_cache()
+    entries[machine_key(device)] = asdict(choice)
+    write_cache(entries)
     return choice
 
 
@@ -186,20 +192,13 @@ def peak_outpaced(device: torch.device, precision: str, achieved: float) -> floa
 
     A measured peak below what training reached was taken while the machine was busy (a measurement
     of 54 GFLOP/s, cached while packages installed, gave an MFU of 200% against 184 measured idle):
-    measure again, once per process, and cache each precision's higher rate, since load only ever
-    lowers one. The peak returned is never below ``achieved``, so an MFU stays at most 1.
+    measure again, once per process (``precision_choice`` keeps each precision's higher rate). The
+    peak returned is never below ``achieved``, so an MFU stays at most 1.
     """
     key = machine_key(device)
     if device.type != "cuda" and key not in _REMEASURED:
         _REMEASURED.add(key)
-        cached = cached_choice(device)
-        fresh = precision_choice(device, remeasure=True)
-        if cached is not None:
-            rates = {p: max(r, cached.flops_per_second.get(p, 0.0)) for p, r in fresh.flops_per_second.items()}
-            merged = PrecisionChoice(fresh.device, fresh.torch_version, rates, choose(rates), fresh.matmul_size, fresh.measured_at)
-            entries = read_cache()
-            entries[key] = asdict(merged)
-            write_cache(entries)
+        precision_choice(device, remeasure=True)
     return max(peak_flops(device, precision), achieved)
 
 
