@@ -302,13 +302,12 @@ def replay_study(
     """
     import pandas as pd
 
-    from hpsearch.search.replay import compare, stored_curves
+    from hpsearch.search.replay import compare, stored_curves, stored_curves_in
 
     checked = replayable_pruners(pruners)
     with quiet_optuna():  # a study in memory per replayed order, each announced at INFO
         if isinstance(study, str):
-            with StudyDatabase.open_for_reading(resolve_storage_url(storage)) as database:
-                stored = stored_curves(database.load_study(study))
+            stored = stored_curves_in(storage, study)
         elif isinstance(study, optuna.Study):
             stored = stored_curves(study)
         else:

@@ -95,6 +95,15 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
     )
 
 
+def stored_curves_in(storage: str | None, study: str) -> StoredCurves:
+    """``stored_curves`` of the study named ``study`` in ``storage`` (None: ``$HPSEARCH_STORAGE``, else the working directory's)."""
+    from hpsearch.storage.database import StudyDatabase
+    from hpsearch.storage.urls import resolve_storage_url
+
+    with StudyDatabase.open_for_reading(resolve_storage_url(storage)) as database:
+        return stored_curves(database.load_study(study))
+
+
 def replay(stored: StoredCurves, pruner: str, order: Sequence[int] | None = None) -> Replay:
     """The stored trials run again, in ``order`` (default: as stored), under the pruner called ``pruner``.
 

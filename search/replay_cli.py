@@ -44,12 +44,9 @@ def replay_main(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the orders (default: %(default)s)")
     args = parser.parse_args(argv)
     pruners = replayable_pruners(args.pruners.split(","))
-    from hpsearch.search.replay import compare, stored_curves
-    from hpsearch.storage.database import StudyDatabase
-    from hpsearch.storage.urls import resolve_storage_url
+    from hpsearch.search.replay import compare, stored_curves_in
 
-    with StudyDatabase.open_for_reading(resolve_storage_url(args.storage)) as database:
-        stored = stored_curves(database.load_study(args.study))
+    stored = stored_curves_in(args.storage, args.study)
     rows = compare(stored, pruners, args.orders, args.seed)  # before any output: a refusal leaves none
     n = len(stored.curves)
     print(
