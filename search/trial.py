@@ -203,7 +203,8 @@ class TrialPlan:
         The precision is the plan's, ``auto`` decided on the model's own steps; the FLOPs meter
         shares the counts of the plan's architecture; with ``lr_finder`` the trainer takes the LR
         range test's suggestion: ``suggested_lr`` where an earlier try of the trial found one, so a
-        retry trains with the same LR; the default LR where the test suggests none (``lr_fallback``). ``measured`` keeps what other plans may reuse.
+        retry trains with the same LR; the default LR where the test suggests none
+        (``lr_fallback``). ``measured`` keeps what other plans may reuse.
         """
         from hpsearch.trainers.flops import FlopsMeter
         from hpsearch.trainers.trainer import Trainer
