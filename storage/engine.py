@@ -88,7 +88,7 @@ class DamagedDatabaseError(StorageURLError, sqlalchemy.exc.OperationalError):
         lines = [line.strip() for line in reason.splitlines() if line.strip() and not line.startswith("***")]
         reason = lines[0] if lines else reason.strip()
         header = _file_header(url)
-        if header is not None and header and not header.startswith(SQLITE_HEADER):
+        if header and not header.startswith(SQLITE_HEADER):
             # Most likely another kind of file (a script, a CSV): a wrong path before a damaged study.
             detail = (
                 "the file is not a SQLite database (it does not begin as one); pass --storage with the study "
