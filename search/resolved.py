@@ -17,7 +17,7 @@ from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.goals import COST_OBJECTIVES, TIME_OBJECTIVE, Goal
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
 from hpsearch.search.samplers import DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
-from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec
+from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec, with_absolute_paths
 from hpsearch.search.sweep import Sweep, SweepError, parse_sweep
 from hpsearch.trainers.config import SETTINGS, TrainConfig
 from hpsearch.trainers.task_registry import build_task, get_task
@@ -325,9 +325,11 @@ def prepare(spec: StudySpec, where: dict[str, str], sweep_from: str | None = Non
     """
     load_plugins(spec.plugins)
     check_task_options(spec, where)
-    # Absolute, as the study stores it: a worker started in another folder (or on another machine
-    # with the same mount) resumes from the same checkpoints, where "." meant each worker's own.
-    spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).resolve()))
+    # Absolute, as the study stores them: a worker started in another folder (or on another machine
+    # with the same mount) reads the same data and resumes from the same checkpoints, where "." meant
+    # each worker's own.
+    spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).resolve()),
+                               task_options=with_absolute_paths(spec.task_options, Path.cwd()))
     try:
         resolved = resolve(spec)
     except SweepError as error:

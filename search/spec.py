@@ -6,13 +6,28 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import Field, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from hpsearch.search.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from hpsearch.trainers.config import TrainConfig
 
 DEFAULT_N_TRIALS = 20
+#: Task options that name files or folders: a study stores them absolute (a study file's relative to
+#: its folder, others to the working directory), so that workers started elsewhere read the same data.
+PATH_TASK_OPTIONS = ("data",)
+
+
+def with_absolute_paths(task_options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``task_options`` with each non-empty ``PATH_TASK_OPTIONS`` text made absolute against ``base``.
+
+    Normalized but not resolved: a link stays the path the user named.
+    """
+    return {name: os.path.normpath(base / Path(value).expanduser())
+            if name in PATH_TASK_OPTIONS and isinstance(value, str) and value else value
+            for name, value in task_options.items()}
 
 
 def study_option(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple[str, ...] | None = None,
@@ -105,6 +120,8 @@ class StudySpec:
         """
         changes = []
         mine, theirs = self.identity(), previous.identity()
+        # Studies begun before paths were stored absolute hold them as typed: read from here, as then.
+        theirs["task_options"] = with_absolute_paths(previous.task_options, Path.cwd())
         for name in mine:
             if mine[name] != theirs.get(name):
                 changes.append(f"{name} {_shown(theirs.get(name))} -> {_shown(mine[name])}")

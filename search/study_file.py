@@ -20,7 +20,7 @@ from hpsearch.models import ValueRefused
 from hpsearch.search.arguments import setting_names
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.plugins import plugin_key
-from hpsearch.search.spec import StudySpec
+from hpsearch.search.spec import StudySpec, with_absolute_paths
 from hpsearch.trainers.config import SETTINGS, TrainConfig
 
 SETTINGS_BY_NAME = {param.name: param for param in SETTINGS}
@@ -36,8 +36,6 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 # Fields a file sets through its tables, not as top-level keys.
 TABLE_FIELDS = {"task_options": "[task]", "train": "[train]"}
 DEFAULT_TASK = next(f.default for f in fields(StudySpec) if f.name == "task")
-# Task options that name files, resolved relative to the study file.
-PATH_TASK_OPTIONS = ("data",)
 
 
 @dataclass(frozen=True)
@@ -127,9 +125,7 @@ def _task(value: Any, path: Path) -> dict[str, Any]:
         # Else its options would be read as the default task's, and refused as that task's.
         raise UsageError(f'{path}: [task] needs name = "TASK", the registered task its options are for')
     found: dict[str, Any] = {"task_options": options, "task": conform(options.pop("name"), str, f"{path}: [task] name")}
-    for option in PATH_TASK_OPTIONS:
-        if isinstance(options.get(option), str) and options[option]:
-            options[option] = str(path.resolve().parent / Path(options[option]).expanduser())
+    found["task_options"] = with_absolute_paths(options, path.resolve().parent)
     return found
 
 

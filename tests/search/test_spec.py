@@ -116,3 +116,16 @@ def test_a_study_keeps_its_artifact_store():
     assert "keeps its checkpoints in s3://b/p" in spec("s3://b/q").store_refusal(spec("s3://b/p"))
     assert "pass --artifacts s3://b/p (artifacts= in Python) or" in spec(None).store_refusal(spec("s3://b/p"))
     assert "was run without an artifact store" in spec("s3://b/p").store_refusal(spec(None))
+
+
+def test_a_data_path_stored_as_typed_before_is_the_same_data_from_the_folder_it_was_typed_in(tmp_path, monkeypatch):
+    from hpsearch.search.spec import StudySpec
+
+    def spec(data):
+        return StudySpec(models=("m",), task="csv_timeseries", task_options={"data": data, "window": 12})
+
+    monkeypatch.chdir(tmp_path)
+    assert spec(str(tmp_path / "load.csv")).changes_from(spec("load.csv")) == []
+    assert spec(str(tmp_path / "load.csv")).changes_from(spec("./sub/../load.csv")) == []
+    (change,) = spec(str(tmp_path / "other.csv")).changes_from(spec("load.csv"))
+    assert change.startswith("task_options ") and "other.csv" in change

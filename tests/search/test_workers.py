@@ -22,6 +22,7 @@ from hpsearch.search.orchestrator import Heartbeat, Orchestrator
 from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
 from hpsearch.search.workers import assign_devices, describe_queue, worker_devices, worker_launches
+from hpsearch.storage.attributes import SPEC_ATTR
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from tests.search.conftest import hpsearch_command
 
@@ -381,6 +382,25 @@ def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, t
     assert Path(trial.user_attrs["checkpoint"]).is_relative_to(tmp_path / "checkpoints")
     assert list(elsewhere.iterdir()) == []
 
+
+
+def test_a_worker_in_another_folder_reads_the_data_create_was_given_relative(tmp_path, run_hpsearch):
+    """A relative --data was stored as typed, and each worker read it from its own folder: "load.csv: no such file"."""
+    rows = "".join(f"{(7 * i) % 11},{20 + i % 12}\n" for i in range(120))
+    (tmp_path / "load.csv").write_text("load,OT\n" + rows)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    created = run_hpsearch("create", "--study", "forecast", "--storage", url, "--models", "tfn_regressor", "--task",
+                           "csv_timeseries", "--data", "load.csv", "--window", "12", "--horizon", "2",
+                           "--param-sweep", "embed_dim:8", "--epochs", "1", "--precision", "fp32")
+    assert created.returncode == 0, created.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worked = run_hpsearch("worker", "--study", "forecast", "--storage", url, cwd=elsewhere)
+    assert worked.returncode == 0, worked.stderr
+    (trial,) = optuna.load_study(study_name="forecast", storage=url).trials
+    assert trial.state == TrialState.COMPLETE
+    stored = StudySpec.from_json(optuna.load_study(study_name="forecast", storage=url).user_attrs[SPEC_ATTR])
+    assert stored.task_options["data"] == str(tmp_path / "load.csv")
 
 # One GPU per worker (--devices). This machine may have no GPU: the tests check what each worker is
 # given (its command line and environment), and that asking for a GPU without one is a usage error.
