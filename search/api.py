@@ -411,7 +411,9 @@ def quiet_optuna() -> Iterator[None]:
 
 
 def _prepare(spec: StudySpec) -> ResolvedSpec:
-    return prepare(spec, {name: f"task_options[{name!r}]" for name in spec.task_options})
+    # Keywords, not flags: "n_trials must be at least 1", "task_options['window']: ...".
+    where = {option.name: option.name for option in STUDY_OPTIONS}
+    return prepare(spec, where | {f"[task] {name}": f"task_options[{name!r}]" for name in spec.task_options})
 
 
 def _task_name(task: str | Task | TaskSpec) -> str:

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from hpsearch.models import HyperParam, ModelSpec, list_models
 from hpsearch.search.arguments import (
@@ -27,7 +27,7 @@ from hpsearch.search.arguments import (
 from hpsearch.search.errors import EXIT_DISK_FULL, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError, did_you_mean
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
-from hpsearch.search.resolved import prepare as prepare_spec
+from hpsearch.search.resolved import prepare
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import merge, read_study_file
@@ -35,9 +35,6 @@ from hpsearch.storage.errors import DiskFullError, StorageError
 from hpsearch.storage.retry import DatabaseUnavailable
 from hpsearch.trainers.config import TRAINER_PARAMS
 from hpsearch.trainers.task_registry import list_tasks
-
-if TYPE_CHECKING:
-    from hpsearch.search.resolved import ResolvedSpec
 
 # Modules that import torch, Optuna, the storage layer or plotly are imported by the functions
 # that use them: every command, --help included, would otherwise wait seconds for them.
@@ -157,32 +154,23 @@ def given_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def prepare(spec: StudySpec, where: dict[str, str] | None = None, sweep_from: str | None = None) -> ResolvedSpec:
-    """Load the spec's plugins, then check and resolve it; ``UsageError`` if anything is wrong.
-
-    ``where`` says how the user gave each task option (a flag, or a study file's key), and
-    ``sweep_from`` the study file's sweep, so an error names it; flags by default.
-    """
-    return prepare_spec(spec, where or {name: flags(name)[0] for name in spec.task_options}, sweep_from)
-
-
 def search_main(argv: Sequence[str]) -> int:
     """Run the search the flags describe and print the results."""
     preload_plugins(argv)
     args = build_search_parser().parse_args(argv)
-    return run_search(args, StudySpec(**given_values(args)))
+    return run_search(args, StudySpec(**given_values(args)), {})
 
 
 def run_main(argv: Sequence[str]) -> int:
     """``hpsearch run FILE.toml [flags]``: the search a study file describes, flags given on top."""
-    args, spec, where, sweep_from = study_file_search(argv, build_run_parser)
-    return run_search(args, spec, where, sweep_from)
+    args, spec, where = study_file_search(argv, build_run_parser)
+    return run_search(args, spec, where)
 
 
 def study_file_search(
     argv: Sequence[str], build_parser: Callable[[], ArgumentParser]
-) -> tuple[argparse.Namespace, StudySpec, dict[str, str] | None, str | None]:
-    """The flags, and the search of the study file among them with the flags on top (``prepare``'s ``where``, ``sweep_from``).
+) -> tuple[argparse.Namespace, StudySpec, dict[str, str]]:
+    """The flags, and the search of the study file among them with the flags on top (and ``prepare``'s ``where``).
 
     Without a study file (``create``'s is optional), the search the flags alone describe. The
     parser is built once the plugins are loaded: a plugin's task options are flags of it too.
@@ -195,15 +183,17 @@ def study_file_search(
     if args.study_file is None:
         if not overrides.get("models"):
             raise UsageError("name the models with --models, or give a study file (hpsearch create FILE.toml)")
-        return args, StudySpec(**overrides), None, None
+        return args, StudySpec(**overrides), {}
     study = preloaded if preloaded is not None and args.study_file == first else read_study_file(args.study_file)
     values = merge(study.values, overrides)
     if not values.get("models"):
         raise UsageError(f"{study.path}: no models; add models = [\"tfn_classifier\"] or pass --models")
-    where = {name: f"{study.path}: [task] {name}" for name in study.values.get("task_options", {})}
-    where |= {name: flags(name)[0] for name in overrides.get("task_options", {})}
-    sweep_from = f"{study.path}: sweep" if study.values.get("sweep") and "sweep" not in overrides else None
-    return args, StudySpec(**values), where, sweep_from
+    # What a flag overrode is named by the flag, prepare's default; the rest by the file's key.
+    where = {f"[task] {name}": f"{study.path}: [task] {name}" for name in study.values.get("task_options", {})
+             if name not in overrides.get("task_options", {})}
+    where |= {name: f"{study.path}: {name}" for name in study.values
+              if name not in overrides and name not in ("task_options", "train")}
+    return args, StudySpec(**values), where
 
 
 def build_run_parser() -> ArgumentParser:
@@ -234,9 +224,8 @@ def _study_file_parser(prog: str, description: str, file_required: bool) -> Argu
     return parser
 
 
-def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] | None = None,
-               sweep_from: str | None = None) -> int:
-    """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results (``prepare``: ``where``, ``sweep_from``)."""
+def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str]) -> int:
+    """Resolve ``spec``, run it (in ``args.workers`` processes) and print the results (``prepare``'s ``where``)."""
     from tqdm.auto import tqdm
 
     from hpsearch.search.orchestrator import Orchestrator, silent
@@ -248,7 +237,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     devices = worker_devices(args.devices, args.workers, spec.train.get("device", "auto"))
-    resolved = prepare(spec, where, sweep_from)
+    resolved = prepare(spec, where)
     # This process is the first worker: its trainer takes the first device.
     orchestrator = Orchestrator(use_device(resolved, devices[0]), echo=silent if args.quiet else tqdm.write,
                                 progress=not args.no_progress, heartbeat=heartbeat_from(args))
@@ -273,7 +262,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str] 
 
 def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
-    args, spec, where, sweep_from = study_file_search(argv, build_create_parser)
+    args, spec, where = study_file_search(argv, build_create_parser)
     from hpsearch.search.orchestrator import Orchestrator
     from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
@@ -281,7 +270,7 @@ def create_main(argv: Sequence[str]) -> int:
     if args.workers != 1 or args.devices is not None or args.threads is not None:
         raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU, "
                          "--threads N its torch threads)")
-    orchestrator = Orchestrator(prepare(spec, where, sweep_from), progress=False, heartbeat=heartbeat_from(args))
+    orchestrator = Orchestrator(prepare(spec, where), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))

@@ -73,7 +73,7 @@ def lr_find_main(argv: Sequence[str]) -> int:
     from hpsearch.trainers.lr_finder import find_lr
 
     load_plugins(spec.plugins)
-    check_task_options(spec, {name: f"--{name.replace('_', '-')}" for name in spec.task_options})
+    check_task_options(spec, {})
     resolved = resolve(spec)
     plan = TrialPlan.from_point(resolved.sweep.grid_point(0), resolved.train_config, (p.name for p in resolved.task.step_params))
     trainer = plan.lr_test_trainer(resolved.task, plan.initial_model(resolved.task))

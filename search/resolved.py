@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NoReturn
 
 from hpsearch.models import ModelSpec, ValueRefused, get_model
 from hpsearch.search.errors import UsageError, did_you_mean
@@ -63,25 +65,8 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
     except KeyError as error:
         raise UsageError(str(error.args[0])) from None
     # Checks that need no task first: building one imports torch, and these answer at once.
-    if spec.n_trials is not None and spec.n_trials < 1:
-        raise UsageError(f"--n-trials must be at least 1 (got {spec.n_trials})")
-    if spec.timeout is not None and spec.timeout <= 0:
-        raise UsageError(f"--timeout must be positive (got {spec.timeout})")
-    if spec.stop_when_converged is not None and spec.stop_when_converged < 1:
-        raise UsageError(f"--stop-when-converged must be at least 1 trial (got {spec.stop_when_converged})")
-    if spec.stop_when_converged is not None and len(spec.objectives) > 1:
-        raise UsageError("--stop-when-converged takes a single objective; a Pareto front has no one best to stop on")
-    if spec.direction not in (None, "minimize", "maximize"):
-        raise UsageError(f"--direction must be minimize or maximize (got {spec.direction!r})")
-    if spec.direction is not None and spec.objectives:
-        raise UsageError(f"--direction sets the direction of one objective; give each of --objectives its own, "
-                         f"as NAME:{spec.direction} (e.g. {spec.objectives[0].partition(':')[0]}:{spec.direction})")
-    for name, limit in (("--max-flops", spec.max_flops), ("--max-params", spec.max_params)):
-        if limit is not None and limit <= 0:
-            raise UsageError(f"{name} must be positive (got {limit:g})")
+    check_study_options(spec)
     check_study_name(spec.name)
-    if spec.pruner not in PRUNERS:
-        raise UsageError(f"unknown pruner {spec.pruner!r}{did_you_mean(spec.pruner, PRUNERS)}; choose from {', '.join(PRUNERS)}")
     try:
         train_config = TrainConfig().with_overrides({**spec.fixed_train(), "monitor": spec.metric})
     except (TypeError, ValueError) as error:
@@ -158,6 +143,40 @@ def _grid_points(sampler: str, sweep: Sweep, n_trials: int | None) -> int | None
     return sweep.grid_size
 
 
+def named(where: Mapping[str, str], key: str) -> str:
+    """How the user gave ``key`` (a study option's name, or ``[task] NAME``): ``where``'s text, else its flag."""
+    return where.get(key) or f"--{key.removeprefix('[task] ').replace('_', '-')}"
+
+
+def check_study_options(spec: StudySpec, where: Mapping[str, str] = MappingProxyType({})) -> None:
+    """Each study option's value is one it allows; ``UsageError`` naming the option as ``where`` says the user gave it."""
+
+    def refuse(name: str, reason: str) -> NoReturn:
+        raise UsageError(f"{named(where, name)} {reason}")
+
+    if spec.n_trials is not None and spec.n_trials < 1:
+        refuse("n_trials", f"must be at least 1 (got {spec.n_trials})")
+    if spec.timeout is not None and spec.timeout <= 0:
+        refuse("timeout", f"must be positive (got {spec.timeout:g})")
+    if spec.stop_when_converged is not None and spec.stop_when_converged < 1:
+        refuse("stop_when_converged", f"must be at least 1 trial (got {spec.stop_when_converged})")
+    if spec.stop_when_converged is not None and len(spec.objectives) > 1:
+        refuse("stop_when_converged", "takes a single objective; a Pareto front has no one best to stop on")
+    if spec.direction not in (None, "minimize", "maximize"):
+        refuse("direction", f"must be minimize or maximize (got {spec.direction!r})")
+    if spec.direction is not None and spec.objectives:
+        refuse("direction", f"sets the direction of one objective; give each of --objectives its own, as "
+                            f"NAME:{spec.direction} (e.g. {spec.objectives[0].partition(':')[0]}:{spec.direction})")
+    for name, limit in (("max_flops", spec.max_flops), ("max_params", spec.max_params)):
+        if limit is not None and limit <= 0:
+            refuse(name, f"must be positive (got {limit:g})")
+    for name, value, known in (("pruner", spec.pruner, PRUNERS), ("sampler", spec.sampler, SAMPLERS)):
+        if value is not None and value not in known:
+            # "--pruner" would read oddly before "unknown pruner"; a file's key or a keyword reads well.
+            given = f"{where[name]}: " if name in where else ""
+            raise UsageError(f"{given}unknown {name} {value!r}{did_you_mean(value, known)}; choose from {', '.join(known)}")
+
+
 def _pruner(spec: StudySpec, sampler: str, multi_objective: bool, grid_points: int | None, checkpoints: str) -> str:
     """The pruner the search uses: ``--pruner``, or ``auto``'s choice; ``UsageError`` for halving where it cannot run."""
     # A point waiting at a rung resumes from its last.pt: without one it would train its epochs again.
@@ -180,8 +199,6 @@ def _pruner(spec: StudySpec, sampler: str, multi_objective: bool, grid_points: i
 def _sampler(spec: StudySpec, sweep: Sweep) -> str:
     """The sampler the search uses: ``--sampler``, else grid for value lists and ``DEFAULT_SAMPLER`` for ranges."""
     sampler = spec.sampler or ("grid" if sweep.is_grid else DEFAULT_SAMPLER)
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if sampler == "grid" and not sweep.is_grid:
         ranges = ", ".join(p.name for p in sweep.params if p.is_range)
         raise UsageError(f"the grid sampler needs value lists, but {ranges} is a range; use --sampler tpe")
@@ -316,15 +333,16 @@ def _check_models_build(resolved: ResolvedSpec) -> None:
                              f"{type(error).__name__}: {error}{hint}") from None
 
 
-def prepare(spec: StudySpec, where: dict[str, str], sweep_from: str | None = None) -> ResolvedSpec:
+def prepare(spec: StudySpec, where: Mapping[str, str] = MappingProxyType({})) -> ResolvedSpec:
     """Load the spec's plugins, check and resolve it, and probe its models; ``UsageError`` if anything is wrong.
 
-    ``where`` says how the user gave each task option (a flag, a study file's key, a keyword), and
-    ``sweep_from`` the sweep if a study file gave it, so that an error names it. The CLI and the
-    Python API both start a search here.
+    ``where`` says how the user gave a value where that is not its flag, so that an error names it
+    as given: a study option by its name (``n_trials``, ``sweep``), a task option as ``[task] NAME``;
+    e.g. ``{"n_trials": "s.toml: n_trials"}``. The CLI and the Python API both start a search here.
     """
     load_plugins(spec.plugins)
     check_task_options(spec, where)
+    check_study_options(spec, where)
     # Absolute, as the study stores them: a worker started in another folder (or on another machine
     # with the same mount) reads the same data and resumes from the same checkpoints, where "." meant
     # each worker's own.
@@ -333,24 +351,24 @@ def prepare(spec: StudySpec, where: dict[str, str], sweep_from: str | None = Non
     try:
         resolved = resolve(spec)
     except SweepError as error:
-        if sweep_from is None:
+        if "sweep" not in where:
             raise
-        raise SweepError(f"{sweep_from}: {error}") from None
+        raise SweepError(f"{where['sweep']}: {error}") from None
     from hpsearch.search.probe import probe_models  # torch, which resolve's first checks do without
 
     probe_models(resolved, user_origin)
     return resolved
 
 
-def check_task_options(spec: StudySpec, where: dict[str, str]) -> None:
-    """Every task option given must be one of the chosen task's, with a value it allows."""
+def check_task_options(spec: StudySpec, where: Mapping[str, str]) -> None:
+    """Every task option given must be one of the chosen task's, with a value it allows (``prepare``'s ``where``)."""
     try:
         task = get_task(spec.task)
     except KeyError:
         return  # resolve names the unknown task and the known ones
     options = {option.name: option for option in task.options}
     for name, value in spec.task_options.items():
-        given = where.get(name, name)
+        given = named(where, f"[task] {name}")
         if name not in options:
             raise UsageError(f"{given}: task {task.name} has no option {name}{did_you_mean(name, options)}; "
                              f"its options: {', '.join(options) or 'none'}")

@@ -6,6 +6,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpsearch.search.api import search
 from hpsearch.search.cli import main
 from hpsearch.search.errors import UsageError
 from hpsearch.search.orchestrator import load_spec
@@ -116,6 +117,20 @@ def test_task_options_are_checked_against_the_task_and_named_by_their_source(tmp
     assert "error: --digits: 0 is below the minimum 1" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
 
+
+def test_a_study_option_the_search_refuses_is_named_as_the_file_key_a_flag_or_a_keyword(tmp_path, monkeypatch, capsys):
+    """A file's n_trials = 0 was refused as "--n-trials", a flag the user never typed."""
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, 'models = ["tfn_classifier"]\nn_trials = 0\nsampler = "gird"\n')
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err == f"hpsearch: error: {path}: n_trials must be at least 1 (got 0)\n"
+    assert main(["run", str(path), "--n-trials", "-1"]) == 2  # the flag over the file: named as the flag
+    assert capsys.readouterr().err == "hpsearch: error: --n-trials must be at least 1 (got -1)\n"
+    assert main(["run", str(path), "--n-trials", "2"]) == 2
+    assert capsys.readouterr().err.startswith(f"hpsearch: error: {path}: sampler: unknown sampler 'gird' (did you mean grid?);")
+    with pytest.raises(UsageError, match=r"^n_trials must be at least 1 \(got 0\)$"):
+        search("tfn_classifier", "synthetic_tokens", {"embed_dim": [8]}, n_trials=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
 
 def test_create_takes_a_study_file_with_flags_on_top(tmp_path, monkeypatch, capsys):
     """Workers had no way to run a study file's search: create asked for --models."""
