@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -35,6 +36,11 @@ class ArgumentParser(argparse.ArgumentParser):
             flags = [option for action in self._actions for option in action.option_strings]
             hints = (f" ({elsewhere[word]})" if word in elsewhere else did_you_mean(word, flags) for word in words)
             message += next((hint for hint in hints if hint), "")
+        choice = re.fullmatch(r"(argument \S+: invalid choice: )'(.*)' \(choose from (.*)\)", message)
+        if choice:
+            head, given, listed = choice.groups()
+            known = [name.strip().strip("'") for name in listed.split(",")]
+            message = f"{head}{given!r}{did_you_mean(given, known)}; choose from {', '.join(known)}"
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 

@@ -132,6 +132,8 @@ BAD_INPUTS = {
     "unbuildable point": (["--models", "transformer_classifier", "--param_sweep", "embed_dim:30", "num_heads:4"], "cannot be built"),
     "grid with a range": (["--models", "tfn_classifier", "--param_sweep", "lr:1e-4..1e-2", "--sampler", "grid"], "needs value lists"),
     "unknown flag": (["--models", "tfn_classifier", "--epoch", "3"], "unrecognized arguments: --epoch 3 (did you mean --epochs?)"),
+    "mistyped choice": (["--models", "tfn_classifier", "--pruner", "precentile"],
+                        "argument --pruner: invalid choice: 'precentile' (did you mean percentile?); choose from auto, "),
     "no models": (["--param_sweep", "embed_dim:64"], "--models"),
     "unknown task": (["--models", "tfn_classifier", "--task", "nope"], "unknown task"),
     "unknown metric": (["--models", "tfn_classifier", "--metric", "val_f1"], "unknown metric"),
