@@ -21,6 +21,7 @@ from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_hal
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
 from hpsearch.search.resolved import ResolvedSpec
+from hpsearch.search.sampler_wrapper import SeededPerTrial
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec
@@ -133,13 +134,9 @@ class Orchestrator:
         echo: Callable[[str], None] = tqdm.write,
         progress: bool = True,
         heartbeat: Heartbeat = Heartbeat(),
-        seeded_sampler: bool = True,
         database: StudyDatabase | None = None,
     ) -> None:
         self.resolved = resolved
-        # Workers leave the sampler unseeded: identically seeded samplers in several processes
-        # draw the same values, and which worker runs which trial is not reproducible anyway.
-        self.sampler_seed = resolved.train_config.seed if seeded_sampler else None
         self.spec: StudySpec = resolved.spec
         self.storage_url = resolve_storage_url(self.spec.storage, self.spec.output_dir)
         self.echo = echo
@@ -161,7 +158,11 @@ class Orchestrator:
         """
         database = self._database()
         resolved = self.resolved
-        sampler = make_sampler(resolved.sampler, self.sampler_seed)
+        # Each trial's draws come from the seed and its number, not from one stream per process:
+        # several workers' streams would draw alike, and a worker's trials would differ from a
+        # plain run's; a re-run's new trials, numbered on, draw anew.
+        seed = resolved.train_config.seed
+        sampler = SeededPerTrial(make_sampler(resolved.sampler, seed), seed)
         # Optuna's pruners refuse multi-objective studies; the divergence guard still applies.
         pruner = make_pruner(
             "none" if resolved.multi_objective else resolved.pruner, resolved.train_config.epochs,
@@ -179,10 +180,6 @@ class Orchestrator:
             # A dead worker's trial is failed and its retry queued before anyone counts the queue:
             # left RUNNING, a grid would count its point as taken and stop at "nothing to do".
             optuna.storages.fail_stale_trials(study)
-        earlier = len(study.get_trials(deepcopy=False))
-        if earlier and self.sampler_seed is not None:
-            # A re-run seeded as the first run would draw the first run's parameters again.
-            study.sampler = make_sampler(resolved.sampler, self.sampler_seed + earlier)
         return study
 
     def _database(self) -> StudyDatabase:

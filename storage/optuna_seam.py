@@ -70,6 +70,10 @@ Private things relied on, and why:
    proxy) for the first one instead: one statement, and through the proxy one request. Optuna's
    cache (``_CachedStorage``, its ``_backend`` and ``_trial_id_to_study_id_and_number``) sets a
    parameter only on a trial it has read, so a trial taken that it has not seen makes it read.
+12. ``optuna.samplers._lazy_random_state.LazyRandomState``, the random state each of Optuna's
+   samplers draws from (``_rng``, and those of the samplers it holds, such as TPE's and the GP's
+   random sampler for a study's first trial). Samplers take a seed only when built, and
+   ``reseed_rng`` seeds them from the OS: :func:`reseed_sampler` seeds each with a given number.
 
 Behaviour of public methods relied on: ``Study.ask`` of a plain ``Study`` takes a queued trial
 by calling ``set_trial_state_values(trial_id, RUNNING)`` on the storage and moves on to the next
@@ -91,6 +95,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as optuna_models
@@ -863,6 +868,24 @@ class NumberedQMCSampler(optuna.samplers.QMCSampler):
 
     def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
         return max(self._sampling.number - self.first_number, 0)
+
+
+def reseed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> int:
+    """Seed every random state ``sampler`` draws from, its own and its inner samplers' (12 above); return how many."""
+    seeded, seen = 0, set()
+
+    def visit(holder: object) -> None:
+        nonlocal seeded
+        seen.add(id(holder))
+        for value in vars(holder).values():
+            if isinstance(value, LazyRandomState):
+                value.rng.seed(seed)
+                seeded += 1
+            elif isinstance(value, optuna.samplers.BaseSampler) and id(value) not in seen:
+                visit(value)
+
+    visit(sampler)
+    return seeded
 
 
 class QueueTakingStudy(optuna.Study):

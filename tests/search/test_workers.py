@@ -402,6 +402,25 @@ def test_a_worker_in_another_folder_reads_the_data_create_was_given_relative(tmp
     stored = StudySpec.from_json(optuna.load_study(study_name="forecast", storage=url).user_attrs[SPEC_ATTR])
     assert stored.task_options["data"] == str(tmp_path / "load.csv")
 
+
+def test_a_worker_draws_the_trials_a_plain_run_with_the_same_seed_draws(tmp_path, run_hpsearch):
+    """Workers' samplers were unseeded: trial 0 differed from run to run, and --seed meant nothing to them."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    search = ["--storage", url, "--models", "tfn_classifier", "--param-sweep", "embed_dim:4..16", "lr:1e-4..1e-2",
+              "--n-trials", "3", "--epochs", "1", "--seed", "3"]
+    plain = run_hpsearch("--study", "plain", *search, "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    for name in ("worked", "worked-again"):
+        created = run_hpsearch("create", "--study", name, *search)
+        assert created.returncode == 0, created.stderr
+        worked = run_hpsearch("worker", "--study", name, "--storage", url)
+        assert worked.returncode == 0, worked.stderr
+
+    def params(name):
+        return [t.params for t in optuna.load_study(study_name=name, storage=url).trials]
+
+    assert len(params("plain")) == 3 and params("worked") == params("plain") and params("worked-again") == params("plain")
+
 # One GPU per worker (--devices). This machine may have no GPU: the tests check what each worker is
 # given (its command line and environment), and that asking for a GPU without one is a usage error.
 

@@ -862,3 +862,21 @@ def test_a_numbered_qmc_sampler_draws_the_point_its_trial_number_names():
     drawn = {n: sampler.sample_relative(study, trials[n], {"x": trials[0].distributions["x"]})["x"] for n in (3, 1, 2)}
     counted = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=1)  # Optuna's counter, in order
     assert [drawn[n] for n in (1, 2, 3)] == [counted.sample_relative(study, trials[n], {"x": trials[0].distributions["x"]})["x"] for n in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("name", ["gp", "tpe", "random"])
+def test_reseeding_a_sampler_seeds_every_random_state_it_draws_from(name):
+    # 12 of the module docstring: the samplers' LazyRandomState, held by them and their inner samplers.
+    from hpsearch.search.samplers import make_sampler
+
+    def draws(sampler, seed):
+        study = optuna.create_study(sampler=sampler)
+        for _ in range(4):  # the first trial at random, the next ones from the design or the model
+            trial = study.ask()
+            seam.reseed_sampler(sampler, seed + trial.number)
+            study.tell(trial, trial.suggest_float("x", 0, 1) + trial.suggest_int("n", 1, 1000) / 1000)
+        return [t.params for t in study.trials]
+
+    assert seam.reseed_sampler(make_sampler(name, 0), 1) >= 1
+    assert draws(make_sampler(name, None), 7) == draws(make_sampler(name, None), 7)  # seeded from the OS, then alike
+    assert draws(make_sampler(name, 0), 7)[0] != draws(make_sampler(name, 0), 8)[0]
