@@ -39,7 +39,7 @@ from hpsearch.search.trial import TrialPlan
 from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
-from hpsearch.trainers.checkpoints import BEST, load_checkpoint
+from hpsearch.trainers.checkpoints import BEST, LAST, load_checkpoint
 from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
 from hpsearch.trainers.tasks import Task, TaskSpec, register_task
 
@@ -173,6 +173,9 @@ def load_model(
     since) are refused unless ``allow_changed_code``. ``task`` is the ``Task`` object a study was
     searched with (``search(model, task, ...)``), for a process that has not registered it.
     """
+    if checkpoint not in (BEST, LAST):
+        raise UsageError(f"checkpoint={checkpoint!r}{did_you_mean(checkpoint, (BEST, LAST))}: a trial keeps {BEST} "
+                         f"(its best epoch) and {LAST}")
     if task is not None:
         _task_name(task)
     with quiet_optuna():
@@ -191,8 +194,12 @@ def load_model(
             if chosen is None:
                 raise UsageError(f"study {study!r} has no trial {trial}")
     saved = chosen.user_attrs.get(CHECKPOINT_ATTR)
+    if saved is None and not chosen.state.is_finished():
+        # Its checkpoint is recorded as it ends; until then the files are being rewritten each epoch.
+        raise UsageError(f"trial {chosen.number} of study {study!r} is {chosen.state.name}: its model can be loaded "
+                         "once it has ended")
     if saved is None:
-        raise UsageError(f"trial {chosen.number} of study {study!r} saved no checkpoint")
+        raise UsageError(f"trial {chosen.number} of study {study!r} ({chosen.state.name}) saved no checkpoint")
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-load-")
     with scratch:
         return _load_trained(spec, study, chosen, Path(saved).with_name(checkpoint), Path(scratch.name), allow_changed_code)
@@ -202,7 +209,7 @@ def load_task(storage: str | None, study: str) -> Task:
     """The task ``study`` searched, built with the options it stored (its ``test`` split included), for predictions.
 
     ``storage`` as ``load_model`` takes it (None: ``$HPSEARCH_STORAGE``, else ``sqlite:///hpsearch.db``).
-    A ``data`` path given relative on the command line is read relative to this process's folder.
+    A ``data`` path is stored absolute (a study begun before that kept it as typed: relative to this process's folder).
     """
     from hpsearch.trainers.tasks import build_task
 

@@ -91,6 +91,12 @@ def test_load_model_returns_the_trained_best_model(where) -> None:
         loss = F.cross_entropy(model(x_val), y_val).item()
     assert loss == pytest.approx(study.best_value, rel=1e-5)
     assert not model.training
+    with pytest.raises(UsageError, match=r"^checkpoint='bset.pt' \(did you mean best.pt\?\): a trial keeps best.pt"):
+        load_model(where["storage"], study.study_name, checkpoint="bset.pt")
+    # A trial still running (here one taken and not yet told) has recorded no checkpoint: it is not "saved none".
+    study.ask()
+    with pytest.raises(UsageError, match=r"^trial 2 of study '.*' is RUNNING: its model can be loaded once it has ended$"):
+        load_model(where["storage"], study.study_name, trial=2)
 
 
 def test_load_task_rebuilds_the_studys_task_for_forecasts_in_the_datas_units(where, tmp_path) -> None:
