@@ -79,7 +79,9 @@ DESCRIPTION = (
 )
 
 
-def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, models_required: bool = True) -> ArgumentParser:
+def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, models_required: bool = True,
+                        runs_trials: bool = True) -> ArgumentParser:
+    """The search's flags; without ``runs_trials`` (``hpsearch create``), none for the processes that run them."""
     parser = ArgumentParser(prog=prog, description=description, epilog=EXAMPLES)
     parser.add_argument("--version", action="version", version=f"hpsearch {importlib.metadata.version('hpsearch')}")
     what = parser.add_argument_group("what to search")
@@ -90,12 +92,18 @@ def build_search_parser(prog: str = "hpsearch", description: str = DESCRIPTION, 
 
     study = parser.add_argument_group("study")
     add_study_arguments(study)
-    study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
-    study.add_argument("--threads", type=int, help="torch threads in all, split among --workers (default: one per CPU core); "
-                       "on a machine other jobs keep busy, the cores left to this search: threads that outnumber free "
-                       "cores wait on each other at every operation")
-    study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
-                       "cuda or auto (every visible GPU; auto without one: the --device default)")
+    if runs_trials:
+        study.add_argument("--workers", type=int, default=1, help="local worker processes sharing the CPU cores (default: %(default)s)")
+        study.add_argument("--threads", type=int, help="torch threads in all, split among --workers (default: one per CPU core); "
+                           "on a machine other jobs keep busy, the cores left to this search: threads that outnumber free "
+                           "cores wait on each other at every operation")
+        study.add_argument("--devices", help="one GPU per worker: cuda:0,cuda:1,... (round-robin when workers outnumber them), "
+                           "cuda or auto (every visible GPU; auto without one: the --device default)")
+    else:
+        parser.owned_elsewhere = lambda: dict.fromkeys(
+            ("--workers", "--threads", "--devices"),
+            "hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU, --threads N "
+            "its torch threads)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     study.add_argument("-q", "--quiet", action="store_true", help="no trial, epoch or FLOPs lines; the results table, warnings and errors stay")
     add_heartbeat_arguments(study)
@@ -211,12 +219,13 @@ def build_create_parser() -> ArgumentParser:
         "Create a study that holds a whole search, for workers to run: the search the flags describe, "
         "or a study file's (TOML, as hpsearch run takes it) with any flags on top.",
         file_required=False,
+        runs_trials=False,
     )
 
 
-def _study_file_parser(prog: str, description: str, file_required: bool) -> ArgumentParser:
+def _study_file_parser(prog: str, description: str, file_required: bool, runs_trials: bool = True) -> ArgumentParser:
     """The search's flags after a study file, which ``--models`` need not repeat."""
-    parser = build_search_parser(prog=prog, description=description, models_required=False)
+    parser = build_search_parser(prog=prog, description=description, models_required=False, runs_trials=runs_trials)
     if file_required:
         parser.add_argument("study_file", metavar="FILE.toml", help="the study file (studies/ has examples)")
     else:
@@ -267,9 +276,6 @@ def create_main(argv: Sequence[str]) -> int:
     from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
 
-    if args.workers != 1 or args.devices is not None or args.threads is not None:
-        raise UsageError("hpsearch create runs nothing; start workers with hpsearch worker (--device cuda:N picks a GPU, "
-                         "--threads N its torch threads)")
     orchestrator = Orchestrator(prepare(spec, where), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output

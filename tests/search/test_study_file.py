@@ -153,6 +153,19 @@ def test_create_takes_a_study_file_with_flags_on_top(tmp_path, monkeypatch, caps
                                               "option seq_lenn (did you mean seq_len?)")
 
 
+def test_create_offers_no_flag_for_the_processes_it_does_not_start(tmp_path, monkeypatch, capsys):
+    """create --help listed --workers, --threads and --devices, which create then refused."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["create", "--help"])
+    shown = capsys.readouterr().out
+    assert "--epochs" in shown and not any(flag in shown for flag in ("--workers", "--threads", "--devices"))
+    assert main(["create", "--models", "tfn_classifier", "--threads=2"]) == 2
+    assert capsys.readouterr().err == (
+        "hpsearch: error: unrecognized arguments: --threads=2 (hpsearch create runs nothing; start workers with hpsearch "
+        "worker (--device cuda:N picks a GPU, --threads N its torch threads)) (see hpsearch create --help)\n")
+    assert list(tmp_path.iterdir()) == []
+
 def test_a_sweep_error_names_the_file_that_gave_the_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, 'models = ["tfn_classifier"]\n[sweep]\nembed_dimm = [16, 32]\n')
