@@ -110,7 +110,7 @@ def search(
     if outcome.idle and not verbose:
         # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
         # study's total, where Optuna's optimize(n_trials=) runs that many more.
-        warnings.warn(orchestrator.nothing_to_do(), UserWarning, stacklevel=2)
+        warnings.warn(orchestrator.nothing_to_do(outcome.study), UserWarning, stacklevel=2)
     if outcome.trials_failed:
         # The CLI exits 1 here; a notebook would otherwise see a study come back as if all went well.
         failed = outcome.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))

@@ -272,6 +272,8 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str])
 def create_main(argv: Sequence[str]) -> int:
     """``hpsearch create``: store the search with a new study and queue its work; run nothing."""
     args, spec, where = study_file_search(argv, build_create_parser)
+    import optuna
+
     from hpsearch.search.orchestrator import Orchestrator
     from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
@@ -279,6 +281,11 @@ def create_main(argv: Sequence[str]) -> int:
     orchestrator = Orchestrator(prepare(spec, where), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
     print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
+    if planned == 0:
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        print(orchestrator.nothing_to_do(study) if not running else
+              f"Study {study.study_name!r}: nothing left to queue; its workers are running its last {running} trial(s).")
+        return EXIT_OK
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))
     return EXIT_OK
 

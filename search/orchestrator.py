@@ -219,12 +219,14 @@ class Orchestrator:
             waiting, unqueued = self.queue.queue_budget(study, n_trials or 0, retry_interrupted=True)
             return study, waiting + unqueued
 
-    def nothing_to_do(self) -> str:
+    def nothing_to_do(self, study: optuna.Study) -> str:
         """What a command says when the study has run all its work."""
         if self.is_grid:
             return f"Study {self.spec.name!r}: every grid point has already run; nothing to do."
-        return (f"Study {self.spec.name!r}: its {self.resolved.n_trials} trials (--n-trials, n_trials= in Python: the "
-                "study's budget, not a count of new trials) have already run; nothing to do (a larger budget adds trials).")
+        held = StudyQueue.budget_spent(study.get_trials(deepcopy=False))
+        return (f"Study {self.spec.name!r}: its budget of {self.resolved.n_trials} trials (--n-trials, n_trials= in Python: "
+                f"the trials it holds in all, not a count of new ones) is spent, with {held} trials; nothing to do (a "
+                "larger budget adds trials).")
 
     def top_up(self, study: optuna.Study) -> bool:
         """Queue the next batch of the grid or of the budget, if any is left; True when a trial waits now.
@@ -264,7 +266,7 @@ class Orchestrator:
         study, planned = self.create(self.resolved.n_trials)
         running = self._running(study)
         if planned == 0 and running == 0:
-            self.echo(self.nothing_to_do())
+            self.echo(self.nothing_to_do(study))
             return SearchOutcome(study, self.storage_url, 0, 0, idle=True)
         # Under halving, the points that go on past a rung are trials of their own, queued as the
         # rungs fill: the loop runs until nothing is left rather than counting.

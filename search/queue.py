@@ -132,9 +132,14 @@ class StudyQueue:
 
     @staticmethod
     def budget_left(trials: Sequence[FrozenTrial], n_trials: int) -> int:
-        """Trials of a budget of ``n_trials`` not yet queued: a failed trial that a retry took over is not counted; every other trial is."""
+        """Trials of a budget of ``n_trials`` not yet queued (``budget_spent``)."""
+        return max(n_trials - StudyQueue.budget_spent(trials), 0)
+
+    @staticmethod
+    def budget_spent(trials: Sequence[FrozenTrial]) -> int:
+        """The trials a budget counts: a failed trial that a retry took over is not counted; every other trial is."""
         replaced = {number for trial in trials for number in _replaces(trial)}
-        return max(n_trials - sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials), 0)
+        return sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials)
 
     @staticmethod
     def _queue_interrupted(study: optuna.Study) -> int:

@@ -193,7 +193,7 @@ def run_local_workers(
     url = orchestrator.storage_url
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if planned == 0 and not running:
-        orchestrator.echo(orchestrator.nothing_to_do())
+        orchestrator.echo(orchestrator.nothing_to_do(study))
         return SearchOutcome(study, url, 0, 0, idle=True)
     threads = max(1, (threads or os.cpu_count() or 1) // n_workers)
     # Only trials RUNNING elsewhere are left (a killed worker's, inside its grace period): this

@@ -191,7 +191,7 @@ def test_a_rerun_with_changed_epochs_names_what_changed(where) -> None:
 
 def test_a_tpe_rerun_with_a_larger_budget_adds_trials_with_new_parameters(where) -> None:
     first = [t.params["lr"] for t in search("api_mlp", blobs_task(), {"lr": "1e-4..1e-1:log"}, n_trials=3, epochs=1, **where).trials]
-    with pytest.warns(UserWarning, match=r"its 3 trials \(--n-trials, n_trials= in Python: the study's budget"):
+    with pytest.warns(UserWarning, match=r"its budget of 3 trials \(--n-trials, n_trials= in Python: the trials it holds"):
         same = [t.params["lr"] for t in search("api_mlp", blobs_task(), {"lr": "1e-4..1e-1:log"}, n_trials=3, epochs=1, **where).trials]
     assert same == first  # n_trials is the study's budget: run again, it is already spent
     both = [t.params["lr"] for t in search("api_mlp", blobs_task(), {"lr": "1e-4..1e-1:log"}, n_trials=6, epochs=1, **where).trials]

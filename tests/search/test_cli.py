@@ -66,6 +66,10 @@ def test_seed_command_runs_the_grid_and_resumes_without_repeating(tmp_path, run_
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout
     assert len(load_trials(db, "tfn_classifier-synthetic_tokens")) == 4
+    # create on a finished study said "0 trials to run. Start workers with ..."
+    created = run_hpsearch("create", *SEED, *TINY)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.splitlines()[-1] == "Study 'tfn_classifier-synthetic_tokens': every grid point has already run; nothing to do."
 
 
 def test_quoted_sweep_and_two_models_in_one_study(tmp_path, run_hpsearch):
