@@ -449,6 +449,18 @@ class Orchestrator:
             time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
         return False
 
+    def _same_search_as(self, study: optuna.Study) -> str | None:
+        """Another study in ``study``'s database that holds this very search (no setting changed), if any."""
+        assert self.database is not None
+        for other in optuna.get_all_study_summaries(self.database.storage, include_best_trial=False):
+            stored = other.user_attrs.get(SPEC_ATTR)
+            if other.study_name == study.study_name or stored is None:
+                continue
+            previous = StudySpec.from_json(stored)
+            if previous.identity() == self.spec.identity() and not self.spec.changes_from(previous):
+                return other.study_name
+        return None
+
     def _claim(self, study: optuna.Study) -> None:
         """Store the spec with a new study; refuse to resume one that holds another search."""
         stored = study.user_attrs.get(SPEC_ATTR)
@@ -461,6 +473,10 @@ class Orchestrator:
                 # Only here: on a single objective, metric names would rename trials_dataframe()'s
                 # familiar ``value`` column.
                 study.set_metric_names([goal.name for goal in self.resolved.goals])
+            twin = self._same_search_as(study)
+            if twin is not None:  # a mistyped or forgotten --study-name would start over unnoticed
+                self.echo(f"New study {study.study_name!r}, though study {twin!r} in this database holds the same "
+                          f"search: pass --study-name {twin} to go on with that one")
             return
         previous = StudySpec.from_json(stored)
         refusal = self.spec.store_refusal(previous)

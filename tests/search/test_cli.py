@@ -383,3 +383,18 @@ def test_threads_sets_torchs_threads_for_the_search(tmp_path, run_hpsearch):
     refused = run_hpsearch("--plugin", str(plugin), "--models", "threads_probe", "--param_sweep", "width:4", *TINY,
                            "--threads", "0", env={"THREADS_SEEN": str(seen)})
     assert refused.returncode == 2 and refused.stderr.strip() == "hpsearch: error: --threads must be at least 1 (got 0)"
+
+
+def test_a_new_study_of_a_search_another_study_holds_says_which(tmp_path, run_hpsearch):
+    """A mistyped --study-name started the search over in a new study with no word of the old one."""
+    search = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:8", *TINY, "--storage", f"sqlite:///{tmp_path / 'hp.db'}"]
+    first = run_hpsearch(*search, "--study-name", "etth1_small")
+    assert first.returncode == 0, first.stderr
+    assert "New study" not in first.stdout
+    typo = run_hpsearch(*search, "--study-name", "etth1_smal")
+    assert typo.returncode == 0, typo.stderr
+    assert ("New study 'etth1_smal', though study 'etth1_small' in this database holds the same search: pass "
+            "--study-name etth1_small to go on with that one") in typo.stdout.splitlines()
+    other = run_hpsearch(*search, "--study-name", "longer", "--epochs", "1")  # another search: no note
+    assert other.returncode == 0, other.stderr
+    assert "New study" not in other.stdout
