@@ -124,7 +124,8 @@ class StudySpec:
         theirs["task_options"] = with_absolute_paths(previous.task_options, Path.cwd())
         for name in mine:
             if mine[name] != theirs.get(name):
-                changes.append(f"{name} {_shown(theirs.get(name))} -> {_shown(mine[name])}")
+                separator = " " if name == "sweep" else ","  # as each is written on the command line
+                changes.append(f"{name} {_shown(theirs.get(name), separator)} -> {_shown(mine[name], separator)}")
         for name in sorted(set(self.train) | set(previous.train)):
             if name in SPEED_ONLY_SETTINGS:
                 continue
@@ -185,7 +186,7 @@ def _default(name: str) -> Any:
     return getattr(TrainConfig, name, None)
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, separator: str = ",") -> str:
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "none"
+        return separator.join(map(str, value)) or "none"
     return str(value)

@@ -129,3 +129,11 @@ def test_a_data_path_stored_as_typed_before_is_the_same_data_from_the_folder_it_
     assert spec(str(tmp_path / "load.csv")).changes_from(spec("./sub/../load.csv")) == []
     (change,) = spec(str(tmp_path / "other.csv")).changes_from(spec("load.csv"))
     assert change.startswith("task_options ") and "other.csv" in change
+
+
+def test_a_changed_sweep_is_shown_as_its_items_are_written():
+    from hpsearch.search.spec import StudySpec
+
+    before = StudySpec(models=("m",), sweep=("embed_dim:8,16", "kernel_type:rbf,compact"))
+    (change,) = StudySpec(models=("m",), sweep=("embed_dim:8",)).changes_from(before)
+    assert change == "sweep embed_dim:8,16 kernel_type:rbf,compact -> embed_dim:8"
