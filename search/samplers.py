@@ -263,8 +263,8 @@ def idle_pruner_note(name: str, epochs: int, warmup_epochs: float, trials: int) 
     if not kind.rungs(first_judged_epoch(epochs, warmup_epochs), epochs):
         return f"--pruner {name} judges no epoch before the last of {epochs} (none of the LR warmup): it could stop no trial"
     if trials < kind.trials_to_judge:
-        return (f"--pruner {name} compares a trial with {kind.trials_to_judge - 1} others before it can stop it, and "
-                f"this study has {trials}: it could stop none")
+        return (f"--pruner {name} stops a trial only by comparing it with {kind.trials_to_judge - 1} trials before it, "
+                f"so a study needs {kind.trials_to_judge}, and this one has {trials}: it could stop none")
     return None
 
 

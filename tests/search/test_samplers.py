@@ -127,7 +127,8 @@ def test_a_pruner_that_could_stop_no_trial_says_why():
 
     # Three epochs, one of warmup: the rung falls at epoch 2, but needs 5 other trials there.
     assert idle_pruner_note("rung", 3, 1, 5) == (
-        "--pruner rung compares a trial with 5 others before it can stop it, and this study has 5: it could stop none")
+        "--pruner rung stops a trial only by comparing it with 5 trials before it, so a study needs 6, and this one has 5: "
+        "it could stop none")
     assert idle_pruner_note("rung", 3, 1, 6) is None
     assert idle_pruner_note("percentile", 3, 1, 2) is not None and idle_pruner_note("percentile", 3, 1, 3) is None
     # Two epochs, one of warmup: the only epoch judged would be the last, which is never pruned.
