@@ -99,8 +99,8 @@ CSV_TIMESERIES_OPTIONS = (
     HyperParam("horizon", "int", 24, "time steps it forecasts", low=1),
     HyperParam("stride", "int", 1, "time steps between the starts of consecutive windows", low=1),
     # Train / validation / test 0.6 / 0.2 / 0.2 by time: the proportions of ETTh1's usual 12/4/4 months.
-    HyperParam("val_fraction", "float", 0.2, "share of the rows, after training, for validation", low=0.01, high=0.9),
-    HyperParam("test_fraction", "float", 0.2, "share of the last rows held out for testing", low=0.0, high=0.9),
+    HyperParam("val_fraction", "float", 0.2, "share of all rows for validation: those after the training rows (windows may look back into them)", low=0.01, high=0.9),
+    HyperParam("test_fraction", "float", 0.2, "share of all rows, the last ones, held out for testing (windows may look back into validation's)", low=0.0, high=0.9),
 )
 
 # Each description is the first line of its builder's docstring (a test holds them equal).
