@@ -130,7 +130,10 @@ def _shape_problem(task: Task, where: str, batch: Any, split: str, outputs: Any,
     shape = _wrong_shape(task, outputs, targets)
     if not shape:
         return None
-    return f"{where} returns outputs of shape {shape} for {_input_shape(batch, split)}; the task needs {_needed(task, targets)}"
+    # One output per example against targets of one number each: the targets often lack the last axis.
+    column = isinstance(targets, torch.Tensor) and targets.dim() == 1 and targets.is_floating_point() and shape == [len(targets), 1]
+    hint = f" (or give the task targets of shape {shape}: targets.unsqueeze(-1))" if column else ""
+    return f"{where} returns outputs of shape {shape} for {_input_shape(batch, split)}; the task needs {_needed(task, targets)}{hint}"
 
 
 def _model_alone_problem(task: Task, where: str, batch: Any, split: str, model: torch.nn.Module) -> str | None:

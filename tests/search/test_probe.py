@@ -87,3 +87,22 @@ def test_a_validation_split_of_another_shape_is_refused_before_any_trial(tmp_pat
         registry._MODELS.remove("probe_mlp")
     assert "fails on validation input of shape [2, 4]: RuntimeError: mat1 and mat2 shapes cannot be multiplied" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_column_of_outputs_against_flat_targets_suggests_shaping_the_targets_too(tmp_path):
+    """The message named only the model, where the usual fix is the targets' unsqueeze."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randn(40, generator=g)
+    task = Task(name="probe_flat_targets", train=(x[:30], y[:30]), val=(x[30:], y[30:]), loss=F.mse_loss,
+                data=DataSpec(kind="tabular", num_features=6, num_outputs=1))
+    spec = register_model("probe_column", lambda data, width: torch.nn.Linear(data.num_features, 1),
+                          [HyperParam("width", "int", 4, "unused", low=1)], input_kind="tabular")
+    try:
+        with pytest.raises(UsageError) as caught:
+            search(spec, task, epochs=1, storage=f"sqlite:///{tmp_path / 'p.db'}", output_dir=tmp_path)
+    finally:
+        from hpsearch.models import registry
+
+        registry._MODELS.remove("probe_column")
+    assert str(caught.value).endswith("returns outputs of shape [2, 1] for input of shape [2, 6]; the task needs [2] "
+                                      "(or give the task targets of shape [2, 1]: targets.unsqueeze(-1))")
