@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -84,7 +85,7 @@ def worker_main(argv: Sequence[str]) -> int:
     from hpsearch.search.signals import Preemption, graceful_interrupts
     from hpsearch.search.workers import use_device
     from hpsearch.storage.retry import DatabaseWaitStopped
-    from hpsearch.storage.urls import resolve_storage_url
+    from hpsearch.storage.urls import mask_password, resolve_storage_url
     from hpsearch.trainers.hardware import resolve_device
 
     if args.n_trials is not None and args.n_trials < 1:
@@ -131,6 +132,9 @@ def worker_main(argv: Sequence[str]) -> int:
     handed_back = f", {outcome.preempted} handed back to the queue" if outcome.preempted else ""
     trials = f"{outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'}"
     print(f"Worker {os.getpid()}: {trials} run, {outcome.trials_failed} failed{handed_back}.")
+    # A URL with a password is never printed: the command then reads $HPSEARCH_STORAGE, as this worker may have.
+    storage = f" --storage {shlex.quote(url)}" if mask_password(url) == url else ""
+    print(f"The study's results, with every worker's trials: hpsearch trials --study {shlex.quote(spec.name)}{storage}")
     if preemption.requested:
         print(f"hpsearch: preempted by {preemption.signal_name}; the study's queue holds the rest of the work", file=sys.stderr)
         return EXIT_PREEMPTED

@@ -376,6 +376,8 @@ def test_the_printed_worker_commands_run_when_pasted(postgres_url, study_name, t
     result = subprocess.run(["bash", "-c", script], cwd=elsewhere, env=environment, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"The study's results, with every worker's trials: hpsearch trials --study {study_name}"
+    assert "s3cret-pw" not in result.stdout + result.stderr
     (trial,) = trials_of(postgres_url, study_name)
     assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
     # The study's folder, where create ran, not each worker's own: a retry elsewhere found no checkpoint.
@@ -397,6 +399,7 @@ def test_a_worker_in_another_folder_reads_the_data_create_was_given_relative(tmp
     elsewhere.mkdir()
     worked = run_hpsearch("worker", "--study", "forecast", "--storage", url, cwd=elsewhere)
     assert worked.returncode == 0, worked.stderr
+    assert worked.stdout.splitlines()[-1] == f"The study's results, with every worker's trials: hpsearch trials --study forecast --storage {url}"
     (trial,) = optuna.load_study(study_name="forecast", storage=url).trials
     assert trial.state == TrialState.COMPLETE
     stored = StudySpec.from_json(optuna.load_study(study_name="forecast", storage=url).user_attrs[SPEC_ATTR])
