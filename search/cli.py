@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -27,7 +27,7 @@ from hpsearch.search.arguments import (
 from hpsearch.search.errors import EXIT_DISK_FULL, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, UsageError, did_you_mean
 from hpsearch.search.heartbeat import add_heartbeat_arguments, heartbeat_from
 from hpsearch.search.plugins import load_plugins, plugin_key, plugin_origin, preload_plugins
-from hpsearch.search.resolved import prepare
+from hpsearch.search.resolved import prepare, resolve
 from hpsearch.search.signals import Interrupted, graceful_interrupts, interruption
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import merge, read_study_file
@@ -274,13 +274,18 @@ def create_main(argv: Sequence[str]) -> int:
     args, spec, where = study_file_search(argv, build_create_parser)
     import optuna
 
-    from hpsearch.search.orchestrator import Orchestrator
+    from hpsearch.search.orchestrator import Orchestrator, load_spec
     from hpsearch.search.results import strategy_line
     from hpsearch.search.workers import describe_queue
 
     orchestrator = Orchestrator(prepare(spec, where), progress=False, heartbeat=heartbeat_from(args))
     study, planned = orchestrator.create(orchestrator.resolved.n_trials)
-    print(strategy_line(orchestrator.resolved))  # first: the worker command to paste ends the output
+    stored = load_spec(study)
+    kept = _stored_over_given(stored, orchestrator.resolved.spec)
+    # First: the worker command to paste ends the output. The strategy is the one workers run, the study's.
+    print(strategy_line(resolve(replace(stored, storage=spec.storage)) if kept else orchestrator.resolved))
+    if kept:
+        print(f"Workers run the study's stored settings, not this command's: {kept}; pass --study-name NEW to run these")
     if planned == 0:
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         print(orchestrator.nothing_to_do(study) if not running else
@@ -288,6 +293,18 @@ def create_main(argv: Sequence[str]) -> int:
         return EXIT_OK
     print(describe_queue(study, planned, orchestrator.storage_url, orchestrator.resolved.spec.artifacts, orchestrator.heartbeat))
     return EXIT_OK
+
+
+# Study options a re-run of create may give otherwise without effect on workers: where the study
+# is, its budget (create queues it), and what create itself checks or refuses.
+_CREATE_OWN_OPTIONS = ("study_name", "storage", "output_dir", "artifacts", "n_trials", "allow_changes")
+
+
+def _stored_over_given(stored: StudySpec, given: StudySpec) -> str:
+    """The study options workers read from ``stored`` that ``given`` (a re-run of create) sets otherwise, as flags."""
+    differ = [option.name for option in STUDY_OPTIONS
+              if option.name not in _CREATE_OWN_OPTIONS and getattr(stored, option.name) != getattr(given, option.name)]
+    return ", ".join(f"{flags(name)[0]} {getattr(stored, name)} (given {getattr(given, name)})" for name in differ)
 
 
 def models_main(argv: Sequence[str]) -> int:

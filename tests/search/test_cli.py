@@ -398,3 +398,19 @@ def test_a_new_study_of_a_search_another_study_holds_says_which(tmp_path, run_hp
     other = run_hpsearch(*search, "--study-name", "longer", "--epochs", "1")  # another search: no note
     assert other.returncode == 0, other.stderr
     assert "New study" not in other.stdout
+
+
+def test_create_again_with_other_worker_settings_says_the_studys_stay(tmp_path, run_hpsearch):
+    """A second create with --timeout 500 said "Start workers", and workers ran the stored --timeout 5."""
+    search = ["create", "--study", "c", "--storage", f"sqlite:///{tmp_path / 'hp.db'}", "--models", "tfn_classifier",
+              "--param-sweep", "embed_dim:4..16", "--epochs", "1"]
+    first = run_hpsearch(*search, "--timeout", "5")
+    assert first.returncode == 0, first.stderr
+    again = run_hpsearch(*search, "--timeout", "500", "--pruner", "median")
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert lines[0].startswith("Strategy:   --sampler gp --pruner rung (--pruner auto)")  # what workers run
+    assert lines[1] == ("Workers run the study's stored settings, not this command's: --pruner auto (given median), "
+                        "--timeout 5.0 (given 500.0); pass --study-name NEW to run these")
+    same = run_hpsearch(*search, "--timeout", "5")
+    assert same.returncode == 0 and "stored settings" not in same.stdout
