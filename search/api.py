@@ -31,6 +31,7 @@ from hpsearch.search.samplers import (
     NOT_SIMULATED,
     SAMPLERS,
     SIMULATED_PRUNERS,
+    idle_pruner_note,
     replayable_pruners,
 )
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
@@ -111,6 +112,11 @@ def search(
         # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
         # study's total, where Optuna's optimize(n_trials=) runs that many more.
         warnings.warn(orchestrator.nothing_to_do(outcome.study), UserWarning, stacklevel=2)
+    config = resolved.train_config
+    idle = idle_pruner_note(resolved.pruner, config.epochs, config.warmup_epochs, len(outcome.study.trials))
+    if idle is not None and spec.pruner != "auto":
+        # The CLI's last lines say this of any pruner; here only of one the user chose, who expects it to prune.
+        warnings.warn(idle, UserWarning, stacklevel=2)
     if outcome.trials_failed:
         # The CLI exits 1 here; a notebook would otherwise see a study come back as if all went well.
         failed = outcome.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))

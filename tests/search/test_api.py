@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -373,3 +374,12 @@ def test_a_search_whose_trials_fail_warns_with_the_reason(where, api_mlp) -> Non
     with pytest.warns(UserWarning, match=r"^1 trial\(s\) failed; their fail_reason attributes say why \(trial 0: .*item 20 is corrupt"):
         study = search(api_mlp, broken, ["hidden:4"], epochs=1, **where)
     assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+def test_a_pruner_chosen_that_could_stop_no_trial_is_a_warning(where) -> None:
+    """The CLI's last lines said so; search() said nothing."""
+    with pytest.warns(UserWarning, match=r"--pruner percentile judges no epoch before the last of 1"):
+        search("api_mlp", blobs_task(), ["hidden:4"], epochs=1, pruner="percentile", **where)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto's choice is not the user's: no warning
+        search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, study_name="auto-pruned", **where)
