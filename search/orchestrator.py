@@ -456,7 +456,10 @@ class Orchestrator:
             stored = other.user_attrs.get(SPEC_ATTR)
             if other.study_name == study.study_name or stored is None:
                 continue
-            previous = StudySpec.from_json(stored)
+            try:
+                previous = StudySpec.from_json(stored)
+            except (TypeError, ValueError):  # a study stored by another version: no twin of this one
+                continue
             if previous.identity() == self.spec.identity() and not self.spec.changes_from(previous):
                 return other.study_name
         return None
