@@ -275,7 +275,8 @@ WRITE_ID_ATTR = "hpsearch:write_id"
 # The write id a proxy client sends with a queued trial's template; the proxy stores it as WRITE_ID_ATTR.
 SENT_WRITE_ID_ATTR = "hpsearch:proxy:write_id"
 # The grace period the worker running a trial declared (its --grace-period, whole seconds), stored with
-# the take behind the storage proxy: every proxy process, a restarted one too, judges the trial by it.
+# its take (behind the proxy, the one its request sent): every worker and proxy process, a restarted
+# one too, judges the trial by it when it is longer than their own.
 GRACE_ATTR = "hpsearch:grace"
 # The id of the proxy request that took the trial: a client repeating a take whose answer it lost gets
 # the same trial from any proxy process, a restarted one too.
@@ -365,6 +366,9 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     """
 
     queue_only: bool = False
+    # Whether a take stores this storage's grace period as the trial's GRACE_ATTR: a worker's does;
+    # the proxy's stores the one each client sends instead.
+    declares_grace: bool = True
     # The ``worker`` attribute a take writes (``host:pid:device``), so that a trial whose worker
     # dies says whose it was; None: the take writes none (the proxy's, whose client sends its own).
     worker_name: str | None = None
@@ -535,7 +539,14 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
     def _write_taken(
         self, connection: sa.Connection, trial_id: int, worker_name: str | None, system_attrs: Mapping[str, Any] | None = None
     ) -> None:
-        """In a take's transaction: the trial's first heartbeat, the name of the worker that took it, and ``system_attrs``."""
+        """In a take's transaction: the trial's first heartbeat, the name of the worker that took it, and ``system_attrs``.
+
+        A worker's take also declares its grace period (``GRACE_ATTR``): peers with a shorter one,
+        and a proxy serving the same database, would otherwise fail the trial through an outage it
+        was told to ride out.
+        """
+        if self.declares_grace and self.grace_period is not None and GRACE_ATTR not in (system_attrs or {}):
+            system_attrs = {**(system_attrs or {}), GRACE_ATTR: int(self.grace_period)}
         if self.heartbeat_interval is not None:
             connection.execute(sa.insert(TRIAL_HEARTBEATS).values(trial_id=trial_id, heartbeat=sa.func.current_timestamp()))
         # A heartbeat retry inherits its failed trial's attributes, the dead worker's name and grace among them.
@@ -678,7 +689,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             closing: dict[str, Any] = {}
             reason = trial.user_attrs.get(FAIL_REASON_ATTR)
             if reason is None:
-                grace = self.grace_period or 2 * (self.heartbeat_interval or 0)  # Optuna's default grace
+                grace = max(self.grace_period or 2 * (self.heartbeat_interval or 0), _declared_grace(trial))
                 worker = trial.user_attrs.get(WORKER_ATTR)
                 whose = f"its worker ({worker})" if worker else "its worker"
                 reason = f"no heartbeat for over {grace} s: {whose} was killed or lost the database"
@@ -825,19 +836,26 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
 
     def _read_stale_trial_ids(self, study_id: int) -> list[int]:
         assert self.heartbeat_interval is not None
-        grace = timedelta(seconds=self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval)
+        own = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
         trials, beats = _TRIALS_TYPED, _HEARTBEATS_TYPED
+        declared = optuna_models.TrialSystemAttributeModel.__table__
         # The database's clock, as Optuna's, against the heartbeats it stamped; a trial without one is never stale.
         statement = (
-            sa.select(trials.c.trial_id, beats.c.heartbeat, sa.func.now().label("now"))
+            sa.select(trials.c.trial_id, beats.c.heartbeat, sa.func.now().label("now"), declared.c.value_json)
             .join_from(trials, beats, trials.c.trial_id == beats.c.trial_id)
+            .outerjoin(declared, (declared.c.trial_id == trials.c.trial_id) & (declared.c.key == GRACE_ATTR))
             .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
             .order_by(trials.c.trial_id)  # stale trials are failed, and their retries queued, oldest first
         )
         with self.engine.connect() as connection:
             rows = connection.execute(statement).all()
-        # Naive, as Optuna compares them: PostgreSQL's now() is aware, the stored heartbeat is not.
-        return [row.trial_id for row in rows if row.now.replace(tzinfo=None) - row.heartbeat > grace]
+        # Each by the longer of this storage's grace and the one its worker declared. Naive, as Optuna
+        # compares them: PostgreSQL's now() is aware, the stored heartbeat is not.
+        return [
+            row.trial_id for row in rows
+            if row.now.replace(tzinfo=None) - row.heartbeat
+            > timedelta(seconds=max(own, int(json.loads(row.value_json)) if row.value_json else 0))
+        ]
 
     def _read(self, where: sa.ColumnElement[bool] | int) -> list[FrozenTrial]:
         with self.engine.connect() as connection:
@@ -868,6 +886,11 @@ class NumberedQMCSampler(optuna.samplers.QMCSampler):
 
     def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
         return max(self._sampling.number - self.first_number, 0)
+
+
+def _declared_grace(trial: FrozenTrial) -> int:
+    """The grace period ``trial``'s worker declared (``GRACE_ATTR``), 0 if none."""
+    return int(trial.system_attrs.get(GRACE_ATTR, 0))
 
 
 def reseed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> int:

@@ -92,6 +92,8 @@ class ProxiedStorage(QueuedRDBStorage):
     read asks the database only for the trials that are new or may still change, as that cache does.
     """
 
+    declares_grace = False  # each client's take sends its worker's own
+
     database: StudyDatabase | None = None
     queue_locks: ProxyQueueLocks | None = None
 

@@ -880,3 +880,28 @@ def test_reseeding_a_sampler_seeds_every_random_state_it_draws_from(name):
     assert seam.reseed_sampler(make_sampler(name, 0), 1) >= 1
     assert draws(make_sampler(name, None), 7) == draws(make_sampler(name, None), 7)  # seeded from the OS, then alike
     assert draws(make_sampler(name, 0), 7)[0] != draws(make_sampler(name, 0), 8)[0]
+
+
+def test_a_trial_is_judged_stale_by_the_longer_grace_its_worker_declared(sqlite_url: str, study_name: str) -> None:
+    """A worker with --grace-period 120 had its trial failed after 30 s by a peer (or a proxy) with the default."""
+    patient = StudyDatabase.open_for_search(sqlite_url, heartbeat_interval=1, grace_period=120).storage
+    hasty = StudyDatabase.open_for_search(sqlite_url, heartbeat_interval=1, grace_period=1).storage
+    try:
+        study = optuna.create_study(study_name=study_name, storage=patient)
+        study.enqueue_trial({"x": 0.5})
+        taken = study.ask({"x": X})
+        assert study.trials[0].system_attrs[seam.GRACE_ATTR] == 120  # declared with the take
+        study_id = patient.get_study_id_from_name(study_name)
+        with patient.engine.begin() as connection:
+            ago = sa.func.datetime("now", "-60 seconds")
+            connection.execute(sa.update(seam.TRIAL_HEARTBEATS).where(seam.TRIAL_HEARTBEATS.c.trial_id == trial_id(taken))
+                               .values(heartbeat=ago))
+        assert hasty._get_stale_trial_ids(study_id) == []  # a minute is within the 120 s its worker declared
+        with patient.engine.begin() as connection:
+            ago = sa.func.datetime("now", "-1 day")
+            connection.execute(sa.update(seam.TRIAL_HEARTBEATS).where(seam.TRIAL_HEARTBEATS.c.trial_id == trial_id(taken))
+                               .values(heartbeat=ago))
+        assert hasty._get_stale_trial_ids(study_id) == [trial_id(taken)]
+    finally:
+        patient.engine.dispose()
+        hasty.engine.dispose()
