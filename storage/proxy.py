@@ -30,7 +30,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage.optuna_seam import GRACE_ATTR, QueuedRDBStorage, trial_id
+from hpsearch.storage.optuna_seam import QueuedRDBStorage, trial_id
 
 if TYPE_CHECKING:
     from hpsearch.storage.database import StudyDatabase
@@ -250,10 +250,7 @@ def fail_stale_trials_of_every_study(storage: ProxiedStorage) -> None:
         running_ids.update(trial_id(trial) for trial in running)
         if not running:
             continue
-        # Judged by the longest grace its running trials' workers declared: a trial whose worker
-        # has a shorter one is failed a little later, and none whose worker is alive is failed.
-        declared = [int(trial.system_attrs.get(GRACE_ATTR, 0)) for trial in running]
-        storage.grace_period = max([storage.own_grace, *declared])  # only this thread judges staleness
+        # Each trial by the longer of the proxy's grace and the one its worker declared (GRACE_ATTR).
         optuna.storages.fail_stale_trials(study)
     storage.graced &= running_ids  # a trial that went on beating is RUNNING
 
