@@ -66,9 +66,13 @@ class TrialHandover:
     """Resumes a trial from the trials it takes over; says why a trial stopped, and hands its point back."""
 
     def __init__(
-        self, recorder: TrialRecorder, output_dir: str, archive: CheckpointArchive | None, echo: Callable[[str], None]
+        self, recorder: TrialRecorder, output_dir: str, archive: CheckpointArchive | None, echo: Callable[[str], None],
+        requeue_interrupted: bool = False,
     ) -> None:
         self.recorder, self.output_dir, self.archive, self.echo = recorder, output_dir, archive, echo
+        # A worker's: a trial that Ctrl-C stopped is queued again at once, as a preempted one, for
+        # the next worker started; a plain run's re-run queues it (StudyQueue.queue_budget).
+        self.requeue_interrupted = requeue_interrupted
 
     def resume_point(self, trial: optuna.Trial, model: nn.Module) -> ResumePoint:
         """The newest readable checkpoint of the trials this one takes over (``ResumePoint.first_readable``).
@@ -213,6 +217,8 @@ class TrialHandover:
                 self.queue_resume(trial)
             elif not isinstance(error, (optuna.TrialPruned, DatabaseUnavailable)):
                 self.give_fail_reason(trial, error)
+                if self.requeue_interrupted and interruption(error) is not None:
+                    self.queue_resume(trial)
                 error = interruption(error) or error
         except DatabaseUnavailable as unavailable:
             if not unavailable.final:

@@ -69,7 +69,9 @@ class Objective:
         # --artifacts: checkpoints go to the store too, and retries on other machines fetch them from there.
         artifacts = resolved.spec.artifacts
         self.archive = CheckpointArchive.open(artifacts, echo=echo) if artifacts else None
-        self.handover = TrialHandover(recorder, resolved.spec.output_dir, self.archive, echo)
+        # Only workers take preemption requests: they also queue a Ctrl-C'd trial again at once.
+        self.handover = TrialHandover(recorder, resolved.spec.output_dir, self.archive, echo,
+                                      requeue_interrupted=preemption is not None)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:

@@ -303,9 +303,12 @@ def test_a_signal_fails_the_running_trial_with_a_reason_and_exits_cleanly(signum
     assert worker.returncode == code
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"hpsearch: stopped by {signal.Signals(signum).name}")
-    (trial,) = trials_of(url, "stopped")
+    trial, retry = trials_of(url, "stopped")
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["fail_reason"].startswith(f"interrupted by {signal.Signals(signum).name} after ")
+    # Queued again at once, as a preempted trial is: the worker started again resumed nothing, exit 0.
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == [trial.number]
+    assert retry.system_attrs["fixed_params"] == trial.params
 
 
 def test_worker_bad_input(tmp_path, run_hpsearch):
