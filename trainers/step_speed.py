@@ -16,7 +16,8 @@ the values of ``--precision fp32``.
 
 A timing is also kept between searches, in ``step_timings.json`` beside the machine's matmul
 measurement (``trainers.precision.cache_dir``), keyed by the machine and torch version, the code
-of the model's class and of the task's step, the caller's key and the shapes of a training batch:
+of the model's class and of the task's step, the model's module tree (its ``repr``), the caller's
+key and the shapes of a training batch:
 a later search of the same model on the same data times nothing, so there ``auto`` costs
 nothing over fp32. ``hpsearch doctor --remeasure`` forgets the timings of the machine.
 """
@@ -24,6 +25,7 @@ nothing over fp32. ``hpsearch doctor --remeasure`` forgets the timings of the ma
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.metadata
 import math
 import statistics
@@ -174,7 +176,10 @@ def _stored_or_measured(
         # The first batch as the trainer's shuffle would draw it, on a generator of its own.
         shuffle = torch.Generator().manual_seed(config.seed)
         batch = next(iter(BatchSource(task.train, config.batch_size, device, shuffle, shuffle=True)))
-    code = code_hash(type(model), task.step_fn())
+    # The module tree too: a builder that returns torch's own modules (nn.Sequential) has no code of
+    # the user's class to hash, and an edited one kept its earlier timing.
+    architecture = hashlib.sha256(repr(model).encode()).hexdigest()[:16]
+    code = f"{code_hash(type(model), task.step_fn())}+{architecture}"
     stored_key = f"{_machine_prefix(device)}hpsearch {importlib.metadata.version('hpsearch')}|{code}|{key!r}|{lower}|{_shapes(batch)}"
     stored = read_cache(STEP_TIMINGS_CACHE)
     entry = stored.get(stored_key)

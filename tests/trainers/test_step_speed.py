@@ -148,7 +148,10 @@ def test_a_later_search_reads_the_timing_a_search_stored_and_times_only_what_dif
 
     decide_precision(Other(), task, CONFIG, {}, {}, "a")
     assert calls == ["bf16", "bf16", "bf16"]
-    assert step_speed.kept_step_timings(torch.device("cpu")) == 3
-    assert step_speed.forget_step_timings(torch.device("cpu")) == 3
-    decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
+    # An edited builder of torch's own modules: no class code of the user's, but another module tree.
+    decide_precision(wider, task, CONFIG, {}, {}, "a")
     assert calls == ["bf16"] * 4
+    assert step_speed.kept_step_timings(torch.device("cpu")) == 4
+    assert step_speed.forget_step_timings(torch.device("cpu")) == 4
+    decide_precision(tiny_model(task), task, CONFIG, {}, {}, "a")
+    assert calls == ["bf16"] * 5
