@@ -21,7 +21,7 @@ from hpsearch.trainers.divergence import DivergenceGuard
 from hpsearch.trainers.hardware import autocast, choose_precision, grad_scaler, resolve_device
 from hpsearch.trainers.metrics import MetricSet, as_float
 from hpsearch.trainers.optim import build_optimizer
-from hpsearch.trainers.precision import peak_flops, peak_outpaced
+from hpsearch.trainers.precision import peak_flops, peak_outpaced, peak_precision
 from hpsearch.trainers.records import EpochRecord
 from hpsearch.trainers.schedule import LRSchedule
 from hpsearch.trainers.step import StepOutput, as_step_output
@@ -134,7 +134,7 @@ class Trainer:
         if flops_meter is not None:
             flops_meter.attach(self.model)
             flops_meter.peak_flops = peak_flops(self.device, self.precision)
-            flops_meter.precision = self.precision
+            flops_meter.precision = peak_precision(self.device, self.precision)  # whose peak the MFU is of
         step_names = {p.name for p in task.step_params}
         given = dict(hparams or {})
         self.hparams = {

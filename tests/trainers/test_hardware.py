@@ -54,6 +54,10 @@ def test_a_cache_from_another_version_is_measured_again(cache):
 def test_peaks_come_from_the_datasheet_on_known_gpus_and_from_the_measurement_on_cpus(cache):
     assert precision.DATASHEET_PEAKS["H100"]["bf16"] == 989e12
     assert precision.peak_flops(CPU, "fp32") == precision.precision_choice(CPU).flops_per_second["fp32"]
+    # No fp16 rate is measured on a CPU: its MFU is of the fp32 peak, and says so (it said "of the fp16 peak").
+    assert "fp16" not in precision.precision_choice(CPU).flops_per_second
+    assert precision.peak_precision(CPU, "fp16") == "fp32" and precision.peak_precision(CPU, "fp32") == "fp32"
+    assert precision.peak_flops(CPU, "fp16") == precision.peak_flops(CPU, "fp32")
 
 
 def test_explicit_precisions_pass_through_and_unknown_ones_fail():
