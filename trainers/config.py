@@ -66,7 +66,8 @@ class TrainConfig:
     divergence_factor: float = setting(10.0, "a batch loss and running loss both above this multiple of the best running loss is divergence, 0 for off", low=0.0)
     max_lr_reductions: int = setting(3, "how often reduce-lr may halve the LR in one trial", low=0)
     compile: bool = setting(False, "torch.compile the model")
-    deterministic: bool = setting(False, "torch deterministic algorithms")
+    deterministic: bool = setting(False, "torch.use_deterministic_algorithms(True): repeatable values on CUDA (an op "
+                                         "with no deterministic kernel then fails the trial); the CPU repeats without it")
     seed: int = setting(0, "seed for model init, data order and samplers")
     monitor: str = setting("val_loss", "the value early stopping and best.pt follow (the search sets it from --metric)", flag=False)
     checkpoints: str = setting("all", "checkpoints a trial keeps: all (last.pt and prev.pt, which resume needs, and best.pt, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -186,6 +187,8 @@ class Trainer:
         # Denormal floats (e.g. far tails of an RBF kernel) slow CPU matmuls by orders of magnitude.
         torch.set_flush_denormal(True)
         if cfg.deterministic:
+            # cuBLAS repeats its results only with a fixed workspace, read when its first handle is made.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
         train_batches, val_batches = self.batches("train"), self.batches("val")
