@@ -24,6 +24,7 @@ from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
+from hpsearch.search.results import idle_pruning
 from hpsearch.search.samplers import (
     DATA_ENV,
     DEFAULT_PRUNER,
@@ -31,7 +32,6 @@ from hpsearch.search.samplers import (
     NOT_SIMULATED,
     SAMPLERS,
     SIMULATED_PRUNERS,
-    idle_pruner_note,
     replayable_pruners,
 )
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
@@ -112,8 +112,7 @@ def search(
         # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
         # study's total, where Optuna's optimize(n_trials=) runs that many more.
         warnings.warn(orchestrator.nothing_to_do(outcome.study), UserWarning, stacklevel=2)
-    config = resolved.train_config
-    idle = idle_pruner_note(resolved.pruner, config.epochs, config.warmup_epochs, len(outcome.study.trials))
+    idle = idle_pruning(outcome.study, resolved)
     if idle is not None and spec.pruner != "auto":
         # The CLI's last lines say this of any pruner; here only of one the user chose, who expects it to prune.
         warnings.warn(idle, UserWarning, stacklevel=2)

@@ -132,6 +132,16 @@ def strategy_line(resolved: ResolvedSpec) -> str:
     return f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped"
 
 
+def idle_pruning(study: optuna.Study, resolved: ResolvedSpec) -> str | None:
+    """Why the search's pruner could stop no trial of ``study`` (``idle_pruner_note``); else None.
+
+    Its trials are counted as a budget counts them: a failed trial a retry took over is one, not two.
+    """
+    config = resolved.train_config
+    trials = StudyQueue.budget_spent(study.get_trials(deepcopy=False))
+    return idle_pruner_note(resolved.pruner, config.epochs, config.warmup_epochs, trials)
+
+
 def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     """The lines that close a search's output: where the study is, how to browse it, what ran and what did not."""
     from hpsearch.search.trial import checkpoint_dir
@@ -139,8 +149,7 @@ def run_summary(outcome: SearchOutcome, resolved: ResolvedSpec) -> list[str]:
     study, spec, url = outcome.study, resolved.spec, mask_password(outcome.storage_url)
     lines = [f"Study {study.study_name!r} in {url}: {outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'} run now, {len(study.trials)} in all."]
     lines.append(strategy_line(resolved))
-    config = resolved.train_config
-    idle = idle_pruner_note(resolved.pruner, config.epochs, config.warmup_epochs, len(study.trials))
+    idle = idle_pruning(study, resolved)
     if idle is not None:
         lines.append(f"Pruning:    {idle}")
     if is_proxy_url(outcome.storage_url):

@@ -93,3 +93,25 @@ def test_a_search_ends_naming_its_strategy_and_how_to_browse_it(url, browse):
     assert any(line.startswith(browse) for line in lines), lines
     assert "Strategy:   --sampler gp --pruner rung (--pruner auto); prune_reason says why a trial stopped" in lines
     assert "secret" not in "\n".join(lines)
+
+
+def test_the_idle_pruner_note_counts_a_failed_trial_and_its_retry_as_one():
+    """A kill -9'd trial and its retry made "this one has 5" of four configurations, or hid the note."""
+    import optuna
+
+    from hpsearch.search.resolved import resolve
+    from hpsearch.search.results import idle_pruning
+    from hpsearch.search.spec import StudySpec
+
+    resolved = resolve(StudySpec(models=("tfn_classifier",), sweep=("embed_dim:8..16",), pruner="rung", train={"epochs": 4}))
+    study = optuna.create_study()
+    for number in range(6):
+        trial = study.ask()
+        trial.suggest_int("embed_dim", 8, 16)
+        if number == 0:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            if number == 1:
+                trial.set_user_attr("retry_of", [0])
+            study.tell(trial, 1.0)
+    assert idle_pruning(study, resolved).endswith("so a study needs 6, and this one has 5: it could stop none")
