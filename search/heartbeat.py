@@ -29,11 +29,19 @@ class Heartbeat:
     db_timeout: float = DEFAULT_DB_TIMEOUT_S
 
 
-def add_heartbeat_arguments(parser: ArgumentParser) -> None:
+def add_heartbeat_arguments(parser: ArgumentParser, proxy: bool = False) -> None:
+    """The liveness flags: a worker's (or a search's), or with ``proxy`` the storage proxy's, which judges and serves."""
     defaults = Heartbeat()
-    parser.add_argument("--heartbeat-interval", type=int, default=defaults.interval, help="seconds between a running trial's heartbeats (default: %(default)s)")
-    parser.add_argument("--grace-period", type=int, default=defaults.grace_period, help="seconds without a heartbeat before a trial counts as dead and is retried (default: %(default)s)")
-    parser.add_argument("--db-timeout", type=float, default=defaults.db_timeout, help="seconds a worker waits out an unreachable database, retrying, before it stops with exit 1 (default: %(default)g)")
+    interval = ("seconds between checks for trials whose worker went silent" if proxy
+                else "seconds between a running trial's heartbeats")
+    grace = ("seconds without a heartbeat before a trial counts as dead and is retried, unless its worker declared longer"
+             if proxy else "seconds without a heartbeat before a trial counts as dead and is retried")
+    db_timeout = ("seconds each request waits out an unreachable database, retrying, before the proxy answers that it "
+                  "is away (the proxy keeps serving)" if proxy
+                  else "seconds a worker waits out an unreachable database, retrying, before it stops with exit 1")
+    parser.add_argument("--heartbeat-interval", type=int, default=defaults.interval, help=f"{interval} (default: %(default)s)")
+    parser.add_argument("--grace-period", type=int, default=defaults.grace_period, help=f"{grace} (default: %(default)s)")
+    parser.add_argument("--db-timeout", type=float, default=defaults.db_timeout, help=f"{db_timeout} (default: %(default)g)")
 
 
 def heartbeat_from(args: object) -> Heartbeat:

@@ -58,7 +58,7 @@ this machine only)."""
 def build_proxy_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="hpsearch proxy", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--storage", help="the study database URL it serves (default: $HPSEARCH_STORAGE, "
-                        "else sqlite:///hpsearch.db); postgresql:// for many machines")
+                        "else sqlite:///hpsearch.db if that file is here); postgresql:// for many machines")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, this machine "
                         "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
@@ -67,7 +67,7 @@ def build_proxy_parser() -> ArgumentParser:
     parser.add_argument("--processes", type=int, default=1,
                         help="server processes sharing the port, each a core at most: raise it when workers wait on "
                         "the proxy while cores are free (default: %(default)s)")
-    add_heartbeat_arguments(parser)
+    add_heartbeat_arguments(parser, proxy=True)
     return parser
 
 
