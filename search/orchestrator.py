@@ -478,8 +478,8 @@ class Orchestrator:
                 study.set_metric_names([goal.name for goal in self.resolved.goals])
             twin = self._same_search_as(study)
             if twin is not None:  # a mistyped or forgotten --study-name would start over unnoticed
-                self.echo(f"New study {study.study_name!r}, though study {twin!r} in this database holds the same "
-                          f"search: pass --study-name {twin} to go on with that one")
+                self.echo(f"New study {study.study_name!r}; study {twin!r} in this database holds the same search "
+                          f"(--study-name {twin} goes on with that one)")
             return
         previous = StudySpec.from_json(stored)
         refusal = self.spec.store_refusal(previous)

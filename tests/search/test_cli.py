@@ -393,8 +393,8 @@ def test_a_new_study_of_a_search_another_study_holds_says_which(tmp_path, run_hp
     assert "New study" not in first.stdout
     typo = run_hpsearch(*search, "--study-name", "etth1_smal")
     assert typo.returncode == 0, typo.stderr
-    assert ("New study 'etth1_smal', though study 'etth1_small' in this database holds the same search: pass "
-            "--study-name etth1_small to go on with that one") in typo.stdout.splitlines()
+    assert ("New study 'etth1_smal'; study 'etth1_small' in this database holds the same search "
+            "(--study-name etth1_small goes on with that one)") in typo.stdout.splitlines()
     other = run_hpsearch(*search, "--study-name", "longer", "--epochs", "1")  # another search: no note
     assert other.returncode == 0, other.stderr
     assert "New study" not in other.stdout
