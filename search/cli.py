@@ -425,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as error:
         # Past --db-timeout: a run-time failure, not bad input. Finished trials are in the study,
         # and a running one is left to its heartbeat retry.
-        print(f"hpsearch: error: {error}; stopped after --db-timeout, finished trials are kept", file=sys.stderr)
+        kept = "" if argv[:1] == ["proxy"] else ", finished trials are kept"  # the proxy ran none
+        print(f"hpsearch: error: {error}; stopped after --db-timeout{kept}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except BrokenPipeError:
         # The reader left (hpsearch models | head): say nothing, and let no flush at exit fail again.

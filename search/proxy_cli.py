@@ -100,7 +100,8 @@ def proxy_main(argv: Sequence[str]) -> int:
     if args.processes > cores:
         _echo(f"hpsearch proxy: --processes {args.processes} is more than the {cores} core(s) it may use here; "
               "processes past one a core add memory and connections, not speed")
-    database = open_database(url, heartbeat, _echo, storage_class=ProxiedStorage)
+    # As a worker: started beside its database (a Deployment, a job script), it waits for it up to --db-timeout.
+    database = open_database(url, heartbeat, _echo, wait=True, storage_class=ProxiedStorage)
     where = f"grpc://{args.host}:{args.port}"
     processes = f" in {args.processes} processes" if args.processes > 1 else ""
     _echo(f"hpsearch proxy: serving {database.shown_url} on {where}{processes}; workers pass --storage {where} "
@@ -136,7 +137,7 @@ def _serve_sibling(url: str, heartbeat: Heartbeat, host: str, port: int, threads
     quiet_optuna()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process stops the others
     threading.Thread(target=_stop_when_first_is_gone, name="first-process", daemon=True).start()
-    database = open_database(url, heartbeat, _echo, storage_class=ProxiedStorage)
+    database = open_database(url, heartbeat, _echo, wait=True, storage_class=ProxiedStorage)
     try:
         with sigterm_stops_server():
             serve(database, host, port, threads, _echo)

@@ -292,3 +292,15 @@ def test_a_worker_rides_out_a_restart_of_its_proxy_and_stops_within_its_grace_wh
     assert time.monotonic() - signalled < 15
     assert "hpsearch: preempted by SIGTERM while the storage proxy " + proxy_url in err
     table.close()
+
+
+def test_a_proxy_started_before_its_database_waits_its_db_timeout_for_it(run_hpsearch):
+    """A proxy Deployment started beside its database crash-looped: it gave up at once, where a worker waits."""
+    started = time.monotonic()
+    result = run_hpsearch("proxy", "--storage", f"postgresql://postgres@127.0.0.1:{free_port()}/none", "--db-timeout", "3",
+                          "--port", str(free_port()))
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started >= 3
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("hpsearch: error: the database postgresql://postgres@127.0.0.1:")
+    assert last.endswith("stopped after --db-timeout")
