@@ -204,17 +204,22 @@ def peak_outpaced(device: torch.device, precision: str, achieved: float) -> floa
 
 def peak_flops(device: torch.device, precision: str) -> float:
     """Peak FLOP/s of ``precision`` on ``device``: the datasheet's on known GPUs, else measured (``peak_precision``'s)."""
+    listed = _datasheet_peak(device, precision)
+    return listed if listed is not None else precision_choice(device).flops_per_second[peak_precision(device, precision)]
+
+
+def peak_precision(device: torch.device, precision: str) -> str:
+    """The precision whose peak ``peak_flops`` gives for ``precision``: itself, or fp32 where none of its own is known (fp16 on a CPU)."""
+    if _datasheet_peak(device, precision) is not None or precision_choice(device).flops_per_second.get(precision):
+        return precision
+    return "fp32"
+
+
+def _datasheet_peak(device: torch.device, precision: str) -> float | None:
+    """The datasheet's peak of ``precision`` on a known GPU; else None."""
     if device.type == "cuda":
         name = device_name(device)
         for fragment, peaks in DATASHEET_PEAKS.items():
             if fragment in name and precision in peaks:
                 return peaks[precision]
-    return precision_choice(device).flops_per_second[peak_precision(device, precision)]
-
-
-def peak_precision(device: torch.device, precision: str) -> str:
-    """The precision whose peak ``peak_flops`` gives for ``precision``: itself, or fp32 where none of its own is known (fp16 on a CPU)."""
-    if device.type == "cuda" and any(fragment in device_name(device) and precision in peaks
-                                     for fragment, peaks in DATASHEET_PEAKS.items()):
-        return precision
-    return precision if precision_choice(device).flops_per_second.get(precision) else "fp32"
+    return None
