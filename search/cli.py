@@ -259,6 +259,8 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str])
 
                 torch.set_num_threads(args.threads)
             outcome = orchestrator.run()
+    if outcome.idle and args.quiet:  # said through the echo -q silences; why nothing ran is no progress line
+        print(orchestrator.nothing_to_do(outcome.study))
     print()
     print(format_results_table(outcome.study, resolved.spec.metric))
     print()
@@ -304,7 +306,10 @@ def _stored_over_given(stored: StudySpec, given: StudySpec) -> str:
     """The study options workers read from ``stored`` that ``given`` (a re-run of create) sets otherwise, as flags."""
     differ = [option.name for option in STUDY_OPTIONS
               if option.name not in _CREATE_OWN_OPTIONS and getattr(stored, option.name) != getattr(given, option.name)]
-    return ", ".join(f"{flags(name)[0]} {getattr(stored, name)} (given {getattr(given, name)})" for name in differ)
+    def shown(value: Any) -> str:
+        return "none" if value is None else str(value)
+
+    return ", ".join(f"{flags(name)[0]} {shown(getattr(stored, name))} (given {shown(getattr(given, name))})" for name in differ)
 
 
 def models_main(argv: Sequence[str]) -> int:

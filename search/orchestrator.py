@@ -460,7 +460,7 @@ class Orchestrator:
                 previous = StudySpec.from_json(stored)
             except (TypeError, ValueError):  # a study stored by another version: no twin of this one
                 continue
-            if previous.identity() == self.spec.identity() and not self.spec.changes_from(previous):
+            if not self.spec.changes_from(previous):
                 return other.study_name
         return None
 

@@ -200,8 +200,9 @@ def _sampler(spec: StudySpec, sweep: Sweep) -> str:
     """The sampler the search uses: ``--sampler``, else grid for value lists and ``DEFAULT_SAMPLER`` for ranges."""
     sampler = spec.sampler or ("grid" if sweep.is_grid else DEFAULT_SAMPLER)
     if sampler == "grid" and not sweep.is_grid:
-        ranges = ", ".join(p.name for p in sweep.params if p.is_range)
-        raise UsageError(f"the grid sampler needs value lists, but {ranges} is a range; use --sampler tpe")
+        ranges = [p.name for p in sweep.params if p.is_range]
+        raise UsageError(f"the grid sampler needs value lists, but {', '.join(ranges)} "
+                         f"{'is a range' if len(ranges) == 1 else 'are ranges'}; use --sampler tpe")
     return sampler
 
 

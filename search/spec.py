@@ -122,6 +122,11 @@ class StudySpec:
         mine, theirs = self.identity(), previous.identity()
         # Studies begun before paths were stored absolute hold them as typed: read from here, as then.
         theirs["task_options"] = with_absolute_paths(previous.task_options, Path.cwd())
+        if self.task == previous.task:
+            # An option given at its default is the option left out: the same task is built.
+            ours, stored = (_with_defaults(self.task, options) for options in (mine.pop("task_options"), theirs.pop("task_options")))
+            changes += [f"task_options {name} {_shown(stored.get(name))} -> {_shown(ours.get(name))}"
+                        for name in sorted(set(ours) | set(stored)) if ours.get(name) != stored.get(name)]
         for name in mine:
             if mine[name] != theirs.get(name):
                 separator = " " if name == "sweep" else ","  # as each is written on the command line
@@ -184,6 +189,17 @@ SPEED_ONLY_SETTINGS = frozenset({"device", "num_workers", "compile", "checkpoint
 
 def _default(name: str) -> Any:
     return getattr(TrainConfig, name, None)
+
+
+def _with_defaults(task: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the registered ``task``'s defaults for those not given (as given, if the task is unknown here)."""
+    from hpsearch.trainers.task_registry import get_task
+
+    try:
+        declared = get_task(task).options
+    except KeyError:
+        return options
+    return {**{option.name: option.default for option in declared}, **options}
 
 
 def _shown(value: Any, separator: str = ",") -> str:

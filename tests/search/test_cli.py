@@ -66,6 +66,8 @@ def test_seed_command_runs_the_grid_and_resumes_without_repeating(tmp_path, run_
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout
     assert len(load_trials(db, "tfn_classifier-synthetic_tokens")) == 4
+    quiet = run_hpsearch(*SEED, *TINY, "-q")  # -q silenced why nothing ran
+    assert quiet.returncode == 0 and "every grid point has already run; nothing to do." in quiet.stdout
     # create on a finished study said "0 trials to run. Start workers with ..."
     created = run_hpsearch("create", *SEED, *TINY)
     assert created.returncode == 0, created.stderr
@@ -414,3 +416,5 @@ def test_create_again_with_other_worker_settings_says_the_studys_stay(tmp_path, 
                         "--timeout 5.0 (given 500.0); pass --study-name NEW to run these")
     same = run_hpsearch(*search, "--timeout", "5")
     assert same.returncode == 0 and "stored settings" not in same.stdout
+    unset = run_hpsearch(*search)
+    assert "--timeout 5.0 (given none)" in unset.stdout

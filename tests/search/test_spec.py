@@ -137,3 +137,18 @@ def test_a_changed_sweep_is_shown_as_its_items_are_written():
     before = StudySpec(models=("m",), sweep=("embed_dim:8,16", "kernel_type:rbf,compact"))
     (change,) = StudySpec(models=("m",), sweep=("embed_dim:8",)).changes_from(before)
     assert change == "sweep embed_dim:8,16 kernel_type:rbf,compact -> embed_dim:8"
+
+
+def test_a_task_option_given_at_its_default_is_no_change():
+    """A study file's n_examples = 600 (the default) then left out was refused as another search."""
+    from hpsearch.search.spec import StudySpec
+    from hpsearch.trainers.task_registry import get_task
+
+    default = next(o.default for o in get_task("synthetic_tokens").options if o.name == "dataset_size")
+
+    def spec(**options):
+        return StudySpec(models=("m",), task="synthetic_tokens", task_options=options)
+
+    assert spec().changes_from(spec(dataset_size=default)) == []
+    assert spec(dataset_size=default).changes_from(spec()) == []
+    assert spec(dataset_size=default + 1).changes_from(spec()) == [f"task_options dataset_size {default} -> {default + 1}"]
