@@ -185,7 +185,12 @@ def study_file_search(
     """
     first = next((a for a in argv if not a.startswith("-")), None)
     preloaded = read_study_file(first) if first is not None and first.endswith(".toml") else None
-    preload_plugins(argv, preloaded.values.get("plugins", ()) if preloaded else ())
+    if preloaded is not None:
+        try:
+            load_plugins(preloaded.values.get("plugins", ()))
+        except UsageError as error:  # "plugin x.py: no such file" said nothing of the file that named it
+            raise UsageError(f"{preloaded.path}: plugins: {error}") from None
+    preload_plugins(argv)
     args = build_parser().parse_args(argv)
     overrides = given_values(args)
     if args.study_file is None:

@@ -246,3 +246,11 @@ def test_each_shipped_study_file_runs_with_small_overrides(name, tmp_path, run_h
     if name == "etth1_forecast":  # the file's data path (relative to the file) with the flags' window
         assert spec.task_options == {**file["task_options"], "window": 24, "horizon": 6, "stride": 48}
         assert Path(spec.task_options["data"]).resolve() == ETTH1.resolve()
+
+
+def test_a_missing_plugin_file_names_the_study_file_that_named_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, 'models = ["m"]\nplugins = ["my_digit.py"]\n')
+    assert main(["run", str(path)]) == 2
+    assert capsys.readouterr().err == f"hpsearch: error: {path}: plugins: plugin {tmp_path / 'my_digit.py'}: no such file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
