@@ -196,10 +196,9 @@ def _with_defaults(task: str, options: dict[str, Any]) -> dict[str, Any]:
     from hpsearch.trainers.task_registry import get_task
 
     try:
-        declared = get_task(task).options
-    except KeyError:
+        return get_task(task).resolve(options)
+    except (KeyError, ValueError):  # a task not registered here, or options it no longer takes
         return options
-    return {**{option.name: option.default for option in declared}, **options}
 
 
 def _shown(value: Any, separator: str = ",") -> str:
