@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
 from hpsearch.models.schema import HyperParam, resolve_values
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the known name closest to a mistyped ``name``, else nothing."""
+    known = list(known)
+    # Case first: "ot" for "OT" or "FLOPs" for "flops" is no typo difflib would rank close.
+    same = [k for k in known if k.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(sorted(self._entries))}") from None
+            known = sorted(self._entries)
+            raise KeyError(f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known {self.kind}s: {', '.join(known)}") from None
 
     def all(self) -> list[T]:
         self._load_builtins()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import random
@@ -13,7 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.models import HyperParam, ModelSpec
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.trainers.config import TRAINER_PARAMS
 
 if TYPE_CHECKING:
@@ -243,10 +242,8 @@ def _schema_for(
     found = [(m.name, m.param(name)) for m in models if m.param(name) is not None]
     if not found:
         known = sorted({p.name for m in models for p in m.params} | {p.name for p in (*TRAINER_PARAMS, *step_params)})
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
         raise SweepError(
-            f"unknown hyperparameter {name!r} for {', '.join(m.name for m in models)}; {hint}"
+            f"unknown hyperparameter {name!r}{did_you_mean(name, known)} for {', '.join(m.name for m in models)}; "
             f"sweepable: {', '.join(known)}"
         )
     kinds = {(p.kind, p.choices) for _, p in found}

@@ -171,7 +171,7 @@ def test_a_sweep_error_names_the_file_that_gave_the_sweep(tmp_path, monkeypatch,
     path = write(tmp_path, 'models = ["tfn_classifier"]\n[sweep]\nembed_dimm = [16, 32]\n')
     assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err.startswith(
-        f"hpsearch: error: {path}: sweep: unknown hyperparameter 'embed_dimm' for tfn_classifier; did you mean embed_dim?")
+        f"hpsearch: error: {path}: sweep: unknown hyperparameter 'embed_dimm' (did you mean embed_dim?) for tfn_classifier")
     # A sweep given on the command line replaces the file's, and its error names no file.
     assert main(["run", str(path), "--param-sweep", "embed_dimm:16"]) == 2
     assert capsys.readouterr().err.startswith("hpsearch: error: unknown hyperparameter 'embed_dimm'")
