@@ -1,8 +1,8 @@
 """LSTM classifier: embeddings, stacked (optionally bidirectional) LSTM layers, mean over time.
 
-The LSTM is unrolled by hand with ``nn.Linear`` and elementwise ops, not ``nn.LSTM``: a traced
-``nn.LSTM`` is one opaque ``aten::lstm`` node that fvcore cannot count, so the FLOPs meter
-would see none of its matmuls.
+The LSTM is unrolled by hand with ``nn.Linear`` and elementwise ops, not ``nn.LSTM``: it was
+written when the FLOPs meter could not count a traced ``aten::lstm`` (it now counts torch's
+recurrent layers), and it stays as it is so that studies of it keep their code hash.
 """
 
 from __future__ import annotations

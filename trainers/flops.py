@@ -4,10 +4,11 @@ Convention (DESIGN.md): 2 FLOPs per multiply-add, as ``torch.utils.flop_counter.
 counts. A pass's forward FLOPs are the sum of two parts:
 
 * **dense**: the matrix products (``linear``, ``addmm``, ``mm``, ``bmm``, ``baddbmm``, ``matmul``,
-  ``einsum``, convolutions and ``scaled_dot_product_attention``), counted on fvcore's jit trace
-  by this module's handles (output elements x contracted length; fvcore's own multiply-add
-  counts for convolutions and einsum), doubled; SDPA and ``padding="same"`` convolutions,
-  which fvcore skips, included.
+  ``einsum``, convolutions, ``scaled_dot_product_attention`` and the weight matrices of torch's
+  ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM``), counted on fvcore's jit trace by this module's
+  handles (output elements x contracted length; fvcore's own multiply-add counts for
+  convolutions and einsum), doubled; SDPA, recurrent layers and ``padding="same"``
+  convolutions, which fvcore skips, included.
   Everything else outside the field modules below (normalisation layers, activations, softmax,
   residual adds) counts zero, exactly as FlopCounterMode counts it, so this part stays
   comparable with FlopCounterMode.
@@ -63,6 +64,8 @@ _ELEMENTWISE_OPS = (
 )
 # FlopCounterMode counts none of these; without an explicit "ignore" fvcore would list them as
 # unsupported, and its default layer_norm handle would count 5 per element.
+# torch's nn.RNN, nn.GRU and nn.LSTM, padded or packed: one traced node per whole stack of layers.
+_RECURRENT_OPS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
 _IGNORED_OPS = ("layer_norm", "group_norm", "batch_norm", "instance_norm", "softmax", "gelu", "embedding", "mean")
 
 Key = tuple[tuple[int, ...], torch.dtype]
@@ -130,6 +133,43 @@ def _sdpa(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
     return CounterT({"dense": 2 * (scores + mixing), "dense_backward": 2 * grads})
 
 
+def _recurrent(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
+    """A stack of recurrent layers: every weight matrix (input, hidden and LSTM projection) once per token.
+
+    The node's ``params`` list holds each layer's and direction's weight matrices in order, the
+    first layer's input weights first; ``num_layers`` and ``bidirectional`` follow it at fixed
+    offsets in every variant (padded ``input`` or packed ``data``).
+    """
+    index = next(i for i, value in enumerate(inputs)
+                 if str(value.type()).startswith("List") and any(len(_shape(e)) == 2 for e in value.node().inputs()
+                                                                 if e.isCompleteTensor()))
+    weights = [e for e in inputs[index].node().inputs() if len(_shape(e)) == 2]
+    layers, bidirectional = inputs[index + 2].toIValue(), inputs[index + 5].toIValue()
+    data = _shape(inputs[0])
+    tokens = math.prod(data[:-1])  # [seq, batch, features], batch first, unbatched or packed alike
+    per_direction = len(weights) // (layers * (2 if bidirectional else 1))
+    first_layer_input = set(range(0, per_direction * (2 if bidirectional else 1), per_direction))
+    packed = index == 3  # (data, batch_sizes, hx, params, ...) rather than (input, hx, params, ...)
+    initial = inputs[index - 1]  # the initial hidden state: h0, or LSTM's (h0, c0)
+    batch = _shape(next(initial.node().inputs()) if str(initial.type()).startswith("List") else initial)[1]
+    forward = backward = 0
+    for position, weight in enumerate(weights):
+        size = math.prod(_shape(weight))
+        forward += 2 * tokens * size
+        grads = tokens * _needs_grad(weight)
+        if position in first_layer_input:
+            grads += tokens * _needs_grad(inputs[0])
+        elif _needs_grad(weight):
+            # Later layers' inputs and the hidden state carry gradients as the weights do, but not
+            # the initial state (zeros), which a hidden weight multiplies at each sequence's first
+            # step. A packed sequence read backwards starts where the longer ones have run a while,
+            # and torch joins its initial state to theirs: there only the longest start without one.
+            reverse = bidirectional and (position // per_direction) % 2 == 1
+            grads += tokens - (batch if position % per_direction == 1 and not (packed and reverse) else 0)
+        backward += 2 * grads * size
+    return CounterT({"dense": forward, "dense_backward": backward})
+
+
 def _elementwise(inputs: list[Any], outputs: list[Any]) -> CounterT[str]:
     from fvcore.nn.jit_handles import get_shape
 
@@ -153,6 +193,7 @@ def _op_handles() -> dict[str, Any]:
         "aten::einsum": _einsum,
         "aten::scaled_dot_product_attention": _sdpa,
     }
+    handles.update({f"aten::{op}": _recurrent for op in _RECURRENT_OPS})
     handles.update({f"aten::{op}": _elementwise for op in _ELEMENTWISE_OPS})
     handles.update({f"aten::{op}": None for op in _IGNORED_OPS})
     return handles
