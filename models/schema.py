@@ -43,6 +43,9 @@ class HyperParam:
     high: float | None = None
 
     def __post_init__(self) -> None:
+        if self.choices is not None:
+            # A list reads as naturally as a tuple, but a frozen spec must hash (sweeps key on it).
+            object.__setattr__(self, "choices", tuple(self.choices))
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"choice parameter {self.name!r} needs choices")
         self.validate(self.default)

@@ -113,6 +113,13 @@ def test_a_bad_schema_is_rejected_when_declared() -> None:
         HyperParam("k", "choice", "c", choices=("a", "b"))
 
 
+def test_choices_given_as_a_list_are_kept_as_a_tuple() -> None:
+    # A sweep keys on (kind, choices): a list there was a TypeError traceback from search().
+    param = HyperParam("embed_dim", "choice", 32, choices=[16, 32])
+    assert param.choices == (16, 32)
+    assert hash(param) == hash(HyperParam("embed_dim", "choice", 32, choices=(16, 32)))
+
+
 def test_type_name_lists_choices() -> None:
     assert HyperParam("k", "choice", "a", choices=("a", "b")).type_name == "a|b"
     assert HyperParam("n", "int", 1).type_name == "int"
