@@ -20,6 +20,7 @@ import optuna
 from torch import nn
 
 from hpsearch.models import ModelSpec, get_model
+from hpsearch.search.checkpoint_owner import check_checkpoint_owner
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
@@ -37,7 +38,7 @@ from hpsearch.search.samplers import (
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
 from hpsearch.search.trial import TrialPlan
-from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR
+from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR, UID_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, LAST, load_checkpoint
@@ -205,6 +206,7 @@ def load_model(
                          "once it has ended")
     if saved is None:
         raise UsageError(f"trial {chosen.number} of study {study!r} ({chosen.state.name}) saved no checkpoint")
+    check_checkpoint_owner(Path(saved).parent.parent, study, loaded.user_attrs.get(UID_ATTR))
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-load-")
     with scratch:
         return _load_trained(spec, study, chosen, Path(saved).with_name(checkpoint), Path(scratch.name), allow_changed_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.models.registry import model_origin
+from hpsearch.search.checkpoint_owner import claim_checkpoint_folder, refuse_other_owner
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
@@ -25,13 +27,14 @@ from hpsearch.search.sampler_wrapper import SeededPerTrial
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec
-from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR
+from hpsearch.search.trial import checkpoint_dir
+from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR, UID_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.optuna_seam import QueueEmpty, has_waiting_trial, taking_queued_trials_at_once
 from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
-from hpsearch.storage.urls import resolve_storage_url
+from hpsearch.storage.urls import absolute_storage_url, resolve_storage_url
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
 __all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
@@ -169,6 +172,7 @@ class Orchestrator:
             resolved.train_config.warmup_epochs, grid_points=resolved.grid_points,
         )
         with database.queue_lock(self.spec.name):
+            self._refuse_taken_checkpoint_folder(database)
             try:
                 study = optuna.create_study(study_name=self.spec.name, storage=database.storage, sampler=sampler,
                                             pruner=pruner, directions=resolved.directions, load_if_exists=True)
@@ -181,6 +185,24 @@ class Orchestrator:
             # left RUNNING, a grid would count its point as taken and stop at "nothing to do".
             optuna.storages.fail_stale_trials(study)
         return study
+
+    def _checkpoint_folder(self) -> Path | None:
+        """The folder this study's trials write checkpoints to; None where they write none."""
+        if self.resolved.train_config.checkpoints == "none":
+            return None
+        return checkpoint_dir(self.spec.output_dir, self.spec.name, 0).parent
+
+    def _refuse_taken_checkpoint_folder(self, database: StudyDatabase) -> None:
+        """Refuse, before anything is stored, a study whose checkpoint folder another database's study of its name owns."""
+        folder = self._checkpoint_folder()
+        if folder is None:
+            return
+        try:
+            study_id = database.storage.get_study_id_from_name(self.spec.name)
+            uid = database.storage.get_study_user_attrs(study_id).get(UID_ATTR)
+        except KeyError:  # not stored yet
+            uid = None
+        refuse_other_owner(folder, self.spec.name, uid, absolute_storage_url(self.storage_url))
 
     def _database(self) -> StudyDatabase:
         """The study database, opened (and the output directory made) on first use.
@@ -307,6 +329,12 @@ class Orchestrator:
 
         assert self.database is not None, "open() the study first"  # open() has failed stale trials already
         storage = self.database.storage
+        folder = self._checkpoint_folder()
+        if folder is not None:
+            note = claim_checkpoint_folder(folder, study.study_name, study.user_attrs[UID_ATTR],
+                                           absolute_storage_url(self.storage_url))
+            if note is not None:
+                self.echo(note)
         limits = [seconds for seconds in (self.spec.timeout, max_seconds) if seconds is not None]
         deadline = time.monotonic() + min(limits) if limits else None
         stop_requested = (lambda: preemption.requested) if preemption is not None else (lambda: False)
@@ -466,6 +494,8 @@ class Orchestrator:
 
     def _claim(self, study: optuna.Study) -> None:
         """Store the spec with a new study; refuse to resume one that holds another search."""
+        if UID_ATTR not in study.user_attrs:  # a study stored before hpsearch drew uids gets one when next opened
+            study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
         stored = study.user_attrs.get(SPEC_ATTR)
         if stored is None:
             study.set_user_attr(SPEC_ATTR, self.spec.to_json())

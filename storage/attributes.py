@@ -6,6 +6,9 @@ writes them, so they live here, below both.
 
 # The StudySpec as JSON (``StudySpec.to_json``): what a re-run and every worker compare with.
 SPEC_ATTR = "hpsearch.spec"
+# A random id drawn when the study was stored: which study of a name wrote a checkpoint folder
+# (search/checkpoint_owner.py), as two databases may each hold a study of one name.
+UID_ATTR = "hpsearch.uid"
 # Which code registered each model when the study began: a re-run with another model of the same name is a change.
 MODELS_ATTR = "hpsearch.models"
 # A hash of each user model's and task's code (``plugins.code_identity``): an edit in place is a change.

@@ -117,6 +117,16 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
 
 
+def absolute_storage_url(url: str) -> str:
+    """``url`` with a SQLite file's path made absolute (from this process's folder), as another process would reach it."""
+    if is_proxy_url(url) or not url.startswith("sqlite:"):
+        return url
+    path = sqlite_path(url)
+    if path is None or path.is_absolute():
+        return url
+    return f"sqlite:///{path.resolve()}"
+
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 # libpq, and so psycopg, also takes the password as a query parameter.
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)

@@ -1,0 +1,61 @@
+"""A checkpoint folder belongs to one study: a study of the same name from another database is refused it."""
+
+import json
+
+import optuna
+import pytest
+
+from hpsearch.search import load_model
+from hpsearch.search.checkpoint_owner import OWNER_FILE
+from hpsearch.search.errors import UsageError
+from hpsearch.storage.attributes import UID_ATTR
+
+from .conftest import TINY
+
+SEARCH = ["--models", "tfn_classifier", "--param_sweep", "embed_dim:16", "--study-name", "s", *TINY]
+
+
+def test_a_study_of_the_same_name_in_another_database_is_refused_the_folder(tmp_path, run_hpsearch):
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    first = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db")
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "checkpoints" / "s"
+    owner = json.loads((folder / OWNER_FILE).read_text())
+    assert owner == {"study": "s", "uid": optuna.load_study(study_name="s", storage=a).user_attrs[UID_ATTR],
+                     "storage": a}
+    best = (folder / "trial-0" / "best.pt").read_bytes()
+
+    # It overwrote the first study's checkpoints, and load_model gave the other study's weights.
+    second = run_hpsearch(*SEARCH, "--storage", "sqlite:///b.db")
+    assert second.returncode == 2
+    assert second.stderr == (f"hpsearch: error: {folder} holds the checkpoints of another study named 's', in "
+                             f"{a}: pass --output-dir DIR (output_dir= in Python) for this one, "
+                             "or --study-name NEW, or delete that folder if its study is gone\n")
+    assert (folder / "trial-0" / "best.pt").read_bytes() == best
+    assert optuna.get_all_study_names(b) == []  # refused before anything was stored
+
+    elsewhere = run_hpsearch(*SEARCH, "--storage", "sqlite:///b.db", "--output-dir", "b")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (folder / "trial-0" / "best.pt").read_bytes() == best
+
+
+def test_a_study_deleted_and_begun_again_takes_its_folder_over(tmp_path, run_hpsearch):
+    a = f"sqlite:///{tmp_path / 'a.db'}"
+    assert run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db").returncode == 0
+    optuna.delete_study(study_name="s", storage=a)
+    again = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db")
+    assert again.returncode == 0, again.stderr
+    assert "Study 's' began anew in sqlite:///" in again.stdout
+    uid = optuna.load_study(study_name="s", storage=a).user_attrs[UID_ATTR]
+    assert json.loads((tmp_path / "checkpoints" / "s" / OWNER_FILE).read_text())["uid"] == uid
+    assert load_model(a, "s") is not None
+
+
+def test_load_model_refuses_weights_another_study_wrote_over(tmp_path, run_hpsearch):
+    # What an hpsearch that kept no owner left: another database's study "s" wrote into this folder.
+    assert run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db").returncode == 0
+    marker = tmp_path / "checkpoints" / "s" / OWNER_FILE
+    marker.write_text(json.dumps({"study": "s", "uid": "0" * 32, "storage": "sqlite:////elsewhere/b.db"}))
+    with pytest.raises(UsageError, match=r"checkpoints/s now holds the checkpoints of another study named 's' \(in "
+                                         r"sqlite:////elsewhere/b.db\), which overwrote this one's$"):
+        load_model(f"sqlite:///{tmp_path / 'a.db'}", "s")
