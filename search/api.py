@@ -104,7 +104,8 @@ def search(
         if workers > 1:
             _check_workers_can_import(spec)
         show = sys.stderr.isatty() if progress is None else progress
-        orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat())
+        orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat(),
+                                    warn=_echo if verbose else _warn)
         if workers > 1:
             outcome = run_local_workers(orchestrator, workers, assigned, quiet=not verbose)
         else:
@@ -464,6 +465,11 @@ def _echo(line: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(line)
+
+
+def _warn(line: str) -> None:
+    # A notebook shows a UserWarning where a quiet search's note would be lost.
+    warnings.warn(line, UserWarning, stacklevel=2)
 
 
 __all__ = ["load_model", "quiet_optuna", "search"]

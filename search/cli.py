@@ -254,7 +254,7 @@ def run_search(args: argparse.Namespace, spec: StudySpec, where: dict[str, str])
     resolved = prepare(spec, where)
     # This process is the first worker: its trainer takes the first device.
     orchestrator = Orchestrator(use_device(resolved, devices[0]), echo=silent if args.quiet else tqdm.write,
-                                progress=not args.no_progress, heartbeat=heartbeat_from(args))
+                                progress=not args.no_progress, heartbeat=heartbeat_from(args), warn=tqdm.write)
     with graceful_interrupts():
         if args.workers > 1:
             outcome = run_local_workers(orchestrator, args.workers, devices, args.quiet, args.threads)

@@ -138,11 +138,14 @@ class Orchestrator:
         progress: bool = True,
         heartbeat: Heartbeat = Heartbeat(),
         database: StudyDatabase | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.resolved = resolved
         self.spec: StudySpec = resolved.spec
         self.storage_url = resolve_storage_url(self.spec.storage, self.spec.output_dir)
         self.echo = echo
+        # What may be a mistake (a twin study, a folder taken over) is said even where echo is silenced.
+        self.warn = warn or echo
         self.progress = progress
         self.heartbeat = heartbeat
         # Opened by open() unless given (a worker opens it first, to read the stored spec).
@@ -334,7 +337,7 @@ class Orchestrator:
             note = claim_checkpoint_folder(folder, study.study_name, study.user_attrs[UID_ATTR],
                                            absolute_storage_url(self.storage_url))
             if note is not None:
-                self.echo(note)
+                self.warn(note)
         limits = [seconds for seconds in (self.spec.timeout, max_seconds) if seconds is not None]
         deadline = time.monotonic() + min(limits) if limits else None
         stop_requested = (lambda: preemption.requested) if preemption is not None else (lambda: False)
@@ -508,7 +511,7 @@ class Orchestrator:
                 study.set_metric_names([goal.name for goal in self.resolved.goals])
             twin = self._same_search_as(study)
             if twin is not None:  # a mistyped or forgotten --study-name would start over unnoticed
-                self.echo(f"New study {study.study_name!r}; study {twin!r} in this database holds the same search "
+                self.warn(f"New study {study.study_name!r}; study {twin!r} in this database holds the same search "
                           f"(--study-name {twin} goes on with that one)")
             return
         previous = StudySpec.from_json(stored)

@@ -111,7 +111,7 @@ def worker_main(argv: Sequence[str]) -> int:
     load_plugins(spec.plugins)  # the study's own plugins, so this worker knows its models and tasks
     resolved = use_device(resolve(spec), args.device)
     orchestrator = Orchestrator(resolved, echo=silent if args.quiet else tqdm.write, progress=not args.no_progress,
-                                heartbeat=heartbeat, database=database)
+                                heartbeat=heartbeat, database=database, warn=tqdm.write)
     preemption = Preemption(args.preempt_grace)
     # A worker told to stop waits for an absent database no longer than its grace.
     database.storage.retry.give_up_at = preemption.deadline

@@ -77,6 +77,12 @@ def test_trials_of_one_model_and_hyperparameters_trace_its_flops_once(where, mon
     assert len(totals) == 2
 
 
+def test_a_quiet_search_warns_of_another_study_holding_its_search(where, api_mlp) -> None:
+    search(api_mlp, blobs_task(), ["hidden:4"], epochs=1, study_name="first", **where)
+    with pytest.warns(UserWarning, match=r"^New study 'second'; study 'first' in this database holds the same search"):
+        search(api_mlp, blobs_task(), ["hidden:4"], epochs=1, study_name="second", **where)
+
+
 def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
     search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, verbose=True, **where)
     assert "Epoch 01 | Train Loss:" in capsys.readouterr().out

@@ -400,6 +400,10 @@ def test_a_new_study_of_a_search_another_study_holds_says_which(tmp_path, run_hp
     other = run_hpsearch(*search, "--study-name", "longer", "--epochs", "1")  # another search: no note
     assert other.returncode == 0, other.stderr
     assert "New study" not in other.stdout
+    # -q keeps it: it is a warning, not progress.
+    quiet = run_hpsearch(*search, "--study-name", "etth1_sml", "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "New study 'etth1_sml'; study 'etth1_small' in this database holds the same search " in quiet.stdout
 
 
 def test_create_again_with_other_worker_settings_says_the_studys_stay(tmp_path, run_hpsearch):
