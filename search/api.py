@@ -64,6 +64,7 @@ def search(
     task_options: Mapping[str, Any] | None = None,
     plugins: Sequence[str] = (),
     workers: int = 1,
+    threads: int | None = None,
     devices: str | None = None,
     verbose: bool = False,
     progress: bool | None = None,
@@ -81,7 +82,9 @@ def search(
     (``epochs=3``, ``optimizer="sgd"``, ``lr="auto"``, ...). Quiet by default: ``verbose=True``
     prints each epoch and FLOPs block; a progress bar shows where stderr is a terminal. Wrong
     input raises ``UsageError`` before anything is written. ``workers > 1`` needs models and
-    tasks that worker processes can import (plugins), not objects defined here.
+    tasks that worker processes can import (plugins), not objects defined here. ``threads`` is
+    ``--threads``: torch's threads for the search, split among the workers (this process's own
+    setting comes back afterwards).
     """
     study_options, train = _split_options(options)
     model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
@@ -96,10 +99,13 @@ def search(
     )
     if workers < 1:
         raise UsageError(f"workers must be at least 1 (got {workers})")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be at least 1 (got {threads})")
     from hpsearch.search.workers import run_local_workers, use_device, worker_devices
 
     assigned = worker_devices(devices, workers, train.get("device", "auto"))
-    with quiet_optuna():
+    # Restored afterwards: a notebook's torch keeps its own setting (run_local_workers sets this process's share).
+    with quiet_optuna(), _torch_threads(threads):
         resolved = use_device(_prepare(spec), assigned[0])
         if workers > 1:
             _check_workers_can_import(spec)
@@ -107,7 +113,7 @@ def search(
         orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat(),
                                     warn=_echo if verbose else _warn)
         if workers > 1:
-            outcome = run_local_workers(orchestrator, workers, assigned, quiet=not verbose)
+            outcome = run_local_workers(orchestrator, workers, assigned, quiet=not verbose, threads=threads)
         else:
             outcome = orchestrator.run()
     if outcome.idle and not verbose:
@@ -465,6 +471,20 @@ def _echo(line: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(line)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (None: left as they are), and restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _warn(line: str) -> None:

@@ -83,6 +83,34 @@ def test_a_quiet_search_warns_of_another_study_holding_its_search(where, api_mlp
         search(api_mlp, blobs_task(), ["hidden:4"], epochs=1, study_name="second", **where)
 
 
+def test_threads_sets_torchs_threads_for_the_search_and_restores_them(where) -> None:
+    seen: list[int] = []
+
+    class ThreadsProbe(nn.Module):
+        def __init__(self, data) -> None:
+            super().__init__()
+            self.head = nn.Linear(data.num_features, data.num_outputs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return self.head(x)
+
+    probe = register_model("threads_probe_api", ThreadsProbe, [], input_kind="tabular")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        search(probe, blobs_task(), epochs=1, threads=1, **where)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        with pytest.raises(UsageError, match=r"^threads must be at least 1 \(got 0\)$"):
+            search(probe, blobs_task(), epochs=1, threads=0, **where)
+    finally:
+        torch.set_num_threads(before)
+        from hpsearch.models import registry
+
+        registry._MODELS.remove("threads_probe_api")
+
+
 def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
     search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, verbose=True, **where)
     assert "Epoch 01 | Train Loss:" in capsys.readouterr().out
