@@ -129,7 +129,9 @@ def aligned_table(columns: list[str], rows: list[list[str]]) -> str:
 def strategy_line(resolved: ResolvedSpec) -> str:
     """The sampler and pruner a search runs (the ones ``auto`` chose, so said), as flags."""
     auto = " (--pruner auto)" if resolved.spec.pruner == "auto" else ""
-    return f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why a trial stopped"
+    # With no pruner a trial still stops early on divergence or a budget; "stopped" alone read as a pruner at work.
+    why = "a trial that diverged or went over a budget" if resolved.pruner == "none" else "a trial"
+    return f"Strategy:   --sampler {resolved.sampler} --pruner {resolved.pruner}{auto}; prune_reason says why {why} stopped"
 
 
 def idle_pruning(study: optuna.Study, resolved: ResolvedSpec) -> str | None:

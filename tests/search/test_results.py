@@ -85,7 +85,7 @@ def test_a_search_ends_naming_its_strategy_and_how_to_browse_it(url, browse):
 
     from hpsearch.search.orchestrator import SearchOutcome
     from hpsearch.search.resolved import resolve
-    from hpsearch.search.results import run_summary
+    from hpsearch.search.results import run_summary, strategy_line
     from hpsearch.search.spec import StudySpec
 
     resolved = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), task_options={"dataset_size": 64}))
@@ -93,6 +93,10 @@ def test_a_search_ends_naming_its_strategy_and_how_to_browse_it(url, browse):
     assert any(line.startswith(browse) for line in lines), lines
     assert "Strategy:   --sampler gp --pruner rung (--pruner auto); prune_reason says why a trial stopped" in lines
     assert "secret" not in "\n".join(lines)
+    unpruned = resolve(StudySpec(models=("tfn_classifier",), sweep=("lr:1e-4..1e-2:log",), pruner="none",
+                                 task_options={"dataset_size": 64}))
+    assert strategy_line(unpruned) == ("Strategy:   --sampler gp --pruner none; prune_reason says why a trial that diverged "
+                                       "or went over a budget stopped")
 
 
 def test_the_idle_pruner_note_counts_a_failed_trial_and_its_retry_as_one():
