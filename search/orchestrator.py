@@ -6,7 +6,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +533,9 @@ class Orchestrator:
             clash = self._choices_clash(study)
             if clash is not None:
                 raise UsageError(clash)
+        if self.spec.n_trials is not None and self.spec.n_trials != previous.n_trials:
+            # A re-run's budget is the study's from now on: the dashboard's spec and the workers' top-up read it.
+            study.set_user_attr(SPEC_ATTR, replace(previous, n_trials=self.spec.n_trials).to_json())
 
     def _choices_clash(self, study: optuna.Study) -> str | None:
         """Why the changed sweep cannot run in ``study`` at all, even with ``--allow-changes``; else None.

@@ -111,6 +111,15 @@ def test_threads_sets_torchs_threads_for_the_search_and_restores_them(where) -> 
         registry._MODELS.remove("threads_probe_api")
 
 
+def test_a_rerun_with_a_larger_budget_stores_it(where, api_mlp) -> None:
+    from hpsearch.search.orchestrator import load_spec
+
+    search(api_mlp, blobs_task(), ["hidden:2..8"], epochs=1, sampler="tpe", n_trials=1, study_name="budget", **where)
+    study = search(api_mlp, blobs_task(), ["hidden:2..8"], epochs=1, sampler="tpe", n_trials=2, study_name="budget", **where)
+    assert len(study.trials) == 2
+    assert load_spec(study).n_trials == 2  # the stored search said 1 still
+
+
 def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
     search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, verbose=True, **where)
     assert "Epoch 01 | Train Loss:" in capsys.readouterr().out
