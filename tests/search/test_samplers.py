@@ -37,12 +37,13 @@ def test_every_pruner_name_makes_its_optuna_pruner(name, kind):
         make_pruner("mediam", 10, 1.0)
 
 
-def test_the_auto_pruner_is_rung_under_gp_halving_for_a_grid_of_nine_and_percentile_otherwise():
+def test_the_auto_pruner_is_rung_under_gp_and_tpe_halving_for_a_grid_of_nine_and_percentile_otherwise():
     from hpsearch.search.halving import HalvingPruner
     from hpsearch.search.rung_pruner import RungPruner
 
     assert isinstance(make_pruner("auto", 10, 1.0, "gp"), RungPruner)
-    for sampler in ("grid", "tpe", "random"):
+    assert isinstance(make_pruner("auto", 10, 1.0, "tpe"), RungPruner)
+    for sampler in ("grid", "random"):
         assert isinstance(make_pruner("auto", 10, 1.0, sampler), optuna.pruners.PercentilePruner)
     assert isinstance(make_pruner("auto", 10, 1.0, "grid", grid_points=9), HalvingPruner)
     assert isinstance(make_pruner("auto", 10, 1.0, "grid", grid_points=8), optuna.pruners.PercentilePruner)
