@@ -1,8 +1,9 @@
 """Which study a checkpoint folder belongs to: a study's folder is named by its name alone, and
 two databases may each hold a study of one name.
 
-``OUTPUT_DIR/checkpoints/STUDY/study.json`` names the study that writes there by its uid (a user
-attribute drawn when the study was stored) and its database. A study of the same name from
+``OUTPUT_DIR/checkpoints/STUDY/study.json`` (and ``STUDY/study.json`` in an artifact store) names
+the study that writes there by its uid (a user attribute drawn when the study was stored) and its
+database. A study of the same name from
 another database is refused before it trains a trial (it would overwrite the first one's
 checkpoints, and ``load_model`` would hand back its weights for the other's trials); one from
 the same database is the name's study deleted and begun again, whose files it takes over.
@@ -17,10 +18,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpsearch.search.errors import UsageError
+from hpsearch.search.trial import checkpoint_dir, study_folder
+from hpsearch.storage.attributes import UID_ATTR
 from hpsearch.storage.errors import DiskFullError
-from hpsearch.storage.urls import mask_password
+from hpsearch.storage.urls import absolute_storage_url, mask_password
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.storage.artifacts import CheckpointArchive
 
 OWNER_FILE = "study.json"
 
@@ -63,19 +72,17 @@ class FolderOwner:
                 os.unlink(scratch)
 
 
-def refuse_other_owner(folder: Path, study: str, uid: str | None, storage_url: str) -> FolderOwner | None:
-    """``UsageError`` where another database's study named ``study`` owns ``folder``; else its owner, if any.
+def refuse_other_owner(owner: FolderOwner | None, place: str, study: str, uid: str | None, storage_url: str) -> None:
+    """``UsageError`` where ``owner``, the study that ``place`` records, is another database's study named ``study``.
 
     ``uid`` is None for a study not stored yet. An owner from the same database with another uid
     is a study of that name deleted there: not refused.
     """
-    owner = FolderOwner.read(folder)
-    if owner is not None and owner.uid != uid and owner.storage != mask_password(storage_url):
-        raise UsageError(
-            f"{folder} holds the checkpoints of another study named {study!r}, in {owner.storage}: pass --output-dir "
-            "DIR (output_dir= in Python) for this one, or --study-name NEW, or delete that folder if its study is gone"
-        )
-    return owner
+    if owner is None or owner.uid == uid or owner.storage == mask_password(storage_url):
+        return
+    fix = "--artifacts URL (artifacts= in Python)" if "://" in place else "--output-dir DIR (output_dir= in Python)"
+    raise UsageError(f"{place} holds the checkpoints of another study named {study!r}, in {owner.storage}: pass {fix} "
+                     "for this one, or --study-name NEW, or delete that folder if its study is gone")
 
 
 def claim_checkpoint_folder(folder: Path, study: str, uid: str, storage_url: str) -> str | None:
@@ -91,12 +98,91 @@ def claim_checkpoint_folder(folder: Path, study: str, uid: str, storage_url: str
         if error.errno == errno.ENOSPC:
             raise DiskFullError(str(folder), "recording which study writes its checkpoints there") from None
         raise
-    owner = refuse_other_owner(folder, study, uid, storage_url)
+    owner = FolderOwner.read(folder)
+    refuse_other_owner(owner, str(folder), study, uid, storage_url)
     if owner is None or owner.uid == uid:
         return None
     mine.write(folder, replace=True)
-    return (f"Study {study!r} began anew in {mine.storage} (a study of that name was deleted there): its checkpoints "
-            f"in {folder} are replaced as its trials run")
+    return _taken_over(mine, str(folder))
+
+
+def archived_owner(archive: CheckpointArchive, study: str) -> FolderOwner | None:
+    """The owner that the study folder of ``archive`` (``--artifacts``) records, if any."""
+    with tempfile.TemporaryDirectory(prefix="hpsearch-owner-") as scratch:
+        if not archive.fetch(owner_key(study), Path(scratch) / OWNER_FILE):
+            return None
+        return FolderOwner.read(Path(scratch))
+
+
+def claim_archived_folder(archive: CheckpointArchive, study: str, uid: str, storage_url: str) -> str | None:
+    """``claim_checkpoint_folder`` for the study's folder in ``archive``.
+
+    An object store has no create-if-absent that every store offers, so two databases' studies
+    starting in the same second could both claim it; one started later is refused.
+    """
+    owner = archived_owner(archive, study)
+    place = archive.uri(study_folder(study))
+    refuse_other_owner(owner, place, study, uid, storage_url)
+    if owner is not None and owner.uid == uid:
+        return None
+    mine = FolderOwner(study, uid, mask_password(storage_url))
+    with tempfile.TemporaryDirectory(prefix="hpsearch-owner-") as scratch:
+        mine.write(Path(scratch), replace=True)
+        archive.upload(Path(scratch) / OWNER_FILE, owner_key(study))
+    return None if owner is None else _taken_over(mine, place)
+
+
+def owner_key(study: str) -> str:
+    """The key of ``study``'s owner record in an artifact store, beside its trials' folders (``artifact_key``)."""
+    return f"{study_folder(study)}/{OWNER_FILE}"
+
+
+def _taken_over(mine: FolderOwner, place: str) -> str:
+    return (f"Study {mine.study!r} began anew in {mine.storage} (a study of that name was deleted there): its checkpoints "
+            f"in {place} are replaced as its trials run")
+
+
+@dataclass(frozen=True)
+class CheckpointPlaces:
+    """Where a study's trials keep checkpoints: its folder under the output directory, and in ``artifacts``."""
+
+    study: str
+    folder: Path
+    artifacts: str | None
+    storage_url: str  # a SQLite file's path absolute: how another process reaches the database
+
+    @classmethod
+    def of(cls, study: str, output_dir: str, checkpoints: str, artifacts: str | None,
+           storage_url: str) -> CheckpointPlaces | None:
+        """The places of ``study``; None where its trials keep no checkpoints (``--checkpoints none``)."""
+        if checkpoints == "none":
+            return None
+        return cls(study, checkpoint_dir(output_dir, study, 0).parent, artifacts, absolute_storage_url(storage_url))
+
+    def refuse_taken(self, uid: str | None) -> None:
+        """``UsageError`` where another database's study of this name owns a place (``uid``: None for a new study)."""
+        refuse_other_owner(FolderOwner.read(self.folder), str(self.folder), self.study, uid, self.storage_url)
+        if self.artifacts:
+            from hpsearch.storage.artifacts import CheckpointArchive
+
+            archive = CheckpointArchive.open(self.artifacts)
+            refuse_other_owner(archived_owner(archive, self.study), archive.uri(study_folder(self.study)), self.study, uid,
+                               self.storage_url)
+
+    def claim(self, uid: str, archive: CheckpointArchive | None) -> list[str]:
+        """Record the study (``uid``) as the owner of each place; the notes of places taken over from a deleted study."""
+        notes = [claim_checkpoint_folder(self.folder, self.study, uid, self.storage_url)]
+        if archive is not None:
+            notes.append(claim_archived_folder(archive, self.study, uid, self.storage_url))
+        return [note for note in notes if note is not None]
+
+
+def stored_uid(storage: optuna.storages.BaseStorage, study: str) -> str | None:
+    """The uid of the study named ``study`` in ``storage``; None where there is none (or it predates uids)."""
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(study)).get(UID_ATTR)
+    except KeyError:
+        return None
 
 
 def check_checkpoint_owner(folder: Path, study: str, uid: str | None) -> None:

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.models.registry import model_origin
-from hpsearch.search.checkpoint_owner import claim_checkpoint_folder, refuse_other_owner
+from hpsearch.search.checkpoint_owner import CheckpointPlaces, stored_uid
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
@@ -27,14 +27,21 @@ from hpsearch.search.sampler_wrapper import SeededPerTrial
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec
-from hpsearch.search.trial import checkpoint_dir
-from hpsearch.storage.attributes import CODE_ATTR, CONVERGED_ATTR, FAIL_REASON_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR, UID_ATTR
+from hpsearch.storage.attributes import (
+    CODE_ATTR,
+    CONVERGED_ATTR,
+    FAIL_REASON_ATTR,
+    METRIC_ATTR,
+    MODELS_ATTR,
+    SPEC_ATTR,
+    UID_ATTR,
+)
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.optuna_seam import QueueEmpty, has_waiting_trial, taking_queued_trials_at_once
 from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
-from hpsearch.storage.urls import absolute_storage_url, resolve_storage_url
+from hpsearch.storage.urls import resolve_storage_url
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
 __all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
@@ -174,8 +181,11 @@ class Orchestrator:
             "none" if resolved.multi_objective else resolved.pruner, resolved.train_config.epochs,
             resolved.train_config.warmup_epochs, grid_points=resolved.grid_points,
         )
+        places = self._checkpoint_places()
+        if places is not None:
+            # Outside the lock: an artifact store's outage would hold every other worker's open() there.
+            places.refuse_taken(stored_uid(database.storage, self.spec.name))
         with database.queue_lock(self.spec.name):
-            self._refuse_taken_checkpoint_folder(database)
             try:
                 study = optuna.create_study(study_name=self.spec.name, storage=database.storage, sampler=sampler,
                                             pruner=pruner, directions=resolved.directions, load_if_exists=True)
@@ -189,23 +199,9 @@ class Orchestrator:
             optuna.storages.fail_stale_trials(study)
         return study
 
-    def _checkpoint_folder(self) -> Path | None:
-        """The folder this study's trials write checkpoints to; None where they write none."""
-        if self.resolved.train_config.checkpoints == "none":
-            return None
-        return checkpoint_dir(self.spec.output_dir, self.spec.name, 0).parent
-
-    def _refuse_taken_checkpoint_folder(self, database: StudyDatabase) -> None:
-        """Refuse, before anything is stored, a study whose checkpoint folder another database's study of its name owns."""
-        folder = self._checkpoint_folder()
-        if folder is None:
-            return
-        try:
-            study_id = database.storage.get_study_id_from_name(self.spec.name)
-            uid = database.storage.get_study_user_attrs(study_id).get(UID_ATTR)
-        except KeyError:  # not stored yet
-            uid = None
-        refuse_other_owner(folder, self.spec.name, uid, absolute_storage_url(self.storage_url))
+    def _checkpoint_places(self) -> CheckpointPlaces | None:
+        return CheckpointPlaces.of(self.spec.name, self.spec.output_dir, self.resolved.train_config.checkpoints,
+                                   self.spec.artifacts, self.storage_url)
 
     def _database(self) -> StudyDatabase:
         """The study database, opened (and the output directory made) on first use.
@@ -332,12 +328,6 @@ class Orchestrator:
 
         assert self.database is not None, "open() the study first"  # open() has failed stale trials already
         storage = self.database.storage
-        folder = self._checkpoint_folder()
-        if folder is not None:
-            note = claim_checkpoint_folder(folder, study.study_name, study.user_attrs[UID_ATTR],
-                                           absolute_storage_url(self.storage_url))
-            if note is not None:
-                self.warn(note)
         limits = [seconds for seconds in (self.spec.timeout, max_seconds) if seconds is not None]
         deadline = time.monotonic() + min(limits) if limits else None
         stop_requested = (lambda: preemption.requested) if preemption is not None else (lambda: False)
@@ -373,6 +363,9 @@ class Orchestrator:
 
         recorder = DatabaseRecorder(storage, self.database.epoch_table)
         objective = Objective(self.resolved, recorder, self.echo, preemption)
+        places = self._checkpoint_places()
+        for note in places.claim(study.user_attrs[UID_ATTR], objective.archive) if places is not None else ():
+            self.warn(note)
         storage.queue_only = True
         storage.worker_name = worker_name(self.resolved.train_config.device)
         try:

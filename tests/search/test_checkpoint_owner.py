@@ -59,3 +59,23 @@ def test_load_model_refuses_weights_another_study_wrote_over(tmp_path, run_hpsea
     with pytest.raises(UsageError, match=r"checkpoints/s now holds the checkpoints of another study named 's' \(in "
                                          r"sqlite:////elsewhere/b.db\), which overwrote this one's$"):
         load_model(f"sqlite:///{tmp_path / 'a.db'}", "s")
+
+
+def test_a_study_of_the_same_name_in_another_database_is_refused_the_artifact_stores_folder(tmp_path, run_hpsearch):
+    # Each machine has its own output directory; what they share is the store, where the keys are the study's name.
+    store = f"file://{tmp_path / 'store'}"
+    first = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db", "--output-dir", "one", "--artifacts", store)
+    assert first.returncode == 0, first.stderr
+    owner = json.loads((tmp_path / "store" / "s" / OWNER_FILE).read_text())
+    assert owner["storage"] == f"sqlite:///{tmp_path / 'a.db'}"
+    best = (tmp_path / "store" / "s" / "trial-0" / "best.pt").read_bytes()
+
+    second = run_hpsearch(*SEARCH, "--storage", "sqlite:///b.db", "--output-dir", "two", "--artifacts", store)
+    assert second.returncode == 2
+    assert second.stderr == (f"hpsearch: error: {store}/s holds the checkpoints of another study named 's', in "
+                             f"sqlite:///{tmp_path / 'a.db'}: pass --artifacts URL (artifacts= in Python) for this one, "
+                             "or --study-name NEW, or delete that folder if its study is gone\n")
+    assert (tmp_path / "store" / "s" / "trial-0" / "best.pt").read_bytes() == best
+    # The same study from another machine's folder is its own: a worker there goes on.
+    again = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db", "--output-dir", "three", "--artifacts", store)
+    assert again.returncode == 0, again.stderr
