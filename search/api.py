@@ -20,7 +20,7 @@ import optuna
 from torch import nn
 
 from hpsearch.models import ModelSpec, get_model
-from hpsearch.search.checkpoint_owner import check_checkpoint_owner
+from hpsearch.search.checkpoint_owner import FolderOwner, archived_owner, check_checkpoint_owner
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
@@ -37,7 +37,7 @@ from hpsearch.search.samplers import (
 )
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_file import conform, sweep_items
-from hpsearch.search.trial import TrialPlan
+from hpsearch.search.trial import TrialPlan, study_folder
 from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR, UID_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
@@ -213,10 +213,13 @@ def load_model(
                          "once it has ended")
     if saved is None:
         raise UsageError(f"trial {chosen.number} of study {study!r} ({chosen.state.name}) saved no checkpoint")
-    check_checkpoint_owner(Path(saved).parent.parent, study, loaded.user_attrs.get(UID_ATTR))
+    uid = loaded.user_attrs.get(UID_ATTR)
+    folder = Path(saved).parent.parent
+    check_checkpoint_owner(FolderOwner.read(folder), str(folder), study, uid)
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-load-")
     with scratch:
-        return _load_trained(spec, study, chosen, Path(saved).with_name(checkpoint), Path(scratch.name), allow_changed_code)
+        return _load_trained(spec, study, chosen, Path(saved).with_name(checkpoint), Path(scratch.name), allow_changed_code,
+                             uid)
 
 
 def load_task(storage: str | None, study: str) -> Task:
@@ -248,7 +251,7 @@ def _stored_search(storage: str | None, study: str) -> tuple[optuna.Study, Study
 
 
 def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial, path: Path, scratch: Path,
-                  allow_changed_code: bool) -> nn.Module:
+                  allow_changed_code: bool, uid: str | None) -> nn.Module:
     """``chosen``'s model with the weights of ``path``, fetched into ``scratch`` from the study's artifact store if absent."""
     checkpoint = path.name
     if not path.exists() and spec.artifacts is not None:
@@ -257,6 +260,7 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
 
         try:
             archive = CheckpointArchive.open(spec.artifacts, timeout=READ_WAIT_S)
+            check_checkpoint_owner(archived_owner(archive, study), archive.uri(study_folder(study)), study, uid)
             key = artifact_key(study, chosen.number, checkpoint)
             if archive.fetch(key, scratch / checkpoint):
                 path = scratch / checkpoint

@@ -185,9 +185,8 @@ def stored_uid(storage: optuna.storages.BaseStorage, study: str) -> str | None:
         return None
 
 
-def check_checkpoint_owner(folder: Path, study: str, uid: str | None) -> None:
-    """``UsageError`` where ``folder`` records another study than ``study`` (``uid``) as its owner."""
-    owner = FolderOwner.read(folder)
+def check_checkpoint_owner(owner: FolderOwner | None, place: str, study: str, uid: str | None) -> None:
+    """``UsageError`` where ``place`` records another study (``owner``) than ``study`` (``uid``) as its owner."""
     if owner is not None and uid is not None and owner.uid != uid:
-        raise UsageError(f"{folder} now holds the checkpoints of another study named {study!r} (in {owner.storage}), "
+        raise UsageError(f"{place} now holds the checkpoints of another study named {study!r} (in {owner.storage}), "
                          "which overwrote this one's")

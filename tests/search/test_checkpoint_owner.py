@@ -1,6 +1,7 @@
 """A checkpoint folder belongs to one study: a study of the same name from another database is refused it."""
 
 import json
+import shutil
 
 import optuna
 import pytest
@@ -79,3 +80,11 @@ def test_a_study_of_the_same_name_in_another_database_is_refused_the_artifact_st
     # The same study from another machine's folder is its own: a worker there goes on.
     again = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db", "--output-dir", "three", "--artifacts", store)
     assert again.returncode == 0, again.stderr
+
+    # Weights another study wrote over in the store (an hpsearch that kept no owner) are refused, not loaded.
+    a = f"sqlite:///{tmp_path / 'a.db'}"
+    (tmp_path / "store" / "s" / OWNER_FILE).write_text(json.dumps({"study": "s", "uid": "0" * 32, "storage": "x"}))
+    for folder in ("one", "three"):  # no local copy: load_model fetches from the store
+        shutil.rmtree(tmp_path / folder)
+    with pytest.raises(UsageError, match=rf"^{store}/s now holds the checkpoints of another study named 's' \(in x\)"):
+        load_model(a, "s")
