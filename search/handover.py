@@ -22,6 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
 from hpsearch.search.recording import TrialAbandoned
 from hpsearch.search.signals import Interrupted, Preempted, interruption
+from hpsearch.search.trial import checkpoint_dir
 from hpsearch.search.trial_attrs import model_attrs
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import (
@@ -37,7 +38,7 @@ from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.optuna_seam import as_taken
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
-from hpsearch.trainers.checkpoints import CheckpointStore
+from hpsearch.trainers.checkpoints import LAST, CheckpointStore
 from hpsearch.trainers.trainer import DivergenceError
 
 if TYPE_CHECKING:
@@ -148,9 +149,18 @@ class TrialHandover:
         """
         frozen = self.recorder.frozen(trial)
         params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
-        trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: sorted({*taken_over_by(frozen), trial.number})})
+        numbers = sorted({*taken_over_by(frozen), trial.number})
+        trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: numbers})
         self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
-                  "queued again to resume from its checkpoint, if it saved one")
+                  f"queued again {self.resumes_from(trial.study.study_name, numbers)}")
+
+    def resumes_from(self, study_name: str, numbers: list[int]) -> str:
+        """Where a retry of trials ``numbers`` starts, as the end of "queued again ..."."""
+        if any((checkpoint_dir(self.output_dir, study_name, n) / LAST).exists() for n in numbers):
+            return "to resume from its last checkpoint"
+        if self.archive is not None:  # another machine's trial may have stored one there
+            return f"to resume from its last checkpoint in {self.archive.shown_url}, if it stored one"
+        return "to start afresh: it saved no checkpoint"
 
     def hand_back(self, trial: optuna.Trial, error: DiskFullError) -> TrialAbandoned:
         """Hand a trial stopped by a full disk back to the queue, as a preempted one; what stops the worker.
@@ -167,7 +177,8 @@ class TrialHandover:
         except DiskFullError:
             error.outcome = f"trial {trial.number} is left RUNNING, to be resumed once its heartbeat is stale (--grace-period)"
             return TrialAbandoned(trial.number, str(error), error)
-        error.outcome = f"trial {trial.number} is queued again to resume from its last checkpoint, if it saved one"
+        numbers = sorted({*taken_over_by(as_taken(trial)), trial.number})
+        error.outcome = f"trial {trial.number} is queued again {self.resumes_from(trial.study.study_name, numbers)}"
         return TrialAbandoned(trial.number, str(error), error, handed_back=True)
 
     def training_stopped(
