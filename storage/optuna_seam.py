@@ -384,6 +384,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
         self.heartbeats = HeartbeatLedger()
         self.heartbeat_errors = self.heartbeats.errors
         self.param_batches = ParamBatches()
+        self._has_epoch_table = False  # found once: the table is never dropped
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         if state == TrialState.RUNNING and values is None:
@@ -669,6 +670,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             # The batch commits whole, so its first trial names it.
             fixed.append({"trial_id": new_ids[0], "key": WRITE_ID_ATTR, "value_json": json.dumps(write_id)})
             connection.execute(sa.insert(attrs), fixed)
+            self._forget_epoch_rows(connection, new_ids)
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         """Optuna's stale-trial callback (the retry), after the failed trial is told why.
@@ -709,7 +711,7 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
             raise QueueEmpty("no trial is waiting in the queue")
         parent = super()._create_new_trial
         if template_trial is None:
-            return self.retry.call(parent, study_id, None)
+            return self.retry.call(lambda: self._created(parent(study_id, None)))
         # A proxy client names its create, and may have sent it before and lost the answer: the
         # trial may exist already. (A stored write id is not that: a heartbeat retry inherits its
         # failed trial's system attributes, write id included.)
@@ -726,9 +728,32 @@ class QueuedRDBStorage(optuna.storages.RDBStorage):
                 if earlier is not None:
                     return super(QueuedRDBStorage, self).get_trial(earlier)
             attempts.append(1)
-            return parent(study_id, template)
+            return self._created(parent(study_id, template))
 
         return self.retry.call(create)
+
+    def _created(self, trial: FrozenTrial) -> FrozenTrial:
+        """``trial``, just created by Optuna, its id cleared of a deleted trial's epoch rows (``_forget_epoch_rows``)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.begin() as connection:
+                self._forget_epoch_rows(connection, [trial_id(trial)])
+        return trial
+
+    def _forget_epoch_rows(self, connection: sa.Connection, new_ids: Sequence[int]) -> None:
+        """Delete the epoch rows stored under ``new_ids``, the ids of trials being created: another trial's.
+
+        SQLite hands the id of the last trial of a study deleted by Optuna alone (``delete_study``,
+        the dashboard's delete button) to the next trial created, which would show the deleted
+        trial's epochs as its own. PostgreSQL's sequences never hand an id out twice.
+        """
+        if connection.dialect.name != "sqlite" or not new_ids:
+            return
+        from hpsearch.storage.epoch_metrics import TABLE_NAME, epoch_metrics  # it reads this module's tables
+
+        if not self._has_epoch_table:
+            self._has_epoch_table = sa.inspect(connection).has_table(TABLE_NAME)
+        if self._has_epoch_table:
+            connection.execute(sa.delete(epoch_metrics).where(epoch_metrics.c.trial_id.in_(list(new_ids))))
 
     def _trial_written_as(self, write_id: str) -> int | None:
         attrs = TRIAL_SYSTEM_ATTRIBUTES

@@ -186,3 +186,28 @@ def test_delete_study_removes_its_rows_only(storage_url, study_name):
         assert table.delete_orphans() == 0  # delete_study took the study's rows with it
         assert table.delete_trials([trial_id(kept_trial)]) == 2
         assert table.frame(f"{study_name}-kept").empty
+
+
+@pytest.mark.parametrize("created", ["asked", "queued"])
+def test_a_trial_given_a_deleted_trials_id_starts_with_no_rows(sqlite_url, study_name, created):
+    # Optuna's delete_study (the dashboard's delete button) leaves the epoch rows, and SQLite gives
+    # the deleted study's last trial id to the next trial: it showed the deleted trial's epochs 2 and 3.
+    database = StudyDatabase.open_for_search(sqlite_url)
+    old = optuna.create_study(study_name=study_name, storage=database.storage).ask()
+    with EpochMetricsTable(database) as table:
+        for epoch in (1, 2, 3):
+            table.write(trial_id(old), record(epoch, 1.0).as_row())
+    optuna.delete_study(study_name=study_name, storage=database.storage)
+
+    study = optuna.create_study(study_name=f"{study_name}-new", storage=database.storage)
+    if created == "queued":
+        database.storage.create_waiting_trials(study._study_id, [{"x": 1.0}])
+        new = study.ask()
+    else:
+        new = study.ask()
+    assert trial_id(new) == trial_id(old)  # the reuse this guards against
+    with EpochMetricsTable(database) as table:
+        assert table.frame(f"{study_name}-new").empty
+        table.write(trial_id(new), record(1, 0.5).as_row())
+        assert list(table.frame(f"{study_name}-new")["epoch"]) == [1]
+    database.close()
