@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,17 +73,25 @@ class FolderOwner:
                 os.unlink(scratch)
 
 
-def refuse_other_owner(owner: FolderOwner | None, place: str, study: str, uid: str | None, storage_url: str) -> None:
-    """``UsageError`` where ``owner``, the study that ``place`` records, is another database's study named ``study``.
+def refuse_other_owner(owner: FolderOwner | None, place: str, study: str, uid: str | None, storage_url: str,
+                       holder_of: Callable[[str], str | None] = lambda uid: None) -> None:
+    """``UsageError`` where ``owner``, the study that ``place`` records, is another study than ``study`` (``uid``).
 
     ``uid`` is None for a study not stored yet. An owner from the same database with another uid
-    is a study of that name deleted there: not refused.
+    is a study of that name deleted there, not refused, unless ``holder_of`` (the name of the
+    study of this database that holds a uid) finds it under another name: a copy
+    (``optuna.copy_study``), whose trials' checkpoints are still in that folder.
     """
-    if owner is None or owner.uid == uid or owner.storage == mask_password(storage_url):
+    if owner is None or owner.uid == uid:
         return
     fix = "--artifacts URL (artifacts= in Python)" if "://" in place else "--output-dir DIR (output_dir= in Python)"
-    raise UsageError(f"{place} holds the checkpoints of another study named {study!r}, in {owner.storage}: pass {fix} "
-                     "for this one, or --study-name NEW, or delete that folder if its study is gone")
+    if owner.storage != mask_password(storage_url):
+        raise UsageError(f"{place} holds the checkpoints of another study named {study!r}, in {owner.storage}: pass {fix} "
+                         "for this one, or --study-name NEW (study_name=), or delete that folder if its study is gone")
+    holder = holder_of(owner.uid)
+    if holder is not None:
+        raise UsageError(f"{place} holds the checkpoints of study {holder!r} of this database (a copy of the study once "
+                         f"named {study!r}): pass {fix} for this one, or --study-name NEW (study_name=)")
 
 
 def claim_checkpoint_folder(folder: Path, study: str, uid: str, storage_url: str) -> str | None:
@@ -159,15 +168,17 @@ class CheckpointPlaces:
             return None
         return cls(study, checkpoint_dir(output_dir, study, 0).parent, artifacts, absolute_storage_url(storage_url))
 
-    def refuse_taken(self, uid: str | None) -> None:
-        """``UsageError`` where another database's study of this name owns a place (``uid``: None for a new study)."""
-        refuse_other_owner(FolderOwner.read(self.folder), str(self.folder), self.study, uid, self.storage_url)
+    def refuse_taken(self, storage: optuna.storages.BaseStorage) -> None:
+        """``UsageError`` where another study than the one of this name in ``storage`` (if any) owns a place."""
+        uid = stored_uid(storage, self.study)
+        owners = [(FolderOwner.read(self.folder), str(self.folder))]
         if self.artifacts:
             from hpsearch.storage.artifacts import CheckpointArchive
 
             archive = CheckpointArchive.open(self.artifacts)
-            refuse_other_owner(archived_owner(archive, self.study), archive.uri(study_folder(self.study)), self.study, uid,
-                               self.storage_url)
+            owners.append((archived_owner(archive, self.study), archive.uri(study_folder(self.study))))
+        for owner, place in owners:
+            refuse_other_owner(owner, place, self.study, uid, self.storage_url, lambda held: _holder(storage, held))
 
     def claim(self, uid: str, archive: CheckpointArchive | None) -> list[str]:
         """Record the study (``uid``) as the owner of each place; the notes of places taken over from a deleted study."""
@@ -185,8 +196,16 @@ def stored_uid(storage: optuna.storages.BaseStorage, study: str) -> str | None:
         return None
 
 
+def _holder(storage: optuna.storages.BaseStorage, uid: str) -> str | None:
+    """The name of the study in ``storage`` whose uid is ``uid``, if any."""
+    import optuna
+
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    return next((summary.study_name for summary in summaries if summary.user_attrs.get(UID_ATTR) == uid), None)
+
+
 def check_checkpoint_owner(owner: FolderOwner | None, place: str, study: str, uid: str | None) -> None:
     """``UsageError`` where ``place`` records another study (``owner``) than ``study`` (``uid``) as its owner."""
     if owner is not None and uid is not None and owner.uid != uid:
-        raise UsageError(f"{place} now holds the checkpoints of another study named {study!r} (in {owner.storage}), "
-                         "which overwrote this one's")
+        raise UsageError(f"the checkpoints of study {study!r} were overwritten: {place} now holds those of study "
+                         f"{owner.study!r} (in {owner.storage})")

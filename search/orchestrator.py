@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from hpsearch.models.registry import model_origin
-from hpsearch.search.checkpoint_owner import CheckpointPlaces, stored_uid
+from hpsearch.search.checkpoint_owner import CheckpointPlaces
 from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
@@ -184,7 +184,7 @@ class Orchestrator:
         places = self._checkpoint_places()
         if places is not None:
             # Outside the lock: an artifact store's outage would hold every other worker's open() there.
-            places.refuse_taken(stored_uid(database.storage, self.spec.name))
+            places.refuse_taken(database.storage)
         with database.queue_lock(self.spec.name):
             try:
                 study = optuna.create_study(study_name=self.spec.name, storage=database.storage, sampler=sampler,

@@ -31,7 +31,7 @@ def test_a_study_of_the_same_name_in_another_database_is_refused_the_folder(tmp_
     assert second.returncode == 2
     assert second.stderr == (f"hpsearch: error: {folder} holds the checkpoints of another study named 's', in "
                              f"{a}: pass --output-dir DIR (output_dir= in Python) for this one, "
-                             "or --study-name NEW, or delete that folder if its study is gone\n")
+                             "or --study-name NEW (study_name=), or delete that folder if its study is gone\n")
     assert (folder / "trial-0" / "best.pt").read_bytes() == best
     assert optuna.get_all_study_names(b) == []  # refused before anything was stored
 
@@ -52,13 +52,27 @@ def test_a_study_deleted_and_begun_again_takes_its_folder_over(tmp_path, run_hps
     assert load_model(a, "s") is not None
 
 
+def test_a_copied_studys_folder_is_not_taken_over_by_a_new_study_of_the_old_name(tmp_path, run_hpsearch):
+    # A rename the Optuna way: copy_study, then delete_study; the copy's trials still point into "s"'s folder.
+    a = f"sqlite:///{tmp_path / 'a.db'}"
+    assert run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db").returncode == 0
+    optuna.copy_study(from_study_name="s", from_storage=a, to_storage=a, to_study_name="s-v1")
+    optuna.delete_study(study_name="s", storage=a)
+    again = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db")
+    assert again.returncode == 2
+    assert again.stderr == (f"hpsearch: error: {tmp_path / 'checkpoints' / 's'} holds the checkpoints of study 's-v1' of "
+                            "this database (a copy of the study once named 's'): pass --output-dir DIR (output_dir= in "
+                            "Python) for this one, or --study-name NEW (study_name=)\n")
+    assert load_model(a, "s-v1") is not None
+
+
 def test_load_model_refuses_weights_another_study_wrote_over(tmp_path, run_hpsearch):
     # What an hpsearch that kept no owner left: another database's study "s" wrote into this folder.
     assert run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db").returncode == 0
     marker = tmp_path / "checkpoints" / "s" / OWNER_FILE
     marker.write_text(json.dumps({"study": "s", "uid": "0" * 32, "storage": "sqlite:////elsewhere/b.db"}))
-    with pytest.raises(UsageError, match=r"checkpoints/s now holds the checkpoints of another study named 's' \(in "
-                                         r"sqlite:////elsewhere/b.db\), which overwrote this one's$"):
+    with pytest.raises(UsageError, match=r"^the checkpoints of study 's' were overwritten: .*checkpoints/s now holds "
+                                         r"those of study 's' \(in sqlite:////elsewhere/b.db\)$"):
         load_model(f"sqlite:///{tmp_path / 'a.db'}", "s")
 
 
@@ -75,7 +89,7 @@ def test_a_study_of_the_same_name_in_another_database_is_refused_the_artifact_st
     assert second.returncode == 2
     assert second.stderr == (f"hpsearch: error: {store}/s holds the checkpoints of another study named 's', in "
                              f"sqlite:///{tmp_path / 'a.db'}: pass --artifacts URL (artifacts= in Python) for this one, "
-                             "or --study-name NEW, or delete that folder if its study is gone\n")
+                             "or --study-name NEW (study_name=), or delete that folder if its study is gone\n")
     assert (tmp_path / "store" / "s" / "trial-0" / "best.pt").read_bytes() == best
     # The same study from another machine's folder is its own: a worker there goes on.
     again = run_hpsearch(*SEARCH, "--storage", "sqlite:///a.db", "--output-dir", "three", "--artifacts", store)
@@ -86,5 +100,6 @@ def test_a_study_of_the_same_name_in_another_database_is_refused_the_artifact_st
     (tmp_path / "store" / "s" / OWNER_FILE).write_text(json.dumps({"study": "s", "uid": "0" * 32, "storage": "x"}))
     for folder in ("one", "three"):  # no local copy: load_model fetches from the store
         shutil.rmtree(tmp_path / folder)
-    with pytest.raises(UsageError, match=rf"^{store}/s now holds the checkpoints of another study named 's' \(in x\)"):
+    with pytest.raises(UsageError, match=rf"^the checkpoints of study 's' were overwritten: {store}/s now holds those of "
+                                         r"study 's' \(in x\)$"):
         load_model(a, "s")
