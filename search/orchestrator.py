@@ -518,8 +518,8 @@ class Orchestrator:
                     for n in origins if n in stored_origins and stored_origins[n] != origins[n]]
         # A study begun before hpsearch hashed code has nothing to compare with.
         stored_code = study.user_attrs.get(CODE_ATTR, self.resolved.code)
-        changes += [f"{name}'s code was edited" for name, digest in self.resolved.code.items()
-                    if name in stored_code and stored_code[name] != digest]
+        changes += [f"{name}'s code differs from the study's (edited, or another file of that name)"
+                    for name, digest in self.resolved.code.items() if name in stored_code and stored_code[name] != digest]
         if changes and not self.spec.allow_changes:
             raise StudyChanged(self.spec.name, changes)
         if changes:

@@ -214,7 +214,7 @@ def test_an_edit_to_a_plugins_model_is_noticed_by_the_rerun_the_workers_and_load
     assert created.returncode == 0, created.stderr
 
     plugin.write_text(model_plugin(name, output="data.num_outputs + 0 * width"))  # same name, other code
-    message = f"model {name}'s code was edited"
+    message = f"model {name}'s code differs from the study's (edited, or another file of that name)"
     rerun = run_hpsearch(*search)
     assert rerun.returncode == 2 and message in rerun.stderr and len(rerun.stderr.strip().splitlines()) == 1
     worker = run_hpsearch("worker", "--study", "queued")
