@@ -22,7 +22,7 @@ from torch import nn
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.checkpoint_owner import FolderOwner, archived_owner, check_checkpoint_owner
 from hpsearch.search.errors import UsageError, did_you_mean
-from hpsearch.search.orchestrator import Heartbeat, Orchestrator, load_spec, silent
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator, SearchOutcome, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
 from hpsearch.search.results import idle_pruning
@@ -112,26 +112,38 @@ def search(
         show = sys.stderr.isatty() if progress is None else progress
         orchestrator = Orchestrator(resolved, echo=_echo if verbose else silent, progress=show, heartbeat=Heartbeat(),
                                     warn=_echo if verbose else _warn)
-        if workers > 1:
-            outcome = run_local_workers(orchestrator, workers, assigned, quiet=not verbose, threads=threads)
-        else:
-            outcome = orchestrator.run()
+        try:
+            if workers > 1:
+                outcome = run_local_workers(orchestrator, workers, assigned, quiet=not verbose, threads=threads)
+            else:
+                outcome = orchestrator.run()
+            _warn_of_outcome(outcome, orchestrator, verbose)
+        finally:
+            # The pool's connections closed: a notebook's search left them to be garbage-collected
+            # open (psycopg's ResourceWarning). The returned study reconnects when it is used.
+            if orchestrator.database is not None:
+                orchestrator.database.close()
+    return outcome.study
+
+
+def _warn_of_outcome(outcome: SearchOutcome, orchestrator: Orchestrator, verbose: bool) -> None:
+    """What the CLI's last lines would say that a quiet notebook must not miss, as UserWarnings."""
+    resolved, spec = orchestrator.resolved, orchestrator.spec
     if outcome.idle and not verbose:
         # Quiet, a rerun whose budget is spent would return at once with no word: n_trials is the
         # study's total, where Optuna's optimize(n_trials=) runs that many more.
-        warnings.warn(orchestrator.nothing_to_do(outcome.study), UserWarning, stacklevel=2)
+        warnings.warn(orchestrator.nothing_to_do(outcome.study), UserWarning, stacklevel=3)
     idle = idle_pruning(outcome.study, resolved)
     if idle is not None and spec.pruner != "auto":
         # The CLI's last lines say this of any pruner; here only of one the user chose, who expects it to prune.
-        warnings.warn(idle, UserWarning, stacklevel=2)
+        warnings.warn(idle, UserWarning, stacklevel=3)
     if outcome.trials_failed:
         # The CLI exits 1 here; a notebook would otherwise see a study come back as if all went well.
         failed = outcome.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         latest = next((t for t in reversed(failed) if FAIL_REASON_ATTR in t.user_attrs), None)
         example = f" (trial {latest.number}: {latest.user_attrs[FAIL_REASON_ATTR]})" if latest is not None else ""
         warnings.warn(f"{outcome.trials_failed} trial(s) failed; their fail_reason attributes say why{example}",
-                      UserWarning, stacklevel=2)
-    return outcome.study
+                      UserWarning, stacklevel=3)
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -120,6 +120,24 @@ def test_a_rerun_with_a_larger_budget_stores_it(where, api_mlp) -> None:
     assert load_spec(study).n_trials == 2  # the stored search said 1 still
 
 
+def test_search_leaves_no_connection_open_and_its_study_still_reads(empty_postgres_database, tmp_path, api_mlp) -> None:
+    # A notebook's search left its pool's connections to be garbage-collected open (psycopg's ResourceWarning).
+    import sqlalchemy as sa
+
+    from hpsearch.storage.urls import parse_storage_url
+
+    study = search(api_mlp, blobs_task(), ["hidden:4"], epochs=1, storage=empty_postgres_database, output_dir=tmp_path)
+    name = parse_storage_url(empty_postgres_database).database
+    admin = sa.create_engine(parse_storage_url(empty_postgres_database).set(database="postgres"))
+    try:
+        with admin.connect() as connection:
+            count = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name")
+            assert connection.execute(count, {"name": name}).scalar() == 0
+            assert [t.state.name for t in study.trials] == ["COMPLETE"]  # the returned study reconnects
+    finally:
+        admin.dispose()
+
+
 def test_verbose_prints_the_epoch_lines(where, capsys) -> None:
     search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, verbose=True, **where)
     assert "Epoch 01 | Train Loss:" in capsys.readouterr().out
