@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
@@ -43,7 +43,7 @@ from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, LAST, load_checkpoint
 from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
-from hpsearch.trainers.tasks import Task, TaskSpec, register_task
+from hpsearch.trainers.tasks import Task, TaskSpec, get_task, register_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,8 +86,8 @@ def search(
     ``--threads``: torch's threads for the search, split among the workers (this process's own
     setting comes back afterwards).
     """
-    study_options, train = _split_options(options)
     model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
+    study_options, train = _split_options(options, lambda name: _misplaced(name, model_list, task))
     spec = StudySpec(
         models=tuple(m.name if isinstance(m, ModelSpec) else m for m in model_list),
         sweep=sweep_items(sweep, "sweep"),
@@ -146,8 +146,29 @@ def _warn_of_outcome(outcome: SearchOutcome, orchestrator: Orchestrator, verbose
                       UserWarning, stacklevel=3)
 
 
-def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``search()``'s keywords as study options (checked against their declared types) and trainer settings."""
+def _misplaced(name: str, models: Sequence[str | ModelSpec], task: str | Task | TaskSpec) -> str:
+    """Where keyword ``name`` belongs if it is a task option or a model's hyperparameter (``, ...``); else nothing."""
+    try:
+        options = task.options if isinstance(task, TaskSpec) else get_task(task).options if isinstance(task, str) else ()
+    except KeyError:  # an unknown task is named once the keywords are read
+        options = ()
+    if any(option.name == name for option in options):
+        return f"; {name} is an option of the task: pass task_options={{{name!r}: ...}}"
+    for model in models:
+        try:
+            spec = model if isinstance(model, ModelSpec) else get_model(model)
+        except KeyError:
+            continue
+        if spec.param(name) is not None:
+            return f"; {name} is a hyperparameter of model {spec.name}: sweep it, sweep={{{name!r}: [...]}}"
+    return ""
+
+
+def _split_options(options: Mapping[str, Any], misplaced: Callable[[str], str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``search()``'s keywords as study options (checked against their declared types) and trainer settings.
+
+    ``misplaced(name)`` says where an unknown keyword belongs, if anywhere.
+    """
     hints, setting_hints = get_type_hints(StudySpec), get_type_hints(TrainConfig)
     study: dict[str, Any] = {}
     train: dict[str, Any] = {}
@@ -160,6 +181,9 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
             train[name] = value if auto_lr else conform(value, setting_hints[name], f"search({name}=...)")
         else:
             keywords = [p for p in inspect.signature(search).parameters if p != "options"]
+            where = misplaced(name)
+            if where:
+                raise UsageError(f"search() got an unknown keyword {name!r}{where}")
             raise UsageError(
                 f"search() got an unknown keyword {name!r}{did_you_mean(name, [*keywords, *_OPTION_NAMES, *_SETTING_NAMES])}; "
                 f"its keywords: {', '.join(keywords)}; study options: {', '.join(_OPTION_NAMES)}; "

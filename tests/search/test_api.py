@@ -292,6 +292,13 @@ def test_wrong_input_is_one_usage_error_before_anything_is_written(where, tmp_pa
         search("api_mlp", task, epoch=1, **where)
     with pytest.raises(UsageError, match=r"unknown keyword 'n_trial' \(did you mean n_trials\?\); its keywords: models, "):
         search("api_mlp", task, n_trial=1, **where)
+    # A task's option or a model's hyperparameter as a keyword is told where it goes.
+    with pytest.raises(UsageError, match=r"^search\(\) got an unknown keyword 'dataset_size'; dataset_size is an option "
+                                         r"of the task: pass task_options=\{'dataset_size': \.\.\.\}$"):
+        search("tfn_classifier", "synthetic_tokens", dataset_size=200, **where)
+    with pytest.raises(UsageError, match=r"^search\(\) got an unknown keyword 'hidden'; hidden is a hyperparameter of "
+                                         r"model api_mlp: sweep it, sweep=\{'hidden': \[\.\.\.\]\}$"):
+        search("api_mlp", task, hidden=8, **where)
     # Wrong types are named as the keyword was written, for study options and trainer settings alike.
     with pytest.raises(UsageError, match=r"search\(n_trials=\.\.\.\) must be an integer \(got '3'\)"):
         search("api_mlp", task, n_trials="3", **where)
