@@ -12,9 +12,9 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from torch import nn
@@ -22,6 +22,7 @@ from torch import nn
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.checkpoint_owner import FolderOwner, archived_owner, check_checkpoint_owner
 from hpsearch.search.errors import UsageError, did_you_mean
+from hpsearch.search.keywords import misplaced_keyword, split_search_keywords
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, SearchOutcome, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
@@ -36,22 +37,20 @@ from hpsearch.search.samplers import (
     replayable_pruners,
 )
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
-from hpsearch.search.study_file import conform, sweep_items
+from hpsearch.search.study_file import sweep_items
 from hpsearch.search.trial import TrialPlan, study_folder
 from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR, UID_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, LAST, load_checkpoint
-from hpsearch.trainers.config import FLAG_SETTINGS, TrainConfig
-from hpsearch.trainers.tasks import Task, TaskSpec, get_task, register_task
+from hpsearch.trainers.config import TrainConfig
+from hpsearch.trainers.tasks import Task, TaskSpec, register_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from hpsearch.search.simulate import SimulationResult
 
-_SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
-_OPTION_NAMES = tuple(option.name for option in STUDY_OPTIONS)
 # The registry origin of tasks given to search() as objects.
 GIVEN_ORIGIN = "given to search()"
 
@@ -87,7 +86,8 @@ def search(
     setting comes back afterwards).
     """
     model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
-    study_options, train = _split_options(options, lambda name: _misplaced(name, model_list, task))
+    keywords = [p for p in inspect.signature(search).parameters if p != "options"]
+    study_options, train = split_search_keywords(options, keywords, lambda name: misplaced_keyword(name, model_list, task))
     spec = StudySpec(
         models=tuple(m.name if isinstance(m, ModelSpec) else m for m in model_list),
         sweep=sweep_items(sweep, "sweep"),
@@ -144,52 +144,6 @@ def _warn_of_outcome(outcome: SearchOutcome, orchestrator: Orchestrator, verbose
         example = f" (trial {latest.number}: {latest.user_attrs[FAIL_REASON_ATTR]})" if latest is not None else ""
         warnings.warn(f"{outcome.trials_failed} trial(s) failed; their fail_reason attributes say why{example}",
                       UserWarning, stacklevel=3)
-
-
-def _misplaced(name: str, models: Sequence[str | ModelSpec], task: str | Task | TaskSpec) -> str:
-    """Where keyword ``name`` belongs if it is a task option or a model's hyperparameter (``, ...``); else nothing."""
-    try:
-        options = task.options if isinstance(task, TaskSpec) else get_task(task).options if isinstance(task, str) else ()
-    except KeyError:  # an unknown task is named once the keywords are read
-        options = ()
-    if any(option.name == name for option in options):
-        return f"; {name} is an option of the task: pass task_options={{{name!r}: ...}}"
-    for model in models:
-        try:
-            spec = model if isinstance(model, ModelSpec) else get_model(model)
-        except KeyError:
-            continue
-        if spec.param(name) is not None:
-            return f"; {name} is a hyperparameter of model {spec.name}: sweep it, sweep={{{name!r}: [...]}}"
-    return ""
-
-
-def _split_options(options: Mapping[str, Any], misplaced: Callable[[str], str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``search()``'s keywords as study options (checked against their declared types) and trainer settings.
-
-    ``misplaced(name)`` says where an unknown keyword belongs, if anywhere.
-    """
-    hints, setting_hints = get_type_hints(StudySpec), get_type_hints(TrainConfig)
-    study: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    for name, value in options.items():
-        if name in _OPTION_NAMES:
-            value = os.fspath(value) if isinstance(value, os.PathLike) else value
-            study[name] = conform(value, hints[name], f"search({name}=...)")
-        elif name in _SETTING_NAMES:
-            auto_lr = name == "lr" and value == "auto"
-            train[name] = value if auto_lr else conform(value, setting_hints[name], f"search({name}=...)")
-        else:
-            keywords = [p for p in inspect.signature(search).parameters if p != "options"]
-            where = misplaced(name)
-            if where:
-                raise UsageError(f"search() got an unknown keyword {name!r}{where}")
-            raise UsageError(
-                f"search() got an unknown keyword {name!r}{did_you_mean(name, [*keywords, *_OPTION_NAMES, *_SETTING_NAMES])}; "
-                f"its keywords: {', '.join(keywords)}; study options: {', '.join(_OPTION_NAMES)}; "
-                f"trainer settings: {', '.join(sorted(_SETTING_NAMES))}"
-            )
-    return study, train
 
 
 def _check_workers_can_import(spec: StudySpec) -> None:
