@@ -43,6 +43,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--end-lr", type=float, default=10.0, help="default: %(default)g")
     parser.add_argument("--num-iter", type=int, default=100, help="default: %(default)s")
     parser.add_argument("--out", default="lr_find.html", help="the plot's HTML file (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per CPU core)")
     add_plugin_argument(parser)
     add_training_arguments(parser)
     add_task_arguments(parser)  # last: a task option named like one of the flags above stays the flag
@@ -58,6 +59,8 @@ def lr_find_main(argv: Sequence[str]) -> int:
         raise UsageError(f"--start-lr must be positive and below --end-lr (got {args.start_lr:g} and {args.end_lr:g})")
     if args.num_iter < 5:
         raise UsageError(f"--num-iter must be at least 5 (got {args.num_iter})")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the directory {out.parent} does not exist")
@@ -72,6 +75,10 @@ def lr_find_main(argv: Sequence[str]) -> int:
     from hpsearch.search.trial import TrialPlan
     from hpsearch.trainers.lr_finder import find_lr
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     load_plugins(spec.plugins)
     check_task_options(spec, {})
     resolved = resolve(spec)

@@ -385,6 +385,11 @@ def test_threads_sets_torchs_threads_for_the_search(tmp_path, run_hpsearch):
     refused = run_hpsearch("--plugin", str(plugin), "--models", "threads_probe", "--param_sweep", "width:4", *TINY,
                            "--threads", "0", env={"THREADS_SEEN": str(seen)})
     assert refused.returncode == 2 and refused.stderr.strip() == "hpsearch: error: --threads must be at least 1 (got 0)"
+    # lr-find takes it too: a range test beside a running search should not take every core.
+    found = run_hpsearch("lr-find", "--plugin", str(plugin), "--models", "threads_probe", "--dataset-size", "200",
+                         "--num-iter", "10", "--threads", "1", env={"THREADS_SEEN": str(seen)})
+    assert found.returncode in (0, 1), found.stderr  # 1: no suggestion in 10 steps, which is not what this checks
+    assert seen.read_text().split()[-1] == "1"
 
 
 def test_a_new_study_of_a_search_another_study_holds_says_which(tmp_path, run_hpsearch):
