@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -61,6 +61,7 @@ class Stop:
     cause: BaseException | None = None  # what ``raises`` is raised from, where it is another error than the one caught
     reason: tuple[str, str] | None = None  # the closing attribute that says why: prune_reason or fail_reason
     abandoned: bool = False  # the trial is no longer this worker's to write
+    attrs: dict[str, Any] = field(default_factory=dict)  # closing attributes besides the reason
 
 
 class TrialHandover:
@@ -196,7 +197,8 @@ class TrialHandover:
         full disk is a ``DiskFullError``; a signal whose cleanup raised is raised as that signal.
         """
         if isinstance(error, DivergenceError):
-            return Stop(optuna.TrialPruned(error.reason), reason=(PRUNE_REASON_ATTR, error.reason))
+            reductions = {"lr_reductions": error.lr_reductions} if error.lr_reductions else {}
+            return Stop(optuna.TrialPruned(error.reason), reason=(PRUNE_REASON_ATTR, error.reason), attrs=reductions)
         if isinstance(error, optuna.TrialPruned):
             return Stop(error, reason=(PRUNE_REASON_ATTR, str(error)))
         if isinstance(error, (TrialAbandoned, DatabaseUnavailable)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -143,6 +143,7 @@ class Objective:
             trainer.step_checks.append(lambda _step: preemption.check())
         result: FitResult | None = None
         reason: tuple[str, str] | None = None
+        stopped_attrs: dict[str, Any] = {}
         abandoned = False  # then the trial is no longer this worker's to write
         try:
             if resume_from is not None:
@@ -156,7 +157,7 @@ class Objective:
             # What the error means for the trial: pruned, failed, abandoned (search/handover.py).
             epochs = len(recording.records)
             stop = self.handover.training_stopped(trial.number, error, epochs, plan.config.checkpoint_dir)
-            reason, abandoned = stop.reason, stop.abandoned
+            reason, abandoned, stopped_attrs = stop.reason, stop.abandoned, stop.attrs
             if stop.raises is error:
                 raise
             raise stop.raises from stop.cause
@@ -166,7 +167,7 @@ class Objective:
             if upload_error is not None and result is None:
                 self.echo(f"Trial {trial.number}: checkpoints not stored in {self.archive.shown_url}: {upload_error}")
             if not abandoned:
-                attrs = run.attrs(result, bool(recording.records)) | ({"code": code} if code else {})
+                attrs = run.attrs(result, bool(recording.records)) | stopped_attrs | ({"code": code} if code else {})
                 if uploads is not None and recording.records:
                     attrs[ARTIFACTS_ATTR] = uploads.uri
                 attrs = recording.finish(attrs, reason)

@@ -32,11 +32,15 @@ EpochCallback = Callable[[EpochRecord], None]
 
 
 class DivergenceError(RuntimeError):
-    """Training stopped because the loss or the gradients blew up; ``reason`` says where."""
+    """Training stopped because the loss or the gradients blew up; ``reason`` says where.
 
-    def __init__(self, reason: str) -> None:
+    ``lr_reductions``: what ``--on-divergence reduce-lr`` did before it gave up, as ``FitResult``'s.
+    """
+
+    def __init__(self, reason: str, lr_reductions: Sequence[str] = ()) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.lr_reductions = list(lr_reductions)
 
 
 @dataclass
@@ -224,7 +228,8 @@ class Trainer:
                 if last_good is None:
                     raise
                 if len(progress.lr_reductions) >= cfg.max_lr_reductions:
-                    raise DivergenceError(f"{error.reason} (after {cfg.max_lr_reductions} LR reductions)") from None
+                    raise DivergenceError(f"{error.reason} (after {cfg.max_lr_reductions} LR reductions)",
+                                          progress.lr_reductions) from None
                 lr_scale, reductions = progress.lr_scale * 0.5, [*progress.lr_reductions, f"{error.reason}; lr halved"]
                 progress = self._restore(copy.deepcopy(last_good))
                 progress.lr_scale, progress.lr_reductions = lr_scale, reductions

@@ -175,3 +175,12 @@ def test_a_trial_that_carries_an_lr_suggestion_trains_with_it_untested(tmp_path,
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs[LR_SUGGESTED_ATTR] == 0.0123
     assert "Trial 0: LR range test suggests lr=0.0123" in lines
     assert 0 < max(trial.user_attrs["lr_history"]) <= 0.0123
+
+
+def test_a_trial_that_diverges_after_reducing_its_lr_records_the_reductions(tmp_path):
+    (trial,) = run_trials(tmp_path, ("width:4",), epochs=2, lr=1e6, optimizer="sgd", batch_size=4, grad_clip=0, warmup_epochs=0, divergence_factor=3,
+                          on_divergence="reduce-lr", max_lr_reductions=2)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["prune_reason"].endswith("(after 2 LR reductions)")
+    # A finished trial kept them; a pruned one lost them, its prune_reason the only trace.
+    assert len(trial.user_attrs["lr_reductions"]) == 2

@@ -153,8 +153,10 @@ def test_reduce_lr_restores_the_last_good_state_and_halves_the_lr(task):
 
 def test_reduce_lr_gives_up_after_the_set_number_of_reductions(task):
     config = TrainConfig(epochs=2, lr=10.0, grad_clip=0, warmup_epochs=0, divergence_factor=3, on_divergence="reduce-lr", max_lr_reductions=2)
-    with pytest.raises(DivergenceError, match=r"\(after 2 LR reductions\)"):
+    with pytest.raises(DivergenceError, match=r"\(after 2 LR reductions\)") as stopped:
         fit(task, config)
+    # What it tried is kept for the trial's lr_reductions attribute, as a finished trial's.
+    assert len(stopped.value.lr_reductions) == 2 and all(r.endswith("lr halved") for r in stopped.value.lr_reductions)
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(task):
