@@ -3,10 +3,11 @@ two databases may each hold a study of one name.
 
 ``OUTPUT_DIR/checkpoints/STUDY/study.json`` (and ``STUDY/study.json`` in an artifact store) names
 the study that writes there by its uid (a user attribute drawn when the study was stored) and its
-database. A study of the same name from
-another database is refused before it trains a trial (it would overwrite the first one's
-checkpoints, and ``load_model`` would hand back its weights for the other's trials); one from
-the same database is the name's study deleted and begun again, whose files it takes over.
+database. A study of the same name from another database is refused before it stores anything (it
+would overwrite the first one's checkpoints, and ``load_model`` would hand back its weights for
+the other's trials); one from the same database is the name's study deleted and begun again, which
+takes the folder over, unless a copy of the deleted study (``optuna.copy_study`` keeps the uid)
+still points into it.
 """
 
 from __future__ import annotations
