@@ -66,9 +66,10 @@ def test_a_killed_workers_trial_resumes_on_another_machine_from_the_store(
     audit = audit_epochs(postgres_url, study_name, str(laptop))  # from the store alone
     assert (audit.trained_twice, audit.lost, audit.running, audit.finished) == (0, 0, 0, 2), audit
 
-    # Bounded: at most last.pt and best.pt per trial, whatever the number of epochs.
+    # Bounded: at most last.pt and best.pt per trial, whatever the number of epochs, and the study's owner record.
     keys = stored_keys(client, s3_bucket)
-    assert all(k.rsplit("/", 1)[1] in ("last.pt", "best.pt") for k in keys), keys
+    assert all(k.rsplit("/", 1)[1] in ("last.pt", "best.pt") for k in keys if "/trial-" in k), keys
+    assert [k for k in keys if "/trial-" not in k] == [f"runs/{study_name}/study.json"], keys
     for trial in trials:
         assert len([k for k in keys if f"/trial-{trial.number}/" in k]) <= 2
         if trial.state == TrialState.COMPLETE:
