@@ -3,7 +3,8 @@
 A GP search spends its first trials on a space-filling design before its model has anything to
 learn from. Ten random points in 7 dimensions leave gaps and clusters; the first points of a
 scrambled Sobol sequence cover every parameter evenly. Trial ``n`` takes the sequence's point
-``n - 1`` (``NumberedQMCSampler``), so workers that share a study (and the scramble seed) draw
+``n - 1``, less the retries numbered before it (``NumberedQMCSampler``), so workers that share a
+study (and the scramble seed) draw
 distinct points of one design rather than each its own random ones, even when they ask at once
 (Optuna's ``QMCSampler`` counts its points in the study, and two workers can read one count).
 

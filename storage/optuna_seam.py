@@ -62,7 +62,10 @@ Private things relied on, and why:
 10. ``QMCSampler._find_sample_id(study, search_space)``: which point of its sequence a trial
    takes. Optuna counts the points in a study system attribute, read and then written (its own
    TODO says the two are not atomic): two workers asking at once read the same count and draw the
-   same point. :class:`NumberedQMCSampler` gives each trial the point its trial number names.
+   same point. :class:`NumberedQMCSampler` gives each trial the point its trial number names,
+   less the trials before it created with their parameters, which it tells by the system
+   attributes Optuna gives them (``fixed_params`` for an enqueued trial, ``failed_trial`` for a
+   heartbeat retry).
 11. ``Study._pop_waiting_trial_id()``: how ``Study.ask`` takes a queued trial. Optuna's reads
    every WAITING trial and tries to take each in turn, and workers asking at once all try them in
    the same order, so at 32 workers most tries lost a race to a peer. :class:`QueueTakingStudy`
@@ -893,11 +896,15 @@ for _name in _RETRIED_AS_THEY_ARE:
 
 
 class NumberedQMCSampler(optuna.samplers.QMCSampler):
-    """``QMCSampler`` whose trial number ``n`` takes point ``n - first_number`` of the sequence (10 above).
+    """``QMCSampler`` whose trial takes the point numbered by the trials drawn before it, less ``first_number`` (10 above).
 
-    Trial numbers are unique in a study, so workers asking at once draw different points, and a
-    study sampled by one worker draws the points Optuna's own counter would have given it, as
-    long as its trials from ``first_number`` on are all the sequence's.
+    The trials drawn before trial ``n`` are those numbered below it whose parameters were not
+    given: a retry (its killed or preempted trial's parameters) or an enqueued point takes a
+    number but no point, so an interrupted search draws the points an uninterrupted one does
+    (with retries counted, the points their numbers named were never drawn). Trial numbers are
+    unique, and whether a trial's parameters were given is stored when it is created, so workers
+    asking at once draw different points; a study sampled by one worker draws the points Optuna's
+    own counter would have given it.
     """
 
     def __init__(self, *args: Any, first_number: int = 0, **kwargs: Any) -> None:
@@ -910,7 +917,14 @@ class NumberedQMCSampler(optuna.samplers.QMCSampler):
         return super().sample_relative(study, trial, search_space)
 
     def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
-        return max(self._sampling.number - self.first_number, 0)
+        number = self._sampling.number
+        drawn = sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and not _given_params(t))
+        return max(drawn - self.first_number, 0)
+
+
+def _given_params(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was created with its parameters: enqueued (``fixed_params``) or a heartbeat retry (``failed_trial``)."""
+    return bool(trial.system_attrs.get("fixed_params")) or "failed_trial" in trial.system_attrs
 
 
 def _declared_grace(trial: FrozenTrial) -> int:

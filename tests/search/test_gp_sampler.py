@@ -174,3 +174,24 @@ def test_workers_drawing_design_points_at_once_each_draw_their_own_trials_point(
     assert second_first[1] != second_first[2]
     assert second_first == {1: draw(1), 2: draw(2)}
     assert not any(key.startswith("qmc:") for key in study._storage.get_study_system_attrs(study._study_id))  # no count to race on
+
+
+def test_a_retry_takes_a_trial_number_but_no_design_point():
+    # An interrupted search queued its trial again; the design's points, numbered by trial, then
+    # skipped the one the retry's number named: a new user's uninterrupted best was never drawn.
+    def design(retry_after: int | None) -> list[dict[str, float]]:
+        study = optuna.create_study(sampler=SobolStartGPSampler(seed=3, startup=10))
+        drawn = []
+        for number in range(6):
+            trial = study.ask(SPACE)
+            if number == retry_after:  # stopped: failed, and queued again with its parameters
+                study.tell(trial, state=TrialState.FAIL)
+                study.enqueue_trial(trial.params)
+                retried = study.ask(SPACE)
+                study.tell(retried, bowl(retried.params))
+            else:
+                study.tell(trial, bowl(trial.params))
+            drawn.append(trial.params)
+        return drawn
+
+    assert design(retry_after=2) == design(retry_after=None)
