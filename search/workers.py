@@ -23,6 +23,7 @@ from hpsearch.search.orchestrator import (
     SearchOutcome,
 )
 from hpsearch.search.resolved import ResolvedSpec
+from hpsearch.search.signals import Interrupted
 from hpsearch.storage.urls import (
     STORAGE_ENV,
     mask_password,
@@ -230,6 +231,13 @@ def run_local_workers(
             bar.update(len(finished_since_start()) - bar.n)
         if is_halving(study.pruner):
             end_at_what_ran(bar)
+    except Interrupted as stopped:
+        live = [w for w in others if w.poll() is None]
+        if live:
+            # Their own lines then say "preempted by SIGTERM", which the user did not send: say why.
+            print(f"hpsearch: {stopped.signal_name}: stopping {len(live)} worker process(es) with SIGTERM, which hands "
+                  "each one's trial back to the queue", file=sys.stderr, flush=True)
+        raise
     finally:
         bar.close()
         for worker in others:

@@ -311,6 +311,40 @@ def test_a_signal_fails_the_running_trial_with_a_reason_and_exits_cleanly(signum
     assert retry.system_attrs["fixed_params"] == trial.params
 
 
+def test_ctrl_c_to_a_search_with_local_workers_says_why_its_workers_are_stopped_with_sigterm(tmp_path):
+    # The worker process's own lines said "preempted by SIGTERM", which the user never sent.
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    environment = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"} | {"PYTHONUNBUFFERED": "1"}
+    search = subprocess.Popen(
+        [*hpsearch_command(), "--models", "tfn_classifier", "--param_sweep", "embed_dim:16,32", "--epochs", "60",
+         "--dataset-size", "600", "--study-name", "two", "--workers", "2", "--no-progress", "--threads", "2"],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        table = None
+
+        def both_trained() -> bool:
+            nonlocal table
+            if not (tmp_path / "hpsearch.db").exists():
+                return False
+            table = table or EpochMetricsTable(url)
+            frame = table.frame("two")
+            return frame.empty is False and frame["trial_id"].nunique() == 2
+        wait_for(both_trained, 180, "an epoch of each worker's trial")
+        table.close()
+        search.send_signal(signal.SIGINT)
+        _, err = search.communicate(timeout=120)
+    finally:
+        search.kill() if search.poll() is None else None
+    assert search.returncode == 130, err
+    assert "hpsearch: SIGINT: stopping 1 worker process(es) with SIGTERM, which hands each one's trial back to the " \
+           "queue" in err, err
+    assert "Traceback" not in err, err
+    # The worker process's trial is queued again at once; this process's own, as a plain run's, by the re-run.
+    reasons = sorted(t.user_attrs["fail_reason"].split(" after ")[0] for t in trials_of(url, "two") if t.state == TrialState.FAIL)
+    assert reasons in (["interrupted by SIGINT", "preempted by SIGTERM"], ["preempted by SIGTERM"]), reasons
+
+
 def test_worker_bad_input(tmp_path, run_hpsearch):
     for args, message in [
         (["--study", "nope"], "no study database"),
