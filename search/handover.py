@@ -38,7 +38,7 @@ from hpsearch.storage.errors import DiskFullError, is_disk_full
 from hpsearch.storage.optuna_seam import as_taken
 from hpsearch.storage.recorder import TrialRecorder
 from hpsearch.storage.retry import DatabaseUnavailable
-from hpsearch.trainers.checkpoints import LAST, CheckpointStore
+from hpsearch.trainers.checkpoints import CheckpointStore
 from hpsearch.trainers.trainer import DivergenceError
 
 if TYPE_CHECKING:
@@ -157,7 +157,8 @@ class TrialHandover:
 
     def resumes_from(self, study_name: str, numbers: list[int]) -> str:
         """Where a retry of trials ``numbers`` starts, as the end of "queued again ..."."""
-        if any((checkpoint_dir(self.output_dir, study_name, n) / LAST).exists() for n in numbers):
+        local = (CheckpointStore(checkpoint_dir(self.output_dir, study_name, n)).candidates() for n in numbers)
+        if any(path.exists() for paths in local for path in paths):  # what ResumeCandidates tries first
             return "to resume from its last checkpoint"
         if self.archive is not None:  # another machine's trial may have stored one there
             return f"to resume from its last checkpoint in {self.archive.shown_url}, if it stored one"
