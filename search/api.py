@@ -22,7 +22,7 @@ from torch import nn
 from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.checkpoint_owner import FolderOwner, archived_owner, check_checkpoint_owner
 from hpsearch.search.errors import UsageError, did_you_mean
-from hpsearch.search.keywords import misplaced_keyword, split_search_keywords
+from hpsearch.search.keywords import split_search_keywords
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, SearchOutcome, load_spec, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
@@ -87,7 +87,7 @@ def search(
     """
     model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
     keywords = [p for p in inspect.signature(search).parameters if p != "options"]
-    study_options, train = split_search_keywords(options, keywords, lambda name: misplaced_keyword(name, model_list, task))
+    study_options, train = split_search_keywords(options, keywords, model_list, task)
     spec = StudySpec(
         models=tuple(m.name if isinstance(m, ModelSpec) else m for m in model_list),
         sweep=sweep_items(sweep, "sweep"),

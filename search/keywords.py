@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, get_type_hints
 
 from hpsearch.models import ModelSpec, get_model
@@ -17,7 +17,7 @@ SETTING_NAMES = frozenset(p.name for p in FLAG_SETTINGS)
 OPTION_NAMES = tuple(option.name for option in STUDY_OPTIONS)
 
 
-def misplaced_keyword(name: str, models: Sequence[str | ModelSpec], task: str | Task | TaskSpec) -> str:
+def misplaced_keyword(name: str, models: Sequence[str | ModelSpec], task: str | Task | TaskSpec | None) -> str:
     """Where keyword ``name`` belongs if it is a task option or a model's hyperparameter (``; ...``); else nothing."""
     try:
         options = task.options if isinstance(task, TaskSpec) else get_task(task).options if isinstance(task, str) else ()
@@ -36,12 +36,13 @@ def misplaced_keyword(name: str, models: Sequence[str | ModelSpec], task: str | 
 
 
 def split_search_keywords(
-    options: Mapping[str, Any], keywords: Sequence[str], misplaced: Callable[[str], str]
+    options: Mapping[str, Any], keywords: Sequence[str], models: Sequence[str | ModelSpec] = (),
+    task: str | Task | TaskSpec | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``search()``'s ``**options`` as study options (checked against their declared types) and trainer settings.
 
-    ``keywords`` are ``search()``'s own, named in the error for an unknown one; ``misplaced(name)``
-    says where an unknown keyword belongs, if anywhere.
+    ``keywords`` are ``search()``'s own, named in the error for an unknown one; an unknown one that
+    is an option of ``task`` or a hyperparameter of one of ``models`` is told where it belongs.
     """
     hints, setting_hints = get_type_hints(StudySpec), get_type_hints(TrainConfig)
     study: dict[str, Any] = {}
@@ -54,7 +55,7 @@ def split_search_keywords(
             auto_lr = name == "lr" and value == "auto"
             train[name] = value if auto_lr else conform(value, setting_hints[name], f"search({name}=...)")
         else:
-            where = misplaced(name)
+            where = misplaced_keyword(name, models, task)
             if where:
                 raise UsageError(f"search() got an unknown keyword {name!r}{where}")
             raise UsageError(

@@ -102,7 +102,7 @@ def test_each_study_option_is_a_flag_a_study_file_key_and_a_search_keyword(tmp_p
         shown = str(value).lower() if kind == "bool" else repr(value) if kind == "str" else value
         toml.write_text(f'models = ["m"]\n{option.name} = {f"[{shown}]" if option.name == "objectives" else shown}\n'.replace("'", '"'))
         assert read_study_file(toml).values[option.name] in (expected, str(tmp_path / str(value))), option.name
-        assert split_search_keywords({option.name: expected}, [], lambda name: "")[0] == {option.name: expected}, option.name
+        assert split_search_keywords({option.name: expected}, [])[0] == {option.name: expected}, option.name
 
 
 def test_a_study_keeps_its_artifact_store():
