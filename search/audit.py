@@ -8,13 +8,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.checkpoint_sync import artifact_key
 from hpsearch.search.trial import checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SPEC_ATTR
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.urls import parse_storage_url
 from hpsearch.trainers.trainer import checkpoint_records
@@ -40,19 +40,28 @@ class EpochAudit:
     running: int
     unreadable: tuple[str, ...] = ()
 
+    @property
+    def clean(self) -> bool:
+        """Nothing trained twice or lost, no trial left RUNNING, every checkpoint readable."""
+        return not (self.trained_twice or self.lost or self.running or self.unreadable)
 
-def audit_epochs(storage_url: str, study_name: str, output_dir: str, artifacts: str | None = None) -> EpochAudit:
+
+def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = None, artifacts: str | None = None) -> EpochAudit:
     """Audit study ``study_name`` from its trials, the epoch table and each trial's ``last.pt``.
 
     A trial trained the epochs in its last checkpoint after the one it resumed from
     (``resumed_from``); an epoch that no checkpoint holds was not finished, so not counted. A
-    ``last.pt`` not under ``output_dir`` is read from the artifact store: ``artifacts``, else the
-    study's ``--artifacts`` (workers that shared no filesystem each kept their own files).
+    ``last.pt`` not under ``output_dir`` (default: the study's ``--output-dir``) is read from the
+    artifact store: ``artifacts``, else the study's ``--artifacts`` (workers that shared no
+    filesystem each kept their own files).
     """
     parse_storage_url(storage_url)  # a proxy's URL (it reads the epoch table) or a malformed one: one line, before any read
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
-    trials = study.get_trials(deepcopy=False)
-    artifacts = artifacts or json.loads(study.user_attrs.get(SPEC_ATTR, "{}")).get("artifacts")
+    with StudyDatabase.open_for_reading(storage_url) as database:  # a missing file or study: one line, nothing created
+        study = database.load_study(study_name)
+        trials = study.get_trials(deepcopy=False)
+        spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
+    artifacts = artifacts or spec.get("artifacts")
+    output_dir = output_dir or spec.get("output_dir", ".")
     archive = CheckpointArchive.open(artifacts) if artifacts else None
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-audit-")
     table = EpochMetricsTable(storage_url)

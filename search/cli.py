@@ -67,6 +67,7 @@ other commands (each has --help):
   hpsearch doctor              what --precision auto measures and picks on this machine
   hpsearch simulate            a sampler and pruner on a public learning-curve benchmark (lcbench)
   hpsearch replay --study S    a finished study's curves replayed under other pruners
+  hpsearch audit --study S     after an incident: epochs trained twice or lost, trials left RUNNING
 
 exit codes: 0 done; 1 the search ran but a trial failed; 2 bad input (nothing written); 74 a disk is full;
 130 stopped by Ctrl-C; 143 preempted by SIGTERM (the trial is queued again: requeue the worker).
@@ -410,6 +411,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "doctor": _imported("doctor_cli", "doctor_main"),
     "simulate": _imported("simulate_cli", "simulate_main"),
     "replay": _imported("replay_cli", "replay_main"),
+    "audit": _imported("audit_cli", "audit_main"),
 }
 
 
