@@ -169,9 +169,12 @@ class CheckpointPlaces:
             return None
         return cls(study, checkpoint_dir(output_dir, study, 0).parent, artifacts, absolute_storage_url(storage_url))
 
-    def refuse_taken(self, storage: optuna.storages.BaseStorage) -> None:
-        """``UsageError`` where another study than the one of this name in ``storage`` (if any) owns a place."""
-        uid = stored_uid(storage, self.study)
+    def refuse_taken(self, storage: optuna.storages.BaseStorage | None) -> None:
+        """``UsageError`` where another study than the one of this name in ``storage`` (if any) owns a place.
+
+        ``storage`` None: a database not made yet, which holds no study.
+        """
+        uid = None if storage is None else stored_uid(storage, self.study)
         owners = [(FolderOwner.read(self.folder), str(self.folder))]
         if self.artifacts:
             from hpsearch.storage.artifacts import CheckpointArchive
@@ -179,7 +182,8 @@ class CheckpointPlaces:
             archive = CheckpointArchive.open(self.artifacts)
             owners.append((archived_owner(archive, self.study), archive.uri(study_folder(self.study))))
         for owner, place in owners:
-            refuse_other_owner(owner, place, self.study, uid, self.storage_url, lambda held: _holder(storage, held))
+            refuse_other_owner(owner, place, self.study, uid, self.storage_url,
+                               lambda held: None if storage is None else _holder(storage, held))
 
     def claim(self, uid: str, archive: CheckpointArchive | None) -> list[str]:
         """Record the study (``uid``) as the owner of each place; the notes of places taken over from a deleted study."""

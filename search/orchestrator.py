@@ -41,7 +41,7 @@ from hpsearch.storage.errors import DiskFullError
 from hpsearch.storage.optuna_seam import QueueEmpty, has_waiting_trial, taking_queued_trials_at_once
 from hpsearch.storage.recorder import DatabaseRecorder
 from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
-from hpsearch.storage.urls import resolve_storage_url
+from hpsearch.storage.urls import is_proxy_url, resolve_storage_url, sqlite_path
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
 __all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
@@ -209,6 +209,8 @@ class Orchestrator:
         A database that cannot be opened leaves no output directory behind: the folders made
         for it are removed again, if still empty.
         """
+        if self.database is None:
+            self._refuse_taken_places_before_creating()
         made = _make_folders(Path(self.spec.output_dir))
         if self.database is None:
             try:
@@ -219,6 +221,13 @@ class Orchestrator:
                         folder.rmdir()
                 raise
         return self.database
+
+    def _refuse_taken_places_before_creating(self) -> None:
+        """Refuse another database's checkpoint folder before a new SQLite file is made for a study it cannot hold yet."""
+        path = None if is_proxy_url(self.storage_url) else sqlite_path(self.storage_url)
+        places = self._checkpoint_places()
+        if path is not None and places is not None and not path.exists():
+            places.refuse_taken(None)  # open() checks again, against what the database holds
 
     def create(self, n_trials: int | None) -> tuple[optuna.Study, int]:
         """Open the study and queue its work; return the study and how many trials are left to run.

@@ -33,11 +33,15 @@ def test_a_study_of_the_same_name_in_another_database_is_refused_the_folder(tmp_
                              f"{a}: pass --output-dir DIR (output_dir= in Python) for this one, "
                              "or --study-name NEW (study_name=), or delete that folder if its study is gone\n")
     assert (folder / "trial-0" / "best.pt").read_bytes() == best
-    assert optuna.get_all_study_names(b) == []  # refused before anything was stored
+    assert not (tmp_path / "b.db").exists()  # refused before anything was stored, the database file too
 
     elsewhere = run_hpsearch(*SEARCH, "--storage", "sqlite:///b.db", "--output-dir", "b")
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert (folder / "trial-0" / "best.pt").read_bytes() == best
+    # A database that exists is refused the folder too, from what it holds, and stores nothing.
+    again = run_hpsearch(*SEARCH, "--storage", "sqlite:///b.db")
+    assert again.returncode == 2 and "holds the checkpoints of another study named 's'" in again.stderr
+    assert optuna.get_all_study_names(b) == ["s"] and len(optuna.load_study(study_name="s", storage=b).trials) == 1
 
 
 def test_a_study_deleted_and_begun_again_takes_its_folder_over(tmp_path, run_hpsearch):
