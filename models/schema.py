@@ -65,7 +65,7 @@ class HyperParam:
             if self.kind == "int":
                 as_float = float(raw)
                 if not as_float.is_integer():
-                    raise ValueError
+                    raise ValueRefused(self.name, f"{raw!r} is not a whole number, and {self.name} is an int")
                 value: Any = int(as_float)
             elif self.kind == "float":
                 value = float(raw)
@@ -81,12 +81,16 @@ class HyperParam:
                 if not matches:
                     raise ValueError
                 value = matches[0]
+        except ValueRefused:
+            raise
         except ValueError:
             choose = f" (choose from {', '.join(map(str, self.choices or ()))})" if self.kind == "choice" else ""
             raise ValueRefused(self.name, f"{raw!r} is not a valid {self.kind}{choose}") from None
         return self.validate(value)
 
     def _check_literal(self, raw: str) -> None:
+        if raw.lower() in ("true", "false"):  # what a Python or TOML sweep's True becomes
+            raise ValueRefused(self.name, f"{raw!r} is a bool, and {self.name} is {'an' if self.kind == 'int' else 'a'} {self.kind}")
         if not _NUMBER.fullmatch(raw):
             raise ValueRefused(self.name, f"{raw!r} is not a valid {self.kind} (write a plain number such as 64, 0.001 or 1e-3)")
         value = float(raw)

@@ -167,10 +167,18 @@ def _sweep_values(values: Any, where: str) -> str:
     """A table entry as sweep grammar: a list -> ``a,b``; a string is grammar already (``1e-4..1e-2:log``)."""
     if isinstance(values, str):
         return values
+    if isinstance(values, tuple) and len(values) == 2 and all(_is_number(v) for v in values):
+        low, high = values
+        raise UsageError(f"{where}: {values!r} reads as two values, not a range: write [{low}, {high}] for the two "
+                         f"values, or \"{low}..{high}\" for the range")
     listed = list(values) if isinstance(values, (list, tuple)) else [values]
     if not listed or any(isinstance(v, (list, dict)) for v in listed):
         raise UsageError(f'{where}: give a list of values ([64, 128]) or a range ("1e-4..1e-2:log")')
     return ",".join(str(v).lower() if isinstance(v, bool) else str(v) for v in listed)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def conform(value: Any, hint: Any, where: str) -> Any:

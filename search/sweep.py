@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -215,6 +216,10 @@ def split_sweep_args(args: Iterable[str]) -> list[str]:
     return [item for arg in args for item in arg.split()]
 
 
+# A comma before ``name:`` starts another item, written with a comma where a space belongs.
+_JOINED_ITEMS = re.compile(r",\s*(?=[A-Za-z_]\w*:)")
+
+
 def parse_sweep(items: Sequence[str], models: Sequence[ModelSpec], step_params: Sequence[HyperParam] = ()) -> Sweep:
     """Parse sweep items for ``models`` (and the task's ``step_params``); a problem raises ``SweepError`` naming the item."""
     params: list[SweepParam] = []
@@ -223,6 +228,10 @@ def parse_sweep(items: Sequence[str], models: Sequence[ModelSpec], step_params: 
         name, sep, body = item.partition(":")
         if not sep or not name:
             raise SweepError(f"malformed sweep item {item!r}; write {GRAMMAR}")
+        joined = _JOINED_ITEMS.split(item)
+        if len(joined) > 1:
+            raise SweepError(f"sweep item {item!r} holds {len(joined)} items: separate them with spaces, not commas "
+                             f"({' '.join(joined)})")
         if name == "model":
             raise SweepError("choose models with --models, not in the sweep")
         if name in seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import shlex
@@ -39,6 +40,8 @@ def build_worker_parser() -> ArgumentParser:
                         "with --artifacts, give each machine a folder of its own)")
     parser.add_argument("--threads", type=int, help="torch threads for this worker (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # A worker process that hpsearch --workers N (search(workers=N)) starts: the search prints the outcome.
+    parser.add_argument("--local-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-q", "--quiet", action="store_true", help="no trial, epoch or FLOPs lines; the results table, warnings and errors stay")
     parser.add_argument("--device", help="this worker's device: cuda:N (one GPU of this machine), cuda, cpu, mps or auto "
                         "(default: the study's --device)")
@@ -129,12 +132,13 @@ def worker_main(argv: Sequence[str]) -> int:
             print(f"hpsearch: preempted by {preemption.signal_name} while {error}; "
                   "the running trial is left to its heartbeat retry", file=sys.stderr)
             return EXIT_PREEMPTED
-    handed_back = f", {outcome.preempted} handed back to the queue" if outcome.preempted else ""
-    trials = f"{outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'}"
-    print(f"Worker {os.getpid()}: {trials} run, {outcome.trials_failed} failed{handed_back}.")
-    # A URL with a password is never printed: the command then reads $HPSEARCH_STORAGE, as this worker may have.
-    storage = f" --storage {shlex.quote(url)}" if mask_password(url) == url else ""
-    print(f"The study's results, with every worker's trials: hpsearch trials --study {shlex.quote(spec.name)}{storage}")
+    if not args.local_worker:
+        handed_back = f", {outcome.preempted} handed back to the queue" if outcome.preempted else ""
+        trials = f"{outcome.trials_run} trial{'' if outcome.trials_run == 1 else 's'}"
+        print(f"Worker {os.getpid()}: {trials} run, {outcome.trials_failed} failed{handed_back}.")
+        # A URL with a password is never printed: the command then reads $HPSEARCH_STORAGE, as this worker may have.
+        storage = f" --storage {shlex.quote(url)}" if mask_password(url) == url else ""
+        print(f"The study's results, with every worker's trials: hpsearch trials --study {shlex.quote(spec.name)}{storage}")
     if preemption.requested:
         print(f"hpsearch: preempted by {preemption.signal_name}; the study's queue holds the rest of the work", file=sys.stderr)
         return EXIT_PREEMPTED

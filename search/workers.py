@@ -150,7 +150,7 @@ def worker_launches(
     """
     command = [
         sys.executable, "-m", "hpsearch.search.cli", "worker", "--study", study_name,
-        "--output-dir", output_dir, "--threads", str(threads), "--no-progress",
+        "--output-dir", output_dir, "--threads", str(threads), "--no-progress", "--local-worker",
         *heartbeat_flags(heartbeat), *(["--quiet"] if quiet else []),
     ]
     # The URL goes through the environment, not the command line, where `ps` would show a password.

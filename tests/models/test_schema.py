@@ -50,7 +50,9 @@ def test_parse_gives_typed_values(param: HyperParam, text: str, expected: Any) -
 @pytest.mark.parametrize(
     ("param", "text", "message"),
     [
-        (HyperParam("n", "int", 2), "3.5", "n: '3.5' is not a valid int"),
+        (HyperParam("n", "int", 2), "3.5", "n: '3.5' is not a whole number, and n is an int"),
+        (HyperParam("n", "int", 2), "true", "n: 'true' is a bool, and n is an int"),
+        (HyperParam("x", "float", 0.1), "False", "x: 'False' is a bool, and x is a float"),
         (HyperParam("n", "int", 2), "three", "n: 'three' is not a valid int"),
         (HyperParam("x", "float", 0.1), "nan", "'nan' is not a valid float"),
         (HyperParam("x", "float", 0.1), "inf", "'inf' is not a valid float"),

@@ -13,7 +13,7 @@ from hpsearch.search.orchestrator import load_spec
 from hpsearch.search.plugins import load_plugins
 from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
-from hpsearch.search.study_file import merge, read_study_file
+from hpsearch.search.study_file import merge, read_study_file, sweep_items
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "studies"
@@ -254,3 +254,12 @@ def test_a_missing_plugin_file_names_the_study_file_that_named_it(tmp_path, monk
     assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err == f"hpsearch: error: {path}: plugins: plugin {tmp_path / 'my_digit.py'}: no such file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
+def test_a_pair_of_numbers_in_a_tuple_is_refused_as_neither_two_values_nor_a_range():
+    # In Python, (16, 64) looks like a range; it would have run as a two-point grid.
+    with pytest.raises(UsageError, match=r'sweep.hidden: \(16, 64\) reads as two values, not a range: write \[16, 64\] '
+                                         r'for the two values, or "16..64" for the range'):
+        sweep_items({"hidden": (16, 64)}, "sweep")
+    assert sweep_items({"hidden": [16, 64], "kernel": ("rbf", "compact"), "lr": "1e-4..1e-2:log"}, "sweep") == (
+        "hidden:16,64", "kernel:rbf,compact", "lr:1e-4..1e-2:log")
