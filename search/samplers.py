@@ -93,15 +93,15 @@ def _tripling(first: int, epochs: int) -> tuple[int, ...]:
 
 
 def _percentile(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
-    import optuna
+    from hpsearch.search.percentile_pruner import ExplainedPercentilePruner
 
-    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=first)
+    return ExplainedPercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=first)
 
 
 def _median(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:
-    import optuna
+    from hpsearch.search.percentile_pruner import ExplainedMedianPruner
 
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first)
+    return ExplainedMedianPruner(n_startup_trials=2, n_warmup_steps=first)
 
 
 def _sha(first: int, epochs: int, points: int | None = None) -> optuna.pruners.BasePruner:

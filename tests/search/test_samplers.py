@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -107,7 +109,11 @@ def test_the_default_pruner_prunes_after_the_warmup_and_never_at_the_last_epoch(
     assert slow_after_startup and all(t in pruned for t in slow_after_startup)
     for trial in pruned:
         assert trial["attrs"]["epochs_run"] == 2 and trial["steps"] == [1, 2]
-        assert trial["attrs"]["prune_reason"].startswith("pruned by the percentile pruner at epoch 2: val_loss=")
+        reason = trial["attrs"]["prune_reason"]
+        said = re.fullmatch(r"pruned by the percentile pruner at epoch 2: val_loss=\S+, its best so far \((\S+)\) is worse "
+                            r"than (\S+), the bar of the best 25% of the (\d+) complete trials at epoch 2", reason)
+        assert said is not None, reason
+        assert float(said[1]) > float(said[2]) and int(said[3]) >= 2  # the loss above the best quarter's bar
     assert all(t["state"] == "COMPLETE" and t["attrs"]["epochs_run"] == 3 for t in trials if t not in pruned)
 
 
