@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
 from hpsearch.models import HyperParam, ValueRefused
@@ -116,10 +116,11 @@ def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """A flag for every trainer setting, from its declaration in ``TrainConfig``."""
-    group = parser.add_argument_group("training (fixed for every trial unless swept)")
-    for param in FLAG_SETTINGS:
+def add_training_arguments(parser: argparse.ArgumentParser, leave_out: Collection[str] = (),
+                           title: str = "training (fixed for every trial unless swept)") -> None:
+    """A flag for every trainer setting, from its declaration in ``TrainConfig``, but those in ``leave_out``."""
+    group = parser.add_argument_group(title)
+    for param in (p for p in FLAG_SETTINGS if p.name not in leave_out):
         text = f"{param.help} (default: {str(param.default).lower() if isinstance(param.default, bool) else param.default})"
         if param.kind == "bool":
             group.add_argument(*flags(param.name), dest=param.name, action="store_true", default=None, help=text)

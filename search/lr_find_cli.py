@@ -16,6 +16,7 @@ from hpsearch.search.arguments import (
     add_plugin_argument,
     add_task_arguments,
     add_training_arguments,
+    flags,
     task_options,
     training_settings,
 )
@@ -45,9 +46,27 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", default="lr_find.html", help="the plot's HTML file (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per CPU core)")
     add_plugin_argument(parser)
-    add_training_arguments(parser)
+    add_training_arguments(parser, leave_out=NOT_THE_TESTS, title="training (as a trial's steps run)")
     add_task_arguments(parser)  # last: a task option named like one of the flags above stays the flag
+    parser.owned_elsewhere = _not_the_tests
     return parser
+
+
+# Trainer settings the range test does not read: it runs --num-iter single steps at the LRs it
+# sets, with no schedule, epochs, stopping or checkpoints. Refused rather than ignored.
+NOT_THE_TESTS = frozenset({
+    "epochs", "lr", "scheduler", "warmup_epochs", "min_lr", "step_every_epochs", "step_gamma", "grad_accum_steps",
+    "early_stopping_patience", "on_divergence", "divergence_factor", "max_lr_reductions", "checkpoints",
+})
+
+
+def _not_the_tests() -> dict[str, str]:
+    return {
+        flag: f"{flag} does not change the LR range test, which runs --num-iter steps from --start-lr to --end-lr; "
+        "give it to the search"
+        for name in NOT_THE_TESTS
+        for flag in flags(name)
+    }
 
 
 def lr_find_main(argv: Sequence[str]) -> int:

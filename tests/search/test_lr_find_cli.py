@@ -26,6 +26,9 @@ def test_lr_find_bad_input_is_one_line(tmp_path, run_hpsearch):
         (["--models", "tfn_classifier", "--start-lr", "1", "--end-lr", "0.1"], "--start-lr must be positive"),
         (["--models", "nope"], "unknown model"),
         (["--models", "tfn_classifier", "--out", "missing/dir/plot.html"], "does not exist"),
+        # A trial's schedule does not change the test: refused, not ignored.
+        (["--models", "tfn_classifier", "--scheduler", "step"], "--scheduler does not change the LR range test"),
+        (["--models", "tfn_classifier", "--lr=0.1"], "--lr does not change the LR range test"),
     ]:
         result = run_hpsearch("lr-find", *args)
         assert result.returncode == 2 and message in result.stderr
