@@ -23,7 +23,7 @@ from hpsearch.models import ModelSpec, get_model
 from hpsearch.search.checkpoint_owner import FolderOwner, archived_owner, check_checkpoint_owner
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.keywords import split_search_keywords
-from hpsearch.search.orchestrator import Heartbeat, Orchestrator, SearchOutcome, load_spec, silent
+from hpsearch.search.orchestrator import Heartbeat, Orchestrator, SearchOutcome, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
 from hpsearch.search.resolved import ResolvedSpec, prepare
 from hpsearch.search.results import idle_pruning
@@ -37,6 +37,7 @@ from hpsearch.search.samplers import (
     replayable_pruners,
 )
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
+from hpsearch.search.study_claim import load_spec
 from hpsearch.search.study_file import sweep_items
 from hpsearch.search.trial import TrialPlan, study_folder
 from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR, UID_ATTR

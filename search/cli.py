@@ -282,8 +282,9 @@ def create_main(argv: Sequence[str]) -> int:
     args, spec, where = study_file_search(argv, build_create_parser)
     import optuna
 
-    from hpsearch.search.orchestrator import Orchestrator, load_spec
+    from hpsearch.search.orchestrator import Orchestrator
     from hpsearch.search.results import strategy_line
+    from hpsearch.search.study_claim import load_spec
     from hpsearch.search.workers import describe_queue
 
     orchestrator = Orchestrator(prepare(spec, where), progress=False, heartbeat=heartbeat_from(args))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from hpsearch.models.registry import model_origin
 from hpsearch.search.checkpoint_owner import CheckpointPlaces
 from hpsearch.search.convergence import ConvergenceStop
-from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
@@ -27,13 +24,10 @@ from hpsearch.search.sampler_wrapper import SeededPerTrial
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec
+from hpsearch.search.study_claim import claim_study
 from hpsearch.storage.attributes import (
-    CODE_ATTR,
     CONVERGED_ATTR,
     FAIL_REASON_ATTR,
-    METRIC_ATTR,
-    MODELS_ATTR,
-    SPEC_ATTR,
     UID_ATTR,
 )
 from hpsearch.storage.database import StudyDatabase
@@ -44,7 +38,7 @@ from hpsearch.storage.retry import DEFAULT_DB_TIMEOUT_S, DatabaseRetry
 from hpsearch.storage.urls import is_proxy_url, resolve_storage_url, sqlite_path
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
-__all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "load_spec", "open_database"]
+__all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "open_database"]
 
 # How often a worker with an empty queue looks at the study while another worker's trial runs:
 # two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
@@ -115,26 +109,6 @@ def silent(line: str) -> None:
     del line
 
 
-class StudyChanged(UsageError):
-    """A study resumed with other settings, models or code than it was run with (``changes`` says which)."""
-
-    def __init__(self, study_name: str, changes: list[str]) -> None:
-        super().__init__(
-            f"study {study_name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "
-            "compare with new ones; pass --study-name NEW (study_name= in Python) for a new study, "
-            "or --allow-changes (allow_changes=True) to add trials anyway"
-        )
-        self.study_name, self.changes = study_name, changes
-
-
-def load_spec(study: optuna.Study) -> StudySpec:
-    """The search specification stored with a study by ``hpsearch`` or ``hpsearch create``."""
-    stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
-        raise UsageError(f"study {study.study_name!r} was not created by hpsearch; create it with hpsearch create")
-    return StudySpec.from_json(stored)
-
-
 class Orchestrator:
     """Creates or loads the study for a ``ResolvedSpec`` and runs its trials."""
 
@@ -193,7 +167,7 @@ class Orchestrator:
                 # Optuna versions that do not load on a lost race of creation raise this instead.
                 study = optuna.load_study(study_name=self.spec.name, storage=database.storage, sampler=sampler, pruner=pruner)
             taking_queued_trials_at_once(study)
-            self._claim(study)
+            claim_study(study, database.storage, resolved, self.warn)
             # A dead worker's trial is failed and its retry queued before anyone counts the queue:
             # left RUNNING, a grid would count its point as taken and stop at "nothing to do".
             optuna.storages.fail_stale_trials(study)
@@ -482,81 +456,3 @@ class Orchestrator:
             time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
         return False
 
-    def _same_search_as(self, study: optuna.Study) -> str | None:
-        """Another study in ``study``'s database that holds this very search (no setting changed), if any."""
-        assert self.database is not None
-        for other in optuna.get_all_study_summaries(self.database.storage, include_best_trial=False):
-            stored = other.user_attrs.get(SPEC_ATTR)
-            if other.study_name == study.study_name or stored is None:
-                continue
-            try:
-                previous = StudySpec.from_json(stored)
-            except (TypeError, ValueError):  # a study stored by another version: no twin of this one
-                continue
-            if not self.spec.changes_from(previous):
-                return other.study_name
-        return None
-
-    def _claim(self, study: optuna.Study) -> None:
-        """Store the spec with a new study; refuse to resume one that holds another search."""
-        if UID_ATTR not in study.user_attrs:  # a study stored before hpsearch drew uids gets one when next opened
-            study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-        stored = study.user_attrs.get(SPEC_ATTR)
-        if stored is None:
-            study.set_user_attr(SPEC_ATTR, self.spec.to_json())
-            study.set_user_attr(MODELS_ATTR, {name: model_origin(name) for name in self.spec.models})
-            study.set_user_attr(CODE_ATTR, self.resolved.code)
-            study.set_user_attr(METRIC_ATTR, self.spec.metric)
-            if self.resolved.multi_objective:
-                # Only here: on a single objective, metric names would rename trials_dataframe()'s
-                # familiar ``value`` column.
-                study.set_metric_names([goal.name for goal in self.resolved.goals])
-            twin = self._same_search_as(study)
-            if twin is not None:  # a mistyped or forgotten --study-name would start over unnoticed
-                self.warn(f"New study {study.study_name!r}; study {twin!r} in this database holds the same search "
-                          f"(--study-name {twin} goes on with that one)")
-            return
-        previous = StudySpec.from_json(stored)
-        refusal = self.spec.store_refusal(previous)
-        if refusal is not None:
-            raise UsageError(refusal)
-        changes = self.spec.changes_from(previous)
-        origins = {name: model_origin(name) for name in self.spec.models}
-        stored_origins = study.user_attrs.get(MODELS_ATTR, origins)
-        changes += [f"model {n} now registered by {origins[n]} (was {stored_origins[n]})"
-                    for n in origins if n in stored_origins and stored_origins[n] != origins[n]]
-        # A study begun before hpsearch hashed code has nothing to compare with.
-        stored_code = study.user_attrs.get(CODE_ATTR, self.resolved.code)
-        changes += [f"{name}'s code differs from the study's (edited, or another file of that name)"
-                    for name, digest in self.resolved.code.items() if name in stored_code and stored_code[name] != digest]
-        if changes and not self.spec.allow_changes:
-            raise StudyChanged(self.spec.name, changes)
-        if changes:
-            clash = self._choices_clash(study)
-            if clash is not None:
-                raise UsageError(clash)
-        if self.spec.n_trials is not None and self.spec.n_trials != previous.n_trials:
-            # A re-run's budget is the study's from now on: the dashboard's spec and the workers' top-up read it.
-            study.set_user_attr(SPEC_ATTR, replace(previous, n_trials=self.spec.n_trials).to_json())
-
-    def _choices_clash(self, study: optuna.Study) -> str | None:
-        """Why the changed sweep cannot run in ``study`` at all, even with ``--allow-changes``; else None.
-
-        Optuna keeps one distribution per parameter in a study and refuses a value list that
-        differs from the stored one (every new trial would fail on its first suggestion).
-        """
-        wanted = self.resolved.sweep.distributions()
-        stored: dict[str, optuna.distributions.BaseDistribution] = {}
-        for trial in study.get_trials(deepcopy=False):
-            stored |= {name: d for name, d in trial.distributions.items() if name in wanted and name not in stored}
-        for name, distribution in wanted.items():
-            if name not in stored:
-                continue
-            try:
-                optuna.distributions.check_distribution_compatibility(stored[name], distribution)
-            except ValueError:
-                was = getattr(stored[name], "choices", None)
-                return (f"study {self.spec.name!r} searched {name} over {list(was) if was is not None else stored[name]}; "
-                        f"an Optuna study keeps one set of choices per parameter, so --allow-changes cannot make it "
-                        f"{list(getattr(distribution, 'choices', ())) or distribution}: pass --study-name NEW for a new study")
-        return None

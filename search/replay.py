@@ -56,7 +56,7 @@ class Replay:
 
 def stored_curves(study: optuna.Study) -> StoredCurves:
     """Every trial's curve; ``UsageError`` unless every trial ran to the end."""
-    from hpsearch.search.orchestrator import load_spec
+    from hpsearch.search.study_claim import load_spec
     from hpsearch.trainers.config import TrainConfig
 
     if len(study.directions) > 1:

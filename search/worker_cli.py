@@ -82,10 +82,11 @@ def worker_main(argv: Sequence[str]) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from hpsearch.search.orchestrator import Orchestrator, StudyChanged, load_spec, open_database, silent
+    from hpsearch.search.orchestrator import Orchestrator, open_database, silent
     from hpsearch.search.plugins import load_plugins
     from hpsearch.search.resolved import resolve
     from hpsearch.search.signals import Preemption, graceful_interrupts
+    from hpsearch.search.study_claim import StudyChanged, load_spec
     from hpsearch.search.workers import use_device
     from hpsearch.storage.retry import DatabaseWaitStopped
     from hpsearch.storage.urls import mask_password, resolve_storage_url

@@ -112,7 +112,7 @@ def test_threads_sets_torchs_threads_for_the_search_and_restores_them(where) -> 
 
 
 def test_a_rerun_with_a_larger_budget_stores_it(where, api_mlp) -> None:
-    from hpsearch.search.orchestrator import load_spec
+    from hpsearch.search.study_claim import load_spec
 
     search(api_mlp, blobs_task(), ["hidden:2..8"], epochs=1, sampler="tpe", n_trials=1, study_name="budget", **where)
     study = search(api_mlp, blobs_task(), ["hidden:2..8"], epochs=1, sampler="tpe", n_trials=2, study_name="budget", **where)

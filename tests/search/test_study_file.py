@@ -9,10 +9,10 @@ import pytest
 from hpsearch.search.api import search
 from hpsearch.search.cli import main
 from hpsearch.search.errors import UsageError
-from hpsearch.search.orchestrator import load_spec
 from hpsearch.search.plugins import load_plugins
 from hpsearch.search.resolved import resolve
 from hpsearch.search.spec import StudySpec
+from hpsearch.search.study_claim import load_spec
 from hpsearch.search.study_file import merge, read_study_file, sweep_items
 
 ROOT = Path(__file__).resolve().parents[2]
