@@ -11,13 +11,18 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from hpsearch.search.checkpoint_sync import artifact_key
+from hpsearch.search.errors import UsageError
 from hpsearch.search.trial import checkpoint_dir
-from hpsearch.storage.artifacts import CheckpointArchive
+from hpsearch.storage.artifacts import ArtifactStoreError, CheckpointArchive
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SPEC_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.urls import parse_storage_url
+from hpsearch.trainers.checkpoints import LAST
 from hpsearch.trainers.trainer import checkpoint_records
+
+# The --checkpoints choices that keep each trial's last.pt, which the audit reads.
+KEEPS_LAST = ("all", "last")
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -30,7 +35,10 @@ class EpochAudit:
     retry that resumed from the checkpoint trains none twice). ``lost``: epochs that a finished
     trial ran but the epoch table lacks. ``running``: trials still RUNNING. ``unreadable``: the
     checkpoints that could not be read (truncated or damaged by the incident), each with why;
-    their trials' epochs are not counted as trained.
+    their trials' epochs are not counted as trained. ``missing``: the ``last.pt`` of trials that
+    stored an epoch, found neither in the folder nor in the store (a wrong ``--output-dir`` or
+    ``--artifacts``, or files deleted): their epochs could not be counted. ``counted``: False where
+    the study keeps no ``last.pt`` (``--checkpoints best|none``), so nothing could be.
     """
 
     configurations: int
@@ -39,11 +47,13 @@ class EpochAudit:
     lost: int
     running: int
     unreadable: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    counted: bool = True
 
     @property
     def clean(self) -> bool:
-        """Nothing trained twice or lost, no trial left RUNNING, every checkpoint readable."""
-        return not (self.trained_twice or self.lost or self.running or self.unreadable)
+        """Nothing trained twice or lost, no trial left RUNNING, every checkpoint there and readable."""
+        return self.counted and not (self.trained_twice or self.lost or self.running or self.unreadable or self.missing)
 
 
 def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = None, artifacts: str | None = None) -> EpochAudit:
@@ -62,6 +72,7 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = Non
         spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
     artifacts = artifacts or spec.get("artifacts")
     output_dir = output_dir or spec.get("output_dir", ".")
+    counted = spec.get("train", {}).get("checkpoints", "all") in KEEPS_LAST
     archive = CheckpointArchive.open(artifacts) if artifacts else None
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-audit-")
     table = EpochMetricsTable(storage_url)
@@ -70,16 +81,26 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = Non
     finally:
         table.close()
     stored = Counter(zip(rows["number"], rows["epoch"]))
+    stored_epochs = Counter(rows["number"])
     trained: dict[tuple, Counter] = {}
     finished: set[tuple] = set()
     unreadable: list[str] = []
     lost = 0
+    missing: list[str] = []
     for trial in trials:
         key = tuple(sorted(trial.params.items()))
-        path = checkpoint_dir(output_dir, study_name, trial.number) / "last.pt"
+        path = checkpoint_dir(output_dir, study_name, trial.number) / LAST
         if not path.exists() and archive is not None:
             fetched = Path(scratch.name) / f"trial-{trial.number}.pt"
-            path = fetched if archive.download(artifact_key(study_name, trial.number, "last.pt"), fetched) else path
+            try:
+                found = archive.fetch(artifact_key(study_name, trial.number, LAST), fetched)
+            except ArtifactStoreError as error:  # no credentials, no such bucket, an outage: one line
+                scratch.cleanup()
+                raise UsageError(str(error)) from None
+            path = fetched if found else path
+        if counted and not path.exists() and stored_epochs[trial.number]:
+            where = f"{path}{f' or {archive.uri(artifact_key(study_name, trial.number, LAST))}' if archive else ''}"
+            missing.append(f"trial {trial.number}: stored {stored_epochs[trial.number]} epochs, and {where} does not exist")
         if path.exists():
             resumed = trial.user_attrs.get("resumed_from", {}).get("epoch", 0)
             try:
@@ -100,4 +121,6 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = Non
         lost=lost,
         running=sum(t.state == TrialState.RUNNING for t in trials),
         unreadable=tuple(unreadable),
+        missing=tuple(missing),
+        counted=counted,
     )

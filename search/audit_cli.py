@@ -14,8 +14,8 @@ def build_audit_parser() -> ArgumentParser:
         prog="hpsearch audit",
         description="After an incident (workers killed, a database or store outage, a full disk), count what it cost a "
         "study, once its workers are done: epochs trained twice, epochs a finished trial ran but the epoch table lacks, "
-        "trials left RUNNING, and "
-        "checkpoints that cannot be read. Exit 0 when there is none of these, 1 when there is. In Python: "
+        "trials left RUNNING, and checkpoints that are missing or cannot be read (the count of epochs trained twice "
+        "reads each trial's last.pt). Exit 0 when there is none of these, 1 when there is. In Python: "
         "hpsearch.search.audit.audit_epochs.",
         epilog="examples:\n  hpsearch audit --study sweep1 --storage postgresql://user@db:5432/hpsearch\n"
         "  hpsearch audit --study sweep1 --storage postgresql://user@db:5432/hpsearch --output-dir scratch/ "
@@ -37,10 +37,14 @@ def audit_main(argv: Sequence[str]) -> int:
 
     audit = audit_epochs(resolve_storage_url(args.storage), args.study, args.output_dir, args.artifacts)
     print(f"Study {args.study!r}: {audit.configurations} configurations, {audit.finished} finished")
-    print(f"  epochs trained twice: {audit.trained_twice}")
-    print(f"  epochs lost:          {audit.lost}")
-    print(f"  trials RUNNING:       {audit.running}")
-    print(f"  unreadable checkpoints: {len(audit.unreadable)}")
-    for line in audit.unreadable:
-        print(f"    {line}")
+    twice = audit.trained_twice if audit.counted else "not counted: the study keeps no last.pt (--checkpoints best or none)"
+    print(f"  epochs trained twice:   {twice}")
+    print(f"  epochs lost:            {audit.lost}")
+    print(f"  trials RUNNING:         {audit.running}")
+    for title, lines in (("missing checkpoints:   ", audit.missing), ("unreadable checkpoints:", audit.unreadable)):
+        print(f"  {title} {len(lines)}")
+        for line in lines:
+            print(f"    {line}")
+    if audit.missing:
+        print("  (a missing last.pt: pass --output-dir where this machine has the checkpoints, or --artifacts for the store)")
     return EXIT_OK if audit.clean else EXIT_RUN_FAILED

@@ -81,7 +81,7 @@ class CheckpointArchive:
             return cls(url, _atomic_file_store(path), "", timeout, echo)
         if not parts.netloc:
             raise ArtifactStoreError(f"S3 artifact store URL {url!r} names no bucket; use s3://bucket/prefix")
-        return cls(url, _s3_store(parts.netloc), parts.path.strip("/"), timeout, echo)
+        return cls(url, _s3_store(parts.netloc, url), parts.path.strip("/"), timeout, echo)
 
     @property
     def shown_url(self) -> str:
@@ -209,8 +209,8 @@ def _atomic_file_store(base_path: Path) -> Any:
     return AtomicFileStore(base_path)
 
 
-def _s3_store(bucket: str) -> object:
-    """Optuna's ``Boto3ArtifactStore`` for ``bucket``, with a client configured from the ``AWS_*`` variables."""
+def _s3_store(bucket: str, url: str) -> object:
+    """Optuna's ``Boto3ArtifactStore`` for ``bucket`` (of store ``url``), with a client configured from the ``AWS_*`` variables."""
     try:
         import boto3
         from botocore.config import Config
@@ -225,7 +225,7 @@ def _s3_store(bucket: str) -> object:
     try:
         client = boto3.session.Session().client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
     except Exception as error:  # noqa: BLE001 - partial credentials, a malformed endpoint: the user's to fix, in one line
-        raise ArtifactStoreError(f"cannot use artifact store s3://{bucket}: {_describe(error, f's3://{bucket}')}") from None
+        raise ArtifactStoreError(f"cannot use artifact store {mask_password(url)}: {_describe(error, url)}") from None
     # avoid_buf_copy: the file is read straight from disk; a checkpoint is not copied into memory first.
     return Boto3ArtifactStore(bucket, client, avoid_buf_copy=True)
 

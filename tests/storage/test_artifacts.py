@@ -92,6 +92,10 @@ def test_missing_credentials_are_found_by_the_check(s3_bucket, monkeypatch, tmp_
     without_credentials(monkeypatch, tmp_path)
     with pytest.raises(ArtifactStoreError, match="no S3 credentials; set AWS_ACCESS_KEY_ID"):
         CheckpointArchive.open(f"s3://{s3_bucket}/p").check()
+    # Half a key pair stops the client itself; the message names the store as given, prefix and all.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    with pytest.raises(ArtifactStoreError, match=f"^cannot use artifact store s3://{s3_bucket}/p: "):
+        CheckpointArchive.open(f"s3://{s3_bucket}/p")
 
 
 def test_a_reader_outside_a_run_gets_one_line_for_what_stops_it(s3_bucket, monkeypatch, tmp_path):

@@ -99,7 +99,7 @@ def test_the_slurm_array_needs_its_study_and_storage_and_says_so(tmp_path):
     assert result.returncode != 0 and "export HPSEARCH_STORAGE=" in result.stderr
 
 
-def test_the_slurm_array_sizes_each_workers_threads_by_its_cpus(tmp_path):
+def test_the_slurm_array_sizes_each_workers_threads_by_its_cpus_and_takes_a_local_folder(tmp_path):
     # A stand-in hpsearch on PATH records the environment and command line the script gives it.
     seen = tmp_path / "seen"
     fake_bin = fake_command(tmp_path, "hpsearch", f"echo \"$OMP_NUM_THREADS $*\" > {shlex.quote(str(seen))}")
@@ -116,6 +116,9 @@ def test_the_slurm_array_sizes_each_workers_threads_by_its_cpus(tmp_path):
     assert omp == "4" and command[command.index("--threads") + 1] == "4"
     omp, *_ = run(OMP_NUM_THREADS="2")  # the user's own setting wins
     assert omp == "2"
+    assert "--output-dir" not in command  # the study's own folder, on a filesystem the nodes share
+    _, *command = run(OUTPUT_DIR="/local/scratch/hp")  # a study with an artifact store: node-local checkpoints
+    assert command[command.index("--output-dir") + 1] == "/local/scratch/hp"
 
 
 def manifests(name: str) -> list[dict]:
