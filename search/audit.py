@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -12,9 +11,10 @@ from optuna.trial import TrialState
 
 from hpsearch.search.checkpoint_sync import artifact_key
 from hpsearch.search.errors import UsageError
+from hpsearch.search.study_claim import load_spec
 from hpsearch.search.trial import checkpoint_dir
 from hpsearch.storage.artifacts import ArtifactStoreError, CheckpointArchive
-from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SPEC_ATTR
+from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
 from hpsearch.storage.urls import parse_storage_url
@@ -69,10 +69,12 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = Non
     with StudyDatabase.open_for_reading(storage_url) as database:  # a missing file or study: one line, nothing created
         study = database.load_study(study_name)
         trials = study.get_trials(deepcopy=False)
-        spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
-    artifacts = artifacts or spec.get("artifacts")
-    output_dir = output_dir or spec.get("output_dir", ".")
-    counted = spec.get("train", {}).get("checkpoints", "all") in KEEPS_LAST
+        if SIMULATED_ATTR in study.user_attrs:
+            raise UsageError(f"study {study_name!r} was simulated (hpsearch simulate): it trained nothing, so there is nothing to audit")
+        spec = load_spec(study)
+    artifacts = artifacts or spec.artifacts
+    output_dir = output_dir or spec.output_dir
+    counted = spec.train.get("checkpoints", "all") in KEEPS_LAST
     archive = CheckpointArchive.open(artifacts) if artifacts else None
     scratch = tempfile.TemporaryDirectory(prefix="hpsearch-audit-")
     table = EpochMetricsTable(storage_url)

@@ -89,6 +89,8 @@ def test_simulate_stores_a_normal_study(run_hpsearch, yahpo_data, sqlite_url):
     assert replayed.returncode == 2
     assert "simulate it with --pruner none and --n-trials, not --budget" in replayed.stderr
     assert "a grid prunes too" not in replayed.stderr
+    audited = run_hpsearch("audit", "--study", "sim", "--storage", sqlite_url)  # no checkpoints to find missing
+    assert audited.returncode == 2 and "was simulated (hpsearch simulate): it trained nothing" in audited.stderr
 
 
 def test_simulate_search_in_python_is_the_commands_run(run_hpsearch, yahpo_data, sqlite_url):
