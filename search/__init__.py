@@ -8,7 +8,7 @@ from typing import Any
 # Each name's module, imported when the name is first used: ``hpsearch`` (search.cli) starts
 # by importing this package, and its ``--help`` must not wait for torch and Optuna.
 _EXPORTS = {
-    "load_model": "api", "load_task": "api", "replay_study": "api", "search": "api", "simulate_search": "api",
+    "load_model": "api", "load_task": "api", "replay_study": "replay", "search": "api", "simulate_search": "simulate",
     "UsageError": "errors",
     "ResolvedSpec": "resolved", "StudySpec": "spec", "resolve": "resolved",
     "Sweep": "sweep", "SweepParam": "sweep", "parse_sweep": "sweep",

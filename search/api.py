@@ -6,15 +6,13 @@ The CLI is a thin layer over the same pieces (``StudySpec`` -> ``prepare`` -> ``
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
-import os
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from torch import nn
@@ -25,17 +23,9 @@ from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.keywords import split_search_keywords
 from hpsearch.search.orchestrator import Heartbeat, Orchestrator, SearchOutcome, silent
 from hpsearch.search.plugins import code_identity, load_plugins, plugin_key, plugin_origin, trial_code, user_origin
+from hpsearch.search.quiet import quiet_optuna
 from hpsearch.search.resolved import ResolvedSpec, prepare
 from hpsearch.search.results import idle_pruning
-from hpsearch.search.samplers import (
-    DATA_ENV,
-    DEFAULT_PRUNER,
-    DEFAULT_SAMPLER,
-    NOT_SIMULATED,
-    SAMPLERS,
-    SIMULATED_PRUNERS,
-    replayable_pruners,
-)
 from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_claim import load_spec
 from hpsearch.search.study_file import sweep_items
@@ -46,11 +36,6 @@ from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, LAST, load_checkpoint
 from hpsearch.trainers.config import TrainConfig
 from hpsearch.trainers.tasks import Task, TaskSpec, register_task
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from hpsearch.search.simulate import SimulationResult
 
 # The registry origin of tasks given to search() as objects.
 GIVEN_ORIGIN = "given to search()"
@@ -294,138 +279,6 @@ def _load_trained(spec: StudySpec, study: str, chosen: optuna.trial.FrozenTrial,
     return model.eval()
 
 
-def replay_study(
-    study: optuna.Study | str,
-    pruners: str | Sequence[str] | None = None,
-    orders: int = 100,
-    seed: int = 0,
-    *,
-    storage: str | None = None,
-) -> pd.DataFrame:
-    """What each pruner would have spent and found on ``study``, whose trials all ran to the end, as ``hpsearch replay`` prints it.
-
-    ``study`` is an Optuna study, or a study's name in ``storage`` (default: ``$HPSEARCH_STORAGE``,
-    else ``sqlite:///hpsearch.db`` in the working directory).
-
-    One row per pruner (``pruners``: a list of names, or one name; default: every pruner that can
-    be replayed but ``wilcoxon``): ``epoch_share``
-    (the median share of the full study's epochs over the ``orders`` random trial orders, the
-    stored one first), ``kept_best`` (the share of orders in which a trial with the study's best
-    value ran to the end), ``best_median`` and ``best_worst`` (the best final value the search
-    ended with: median and worst over the orders) and ``pruned`` (the mean number of trials that did
-    not run to the end). ``UsageError`` for a study that cannot be replayed, an unknown pruner or
-    ``orders`` under 1.
-    """
-    import pandas as pd
-
-    from hpsearch.search.replay import compare, stored_curves, stored_curves_in
-
-    checked = replayable_pruners(pruners)
-    with quiet_optuna():  # a study in memory per replayed order, each announced at INFO
-        if isinstance(study, str):
-            stored = stored_curves_in(storage, study)
-        elif isinstance(study, optuna.Study):
-            stored = stored_curves(study)
-        else:
-            raise TypeError(f"replay_study takes an optuna.Study or a study's name, not {type(study).__name__}")
-        summaries = compare(stored, checked, orders, seed)
-    return pd.DataFrame([dataclasses.asdict(s) for s in summaries]).set_index("pruner")
-
-
-def simulate_search(
-    instance: str = "167168",
-    data: str | os.PathLike[str] | None = None,
-    sampler: str = DEFAULT_SAMPLER,
-    pruner: str = DEFAULT_PRUNER,
-    *,
-    seed: int = 0,
-    workers: int = 1,
-    budget: int | None = None,
-    n_trials: int | None = None,
-    stop_when_converged: int | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    benchmark: str = "lcbench",
-) -> SimulationResult:
-    """A search strategy run on a learning-curve benchmark instead of training, as ``hpsearch simulate`` runs it.
-
-    ``data`` is YAHPO Gym's data folder (default: ``$HPSEARCH_YAHPO_DATA``). The budget is the
-    YAHPO Gym paper's 6,544 epochs unless ``budget`` or ``n_trials`` is given. With ``storage`` the
-    study is kept there under ``study_name`` (default ``sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED``,
-    and ``-wN`` with N workers). The result has the ``study``, the trials in the order they ended
-    (``finished``), the epochs ``spent``, the simulated ``clock`` in seconds, and ``best(spent)`` and
-    ``regret(spent)``: the best ``val_accuracy`` and its normalized regret once ``spent`` epochs
-    were trained (default: all). Wrong input is a ``UsageError``.
-    """
-    from hpsearch.search.convergence import ConvergenceStop
-    from hpsearch.search.simulate import LCBENCH_BUDGET, CurveSimulation, load_benchmark
-
-    if sampler == "grid":
-        raise UsageError(f"--sampler grid takes value lists, and lcbench's space is continuous; choose from {', '.join(SAMPLERS[1:])}")
-    if sampler not in SAMPLERS[1:]:
-        raise UsageError(f"unknown sampler {sampler!r}{did_you_mean(sampler, SAMPLERS[1:])}; choose from {', '.join(SAMPLERS[1:])}")
-    if pruner in NOT_SIMULATED:
-        raise UsageError(f"--pruner {pruner} {NOT_SIMULATED[pruner]}; choose from {', '.join(SIMULATED_PRUNERS)}")
-    if pruner not in SIMULATED_PRUNERS:
-        raise UsageError(f"unknown pruner {pruner!r}{did_you_mean(pruner, SIMULATED_PRUNERS)}; choose from {', '.join(SIMULATED_PRUNERS)}")
-    for flag, value in (("--budget", budget), ("--n-trials", n_trials), ("--workers", workers),
-                        ("--stop-when-converged", stop_when_converged)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1 (got {value})")
-    if data is None and not os.environ.get(DATA_ENV):
-        raise UsageError(f"pass --data with YAHPO Gym's data folder (yahpo_data), or set ${DATA_ENV}")
-    try:
-        surrogate = load_benchmark(benchmark, instance, data if data is not None else os.environ[DATA_ENV])
-    except UsageError as error:
-        raise UsageError(f"{error} (the folder is ${DATA_ENV}'s)" if data is None else str(error)) from None
-    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{pruner}-s{seed}" + (f"-w{workers}" if workers > 1 else ""))
-    study, recorder, close = _simulated_study(storage, name, {"benchmark": benchmark, "instance": instance, "sampler": sampler,
-                                                               "pruner": pruner, "seed": seed, "workers": workers})
-    with quiet_optuna():
-        try:
-            return CurveSimulation(
-                surrogate, sampler, pruner, seed, workers,
-                budget if budget is not None or n_trials is not None else LCBENCH_BUDGET, n_trials,
-                study=study, recorder=recorder,
-                stop=ConvergenceStop(stop_when_converged) if stop_when_converged else None,
-            ).run()
-        finally:
-            close()
-
-
-def _simulated_study(url: str | None, name: str, settings: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """The study, its recorder and what closes them: in memory, or a new study in the database at ``url``."""
-    if url is None:
-        return None, None, lambda: None
-    from hpsearch.search.resolved import check_study_name
-    from hpsearch.storage.attributes import METRIC_ATTR, SIMULATED_ATTR
-    from hpsearch.storage.recorder import DatabaseRecorder
-
-    check_study_name(name)
-    database = StudyDatabase.open_for_search(url)
-    try:
-        study = optuna.create_study(study_name=name, storage=database.storage, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        database.close()
-        raise UsageError(f"study {name!r} already exists in {mask_password(url)}; choose another --study-name") from None
-    study.set_user_attr(SIMULATED_ATTR, settings)
-    study.set_user_attr(METRIC_ATTR, "val_accuracy")
-    return study, DatabaseRecorder(database.storage, database.epoch_table), database.close
-
-
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna without its per-trial INFO lines and experimental-API warnings, restored afterwards."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
 def _prepare(spec: StudySpec) -> ResolvedSpec:
     # Keywords, not flags: "n_trials must be at least 1", "task_options['window']: ...".
     where = {option.name: option.name for option in STUDY_OPTIONS}
@@ -487,4 +340,4 @@ def _warn(line: str) -> None:
     warnings.warn(line, UserWarning, stacklevel=2)
 
 
-__all__ = ["load_model", "quiet_optuna", "search"]
+__all__ = ["load_model", "load_task", "search"]

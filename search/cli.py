@@ -8,7 +8,6 @@ import importlib
 import importlib.metadata
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -420,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpsearch`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not {"-h", "--help"} & set(argv) and (not argv or argv[0] not in WITHOUT_OPTUNA):
-        quiet_optuna()
+        from hpsearch.search.quiet import silence_optuna  # here: it imports Optuna
+
+        silence_optuna()
     try:
         if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
             # A search takes options only: a first word is a command, maybe misspelled.
@@ -460,15 +461,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 EXIT_BROKEN_PIPE = 141
 # Commands that never touch Optuna; they, and every --help, skip importing it (a third of a second).
 WITHOUT_OPTUNA = frozenset({"models", "tasks", "doctor"})
-
-
-def quiet_optuna() -> None:
-    """The CLI speaks for itself: Optuna's per-trial log lines, its tracebacks of failed trials (the
-    objective prints those once, with the reason) and experimental-API notices would bury the epoch lines."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def console() -> None:

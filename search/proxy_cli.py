@@ -130,11 +130,11 @@ def _echo(line: str) -> None:
 
 def _serve_sibling(url: str, heartbeat: Heartbeat, host: str, port: int, threads: int) -> None:
     """One more server process on the port: gRPC binds it with SO_REUSEPORT beside the first."""
-    from hpsearch.search.cli import quiet_optuna  # the first process's main() did it for itself
     from hpsearch.search.orchestrator import open_database
+    from hpsearch.search.quiet import silence_optuna  # the first process's main() did it for itself
     from hpsearch.storage.proxy import ProxiedStorage, serve
 
-    quiet_optuna()
+    silence_optuna()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the first process stops the others
     threading.Thread(target=_stop_when_first_is_gone, name="first-process", daemon=True).start()
     database = open_database(url, heartbeat, _echo, wait=True, storage_class=ProxiedStorage)

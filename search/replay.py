@@ -13,18 +13,23 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import promote_waiting
+from hpsearch.search.quiet import quiet_optuna
 from hpsearch.search.recording import TrialRecording
-from hpsearch.search.samplers import make_pruner
+from hpsearch.search.samplers import make_pruner, replayable_pruners
 from hpsearch.storage.attributes import METRIC_ATTR, RETRY_OF_ATTR, SIMULATED_ATTR
 from hpsearch.storage.recorder import MemoryRecorder
 from hpsearch.trainers.records import EpochRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CURVE_PARAM = "curve"  # a replayed trial's one parameter: which stored curve it runs
 
@@ -198,3 +203,39 @@ def _worse_first(value: float, direction: str) -> float:
     if math.isnan(value):
         return -math.inf
     return value if direction == "maximize" else -value
+
+
+def replay_study(
+    study: optuna.Study | str,
+    pruners: str | Sequence[str] | None = None,
+    orders: int = 100,
+    seed: int = 0,
+    *,
+    storage: str | None = None,
+) -> pd.DataFrame:
+    """What each pruner would have spent and found on ``study``, whose trials all ran to the end, as ``hpsearch replay`` prints it.
+
+    ``study`` is an Optuna study, or a study's name in ``storage`` (default: ``$HPSEARCH_STORAGE``,
+    else ``sqlite:///hpsearch.db`` in the working directory).
+
+    One row per pruner (``pruners``: a list of names, or one name; default: every pruner that can
+    be replayed but ``wilcoxon``): ``epoch_share``
+    (the median share of the full study's epochs over the ``orders`` random trial orders, the
+    stored one first), ``kept_best`` (the share of orders in which a trial with the study's best
+    value ran to the end), ``best_median`` and ``best_worst`` (the best final value the search
+    ended with: median and worst over the orders) and ``pruned`` (the mean number of trials that did
+    not run to the end). ``UsageError`` for a study that cannot be replayed, an unknown pruner or
+    ``orders`` under 1.
+    """
+    import pandas as pd
+
+    checked = replayable_pruners(pruners)
+    with quiet_optuna():  # a study in memory per replayed order, each announced at INFO
+        if isinstance(study, str):
+            stored = stored_curves_in(storage, study)
+        elif isinstance(study, optuna.Study):
+            stored = stored_curves(study)
+        else:
+            raise TypeError(f"replay_study takes an optuna.Study or a study's name, not {type(study).__name__}")
+        summaries = compare(stored, checked, orders, seed)
+    return pd.DataFrame([asdict(s) for s in summaries]).set_index("pruner")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +23,27 @@ import numpy as np
 import optuna
 
 from hpsearch.search.convergence import ConvergenceStop
-from hpsearch.search.errors import UsageError
+from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.goals import TIME_OBJECTIVE, Goal
 from hpsearch.search.pareto import ParetoPruner
+from hpsearch.search.quiet import quiet_optuna
 from hpsearch.search.recording import TrialRecording
-from hpsearch.search.samplers import auto_pruner, make_pruner, make_sampler
+from hpsearch.search.samplers import (
+    DATA_ENV,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    NOT_SIMULATED,
+    SAMPLERS,
+    SIMULATED_PRUNERS,
+    auto_pruner,
+    make_pruner,
+    make_sampler,
+)
 from hpsearch.search.sweep import SweepParam
-from hpsearch.storage.attributes import PRUNE_REASON_ATTR, SIMULATED_SECONDS_ATTR
+from hpsearch.storage.attributes import METRIC_ATTR, PRUNE_REASON_ATTR, SIMULATED_ATTR, SIMULATED_SECONDS_ATTR
+from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.recorder import MemoryRecorder, TrialRecorder
+from hpsearch.storage.urls import mask_password
 from hpsearch.trainers.records import EpochRecord
 
 BENCHMARKS = ("lcbench",)
@@ -308,3 +322,80 @@ def optuna_loop(
                 finished.append(FinishedTrial(trial.number, epoch, None, spent, 0.0))
                 break
     return finished
+
+
+def simulate_search(
+    instance: str = "167168",
+    data: str | os.PathLike[str] | None = None,
+    sampler: str = DEFAULT_SAMPLER,
+    pruner: str = DEFAULT_PRUNER,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    budget: int | None = None,
+    n_trials: int | None = None,
+    stop_when_converged: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    benchmark: str = "lcbench",
+) -> SimulationResult:
+    """A search strategy run on a learning-curve benchmark instead of training, as ``hpsearch simulate`` runs it.
+
+    ``data`` is YAHPO Gym's data folder (default: ``$HPSEARCH_YAHPO_DATA``). The budget is the
+    YAHPO Gym paper's 6,544 epochs unless ``budget`` or ``n_trials`` is given. With ``storage`` the
+    study is kept there under ``study_name`` (default ``sim-BENCHMARK-INSTANCE-SAMPLER-PRUNER-sSEED``,
+    and ``-wN`` with N workers). The result has the ``study``, the trials in the order they ended
+    (``finished``), the epochs ``spent``, the simulated ``clock`` in seconds, and ``best(spent)`` and
+    ``regret(spent)``: the best ``val_accuracy`` and its normalized regret once ``spent`` epochs
+    were trained (default: all). Wrong input is a ``UsageError``.
+    """
+    if sampler == "grid":
+        raise UsageError(f"--sampler grid takes value lists, and lcbench's space is continuous; choose from {', '.join(SAMPLERS[1:])}")
+    if sampler not in SAMPLERS[1:]:
+        raise UsageError(f"unknown sampler {sampler!r}{did_you_mean(sampler, SAMPLERS[1:])}; choose from {', '.join(SAMPLERS[1:])}")
+    if pruner in NOT_SIMULATED:
+        raise UsageError(f"--pruner {pruner} {NOT_SIMULATED[pruner]}; choose from {', '.join(SIMULATED_PRUNERS)}")
+    if pruner not in SIMULATED_PRUNERS:
+        raise UsageError(f"unknown pruner {pruner!r}{did_you_mean(pruner, SIMULATED_PRUNERS)}; choose from {', '.join(SIMULATED_PRUNERS)}")
+    for flag, value in (("--budget", budget), ("--n-trials", n_trials), ("--workers", workers),
+                        ("--stop-when-converged", stop_when_converged)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if data is None and not os.environ.get(DATA_ENV):
+        raise UsageError(f"pass --data with YAHPO Gym's data folder (yahpo_data), or set ${DATA_ENV}")
+    try:
+        surrogate = load_benchmark(benchmark, instance, data if data is not None else os.environ[DATA_ENV])
+    except UsageError as error:
+        raise UsageError(f"{error} (the folder is ${DATA_ENV}'s)" if data is None else str(error)) from None
+    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{pruner}-s{seed}" + (f"-w{workers}" if workers > 1 else ""))
+    study, recorder, close = _simulated_study(storage, name, {"benchmark": benchmark, "instance": instance, "sampler": sampler,
+                                                               "pruner": pruner, "seed": seed, "workers": workers})
+    with quiet_optuna():
+        try:
+            return CurveSimulation(
+                surrogate, sampler, pruner, seed, workers,
+                budget if budget is not None or n_trials is not None else LCBENCH_BUDGET, n_trials,
+                study=study, recorder=recorder,
+                stop=ConvergenceStop(stop_when_converged) if stop_when_converged else None,
+            ).run()
+        finally:
+            close()
+
+
+def _simulated_study(url: str | None, name: str, settings: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The study, its recorder and what closes them: in memory, or a new study in the database at ``url``."""
+    if url is None:
+        return None, None, lambda: None
+    from hpsearch.search.resolved import check_study_name
+    from hpsearch.storage.recorder import DatabaseRecorder
+
+    check_study_name(name)
+    database = StudyDatabase.open_for_search(url)
+    try:
+        study = optuna.create_study(study_name=name, storage=database.storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        database.close()
+        raise UsageError(f"study {name!r} already exists in {mask_password(url)}; choose another --study-name") from None
+    study.set_user_attr(SIMULATED_ATTR, settings)
+    study.set_user_attr(METRIC_ATTR, "val_accuracy")
+    return study, DatabaseRecorder(database.storage, database.epoch_table), database.close

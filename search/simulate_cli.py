@@ -58,7 +58,7 @@ def build_simulate_parser() -> ArgumentParser:
 
 def simulate_main(argv: Sequence[str]) -> int:
     args = build_simulate_parser().parse_args(argv)
-    from hpsearch.search.api import simulate_search
+    from hpsearch.search.simulate import simulate_search
 
     result = simulate_search(
         args.instance, args.data, args.sampler, args.pruner, seed=args.seed, workers=args.workers, budget=args.budget,
