@@ -83,9 +83,9 @@ def resolve(spec: StudySpec) -> ResolvedSpec:
             _sampler(spec, parse_sweep(spec.sweep, model_specs))
         task = build_task(spec.task, spec.task_options)
         task.check()
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, OSError) as error:
         origin = user_origin("task", spec.task)
-        raise UsageError(f"{error.args[0]}{f' ({origin})' if origin else ''}") from None
+        raise UsageError(f"{_task_error(spec.task, error)}{f' ({origin})' if origin else ''}") from None
     for model in model_specs:
         if not model.accepts(task.data):
             raise UsageError(f"model {model.name} takes {model.input_kind} input, but task {task_spec.name} gives "
@@ -359,6 +359,17 @@ def prepare(spec: StudySpec, where: Mapping[str, str] = MappingProxyType({})) ->
 
     probe_models(resolved, user_origin)
     return resolved
+
+
+def _task_error(task: str, error: KeyError | ValueError | OSError) -> str:
+    """One line for what finding or building ``task`` raised: hpsearch's and a task's own messages as they
+    are, a missing file or a bare key (``df["prcie"]`` in a task's builder) named for what it is."""
+    if isinstance(error, OSError):
+        return f"task {task}: {error.strerror or type(error).__name__}: {error.filename}" if error.filename else f"task {task}: {error}"
+    message = str(error.args[0]) if error.args else ""
+    if isinstance(error, KeyError) and " " not in message:
+        return f"task {task}: KeyError {error.args[0]!r} while building it" if error.args else f"task {task}: KeyError"
+    return message or f"task {task}: {type(error).__name__}"
 
 
 def check_task_options(spec: StudySpec, where: Mapping[str, str]) -> None:

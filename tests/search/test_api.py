@@ -337,6 +337,38 @@ register_task("bad_split", tensors_where_a_dataset_goes, [])
 '''
 
 
+CSV_TASK_PLUGIN = '''
+import csv, torch, torch.nn.functional as F
+from hpsearch.models import DataSpec, HyperParam
+from hpsearch.trainers import Task, register_task
+
+def csv_rows(data, target):
+    with open(data, newline="") as file:
+        rows = list(csv.DictReader(file))
+    y = torch.tensor([float(row[target]) for row in rows])  # a typo'd column: a bare KeyError
+    return Task(name="csv_rows", train=(y[:, None], y), val=(y[:, None], y), loss=F.mse_loss,
+                data=DataSpec(kind="tabular", num_features=1, num_outputs=1))
+
+register_task("csv_rows", csv_rows, [HyperParam("data", "str", "rows.csv", "the file"), HyperParam("target", "str", "y", "the column")])
+'''
+
+
+@pytest.mark.parametrize(("option", "said"), [
+    (("--data", "hous.csv"), "task csv_rows: No such file or directory: {tmp}/hous.csv"),
+    (("--target", "prcie"), "task csv_rows: KeyError 'prcie' while building it"),
+])
+def test_a_task_that_cannot_build_is_one_line_and_exit_2_from_the_cli(run_hpsearch, tmp_path, option, said) -> None:
+    # A missing file was a traceback and exit 1; a column typo read "prcie (plugin ...)".
+    (tmp_path / "csv_plugin.py").write_text(CSV_TASK_PLUGIN)
+    (tmp_path / "rows.csv").write_text("y\n1\n2\n3\n")
+    result = run_hpsearch("--plugin", "csv_plugin.py", "--models", "tfn_classifier", "--task", "csv_rows", *option,
+                          "--epochs", "1", "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"hpsearch: error: {said.format(tmp=tmp_path)} (plugin {tmp_path / 'csv_plugin.py'})"]
+    assert not (tmp_path / "hpsearch.db").exists()
+
+
 def test_a_split_of_the_wrong_kind_is_one_line_and_exit_2_from_the_cli(run_hpsearch, tmp_path) -> None:
     (tmp_path / "bad.py").write_text(BAD_SPLIT_PLUGIN)
     result = run_hpsearch("--plugin", "bad.py", "--models", "tfn_classifier", "--task", "bad_split", "--epochs", "1", "--no-progress")
