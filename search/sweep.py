@@ -282,7 +282,13 @@ def _parse_range(item: str, name: str, body: str, schema: HyperParam, targets: t
     if scale not in ("", "log"):
         raise SweepError(f"sweep item {item!r}: the only range option is ':log'")
     if schema.kind not in ("int", "float"):
-        raise SweepError(f"sweep item {item!r}: {name} is a {schema.kind}; list its values as {name}:a,b")
+        listed = [str(c) for c in schema.choices or ()][:2] if schema.kind == "choice" else [low_text, high_text]
+        if schema.kind == "bool":
+            listed = ["true", "false"]
+        takes = {"choice": f"one of {', '.join(map(str, schema.choices or ()))}", "bool": "true or false"}.get(schema.kind, "names")
+        raise SweepError(f"sweep item {item!r}: a range needs numbers, and {name} takes {takes}; list the values instead: "
+                         f"{name}:{','.join(listed)} (in a study file or a Python dict, a list: "
+                         f"{name} = [{', '.join(repr(v) if schema.kind != 'bool' else v for v in listed)}])")
     if not low_text or not high_text:
         raise SweepError(f"sweep item {item!r} needs both ends of the range; write {name}:low..high")
     try:

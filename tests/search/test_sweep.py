@@ -73,7 +73,7 @@ def test_each_parameter_goes_to_the_models_that_have_it():
         ("lr:1e-2..1e-4", "low end must be below"),
         ("lr:0..1e-2:log", "log range must start above 0"),
         ("lr:1e-4..1e-2:ln", "only range option"),
-        ("kernel_type:rbf..compact", "list its values"),
+        ("kernel_type:rbf..compact", r"a range needs numbers, and kernel_type takes one of rbf, compact, fourier; list the values instead: kernel_type:rbf,compact"),
         ("lr:..1", "both ends"),
         ("model:a", "--models"),
     ],
