@@ -19,7 +19,7 @@ from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
-from hpsearch.search.resolved import ResolvedSpec
+from hpsearch.search.resolved import ResolvedSpec, steep_step_note
 from hpsearch.search.sampler_wrapper import SeededPerTrial
 from hpsearch.search.samplers import make_pruner, make_sampler
 from hpsearch.search.signals import Preemption
@@ -211,6 +211,9 @@ class Orchestrator:
         what its budget of ``n_trials`` lacks. Both under the study's queue lock: commands that
         start at once queue the work once.
         """
+        note = steep_step_note(self.resolved)
+        if note is not None:
+            self.warn(note)
         with self._database().queue_lock(self.spec.name):
             study = self.open()
             if self.is_grid:

@@ -7,6 +7,7 @@ this module to build its parsers, and ``hpsearch --help`` must not wait for eith
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,28 @@ class ResolvedSpec:
     def grid_points(self) -> int | None:
         """The points of a grid that runs whole (no ``--n-trials`` below its size); None otherwise."""
         return _grid_points(self.sampler, self.sweep, self.n_trials)
+
+
+# A step schedule's LR under this share of its peak before the last epoch has all but stopped training.
+STEEP_STEP_FACTOR = 1e-3
+
+
+def steep_step_note(resolved: ResolvedSpec) -> str | None:
+    """A note where ``--scheduler step`` (set or swept) brings the LR under a thousandth of its peak before the last epoch.
+
+    The defaults (a factor of 0.1 every epoch) suit a few epochs; over 8, the last trains at 1e-6 of ``--lr``.
+    """
+    config, params = resolved.train_config, {p.name: p for p in resolved.sweep.params}
+    schedulers = params["scheduler"].values or () if "scheduler" in params else (config.scheduler,)
+    if "step" not in schedulers or {"step_gamma", "step_every_epochs"} & params.keys() or config.step_every_epochs <= 0:
+        return None
+    decays = math.floor(max(config.epochs - 1 - config.warmup_epochs, 0) / config.step_every_epochs)
+    factor = config.step_gamma**decays
+    if factor >= STEEP_STEP_FACTOR:
+        return None
+    return (f"--scheduler step multiplies the LR by {config.step_gamma:g} every {config.step_every_epochs:g} epoch(s) after "
+            f"the warmup: in the last of {config.epochs} epochs it is {factor:.0e} of --lr; for a gentler decay pass "
+            f"--step-every-epochs {max(1, round(config.epochs / 3))} or a --step-gamma nearer 1")
 
 
 def resolve(spec: StudySpec) -> ResolvedSpec:

@@ -251,3 +251,23 @@ def test_a_top_up_that_waited_for_the_lock_queues_the_next_batch_when_the_holder
     assert answer == [True]
     assert len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) == 4  # the next batch
     orchestrator.database.close()
+
+
+@pytest.mark.parametrize(("train", "sweep", "noted"), [
+    ({"scheduler": "step", "epochs": 8}, (), "in the last of 8 epochs it is 1e-06 of --lr"),  # the defaults: 0.1 every epoch
+    ({"epochs": 8}, ("scheduler:cosine,step",), "in the last of 8 epochs it is 1e-06 of --lr"),
+    ({"scheduler": "step", "epochs": 8, "step_every_epochs": 3.0}, (), None),  # 0.01 at the end: a decay, not a stop
+    ({"scheduler": "step", "epochs": 3}, (), None),
+    ({"scheduler": "cosine", "epochs": 8}, (), None),
+])
+def test_a_step_schedule_that_all_but_stops_training_is_noted_when_the_study_is_created(tmp_path, train, sweep, noted):
+    spec = StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16", *sweep), task_options={"dataset_size": 100},
+                     train=train, output_dir=str(tmp_path))
+    warned: list[str] = []
+    orchestrator = Orchestrator(resolve(spec), echo=lambda line: None, progress=False, warn=warned.append)
+    orchestrator.create(None)
+    orchestrator.database.close()
+    if noted is None:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and noted in warned[0] and "--step-every-epochs 3" in warned[0], warned
