@@ -7,9 +7,9 @@ with the stored one: a study is one search, so its trials compare.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 
 import optuna
 
@@ -17,7 +17,7 @@ from hpsearch.models.registry import model_origin
 from hpsearch.search.errors import UsageError
 from hpsearch.search.resolved import ResolvedSpec
 from hpsearch.search.spec import StudySpec
-from hpsearch.storage.attributes import CODE_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR, UID_ATTR
+from hpsearch.storage.attributes import CODE_ATTR, METRIC_ATTR, MODELS_ATTR, SPEC_ATTR, TRAIN_ATTR, UID_ATTR
 
 
 class StudyChanged(UsageError):
@@ -56,6 +56,9 @@ def claim_study(study: optuna.Study, storage: optuna.storages.BaseStorage, resol
         study.set_user_attr(MODELS_ATTR, {name: model_origin(name) for name in spec.models})
         study.set_user_attr(CODE_ATTR, resolved.code)
         study.set_user_attr(METRIC_ATTR, spec.metric)
+        left_out = {param.name for param in resolved.sweep.params} | {"checkpoint_dir"}  # a trial's own folder
+        study.set_user_attr(TRAIN_ATTR, {name: value for name, value in dataclasses.asdict(resolved.train_config).items()
+                                         if name not in left_out})
         if resolved.multi_objective:
             # Only here: on a single objective, metric names would rename trials_dataframe()'s
             # familiar ``value`` column.
@@ -86,7 +89,7 @@ def claim_study(study: optuna.Study, storage: optuna.storages.BaseStorage, resol
             raise UsageError(clash)
     if spec.n_trials is not None and spec.n_trials != previous.n_trials:
         # A re-run's budget is the study's from now on: the dashboard's spec and the workers' top-up read it.
-        study.set_user_attr(SPEC_ATTR, replace(previous, n_trials=spec.n_trials).to_json())
+        study.set_user_attr(SPEC_ATTR, dataclasses.replace(previous, n_trials=spec.n_trials).to_json())
 
 
 def _same_search_as(study: optuna.Study, storage: optuna.storages.BaseStorage, spec: StudySpec) -> str | None:

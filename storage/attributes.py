@@ -13,6 +13,9 @@ UID_ATTR = "hpsearch.uid"
 MODELS_ATTR = "hpsearch.models"
 # A hash of each user model's and task's code (``plugins.code_identity``): an edit in place is a change.
 CODE_ATTR = "hpsearch.code"
+# Every trainer setting the study's trials run with, defaults included, as the study was created (a
+# swept setting is each trial's parameter instead): what a default such as SGD's momentum was.
+TRAIN_ATTR = "hpsearch.train"
 # The metric the single objective is (``--metric``), named in tables and reports.
 METRIC_ATTR = "hpsearch.metric"
 # Set when ``--stop-when-converged`` ended the study: the complete trials and the patience.

@@ -271,3 +271,15 @@ def test_a_step_schedule_that_all_but_stops_training_is_noted_when_the_study_is_
         assert warned == []
     else:
         assert len(warned) == 1 and noted in warned[0] and "--step-every-epochs 3" in warned[0], warned
+
+
+def test_a_new_study_records_every_trainer_setting_its_trials_run_with_but_the_swept_ones(tmp_path):
+    # SGD's momentum, a default, was recorded nowhere: not in the spec (which keeps what was given) nor a trial.
+    spec = StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16", "optimizer:sgd,adamw"),
+                     task_options={"dataset_size": 100}, train={"epochs": 2, "lr": 0.01}, output_dir=str(tmp_path))
+    orchestrator = Orchestrator(resolve(spec), echo=lambda line: None, progress=False)
+    study, _ = orchestrator.create(None)
+    orchestrator.database.close()
+    train = study.user_attrs["hpsearch.train"]
+    assert train["momentum"] == 0.9 and train["lr"] == 0.01 and train["epochs"] == 2 and train["scheduler"] == "cosine"
+    assert "optimizer" not in train and "checkpoint_dir" not in train  # swept: each trial's parameter
