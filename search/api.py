@@ -30,7 +30,7 @@ from hpsearch.search.spec import STUDY_OPTIONS, StudySpec
 from hpsearch.search.study_claim import load_spec
 from hpsearch.search.study_file import sweep_items
 from hpsearch.search.trial import TrialPlan, study_folder
-from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR, UID_ATTR
+from hpsearch.storage.attributes import CHECKPOINT_ATTR, FAIL_REASON_ATTR, RETRY_OF_ATTR, UID_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.urls import mask_password, resolve_storage_url
 from hpsearch.trainers.checkpoints import BEST, LAST, load_checkpoint
@@ -104,12 +104,27 @@ def search(
             else:
                 outcome = orchestrator.run()
             _warn_of_outcome(outcome, orchestrator, verbose)
+        except KeyboardInterrupt as interrupt:  # a notebook's interrupt: say what it left, as the CLI does
+            raise KeyboardInterrupt(_what_an_interrupt_left(orchestrator)) from interrupt
         finally:
             # The pool's connections closed: a notebook's search left them to be garbage-collected
             # open (psycopg's ResourceWarning). The returned study reconnects when it is used.
             if orchestrator.database is not None:
                 orchestrator.database.close()
     return outcome.study
+
+
+def _what_an_interrupt_left(orchestrator: Orchestrator) -> str:
+    """What an interrupted ``search()`` kept and what running it again does."""
+    trials = [] if orchestrator.database is None else orchestrator.database.load_study(orchestrator.spec.name).trials
+    retried = {number for t in trials for number in t.user_attrs.get(RETRY_OF_ATTR, ())}  # an earlier interrupt's
+    stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and t.number not in retried
+               and t.user_attrs.get(FAIL_REASON_ATTR, "").startswith("interrupted by ")]
+    if not stopped:
+        return "search() interrupted; finished trials are kept in the study"
+    trial = stopped[-1]
+    return (f"search() interrupted: trial {trial.number} is recorded as failed ({trial.user_attrs[FAIL_REASON_ATTR]}), "
+            "finished trials are kept; the same search() again resumes it from its last checkpoint")
 
 
 def _warn_of_outcome(outcome: SearchOutcome, orchestrator: Orchestrator, verbose: bool) -> None:

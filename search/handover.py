@@ -21,7 +21,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
 from hpsearch.search.recording import TrialAbandoned
-from hpsearch.search.signals import Interrupted, Preempted, interruption
+from hpsearch.search.signals import Preempted, interruption
 from hpsearch.search.trial import checkpoint_dir
 from hpsearch.search.trial_attrs import model_attrs
 from hpsearch.storage.artifacts import CheckpointArchive
@@ -186,7 +186,7 @@ class TrialHandover:
     def training_stopped(
         self,
         trial_number: int,
-        error: Exception | Interrupted | TrialAbandoned,
+        error: Exception | KeyboardInterrupt | TrialAbandoned,
         epochs: int,
         checkpoint_dir: str | None,
     ) -> Stop:
@@ -212,7 +212,7 @@ class TrialHandover:
         reason = (FAIL_REASON_ATTR, self.fail_reason(error, epochs))
         return Stop(interruption(error) or error, reason=reason)
 
-    def trial_stopped(self, trial: optuna.Trial, error: Exception | Interrupted) -> BaseException:
+    def trial_stopped(self, trial: optuna.Trial, error: Exception | KeyboardInterrupt) -> BaseException:
         """What the worker raises for a trial that ``error`` stopped, once the trial says why.
 
         A full disk hands the trial back (``hand_back``); a preempted trial is queued again to

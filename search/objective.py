@@ -20,7 +20,7 @@ from hpsearch.search.pareto import ParetoPruner
 from hpsearch.search.plugins import trial_code
 from hpsearch.search.recording import TrialAbandoned, TrialRecording
 from hpsearch.search.resolved import ResolvedSpec
-from hpsearch.search.signals import Interrupted, Preemption
+from hpsearch.search.signals import Preemption
 from hpsearch.search.trial import SharedMeasurements, TrialPlan, checkpoint_dir
 from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import ARTIFACTS_ATTR, LR_FALLBACK_ATTR, LR_SUGGESTED_ATTR
@@ -76,7 +76,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         try:
             return self._run(trial)
-        except (Exception, Interrupted) as error:
+        except (Exception, KeyboardInterrupt) as error:  # a notebook's interrupt too
             # The trial says why it stopped, and one that can resume is queued again (search/handover.py).
             raises = self.handover.trial_stopped(trial, error)
             if raises is error:
@@ -153,7 +153,7 @@ class Objective:
             result = trainer.fit(resume_from=state)  # loaded once, when it was checked
             if uploads is not None:
                 uploads.flush()  # a COMPLETE trial's best.pt is in the store before anyone can load it
-        except (Exception, Interrupted, TrialAbandoned) as error:
+        except (Exception, KeyboardInterrupt, TrialAbandoned) as error:
             # What the error means for the trial: pruned, failed, abandoned (search/handover.py).
             epochs = len(recording.records)
             stop = self.handover.training_stopped(trial.number, error, epochs, plan.config.checkpoint_dir)

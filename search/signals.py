@@ -41,13 +41,16 @@ def interruption(error: BaseException) -> Interrupted | None:
 
     The handler raises wherever the main thread happens to be. Where that is inside code whose
     cleanup then fails (tqdm's write lock raised "cannot release un-acquired lock"), the interrupt
-    arrives as that second error, with the interrupt as its context.
+    arrives as that second error, with the interrupt as its context. A plain ``KeyboardInterrupt``
+    (Python's own SIGINT handler: a notebook's interrupt, a ``search()`` from a script) is SIGINT's.
     """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         if isinstance(current, Interrupted):
             return current
+        if isinstance(current, KeyboardInterrupt):
+            return Interrupted("SIGINT")
         seen.add(id(current))
         current = current.__context__
     return None

@@ -23,7 +23,7 @@ from hpsearch.search.orchestrator import (
     SearchOutcome,
 )
 from hpsearch.search.resolved import ResolvedSpec
-from hpsearch.search.signals import Interrupted
+from hpsearch.search.signals import Interrupted, interruption
 from hpsearch.storage.urls import (
     STORAGE_ENV,
     mask_password,
@@ -231,11 +231,12 @@ def run_local_workers(
             bar.update(len(finished_since_start()) - bar.n)
         if is_halving(study.pruner):
             end_at_what_ran(bar)
-    except Interrupted as stopped:
+    except KeyboardInterrupt as stopped:  # the CLI's Interrupted, or a notebook's plain interrupt
         live = [w for w in others if w.poll() is None]
         if live:
             # Their own lines then say "preempted by SIGTERM", which the user did not send: say why.
-            print(f"hpsearch: {stopped.signal_name}: stopping {len(live)} worker process(es) with SIGTERM, which hands "
+            name = (interruption(stopped) or Interrupted("SIGINT")).signal_name
+            print(f"hpsearch: {name}: stopping {len(live)} worker process(es) with SIGTERM, which hands "
                   "each one's trial back to the queue", file=sys.stderr, flush=True)
         raise
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -483,3 +484,55 @@ def test_a_pruner_chosen_that_could_stop_no_trial_is_a_warning(where) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # auto's choice is not the user's: no warning
         search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, study_name="auto-pruned", **where)
+
+
+INTERRUPTED_NOTEBOOK = '''
+import os, signal, sys
+import torch
+from torch import nn
+from hpsearch.models import HyperParam, register_model
+from hpsearch.search import search
+
+class InterruptedInEpoch2(nn.Module):
+    """Sends this process SIGINT, as a notebook's interrupt button does, in its second epoch's training."""
+
+    def __init__(self, data, embed_dim):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(data.vocab_size, embed_dim), nn.Linear(embed_dim, data.num_outputs)
+        self.passes = 0
+
+    def forward(self, tokens):
+        if self.training and not torch.jit.is_tracing():
+            self.passes += 1
+            if self.passes == 5 and os.environ.get("INTERRUPT"):  # 3 batches an epoch
+                os.kill(os.getpid(), signal.SIGINT)
+        return self.head(self.embed(tokens).mean(dim=1))
+
+register_model("interrupted_in_epoch_2", InterruptedInEpoch2, params=[HyperParam("embed_dim", "int", 8, "width", low=1)],
+               input_kind="tokens")
+try:
+    study = search("interrupted_in_epoch_2", "synthetic_tokens", {"embed_dim": "4..16"}, n_trials=1, epochs=3,
+                   precision="fp32", task_options={"dataset_size": 200}, storage="sqlite:///nb.db", study_name="nb")
+except KeyboardInterrupt as interrupt:
+    print(f"KeyboardInterrupt: {interrupt}")
+    sys.exit(0)
+print([(t.number, t.state.name, t.user_attrs.get("resumed_from")) for t in study.trials])
+'''
+
+
+def test_a_notebooks_interrupt_records_the_trial_and_the_same_search_resumes_it(tmp_path) -> None:
+    # Python's own SIGINT handler, not the CLI's: the trial failed with no reason and was never resumed.
+    (tmp_path / "cell.py").write_text(INTERRUPTED_NOTEBOOK)
+    env = {k: v for k, v in os.environ.items() if k != "HPSEARCH_STORAGE"}
+
+    def run(**extra: str) -> str:
+        done = subprocess.run([sys.executable, "cell.py"], cwd=tmp_path, env={**env, **extra}, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    assert run(INTERRUPT="1") == (
+        "KeyboardInterrupt: search() interrupted: trial 0 is recorded as failed (interrupted by SIGINT after 1 epoch), "
+        "finished trials are kept; the same search() again resumes it from its last checkpoint")
+    again = run()
+    assert again.startswith("[(0, 'FAIL', None), (1, 'COMPLETE', {'checkpoint': ") and again.endswith("'epoch': 1})]"), again
