@@ -10,7 +10,7 @@ import inspect
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,13 @@ def search(
     ``--threads``: torch's threads for the search, split among the workers (this process's own
     setting comes back afterwards).
     """
-    model_list = [models] if isinstance(models, (str, ModelSpec)) else list(models)
+    model_list = [models] if isinstance(models, (str, ModelSpec)) or not isinstance(models, Iterable) else list(models)
+    for model in model_list:
+        if not isinstance(model, (str, ModelSpec)):
+            kind = type(model).__name__
+            what = f"the class {model.__name__}" if isinstance(model, type) else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+            raise UsageError(f"models are registered names (or what register_model returned), not {what}: "
+                             f"register_model(\"name\", build, params) first, then search(\"name\", ...)")
     keywords = [p for p in inspect.signature(search).parameters if p != "options"]
     study_options, train = split_search_keywords(options, keywords, model_list, task)
     spec = StudySpec(

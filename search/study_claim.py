@@ -27,7 +27,8 @@ class StudyChanged(UsageError):
         super().__init__(
             f"study {study_name!r} was run with other settings ({'; '.join(changes)}), so its trials would not "
             "compare with new ones; pass --study-name NEW (study_name= in Python) for a new study, "
-            "or --allow-changes (allow_changes=True) to add trials anyway"
+            "or --allow-changes (allow_changes=True) to add trials to it anyway (new grid points, or the trials a "
+            "larger --n-trials adds: it counts the trials already run)"
         )
         self.study_name, self.changes = study_name, changes
 

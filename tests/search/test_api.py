@@ -536,3 +536,12 @@ def test_a_notebooks_interrupt_records_the_trial_and_the_same_search_resumes_it(
         "finished trials are kept; the same search() again resumes it from its last checkpoint")
     again = run()
     assert again.startswith("[(0, 'FAIL', None), (1, 'COMPLETE', {'checkpoint': ") and again.endswith("'epoch': 1})]"), again
+
+
+def test_a_model_class_where_a_registered_name_goes_is_one_usage_error(where) -> None:
+    # A notebook user's first try: it was "TypeError: 'type' object is not iterable" from inside search().
+    with pytest.raises(UsageError, match=r"^models are registered names \(or what register_model returned\), not the "
+                                         r"class Linear: register_model\(\"name\", build, params\) first"):
+        search(torch.nn.Linear, "synthetic_tokens", {"embed_dim": [4]}, **where)
+    with pytest.raises(UsageError, match="not an int"):
+        search(["tfn_classifier", 3], "synthetic_tokens", {"embed_dim": [4]}, **where)
