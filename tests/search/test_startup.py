@@ -10,7 +10,7 @@ import warnings
 import optuna
 import pytest
 
-from hpsearch.search import tables_cli
+from hpsearch.search import cli, tables_cli
 from hpsearch.storage import StudyDatabase, export
 
 # Runs the CLI in this fresh interpreter, then prints the exit code and the big packages loaded.
@@ -25,8 +25,7 @@ big = ("torch", "optuna", "pandas", "sqlalchemy", "plotly", "optuna_dashboard", 
 print(json.dumps({"code": code, "loaded": [p for p in big if p in sys.modules]}), file=sys.stderr)
 """
 
-SUBCOMMANDS = ["worker", "proxy", "studies", "trials", "export", "create", "run", "models", "tasks", "dashboard", "report", "doctor", "lr-find",
-               "simulate", "replay"]
+SUBCOMMANDS = sorted(cli.SUBCOMMANDS)  # every command, a new one included
 
 
 def probe(*argv: str, cwd=None) -> tuple[int, set[str], str]:
