@@ -19,7 +19,7 @@ from hpsearch.models import ModelSpec, ValueRefused, get_model
 from hpsearch.search.errors import UsageError, did_you_mean
 from hpsearch.search.goals import COST_OBJECTIVES, TIME_OBJECTIVE, Goal
 from hpsearch.search.plugins import code_identity, load_plugins, user_origin
-from hpsearch.search.samplers import DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner
+from hpsearch.search.samplers import DEFAULT_SAMPLER, PRUNERS, SAMPLERS, auto_pruner, check_sampler_installed
 from hpsearch.search.spec import DEFAULT_N_TRIALS, StudySpec, with_absolute_paths
 from hpsearch.search.sweep import Sweep, SweepError, parse_sweep
 from hpsearch.trainers.config import SETTINGS, TrainConfig
@@ -226,6 +226,7 @@ def _sampler(spec: StudySpec, sweep: Sweep) -> str:
         ranges = [p.name for p in sweep.params if p.is_range]
         raise UsageError(f"the grid sampler needs value lists, but {', '.join(ranges)} "
                          f"{'is a range' if len(ranges) == 1 else 'are ranges'}; use --sampler tpe")
+    check_sampler_installed(sampler)
     return sampler
 
 

@@ -55,13 +55,19 @@ def _gp(seed: int | None) -> optuna.samplers.BaseSampler:
     return LogScaled(SobolStartGPSampler(seed=seed))
 
 
+def check_sampler_installed(name: str) -> None:
+    """``UsageError`` where the sampler ``name`` needs a package this environment lacks (``cmaes``): before anything is written."""
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise UsageError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+
+
 def _cmaes(seed: int | None) -> optuna.samplers.BaseSampler:
     import optuna
 
-    try:
-        import cmaes  # noqa: F401
-    except ImportError:
-        raise UsageError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+    check_sampler_installed("cmaes")
     return optuna.samplers.CmaEsSampler(seed=seed)
 
 
