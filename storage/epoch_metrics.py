@@ -250,14 +250,15 @@ class EpochMetricsTable:
             connection.execute(_upsert(connection.dialect.name), values)
         return len(values)
 
-    def frame(self, study_name: str) -> pd.DataFrame:
-        """Every row of study ``study_name``: ``trial_id``, ``number``, ``epoch``, then the metrics.
+    def frame(self, study_name: str | Any) -> pd.DataFrame:
+        """Every row of study ``study_name`` (or an ``optuna.Study``'s): ``trial_id``, ``number``, ``epoch``, then the metrics.
 
         Task metrics get one column each; a trial whose task lacks a metric has NaN there.
         A study without rows (or unknown here) gives an empty frame with the fixed columns.
         """
+        name = getattr(study_name, "study_name", study_name)  # a Study, as a user holds one
         with self._engine.connect() as connection:
-            return _tidy(read_study_rows(connection, study_name))
+            return _tidy(read_study_rows(connection, name))
 
     def rows_by_trial(self, study_name: str, through_epoch: int) -> dict[int, list[dict[str, Any]]]:
         """Study ``study_name``'s rows up to ``through_epoch``, as ``EpochRecord.as_row()`` dicts, by trial number.

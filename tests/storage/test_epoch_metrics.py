@@ -72,6 +72,7 @@ def test_one_row_per_finished_epoch_of_every_trial(storage_url, study_name):
 
     with EpochMetricsTable(storage_url) as table:
         frame = table.frame(study_name)
+        assert table.frame(study).equals(frame)  # the Study a user holds, as the README's .frame(study) read
     rows = list(zip(frame["number"], frame["epoch"]))
     assert len(rows) == len(set(rows)) == len(written) == 3 + 3 + 3 + 2 + 1 + 1
     assert sorted(rows) == sorted(written)
