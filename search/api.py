@@ -122,7 +122,10 @@ def search(
 
 def _what_an_interrupt_left(orchestrator: Orchestrator) -> str:
     """What an interrupted ``search()`` kept and what running it again does."""
-    trials = [] if orchestrator.database is None else orchestrator.database.load_study(orchestrator.spec.name).trials
+    try:
+        trials = [] if orchestrator.database is None else orchestrator.database.load_study(orchestrator.spec.name).trials
+    except Exception:  # noqa: BLE001  interrupted before the study was stored, or its database gone: the interrupt stays the news
+        trials = []
     retried = {number for t in trials for number in t.user_attrs.get(RETRY_OF_ATTR, ())}  # an earlier interrupt's
     stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and t.number not in retried
                and t.user_attrs.get(FAIL_REASON_ATTR, "").startswith("interrupted by ")]

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,30 @@ def machine_says_bf16(monkeypatch):
         return "bf16" if requested == "auto" else requested
 
     monkeypatch.setattr(step_speed, "choose_precision", choose)
+
+
+def sigint_model_plugin(name: str, at_pass: int, send: str) -> str:
+    """A plugin registering token model ``name``, whose ``at_pass``-th training forward pass runs ``send``
+    (code that sends this process SIGINT): an interrupt that lands mid-trial on any machine."""
+    return textwrap.dedent('''
+        import os, signal, time
+        import torch
+        from torch import nn
+        from hpsearch.models import HyperParam, register_model
+
+        class SigintModel(nn.Module):
+            def __init__(self, data, embed_dim):
+                super().__init__()
+                self.embed, self.head = nn.Embedding(data.vocab_size, embed_dim), nn.Linear(embed_dim, data.num_outputs)
+                self.passes = 0
+
+            def forward(self, tokens):
+                if self.training and not torch.jit.is_tracing():
+                    self.passes += 1
+                    if self.passes == AT_PASS:
+        SEND
+                return self.head(self.embed(tokens).mean(dim=1))
+
+        register_model(NAME, SigintModel, params=[HyperParam("embed_dim", "int", 8, "width", low=1)], input_kind="tokens")
+    ''').replace("AT_PASS", str(at_pass)).replace("NAME", repr(name)).replace(
+        "SEND\n", textwrap.indent(textwrap.dedent(send).strip() + "\n", " " * 16))

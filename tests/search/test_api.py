@@ -19,6 +19,7 @@ from hpsearch.storage import StorageError
 from hpsearch.trainers import Task
 from hpsearch.trainers import trainer as trainer_module
 from hpsearch.trainers.flops import FlopsMeter
+from tests.search.conftest import sigint_model_plugin
 
 
 def blobs_task(name: str = "api_blobs") -> Task:
@@ -486,30 +487,14 @@ def test_a_pruner_chosen_that_could_stop_no_trial_is_a_warning(where) -> None:
         search("api_mlp", blobs_task(), ["hidden:8"], epochs=1, study_name="auto-pruned", **where)
 
 
-INTERRUPTED_NOTEBOOK = '''
-import os, signal, sys
-import torch
-from torch import nn
-from hpsearch.models import HyperParam, register_model
+# Sends this process SIGINT, as a notebook's interrupt button does, in the second epoch's training (3 batches an epoch).
+INTERRUPTED_NOTEBOOK = sigint_model_plugin("interrupted_in_epoch_2", 5, """
+    if os.environ.get("INTERRUPT"):
+        os.kill(os.getpid(), signal.SIGINT)
+""") + '''
+import sys
 from hpsearch.search import search
 
-class InterruptedInEpoch2(nn.Module):
-    """Sends this process SIGINT, as a notebook's interrupt button does, in its second epoch's training."""
-
-    def __init__(self, data, embed_dim):
-        super().__init__()
-        self.embed, self.head = nn.Embedding(data.vocab_size, embed_dim), nn.Linear(embed_dim, data.num_outputs)
-        self.passes = 0
-
-    def forward(self, tokens):
-        if self.training and not torch.jit.is_tracing():
-            self.passes += 1
-            if self.passes == 5 and os.environ.get("INTERRUPT"):  # 3 batches an epoch
-                os.kill(os.getpid(), signal.SIGINT)
-        return self.head(self.embed(tokens).mean(dim=1))
-
-register_model("interrupted_in_epoch_2", InterruptedInEpoch2, params=[HyperParam("embed_dim", "int", 8, "width", low=1)],
-               input_kind="tokens")
 try:
     study = search("interrupted_in_epoch_2", "synthetic_tokens", {"embed_dim": "4..16"}, n_trials=1, epochs=3,
                    precision="fp32", task_options={"dataset_size": 200}, storage="sqlite:///nb.db", study_name="nb")

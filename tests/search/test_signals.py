@@ -1,38 +1,20 @@
 """A signal that lands inside code whose own cleanup then fails still stops the search as that signal."""
 
 import sqlite3
-import textwrap
 
 from hpsearch.search.signals import Interrupted, interruption
 
+from .conftest import sigint_model_plugin
+
 # The model's sixth training forward pass sends this process SIGINT inside a block whose cleanup
 # raises, as tqdm's write lock did when the interrupt landed in it ("cannot release un-acquired lock").
-PLUGIN = textwrap.dedent('''
-    import os, signal, time
-    import torch
-    from torch import nn
-    from hpsearch.models import HyperParam, register_model
-
-    class CleanupFailsOnInterrupt(nn.Module):
-        def __init__(self, data, embed_dim):
-            super().__init__()
-            self.embed, self.head = nn.Embedding(data.vocab_size, embed_dim), nn.Linear(embed_dim, data.num_outputs)
-            self.passes = 0
-
-        def forward(self, tokens):
-            if self.training and not torch.jit.is_tracing():
-                self.passes += 1
-                if self.passes == 6:
-                    try:
-                        os.kill(os.getpid(), signal.SIGINT)
-                        time.sleep(10)  # the handler raises Interrupted here
-                    finally:
-                        raise RuntimeError("cleanup failed")
-            return self.head(self.embed(tokens).mean(dim=1))
-
-    register_model("cleanup_fails", CleanupFailsOnInterrupt,
-                   params=[HyperParam("embed_dim", "int", 8, "width", low=1)], input_kind="tokens")
-''')
+PLUGIN = sigint_model_plugin("cleanup_fails", 6, """
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the handler raises Interrupted here
+    finally:
+        raise RuntimeError("cleanup failed")
+""")
 
 
 def test_interruption_is_found_behind_the_error_its_cleanup_raised():
