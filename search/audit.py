@@ -13,7 +13,7 @@ from hpsearch.search.checkpoint_sync import artifact_key
 from hpsearch.search.errors import UsageError
 from hpsearch.search.study_claim import load_spec
 from hpsearch.search.trial import checkpoint_dir
-from hpsearch.storage.artifacts import ArtifactStoreError, CheckpointArchive
+from hpsearch.storage.artifacts import CheckpointArchive
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_ATTR
 from hpsearch.storage.database import StudyDatabase
 from hpsearch.storage.epoch_metrics import EpochMetricsTable
@@ -76,7 +76,6 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = Non
     output_dir = output_dir or spec.output_dir
     counted = spec.train.get("checkpoints", "all") in KEEPS_LAST
     archive = CheckpointArchive.open(artifacts) if artifacts else None
-    scratch = tempfile.TemporaryDirectory(prefix="hpsearch-audit-")
     table = EpochMetricsTable(storage_url)
     try:
         rows = table.frame(study_name)
@@ -89,33 +88,29 @@ def audit_epochs(storage_url: str, study_name: str, output_dir: str | None = Non
     unreadable: list[str] = []
     lost = 0
     missing: list[str] = []
-    for trial in trials:
-        key = tuple(sorted(trial.params.items()))
-        path = checkpoint_dir(output_dir, study_name, trial.number) / LAST
-        if not path.exists() and archive is not None:
-            fetched = Path(scratch.name) / f"trial-{trial.number}.pt"
-            try:
-                found = archive.fetch(artifact_key(study_name, trial.number, LAST), fetched)
-            except ArtifactStoreError as error:  # no credentials, no such bucket, an outage: one line
-                scratch.cleanup()
-                raise UsageError(str(error)) from None
-            path = fetched if found else path
-        if counted and not path.exists() and stored_epochs[trial.number]:
-            where = f"{path}{f' or {archive.uri(artifact_key(study_name, trial.number, LAST))}' if archive else ''}"
-            missing.append(f"trial {trial.number}: stored {stored_epochs[trial.number]} epochs, and {where} does not exist")
-        if path.exists():
-            resumed = trial.user_attrs.get("resumed_from", {}).get("epoch", 0)
-            try:
-                records = checkpoint_records(path)
-            except Exception as error:  # noqa: BLE001  whatever a damaged file makes torch.load raise: an audit reports it
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                unreadable.append(f"trial {trial.number}: {path}: {reason}")
-            else:
-                trained.setdefault(key, Counter()).update(r.epoch for r in records if r.epoch > resumed)
-        if trial.state in FINISHED:
-            finished.add(key)
-            lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get(EPOCHS_RUN_ATTR, 0) + 1))
-    scratch.cleanup()
+    with tempfile.TemporaryDirectory(prefix="hpsearch-audit-") as scratch:  # what is fetched from the store
+        for trial in trials:
+            key = tuple(sorted(trial.params.items()))
+            path = checkpoint_dir(output_dir, study_name, trial.number) / LAST
+            if not path.exists() and archive is not None:
+                fetched = Path(scratch) / f"trial-{trial.number}.pt"
+                # What stops the store (no credentials, no such bucket, an outage) is an ArtifactStoreError: one line.
+                path = fetched if archive.fetch(artifact_key(study_name, trial.number, LAST), fetched) else path
+            if counted and not path.exists() and stored_epochs[trial.number]:
+                where = f"{path}{f' or {archive.uri(artifact_key(study_name, trial.number, LAST))}' if archive else ''}"
+                missing.append(f"trial {trial.number}: stored {stored_epochs[trial.number]} epochs, and {where} does not exist")
+            if path.exists():
+                resumed = trial.user_attrs.get("resumed_from", {}).get("epoch", 0)
+                try:
+                    records = checkpoint_records(path)
+                except Exception as error:  # noqa: BLE001  whatever a damaged file makes torch.load raise: an audit reports it
+                    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    unreadable.append(f"trial {trial.number}: {path}: {reason}")
+                else:
+                    trained.setdefault(key, Counter()).update(r.epoch for r in records if r.epoch > resumed)
+            if trial.state in FINISHED:
+                finished.add(key)
+                lost += sum(stored[(trial.number, epoch)] == 0 for epoch in range(1, trial.user_attrs.get(EPOCHS_RUN_ATTR, 0) + 1))
     return EpochAudit(
         configurations=len({tuple(sorted(t.params.items())) for t in trials}),
         finished=len(finished),
