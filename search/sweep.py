@@ -282,13 +282,14 @@ def _parse_range(item: str, name: str, body: str, schema: HyperParam, targets: t
     if scale not in ("", "log"):
         raise SweepError(f"sweep item {item!r}: the only range option is ':log'")
     if schema.kind not in ("int", "float"):
-        listed = [str(c) for c in schema.choices or ()][:2] if schema.kind == "choice" else [low_text, high_text]
-        if schema.kind == "bool":
-            listed = ["true", "false"]
-        takes = {"choice": f"one of {', '.join(map(str, schema.choices or ()))}", "bool": "true or false"}.get(schema.kind, "names")
+        choices = [str(c) for c in schema.choices or ()]
+        # (what it takes, two values to list, those values as a study file writes them), by kind
+        takes, listed, written = {
+            "choice": (f"one of {', '.join(choices)}", choices[:2], [repr(c) for c in choices[:2]]),
+            "bool": ("true or false", ["true", "false"], ["true", "false"]),
+        }.get(schema.kind, ("names", [low_text, high_text], [repr(low_text), repr(high_text)]))
         raise SweepError(f"sweep item {item!r}: a range needs numbers, and {name} takes {takes}; list the values instead: "
-                         f"{name}:{','.join(listed)} (in a study file or a Python dict, a list: "
-                         f"{name} = [{', '.join(repr(v) if schema.kind != 'bool' else v for v in listed)}])")
+                         f"{name}:{','.join(listed)} (in a study file or a Python dict, a list: {name} = [{', '.join(written)}])")
     if not low_text or not high_text:
         raise SweepError(f"sweep item {item!r} needs both ends of the range; write {name}:low..high")
     try:
