@@ -19,6 +19,7 @@ from hpsearch.search.convergence import ConvergenceStop
 from hpsearch.search.halving import end_at_what_ran, halving_trials_left, is_halving, promote_waiting
 from hpsearch.search.heartbeat import Heartbeat
 from hpsearch.search.queue import FINISHED, StudyQueue
+from hpsearch.search.queue_wait import wait_for_queue
 from hpsearch.search.resolved import ResolvedSpec, steep_step_note
 from hpsearch.search.sampler_wrapper import SeededPerTrial
 from hpsearch.search.samplers import make_pruner, make_sampler
@@ -39,17 +40,6 @@ from hpsearch.storage.urls import is_proxy_url, resolve_storage_url, sqlite_path
 
 # Heartbeat lives in search.heartbeat (the parsers import it without Optuna); it is re-exported here.
 __all__ = ["FINISHED", "Heartbeat", "Orchestrator", "SearchOutcome", "open_database"]
-
-# How often a worker with an empty queue looks at the study while another worker's trial runs:
-# two small reads and a stale-trial check, cheap next to the heartbeats it waits on.
-POLL_SECONDS = 1.0
-# Polls a waiting worker gives a trial it saw RUNNING, now FAIL, for its retry to be queued; at
-# most this many, so a trial that gets no retry (out of retries) delays the exit by seconds only.
-RETRY_SETTLE_POLLS = 5
-# As many while such a trial has no fail_reason yet: the stale-trial callback writes it after it
-# queued the retry, so the handover is still under way (a loaded proxy took longer than 5 polls).
-RETRY_HANDOVER_POLLS = 60
-
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -295,7 +285,7 @@ class Orchestrator:
         ``expected``: the trials the progress bar counts to where ``n_trials`` does not bound the loop.
 
         Trials left RUNNING by a killed worker are failed and queued again first. With the queue
-        empty, the loop waits while another worker's trial runs (``_wait_for_queue``), and takes
+        empty, the loop waits while another worker's trial runs (``wait_for_queue``), and takes
         its heartbeat retry if that worker dies. After each trial, ``on_trial_end`` is called if
         given (and while waiting, so that it can follow other workers' trials), else this loop's
         own progress bar moves.
@@ -383,7 +373,7 @@ class Orchestrator:
                     # The wait below fails it once its heartbeat is stale, and queues its retry.
                 # The last trial of a halving rung may have just ended on another worker, its
                 # promotions not yet queued: queue them here rather than leave.
-                if not self._wait_for_queue(study, deadline, on_trial_end, stop_requested) and (
+                if not wait_for_queue(study, deadline, on_trial_end, stop_requested) and (
                     stop_requested() or not is_halving(study.pruner) or not self.top_up(study)
                 ):
                     break
@@ -411,51 +401,3 @@ class Orchestrator:
     @staticmethod
     def _running(study: optuna.Study) -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-    @staticmethod
-    def _wait_for_queue(
-        study: optuna.Study,
-        deadline: float | None,
-        on_poll: Callable[[], None] | None,
-        stop_requested: Callable[[], bool] = lambda: False,
-    ) -> bool:
-        """Wait while another worker's trial runs; True as soon as a trial waits in the queue.
-
-        Exiting on an empty queue would leave a dying worker's trial RUNNING for good: only a
-        live worker can fail it once its heartbeat is older than the grace period, and queue its
-        retry. So each poll fails stale trials (Optuna's retry callback queues the retry, which
-        this worker then takes). False when nothing waits or runs (a trial just failed stale is given
-        ``RETRY_SETTLE_POLLS`` polls for its retry to appear, ``RETRY_HANDOVER_POLLS`` while it has no
-        ``fail_reason`` yet), at the ``deadline``, or once ``stop_requested``.
-        """
-        # Imported here: handover imports torch, which hpsearch --help (it imports this module) must not wait for.
-        from hpsearch.search.handover import taken_over_by
-
-        seen_running: set[int] = set()
-        settled_polls = 0
-        while not stop_requested():
-            optuna.storages.fail_stale_trials(study)
-            unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-            states = {t.state for t in unfinished}
-            if TrialState.WAITING in states:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if TrialState.RUNNING not in states:
-                # A stale trial is told FAIL first and its retry queued after (by whichever process
-                # failed it: a peer, or the gRPC proxy): between the two nothing waits or runs.
-                if not seen_running:
-                    return False
-                trials = study.get_trials(deepcopy=False)
-                awaiting_retry = seen_running - {number for t in trials for number in taken_over_by(t)}
-                failed = [t for t in trials if t.number in awaiting_retry and t.state == TrialState.FAIL]
-                handing_over = any(FAIL_REASON_ATTR not in t.user_attrs for t in failed)
-                if not failed or settled_polls >= (RETRY_HANDOVER_POLLS if handing_over else RETRY_SETTLE_POLLS):
-                    return False
-                settled_polls += 1
-            seen_running |= {t.number for t in unfinished if t.state == TrialState.RUNNING}
-            if on_poll is not None:
-                on_poll()
-            time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
-        return False
-
