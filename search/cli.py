@@ -450,11 +450,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupt = interruption(error)  # also behind an error that the interrupted code's cleanup raised
         if interrupt is None:
             raise
-        print(f"hpsearch: stopped by {interrupt.signal_name}; the running trial is recorded as failed, finished trials are kept", file=sys.stderr)
+        print(f"hpsearch: stopped by {interrupt.signal_name}{_what_an_interrupt_left(argv)}", file=sys.stderr)
         return interrupt.exit_code
     except KeyboardInterrupt:
-        print("hpsearch: interrupted; finished trials are kept in the study", file=sys.stderr)
+        print(f"hpsearch: interrupted{_what_an_interrupt_left(argv)}", file=sys.stderr)
         return 130
+
+
+def _what_an_interrupt_left(argv: Sequence[str]) -> str:
+    """What an interrupted command left in the study, for the line it ends with: a search's or worker's trials, else nothing."""
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    if command == "worker":  # its trial was queued again as it stopped
+        return ("; the running trial is recorded as failed and queued again, finished trials are kept; the next worker "
+                "resumes it from its last checkpoint")
+    if command not in (None, "run"):  # the other commands run no trials
+        return ""
+    return ("; the running trial is recorded as failed, finished trials are kept; the same command again resumes it "
+            "from its last checkpoint")
 
 
 # As a process killed by SIGPIPE exits, so a pipeline reads it as the shell would.

@@ -32,6 +32,7 @@ def interrupt_once_written(cwd: Path, written: Path, search: list[str] = SEARCH)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, f"the search was not stopped by SIGINT mid-trial:\n{out}\n{err}"
+    assert err.strip().splitlines()[-1].endswith("the same command again resumes it from its last checkpoint"), err
     return out
 
 

@@ -303,6 +303,7 @@ def test_a_signal_fails_the_running_trial_with_a_reason_and_exits_cleanly(signum
     assert worker.returncode == code
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"hpsearch: stopped by {signal.Signals(signum).name}")
+    assert err.strip().endswith("the next worker resumes it from its last checkpoint"), err
     trial, retry = trials_of(url, "stopped")
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["fail_reason"].startswith(f"interrupted by {signal.Signals(signum).name} after ")
