@@ -20,6 +20,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from hpsearch.search.checkpoint_sync import CheckpointUploads, ResumeCandidates, ResumePoint
+from hpsearch.search.queue import trial_point
 from hpsearch.search.recording import TrialAbandoned
 from hpsearch.search.signals import Preempted, interruption
 from hpsearch.search.trial import checkpoint_dir
@@ -149,9 +150,8 @@ class TrialHandover:
         has none of its own, and the retry resumes from theirs.
         """
         frozen = self.recorder.frozen(trial)
-        params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
         numbers = sorted({*taken_over_by(frozen), trial.number})
-        trial.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: numbers})
+        trial.study.enqueue_trial(trial_point(frozen), user_attrs={RETRY_OF_ATTR: numbers})
         self.echo(f"Trial {trial.number}: {frozen.user_attrs.get(FAIL_REASON_ATTR, 'preempted')}; "
                   f"queued again {self.resumes_from(trial.study.study_name, numbers)}")
 

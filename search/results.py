@@ -9,7 +9,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.search.queue import StudyQueue
+from hpsearch.search.queue import StudyQueue, trial_point
 from hpsearch.search.samplers import idle_pruner_note
 from hpsearch.storage.attributes import EPOCHS_RUN_ATTR, SIMULATED_SECONDS_ATTR
 from hpsearch.storage.optuna_seam import stand_in_values
@@ -89,9 +89,11 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
     trials = study.get_trials(deepcopy=False)
     if not trials:
         return f"study {study.study_name!r} has no trials yet"
+    # A queued grid point shows its parameters before a worker has taken it.
+    points = {trial.number: trial_point(trial) for trial in trials}
     params: list[str] = []
     for trial in trials:  # in order of first appearance, which for a grid is the sweep's order
-        params += [name for name in trial.params if name not in params]
+        params += [name for name in points[trial.number] if name not in params]
     taken = {"trial", "state", "epochs", "seconds", *params}
     objectives = [f"{name} (value)" if name in taken else name for name in _objective_names(study, metric_name)]
 
@@ -100,7 +102,7 @@ def format_results_table(study: optuna.Study, metric_name: str | None = None) ->
     rows, stand_ins = [], False
     for trial in sorted(_ranked(study, trials), key=lambda t: t.number not in front):
         row = {"trial": str(trial.number), "state": trial.state.name}
-        row |= {name: _format(trial.params.get(name), 4) for name in params}
+        row |= {name: _format(points[trial.number].get(name), 4) for name in params}
         values, stand_in = _values(trial)
         shown = [_format(value, 6) for value in values or [None] * len(objectives)]
         row |= dict(zip(objectives, [f"({cell})" for cell in shown] if stand_in else shown))

@@ -49,6 +49,21 @@ def test_pruned_trials_follow_the_complete_ones_furthest_first_then_best():
     assert order == ["4", "3", "2", "1", "0"]
 
 
+def test_a_queued_grid_point_shows_its_parameters_before_a_worker_takes_it():
+    # A new user's interrupted grid listed its five waiting points with "-" for every parameter.
+    import optuna
+
+    from hpsearch.search.results import format_results_table
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={"hidden": 16, "optimizer": "adamw"}, distributions={
+        "hidden": optuna.distributions.IntDistribution(16, 64), "optimizer": optuna.distributions.CategoricalDistribution(["adamw", "sgd"])}))
+    study.enqueue_trial({"hidden": 64, "optimizer": "sgd"})
+    lines = format_results_table(study).splitlines()
+    assert lines[0].split()[:4] == ["trial", "state", "hidden", "optimizer"]
+    assert lines[2].split()[:4] == ["1", "WAITING", "64", "sgd"]
+
+
 def test_a_pruned_trial_of_several_objectives_shows_its_pruned_values_marked_and_ranked_by_them():
     import optuna
     from optuna.trial import TrialState, create_trial
