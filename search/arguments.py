@@ -88,7 +88,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     for name, option in options.items():
         # Parsed against the chosen task's own schema later, since two tasks may type one name differently.
         try:
-            group.add_argument(*flags(name), dest=name, metavar=option.kind.upper(), help=f"{option.help} {_tasks_taking(name)}".replace("%", "%%"))
+            group.add_argument(*flags(name), dest=name, metavar=option.kind.upper(), help=_task_option_help(name).replace("%", "%%"))
         except argparse.ArgumentError:
             continue  # a plugin task's option named like another flag (seed): set in a study file's [task] table
 
@@ -97,11 +97,16 @@ def task_option_names() -> list[str]:
     return sorted({option.name for task in list_tasks() for option in task.options})
 
 
-def _tasks_taking(option: str) -> str:
-    """``[task: default, ...]`` for every registered task that has ``option``."""
-    found = [(t.name, o.default) for t in list_tasks() for o in t.options if o.name == option]
-    shown = ", ".join(f"{name}: {default!r}" if default != "" else name for name, default in found)
-    return f"[{shown}]"
+def _task_option_help(option: str) -> str:
+    """``option``'s help and ``[task: default, ...]`` for every registered task that has it; each task's own help where they differ."""
+    found = [(t.name, o.help, o.default) for t in list_tasks() for o in t.options if o.name == option]
+
+    def named(name: str, default: Any) -> str:
+        return f"{name}: {default!r}" if default != "" else name
+
+    if len({help for _, help, _ in found}) == 1:
+        return f"{found[0][1]} [{', '.join(named(name, default) for name, _, default in found)}]"
+    return "; ".join(f"[{named(name, default)}] {help}" for name, help, default in found)
 
 
 def add_plugin_argument(parser: argparse.ArgumentParser) -> None:

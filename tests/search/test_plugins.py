@@ -254,3 +254,19 @@ register_task({task!r}, make, [HyperParam("seed", "int", 0, "the data's seed")])
     assert done.returncode == 0, done.stderr
     (trial,) = load_trials(tmp_path / "hpsearch.db", "seeded")
     assert trial["state"] == "COMPLETE"
+
+
+def test_a_task_option_shared_with_another_task_shows_each_tasks_own_help(tmp_path, run_hpsearch):
+    # A new user's forecasting task took --data like csv_timeseries; --help showed only csv_timeseries' text.
+    task = unique("forecast")
+    (tmp_path / "task.py").write_text(f"""
+from hpsearch.models import HyperParam
+from hpsearch.trainers import register_task
+
+register_task({task!r}, lambda data: None, [HyperParam("data", "str", "ETTh1.csv", "the hourly transformer CSV to window")])
+""")
+    shown = run_hpsearch("--plugin", "task.py", "--help")
+    assert shown.returncode == 0, shown.stderr
+    flag = " ".join(shown.stdout[shown.stdout.index("--data STR "):].split("\n  --")[0].split())
+    assert f"[{task}: 'ETTh1.csv'] the hourly transformer CSV to window" in flag
+    assert "[csv_timeseries] path of the CSV file" in flag
