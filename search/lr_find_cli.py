@@ -92,7 +92,7 @@ def lr_find_main(argv: Sequence[str]) -> int:
         **({"task": args.task} if args.task else {}),  # else StudySpec's default task
     )
     from hpsearch.search.trial import TrialPlan
-    from hpsearch.trainers.lr_finder import find_lr
+    from hpsearch.trainers.lr_finder import DIVERGE_FACTOR, find_lr
 
     if args.threads is not None:
         import torch
@@ -105,7 +105,8 @@ def lr_find_main(argv: Sequence[str]) -> int:
     trainer = plan.lr_test_trainer(resolved.task, plan.initial_model(resolved.task))
     result = find_lr(trainer, args.start_lr, args.end_lr, args.num_iter)
     write_plot(result, out, title=f"LR range test: {plan.model_name} {' '.join(args.hyperparameters)}".strip())
-    stop = "stopped early at divergence" if result.diverged else "ran every step"
+    stop = "ran every step" if result.diverged_at is None else (
+        f"stopped at lr={result.diverged_at:.3g}, where the loss rose past {DIVERGE_FACTOR:g}x its lowest; the plot ends before it")
     if result.suggested is None:
         print(f"Plot: {out.resolve()}")
         print(f"hpsearch lr-find: no suggested LR: {result.no_suggestion()}; start the range lower (--start-lr) "

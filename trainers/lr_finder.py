@@ -13,6 +13,10 @@ from torch import nn
 from hpsearch.trainers.trainer import Trainer
 
 
+# The loss past this many times its best smoothed value ends the test, as in fastai's and Lightning's.
+DIVERGE_FACTOR = 4.0
+
+
 @dataclass(frozen=True)
 class LRFinderResult:
     """The LRs tried, the smoothed loss at each, and the suggestion.
@@ -20,15 +24,19 @@ class LRFinderResult:
     ``suggested`` is the LR where the smoothed loss falls fastest (steepest negative slope
     against log LR) before its lowest point, as fastai suggests; None where the loss did not
     fall before its lowest point (the range starts where the loss already rises, or the test
-    is too short), as Lightning's ``lr_find`` gives no suggestion then. ``diverged`` says the
-    test stopped early because the loss (raw or smoothed) exceeded ``diverge_factor`` times the
-    best smoothed loss.
+    is too short), as Lightning's ``lr_find`` gives no suggestion then. ``diverged_at`` is the
+    LR of the step where the test stopped early because the loss (raw or smoothed) exceeded
+    ``diverge_factor`` times the best smoothed loss (not among ``lrs``); None if every step ran.
     """
 
     lrs: list[float]
     losses: list[float]
     suggested: float | None
-    diverged: bool
+    diverged_at: float | None
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
 
     def no_suggestion(self) -> str:
         """Why ``suggested`` is None, in one clause."""
@@ -47,7 +55,7 @@ def find_lr(
     end_lr: float = 10.0,
     num_iter: int = 100,
     smoothing: float = 0.98,
-    diverge_factor: float = 4.0,
+    diverge_factor: float = DIVERGE_FACTOR,
 ) -> LRFinderResult:
     """Run the range test with ``trainer``'s step, device, precision and optimizer; all are restored after.
 
@@ -69,7 +77,7 @@ def find_lr(
     ratio = (end_lr / start_lr) ** (1 / (num_iter - 1))
     lrs: list[float] = []
     losses: list[float] = []
-    average, best, diverged = 0.0, math.inf, False
+    average, best, diverged_at = 0.0, math.inf, None
     model.train()
     try:
         for i in range(num_iter):
@@ -93,7 +101,7 @@ def find_lr(
             # The raw loss too: over a short test the smoothed one lags a blow-up by many steps,
             # and its slow fall back to a plateau afterwards looked like the steepest descent.
             if not math.isfinite(smoothed) or max(smoothed, value) > diverge_factor * best:
-                diverged = True
+                diverged_at = lr
                 break
             best = min(best, smoothed)
             lrs.append(lr)
@@ -107,7 +115,7 @@ def find_lr(
         trainer.flops_meter = meter
         if meter is not None:
             meter.attach(model)
-    return LRFinderResult(lrs, losses, steepest_descent(lrs, losses), diverged)
+    return LRFinderResult(lrs, losses, steepest_descent(lrs, losses), diverged_at)
 
 
 def steepest_descent(lrs: list[float], losses: list[float]) -> float | None:

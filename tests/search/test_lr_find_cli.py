@@ -15,6 +15,9 @@ def test_lr_find_prints_the_suggestion_and_writes_a_log_axis_plot(tmp_path, run_
     assert result.returncode == 0, result.stderr
     suggested = float(re.search(r"Suggested LR: ([0-9.e+-]+)", result.stdout).group(1))
     assert 1e-7 <= suggested <= 10
+    # A stop at divergence says at which LR, and why there: a new user read "stopped early at divergence" beside a falling curve.
+    assert re.search(r"(ran every step|stopped at lr=[0-9.e+-]+, where the loss rose past 4x its lowest; the plot ends before it)\)$",
+                     result.stdout.splitlines()[0]), result.stdout
     html = (tmp_path / "curve.html").read_text()
     assert "plotly" in html and '"type":"log"' in html.replace(" ", "")
     assert "<script src=" not in html  # plotly.js is embedded: the file works offline

@@ -39,6 +39,7 @@ def test_stops_at_divergence_and_restores_model_and_optimizer(task):
 
     result = find_lr(trainer, start_lr=1e-4, end_lr=1e4, num_iter=60)
     assert result.diverged and len(result.lrs) < 60
+    assert result.diverged_at == pytest.approx(result.lrs[-1] * (1e4 / 1e-4) ** (1 / 59))  # the step after the last kept
     assert result.lrs == sorted(result.lrs) and result.lrs[0] == pytest.approx(1e-4)
     assert all(torch.equal(before_model[k], v) for k, v in model.state_dict().items())
     after_exp_avg = [s["exp_avg"] for s in optimizer.state_dict()["state"].values()]
@@ -68,7 +69,7 @@ def test_a_loss_that_never_falls_gives_no_suggestion(losses):
     """The range's first LR was suggested: a range that starts too high trained every trial with it."""
     lrs = [10.0 ** (-6 + i * 0.25) for i in range(len(losses))]
     assert steepest_descent(lrs, losses) is None
-    assert "found no LR at which the loss falls" in LRFinderResult(lrs, losses, None, True).no_suggestion()
+    assert "found no LR at which the loss falls" in LRFinderResult(lrs, losses, None, 0.5).no_suggestion()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
