@@ -273,7 +273,8 @@ def idle_pruner_note(name: str, epochs: int, warmup_epochs: float, trials: int) 
         return f"--pruner {name} judges no epoch before the last of {epochs} (none of the LR warmup): it could stop no trial"
     if trials < kind.trials_to_judge:
         return (f"--pruner {name} stops a trial only by comparing it with {kind.trials_to_judge - 1} trials before it, "
-                f"so a study needs {kind.trials_to_judge}, and this one has {trials}: it could stop none")
+                f"so a study needs {kind.trials_to_judge}, and this one has {trials} (a trial and its retries counted once): "
+                "it could stop none")
     return None
 
 

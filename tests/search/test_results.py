@@ -133,4 +133,4 @@ def test_the_idle_pruner_note_counts_a_failed_trial_and_its_retry_as_one():
             if number == 1:
                 trial.set_user_attr("retry_of", [0])
             study.tell(trial, 1.0)
-    assert idle_pruning(study, resolved).endswith("so a study needs 6, and this one has 5: it could stop none")
+    assert idle_pruning(study, resolved).endswith("so a study needs 6, and this one has 5 (a trial and its retries counted once): it could stop none")

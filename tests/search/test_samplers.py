@@ -134,7 +134,8 @@ def test_a_pruner_that_could_stop_no_trial_says_why():
 
     # Three epochs, one of warmup: the rung falls at epoch 2, but needs 5 other trials there.
     assert idle_pruner_note("rung", 3, 1, 5) == (
-        "--pruner rung stops a trial only by comparing it with 5 trials before it, so a study needs 6, and this one has 5: "
+        "--pruner rung stops a trial only by comparing it with 5 trials before it, so a study needs 6, and this one has 5 "
+        "(a trial and its retries counted once): "
         "it could stop none")
     assert idle_pruner_note("rung", 3, 1, 6) is None
     assert idle_pruner_note("percentile", 3, 1, 2) is not None and idle_pruner_note("percentile", 3, 1, 3) is None
