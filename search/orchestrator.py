@@ -220,6 +220,10 @@ class Orchestrator:
         """What a command says when the study has run all its work."""
         if self.is_grid:
             return f"Study {self.spec.name!r}: every grid point has already run; nothing to do."
+        if self._converged(study):
+            stop = self.spec.stop_when_converged
+            return (f"Study {self.spec.name!r} has converged: its last {stop} complete trials did not improve the best "
+                    f"(--stop-when-converged {stop}); nothing to do (without it, or with a larger N, the search goes on).")
         held = StudyQueue.budget_spent(study.get_trials(deepcopy=False))
         return (f"Study {self.spec.name!r}: its budget of {self.resolved.n_trials} trials (--n-trials, n_trials= in Python: "
                 f"the trials it holds in all, not a count of new ones) is spent, with {held} trials; nothing to do (a "
@@ -264,7 +268,7 @@ class Orchestrator:
         running = self._running(study)
         if planned == 0 and running == 0:
             self.echo(self.nothing_to_do(study))
-            return SearchOutcome(study, self.storage_url, 0, 0, idle=True)
+            return SearchOutcome(study, self.storage_url, 0, 0, converged=not self.is_grid and self._converged(study), idle=True)
         # Under halving, the points that go on past a rung are trials of their own, queued as the
         # rungs fill: the loop runs until nothing is left rather than counting.
         if is_halving(study.pruner):
@@ -320,7 +324,9 @@ class Orchestrator:
             if stop is not None and not converged and stop.study_converged(study):
                 converged = True
                 complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": stop.patience})
+                best = study.best_trial
+                study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": stop.patience,
+                                                     "best_trial": best.number, "best_value": best.value})
                 self.echo(f"Study {study.study_name!r} converged: {stop.patience} complete trials in a row did not "
                           f"improve the best (stop_when_converged={stop.patience}); no more trials start.")
             return converged

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import optuna
 import pytest
 
 from tests.search.conftest import TINY
@@ -328,6 +329,12 @@ def test_a_converged_study_starts_no_more_trials(tmp_path, run_hpsearch):
 
     again = run_hpsearch(*search)  # still converged: the re-run starts and queues nothing
     assert again.returncode == 0 and f"0 trials run now, {len(trials)} in all" in again.stdout, again.stdout
+    assert "Study 'conv' converged: 2 complete trials in a row did not improve the best" in again.stdout
+    assert f"Converged (--stop-when-converged 2): {12 - started} trials of the budget were not run." in again.stdout
+    assert "is spent" not in again.stdout
+    study = optuna.load_study(study_name="conv", storage=f"sqlite:///{tmp_path / 'hpsearch.db'}")
+    assert study.user_attrs["hpsearch.converged"] == {"complete_trials": len(complete), "patience": 2,
+                                                      "best_trial": study.best_trial.number, "best_value": study.best_value}
 
 
 def test_allow_changes_on_a_finished_grid_says_that_nothing_trained(tmp_path, run_hpsearch):

@@ -170,3 +170,21 @@ def test_a_new_study_records_every_trainer_setting_its_trials_run_with_but_the_s
     train = study.user_attrs["hpsearch.train"]
     assert train["momentum"] == 0.9 and train["lr"] == 0.01 and train["epochs"] == 2 and train["scheduler"] == "cosine"
     assert "optimizer" not in train and "checkpoint_dir" not in train  # swept: each trial's parameter
+
+
+def test_a_converged_study_with_nothing_queued_says_it_converged_not_that_its_budget_is_spent(tmp_path):
+    # A new user's re-run read "its budget of 32 trials ... is spent, with 16 trials; ... a larger budget adds trials".
+    spec = StudySpec(models=("tfn_classifier",), sweep=("lr:1e-3..1e-2:log",), sampler="random", n_trials=32,
+                     stop_when_converged=3, task_options={"dataset_size": 100}, study_name="conv", output_dir=str(tmp_path))
+    said: list[str] = []
+    orchestrator = Orchestrator(resolve(spec), echo=said.append, progress=False)
+    study, _ = orchestrator.create(spec.n_trials)
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # the queued batch runs, none improving
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-3, 1e-2, log=True)
+        study.tell(trial, 0.5)
+    outcome = orchestrator.run()
+    assert outcome.idle and outcome.converged and outcome.trials_run == 0
+    assert said == ["Study 'conv' has converged: its last 3 complete trials did not improve the best "
+                    "(--stop-when-converged 3); nothing to do (without it, or with a larger N, the search goes on)."]
+    orchestrator.database.close()
