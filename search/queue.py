@@ -20,10 +20,15 @@ def point_key(point: dict[str, Any]) -> Hashable:
     return tuple(sorted(point.items()))
 
 
+def enqueued_point(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters ``trial`` was queued with (Optuna's ``enqueue_trial``): a grid point, a retry's; none for a sampled trial."""
+    return trial.system_attrs.get("fixed_params", {})
+
+
 def trial_point(trial: FrozenTrial) -> dict[str, Any]:
     """The grid point a trial runs: an enqueued point's fixed parameters, also while its worker has
     taken it but not yet suggested them as parameters, and its parameters (a heartbeat retry has only those)."""
-    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    return {**enqueued_point(trial), **trial.params}
 
 
 class StudyQueue:

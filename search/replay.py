@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from hpsearch.search.errors import UsageError
 from hpsearch.search.halving import promote_waiting
+from hpsearch.search.queue import enqueued_point
 from hpsearch.search.quiet import quiet_optuna
 from hpsearch.search.recording import TrialRecording
 from hpsearch.search.samplers import make_pruner, replayable_pruners
@@ -43,6 +44,7 @@ class StoredCurves:
     epochs: int
     warmup_epochs: float
     curves: tuple[tuple[float, ...], ...]
+    grid: bool = True  # the study ran a grid's points (each trial enqueued with them), not sampled ones
 
     @property
     def best(self) -> float:
@@ -95,8 +97,10 @@ def stored_curves(study: optuna.Study) -> StoredCurves:
             )
     direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
     curves = tuple(tuple(t.intermediate_values[e] for e in range(1, config.epochs + 1)) for t in trials)
+    # A sampled study's trials are queued without parameters; only retries of them are queued with theirs.
+    grid = all(t.params.keys() <= enqueued_point(t).keys() for t in trials)
     return StoredCurves(
-        study.user_attrs.get(METRIC_ATTR, "val_loss"), direction, config.epochs, config.warmup_epochs, curves
+        study.user_attrs.get(METRIC_ATTR, "val_loss"), direction, config.epochs, config.warmup_epochs, curves, grid
     )
 
 

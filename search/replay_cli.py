@@ -62,17 +62,23 @@ def replay_main(argv: Sequence[str]) -> int:
         f"trial with the study's best value ran to the end; best found: the best {stored.metric} a search ended with, "
         "the median and the worst over the orders; trials pruned: the mean; --orders 1 replays the stored order alone)"
     )
-    print(choice(rows))
+    print(choice(rows, stored.grid))
     return EXIT_OK
 
 
-def choice(rows: Sequence[PrunerSummary]) -> str:
-    """The line that reads the table: the pruner of the fewest epochs among those that kept the best in every order."""
+def choice(rows: Sequence[PrunerSummary], grid: bool = True) -> str:
+    """The line that reads the table: the pruner of the fewest epochs among those that kept the best in every order.
+
+    ``halving`` runs a grid's value lists: for a study that sampled ranges (``grid`` False) it is no choice.
+    """
     keeping = [row for row in rows if row.kept_best == 1.0 and row.pruner != "none"]
-    if not keeping:
-        return ("No pruner replayed kept the best in every order: weigh how often each kept it against the epochs it "
-                "spent, or keep --pruner none.")
-    best = min(keeping, key=lambda row: row.epoch_share)
-    grid = " (it runs a grid: value lists)" if best.pruner == "halving" else ""
+    usable = [row for row in keeping if grid or row.pruner != "halving"]
+    halving = "" if len(usable) == len(keeping) else (
+        "halving kept it too, but runs a grid (value lists), and this study sampled ranges")
+    if not usable:
+        return (f"No pruner replayed kept the best in every order{' that fits this study (' + halving + ')' if halving else ''}: "
+                "weigh how often each kept it against the epochs it spent, or keep --pruner none.")
+    best = min(usable, key=lambda row: row.epoch_share)
+    note = " (it runs a grid: value lists)" if best.pruner == "halving" else f" ({halving})" if halving else ""
     return (f"Fewest epochs while keeping the best in every order: {best.pruner} ({best.epoch_share:.1%} of the epochs); "
-            f"pass --pruner {best.pruner}{grid}.")
+            f"pass --pruner {best.pruner}{note}.")

@@ -132,6 +132,11 @@ def test_the_choice_is_the_fewest_epochs_that_kept_the_best_in_every_order():
     assert choice(rows).startswith("Fewest epochs while keeping the best in every order: halving (40.0% of the epochs); "
                                    "pass --pruner halving (it runs a grid")
     assert "percentile (50.0%" in choice(rows[:2])
+    # A study that sampled ranges cannot take halving: a new user's random-sampler study was told to pass it.
+    assert choice(rows, grid=False) == (
+        "Fewest epochs while keeping the best in every order: percentile (50.0% of the epochs); pass --pruner percentile "
+        "(halving kept it too, but runs a grid (value lists), and this study sampled ranges).")
+    assert choice([rows[2]], grid=False).startswith("No pruner replayed kept the best in every order that fits this study")
     # none always keeps the best: it is no choice of a pruner.
     assert choice([rows[1], rows[3]]).startswith("No pruner replayed kept the best in every order")
 
@@ -165,3 +170,24 @@ def test_wrong_input_is_one_line_and_exit_2(runs, run_hpsearch, which, args, mes
 def test_an_unknown_study_is_one_line(runs, run_hpsearch):
     done = run_hpsearch("replay", "--study", "nope", "--storage", runs["none"])
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_stored_curves_tell_a_grid_from_a_sampled_study():
+    from hpsearch.storage.attributes import SIMULATED_ATTR
+    from hpsearch.trainers.lcbench import EPOCHS
+
+    def study_of(enqueued: bool) -> optuna.Study:
+        study = optuna.create_study()
+        study.set_user_attr(SIMULATED_ATTR, True)  # 52 epochs, no warmup, no stored search to read
+        for x in (0.1, 0.2):
+            if enqueued:
+                study.enqueue_trial({"x": x})
+            trial = study.ask()
+            trial.suggest_float("x", 0.0, 1.0)
+            for epoch in range(1, EPOCHS + 1):
+                trial.report(x / epoch, epoch)
+            study.tell(trial, x / EPOCHS)
+        return study
+
+    assert stored_curves(study_of(enqueued=True)).grid
+    assert not stored_curves(study_of(enqueued=False)).grid
