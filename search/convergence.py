@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from hpsearch.storage.attributes import CONVERGED_ATTR
+
 
 @dataclass(frozen=True)
 class ConvergenceStop:
@@ -48,3 +50,10 @@ class ConvergenceStop:
         complete.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
         direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
         return self.converged([t.value for t in complete if t.value is not None], direction)
+
+    def record(self, study: optuna.Study) -> None:
+        """Store on ``study`` that it converged (``CONVERGED_ATTR``): its complete trials, the patience, the best trial and value."""
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        best = study.best_trial
+        study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": self.patience,
+                                             "best_trial": best.number, "best_value": best.value})

@@ -27,7 +27,6 @@ from hpsearch.search.signals import Preemption
 from hpsearch.search.spec import StudySpec
 from hpsearch.search.study_claim import claim_study
 from hpsearch.storage.attributes import (
-    CONVERGED_ATTR,
     FAIL_REASON_ATTR,
     UID_ATTR,
 )
@@ -323,10 +322,7 @@ class Orchestrator:
             nonlocal converged
             if stop is not None and not converged and stop.study_converged(study):
                 converged = True
-                complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                best = study.best_trial
-                study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": stop.patience,
-                                                     "best_trial": best.number, "best_value": best.value})
+                stop.record(study)
                 self.echo(f"Study {study.study_name!r} converged: {stop.patience} complete trials in a row did not "
                           f"improve the best (stop_when_converged={stop.patience}); no more trials start.")
             return converged

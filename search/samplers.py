@@ -288,7 +288,8 @@ def pruner_rungs(name: str, epochs: int, warmup_epochs: float, sampler: str = "g
 REPLAYABLE = tuple(p for p in PRUNER_KINDS if p != "pareto")
 NOT_REPLAYABLE = {
     "pareto": "pareto judges several objectives; a replay judges one objective's curves",
-    "auto": f"auto means {auto_pruner('gp')} under the gp sampler, {auto_pruner('grid', grid_points=MIN_HALVING_POINTS)} for a "
+    "auto": f"auto means {auto_pruner('gp')} under the {' and '.join(s for s in SAMPLERS if s != 'grid' and auto_pruner(s) == auto_pruner('gp'))} "
+    f"samplers, {auto_pruner('grid', grid_points=MIN_HALVING_POINTS)} for a "
     f"grid of {MIN_HALVING_POINTS} points or more and {auto_pruner('grid')} otherwise: name the one to replay",
 }
 # wilcoxon is replayed only when named: it is meant for an objective averaged over instances, one a step.

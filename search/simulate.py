@@ -14,6 +14,7 @@ import heapq
 import itertools
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,8 +190,8 @@ class CurveSimulation:
         self.recorder = recorder if recorder is not None else MemoryRecorder()
         self.stop = stop
 
-    def run(self) -> SimulationResult:
-        """Run trials until the budget is spent or ``n_trials`` have started and ended."""
+    def run(self, on_progress: Callable[[int], None] | None = None) -> SimulationResult:
+        """Run trials until the budget is spent or ``n_trials`` have started and ended; ``on_progress(epochs trained)`` as each ends."""
         running: list[_Running] = []
         finished: list[FinishedTrial] = []
         order = itertools.count()
@@ -226,6 +227,8 @@ class CurveSimulation:
                 self.study.tell(run.trial, state=state)
             value = told[0] if told else None
             finished.append(FinishedTrial(run.trial.number, len(run.recording.records), value, spent, clock, told))
+            if on_progress is not None:
+                on_progress(spent)
 
         for _ in range(self.workers):
             start()
@@ -256,6 +259,8 @@ class CurveSimulation:
                 run.due = clock + epoch_seconds(run.curve, run.epoch)
                 heapq.heappush(running, run)
         converged = self.stop is not None and self.stop.converged(values, self.direction)
+        if converged:
+            self.stop.record(self.study)
         try:
             target_range = self.surrogate.target_range(self.metric)
         except ValueError:  # a target the benchmark keeps no statistics of
@@ -338,6 +343,7 @@ def simulate_search(
     storage: str | None = None,
     study_name: str | None = None,
     benchmark: str = "lcbench",
+    progress: bool | None = None,
 ) -> SimulationResult:
     """A search strategy run on a learning-curve benchmark instead of training, as ``hpsearch simulate`` runs it.
 
@@ -347,7 +353,8 @@ def simulate_search(
     and ``-wN`` with N workers). The result has the ``study``, the trials in the order they ended
     (``finished``), the epochs ``spent``, the simulated ``clock`` in seconds, and ``best(spent)`` and
     ``regret(spent)``: the best ``val_accuracy`` and its normalized regret once ``spent`` epochs
-    were trained (default: all). Wrong input is a ``UsageError``.
+    were trained (default: all). A progress bar counts the epochs where stderr is a terminal (``progress``
+    says otherwise). Wrong input is a ``UsageError``.
     """
     if sampler == "grid":
         raise UsageError(f"--sampler grid takes value lists, and lcbench's space is continuous; choose from {', '.join(SAMPLERS[1:])}")
@@ -367,17 +374,20 @@ def simulate_search(
         surrogate = load_benchmark(benchmark, instance, data if data is not None else os.environ[DATA_ENV])
     except UsageError as error:
         raise UsageError(f"{error} (the folder is ${DATA_ENV}'s)" if data is None else str(error)) from None
-    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{pruner}-s{seed}" + (f"-w{workers}" if workers > 1 else ""))
+    named = auto_pruner(sampler) if pruner == "auto" else pruner  # the pruner that runs, as a search names it
+    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{named}-s{seed}" + (f"-w{workers}" if workers > 1 else ""))
     study, recorder, close = _simulated_study(storage, name, {"benchmark": benchmark, "instance": instance, "sampler": sampler,
                                                                "pruner": pruner, "seed": seed, "workers": workers})
-    with quiet_optuna():
+    from tqdm.auto import tqdm
+
+    budget = budget if budget is not None or n_trials is not None else LCBENCH_BUDGET
+    show = sys.stderr.isatty() if progress is None else progress
+    with quiet_optuna(), tqdm(total=budget, desc=name, unit="epoch", disable=not show) as bar:
         try:
             return CurveSimulation(
-                surrogate, sampler, pruner, seed, workers,
-                budget if budget is not None or n_trials is not None else LCBENCH_BUDGET, n_trials,
-                study=study, recorder=recorder,
+                surrogate, sampler, pruner, seed, workers, budget, n_trials, study=study, recorder=recorder,
                 stop=ConvergenceStop(stop_when_converged) if stop_when_converged else None,
-            ).run()
+            ).run(on_progress=lambda spent: bar.update(spent - bar.n))
         finally:
             close()
 

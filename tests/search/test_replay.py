@@ -155,7 +155,7 @@ def test_replay_study_takes_a_study_name_and_its_storage(runs):
         ("none", ["--pruners", "percentile,lucky"], "unknown pruner 'lucky'"),
         ("none", ["--pruners", "percentil"], "unknown pruner 'percentil' (did you mean percentile?)"),
         ("none", ["--pruners", " , "], "--pruners names no pruner"),
-        ("none", ["--pruners", "auto"], "auto means rung under the gp sampler, halving for a grid of 9 points or more"),
+        ("none", ["--pruners", "auto"], "auto means rung under the tpe and gp samplers, halving for a grid of 9 points or more"),
         ("none", ["--pruners", "pareto"], "pareto judges several objectives"),
         ("none", ["--orders", "0"], "--orders must be at least 1"),
     ],

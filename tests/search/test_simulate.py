@@ -107,7 +107,8 @@ def test_simulate_search_in_python_is_the_commands_run(run_hpsearch, yahpo_data,
                         "sha", "--budget", "300", "--workers", "2")
     assert done.returncode == 0, done.stderr
     assert f"normalized regret {result.regret():.4f}" in done.stdout
-    assert "Regret with 25% of the epochs" in done.stdout
+    r75, r150 = (f"{r:.4f}" if r is not None else "(no trial had ended)" for r in (result.regret(75), result.regret(150)))
+    assert f"Regret with 25% of the budget {r75}, 50% of the budget {r150} (" in done.stdout, done.stdout
 
     # Its trials all ran to the end (random, no pruner): replay takes the simulated study.
     full = simulate_search("189906", yahpo_data, "random", "none", n_trials=6, storage=sqlite_url)
@@ -146,6 +147,20 @@ def test_a_converged_simulation_is_the_full_run_cut_where_the_rule_first_holds(s
     assert stopped.converged and 5 < len(cut) < len(full) and full[: len(cut)] == cut
     values = [t.value for t in cut]
     assert stop.converged(values, "maximize") and not stop.converged(values[:-1], "maximize")
+    # Stored as a search stores it (a new user's simulated study had no hpsearch.converged).
+    best = stopped.study.best_trial
+    assert stopped.study.user_attrs["hpsearch.converged"] == {
+        "complete_trials": len(values), "patience": 5, "best_trial": best.number, "best_value": best.value}
+
+
+def test_a_simulation_counts_its_epochs_on_a_progress_bar_and_names_its_study_by_the_pruner_that_ran(
+    yahpo_data, sqlite_url, capsys
+):
+    # A new user's GP run with --pruner percentile printed nothing for 19 minutes; its study was named ...-auto-s0.
+    result = simulate_search("189906", yahpo_data, "tpe", budget=120, storage=sqlite_url, progress=True)
+    assert result.study.study_name == "sim-lcbench-189906-tpe-rung-s0"
+    bar = capsys.readouterr().err
+    assert "sim-lcbench-189906-tpe-rung-s0" in bar and "120/120" in bar and "epoch" in bar
 
 
 def test_a_wrong_data_folder_from_the_environment_names_the_variable(run_hpsearch):
