@@ -70,9 +70,9 @@ def claim_study(study: optuna.Study, storage: optuna.storages.BaseStorage, resol
                  f"(--study-name {twin} goes on with that one)")
         return
     previous = StudySpec.from_json(stored)
-    refusal = spec.store_refusal(previous)
-    if refusal is not None:
-        raise UsageError(refusal)
+    for refusal in (spec.store_refusal(previous), _objectives_refusal(study, previous, resolved)):
+        if refusal is not None:
+            raise UsageError(refusal)
     changes = spec.changes_from(previous)
     origins = {name: model_origin(name) for name in spec.models}
     stored_origins = study.user_attrs.get(MODELS_ATTR, origins)
@@ -91,6 +91,26 @@ def claim_study(study: optuna.Study, storage: optuna.storages.BaseStorage, resol
     if spec.n_trials is not None and spec.n_trials != previous.n_trials:
         # A re-run's budget is the study's from now on: the dashboard's spec and the workers' top-up read it.
         study.set_user_attr(SPEC_ATTR, dataclasses.replace(previous, n_trials=spec.n_trials).to_json())
+
+
+def _objectives_refusal(study: optuna.Study, previous: StudySpec, resolved: ResolvedSpec) -> str | None:
+    """Why the study cannot be scored by other objectives, even with ``--allow-changes``; else None.
+
+    Optuna ranks every trial of a study in its one direction: a trial scored by ``val_loss`` in a
+    study of ``val_acc`` would stand among the accuracies as one, and might become the best trial.
+    """
+    def scored(names: list[str], directions: list[str]) -> str:
+        return ", ".join(f"{name} ({direction})" for name, direction in zip(names, directions))
+
+    def names(spec: StudySpec) -> list[str]:
+        return [item.partition(":")[0] for item in spec.objectives] or [spec.metric]
+
+    was = scored(names(previous), [d.name.lower() for d in study.directions])
+    now = scored(names(resolved.spec), resolved.directions)
+    if was == now:
+        return None
+    return (f"study {resolved.spec.name!r} scores its trials by {was}, not {now}: their values would not compare, even "
+            "with --allow-changes; pass --study-name NEW (study_name= in Python) for a new study")
 
 
 def _same_search_as(study: optuna.Study, storage: optuna.storages.BaseStorage, spec: StudySpec) -> str | None:
