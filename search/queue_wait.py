@@ -66,4 +66,3 @@ def wait_for_queue(
             on_poll()
         time.sleep(POLL_SECONDS if deadline is None else min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
     return False
-
