@@ -203,6 +203,9 @@ class Orchestrator:
         note = steep_step_note(self.resolved)
         if note is not None:
             self.warn(note)
+        budget, points = self.resolved.n_trials, self.resolved.sweep.grid_size
+        if self.is_grid and budget is not None and budget > points:  # a study file's n_trials, the sweep now a small grid
+            self.warn(f"--n-trials {budget} is more than the grid's {points} points: each point runs once")
         with self._database().queue_lock(self.spec.name):
             study = self.open()
             if self.is_grid:

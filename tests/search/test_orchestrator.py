@@ -188,3 +188,14 @@ def test_a_converged_study_with_nothing_queued_says_it_converged_not_that_its_bu
     assert said == ["Study 'conv' has converged: its last 3 complete trials did not improve the best "
                     "(--stop-when-converged 3); nothing to do (without it, or with a larger N, the search goes on)."]
     orchestrator.database.close()
+
+
+def test_a_grid_smaller_than_its_n_trials_says_each_point_runs_once(tmp_path):
+    # A new user's study file kept n_trials = 6 when a flag made the sweep a 2-point grid: 2 trials ran, unexplained.
+    spec = StudySpec(models=("tfn_classifier",), sweep=("embed_dim:16,32",), n_trials=6, task_options={"dataset_size": 100},
+                     study_name="small", output_dir=str(tmp_path))
+    said: list[str] = []
+    orchestrator = Orchestrator(resolve(spec), echo=lambda line: None, warn=said.append, progress=False)
+    _, planned = orchestrator.create(spec.n_trials)
+    assert planned == 2 and said == ["--n-trials 6 is more than the grid's 2 points: each point runs once"]
+    orchestrator.database.close()
