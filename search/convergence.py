@@ -2,12 +2,16 @@
 
 The rule is early stopping lifted from epochs to trials: the study has converged when its last
 ``patience`` complete trials in a row improved the best value by no more than ``min_delta``
-of the spread of the values seen. A spread, not an absolute step, so that one rule serves a
-loss and an accuracy. (Optuna's own ``optuna.terminator`` is deprecated since 4.9.)
+of the interquartile range of the values before each. A spread, not an absolute step, so that
+one rule serves a loss and an accuracy; the interquartile range, not the whole range, so that
+one diverged trial (a loss of 2.0 among losses of 0.1) does not make every later gain too small
+to count. (Optuna's own ``optuna.terminator`` is deprecated since 4.9.)
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,17 +32,17 @@ class ConvergenceStop:
         """How many of ``values`` (complete trials' values, in the order they ended) came after the last improvement."""
         sign = 1.0 if direction == "maximize" else -1.0
         best: float | None = None
-        low = high = None
         since = 0
+        before: list[float] = []  # the values before this one, sorted
         for value in values:
-            low = value if low is None else min(low, value)
-            high = value if high is None else max(high, value)
-            if best is None or sign * (value - best) > self.min_delta * (high - low):
+            spread = _quantile(before, 0.75) - _quantile(before, 0.25)
+            if best is None or sign * (value - best) > self.min_delta * spread:
                 best, since = value, 0
             else:
                 since += 1
                 if sign * (value - best) > 0:
                     best = value  # a small gain still moves the bar the next trial must clear
+            bisect.insort(before, value)
         return since
 
     def converged(self, values: Sequence[float], direction: str) -> bool:
@@ -57,3 +61,13 @@ class ConvergenceStop:
         best = study.best_trial
         study.set_user_attr(CONVERGED_ATTR, {"complete_trials": complete, "patience": self.patience,
                                              "best_trial": best.number, "best_value": best.value})
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of the sorted ``ordered`` (numpy's default, linear interpolation); 0 of none."""
+    if not ordered:
+        return 0.0
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

@@ -82,8 +82,9 @@ class StudySpec:
         f"with the same number has spent already (default: the whole grid, or {DEFAULT_N_TRIALS} for other samplers)")
     timeout: float | None = study_option(None, "stop starting trials after this many seconds")
     stop_when_converged: int | None = study_option(
-        None, "end the study once N complete trials in a row have not improved the best by 1% of the values' spread "
-        "(on lcbench, 30 ended at about half the budget; README: Stopping a study that has converged)", metavar="N")
+        None, "end the study once N complete trials in a row have not improved the best by 1% of the values' "
+        "interquartile range (on lcbench, 20 ended at about half the budget; README: Stopping a study that has converged)",
+        metavar="N")
     allow_changes: bool = study_option(
         False, "re-run a study although settings that make its trials comparable (epochs, task, trainer settings, ...) changed")
 
