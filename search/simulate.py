@@ -93,6 +93,7 @@ class SimulationResult:
     converged: bool = False  # the convergence stop ended it before its budget or trials
     target_range: tuple[float, float] | None = None
     direction: str = "maximize"
+    budget: int | None = None  # the epochs it could spend (None: bounded by its trials alone)
 
     def best(self, spent: float = math.inf) -> float | None:
         """The best first-objective value of the trials that ran every epoch, by the time ``spent`` epochs were trained."""
@@ -265,7 +266,8 @@ class CurveSimulation:
             target_range = self.surrogate.target_range(self.metric)
         except ValueError:  # a target the benchmark keeps no statistics of
             target_range = None
-        return SimulationResult(self.study, finished, spent, clock, self.recorder, converged, target_range, self.direction)
+        return SimulationResult(self.study, finished, spent, clock, self.recorder, converged, target_range, self.direction,
+                                self.budget)
 
     def _record(self, run: _Running) -> EpochRecord:
         """The epoch's record as the trainer would emit it, read from the curve."""

@@ -58,7 +58,7 @@ def build_simulate_parser() -> ArgumentParser:
 
 def simulate_main(argv: Sequence[str]) -> int:
     args = build_simulate_parser().parse_args(argv)
-    from hpsearch.search.simulate import LCBENCH_BUDGET, simulate_search
+    from hpsearch.search.simulate import simulate_search
 
     result = simulate_search(
         args.instance, args.data, args.sampler, args.pruner, seed=args.seed, workers=args.workers, budget=args.budget,
@@ -83,8 +83,7 @@ def simulate_main(argv: Sequence[str]) -> int:
             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         )
         # Shares of the budget, not of what was spent: a converged run's figures compare with a full run's.
-        budget = args.budget if args.budget is not None else LCBENCH_BUDGET if args.n_trials is None else None
-        whole, of = (budget, "budget") if budget is not None else (result.spent, "epochs trained")
+        whole, of = (result.budget, "budget") if result.budget is not None else (result.spent, "epochs trained")
         marks = [(f"{fraction:.0%}", result.regret(fraction * whole)) for fraction in (0.25, 0.5)]
         print("Regret with " + ", ".join(f"{mark} of the {of} {'(no trial had ended)' if r is None else f'{r:.4f}'}"
                                           for mark, r in marks)
