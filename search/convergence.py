@@ -63,6 +63,8 @@ class ConvergenceStop:
                                              "best_trial": best.number, "best_value": best.value})
 
 
+# Over a sorted list kept as the values come: numpy's percentile of each prefix cost 55 ms a call
+# at 700 trials, and a simulation asks once per trial it starts.
 def _quantile(ordered: Sequence[float], q: float) -> float:
     """The ``q`` quantile of the sorted ``ordered`` (numpy's default, linear interpolation); 0 of none."""
     if not ordered:

@@ -245,8 +245,13 @@ def first_judged_epoch(epochs: int, warmup_epochs: float) -> int:
     return max(1, min(epochs, math.ceil(warmup_epochs) + 1))
 
 
+def pruner_that_runs(name: str, sampler: str, multi_objective: bool = False, grid_points: int | None = None) -> str:
+    """``name``, or the pruner ``auto`` means for ``sampler`` (``auto_pruner``)."""
+    return auto_pruner(sampler, multi_objective, grid_points) if name == "auto" else name
+
+
 def _kind(name: str, sampler: str, grid_points: int | None = None) -> PrunerKind:
-    name = auto_pruner(sampler, grid_points=grid_points) if name == "auto" else name
+    name = pruner_that_runs(name, sampler, grid_points=grid_points)
     if name not in PRUNER_KINDS:
         raise UsageError(f"unknown pruner {name!r}")
     return PRUNER_KINDS[name]

@@ -36,9 +36,9 @@ from hpsearch.search.samplers import (
     NOT_SIMULATED,
     SAMPLERS,
     SIMULATED_PRUNERS,
-    auto_pruner,
     make_pruner,
     make_sampler,
+    pruner_that_runs,
 )
 from hpsearch.search.sweep import SweepParam
 from hpsearch.storage.attributes import METRIC_ATTR, PRUNE_REASON_ATTR, SIMULATED_ATTR, SIMULATED_SECONDS_ATTR
@@ -179,7 +179,7 @@ class CurveSimulation:
         self.surrogate, self.sampler, self.epochs, self.goals = surrogate, sampler, EPOCHS, tuple(objectives)
         self.metric, self.direction = self.goals[0].name, self.goals[0].direction
         self.multi_objective = len(self.goals) > 1
-        self.pruner = auto_pruner(sampler, self.multi_objective) if pruner == "auto" else pruner
+        self.pruner = pruner_that_runs(pruner, sampler, self.multi_objective)
         # The curves have no warmup: a pruner may judge from the first epoch.
         self.pareto = ParetoPruner.for_study(self.pruner, self.goals, self.epochs, 0)
         self.workers, self.budget, self.n_trials, self.echo = workers, budget, n_trials, echo
@@ -376,8 +376,8 @@ def simulate_search(
         surrogate = load_benchmark(benchmark, instance, data if data is not None else os.environ[DATA_ENV])
     except UsageError as error:
         raise UsageError(f"{error} (the folder is ${DATA_ENV}'s)" if data is None else str(error)) from None
-    named = auto_pruner(sampler) if pruner == "auto" else pruner  # the pruner that runs, as a search names it
-    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{named}-s{seed}" + (f"-w{workers}" if workers > 1 else ""))
+    name = study_name or (f"sim-{benchmark}-{instance}-{sampler}-{pruner_that_runs(pruner, sampler)}-s{seed}"
+                          + (f"-w{workers}" if workers > 1 else ""))
     study, recorder, close = _simulated_study(storage, name, {"benchmark": benchmark, "instance": instance, "sampler": sampler,
                                                                "pruner": pruner, "seed": seed, "workers": workers})
     from tqdm.auto import tqdm

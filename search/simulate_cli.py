@@ -6,7 +6,14 @@ from collections.abc import Sequence
 
 from hpsearch.search.arguments import ArgumentParser
 from hpsearch.search.errors import EXIT_OK
-from hpsearch.search.samplers import DATA_ENV, DEFAULT_PRUNER, DEFAULT_SAMPLER, SAMPLERS, SIMULATED_PRUNERS, auto_pruner
+from hpsearch.search.samplers import (
+    DATA_ENV,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    SIMULATED_PRUNERS,
+    pruner_that_runs,
+)
 
 
 def build_simulate_parser() -> ArgumentParser:
@@ -68,7 +75,7 @@ def simulate_main(argv: Sequence[str]) -> int:
     states = [t.state.name for t in result.study.get_trials(deepcopy=False)]
     print(
         f"Simulated {len(result.finished)} trial{'s' if len(result.finished) != 1 else ''} of lcbench instance {args.instance} (--sampler {args.sampler} "
-        f"--pruner {args.pruner}{f' = {auto_pruner(args.sampler)}' if args.pruner == 'auto' else ''}) with {args.workers} worker(s): "
+        f"--pruner {args.pruner}{f' = {pruner_that_runs(args.pruner, args.sampler)}' if args.pruner == 'auto' else ''}) with {args.workers} worker(s): "
         f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; {result.spent} epochs trained, "
         f"{result.clock / 3600:.2f} simulated hours"
         + (f"; converged (--stop-when-converged {args.stop_when_converged})." if result.converged else ".")
